@@ -1,0 +1,207 @@
+// Package store keeps the control plane's truth: environments, their project-file revisions, the
+// leases that lock them and the env_operations audit trail. Two implementations satisfy Store:
+// PostgreSQL through pgx (store/postgres) when DATABASE_URL is set, and embedded SQLite in pure Go
+// (store/sqlite) when it is not. One test suite (store/storetest) runs against both.
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/envfabric/envfabric/shared/envid"
+)
+
+// Errors callers branch on. Implementations wrap them with what was being done.
+var (
+	ErrNotFound  = errors.New("not found")
+	ErrExists    = errors.New("already exists")
+	ErrLocked    = errors.New("locked by another operation")
+	ErrLeaseLost = errors.New("lease lost")
+)
+
+// Environment states (DESIGN.md §3 lifecycle).
+const (
+	StateCreating   = "CREATING"
+	StateActive     = "ACTIVE"
+	StateInstalling = "INSTALLING"
+	StateSyncing    = "SYNCING"
+	StateRunning    = "RUNNING"
+	StateIdle       = "IDLE"
+	StateDeleting   = "DELETING"
+	StateError      = "ERROR"
+)
+
+// Operation statuses in env_operations.
+const (
+	OpRunning   = "running"   // intent written, side effect may be under way
+	OpSucceeded = "succeeded" // done
+	OpFailed    = "failed"    // the side effect failed; the environment is at its last good revision
+	OpRejected  = "rejected"  // refused before any side effect (for example ENV_LOCKED)
+)
+
+// Env is one environment as the control plane records it.
+type Env struct {
+	Key           envid.Key
+	State         string
+	PythonVersion string // as requested, e.g. "3.11"
+	PythonPath    string // the interpreter the .venv is bound to
+	EnvPath       string
+	Revision      int64 // current revision number; 0 while CREATING
+	LastError     string
+	CreatedAt     time.Time
+	UpdatedAt     time.Time
+	LastUsedAt    time.Time
+}
+
+// Revision is one recorded version of an environment's project files.
+type Revision struct {
+	Key           envid.Key
+	Number        int64
+	PyprojectTOML string
+	UvLock        string
+	OperationID   int64
+	CreatedAt     time.Time
+}
+
+// Operation is one row of env_operations: written as intent before the side effect, completed with
+// its outcome after.
+type Operation struct {
+	ID           int64
+	Key          envid.Key
+	Kind         string // create, delete, add, update, remove, sync, run, cleanup
+	Status       string // OpRunning, OpSucceeded, OpFailed, OpRejected
+	ErrorCode    string
+	ErrorMessage string
+	Actor        string
+	RequestID    string
+	Agent        string
+	Params       json.RawMessage // a JSON object; never the code of a run, only its hash and size
+	Result       json.RawMessage // a JSON object with what the operation produced, or null
+	StartedAt    time.Time
+	FinishedAt   time.Time // zero while running
+	DurationMS   int64
+}
+
+// Outcome completes an Operation.
+type Outcome struct {
+	Status       string
+	ErrorCode    string
+	ErrorMessage string
+	Agent        string
+	Result       json.RawMessage
+	FinishedAt   time.Time
+	DurationMS   int64
+}
+
+// LeaseRequest asks for a lease on one environment.
+type LeaseRequest struct {
+	Key envid.Key
+	// Exclusive leases (mutations) exclude every other lease; shared ones (runs) exclude only
+	// exclusive ones.
+	Exclusive   bool
+	Holder      string // which control plane instance
+	Operation   string // operation kind, shown to a refused caller
+	OperationID int64
+	TTL         time.Duration
+	Now         time.Time
+}
+
+// Lease is a held lock on an environment, valid until ExpiresAt unless renewed.
+type Lease struct {
+	ID          string
+	Key         envid.Key
+	Exclusive   bool
+	Holder      string
+	Operation   string
+	OperationID int64
+	AcquiredAt  time.Time
+	ExpiresAt   time.Time
+}
+
+// LockedError is returned (wrapping ErrLocked) when a lease is refused; Held is the live lease
+// that stands in the way.
+type LockedError struct {
+	Held Lease
+}
+
+func (e *LockedError) Error() string {
+	return fmt.Sprintf("environment %s is locked by %s (operation %d) until %s",
+		e.Held.Key, e.Held.Operation, e.Held.OperationID, e.Held.ExpiresAt.UTC().Format(time.RFC3339))
+}
+
+func (e *LockedError) Unwrap() error { return ErrLocked }
+
+// ListFilter selects environments; results are ordered by (workflow_id, node_id, version_id).
+type ListFilter struct {
+	WorkflowID string    // empty: all
+	After      envid.Key // keyset cursor: entries strictly after this key; zero value: from the start
+	Limit      int
+}
+
+// Commit records the result of a successful mutation.
+type Commit struct {
+	Key     envid.Key
+	LeaseID string // fencing: the commit fails with ErrLeaseLost unless this lease is still live
+	Now     time.Time
+	// Files of the new revision. When both equal the current revision's, no revision is added.
+	PyprojectTOML string
+	UvLock        string
+	OperationID   int64
+	State         string // the state the environment is left in, normally StateActive
+	// Set on create; ignored when empty.
+	PythonVersion string
+	PythonPath    string
+	EnvPath       string
+}
+
+// Store is the control plane's database. Every method honours ctx. Times are stored with
+// millisecond precision or better and returned in UTC.
+type Store interface {
+	// Ping checks the connection (SELECT 1).
+	Ping(ctx context.Context) error
+	Close() error
+
+	// BeginOperation writes the intent row (Status OpRunning unless op.Status is set) and returns its id.
+	BeginOperation(ctx context.Context, op Operation) (int64, error)
+	// FinishOperation writes the outcome of an operation.
+	FinishOperation(ctx context.Context, id int64, out Outcome) error
+	// ListOperations returns key's operations newest first; beforeID > 0 pages on (id < beforeID).
+	ListOperations(ctx context.Context, key envid.Key, beforeID int64, limit int) ([]Operation, error)
+	// GetOperation returns one operation by id.
+	GetOperation(ctx context.Context, id int64) (Operation, error)
+
+	// AcquireLease grants a lease or returns a *LockedError. Expired leases are ignored (and may be
+	// deleted). Atomic across every control plane sharing the database.
+	AcquireLease(ctx context.Context, req LeaseRequest) (Lease, error)
+	// RenewLease extends a live lease to now+ttl; ErrLeaseLost when it expired or was taken.
+	RenewLease(ctx context.Context, id string, now time.Time, ttl time.Duration) error
+	// ReleaseLease drops a lease; releasing a missing lease is not an error.
+	ReleaseLease(ctx context.Context, id string) error
+	// ListLeases returns the live leases on key.
+	ListLeases(ctx context.Context, key envid.Key, now time.Time) ([]Lease, error)
+
+	// CreateEnv inserts env (normally StateCreating, revision 0). ErrExists when the key exists,
+	// unless the existing row is a CREATING left behind by a holder that died (no live lease on the
+	// key), which is replaced.
+	CreateEnv(ctx context.Context, env Env, now time.Time) error
+	// GetEnv returns one environment or ErrNotFound.
+	GetEnv(ctx context.Context, key envid.Key) (Env, error)
+	// ListEnvs pages through environments.
+	ListEnvs(ctx context.Context, f ListFilter) ([]Env, error)
+	// SetState changes an environment's state and last error (empty clears it).
+	SetState(ctx context.Context, key envid.Key, state, lastError string, now time.Time) error
+	// Touch records a use of the environment at t (only moves last_used_at forward).
+	Touch(ctx context.Context, key envid.Key, t time.Time) error
+	// CommitRevision stores a successful mutation's files and state in one transaction, fenced by
+	// the lease (ErrLeaseLost when c.LeaseID is no longer live). Returns the current revision number.
+	CommitRevision(ctx context.Context, c Commit) (int64, error)
+	// GetRevision returns revision number n of key; n == 0 means the current one.
+	GetRevision(ctx context.Context, key envid.Key, n int64) (Revision, error)
+	// DeleteEnv removes the environment and its revisions, fenced by leaseID. Operations stay.
+	DeleteEnv(ctx context.Context, key envid.Key, leaseID string) error
+	// IdleEnvs returns environments whose last use is before cutoff, oldest first.
+	IdleEnvs(ctx context.Context, cutoff time.Time, limit int) ([]Env, error)
+}

@@ -1,0 +1,99 @@
+// Package envid validates environment identifiers and maps them to directories.
+//
+// An environment is named by (workflow_id, node_id, version_id). Joining the three with "_", as
+// the TRD's example path does, makes ("a_b","c") and ("a","b_c") one directory; here each id is one
+// path segment (ENVS_BASE_PATH/<workflow>/<node>/<version>), and an id may not contain a separator
+// or be "." or "..", so distinct ids can never share a directory or leave the base.
+package envid
+
+import (
+	"fmt"
+	"path/filepath"
+)
+
+// DefaultVersion is the version_id used when a request omits it, everywhere.
+const DefaultVersion = "v1"
+
+// MaxLen bounds every id: a path segment stays far below NAME_MAX and a project name stays short.
+const MaxLen = 64
+
+// Key names one environment.
+type Key struct {
+	WorkflowID string
+	NodeID     string
+	VersionID  string
+}
+
+// String is the key as it appears in logs and messages.
+func (k Key) String() string {
+	return k.WorkflowID + "/" + k.NodeID + "@" + k.VersionID
+}
+
+// InvalidError says which id is wrong and why.
+type InvalidError struct {
+	Field  string
+	Value  string
+	Reason string
+}
+
+func (e *InvalidError) Error() string {
+	return fmt.Sprintf("invalid %s %q: %s", e.Field, e.Value, e.Reason)
+}
+
+// ValidateID checks one id: 1 to MaxLen characters from [A-Za-z0-9._-], starting and ending with
+// a letter or digit. The first and last rule keep ".", "..", hidden directories and project names
+// that PEP 508 would refuse out.
+func ValidateID(field, v string) error {
+	if v == "" {
+		return &InvalidError{Field: field, Value: v, Reason: "must not be empty"}
+	}
+	if len(v) > MaxLen {
+		return &InvalidError{Field: field, Value: v, Reason: fmt.Sprintf("longer than %d characters", MaxLen)}
+	}
+	for i := 0; i < len(v); i++ {
+		c := v[i]
+		alnum := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
+		if alnum {
+			continue
+		}
+		if c == '.' || c == '_' || c == '-' {
+			if i == 0 || i == len(v)-1 {
+				return &InvalidError{Field: field, Value: v, Reason: "must start and end with a letter or digit"}
+			}
+			continue
+		}
+		return &InvalidError{Field: field, Value: v, Reason: "may contain only letters, digits, '.', '_' and '-'"}
+	}
+	return nil
+}
+
+// New validates the three ids and returns the key; an empty version means DefaultVersion.
+func New(workflowID, nodeID, versionID string) (Key, error) {
+	if versionID == "" {
+		versionID = DefaultVersion
+	}
+	k := Key{WorkflowID: workflowID, NodeID: nodeID, VersionID: versionID}
+	return k, k.Validate()
+}
+
+// Validate checks all three ids.
+func (k Key) Validate() error {
+	if err := ValidateID("workflow_id", k.WorkflowID); err != nil {
+		return err
+	}
+	if err := ValidateID("node_id", k.NodeID); err != nil {
+		return err
+	}
+	return ValidateID("version_id", k.VersionID)
+}
+
+// Dir is the project directory of k under base. k must be valid.
+func (k Key) Dir(base string) string {
+	return filepath.Join(base, k.WorkflowID, k.NodeID, k.VersionID)
+}
+
+// ProjectName is the [project] name written into pyproject.toml, as in the TRD's example
+// ("workflow123-node123"), with the version appended so that two versions never look alike.
+func (k Key) ProjectName() string {
+	return k.WorkflowID + "-" + k.NodeID + "-" + k.VersionID
+}

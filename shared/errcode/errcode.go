@@ -1,0 +1,119 @@
+// Package errcode holds the error codes of the REST API and the HTTP status of each. The agent
+// puts the same codes on its Connect errors, so one table serves both programs.
+package errcode
+
+import (
+	"errors"
+	"net/http"
+)
+
+// Code is a stable, documented error code.
+type Code string
+
+// The TRD's codes, exactly, then the ones added where they do not fit.
+const (
+	InvalidPackages         Code = "INVALID_PACKAGES"
+	EnvNotFound             Code = "ENV_NOT_FOUND"
+	EnvAlreadyExists        Code = "ENV_ALREADY_EXISTS"
+	PackageResolutionFailed Code = "PACKAGE_RESOLUTION_FAILED"
+	EnvLocked               Code = "ENV_LOCKED"
+	DBAuditError            Code = "DB_AUDIT_ERROR"
+	UVExecutionError        Code = "UV_EXECUTION_ERROR"
+	ExecutionTimeout        Code = "EXECUTION_TIMEOUT"
+
+	InvalidID          Code = "INVALID_ID"
+	InvalidRequest     Code = "INVALID_REQUEST"
+	DependencyNotFound Code = "DEPENDENCY_NOT_FOUND"
+	EnvNotReady        Code = "ENV_NOT_READY"
+	PythonUnavailable  Code = "PYTHON_UNAVAILABLE"
+	RequestTooLarge    Code = "REQUEST_TOO_LARGE"
+	NotFound           Code = "NOT_FOUND"
+	MethodNotAllowed   Code = "METHOD_NOT_ALLOWED"
+	AgentUnavailable   Code = "AGENT_UNAVAILABLE"
+	Internal           Code = "INTERNAL_ERROR"
+)
+
+var status = map[Code]int{
+	InvalidPackages:         http.StatusBadRequest,
+	EnvNotFound:             http.StatusNotFound,
+	EnvAlreadyExists:        http.StatusConflict,
+	PackageResolutionFailed: http.StatusUnprocessableEntity,
+	EnvLocked:               http.StatusLocked,
+	DBAuditError:            http.StatusInternalServerError,
+	UVExecutionError:        http.StatusInternalServerError,
+	ExecutionTimeout:        http.StatusGatewayTimeout,
+
+	InvalidID:          http.StatusBadRequest,
+	InvalidRequest:     http.StatusBadRequest,
+	DependencyNotFound: http.StatusNotFound,
+	EnvNotReady:        http.StatusConflict,
+	PythonUnavailable:  http.StatusUnprocessableEntity,
+	RequestTooLarge:    http.StatusRequestEntityTooLarge,
+	NotFound:           http.StatusNotFound,
+	MethodNotAllowed:   http.StatusMethodNotAllowed,
+	AgentUnavailable:   http.StatusServiceUnavailable,
+	Internal:           http.StatusInternalServerError,
+}
+
+// All lists every code, for documentation and tests.
+func All() []Code {
+	out := make([]Code, 0, len(status))
+	for c := range status {
+		out = append(out, c)
+	}
+	return out
+}
+
+// HTTPStatus is the status a code is answered with; unknown codes are 500.
+func (c Code) HTTPStatus() int {
+	if s, ok := status[c]; ok {
+		return s
+	}
+	return http.StatusInternalServerError
+}
+
+// Known reports whether c is one of the documented codes.
+func (c Code) Known() bool {
+	_, ok := status[c]
+	return ok
+}
+
+// Error is an error that carries its code. Domain packages return it where a caller must branch
+// on the kind of failure; the REST adapter turns it into the error body.
+type Error struct {
+	Code    Code
+	Message string
+	// Details go into the error body next to code and message (for example a timed-out run's
+	// partial output, or the operation that holds a lock).
+	Details map[string]any
+	Err     error
+}
+
+func (e *Error) Error() string {
+	if e.Err != nil && e.Message == "" {
+		return string(e.Code) + ": " + e.Err.Error()
+	}
+	return string(e.Code) + ": " + e.Message
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+// New makes an *Error.
+func New(c Code, msg string) *Error { return &Error{Code: c, Message: msg} }
+
+// Wrap makes an *Error around err; the message is err's text unless msg is given.
+func Wrap(c Code, err error, msg string) *Error {
+	if msg == "" && err != nil {
+		msg = err.Error()
+	}
+	return &Error{Code: c, Message: msg, Err: err}
+}
+
+// Of returns the code carried by err, or Internal.
+func Of(err error) Code {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Code
+	}
+	return Internal
+}
