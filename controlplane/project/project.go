@@ -1,0 +1,93 @@
+// Package project reads the two files that make an environment reproducible, pyproject.toml and
+// uv.lock, so that the control plane answers deps and export from its database without a trip to
+// the shared storage.
+package project
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/pelletier/go-toml/v2"
+
+	"github.com/envfabric/envfabric/controlplane/reqspec"
+)
+
+type pyproject struct {
+	Project struct {
+		Name           string   `toml:"name"`
+		RequiresPython string   `toml:"requires-python"`
+		Dependencies   []string `toml:"dependencies"`
+	} `toml:"project"`
+}
+
+// Pyproject is what the fabric needs from a pyproject.toml.
+type Pyproject struct {
+	Name           string
+	RequiresPython string
+	Dependencies   []string
+}
+
+// ParsePyproject reads a pyproject.toml.
+func ParsePyproject(content string) (Pyproject, error) {
+	var p pyproject
+	if err := toml.Unmarshal([]byte(content), &p); err != nil {
+		return Pyproject{}, fmt.Errorf("parsing pyproject.toml: %w", err)
+	}
+	deps := p.Project.Dependencies
+	if deps == nil {
+		deps = []string{}
+	}
+	return Pyproject{Name: p.Project.Name, RequiresPython: p.Project.RequiresPython, Dependencies: deps}, nil
+}
+
+// DependencyIndex maps each dependency's normalized name to the requirement string as written.
+// Requirements that do not parse are keyed by their text.
+func (p Pyproject) DependencyIndex() map[string]string {
+	idx := make(map[string]string, len(p.Dependencies))
+	for _, d := range p.Dependencies {
+		if r, err := reqspec.Parse(d); err == nil {
+			idx[r.Normalized()] = d
+		} else {
+			idx[d] = d
+		}
+	}
+	return idx
+}
+
+type lockFile struct {
+	Package []struct {
+		Name    string         `toml:"name"`
+		Version string         `toml:"version"`
+		Source  map[string]any `toml:"source"`
+	} `toml:"package"`
+}
+
+// LockedVersions returns name → version for every package uv.lock pins, leaving out the project
+// itself (its source is virtual or editable). A name locked at several versions (the lock is
+// universal, so markers may fork it) lists them comma-separated, lowest first.
+func LockedVersions(lock string) (map[string]string, error) {
+	out := map[string]string{}
+	if strings.TrimSpace(lock) == "" {
+		return out, nil
+	}
+	var l lockFile
+	if err := toml.Unmarshal([]byte(lock), &l); err != nil {
+		return nil, fmt.Errorf("parsing uv.lock: %w", err)
+	}
+	multi := map[string][]string{}
+	for _, p := range l.Package {
+		if _, ok := p.Source["virtual"]; ok {
+			continue
+		}
+		if _, ok := p.Source["editable"]; ok {
+			continue
+		}
+		multi[p.Name] = append(multi[p.Name], p.Version)
+	}
+	for name, vs := range multi {
+		sort.Strings(vs)
+		out[name] = strings.Join(vs, ", ")
+	}
+	return out, nil
+}

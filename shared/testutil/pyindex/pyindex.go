@@ -1,0 +1,234 @@
+// Package pyindex builds small pure-Python wheels and serves them from a PEP 503 simple index on
+// an httptest server, so tests resolve and install real packages without the internet. Import it
+// only from _test.go files.
+package pyindex
+
+import (
+	"archive/zip"
+	"bytes"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"fmt"
+	"html"
+	"net/http"
+	"net/http/httptest"
+	"regexp"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// Package is one release to publish: a wheel named <Name>-<Version>-py3-none-any.whl whose
+// METADATA lists Requires as Requires-Dist lines.
+type Package struct {
+	Name           string
+	Version        string
+	Requires       []string
+	RequiresPython string
+}
+
+// Universe is the fixed set of releases the tests share:
+//
+//	alpha   1.0.0, 1.1.0, 2.0.0
+//	beta    1.0.0 (alpha>=1.0,<2), 2.0.0 (alpha>=2)
+//	gamma   1.0.0 (alpha<1.1)
+//	delta   0.1.0, 0.2.0
+//	epsilon 1.0.0 (beta, delta)
+func Universe() []Package {
+	return []Package{
+		{Name: "alpha", Version: "1.0.0"},
+		{Name: "alpha", Version: "1.1.0"},
+		{Name: "alpha", Version: "2.0.0"},
+		{Name: "beta", Version: "1.0.0", Requires: []string{"alpha>=1.0,<2"}},
+		{Name: "beta", Version: "2.0.0", Requires: []string{"alpha>=2"}},
+		{Name: "gamma", Version: "1.0.0", Requires: []string{"alpha<1.1"}},
+		{Name: "delta", Version: "0.1.0"},
+		{Name: "delta", Version: "0.2.0"},
+		{Name: "epsilon", Version: "1.0.0", Requires: []string{"beta", "delta"}},
+	}
+}
+
+// Index is a running simple index.
+type Index struct {
+	// URL is the simple index ("http://127.0.0.1:port/simple/"), the value for UV_DEFAULT_INDEX.
+	URL string
+
+	files    map[string][]byte        // wheel file name → bytes
+	projects map[string][]string      // normalised name → wheel file names
+	hashes   map[string]string        // wheel file name → sha256 hex
+	stop     chan struct{}            // closed when the test ends
+	mu       sync.Mutex               // guards stalls
+	stalls   map[string]chan struct{} // normalised name → closed on the first request
+	onceFor  map[string]*sync.Once    // one close per stall
+	server   *httptest.Server
+}
+
+// Serve publishes pkgs until the test ends.
+func Serve(t testing.TB, pkgs []Package) *Index {
+	t.Helper()
+	ix := &Index{
+		files:    map[string][]byte{},
+		projects: map[string][]string{},
+		hashes:   map[string]string{},
+		stop:     make(chan struct{}),
+		stalls:   map[string]chan struct{}{},
+		onceFor:  map[string]*sync.Once{},
+	}
+	for _, p := range pkgs {
+		name, data, err := BuildWheel(p)
+		if err != nil {
+			t.Fatalf("build wheel %s %s: %v", p.Name, p.Version, err)
+		}
+		sum := sha256.Sum256(data)
+		ix.files[name] = data
+		ix.hashes[name] = hex.EncodeToString(sum[:])
+		n := Normalize(p.Name)
+		ix.projects[n] = append(ix.projects[n], name)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /simple/{$}", ix.serveRoot)
+	mux.HandleFunc("GET /simple/{project}/{$}", ix.serveProject)
+	mux.HandleFunc("GET /files/{file}", ix.serveFile)
+	ix.server = httptest.NewServer(mux)
+	ix.URL = ix.server.URL + "/simple/"
+	t.Cleanup(func() {
+		close(ix.stop)
+		ix.server.Close()
+	})
+	return ix
+}
+
+// Stall makes every request for project name's page hang until the request is abandoned or the
+// test ends. The returned channel is closed when the first such request arrives, so a test knows
+// that uv is waiting on the index.
+func (ix *Index) Stall(name string) <-chan struct{} {
+	ix.mu.Lock()
+	defer ix.mu.Unlock()
+	n := Normalize(name)
+	ch := make(chan struct{})
+	ix.stalls[n] = ch
+	ix.onceFor[n] = new(sync.Once)
+	return ch
+}
+
+func (ix *Index) serveRoot(w http.ResponseWriter, _ *http.Request) {
+	names := make([]string, 0, len(ix.projects))
+	for n := range ix.projects {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	var b strings.Builder
+	b.WriteString("<!DOCTYPE html>\n<html><body>\n")
+	for _, n := range names {
+		fmt.Fprintf(&b, "<a href=\"/simple/%s/\">%s</a>\n", n, n)
+	}
+	b.WriteString("</body></html>\n")
+	writePage(w, b.String())
+}
+
+func (ix *Index) serveProject(w http.ResponseWriter, r *http.Request) {
+	n := Normalize(r.PathValue("project"))
+	ix.mu.Lock()
+	stall, once := ix.stalls[n], ix.onceFor[n]
+	ix.mu.Unlock()
+	if stall != nil {
+		once.Do(func() { close(stall) })
+		select {
+		case <-r.Context().Done():
+		case <-ix.stop:
+		}
+		return
+	}
+	wheels, ok := ix.projects[n]
+	if !ok {
+		http.NotFound(w, r)
+		return
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "<!DOCTYPE html>\n<html><body>\n<h1>Links for %s</h1>\n", n)
+	for _, f := range wheels {
+		fmt.Fprintf(&b, "<a href=\"/files/%s#sha256=%s\">%s</a><br/>\n", f, ix.hashes[f], html.EscapeString(f))
+	}
+	b.WriteString("</body></html>\n")
+	writePage(w, b.String())
+}
+
+func (ix *Index) serveFile(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("file")
+	data, ok := ix.files[name]
+	if !ok {
+		http.NotFound(w, r)
+		return
+	}
+	w.Header().Set("Content-Type", "application/octet-stream")
+	http.ServeContent(w, r, name, time.Time{}, bytes.NewReader(data))
+}
+
+func writePage(w http.ResponseWriter, body string) {
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.Header().Set("Cache-Control", "max-age=0")
+	_, _ = w.Write([]byte(body))
+}
+
+var separators = regexp.MustCompile(`[-_.]+`)
+
+// Normalize is the PEP 503 normalised form of a project name.
+func Normalize(name string) string {
+	return strings.ToLower(separators.ReplaceAllString(name, "-"))
+}
+
+// BuildWheel returns the file name and bytes of p's wheel: <pkg>/__init__.py with __version__,
+// a data file, and a .dist-info with METADATA, WHEEL and a correct RECORD.
+func BuildWheel(p Package) (string, []byte, error) {
+	if p.Name == "" || p.Version == "" {
+		return "", nil, fmt.Errorf("package needs a name and a version")
+	}
+	mod := strings.ReplaceAll(Normalize(p.Name), "-", "_")
+	distInfo := fmt.Sprintf("%s-%s.dist-info", mod, p.Version)
+	fileName := fmt.Sprintf("%s-%s-py3-none-any.whl", mod, p.Version)
+
+	var meta strings.Builder
+	fmt.Fprintf(&meta, "Metadata-Version: 2.1\nName: %s\nVersion: %s\n", p.Name, p.Version)
+	for _, r := range p.Requires {
+		fmt.Fprintf(&meta, "Requires-Dist: %s\n", r)
+	}
+	if p.RequiresPython != "" {
+		fmt.Fprintf(&meta, "Requires-Python: %s\n", p.RequiresPython)
+	}
+	entries := []struct{ path, body string }{
+		{mod + "/__init__.py", fmt.Sprintf("__version__ = %q\n", p.Version)},
+		{mod + "/data.txt", strings.Repeat(fmt.Sprintf("%s %s test data\n", p.Name, p.Version), 16)},
+		{distInfo + "/METADATA", meta.String()},
+		{distInfo + "/WHEEL", "Wheel-Version: 1.0\nGenerator: envfabric-pyindex\nRoot-Is-Purelib: true\nTag: py3-none-any\n"},
+	}
+	var record strings.Builder
+	for _, e := range entries {
+		sum := sha256.Sum256([]byte(e.body))
+		fmt.Fprintf(&record, "%s,sha256=%s,%d\n", e.path, base64.RawURLEncoding.EncodeToString(sum[:]), len(e.body))
+	}
+	fmt.Fprintf(&record, "%s/RECORD,,\n", distInfo)
+	entries = append(entries, struct{ path, body string }{distInfo + "/RECORD", record.String()})
+
+	var buf bytes.Buffer
+	zw := zip.NewWriter(&buf)
+	for _, e := range entries {
+		f, err := zw.CreateHeader(&zip.FileHeader{
+			Name:     e.path,
+			Method:   zip.Deflate,
+			Modified: time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC),
+		})
+		if err != nil {
+			return "", nil, err
+		}
+		if _, err := f.Write([]byte(e.body)); err != nil {
+			return "", nil, err
+		}
+	}
+	if err := zw.Close(); err != nil {
+		return "", nil, err
+	}
+	return fileName, buf.Bytes(), nil
+}
