@@ -1,0 +1,201 @@
+// Package agentclient is the control plane's side of the agent RPCs: it implements envs.Agent
+// over Connect and turns the agent's errors back into error codes. It is the only control-plane
+// package that imports the generated proto.
+package agentclient
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"connectrpc.com/connect"
+
+	"github.com/envfabric/envfabric/controlplane/envs"
+	agentv1 "github.com/envfabric/envfabric/proto/gen/envfabric/agent/v1"
+	"github.com/envfabric/envfabric/proto/gen/envfabric/agent/v1/agentv1connect"
+	"github.com/envfabric/envfabric/shared/agentauth"
+	"github.com/envfabric/envfabric/shared/envid"
+	"github.com/envfabric/envfabric/shared/errcode"
+)
+
+// Client talks to one agent.
+type Client struct {
+	url string
+	rpc agentv1connect.AgentServiceClient
+}
+
+// New returns a client for the agent at url, authenticating with token when it is set.
+func New(url, token string) *Client {
+	hc := &http.Client{Transport: &http.Transport{
+		Proxy:               nil, // agents are reached directly, never through an HTTP proxy
+		MaxIdleConnsPerHost: 64,
+		IdleConnTimeout:     90 * time.Second,
+	}}
+	var opts []connect.ClientOption
+	if token != "" {
+		opts = append(opts, connect.WithInterceptors(agentauth.ClientInterceptor(token)))
+	}
+	return &Client{url: url, rpc: agentv1connect.NewAgentServiceClient(hc, url, opts...)}
+}
+
+var _ envs.Agent = (*Client)(nil)
+
+// Name identifies the agent in the audit.
+func (c *Client) Name() string { return c.url }
+
+func ref(k envid.Key) *agentv1.EnvRef {
+	return &agentv1.EnvRef{WorkflowId: k.WorkflowID, NodeId: k.NodeID, VersionId: k.VersionID}
+}
+
+func files(f envs.Files) *agentv1.ProjectFiles {
+	return &agentv1.ProjectFiles{PyprojectToml: f.PyprojectTOML, UvLock: f.UvLock}
+}
+
+func fromFiles(f *agentv1.ProjectFiles) envs.Files {
+	return envs.Files{PyprojectTOML: f.GetPyprojectToml(), UvLock: f.GetUvLock()}
+}
+
+// maxUVOutput bounds the uv output copied into an API error.
+const maxUVOutput = 4000
+
+// mapErr turns an RPC failure into an *errcode.Error.
+func (c *Client) mapErr(what string, err error) error {
+	if err == nil {
+		return nil
+	}
+	var ce *connect.Error
+	if !errors.As(err, &ce) {
+		return errcode.Wrap(errcode.AgentUnavailable, err, fmt.Sprintf("agent %s: %s: %v", c.url, what, err))
+	}
+	for _, d := range ce.Details() {
+		v, derr := d.Value()
+		if derr != nil {
+			continue
+		}
+		if det, ok := v.(*agentv1.ErrorDetail); ok && errcode.Code(det.GetCode()).Known() {
+			e := &errcode.Error{Code: errcode.Code(det.GetCode()), Message: ce.Message(), Err: err, Details: map[string]any{}}
+			if out := strings.TrimSpace(det.GetUvOutput()); out != "" {
+				if len(out) > maxUVOutput {
+					out = "…" + out[len(out)-maxUVOutput:]
+				}
+				e.Details["uv_output"] = out
+			}
+			if det.GetRestored() {
+				e.Details["restored"] = true
+			}
+			return e
+		}
+	}
+	switch ce.Code() {
+	case connect.CodeUnavailable, connect.CodeUnknown:
+		return errcode.Wrap(errcode.AgentUnavailable, err, fmt.Sprintf("agent %s: %s: %v", c.url, what, ce.Message()))
+	case connect.CodeDeadlineExceeded, connect.CodeCanceled:
+		return errcode.Wrap(errcode.UVExecutionError, err, fmt.Sprintf("agent %s: %s did not finish in time: %v", c.url, what, ce.Message()))
+	case connect.CodeUnauthenticated, connect.CodePermissionDenied:
+		return errcode.Wrap(errcode.AgentUnavailable, err, fmt.Sprintf("agent %s refused the control plane's credentials (check AGENT_TOKEN on both)", c.url))
+	}
+	return errcode.Wrap(errcode.UVExecutionError, err, fmt.Sprintf("agent %s: %s: %v", c.url, what, ce.Message()))
+}
+
+// Create implements envs.Agent.
+func (c *Client) Create(ctx context.Context, key envid.Key, python string, packages []string) (envs.Created, error) {
+	resp, err := c.rpc.CreateProject(ctx, connect.NewRequest(&agentv1.CreateProjectRequest{Env: ref(key), PythonVersion: python, Packages: packages}))
+	if err != nil {
+		return envs.Created{}, c.mapErr("creating the project", err)
+	}
+	m := resp.Msg
+	return envs.Created{Files: fromFiles(m.GetFiles()), EnvPath: m.GetEnvPath(), PythonPath: m.GetPythonPath(),
+		PythonFullVersion: m.GetPythonFullVersion(), PackagesInstalled: int(m.GetPackagesInstalled())}, nil
+}
+
+// Mutate implements envs.Agent.
+func (c *Client) Mutate(ctx context.Context, m envs.Mutation) (envs.Mutated, error) {
+	kind := map[envs.MutationKind]agentv1.MutationKind{
+		envs.Add: agentv1.MutationKind_MUTATION_KIND_ADD, envs.Remove: agentv1.MutationKind_MUTATION_KIND_REMOVE,
+		envs.Update: agentv1.MutationKind_MUTATION_KIND_UPDATE,
+	}[m.Kind]
+	resp, err := c.rpc.Mutate(ctx, connect.NewRequest(&agentv1.MutateRequest{Env: ref(m.Key), Kind: kind, Base: files(m.Base),
+		PythonPath: m.PythonPath, Packages: m.Packages, UpgradePackages: m.Upgrade}))
+	if err != nil {
+		return envs.Mutated{}, c.mapErr("changing dependencies", err)
+	}
+	return envs.Mutated{Files: fromFiles(resp.Msg.GetFiles()), PackagesInstalled: int(resp.Msg.GetPackagesInstalled())}, nil
+}
+
+// Sync implements envs.Agent.
+func (c *Client) Sync(ctx context.Context, key envid.Key, f envs.Files, pythonPath string) (int, error) {
+	resp, err := c.rpc.Sync(ctx, connect.NewRequest(&agentv1.SyncRequest{Env: ref(key), Files: files(f), PythonPath: pythonPath}))
+	if err != nil {
+		return 0, c.mapErr("syncing", err)
+	}
+	return int(resp.Msg.GetPackagesInstalled()), nil
+}
+
+// Inspect implements envs.Agent.
+func (c *Client) Inspect(ctx context.Context, key envid.Key, expected envs.Files, pythonPath string) (envs.Disk, error) {
+	resp, err := c.rpc.Inspect(ctx, connect.NewRequest(&agentv1.InspectRequest{Env: ref(key), Expected: files(expected), PythonPath: pythonPath}))
+	if err != nil {
+		return envs.Disk{}, c.mapErr("inspecting", err)
+	}
+	m := resp.Msg
+	return envs.Disk{Exists: m.GetExists(), HasPyproject: m.GetHasPyproject(), HasLock: m.GetHasLock(), HasVenv: m.GetHasVenv(),
+		FilesMatch: m.GetFilesMatch(), VenvInSync: m.GetVenvInSync(), InterpreterPresent: m.GetInterpreterPresent(),
+		PackagesInstalled: int(m.GetPackagesInstalled()), EnvPath: m.GetEnvPath()}, nil
+}
+
+// Run implements envs.Agent.
+func (c *Client) Run(ctx context.Context, key envid.Key, code string, timeout time.Duration, maxOutput int64) (envs.RunResult, error) {
+	resp, err := c.rpc.Run(ctx, connect.NewRequest(&agentv1.RunRequest{Env: ref(key), Code: code, TimeoutMs: timeout.Milliseconds(), MaxOutputBytes: maxOutput}))
+	if err != nil {
+		return envs.RunResult{}, c.mapErr("running code", err)
+	}
+	m := resp.Msg
+	return envs.RunResult{Stdout: strings.ToValidUTF8(string(m.GetStdout()), "\uFFFD"), Stderr: strings.ToValidUTF8(string(m.GetStderr()), "\uFFFD"),
+		ExitCode: int(m.GetExitCode()), Duration: time.Duration(m.GetDurationMs()) * time.Millisecond, TimedOut: m.GetTimedOut(),
+		StdoutTruncated: m.GetStdoutTruncated(), StderrTruncated: m.GetStderrTruncated()}, nil
+}
+
+// Delete implements envs.Agent.
+func (c *Client) Delete(ctx context.Context, key envid.Key) (int64, error) {
+	resp, err := c.rpc.DeleteProject(ctx, connect.NewRequest(&agentv1.DeleteProjectRequest{Env: ref(key)}))
+	if err != nil {
+		return 0, c.mapErr("deleting the project", err)
+	}
+	return resp.Msg.GetBytesFreed(), nil
+}
+
+// Ping implements envs.Agent.
+func (c *Client) Ping(ctx context.Context) error {
+	_, err := c.Info(ctx)
+	return err
+}
+
+// Info is the agent's description of itself, for GET /agents.
+type Info struct {
+	URL          string            `json:"url"`
+	AgentID      string            `json:"agent_id"`
+	Version      string            `json:"version"`
+	UVVersion    string            `json:"uv_version"`
+	EnvsBasePath string            `json:"envs_base_path"`
+	UVCacheDir   string            `json:"uv_cache_dir"`
+	LinkMode     string            `json:"link_mode"`
+	Interpreters map[string]string `json:"interpreters"`
+}
+
+// Info asks the agent to describe itself.
+func (c *Client) Info(ctx context.Context) (Info, error) {
+	resp, err := c.rpc.Info(ctx, connect.NewRequest(&agentv1.InfoRequest{}))
+	if err != nil {
+		return Info{URL: c.url}, c.mapErr("describing itself", err)
+	}
+	m := resp.Msg
+	info := Info{URL: c.url, AgentID: m.GetAgentId(), Version: m.GetVersion(), UVVersion: m.GetUvVersion(),
+		EnvsBasePath: m.GetEnvsBasePath(), UVCacheDir: m.GetUvCacheDir(), LinkMode: m.GetLinkMode(), Interpreters: map[string]string{}}
+	for _, i := range m.GetInterpreters() {
+		info.Interpreters[i.GetVersion()] = i.GetPath()
+	}
+	return info, nil
+}

@@ -1,0 +1,103 @@
+// Package config loads the control plane's configuration: defaults, then the environment
+// (the TRD's variable names), then normalisation and validation that reports every problem at once.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/envfabric/envfabric/shared/config"
+)
+
+// Config is everything the control plane reads at start-up.
+type Config struct {
+	ListenAddr         string
+	DataRoot           string
+	DatabaseURL        string // empty: embedded SQLite at SQLitePath
+	SQLitePath         string
+	AgentURL           string
+	AgentToken         string
+	DefaultPython      string
+	ExecutionTimeout   time.Duration
+	MaxExecutionTime   time.Duration
+	MaxOutputBytes     int64
+	CleanupIdle        time.Duration
+	CleanupInterval    time.Duration // 0 disables the scheduled cleanup
+	IdleAfter          time.Duration
+	HostPyproject      string
+	LeaseTTL           time.Duration
+	OperationTimeout   time.Duration
+	MaxBodyBytes       int64
+	InstanceID         string
+	LogLevel           string
+	AllowRemoteNoToken bool
+}
+
+// Load reads the configuration from src.
+func Load(src config.Source) (Config, error) {
+	r := config.NewReader(src)
+	host, _ := os.Hostname()
+	c := Config{
+		ListenAddr:         r.String("LISTEN_ADDR", "127.0.0.1:8080"),
+		DataRoot:           r.String("DATA_ROOT", "/mnt/nas"),
+		DatabaseURL:        r.String("DATABASE_URL", ""),
+		AgentURL:           r.String("AGENT_URL", "http://127.0.0.1:8081"),
+		AgentToken:         r.String("AGENT_TOKEN", ""),
+		DefaultPython:      r.String("DEFAULT_PYTHON", "3.11"),
+		ExecutionTimeout:   r.Seconds("EXECUTION_TIMEOUT", 30*time.Second),
+		MaxExecutionTime:   r.Seconds("MAX_EXECUTION_TIMEOUT", 10*time.Minute),
+		MaxOutputBytes:     int64(r.Int("RUN_MAX_OUTPUT_BYTES", 1<<20)),
+		CleanupIdle:        time.Duration(r.Float("CLEANUP_IDLE_HOURS", 72) * float64(time.Hour)),
+		CleanupInterval:    r.Duration("CLEANUP_INTERVAL", time.Hour),
+		IdleAfter:          r.Duration("IDLE_AFTER", time.Hour),
+		HostPyproject:      r.String("HOST_PYPROJECT", ""),
+		LeaseTTL:           r.Duration("LEASE_TTL", 30*time.Second),
+		OperationTimeout:   r.Duration("UV_OPERATION_TIMEOUT", 30*time.Minute),
+		MaxBodyBytes:       int64(r.Int("MAX_BODY_BYTES", 8<<20)),
+		InstanceID:         r.String("INSTANCE_ID", host+"-"+fmt.Sprint(os.Getpid())),
+		LogLevel:           r.String("LOG_LEVEL", "info"),
+		AllowRemoteNoToken: r.Bool("AGENT_ALLOW_NO_TOKEN", false),
+	}
+	if !filepath.IsAbs(c.DataRoot) {
+		abs, err := filepath.Abs(c.DataRoot)
+		if err != nil {
+			r.Fail("DATA_ROOT=%q: %v", c.DataRoot, err)
+		}
+		c.DataRoot = abs
+	}
+	c.SQLitePath = filepath.Join(c.DataRoot, "controlplane", "fabric.db")
+	if _, _, err := net.SplitHostPort(c.ListenAddr); err != nil {
+		r.Fail("LISTEN_ADDR=%q: want host:port", c.ListenAddr)
+	}
+	if u, err := url.Parse(c.AgentURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		r.Fail("AGENT_URL=%q: want an http:// or https:// URL", c.AgentURL)
+	} else if c.AgentToken == "" && !c.AllowRemoteNoToken && !isLoopback(u.Hostname()) {
+		r.Fail("AGENT_TOKEN is required to reach an agent beyond loopback (%s); set AGENT_ALLOW_NO_TOKEN=true to accept that risk", c.AgentURL)
+	}
+	if c.ExecutionTimeout > c.MaxExecutionTime {
+		r.Fail("EXECUTION_TIMEOUT (%s) exceeds MAX_EXECUTION_TIMEOUT (%s)", c.ExecutionTimeout, c.MaxExecutionTime)
+	}
+	if c.CleanupIdle <= 0 {
+		r.Fail("CLEANUP_IDLE_HOURS must be positive")
+	}
+	if c.LeaseTTL < 3*time.Second {
+		r.Fail("LEASE_TTL=%s: at least 3s", c.LeaseTTL)
+	}
+	if c.MaxOutputBytes < 1024 {
+		r.Fail("RUN_MAX_OUTPUT_BYTES must be at least 1024")
+	}
+	return c, errors.Join(r.Errs()...)
+}
+
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}

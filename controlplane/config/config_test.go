@@ -1,0 +1,70 @@
+package config
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/envfabric/envfabric/shared/config"
+)
+
+func TestLoad(t *testing.T) {
+	tests := []struct {
+		name    string
+		env     map[string]string
+		check   func(t *testing.T, c Config)
+		wantErr []string
+	}{
+		{
+			name: "TRD defaults",
+			env:  map[string]string{},
+			check: func(t *testing.T, c Config) {
+				if c.DataRoot != "/mnt/nas" || c.DefaultPython != "3.11" || c.ExecutionTimeout != 30*time.Second || c.CleanupIdle != 72*time.Hour {
+					t.Errorf("got %+v; want the TRD defaults", c)
+				}
+				if c.SQLitePath != "/mnt/nas/controlplane/fabric.db" {
+					t.Errorf("got SQLitePath %q", c.SQLitePath)
+				}
+			},
+		},
+		{
+			name: "overrides",
+			env:  map[string]string{"EXECUTION_TIMEOUT": "2.5", "CLEANUP_IDLE_HOURS": "0.5", "LISTEN_ADDR": "127.0.0.1:9"},
+			check: func(t *testing.T, c Config) {
+				if c.ExecutionTimeout != 2500*time.Millisecond || c.CleanupIdle != 30*time.Minute || c.ListenAddr != "127.0.0.1:9" {
+					t.Errorf("got %+v", c)
+				}
+			},
+		},
+		{
+			name:    "every problem at once",
+			env:     map[string]string{"EXECUTION_TIMEOUT": "soon", "LISTEN_ADDR": "nowhere", "AGENT_URL": "ftp://x"},
+			wantErr: []string{"EXECUTION_TIMEOUT", "LISTEN_ADDR", "AGENT_URL"},
+		},
+		{
+			name:    "remote agent needs a token",
+			env:     map[string]string{"AGENT_URL": "http://10.1.2.3:8081"},
+			wantErr: []string{"AGENT_TOKEN is required"},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := Load(config.Map(tt.env))
+			if len(tt.wantErr) == 0 {
+				if err != nil {
+					t.Fatalf("Load: %v", err)
+				}
+				tt.check(t, c)
+				return
+			}
+			if err == nil {
+				t.Fatalf("Load succeeded; want errors mentioning %v", tt.wantErr)
+			}
+			for _, w := range tt.wantErr {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not mention %q", err, w)
+				}
+			}
+		})
+	}
+}

@@ -1,0 +1,65 @@
+package project
+
+import (
+	"reflect"
+	"testing"
+)
+
+func TestParse(t *testing.T) {
+	p, err := ParsePyproject(`[project]
+name = "wf-node-v1"
+requires-python = "==3.11.*"
+dependencies = ["alpha>=1.0", "Beta_Pkg"]
+`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(p.Dependencies, []string{"alpha>=1.0", "Beta_Pkg"}) {
+		t.Errorf("got %q", p.Dependencies)
+	}
+	idx := p.DependencyIndex()
+	if idx["beta-pkg"] != "Beta_Pkg" || idx["alpha"] != "alpha>=1.0" {
+		t.Errorf("got index %v", idx)
+	}
+	if _, err := ParsePyproject("not toml ["); err == nil {
+		t.Error("malformed pyproject parsed")
+	}
+}
+
+func TestLockedVersions(t *testing.T) {
+	lock := `version = 1
+revision = 3
+requires-python = "==3.11.*"
+
+[[package]]
+name = "alpha"
+version = "1.0.0"
+source = { registry = "http://127.0.0.1/simple" }
+
+[[package]]
+name = "numpy"
+version = "2.0.0"
+source = { registry = "http://127.0.0.1/simple" }
+
+[[package]]
+name = "numpy"
+version = "1.26.4"
+source = { registry = "http://127.0.0.1/simple" }
+
+[[package]]
+name = "wf-node-v1"
+version = "0.1.0"
+source = { virtual = "." }
+`
+	got, err := LockedVersions(lock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{"alpha": "1.0.0", "numpy": "1.26.4, 2.0.0"}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("got %v; want %v", got, want)
+	}
+	if got, err := LockedVersions(""); err != nil || len(got) != 0 {
+		t.Errorf("empty lock: got %v, %v", got, err)
+	}
+}
