@@ -1,0 +1,96 @@
+# Environment Fabric — build, run and test.
+#
+#   make run     start the single-host fabric (agent + control plane) on this machine
+#   make test    everything CI checks: generated code up to date, go vet, go test
+#
+# Tools the build needs (uv, buf, protoc plugins) are installed under .tools/, pinned.
+
+SHELL := bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+MAKEFLAGS += --no-print-directory
+
+GO        ?= go
+TOOLS     := $(CURDIR)/.tools
+TOOLS_BIN := $(TOOLS)/bin
+UV_BIN    := $(TOOLS)/uv/bin/uv
+
+# buf is pinned here; the protoc plugins follow the versions of their runtimes in go.mod, so the
+# generated code always matches the library it is compiled against.
+BUF_VERSION := v1.75.0
+PROTO_GEN   := proto/gen
+
+.PHONY: help
+help: ## show this help
+	@echo "Environment Fabric. Usage: make <target>"
+	@echo
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-z-]*:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+.PHONY: build
+build: ## build ./bin/controlplane and ./bin/agent
+	$(GO) build -o bin/ ./controlplane/cmd/controlplane ./agent/cmd/agent
+
+.PHONY: uv
+uv: ## install the pinned uv into .tools/uv
+	@bash scripts/install-uv.sh >/dev/null
+
+.PHONY: run
+run: ## run agent + control plane on this host (data in ./data; Ctrl-C stops)
+	bash scripts/run.sh
+
+.PHONY: test
+test: uv checkgenerate ## check generated code, go vet, go test (what CI runs)
+	$(GO) vet ./...
+	UV_BIN=$(UV_BIN) $(GO) test -count=1 -timeout 45m ./...
+
+.PHONY: proto
+proto: ## install the pinned generators and regenerate proto/gen
+	@protobuf_version=$$($(GO) list -m -f '{{.Version}}' google.golang.org/protobuf); \
+	connect_version=$$($(GO) list -m -f '{{.Version}}' connectrpc.com/connect); \
+	echo "generators: buf $(BUF_VERSION), protoc-gen-go $$protobuf_version, protoc-gen-connect-go $$connect_version"; \
+	GOBIN=$(TOOLS_BIN) $(GO) install github.com/bufbuild/buf/cmd/buf@$(BUF_VERSION); \
+	GOBIN=$(TOOLS_BIN) $(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@$$protobuf_version; \
+	GOBIN=$(TOOLS_BIN) $(GO) install connectrpc.com/connect/cmd/protoc-gen-connect-go@$$connect_version
+	@# Start from empty so files whose .proto is gone disappear too (checkgenerate then sees it).
+	rm -rf $(PROTO_GEN)
+	PATH="$(TOOLS_BIN):$$PATH" $(TOOLS_BIN)/buf generate --template proto/buf.gen.yaml
+
+# Regenerates, then compares with what git has. In CI the generated code is committed, so any
+# modified, deleted or untracked file under proto/gen means someone forgot `make proto`.
+# Before proto/gen is first committed there is nothing to compare with: outside CI that is a
+# warning, in CI (CI=true) a failure.
+.PHONY: checkgenerate
+checkgenerate: proto ## fail if proto/gen differs from the committed code
+	@if ! git rev-parse --is-inside-work-tree >/dev/null 2>&1; then \
+		echo "checkgenerate: not a git work tree; nothing to compare with, skipped"; \
+	elif [[ -z "$$(git ls-files -- $(PROTO_GEN))" ]]; then \
+		if [[ "$${CI:-}" == true ]]; then \
+			echo "checkgenerate: $(PROTO_GEN) is not committed; generated code must be committed (run make proto, commit $(PROTO_GEN))" >&2; \
+			exit 1; \
+		fi; \
+		echo "checkgenerate: warning: $(PROTO_GEN) is not committed yet, nothing to compare with; commit it"; \
+	elif [[ -n "$$(git status --porcelain --untracked-files=all -- $(PROTO_GEN))" ]]; then \
+		echo "checkgenerate: $(PROTO_GEN) is stale: regenerating changed these files:" >&2; \
+		git status --porcelain --untracked-files=all -- $(PROTO_GEN) >&2; \
+		git --no-pager diff --stat -- $(PROTO_GEN) >&2; \
+		echo "Run 'make proto' and commit $(PROTO_GEN)." >&2; \
+		exit 1; \
+	else \
+		echo "checkgenerate: $(PROTO_GEN) is up to date"; \
+	fi
+
+.PHONY: fmt
+fmt: ## gofmt all Go code
+	$(GO) fmt ./...
+
+.PHONY: vet
+vet: ## go vet all Go code
+	$(GO) vet ./...
+
+.PHONY: clean
+clean: ## remove built binaries and test output (keeps .tools and data)
+	rm -rf bin/ coverage.out coverage.html *.coverprofile
+
+.PHONY: distclean
+distclean: clean ## also remove the installed tools (.tools)
+	rm -rf $(TOOLS)
