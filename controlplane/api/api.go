@@ -220,6 +220,10 @@ func decodeJSON(r *http.Request, v any) error {
 	dec := json.NewDecoder(strings.NewReader(string(b)))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
+		var coded *errcode.Error
+		if errors.As(err, &coded) {
+			return coded
+		}
 		return errcode.Wrap(errcode.InvalidRequest, err, "request body: "+err.Error())
 	}
 	return nil

@@ -1,0 +1,708 @@
+// Package storetest is the behavioural test suite every store.Store implementation runs, so that
+// the SQLite and PostgreSQL stores keep exactly the same contract.
+package storetest
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"reflect"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/envfabric/envfabric/controlplane/store"
+	"github.com/envfabric/envfabric/shared/envid"
+)
+
+// Run runs the suite. open returns a fresh, empty store for one test and arranges its Close.
+func Run(t *testing.T, open func(t *testing.T) store.Store) {
+	tests := []struct {
+		name string
+		fn   func(t *testing.T, s store.Store)
+	}{
+		{"Ping", testPing},
+		{"Operations", testOperations},
+		{"ListOperations", testListOperations},
+		{"LeaseConflicts", testLeaseConflicts},
+		{"LockedError", testLockedError},
+		{"LeaseExpiry", testLeaseExpiry},
+		{"RenewLease", testRenewLease},
+		{"ReleaseLease", testReleaseLease},
+		{"ListLeases", testListLeases},
+		{"LeaseRace", testLeaseRace},
+		{"CreateEnv", testCreateEnv},
+		{"CreateEnvAbandoned", testCreateEnvAbandoned},
+		{"ListEnvs", testListEnvs},
+		{"SetState", testSetState},
+		{"Touch", testTouch},
+		{"CommitRevision", testCommitRevision},
+		{"CommitRevisionFenced", testCommitRevisionFenced},
+		{"GetRevision", testGetRevision},
+		{"DeleteEnv", testDeleteEnv},
+		{"IdleEnvs", testIdleEnvs},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			tt.fn(t, open(t))
+		})
+	}
+}
+
+// t0 is the suite's simulated clock; every time is on a millisecond, the precision both stores keep.
+var t0 = time.Date(2025, 3, 4, 5, 6, 7, 8e6, time.UTC)
+
+var (
+	keyA = envid.Key{WorkflowID: "wf1", NodeID: "node1", VersionID: "v1"}
+	keyB = envid.Key{WorkflowID: "wf1", NodeID: "node2", VersionID: "v1"}
+)
+
+const ttl = time.Minute
+
+func at(d time.Duration) time.Time { return t0.Add(d) }
+
+// now is the wall clock on a millisecond, for DeleteEnv, which fences against the wall clock.
+func now() time.Time { return time.Now().UTC().Truncate(time.Millisecond) }
+
+func sameTime(t *testing.T, what string, got, want time.Time) {
+	t.Helper()
+	if !got.Equal(want) || got.Location() != time.UTC {
+		t.Errorf("%s = %v; want %v in UTC", what, got, want)
+	}
+}
+
+func sameJSON(t *testing.T, what string, got, want json.RawMessage) {
+	t.Helper()
+	if want == nil {
+		if got != nil {
+			t.Errorf("%s = %s; want nil", what, got)
+		}
+		return
+	}
+	var g, w any
+	if err := json.Unmarshal(got, &g); err != nil {
+		t.Fatalf("%s = %q: %v", what, got, err)
+	}
+	if err := json.Unmarshal(want, &w); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(g, w) {
+		t.Errorf("%s = %s; want %s", what, got, want)
+	}
+}
+
+func wantErr(t *testing.T, what string, err, want error) {
+	t.Helper()
+	if !errors.Is(err, want) {
+		t.Fatalf("%s: got error %v; want %v", what, err, want)
+	}
+}
+
+// must fails the test on err, else returns v: must(s.GetEnv(ctx, key))(t).
+func must[T any](v T, err error) func(t *testing.T) T {
+	return func(t *testing.T) T {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+}
+
+func lease(t *testing.T, s store.Store, key envid.Key, exclusive bool, now time.Time) store.Lease {
+	t.Helper()
+	return must(s.AcquireLease(t.Context(), store.LeaseRequest{
+		Key: key, Exclusive: exclusive, Holder: "cp-1", Operation: "update", OperationID: 7, TTL: ttl, Now: now,
+	}))(t)
+}
+
+func createEnv(t *testing.T, s store.Store, key envid.Key, now time.Time) {
+	t.Helper()
+	env := store.Env{Key: key, State: store.StateCreating, PythonVersion: "3.11", EnvPath: "/envs/" + key.String()}
+	if err := s.CreateEnv(t.Context(), env, now); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func getEnv(t *testing.T, s store.Store, key envid.Key) store.Env {
+	t.Helper()
+	return must(s.GetEnv(t.Context(), key))(t)
+}
+
+func testPing(t *testing.T, s store.Store) {
+	if err := s.Ping(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func testOperations(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	params := json.RawMessage(`{"packages": ["numpy==1.24.0"], "n": 2}`)
+	id := must(s.BeginOperation(ctx, store.Operation{
+		Key: keyA, Kind: "add", Actor: "alice", RequestID: "req-1", Params: params, StartedAt: at(0),
+	}))(t)
+	op := must(s.GetOperation(ctx, id))(t)
+	want := store.Operation{ID: id, Key: keyA, Kind: "add", Status: store.OpRunning, Actor: "alice", RequestID: "req-1"}
+	sameJSON(t, "params", op.Params, params)
+	sameJSON(t, "result", op.Result, nil)
+	sameTime(t, "started_at", op.StartedAt, at(0))
+	if !op.FinishedAt.IsZero() {
+		t.Errorf("finished_at = %v; want zero while running", op.FinishedAt)
+	}
+	op.Params, op.StartedAt = nil, time.Time{}
+	if !reflect.DeepEqual(op, want) {
+		t.Errorf("intent = %+v; want %+v", op, want)
+	}
+
+	result := json.RawMessage(`{"revision": 3}`)
+	if err := s.FinishOperation(ctx, id, store.Outcome{
+		Status: store.OpFailed, ErrorCode: "UV_FAILED", ErrorMessage: "no solution", Agent: "host-2",
+		Result: result, FinishedAt: at(1500 * time.Millisecond), DurationMS: 1500,
+	}); err != nil {
+		t.Fatal(err)
+	}
+	op = must(s.GetOperation(ctx, id))(t)
+	if op.Status != store.OpFailed || op.ErrorCode != "UV_FAILED" || op.ErrorMessage != "no solution" ||
+		op.Agent != "host-2" || op.DurationMS != 1500 {
+		t.Errorf("outcome = %+v", op)
+	}
+	sameJSON(t, "result", op.Result, result)
+	sameTime(t, "finished_at", op.FinishedAt, at(1500*time.Millisecond))
+
+	// An operation refused before any side effect is written with its status at once.
+	id = must(s.BeginOperation(ctx, store.Operation{Key: keyA, Kind: "add", Status: store.OpRejected,
+		ErrorCode: "ENV_LOCKED", StartedAt: at(time.Second), FinishedAt: at(time.Second)}))(t)
+	op = must(s.GetOperation(ctx, id))(t)
+	if op.Status != store.OpRejected || op.ErrorCode != "ENV_LOCKED" {
+		t.Errorf("rejected = %+v", op)
+	}
+	sameJSON(t, "params", op.Params, json.RawMessage(`{}`))
+	sameTime(t, "finished_at", op.FinishedAt, at(time.Second))
+
+	_, err := s.GetOperation(ctx, id+100)
+	wantErr(t, "GetOperation(missing)", err, store.ErrNotFound)
+	err = s.FinishOperation(ctx, id+100, store.Outcome{Status: store.OpSucceeded})
+	wantErr(t, "FinishOperation(missing)", err, store.ErrNotFound)
+}
+
+func testListOperations(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	var ids []int64 // keyA's, oldest first
+	for i := range 5 {
+		ids = append(ids, must(s.BeginOperation(ctx, store.Operation{Key: keyA, Kind: "sync", StartedAt: at(0)}))(t))
+		if i == 2 {
+			must(s.BeginOperation(ctx, store.Operation{Key: keyB, Kind: "sync", StartedAt: at(0)}))(t)
+		}
+	}
+	tests := []struct {
+		name     string
+		beforeID int64
+		limit    int
+		want     []int64
+	}{
+		{"all", 0, 0, []int64{ids[4], ids[3], ids[2], ids[1], ids[0]}},
+		{"first page", 0, 2, []int64{ids[4], ids[3]}},
+		{"second page", ids[3], 2, []int64{ids[2], ids[1]}},
+		{"last page", ids[1], 2, []int64{ids[0]}},
+		{"past the end", ids[0], 2, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ops := must(s.ListOperations(ctx, keyA, tt.beforeID, tt.limit))(t)
+			var got []int64
+			for _, op := range ops {
+				got = append(got, op.ID)
+			}
+			if !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("got %v; want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+func testLeaseConflicts(t *testing.T, s store.Store) {
+	tests := []struct {
+		name          string
+		first, second bool // exclusive?
+		otherKey      bool // the second request is for another environment
+		wantLocked    bool
+	}{
+		{"exclusive excludes exclusive", true, true, false, true},
+		{"exclusive excludes shared", true, false, false, true},
+		{"shared excludes exclusive", false, true, false, true},
+		{"shared allows shared", false, false, false, false},
+		{"other environments are free", true, true, true, false},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			key := envid.Key{WorkflowID: "conflict", NodeID: fmt.Sprint(i), VersionID: "v1"}
+			lease(t, s, key, tt.first, at(0))
+			if tt.otherKey {
+				key.VersionID = "v2"
+			}
+			_, err := s.AcquireLease(t.Context(), store.LeaseRequest{
+				Key: key, Exclusive: tt.second, Holder: "cp-2", Operation: "run", TTL: ttl, Now: at(time.Second)})
+			if got := errors.Is(err, store.ErrLocked); got != tt.wantLocked || (err != nil && !got) {
+				t.Errorf("got error %v; want locked %v", err, tt.wantLocked)
+			}
+		})
+	}
+}
+
+func testLockedError(t *testing.T, s store.Store) {
+	shared := lease(t, s, keyA, false, at(0))
+	_, err := s.AcquireLease(t.Context(), store.LeaseRequest{
+		Key: keyA, Exclusive: true, Holder: "cp-2", Operation: "delete", OperationID: 9, TTL: ttl, Now: at(time.Second)})
+	var locked *store.LockedError
+	if !errors.As(err, &locked) || !errors.Is(err, store.ErrLocked) {
+		t.Fatalf("got %v; want a *store.LockedError wrapping ErrLocked", err)
+	}
+	h := locked.Held
+	if h.ID != shared.ID || h.Holder != "cp-1" || h.Operation != "update" || h.OperationID != 7 || h.Exclusive || h.Key != keyA {
+		t.Errorf("held = %+v; want %+v", h, shared)
+	}
+	sameTime(t, "held.expires_at", h.ExpiresAt, at(ttl))
+}
+
+func testLeaseExpiry(t *testing.T, s store.Store) {
+	old := lease(t, s, keyA, true, at(0))
+	sameTime(t, "acquired_at", old.AcquiredAt, at(0))
+	sameTime(t, "expires_at", old.ExpiresAt, at(ttl))
+	_, err := s.AcquireLease(t.Context(), store.LeaseRequest{Key: keyA, Exclusive: true, TTL: ttl, Now: at(ttl - time.Millisecond)})
+	wantErr(t, "acquire before expiry", err, store.ErrLocked)
+	l := lease(t, s, keyA, true, at(ttl))
+	if l.ID == old.ID {
+		t.Errorf("new lease has the expired lease's id %s", l.ID)
+	}
+}
+
+func testRenewLease(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	l := lease(t, s, keyA, true, at(0))
+	if err := s.RenewLease(ctx, l.ID, at(30*time.Second), ttl); err != nil {
+		t.Fatal(err)
+	}
+	// Renewed to 90s: still blocking at 80s, where the original lease would have expired.
+	_, err := s.AcquireLease(ctx, store.LeaseRequest{Key: keyA, Exclusive: true, TTL: ttl, Now: at(80 * time.Second)})
+	wantErr(t, "acquire after renewal", err, store.ErrLocked)
+	leases := must(s.ListLeases(ctx, keyA, at(80*time.Second)))(t)
+	if len(leases) != 1 {
+		t.Fatalf("got %d leases; want 1", len(leases))
+	}
+	sameTime(t, "renewed expires_at", leases[0].ExpiresAt, at(90*time.Second))
+
+	wantErr(t, "renew expired", s.RenewLease(ctx, l.ID, at(90*time.Second), ttl), store.ErrLeaseLost)
+
+	l = lease(t, s, keyB, true, at(0))
+	if err := s.ReleaseLease(ctx, l.ID); err != nil {
+		t.Fatal(err)
+	}
+	wantErr(t, "renew released", s.RenewLease(ctx, l.ID, at(time.Second), ttl), store.ErrLeaseLost)
+	wantErr(t, "renew unknown", s.RenewLease(ctx, "no-such-lease", at(time.Second), ttl), store.ErrLeaseLost)
+}
+
+func testReleaseLease(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	l := lease(t, s, keyA, true, at(0))
+	for i := range 2 {
+		if err := s.ReleaseLease(ctx, l.ID); err != nil {
+			t.Fatalf("release #%d: %v", i+1, err)
+		}
+	}
+	if err := s.ReleaseLease(ctx, "no-such-lease"); err != nil {
+		t.Fatal(err)
+	}
+	lease(t, s, keyA, true, at(time.Second)) // free again
+}
+
+func testListLeases(t *testing.T, s store.Store) {
+	a := lease(t, s, keyA, false, at(0))
+	b := lease(t, s, keyA, false, at(30*time.Second))
+	lease(t, s, keyB, true, at(0))
+	tests := []struct {
+		name string
+		now  time.Time
+		want []string
+	}{
+		{"both live", at(45 * time.Second), []string{a.ID, b.ID}},
+		{"first expired", at(ttl), []string{b.ID}},
+		{"all expired", at(2 * ttl), nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var got []string
+			for _, l := range must(s.ListLeases(t.Context(), keyA, tt.now))(t) {
+				got = append(got, l.ID)
+				if l.Key != keyA {
+					t.Errorf("lease %s on %s; want %s", l.ID, l.Key, keyA)
+				}
+			}
+			if !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("got %v; want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+func testLeaseRace(t *testing.T, s store.Store) {
+	const n = 16
+	var (
+		wg             sync.WaitGroup
+		mu             sync.Mutex
+		won, refused   int
+		unexpectedErrs []error
+	)
+	for i := range n {
+		wg.Go(func() {
+			_, err := s.AcquireLease(t.Context(), store.LeaseRequest{
+				Key: keyA, Exclusive: true, Holder: fmt.Sprintf("cp-%d", i), Operation: "update", TTL: ttl, Now: at(0)})
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case err == nil:
+				won++
+			case errors.Is(err, store.ErrLocked):
+				refused++
+			default:
+				unexpectedErrs = append(unexpectedErrs, err)
+			}
+		})
+	}
+	wg.Wait()
+	if won != 1 || refused != n-1 || len(unexpectedErrs) > 0 {
+		t.Errorf("won %d, refused %d, errors %v; want 1 winner and %d refusals", won, refused, unexpectedErrs, n-1)
+	}
+}
+
+func testCreateEnv(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	env := store.Env{Key: keyA, State: store.StateCreating, PythonVersion: "3.11", PythonPath: "/usr/bin/python3.11",
+		EnvPath: "/envs/wf1/node1/v1"}
+	if err := s.CreateEnv(ctx, env, at(0)); err != nil {
+		t.Fatal(err)
+	}
+	got := getEnv(t, s, keyA)
+	sameTime(t, "created_at", got.CreatedAt, at(0))
+	sameTime(t, "updated_at", got.UpdatedAt, at(0))
+	sameTime(t, "last_used_at", got.LastUsedAt, at(0))
+	got.CreatedAt, got.UpdatedAt, got.LastUsedAt = time.Time{}, time.Time{}, time.Time{}
+	if !reflect.DeepEqual(got, env) {
+		t.Errorf("got %+v; want %+v", got, env)
+	}
+	lease(t, s, keyA, true, at(0))
+	wantErr(t, "second create", s.CreateEnv(ctx, env, at(time.Second)), store.ErrExists)
+	_, err := s.GetEnv(ctx, keyB)
+	wantErr(t, "GetEnv(missing)", err, store.ErrNotFound)
+}
+
+func testCreateEnvAbandoned(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	tests := []struct {
+		name      string
+		state     string
+		liveLease bool
+		wantErr   error
+	}{
+		{"creating, no lease: replaced", store.StateCreating, false, nil},
+		{"creating, live lease", store.StateCreating, true, store.ErrExists},
+		{"active, no lease", store.StateActive, false, store.ErrExists},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			key := envid.Key{WorkflowID: "abandoned", NodeID: fmt.Sprint(i), VersionID: "v1"}
+			createEnv(t, s, key, at(0))
+			if err := s.SetState(ctx, key, tt.state, "", at(0)); err != nil {
+				t.Fatal(err)
+			}
+			if tt.liveLease {
+				lease(t, s, key, true, at(0))
+			} else {
+				lease(t, s, key, true, at(-2*ttl)) // the dead creator's, expired
+			}
+			env := store.Env{Key: key, State: store.StateCreating, PythonVersion: "3.12"}
+			err := s.CreateEnv(ctx, env, at(time.Second))
+			if !errors.Is(err, tt.wantErr) {
+				t.Fatalf("got error %v; want %v", err, tt.wantErr)
+			}
+			wantPython := "3.11"
+			if tt.wantErr == nil {
+				wantPython = "3.12"
+			}
+			if got := getEnv(t, s, key).PythonVersion; got != wantPython {
+				t.Errorf("python_version = %q; want %q", got, wantPython)
+			}
+		})
+	}
+}
+
+func testListEnvs(t *testing.T, s store.Store) {
+	// Byte order: upper case sorts before lower case, digits before both.
+	keys := []envid.Key{
+		{WorkflowID: "B", NodeID: "n", VersionID: "v1"},
+		{WorkflowID: "a", NodeID: "n1", VersionID: "v1"},
+		{WorkflowID: "a", NodeID: "n1", VersionID: "v2"},
+		{WorkflowID: "a", NodeID: "n2", VersionID: "v1"},
+		{WorkflowID: "b", NodeID: "1", VersionID: "v1"},
+	}
+	for i := len(keys) - 1; i >= 0; i-- {
+		createEnv(t, s, keys[i], at(0))
+	}
+	tests := []struct {
+		name string
+		f    store.ListFilter
+		want []envid.Key
+	}{
+		{"all", store.ListFilter{}, keys},
+		{"limit", store.ListFilter{Limit: 2}, keys[:2]},
+		{"after", store.ListFilter{After: keys[1], Limit: 2}, keys[2:4]},
+		{"after the last", store.ListFilter{After: keys[4]}, nil},
+		{"workflow", store.ListFilter{WorkflowID: "a"}, keys[1:4]},
+		{"workflow after", store.ListFilter{WorkflowID: "a", After: keys[2]}, keys[3:4]},
+		{"unknown workflow", store.ListFilter{WorkflowID: "zzz"}, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var got []envid.Key
+			for _, e := range must(s.ListEnvs(t.Context(), tt.f))(t) {
+				got = append(got, e.Key)
+			}
+			if !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("got %v; want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+func testSetState(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	createEnv(t, s, keyA, at(0))
+	if err := s.SetState(ctx, keyA, store.StateError, "uv sync failed", at(time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	e := getEnv(t, s, keyA)
+	if e.State != store.StateError || e.LastError != "uv sync failed" {
+		t.Errorf("state %q, last error %q; want ERROR, uv sync failed", e.State, e.LastError)
+	}
+	sameTime(t, "updated_at", e.UpdatedAt, at(time.Minute))
+	if err := s.SetState(ctx, keyA, store.StateActive, "", at(2*time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	if e := getEnv(t, s, keyA); e.State != store.StateActive || e.LastError != "" {
+		t.Errorf("state %q, last error %q; want ACTIVE and no error", e.State, e.LastError)
+	}
+	wantErr(t, "SetState(missing)", s.SetState(ctx, keyB, store.StateActive, "", at(0)), store.ErrNotFound)
+}
+
+func testTouch(t *testing.T, s store.Store) {
+	createEnv(t, s, keyA, at(0))
+	tests := []struct {
+		name  string
+		touch time.Time
+		want  time.Time
+	}{
+		{"forward", at(time.Hour), at(time.Hour)},
+		{"backward is ignored", at(time.Minute), at(time.Hour)},
+		{"forward again", at(2 * time.Hour), at(2 * time.Hour)},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if err := s.Touch(t.Context(), keyA, tt.touch); err != nil {
+				t.Fatal(err)
+			}
+			sameTime(t, "last_used_at", getEnv(t, s, keyA).LastUsedAt, tt.want)
+		})
+	}
+	wantErr(t, "Touch(missing)", s.Touch(t.Context(), keyB, at(0)), store.ErrNotFound)
+}
+
+func testCommitRevision(t *testing.T, s store.Store) {
+	createEnv(t, s, keyA, at(0))
+	l := lease(t, s, keyA, true, at(0))
+	tests := []struct {
+		name          string
+		c             store.Commit
+		wantRev       int64
+		wantPyproject string
+		wantPython    string
+	}{
+		{"create", store.Commit{PyprojectTOML: "p1", UvLock: "l1", OperationID: 1, State: store.StateActive,
+			PythonVersion: "3.11", PythonPath: "/py/3.11", EnvPath: "/envs/a"}, 1, "p1", "/py/3.11"},
+		{"add", store.Commit{PyprojectTOML: "p2", UvLock: "l2", OperationID: 2, State: store.StateActive}, 2, "p2", "/py/3.11"},
+		{"lock only", store.Commit{PyprojectTOML: "p2", UvLock: "l3", OperationID: 3, State: store.StateActive}, 3, "p2", "/py/3.11"},
+		{"unchanged files", store.Commit{PyprojectTOML: "p2", UvLock: "l3", OperationID: 4, State: store.StateIdle}, 3, "p2", "/py/3.11"},
+		{"python moves", store.Commit{PyprojectTOML: "p4", UvLock: "l4", OperationID: 5, State: store.StateActive,
+			PythonPath: "/py/3.11b"}, 4, "p4", "/py/3.11b"},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := tt.c
+			c.Key, c.LeaseID, c.Now = keyA, l.ID, at(time.Duration(i+1)*time.Second)
+			rev := must(s.CommitRevision(t.Context(), c))(t)
+			if rev != tt.wantRev {
+				t.Errorf("revision = %d; want %d", rev, tt.wantRev)
+			}
+			e := getEnv(t, s, keyA)
+			if e.Revision != tt.wantRev || e.State != c.State || e.PythonPath != tt.wantPython ||
+				e.PythonVersion != "3.11" || e.EnvPath != "/envs/a" {
+				t.Errorf("env = %+v; want revision %d, state %s, python %s", e, tt.wantRev, c.State, tt.wantPython)
+			}
+			sameTime(t, "updated_at", e.UpdatedAt, c.Now)
+			r := must(s.GetRevision(t.Context(), keyA, 0))(t)
+			if r.Number != tt.wantRev || r.PyprojectTOML != tt.wantPyproject {
+				t.Errorf("current revision %d %q; want %d %q", r.Number, r.PyprojectTOML, tt.wantRev, tt.wantPyproject)
+			}
+		})
+	}
+	_, err := s.CommitRevision(t.Context(), store.Commit{Key: keyB, LeaseID: lease(t, s, keyB, true, at(0)).ID,
+		Now: at(time.Second), PyprojectTOML: "p", UvLock: "l", State: store.StateActive})
+	wantErr(t, "commit on a missing environment", err, store.ErrNotFound)
+}
+
+func testCommitRevisionFenced(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	createEnv(t, s, keyA, at(0))
+	createEnv(t, s, keyB, at(0))
+	l := lease(t, s, keyA, true, at(0))
+	must(s.CommitRevision(ctx, store.Commit{Key: keyA, LeaseID: l.ID, Now: at(time.Second),
+		PyprojectTOML: "p1", UvLock: "l1", State: store.StateActive}))(t)
+	before := getEnv(t, s, keyA)
+
+	released := lease(t, s, keyB, true, at(0))
+	if err := s.ReleaseLease(ctx, released.ID); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name    string
+		leaseID string
+		now     time.Time
+	}{
+		{"expired", l.ID, at(ttl)},
+		{"released", released.ID, at(time.Second)},
+		{"another environment's", lease(t, s, keyB, true, at(0)).ID, at(time.Second)},
+		{"unknown", "no-such-lease", at(time.Second)},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := s.CommitRevision(ctx, store.Commit{Key: keyA, LeaseID: tt.leaseID, Now: tt.now,
+				PyprojectTOML: "p2", UvLock: "l2", State: store.StateError, PythonPath: "/elsewhere"})
+			wantErr(t, "commit", err, store.ErrLeaseLost)
+			if after := getEnv(t, s, keyA); !reflect.DeepEqual(after, before) {
+				t.Errorf("env changed to %+v; want %+v", after, before)
+			}
+			_, err = s.GetRevision(ctx, keyA, 2)
+			wantErr(t, "revision 2", err, store.ErrNotFound)
+		})
+	}
+}
+
+func testGetRevision(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	createEnv(t, s, keyA, at(0))
+	_, err := s.GetRevision(ctx, keyA, 0)
+	wantErr(t, "current revision while creating", err, store.ErrNotFound)
+	l := lease(t, s, keyA, true, at(0))
+	for i, f := range []string{"one", "two"} {
+		must(s.CommitRevision(ctx, store.Commit{Key: keyA, LeaseID: l.ID, Now: at(time.Duration(i) * time.Second),
+			PyprojectTOML: "pyproject " + f, UvLock: "lock " + f, OperationID: int64(10 + i), State: store.StateActive}))(t)
+	}
+	tests := []struct {
+		n       int64
+		want    store.Revision
+		wantErr error
+	}{
+		{0, store.Revision{Key: keyA, Number: 2, PyprojectTOML: "pyproject two", UvLock: "lock two", OperationID: 11, CreatedAt: at(time.Second)}, nil},
+		{1, store.Revision{Key: keyA, Number: 1, PyprojectTOML: "pyproject one", UvLock: "lock one", OperationID: 10, CreatedAt: at(0)}, nil},
+		{2, store.Revision{Key: keyA, Number: 2, PyprojectTOML: "pyproject two", UvLock: "lock two", OperationID: 11, CreatedAt: at(time.Second)}, nil},
+		{3, store.Revision{}, store.ErrNotFound},
+	}
+	for _, tt := range tests {
+		t.Run(fmt.Sprint(tt.n), func(t *testing.T) {
+			got, err := s.GetRevision(ctx, keyA, tt.n)
+			if !errors.Is(err, tt.wantErr) {
+				t.Fatalf("got error %v; want %v", err, tt.wantErr)
+			}
+			if err == nil {
+				sameTime(t, "created_at", got.CreatedAt, tt.want.CreatedAt)
+				got.CreatedAt, tt.want.CreatedAt = time.Time{}, time.Time{}
+			}
+			if !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("got %+v; want %+v", got, tt.want)
+			}
+		})
+	}
+	_, err = s.GetRevision(ctx, keyB, 0)
+	wantErr(t, "revision of a missing environment", err, store.ErrNotFound)
+}
+
+func testDeleteEnv(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	start := now()
+	createEnv(t, s, keyA, start)
+	l := lease(t, s, keyA, true, start)
+	opID := must(s.BeginOperation(ctx, store.Operation{Key: keyA, Kind: "create", StartedAt: start}))(t)
+	must(s.CommitRevision(ctx, store.Commit{Key: keyA, LeaseID: l.ID, Now: start, PyprojectTOML: "p",
+		UvLock: "l", OperationID: opID, State: store.StateActive}))(t)
+
+	expired := lease(t, s, keyB, true, start.Add(-2*ttl))
+	wantErr(t, "delete with an expired lease", s.DeleteEnv(ctx, keyA, expired.ID), store.ErrLeaseLost)
+	wantErr(t, "delete with another environment's lease", s.DeleteEnv(ctx, keyA, lease(t, s, keyB, true, start).ID), store.ErrLeaseLost)
+	getEnv(t, s, keyA)
+
+	if err := s.DeleteEnv(ctx, keyA, l.ID); err != nil {
+		t.Fatal(err)
+	}
+	_, err := s.GetEnv(ctx, keyA)
+	wantErr(t, "GetEnv after delete", err, store.ErrNotFound)
+	_, err = s.GetRevision(ctx, keyA, 1)
+	wantErr(t, "GetRevision after delete", err, store.ErrNotFound)
+	if ops := must(s.ListOperations(ctx, keyA, 0, 0))(t); len(ops) != 1 || ops[0].ID != opID {
+		t.Errorf("operations after delete = %+v; want operation %d kept", ops, opID)
+	}
+	wantErr(t, "delete again", s.DeleteEnv(ctx, keyA, l.ID), store.ErrNotFound)
+
+	// A new environment under the same key starts its revisions afresh.
+	createEnv(t, s, keyA, start)
+	rev := must(s.CommitRevision(ctx, store.Commit{Key: keyA, LeaseID: l.ID, Now: start, PyprojectTOML: "q",
+		UvLock: "m", State: store.StateActive}))(t)
+	if rev != 1 {
+		t.Errorf("first revision of the new environment = %d; want 1", rev)
+	}
+}
+
+func testIdleEnvs(t *testing.T, s store.Store) {
+	keys := []envid.Key{
+		{WorkflowID: "idle", NodeID: "n1", VersionID: "v1"},
+		{WorkflowID: "idle", NodeID: "n2", VersionID: "v1"},
+		{WorkflowID: "idle", NodeID: "n3", VersionID: "v1"},
+	}
+	used := []time.Duration{3 * time.Hour, time.Hour, 2 * time.Hour}
+	for i, k := range keys {
+		createEnv(t, s, k, at(0))
+		if err := s.Touch(t.Context(), k, at(used[i])); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tests := []struct {
+		name   string
+		cutoff time.Time
+		limit  int
+		want   []envid.Key
+	}{
+		{"none", at(time.Hour), 0, nil},
+		{"oldest first", at(3 * time.Hour), 0, []envid.Key{keys[1], keys[2]}},
+		{"all", at(4 * time.Hour), 0, []envid.Key{keys[1], keys[2], keys[0]}},
+		{"limit", at(4 * time.Hour), 1, []envid.Key{keys[1]}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var got []envid.Key
+			for _, e := range must(s.IdleEnvs(t.Context(), tt.cutoff, tt.limit))(t) {
+				got = append(got, e.Key)
+			}
+			if !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("got %v; want %v", got, tt.want)
+			}
+		})
+	}
+}
