@@ -44,6 +44,16 @@ AGENT_LISTEN_ADDR="${AGENT_LISTEN_ADDR:-127.0.0.1:8081}"
 LISTEN_ADDR="${LISTEN_ADDR:-127.0.0.1:8080}"
 wait_seconds="${RUN_WAIT_SECONDS:-60}"
 
+# uv never reads pip's configuration. When no index is given to uv but pip has one (a mirror, say),
+# hand pip's to uv so both install from the same place.
+if [[ -z ${UV_DEFAULT_INDEX:-} ]]; then
+	pip_index="${PIP_INDEX_URL:-$(python3 -m pip config get global.index-url 2>/dev/null || true)}"
+	if [[ -n $pip_index ]]; then
+		say "using pip's package index for uv"
+		export UV_DEFAULT_INDEX="$pip_index"
+	fi
+fi
+
 if [[ -z ${AGENT_TOKEN:-} ]]; then
 	# The agent is never left open: without a token of the user's, make one for this run.
 	AGENT_TOKEN="$(od -An -N32 -tx1 /dev/urandom | tr -d ' \n')"
