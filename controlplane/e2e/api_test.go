@@ -365,7 +365,9 @@ func TestConcurrentMutation(t *testing.T) {
 	stalled := f.Index.Stall("delta")
 	ctx, cancel := context.WithCancel(context.Background())
 	first := make(chan response, 1)
-	go func() { first <- f.doCtx(t, ctx, "POST", "/envs/wf/n/deps", map[string]any{"packages": []string{"delta"}}) }()
+	go func() {
+		first <- f.doCtx(t, ctx, "POST", "/envs/wf/n/deps", map[string]any{"packages": []string{"delta"}})
+	}()
 	select {
 	case <-stalled:
 	case <-time.After(60 * time.Second):

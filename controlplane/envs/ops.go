@@ -74,7 +74,17 @@ func (s *Service) Create(ctx context.Context, c Caller, req CreateRequest) (Crea
 	}}
 	err = s.execute(ctx, o, func(ctx context.Context, r running) (any, error) {
 		now := s.now()
-		err := s.store.CreateEnv(ctx, store.Env{Key: req.Key, State: store.StateCreating, PythonVersion: req.PythonVersion, CreatedAt: now, UpdatedAt: now, LastUsedAt: now}, now)
+		fresh := store.Env{Key: req.Key, State: store.StateCreating, PythonVersion: req.PythonVersion, CreatedAt: now, UpdatedAt: now, LastUsedAt: now}
+		err := s.store.CreateEnv(ctx, fresh, now)
+		if errors.Is(err, store.ErrExists) {
+			// A CREATING row while we hold the exclusive lease is the leftover of a create whose
+			// holder died: take it over.
+			if old, gerr := s.store.GetEnv(ctx, req.Key); gerr == nil && old.State == store.StateCreating {
+				if err = s.store.DeleteEnv(ctx, req.Key, r.lease.ID); err == nil {
+					err = s.store.CreateEnv(ctx, fresh, now)
+				}
+			}
+		}
 		if errors.Is(err, store.ErrExists) {
 			return nil, errcode.New(errcode.EnvAlreadyExists, fmt.Sprintf("environment %s already exists", req.Key))
 		}
