@@ -267,12 +267,12 @@ func (f *fabric) doCtx(t *testing.T, ctx context.Context, method, path string, b
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	req.Header.Set("X-Actor", "e2e-test")
 	return f.send(t, req)
 }
 
 func (f *fabric) send(t *testing.T, req *http.Request) response {
 	t.Helper()
+	req.Header.Set("X-Actor", "e2e-test")
 	resp, err := f.client.Do(req)
 	if err != nil {
 		if req.Context().Err() != nil {

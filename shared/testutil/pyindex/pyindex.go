@@ -85,6 +85,10 @@ func Serve(t testing.TB, pkgs []Package) *Index {
 		sum := sha256.Sum256(data)
 		ix.files[name] = data
 		ix.hashes[name] = hex.EncodeToString(sum[:])
+		meta := []byte(metadata(p))
+		msum := sha256.Sum256(meta)
+		ix.files[name+".metadata"] = meta
+		ix.hashes[name+".metadata"] = hex.EncodeToString(msum[:])
 		n := Normalize(p.Name)
 		ix.projects[n] = append(ix.projects[n], name)
 	}
@@ -150,7 +154,11 @@ func (ix *Index) serveProject(w http.ResponseWriter, r *http.Request) {
 	var b strings.Builder
 	fmt.Fprintf(&b, "<!DOCTYPE html>\n<html><body>\n<h1>Links for %s</h1>\n", n)
 	for _, f := range wheels {
-		fmt.Fprintf(&b, "<a href=\"/files/%s#sha256=%s\">%s</a><br/>\n", f, ix.hashes[f], html.EscapeString(f))
+		// PEP 658/714: the core metadata is served beside the wheel, as PyPI does, so resolution
+		// reads it without touching the wheel.
+		mh := "sha256=" + ix.hashes[f+".metadata"]
+		fmt.Fprintf(&b, "<a href=\"/files/%s#sha256=%s\" data-dist-info-metadata=\"%s\" data-core-metadata=\"%s\">%s</a><br/>\n",
+			f, ix.hashes[f], mh, mh, html.EscapeString(f))
 	}
 	b.WriteString("</body></html>\n")
 	writePage(w, b.String())
@@ -180,6 +188,19 @@ func Normalize(name string) string {
 	return strings.ToLower(separators.ReplaceAllString(name, "-"))
 }
 
+// metadata is p's core metadata (the wheel's METADATA file).
+func metadata(p Package) string {
+	var meta strings.Builder
+	fmt.Fprintf(&meta, "Metadata-Version: 2.1\nName: %s\nVersion: %s\n", p.Name, p.Version)
+	for _, r := range p.Requires {
+		fmt.Fprintf(&meta, "Requires-Dist: %s\n", r)
+	}
+	if p.RequiresPython != "" {
+		fmt.Fprintf(&meta, "Requires-Python: %s\n", p.RequiresPython)
+	}
+	return meta.String()
+}
+
 // BuildWheel returns the file name and bytes of p's wheel: <pkg>/__init__.py with __version__,
 // a data file, and a .dist-info with METADATA, WHEEL and a correct RECORD.
 func BuildWheel(p Package) (string, []byte, error) {
@@ -190,18 +211,10 @@ func BuildWheel(p Package) (string, []byte, error) {
 	distInfo := fmt.Sprintf("%s-%s.dist-info", mod, p.Version)
 	fileName := fmt.Sprintf("%s-%s-py3-none-any.whl", mod, p.Version)
 
-	var meta strings.Builder
-	fmt.Fprintf(&meta, "Metadata-Version: 2.1\nName: %s\nVersion: %s\n", p.Name, p.Version)
-	for _, r := range p.Requires {
-		fmt.Fprintf(&meta, "Requires-Dist: %s\n", r)
-	}
-	if p.RequiresPython != "" {
-		fmt.Fprintf(&meta, "Requires-Python: %s\n", p.RequiresPython)
-	}
 	entries := []struct{ path, body string }{
 		{mod + "/__init__.py", fmt.Sprintf("__version__ = %q\n", p.Version)},
 		{mod + "/data.txt", strings.Repeat(fmt.Sprintf("%s %s test data\n", p.Name, p.Version), 16)},
-		{distInfo + "/METADATA", meta.String()},
+		{distInfo + "/METADATA", metadata(p)},
 		{distInfo + "/WHEEL", "Wheel-Version: 1.0\nGenerator: envfabric-pyindex\nRoot-Is-Purelib: true\nTag: py3-none-any\n"},
 	}
 	var record strings.Builder

@@ -1,0 +1,158 @@
+package app_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+
+	"github.com/envfabric/envfabric/agent/app"
+	"github.com/envfabric/envfabric/agent/config"
+	"github.com/envfabric/envfabric/agent/uv"
+	agentv1 "github.com/envfabric/envfabric/proto/gen/envfabric/agent/v1"
+	"github.com/envfabric/envfabric/proto/gen/envfabric/agent/v1/agentv1connect"
+	"github.com/envfabric/envfabric/shared/agentauth"
+	"github.com/envfabric/envfabric/shared/testutil/testenv"
+)
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+func testConfig(t *testing.T) config.Config {
+	root := t.TempDir()
+	return config.Config{
+		ListenAddr:        freeAddr(t),
+		Token:             "s3cret",
+		AgentID:           "a1",
+		DataRoot:          root,
+		EnvsBasePath:      filepath.Join(root, "envs"),
+		UVCacheDir:        filepath.Join(root, "uv_cache"),
+		UVBin:             testenv.UV(t),
+		UVLinkMode:        "hardlink",
+		Path:              os.Getenv("PATH"),
+		Home:              t.TempDir(),
+		DefaultPython:     "3.11",
+		RunMaxOutputBytes: 1 << 20,
+	}
+}
+
+func testLogger(t *testing.T) *slog.Logger {
+	return slog.New(slog.NewTextHandler(t.Output(), nil))
+}
+
+// h2cClient speaks unencrypted HTTP/2 only, proving the server offers it.
+func h2cClient() *http.Client {
+	p := new(http.Protocols)
+	p.SetUnencryptedHTTP2(true)
+	return &http.Client{Transport: &http.Transport{Protocols: p}}
+}
+
+func TestRunServesAndStops(t *testing.T) {
+	cfg := testConfig(t)
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- app.Run(ctx, cfg, testLogger(t)) }()
+
+	base := "http://" + cfg.ListenAddr
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		resp, err := http.Get(base + "/healthz")
+		if err == nil {
+			resp.Body.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("agent never answered: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	resp, err := http.Get(base + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || string(body) != "ok" {
+		t.Errorf("readyz: got %d %q; want 200 ok", resp.StatusCode, body)
+	}
+
+	tests := []struct {
+		name  string
+		token string
+		want  connect.Code
+	}{
+		{"authorised", "s3cret", 0},
+		{"unauthorised", "wrong", connect.CodeUnauthenticated},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := agentv1connect.NewAgentServiceClient(h2cClient(), base, connect.WithInterceptors(agentauth.ClientInterceptor(tt.token)))
+			info, err := c.Info(t.Context(), connect.NewRequest(&agentv1.InfoRequest{}))
+			if tt.want != 0 {
+				if connect.CodeOf(err) != tt.want {
+					t.Errorf("got %v; want %v", err, tt.want)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if info.Msg.GetAgentId() != "a1" || info.Msg.GetEnvsBasePath() != cfg.EnvsBasePath {
+				t.Errorf("got %+v", info.Msg)
+			}
+		})
+	}
+
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("Run: got %v; want nil after cancel", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("Run did not return after cancel")
+	}
+}
+
+func TestRunRefusesWithoutHardlinks(t *testing.T) {
+	shm, err := os.MkdirTemp("/dev/shm", "app-test-*")
+	if err != nil {
+		t.Skip("no /dev/shm")
+	}
+	t.Cleanup(func() { os.RemoveAll(shm) })
+	cfg := testConfig(t)
+	var a, b syscall.Stat_t
+	if syscall.Stat(shm, &a) != nil || syscall.Stat(cfg.DataRoot, &b) != nil || a.Dev == b.Dev {
+		t.Skip("/dev/shm is not another filesystem")
+	}
+	cfg.UVCacheDir = filepath.Join(shm, "uv_cache")
+	err = app.Run(t.Context(), cfg, testLogger(t))
+	if !errors.Is(err, uv.ErrNoHardlink) || !strings.Contains(err.Error(), "UV_LINK_MODE=copy") {
+		t.Fatalf("got %v; want ErrNoHardlink", err)
+	}
+
+	// With copies accepted the agent starts (and stops when its context ends).
+	cfg.UVLinkMode = "copy"
+	ctx, cancel := context.WithTimeout(t.Context(), 500*time.Millisecond)
+	defer cancel()
+	if err := app.Run(ctx, cfg, testLogger(t)); err != nil {
+		t.Errorf("copy mode: got %v; want a clean stop", err)
+	}
+}

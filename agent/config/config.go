@@ -1,0 +1,163 @@
+// Package config loads the agent's configuration from the environment: defaults, then variables,
+// then normalisation (absolute paths, uv resolved) and validation that reports every problem at
+// once.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/envfabric/envfabric/agent/uv"
+	"github.com/envfabric/envfabric/shared/config"
+)
+
+// Config is the agent's whole configuration.
+type Config struct {
+	ListenAddr string
+	// Token is the bearer token shared with the control plane; empty means no authentication.
+	Token   string
+	AgentID string
+
+	DataRoot     string
+	EnvsBasePath string
+	UVCacheDir   string
+
+	// UVBin is the absolute path of the uv binary.
+	UVBin string
+	// UVLinkMode is "hardlink" or "copy"; copy only when UV_LINK_MODE says so.
+	UVLinkMode     string
+	UVDefaultIndex string
+	// UVPassthrough holds the uv.PassthroughVars set in the agent's environment.
+	UVPassthrough map[string]string
+	// Path and Home are the agent's PATH and HOME, handed to uv.
+	Path string
+	Home string
+
+	DefaultPython     string
+	RunMaxOutputBytes int64
+
+	LogLevel  slog.Level
+	LogFormat string
+}
+
+// Load reads the configuration from src.
+func Load(src config.Source) (Config, error) {
+	r := config.NewReader(src)
+	c := Config{
+		ListenAddr:     r.String("AGENT_LISTEN_ADDR", "127.0.0.1:8081"),
+		Token:          r.String("AGENT_TOKEN", ""),
+		DataRoot:       r.String("DATA_ROOT", "/mnt/nas"),
+		UVLinkMode:     strings.ToLower(r.String("UV_LINK_MODE", "hardlink")),
+		UVDefaultIndex: r.String("UV_DEFAULT_INDEX", ""),
+		DefaultPython:  r.String("DEFAULT_PYTHON", "3.11"),
+		Path:           r.String("PATH", "/usr/local/bin:/usr/bin:/bin"),
+		Home:           r.String("HOME", "/root"),
+		LogFormat:      strings.ToLower(r.String("LOG_FORMAT", "json")),
+		UVPassthrough:  map[string]string{},
+	}
+	allowNoToken := r.Bool("AGENT_ALLOW_NO_TOKEN", false)
+	c.RunMaxOutputBytes = int64(r.Int("RUN_MAX_OUTPUT_BYTES", 1<<20))
+
+	hostname, _ := os.Hostname()
+	c.AgentID = r.String("AGENT_ID", hostname)
+	if c.AgentID == "" {
+		r.Fail("AGENT_ID: not set and the hostname is unknown")
+	}
+
+	c.DataRoot = absPath(r, "DATA_ROOT", c.DataRoot)
+	c.EnvsBasePath = absPath(r, "ENVS_BASE_PATH", r.String("ENVS_BASE_PATH", filepath.Join(c.DataRoot, "envs")))
+	c.UVCacheDir = absPath(r, "UV_CACHE_DIR", r.String("UV_CACHE_DIR", filepath.Join(c.DataRoot, "uv_cache")))
+	if c.EnvsBasePath == c.UVCacheDir {
+		r.Fail("ENVS_BASE_PATH and UV_CACHE_DIR must differ (both %s)", c.EnvsBasePath)
+	}
+
+	bin, err := lookPath(r.String("UV_BIN", "uv"), c.Path)
+	if err != nil {
+		r.Fail("UV_BIN: %v", err)
+	}
+	c.UVBin = bin
+
+	if c.UVLinkMode != "hardlink" && c.UVLinkMode != "copy" {
+		r.Fail("UV_LINK_MODE=%q: want hardlink or copy", c.UVLinkMode)
+	}
+	if c.UVDefaultIndex != "" {
+		if u, err := url.Parse(c.UVDefaultIndex); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			r.Fail("UV_DEFAULT_INDEX=%q: want an http(s) URL", c.UVDefaultIndex)
+		}
+	}
+	for _, name := range uv.PassthroughVars {
+		if v, ok := src(name); ok && v != "" {
+			c.UVPassthrough[name] = v
+		}
+	}
+	if c.RunMaxOutputBytes <= 0 {
+		r.Fail("RUN_MAX_OUTPUT_BYTES=%d: must be positive", c.RunMaxOutputBytes)
+	}
+
+	host, _, err := net.SplitHostPort(c.ListenAddr)
+	if err != nil {
+		r.Fail("AGENT_LISTEN_ADDR=%q: %v", c.ListenAddr, err)
+	} else if c.Token == "" && !allowNoToken && !isLoopback(host) {
+		r.Fail("AGENT_TOKEN is required when AGENT_LISTEN_ADDR (%s) is not a loopback address; set AGENT_ALLOW_NO_TOKEN=true to run unauthenticated", c.ListenAddr)
+	}
+
+	if err := c.LogLevel.UnmarshalText([]byte(r.String("LOG_LEVEL", "info"))); err != nil {
+		r.Fail("LOG_LEVEL: %v", err)
+	}
+	if c.LogFormat != "json" && c.LogFormat != "text" {
+		r.Fail("LOG_FORMAT=%q: want json or text", c.LogFormat)
+	}
+	return c, errors.Join(r.Errs()...)
+}
+
+func absPath(r *config.Reader, name, p string) string {
+	a, err := filepath.Abs(p)
+	if err != nil {
+		r.Fail("%s=%q: %v", name, p, err)
+		return p
+	}
+	return a
+}
+
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// lookPath resolves name like a shell would with PATH=path: a name with a slash is taken as a
+// path, others are searched in path. The result is absolute and executable.
+func lookPath(name, path string) (string, error) {
+	if strings.Contains(name, "/") {
+		abs, err := filepath.Abs(name)
+		if err != nil {
+			return "", err
+		}
+		if !executable(abs) {
+			return "", fmt.Errorf("%s is not an executable file", abs)
+		}
+		return abs, nil
+	}
+	for _, dir := range filepath.SplitList(path) {
+		if dir == "" || !filepath.IsAbs(dir) {
+			continue
+		}
+		if p := filepath.Join(dir, name); executable(p) {
+			return p, nil
+		}
+	}
+	return "", fmt.Errorf("%s not found on PATH", name)
+}
+
+func executable(p string) bool {
+	fi, err := os.Stat(p)
+	return err == nil && fi.Mode().IsRegular() && fi.Mode().Perm()&0o111 != 0
+}

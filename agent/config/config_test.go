@@ -1,0 +1,139 @@
+package config_test
+
+import (
+	"log/slog"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+
+	agentconfig "github.com/envfabric/envfabric/agent/config"
+	"github.com/envfabric/envfabric/shared/config"
+)
+
+func TestLoad(t *testing.T) {
+	bin := t.TempDir()
+	uvPath := filepath.Join(bin, "uv")
+	if err := os.WriteFile(uvPath, []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	base := map[string]string{"PATH": bin, "AGENT_ID": "a1"}
+	with := func(kv ...string) map[string]string {
+		m := map[string]string{}
+		for k, v := range base {
+			m[k] = v
+		}
+		for i := 0; i+1 < len(kv); i += 2 {
+			m[kv[i]] = kv[i+1]
+		}
+		return m
+	}
+	tests := []struct {
+		name    string
+		env     map[string]string
+		check   func(t *testing.T, c agentconfig.Config)
+		wantErr []string
+	}{
+		{
+			name: "defaults",
+			env:  with(),
+			check: func(t *testing.T, c agentconfig.Config) {
+				want := agentconfig.Config{
+					ListenAddr: "127.0.0.1:8081", AgentID: "a1", DataRoot: "/mnt/nas",
+					EnvsBasePath: "/mnt/nas/envs", UVCacheDir: "/mnt/nas/uv_cache", UVBin: uvPath,
+					UVLinkMode: "hardlink", DefaultPython: "3.11", RunMaxOutputBytes: 1 << 20,
+					LogLevel: slog.LevelInfo, LogFormat: "json", Path: bin, Home: "/root",
+				}
+				if len(c.UVPassthrough) != 0 {
+					t.Errorf("passthrough: got %v; want none", c.UVPassthrough)
+				}
+				c.UVPassthrough = nil
+				if !reflect.DeepEqual(c, want) {
+					t.Errorf("got %+v; want %+v", c, want)
+				}
+			},
+		},
+		{
+			name: "data root moves envs and cache, relative paths made absolute",
+			env:  with("DATA_ROOT", "data", "UV_LINK_MODE", "copy", "LOG_LEVEL", "debug", "UV_BIN", uvPath),
+			check: func(t *testing.T, c agentconfig.Config) {
+				wd, _ := os.Getwd()
+				if c.EnvsBasePath != filepath.Join(wd, "data", "envs") || c.UVCacheDir != filepath.Join(wd, "data", "uv_cache") {
+					t.Errorf("got %q %q; want under %s/data", c.EnvsBasePath, c.UVCacheDir, wd)
+				}
+				if c.UVLinkMode != "copy" || c.LogLevel != slog.LevelDebug {
+					t.Errorf("got %q %v; want copy, debug", c.UVLinkMode, c.LogLevel)
+				}
+			},
+		},
+		{
+			name: "explicit paths, passthrough and index",
+			env: with("ENVS_BASE_PATH", "/srv/e", "UV_CACHE_DIR", "/srv/c", "UV_DEFAULT_INDEX", "https://pypi.example/simple/",
+				"HTTPS_PROXY", "http://proxy:3128", "DATABASE_URL", "postgres://secret"),
+			check: func(t *testing.T, c agentconfig.Config) {
+				if c.EnvsBasePath != "/srv/e" || c.UVCacheDir != "/srv/c" || c.UVDefaultIndex != "https://pypi.example/simple/" {
+					t.Errorf("got %+v", c)
+				}
+				if len(c.UVPassthrough) != 1 || c.UVPassthrough["HTTPS_PROXY"] != "http://proxy:3128" {
+					t.Errorf("passthrough: got %v; want only HTTPS_PROXY", c.UVPassthrough)
+				}
+			},
+		},
+		{
+			name: "public address with token",
+			env:  with("AGENT_LISTEN_ADDR", "0.0.0.0:8081", "AGENT_TOKEN", "s3cret"),
+			check: func(t *testing.T, c agentconfig.Config) {
+				if c.Token != "s3cret" {
+					t.Errorf("got token %q", c.Token)
+				}
+			},
+		},
+		{
+			name:  "public address allowed without token",
+			env:   with("AGENT_LISTEN_ADDR", ":8081", "AGENT_ALLOW_NO_TOKEN", "true"),
+			check: func(*testing.T, agentconfig.Config) {},
+		},
+		{
+			name:    "public address needs a token",
+			env:     with("AGENT_LISTEN_ADDR", "10.0.0.5:8081"),
+			wantErr: []string{"AGENT_TOKEN is required"},
+		},
+		{
+			name: "every problem at once",
+			env: with("UV_LINK_MODE", "symlink", "UV_BIN", "/nonexistent/uv", "RUN_MAX_OUTPUT_BYTES", "x",
+				"LOG_LEVEL", "loud", "UV_DEFAULT_INDEX", "ftp://x", "AGENT_LISTEN_ADDR", "nope"),
+			wantErr: []string{"UV_LINK_MODE", "UV_BIN", "RUN_MAX_OUTPUT_BYTES", "LOG_LEVEL", "UV_DEFAULT_INDEX", "AGENT_LISTEN_ADDR"},
+		},
+		{
+			name:    "uv not on PATH",
+			env:     map[string]string{"PATH": t.TempDir(), "AGENT_ID": "a1"},
+			wantErr: []string{"uv not found on PATH"},
+		},
+		{
+			name:    "envs and cache the same",
+			env:     with("ENVS_BASE_PATH", "/srv/x", "UV_CACHE_DIR", "/srv/x"),
+			wantErr: []string{"must differ"},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := agentconfig.Load(config.Map(tt.env))
+			if len(tt.wantErr) == 0 {
+				if err != nil {
+					t.Fatalf("got %v; want no error", err)
+				}
+				tt.check(t, c)
+				return
+			}
+			if err == nil {
+				t.Fatalf("got no error; want %q", tt.wantErr)
+			}
+			for _, w := range tt.wantErr {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("got %q; want it to mention %q", err, w)
+				}
+			}
+		})
+	}
+}

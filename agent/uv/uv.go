@@ -1,0 +1,354 @@
+// Package uv runs the uv binary for the agent: every call gets the project directory, the
+// environment's interpreter, a minimal environment built from configuration (never the agent's
+// own), bounded output, SIGINT on cancellation so that uv rolls back its own writes, and failures
+// classified into shared/errcode codes.
+package uv
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"regexp"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/envfabric/envfabric/shared/errcode"
+)
+
+// PassthroughVars are the variables copied from the agent's own environment into every uv call
+// when set there: index, TLS, proxy and Python-discovery settings an operator may need.
+var PassthroughVars = []string{
+	"UV_INDEX", "UV_INDEX_STRATEGY", "UV_NATIVE_TLS", "UV_HTTP_TIMEOUT", "UV_OFFLINE",
+	"UV_PYTHON_INSTALL_DIR", "UV_PYTHON_DOWNLOADS", "UV_PYTHON_PREFERENCE",
+	"SSL_CERT_FILE", "SSL_CERT_DIR",
+	"HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy",
+}
+
+// Config is what an Executor needs; the agent's config package fills it.
+type Config struct {
+	// Bin is the uv binary (an absolute path).
+	Bin string
+	// CacheDir is UV_CACHE_DIR; LinkMode is UV_LINK_MODE ("hardlink" or "copy").
+	CacheDir string
+	LinkMode string
+	// DefaultIndex is UV_DEFAULT_INDEX, passed on every call when set.
+	DefaultIndex string
+	// Path and Home are PATH and HOME for uv (where it looks for interpreters).
+	Path string
+	Home string
+	// Passthrough holds the PassthroughVars that were set in the agent's environment at start.
+	Passthrough map[string]string
+	// WaitDelay is how long a cancelled uv gets after SIGINT before SIGKILL (default 15s).
+	WaitDelay time.Duration
+	// OutputLimit bounds the combined output kept from each call (the last bytes; default 64 KiB).
+	OutputLimit int
+}
+
+// Executor runs uv commands. It is safe for concurrent use; callers serialise work on one project.
+type Executor struct {
+	cfg    Config
+	env    []string
+	logger *slog.Logger
+}
+
+// New returns an Executor with its environment fixed from cfg.
+func New(cfg Config, logger *slog.Logger) *Executor {
+	if cfg.WaitDelay <= 0 {
+		cfg.WaitDelay = 15 * time.Second
+	}
+	if cfg.OutputLimit <= 0 {
+		cfg.OutputLimit = 64 << 10
+	}
+	return &Executor{cfg: cfg, env: buildEnv(cfg), logger: logger}
+}
+
+// buildEnv makes uv's whole environment: fixed settings, then the configured ones, then the
+// pass-through variables, which may override the Python-discovery defaults.
+func buildEnv(cfg Config) []string {
+	m := map[string]string{
+		"PATH":                 cfg.Path,
+		"HOME":                 cfg.Home,
+		"UV_CACHE_DIR":         cfg.CacheDir,
+		"UV_LINK_MODE":         cfg.LinkMode,
+		"UV_NO_CONFIG":         "1",
+		"UV_PYTHON_DOWNLOADS":  "never",
+		"UV_PYTHON_PREFERENCE": "only-system",
+		"NO_COLOR":             "1",
+		"UV_NO_PROGRESS":       "1",
+	}
+	if cfg.DefaultIndex != "" {
+		m["UV_DEFAULT_INDEX"] = cfg.DefaultIndex
+	}
+	for k, v := range cfg.Passthrough {
+		m[k] = v
+	}
+	env := make([]string, 0, len(m))
+	for k, v := range m {
+		if v != "" {
+			env = append(env, k+"="+v)
+		}
+	}
+	sort.Strings(env)
+	return env
+}
+
+// Env is the environment every uv call gets, for logs and tests.
+func (e *Executor) Env() []string { return append([]string(nil), e.env...) }
+
+// Project names the project a command works on and the interpreter its .venv is bound to
+// (empty: let uv choose from requires-python).
+type Project struct {
+	Dir    string
+	Python string
+}
+
+// ExitError is a uv command that ran and failed, with what it printed.
+type ExitError struct {
+	Args     []string
+	ExitCode int
+	Output   string
+}
+
+func (e *ExitError) Error() string {
+	return fmt.Sprintf("uv %s exited with status %d: %s", strings.Join(e.Args, " "), e.ExitCode, summary(e.Output))
+}
+
+// OutputOf returns the uv output carried by err, if any.
+func OutputOf(err error) string {
+	var ee *ExitError
+	if errors.As(err, &ee) {
+		return ee.Output
+	}
+	return ""
+}
+
+// Add runs `uv add [--upgrade-package N]... -- pkgs` in p.
+func (e *Executor) Add(ctx context.Context, p Project, pkgs, upgrade []string) (string, error) {
+	var args []string
+	for _, u := range upgrade {
+		args = append(args, "--upgrade-package", u)
+	}
+	args = append(args, "--")
+	args = append(args, pkgs...)
+	return e.project(ctx, p, "add", args...)
+}
+
+// Remove runs `uv remove -- names` in p.
+func (e *Executor) Remove(ctx context.Context, p Project, names []string) (string, error) {
+	return e.project(ctx, p, "remove", append([]string{"--"}, names...)...)
+}
+
+// Sync runs `uv sync` in p; frozen installs exactly the lock without re-resolving.
+func (e *Executor) Sync(ctx context.Context, p Project, frozen bool) (string, error) {
+	if frozen {
+		return e.project(ctx, p, "sync", "--frozen")
+	}
+	return e.project(ctx, p, "sync")
+}
+
+// InSync reports whether `uv sync --frozen --dry-run` would change nothing in p.
+func (e *Executor) InSync(ctx context.Context, p Project) (bool, error) {
+	out, err := e.project(ctx, p, "sync", "--frozen", "--dry-run")
+	if err != nil {
+		return false, err
+	}
+	return strings.Contains(out, "Would make no changes"), nil
+}
+
+func (e *Executor) project(ctx context.Context, p Project, sub string, rest ...string) (string, error) {
+	args := []string{sub, "--project", p.Dir}
+	if p.Python != "" {
+		args = append(args, "--python", p.Python)
+	}
+	args = append(args, rest...)
+	return e.run(ctx, p.Dir, args...)
+}
+
+var pythonVersion = regexp.MustCompile(`^[0-9]+(\.[0-9]+){0,2}$`)
+
+// FindPython resolves a version request ("3.11", "3.11.7") to an interpreter path with
+// `uv python find`, and asks that interpreter for its full version.
+func (e *Executor) FindPython(ctx context.Context, version string) (path, fullVersion string, err error) {
+	if !pythonVersion.MatchString(version) {
+		return "", "", errcode.New(errcode.InvalidRequest, fmt.Sprintf("python version %q: want a version like 3.11 or 3.11.7", version))
+	}
+	out, err := e.runStdout(ctx, "python", "find", "--no-project", "--", version)
+	if err != nil {
+		if ctx.Err() != nil {
+			return "", "", err
+		}
+		return "", "", errcode.Wrap(errcode.PythonUnavailable, err, fmt.Sprintf("no Python %s on this host", version))
+	}
+	path = lastLine(string(out))
+	if path == "" {
+		return "", "", errcode.New(errcode.PythonUnavailable, fmt.Sprintf("no Python %s on this host", version))
+	}
+	cmd := exec.CommandContext(ctx, path, "-c", "import platform; print(platform.python_version())")
+	cmd.Env = []string{"PATH=" + e.cfg.Path}
+	ver, err := cmd.Output()
+	if err != nil {
+		return "", "", errcode.Wrap(errcode.PythonUnavailable, err, fmt.Sprintf("interpreter %s does not answer", path))
+	}
+	return path, strings.TrimSpace(string(ver)), nil
+}
+
+// Python is one interpreter uv can see.
+type Python struct {
+	Version string `json:"version"`
+	Path    string `json:"path"`
+}
+
+// ListPythons lists the interpreters installed on this host.
+func (e *Executor) ListPythons(ctx context.Context) ([]Python, error) {
+	out, err := e.runStdout(ctx, "python", "list", "--only-installed", "--output-format", "json")
+	if err != nil {
+		return nil, err
+	}
+	var ps []Python
+	if err := json.Unmarshal(out, &ps); err != nil {
+		return nil, fmt.Errorf("parse uv python list: %w", err)
+	}
+	return ps, nil
+}
+
+// Version is uv's version ("0.12.24").
+func (e *Executor) Version(ctx context.Context) (string, error) {
+	out, err := e.run(ctx, "", "--version")
+	if err != nil {
+		return "", err
+	}
+	f := strings.Fields(out)
+	if len(f) < 2 {
+		return "", fmt.Errorf("unexpected uv --version output %q", out)
+	}
+	return f[1], nil
+}
+
+func (e *Executor) command(ctx context.Context, dir string, args []string) *exec.Cmd {
+	cmd := exec.CommandContext(ctx, e.cfg.Bin, args...)
+	cmd.Dir = dir
+	cmd.Env = e.env
+	cmd.Stdin = nil
+	cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }
+	cmd.WaitDelay = e.cfg.WaitDelay
+	return cmd
+}
+
+// runStdout runs uv and returns stdout alone (for machine-readable output).
+func (e *Executor) runStdout(ctx context.Context, args ...string) ([]byte, error) {
+	cmd := e.command(ctx, "", args)
+	var stdout bytes.Buffer
+	stderr := newTail(e.cfg.OutputLimit)
+	cmd.Stdout = &stdout
+	cmd.Stderr = stderr
+	if err := e.wait(ctx, cmd, args, stderr); err != nil {
+		return nil, err
+	}
+	return stdout.Bytes(), nil
+}
+
+func (e *Executor) run(ctx context.Context, dir string, args ...string) (string, error) {
+	cmd := e.command(ctx, dir, args)
+	out := newTail(e.cfg.OutputLimit)
+	cmd.Stdout = out
+	cmd.Stderr = out
+	err := e.wait(ctx, cmd, args, out)
+	return out.String(), err
+}
+
+func (e *Executor) wait(ctx context.Context, cmd *exec.Cmd, args []string, out *tail) error {
+	start := time.Now()
+	err := cmd.Run()
+	e.logger.DebugContext(ctx, "uv", "args", args, "dir", cmd.Dir, "duration", time.Since(start), "err", err)
+	if err == nil {
+		return nil
+	}
+	if ctx.Err() != nil {
+		return fmt.Errorf("uv %s: %w", args[0], errors.Join(ctx.Err(), &ExitError{Args: args, ExitCode: -1, Output: out.String()}))
+	}
+	var xe *exec.ExitError
+	if !errors.As(err, &xe) {
+		return errcode.Wrap(errcode.UVExecutionError, fmt.Errorf("run uv %s: %w", args[0], err), "")
+	}
+	ee := &ExitError{Args: args, ExitCode: xe.ExitCode(), Output: out.String()}
+	return errcode.Wrap(Classify(ee.ExitCode, ee.Output), ee, "")
+}
+
+// Classify maps a failed uv command's exit status and output to an error code.
+func Classify(exitCode int, output string) errcode.Code {
+	switch {
+	case exitCode == 1 && (strings.Contains(output, "No solution found") ||
+		strings.Contains(output, "is unsatisfiable")):
+		return errcode.PackageResolutionFailed
+	case strings.Contains(output, "error: Failed to parse: `"):
+		return errcode.InvalidPackages
+	case strings.Contains(output, "No interpreter found"):
+		return errcode.PythonUnavailable
+	}
+	return errcode.UVExecutionError
+}
+
+// summary is the heart of uv's output: from its first error line ("error:" or "×"), a few lines
+// joined into one; the last line when there is no error line.
+func summary(out string) string {
+	lines := strings.Split(out, "\n")
+	for i, l := range lines {
+		t := strings.TrimSpace(l)
+		if !strings.HasPrefix(t, "error:") && !strings.HasPrefix(t, "×") {
+			continue
+		}
+		var parts []string
+		for _, l := range lines[i:min(i+6, len(lines))] {
+			if l = strings.TrimSpace(l); l != "" && !strings.HasPrefix(l, "hint:") {
+				parts = append(parts, l)
+			}
+		}
+		return strings.Join(parts, " ")
+	}
+	return lastLine(out)
+}
+
+func lastLine(s string) string {
+	s = strings.TrimSpace(s)
+	if i := strings.LastIndexByte(s, '\n'); i >= 0 {
+		return s[i+1:]
+	}
+	return s
+}
+
+// tail keeps the last limit bytes written to it.
+type tail struct {
+	mu    sync.Mutex
+	limit int
+	buf   []byte
+	cut   bool
+}
+
+func newTail(limit int) *tail { return &tail{limit: limit} }
+
+func (t *tail) Write(p []byte) (int, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.buf = append(t.buf, p...)
+	if over := len(t.buf) - t.limit; over > 0 {
+		t.buf = append(t.buf[:0], t.buf[over:]...)
+		t.cut = true
+	}
+	return len(p), nil
+}
+
+func (t *tail) String() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.cut {
+		return "[... earlier output cut ...]\n" + string(t.buf)
+	}
+	return string(t.buf)
+}

@@ -1,0 +1,247 @@
+package uv_test
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/envfabric/envfabric/agent/uv"
+	"github.com/envfabric/envfabric/shared/errcode"
+	"github.com/envfabric/envfabric/shared/testutil/pyindex"
+	"github.com/envfabric/envfabric/shared/testutil/testenv"
+)
+
+var cacheDir string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "uv-test-cache-*")
+	if err != nil {
+		panic(err)
+	}
+	cacheDir = dir
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+func newExecutor(t *testing.T, index string) *uv.Executor {
+	t.Helper()
+	return uv.New(uv.Config{
+		Bin:          testenv.UV(t),
+		CacheDir:     cacheDir,
+		LinkMode:     "hardlink",
+		DefaultIndex: index,
+		Path:         os.Getenv("PATH"),
+		Home:         t.TempDir(),
+		WaitDelay:    5 * time.Second,
+	}, slog.New(slog.DiscardHandler))
+}
+
+func newProject(t *testing.T) string {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "p")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	py := "[project]\nname = \"p\"\nversion = \"0.1.0\"\nrequires-python = \"==3.11.*\"\ndependencies = []\n"
+	if err := os.WriteFile(filepath.Join(dir, "pyproject.toml"), []byte(py), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+func TestClassify(t *testing.T) {
+	tests := []struct {
+		name   string
+		exit   int
+		output string
+		want   errcode.Code
+	}{
+		{"no solution", 1, "  × No solution found when resolving dependencies:", errcode.PackageResolutionFailed},
+		{"no solution needs exit 1", 2, "No solution found", errcode.UVExecutionError},
+		{"parse error", 2, "error: Failed to parse: `foo==`\n  cause: Unexpected end", errcode.InvalidPackages},
+		{"pyproject parse error", 2, "error: Failed to parse: p/pyproject.toml", errcode.UVExecutionError},
+		{"no interpreter", 2, "error: No interpreter found for Python 3.99 in virtual environments", errcode.PythonUnavailable},
+		{"other", 2, "error: The dependency `six` could not be found in `project.dependencies`", errcode.UVExecutionError},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := uv.Classify(tt.exit, tt.output); got != tt.want {
+				t.Errorf("got %q; want %q", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestEnvIsMinimal(t *testing.T) {
+	t.Setenv("ENVFABRIC_SECRET", "x")
+	e := uv.New(uv.Config{
+		Bin: "/bin/false", CacheDir: "/c", LinkMode: "hardlink", DefaultIndex: "http://i/simple/",
+		Path: "/usr/bin", Home: "/h",
+		Passthrough: map[string]string{"UV_PYTHON_PREFERENCE": "system", "HTTPS_PROXY": "http://proxy"},
+	}, slog.New(slog.DiscardHandler))
+	env := e.Env()
+	want := []string{
+		"HOME=/h", "HTTPS_PROXY=http://proxy", "NO_COLOR=1", "PATH=/usr/bin", "UV_CACHE_DIR=/c",
+		"UV_DEFAULT_INDEX=http://i/simple/", "UV_LINK_MODE=hardlink", "UV_NO_CONFIG=1", "UV_NO_PROGRESS=1",
+		"UV_PYTHON_DOWNLOADS=never", "UV_PYTHON_PREFERENCE=system",
+	}
+	if !slices.Equal(env, want) {
+		t.Errorf("got %q; want %q", env, want)
+	}
+}
+
+func TestVersionAndPythons(t *testing.T) {
+	e := newExecutor(t, "")
+	v, err := e.Version(t.Context())
+	if err != nil || !strings.HasPrefix(v, "0.") {
+		t.Errorf("Version: got %q, %v; want 0.x", v, err)
+	}
+	path, full, err := e.FindPython(t.Context(), "3.11")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !filepath.IsAbs(path) || !strings.HasPrefix(full, "3.11.") {
+		t.Errorf("FindPython: got %q %q; want an absolute path and 3.11.x", path, full)
+	}
+	if _, _, err := e.FindPython(t.Context(), "3.99"); errcode.Of(err) != errcode.PythonUnavailable {
+		t.Errorf("FindPython 3.99: got %v; want %s", err, errcode.PythonUnavailable)
+	}
+	if _, _, err := e.FindPython(t.Context(), "--help"); errcode.Of(err) != errcode.InvalidRequest {
+		t.Errorf("FindPython --help: got %v; want %s", err, errcode.InvalidRequest)
+	}
+	ps, err := e.ListPythons(t.Context())
+	if err != nil || len(ps) == 0 {
+		t.Errorf("ListPythons: got %v, %v; want some", ps, err)
+	}
+}
+
+func TestAddRemoveSync(t *testing.T) {
+	ix := pyindex.Serve(t, pyindex.Universe())
+	e := newExecutor(t, ix.URL)
+	dir := newProject(t)
+	p := uv.Project{Dir: dir, Python: "3.11"}
+	ctx := t.Context()
+
+	if _, err := e.Add(ctx, p, []string{"beta", "gamma"}, nil); err != nil {
+		t.Fatalf("add: %v\n%s", err, uv.OutputOf(err))
+	}
+	if ok, err := e.InSync(ctx, p); !ok || err != nil {
+		t.Errorf("InSync after add: got %v, %v; want true", ok, err)
+	}
+	_, err := e.Add(ctx, p, []string{"alpha>=2"}, nil)
+	if errcode.Of(err) != errcode.PackageResolutionFailed || !strings.Contains(uv.OutputOf(err), "No solution found") {
+		t.Errorf("add alpha>=2: got %v; want %s with uv output", err, errcode.PackageResolutionFailed)
+	}
+	if _, err := e.Add(ctx, p, []string{"alpha=="}, nil); errcode.Of(err) != errcode.InvalidPackages {
+		t.Errorf("add alpha==: got %v; want %s", err, errcode.InvalidPackages)
+	}
+	if _, err := e.Remove(ctx, p, []string{"gamma"}); err != nil {
+		t.Errorf("remove: %v", err)
+	}
+	if err := os.RemoveAll(filepath.Join(dir, ".venv")); err != nil {
+		t.Fatal(err)
+	}
+	if ok, _ := e.InSync(ctx, p); ok {
+		t.Error("InSync without .venv: got true; want false")
+	}
+	if _, err := e.Sync(ctx, p, true); err != nil {
+		t.Fatalf("sync: %v", err)
+	}
+	if ok, err := e.InSync(ctx, p); !ok || err != nil {
+		t.Errorf("InSync after sync: got %v, %v; want true", ok, err)
+	}
+}
+
+// Cancelling uv add while it waits on the index stops it with SIGINT; uv then restores
+// pyproject.toml and uv.lock itself.
+func TestAddCancelled(t *testing.T) {
+	ix := pyindex.Serve(t, pyindex.Universe())
+	e := newExecutor(t, ix.URL)
+	dir := newProject(t)
+	p := uv.Project{Dir: dir, Python: "3.11"}
+	if _, err := e.Add(t.Context(), p, []string{"alpha"}, nil); err != nil {
+		t.Fatalf("add: %v", err)
+	}
+	before := readFiles(t, dir)
+	reached := ix.Stall("delta")
+	ctx, cancel := context.WithCancel(t.Context())
+	go func() {
+		select {
+		case <-reached:
+		case <-time.After(30 * time.Second):
+		}
+		cancel()
+	}()
+	start := time.Now()
+	_, err := e.Add(ctx, p, []string{"delta"}, nil)
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("got %v; want context.Canceled", err)
+	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Errorf("cancelled add took %v", d)
+	}
+	if after := readFiles(t, dir); after != before {
+		t.Errorf("files changed by a cancelled add:\n%s\nwant\n%s", after, before)
+	}
+}
+
+func readFiles(t *testing.T, dir string) string {
+	t.Helper()
+	a, err := os.ReadFile(filepath.Join(dir, "pyproject.toml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "uv.lock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(a) + "\n----\n" + string(b)
+}
+
+func TestCheckHardlink(t *testing.T) {
+	root := t.TempDir()
+	cache, envs := filepath.Join(root, "uv_cache"), filepath.Join(root, "envs")
+	for _, d := range []string{cache, envs} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := uv.CheckHardlink(cache, envs); err != nil {
+		t.Errorf("same filesystem: %v", err)
+	}
+	if entries, _ := os.ReadDir(cache); len(entries) != 0 {
+		t.Errorf("check left %v in the cache", entries)
+	}
+	if !uv.Siblings(cache, envs) || uv.Siblings(cache, filepath.Join(envs, "x")) {
+		t.Error("Siblings: wrong answer")
+	}
+	if err := uv.CheckHardlink(filepath.Join(root, "missing"), envs); !errors.Is(err, uv.ErrNoHardlink) {
+		t.Errorf("missing cache: got %v; want ErrNoHardlink", err)
+	}
+	if err := uv.CheckHardlink(cache, filepath.Join(root, "missing")); !errors.Is(err, uv.ErrNoHardlink) {
+		t.Errorf("missing envs: got %v; want ErrNoHardlink", err)
+	}
+	t.Run("cross device", func(t *testing.T) {
+		shm, err := os.MkdirTemp("/dev/shm", "linkcheck-*")
+		if err != nil {
+			t.Skip("no /dev/shm")
+		}
+		defer os.RemoveAll(shm)
+		var a, b syscall.Stat_t
+		if syscall.Stat(shm, &a) != nil || syscall.Stat(envs, &b) != nil || a.Dev == b.Dev {
+			t.Skip("/dev/shm is not another filesystem")
+		}
+		err = uv.CheckHardlink(shm, envs)
+		if !errors.Is(err, uv.ErrNoHardlink) || !strings.Contains(err.Error(), "UV_LINK_MODE=copy") {
+			t.Errorf("got %v; want ErrNoHardlink saying what to fix", err)
+		}
+	})
+}
