@@ -58,7 +58,7 @@ func Load(src config.Source) (Config, error) {
 		DefaultPython:  r.String("DEFAULT_PYTHON", "3.11"),
 		Path:           r.String("PATH", "/usr/local/bin:/usr/bin:/bin"),
 		Home:           r.String("HOME", "/root"),
-		LogFormat:      strings.ToLower(r.String("LOG_FORMAT", "json")),
+		LogFormat:      strings.ToLower(r.String("LOG_FORMAT", "text")),
 		UVPassthrough:  map[string]string{},
 	}
 	allowNoToken := r.Bool("AGENT_ALLOW_NO_TOKEN", false)

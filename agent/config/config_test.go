@@ -43,7 +43,7 @@ func TestLoad(t *testing.T) {
 					ListenAddr: "127.0.0.1:8081", AgentID: "a1", DataRoot: "/mnt/nas",
 					EnvsBasePath: "/mnt/nas/envs", UVCacheDir: "/mnt/nas/uv_cache", UVBin: uvPath,
 					UVLinkMode: "hardlink", DefaultPython: "3.11", RunMaxOutputBytes: 1 << 20,
-					LogLevel: slog.LevelInfo, LogFormat: "json", Path: bin, Home: "/root",
+					LogLevel: slog.LevelInfo, LogFormat: "text", Path: bin, Home: "/root",
 				}
 				if len(c.UVPassthrough) != 0 {
 					t.Errorf("passthrough: got %v; want none", c.UVPassthrough)

@@ -150,6 +150,7 @@ func writeJSON(w http.ResponseWriter, status int, body any) {
 	w.WriteHeader(status)
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
+	enc.SetEscapeHTML(false) // specifiers such as "numpy>=1.24" stay readable
 	_ = enc.Encode(body)
 }
 
@@ -523,15 +524,12 @@ func (h *Handler) cleanup(w http.ResponseWriter, r *http.Request) (int, any, err
 	if r.URL.Query().Get("dry_run") == "true" {
 		body.DryRun = true
 	}
-	req := envs.CleanupRequest{DryRun: body.DryRun}
+	req := envs.CleanupRequest{DryRun: body.DryRun, IdleFor: -1}
 	if body.IdleHours != nil {
 		if *body.IdleHours < 0 {
 			return 0, nil, errcode.New(errcode.InvalidRequest, "idle_hours: must not be negative")
 		}
 		req.IdleFor = time.Duration(*body.IdleHours * float64(time.Hour))
-		if req.IdleFor == 0 {
-			req.IdleFor = time.Nanosecond // "idle_hours": 0 means everything not in use right now
-		}
 	}
 	res, err := h.svc.Cleanup(r.Context(), caller(r), req)
 	return http.StatusOK, res, err

@@ -139,7 +139,7 @@ func cleanupLoop(ctx context.Context, svc *envs.Service, every time.Duration, lo
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			res, err := svc.Cleanup(ctx, envs.Caller{Actor: "scheduler"}, envs.CleanupRequest{})
+			res, err := svc.Cleanup(ctx, envs.Caller{Actor: "scheduler"}, envs.CleanupRequest{IdleFor: -1})
 			if err != nil {
 				log.Error("scheduled cleanup", "err", err)
 				continue

@@ -35,6 +35,7 @@ type Config struct {
 	MaxBodyBytes       int64
 	InstanceID         string
 	LogLevel           string
+	LogFormat          string // text or json
 	AllowRemoteNoToken bool
 }
 
@@ -61,6 +62,7 @@ func Load(src config.Source) (Config, error) {
 		MaxBodyBytes:       int64(r.Int("MAX_BODY_BYTES", 8<<20)),
 		InstanceID:         r.String("INSTANCE_ID", host+"-"+fmt.Sprint(os.Getpid())),
 		LogLevel:           r.String("LOG_LEVEL", "info"),
+		LogFormat:          r.String("LOG_FORMAT", "text"),
 		AllowRemoteNoToken: r.Bool("AGENT_ALLOW_NO_TOKEN", false),
 	}
 	if !filepath.IsAbs(c.DataRoot) {
@@ -87,6 +89,9 @@ func Load(src config.Source) (Config, error) {
 	}
 	if c.LeaseTTL < 3*time.Second {
 		r.Fail("LEASE_TTL=%s: at least 3s", c.LeaseTTL)
+	}
+	if c.LogFormat != "text" && c.LogFormat != "json" {
+		r.Fail("LOG_FORMAT=%q: want text or json", c.LogFormat)
 	}
 	if c.MaxOutputBytes < 1024 {
 		r.Fail("RUN_MAX_OUTPUT_BYTES must be at least 1024")

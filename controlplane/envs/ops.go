@@ -598,7 +598,7 @@ func (s *Service) Operations(ctx context.Context, key envid.Key, before int64, l
 
 // CleanupRequest is POST /envs/cleanup.
 type CleanupRequest struct {
-	IdleFor time.Duration // 0: CLEANUP_IDLE_HOURS
+	IdleFor time.Duration // negative: CLEANUP_IDLE_HOURS; 0: everything not in use now
 	DryRun  bool
 }
 
@@ -623,7 +623,7 @@ type CleanupResult struct {
 // Cleanup removes environments unused for longer than the idle limit; each removal is audited
 // as "cleanup". Environments busy with another operation are skipped, not waited for.
 func (s *Service) Cleanup(ctx context.Context, c Caller, req CleanupRequest) (CleanupResult, error) {
-	if req.IdleFor <= 0 {
+	if req.IdleFor < 0 {
 		req.IdleFor = s.opt.CleanupIdle
 	}
 	res := CleanupResult{IdleHours: req.IdleFor.Hours(), DryRun: req.DryRun, Removed: []CleanupEntry{}, Skipped: []CleanupEntry{}}
