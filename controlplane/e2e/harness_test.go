@@ -122,7 +122,7 @@ func start(t *testing.T, name, bin string, env []string) *proc {
 func (p *proc) stop(t *testing.T) {
 	select {
 	case <-p.done:
-		return
+		return // already gone (a test killed it on purpose)
 	default:
 	}
 	_ = p.cmd.Process.Signal(syscall.SIGINT)
@@ -154,6 +154,8 @@ type fabric struct {
 	Index    *pyindex.Index
 	proxy    *indexProxy
 	cp       *proc
+	cpBin    string
+	cpEnv    []string
 	agent    *proc
 	client   *http.Client
 }
@@ -198,11 +200,24 @@ func newFabric(t *testing.T, opt options) *fabric {
 	if opt.databaseURL != "" {
 		cpEnv = append(cpEnv, "DATABASE_URL="+opt.databaseURL)
 	}
-	cpEnv = append(cpEnv, opt.cpEnv...)
-	f.cp = start(t, "controlplane", cpBin, cpEnv)
+	f.cpBin, f.cpEnv = cpBin, append(cpEnv, opt.cpEnv...)
 	f.URL = "http://" + cpAddr
-	waitHTTP(t, f.cp, f.URL+"/readyz")
+	f.startControlPlane(t)
 	return f
+}
+
+// startControlPlane starts (or starts again) the control plane with the same configuration.
+func (f *fabric) startControlPlane(t *testing.T) {
+	t.Helper()
+	f.cp = start(t, "controlplane", f.cpBin, f.cpEnv)
+	waitHTTP(t, f.cp, f.URL+"/readyz")
+}
+
+// killControlPlane kills the control plane with SIGKILL, as a crash would.
+func (f *fabric) killControlPlane(t *testing.T) {
+	t.Helper()
+	_ = f.cp.cmd.Process.Kill()
+	<-f.cp.done
 }
 
 func waitHTTP(t *testing.T, p *proc, url string) {

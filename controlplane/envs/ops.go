@@ -483,11 +483,19 @@ func (s *Service) Status(ctx context.Context, key envid.Key) (Status, error) {
 	if err != nil {
 		return st, dbErr("reading leases", err)
 	}
+	exclusive := false
 	for _, l := range leases {
 		st.Operations = append(st.Operations, l.Operation)
+		exclusive = exclusive || l.Exclusive
 		if !l.Exclusive && st.State != store.StateError {
 			st.State = store.StateRunning
 		}
+	}
+	if !exclusive && transitional(env.State) {
+		// The state says an operation is under way but no one holds the environment: its holder
+		// died and its lease expired. The files are at the last recorded revision at best.
+		st.State = store.StateError
+		st.LastError = fmt.Sprintf("interrupted: the %s operation ended without finishing (its control plane or agent stopped); the next successful operation restores the last good revision", strings.ToLower(env.State))
 	}
 	if env.Revision == 0 {
 		return st, nil
@@ -506,6 +514,14 @@ func (s *Service) Status(ctx context.Context, key envid.Key) (Status, error) {
 	st.Disk = &disk
 	st.InStep = disk.HasPyproject && disk.HasLock && disk.HasVenv && disk.FilesMatch && disk.VenvInSync && disk.InterpreterPresent
 	return st, nil
+}
+
+func transitional(state string) bool {
+	switch state {
+	case store.StateCreating, store.StateInstalling, store.StateSyncing, store.StateDeleting:
+		return true
+	}
+	return false
 }
 
 // ListResult is GET /envs.
