@@ -3,8 +3,8 @@ package e2e
 import (
 	"net/http"
 	"os"
-	"strings"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
