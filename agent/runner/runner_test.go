@@ -117,7 +117,7 @@ time.sleep(300)
 		t.Fatalf("got pids %v; want 4", pids)
 	}
 	for _, pid := range pids {
-		if alive(pid) {
+		if !gone(pid) {
 			t.Errorf("process %d survived the timeout", pid)
 			_ = syscall.Kill(pid, syscall.SIGKILL)
 		}
@@ -137,7 +137,7 @@ open("` + pidFile + `", "w").write(str(p.pid))
 		t.Fatal(err)
 	}
 	for _, pid := range readPids(t, pidFile) {
-		if alive(pid) {
+		if !gone(pid) {
 			t.Errorf("process %d survived", pid)
 			_ = syscall.Kill(pid, syscall.SIGKILL)
 		}
@@ -203,6 +203,19 @@ func readPids(t *testing.T, path string) []int {
 }
 
 // alive reports whether pid is a running (not zombie) process.
+// gone waits a little for pid to die: SIGKILL is delivered asynchronously, and an orphan is
+// reaped by init on its own schedule.
+func gone(pid int) bool {
+	deadline := time.Now().Add(5 * time.Second)
+	for alive(pid) {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return true
+}
+
 func alive(pid int) bool {
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
 	if err != nil {

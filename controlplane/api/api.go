@@ -68,11 +68,17 @@ func New(svc *envs.Service, opt Options, log *slog.Logger) *Handler {
 	}
 	h.route("/envs", map[string]handlerFunc{"POST": h.create, "GET": h.list})
 	h.route("/envs/cleanup", map[string]handlerFunc{"POST": h.cleanup})
-	h.route("/envs/{wf}/{node}", map[string]handlerFunc{"GET": h.status, "DELETE": h.delete})
-	h.route("/envs/{wf}/{node}/export", map[string]handlerFunc{"GET": h.export})
+	h.route("/envs/{wf}/{node}", map[string]handlerFunc{
+		"GET":    keyed(func(r *http.Request, k envid.Key) (any, error) { return svc.Status(r.Context(), k) }),
+		"DELETE": keyed(func(r *http.Request, k envid.Key) (any, error) { return svc.Delete(r.Context(), caller(r), k) }),
+	})
+	h.route("/envs/{wf}/{node}/export", map[string]handlerFunc{
+		"GET": keyed(func(r *http.Request, k envid.Key) (any, error) { return svc.Export(r.Context(), k) }),
+	})
 	h.route("/envs/{wf}/{node}/sync", map[string]handlerFunc{"POST": h.sync})
 	h.route("/envs/{wf}/{node}/deps", map[string]handlerFunc{
-		"GET": h.deps, "POST": h.mutate(envs.Add), "DELETE": h.mutate(envs.Remove), "PUT": h.mutate(envs.Update),
+		"GET":  keyed(func(r *http.Request, k envid.Key) (any, error) { return svc.Deps(r.Context(), k) }),
+		"POST": h.mutate(envs.Add), "DELETE": h.mutate(envs.Remove), "PUT": h.mutate(envs.Update),
 	})
 	h.route("/envs/{wf}/{node}/run", map[string]handlerFunc{"POST": h.run})
 	h.route("/envs/{wf}/{node}/operations", map[string]handlerFunc{"GET": h.operations})
@@ -352,6 +358,18 @@ type depsBody struct {
 	VersionID string      `json:"version_id"`
 }
 
+// keyed serves a bodiless request on one environment.
+func keyed(fn func(r *http.Request, key envid.Key) (any, error)) handlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) (int, any, error) {
+		key, err := envKey(r, "")
+		if err != nil {
+			return 0, nil, err
+		}
+		res, err := fn(r, key)
+		return http.StatusOK, res, err
+	}
+}
+
 func (h *Handler) mutate(kind envs.MutationKind) handlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) (int, any, error) {
 		var body depsBody
@@ -365,24 +383,6 @@ func (h *Handler) mutate(kind envs.MutationKind) handlerFunc {
 		res, err := h.svc.Mutate(r.Context(), caller(r), key, kind, body.Packages)
 		return http.StatusOK, res, err
 	}
-}
-
-func (h *Handler) deps(w http.ResponseWriter, r *http.Request) (int, any, error) {
-	key, err := envKey(r, "")
-	if err != nil {
-		return 0, nil, err
-	}
-	res, err := h.svc.Deps(r.Context(), key)
-	return http.StatusOK, res, err
-}
-
-func (h *Handler) export(w http.ResponseWriter, r *http.Request) (int, any, error) {
-	key, err := envKey(r, "")
-	if err != nil {
-		return 0, nil, err
-	}
-	res, err := h.svc.Export(r.Context(), key)
-	return http.StatusOK, res, err
 }
 
 func (h *Handler) sync(w http.ResponseWriter, r *http.Request) (int, any, error) {
@@ -421,24 +421,6 @@ func (h *Handler) run(w http.ResponseWriter, r *http.Request) (int, any, error) 
 		req.Timeout = time.Duration(*body.Timeout * float64(time.Second))
 	}
 	res, err := h.svc.Run(r.Context(), caller(r), key, req)
-	return http.StatusOK, res, err
-}
-
-func (h *Handler) status(w http.ResponseWriter, r *http.Request) (int, any, error) {
-	key, err := envKey(r, "")
-	if err != nil {
-		return 0, nil, err
-	}
-	res, err := h.svc.Status(r.Context(), key)
-	return http.StatusOK, res, err
-}
-
-func (h *Handler) delete(w http.ResponseWriter, r *http.Request) (int, any, error) {
-	key, err := envKey(r, "")
-	if err != nil {
-		return 0, nil, err
-	}
-	res, err := h.svc.Delete(r.Context(), caller(r), key)
 	return http.StatusOK, res, err
 }
 
