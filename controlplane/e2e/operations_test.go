@@ -1,9 +1,11 @@
 package e2e
 
 import (
+	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -141,5 +143,14 @@ func TestControlPlaneCrash(t *testing.T) {
 	}
 	if r := f.do(t, "GET", "/envs/wf/n", nil); r.str("state") != "ACTIVE" || r.Body["in_step"] != true {
 		t.Errorf("after recovery: %s", r.Raw)
+	}
+	// The dead control plane's add is closed in the audit, not left running forever.
+	var outcomes []string
+	for _, o := range f.do(t, "GET", "/envs/wf/n/operations", nil).Body["operations"].([]any) {
+		op := o.(map[string]any)
+		outcomes = append(outcomes, fmt.Sprint(op["operation"], ":", op["status"], ":", op["error_code"]))
+	}
+	if want := "add:failed:INTERRUPTED"; !slices.Contains(outcomes, want) || slices.Contains(outcomes, "add:running:<nil>") {
+		t.Errorf("audit after the crash: %v; want %s and nothing running", outcomes, want)
 	}
 }

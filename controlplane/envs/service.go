@@ -147,6 +147,17 @@ func (s *Service) execute(ctx context.Context, o op, fn func(ctx context.Context
 		return e
 	}
 
+	if o.exclusive {
+		// Holding the environment alone, any other operation on it still marked running has lost
+		// its holder (its lease expired): close its audit row as INTERRUPTED. A caller's row written
+		// a moment before its own lease attempt may be caught too; its outcome overwrites this.
+		if n, err := s.store.AbandonOperations(ctx, o.key, r.id, s.now()); err != nil {
+			s.log.Warn("closing abandoned operations", "env", o.key.String(), "err", err)
+		} else if n > 0 {
+			s.log.Warn("closed operations whose holder stopped", "env", o.key.String(), "count", n)
+		}
+	}
+
 	opCtx, cancel := context.WithCancelCause(ctx)
 	var wg sync.WaitGroup
 	wg.Add(1)

@@ -42,6 +42,13 @@ const (
 	OpRejected  = "rejected"  // refused before any side effect (for example ENV_LOCKED)
 )
 
+// ErrorCodeInterrupted is the error code AbandonOperations gives an operation whose holder stopped
+// before recording its outcome.
+const ErrorCodeInterrupted = "INTERRUPTED"
+
+// InterruptedMessage is the error message AbandonOperations records.
+const InterruptedMessage = "the control plane running this operation stopped before recording its outcome"
+
 // Env is one environment as the control plane records it.
 type Env struct {
 	Key           envid.Key
@@ -172,6 +179,12 @@ type Store interface {
 	ListOperations(ctx context.Context, key envid.Key, beforeID int64, limit int) ([]Operation, error)
 	// GetOperation returns one operation by id.
 	GetOperation(ctx context.Context, id int64) (Operation, error)
+	// AbandonOperations closes key's operations that are still OpRunning but whose holder is gone:
+	// no live lease (expires_at > now) carries their id. They get Status OpFailed, ErrorCode
+	// "INTERRUPTED", an ErrorMessage saying the holder stopped before recording an outcome, and
+	// FinishedAt = now (DurationMS = now - StartedAt). except is never touched (the caller's own
+	// operation). Returns how many rows were closed.
+	AbandonOperations(ctx context.Context, key envid.Key, except int64, now time.Time) (int, error)
 
 	// AcquireLease grants a lease or returns a *LockedError. Expired leases are ignored (and may be
 	// deleted). Atomic across every control plane sharing the database.

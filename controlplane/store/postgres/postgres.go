@@ -238,6 +238,31 @@ func (s *Store) GetOperation(ctx context.Context, id int64) (store.Operation, er
 	return op, nil
 }
 
+// AbandonOperations runs under the key's advisory lock, so that it sees every lease granted before it.
+func (s *Store) AbandonOperations(ctx context.Context, key envid.Key, except int64, now time.Time) (int, error) {
+	now = orNow(now)
+	var n int64
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		if err := lockEnv(ctx, tx, key); err != nil {
+			return err
+		}
+		tag, err := tx.Exec(ctx, `UPDATE env_operations SET status = $1, error_code = $2, error_message = $3,
+				finished_at = $4,
+				duration_ms = GREATEST(0, floor(EXTRACT(EPOCH FROM ($4::timestamptz - started_at)) * 1000))::bigint
+			WHERE workflow_id = $5 AND node_id = $6 AND version_id = $7 AND status = $8 AND id <> $9
+				AND id NOT IN (SELECT operation_id FROM env_leases
+					WHERE workflow_id = $5 AND node_id = $6 AND version_id = $7 AND expires_at > $4)`,
+			store.OpFailed, store.ErrorCodeInterrupted, store.InterruptedMessage, now,
+			key.WorkflowID, key.NodeID, key.VersionID, store.OpRunning, except)
+		n = tag.RowsAffected()
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("close abandoned operations on %s: %w", key, err)
+	}
+	return int(n), nil
+}
+
 const leaseCols = `id, workflow_id, node_id, version_id, exclusive, holder, operation, operation_id, acquired_at, expires_at`
 
 func scanLease(r pgx.Row) (store.Lease, error) {

@@ -229,6 +229,26 @@ func (s *Store) GetOperation(ctx context.Context, id int64) (store.Operation, er
 	return op, nil
 }
 
+func (s *Store) AbandonOperations(ctx context.Context, key envid.Key, except int64, now time.Time) (int, error) {
+	t := ms(orNow(now))
+	res, err := s.db.ExecContext(ctx, `UPDATE env_operations SET status = ?, error_code = ?, error_message = ?,
+			finished_at = ?, duration_ms = max(0, ? - started_at)
+		WHERE workflow_id = ? AND node_id = ? AND version_id = ? AND status = ? AND id <> ?
+			AND id NOT IN (SELECT operation_id FROM env_leases
+				WHERE workflow_id = ? AND node_id = ? AND version_id = ? AND expires_at > ?)`,
+		store.OpFailed, store.ErrorCodeInterrupted, store.InterruptedMessage, t, t,
+		key.WorkflowID, key.NodeID, key.VersionID, store.OpRunning, except,
+		key.WorkflowID, key.NodeID, key.VersionID, t)
+	if err != nil {
+		return 0, fmt.Errorf("close abandoned operations on %s: %w", key, err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return 0, fmt.Errorf("close abandoned operations on %s: %w", key, err)
+	}
+	return int(n), nil
+}
+
 const leaseCols = `id, workflow_id, node_id, version_id, exclusive, holder, operation, operation_id, acquired_at, expires_at`
 
 func scanLease(r scanner) (store.Lease, error) {

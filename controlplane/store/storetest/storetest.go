@@ -24,6 +24,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"Ping", testPing},
 		{"Operations", testOperations},
 		{"ListOperations", testListOperations},
+		{"AbandonOperations", testAbandonOperations},
 		{"LeaseConflicts", testLeaseConflicts},
 		{"LockedError", testLockedError},
 		{"LeaseExpiry", testLeaseExpiry},
@@ -218,6 +219,110 @@ func testListOperations(t *testing.T, s store.Store) {
 				t.Errorf("got %v; want %v", got, tt.want)
 			}
 		})
+	}
+}
+
+func testAbandonOperations(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	const (
+		noLease      = iota
+		liveLease    // a shared lease taken at 0, live until ttl
+		expiredLease // a shared lease taken at -2*ttl, expired at -ttl
+		otherKeyLease
+	)
+	start, first := at(-2*ttl), at(30*time.Second)
+	tests := []struct {
+		name       string
+		key        envid.Key
+		status     string // the status the operation is left in before AbandonOperations
+		lease      int
+		except     bool
+		wantClosed bool
+	}{
+		{"running, live lease", keyA, store.OpRunning, liveLease, false, false},
+		{"running, expired lease", keyA, store.OpRunning, expiredLease, false, true},
+		{"running, no lease", keyA, store.OpRunning, noLease, false, true},
+		{"running, lease on another key", keyA, store.OpRunning, otherKeyLease, false, true},
+		{"running, except", keyA, store.OpRunning, noLease, true, false},
+		{"running, another key", keyB, store.OpRunning, noLease, false, false},
+		{"succeeded", keyA, store.OpSucceeded, noLease, false, false},
+		{"rejected", keyA, store.OpRejected, noLease, false, false},
+	}
+	ids := make([]int64, len(tests))
+	var except int64
+	wantN := 0
+	// Live leases first: taking a lease deletes the key's leases expired by then.
+	for _, pass := range []int{liveLease, expiredLease, otherKeyLease, noLease} {
+		for i, tt := range tests {
+			if tt.lease != pass {
+				continue
+			}
+			ids[i] = must(s.BeginOperation(ctx, store.Operation{Key: tt.key, Kind: "sync", StartedAt: start}))(t)
+			if tt.status != store.OpRunning {
+				if err := s.FinishOperation(ctx, ids[i], store.Outcome{Status: tt.status, FinishedAt: at(-ttl), DurationMS: 60000}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			req := store.LeaseRequest{Key: tt.key, Holder: "cp-dead", Operation: "sync", OperationID: ids[i], TTL: ttl}
+			switch tt.lease {
+			case liveLease:
+				req.Now = at(0)
+			case expiredLease:
+				req.Now = start
+			case otherKeyLease:
+				req.Key, req.Now = keyB, at(0)
+			}
+			if tt.lease != noLease {
+				must(s.AcquireLease(ctx, req))(t)
+			}
+			if tt.except {
+				except = ids[i]
+			}
+			if tt.wantClosed {
+				wantN++
+			}
+		}
+	}
+
+	if n := must(s.AbandonOperations(ctx, keyA, except, first))(t); n != wantN {
+		t.Errorf("closed %d operations; want %d", n, wantN)
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			op := must(s.GetOperation(ctx, ids[i]))(t)
+			switch {
+			case tt.wantClosed:
+				if op.Status != store.OpFailed || op.ErrorCode != store.ErrorCodeInterrupted ||
+					op.ErrorMessage != store.InterruptedMessage || op.DurationMS != (first.Sub(start)).Milliseconds() {
+					t.Errorf("closed operation = %+v; want failed, %s, duration %d", op, store.ErrorCodeInterrupted,
+						first.Sub(start).Milliseconds())
+				}
+				sameTime(t, "finished_at", op.FinishedAt, first)
+			case tt.status == store.OpRunning:
+				if op.Status != store.OpRunning || op.ErrorCode != "" || !op.FinishedAt.IsZero() || op.DurationMS != 0 {
+					t.Errorf("operation = %+v; want it left running", op)
+				}
+			default:
+				if op.Status != tt.status || op.ErrorCode != "" || op.DurationMS != 60000 {
+					t.Errorf("operation = %+v; want it left %s", op, tt.status)
+				}
+				sameTime(t, "finished_at", op.FinishedAt, at(-ttl))
+			}
+		})
+	}
+
+	// Nothing more to close at once; once the live lease has expired, its operation is closed too.
+	if n := must(s.AbandonOperations(ctx, keyA, except, first))(t); n != 0 {
+		t.Errorf("second pass closed %d operations; want 0", n)
+	}
+	if n := must(s.AbandonOperations(ctx, keyA, except, at(ttl)))(t); n != 1 {
+		t.Errorf("after the live lease expired closed %d operations; want 1", n)
+	}
+	if op := must(s.GetOperation(ctx, ids[0]))(t); op.Status != store.OpFailed || op.ErrorCode != store.ErrorCodeInterrupted {
+		t.Errorf("operation whose lease expired = %+v; want failed, %s", op, store.ErrorCodeInterrupted)
+	}
+	if op := must(s.GetOperation(ctx, except))(t); op.Status != store.OpRunning {
+		t.Errorf("except = %+v; want it still running", op)
 	}
 }
 
