@@ -245,3 +245,32 @@ func TestCheckHardlink(t *testing.T) {
 		}
 	})
 }
+
+// Configuration lying around — a uv.toml above the project, the user's own — must not change what
+// the fabric resolves: every call runs with UV_NO_CONFIG and the fabric's own settings only.
+func TestStrayConfigIgnored(t *testing.T) {
+	ix := pyindex.Serve(t, pyindex.Universe())
+	e := newExecutor(t, ix.URL)
+	dir := newProject(t)
+	stray := "resolution = \"lowest\"\n" // were it read, alpha would lock at 1.0.0
+	if err := os.WriteFile(filepath.Join(filepath.Dir(dir), "uv.toml"), []byte(stray), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	home := e.Env()[0][len("HOME="):]
+	if err := os.MkdirAll(filepath.Join(home, ".config", "uv"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(home, ".config", "uv", "uv.toml"), []byte(stray), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.Add(t.Context(), uv.Project{Dir: dir, Python: "3.11"}, []string{"alpha"}, nil); err != nil {
+		t.Fatalf("add: %v\n%s", err, uv.OutputOf(err))
+	}
+	lock, err := os.ReadFile(filepath.Join(dir, "uv.lock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(lock), "name = \"alpha\"\nversion = \"2.0.0\"") {
+		t.Errorf("alpha is not locked at its newest version; stray configuration was read:\n%s", lock)
+	}
+}
