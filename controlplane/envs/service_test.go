@@ -1,0 +1,174 @@
+package envs_test
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/envfabric/envfabric/controlplane/envs"
+	"github.com/envfabric/envfabric/controlplane/store"
+	"github.com/envfabric/envfabric/controlplane/store/sqlite"
+	"github.com/envfabric/envfabric/shared/envid"
+	"github.com/envfabric/envfabric/shared/errcode"
+)
+
+// These tests cause faults the end-to-end suite cannot: a lease that runs out under a slow agent,
+// an agent that ignores cancellation. The store is the real one; the agent is a stand-in.
+
+type clock struct{ offset atomic.Int64 }
+
+func (c *clock) now() time.Time          { return time.Now().Add(time.Duration(c.offset.Load())) }
+func (c *clock) advance(d time.Duration) { c.offset.Add(int64(d)) }
+
+// fakeAgent creates projects instantly and lets a test decide how Mutate behaves.
+type fakeAgent struct {
+	mu     sync.Mutex
+	calls  []string
+	mutate func(ctx context.Context, m envs.Mutation) (envs.Mutated, error)
+}
+
+func (a *fakeAgent) record(s string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.calls = append(a.calls, s)
+}
+
+func (a *fakeAgent) Calls() []string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return append([]string(nil), a.calls...)
+}
+
+const pyproject = "[project]\nname = \"p\"\nversion = \"0.1.0\"\nrequires-python = \"==3.11.*\"\ndependencies = []\n"
+
+func (a *fakeAgent) Name() string { return "fake" }
+func (a *fakeAgent) Create(ctx context.Context, key envid.Key, python string, pkgs []string) (envs.Created, error) {
+	a.record("create")
+	return envs.Created{Files: envs.Files{PyprojectTOML: pyproject, UvLock: "version = 1\n"}, EnvPath: "/envs/" + key.String(), PythonPath: "/usr/bin/python3"}, nil
+}
+func (a *fakeAgent) Mutate(ctx context.Context, m envs.Mutation) (envs.Mutated, error) {
+	a.record("mutate")
+	return a.mutate(ctx, m)
+}
+func (a *fakeAgent) Sync(context.Context, envid.Key, envs.Files, string) (int, error) {
+	a.record("sync")
+	return 0, nil
+}
+func (a *fakeAgent) Inspect(context.Context, envid.Key, envs.Files, string) (envs.Disk, error) {
+	return envs.Disk{}, nil
+}
+func (a *fakeAgent) Run(context.Context, envid.Key, string, time.Duration, int64) (envs.RunResult, error) {
+	a.record("run")
+	return envs.RunResult{}, nil
+}
+func (a *fakeAgent) Delete(context.Context, envid.Key) (int64, error) {
+	a.record("delete")
+	return 0, nil
+}
+func (a *fakeAgent) Ping(context.Context) error { return nil }
+
+func newService(t *testing.T, agent envs.Agent, c *clock) (*envs.Service, store.Store) {
+	t.Helper()
+	st, err := sqlite.Open(t.Context(), filepath.Join(t.TempDir(), "fabric.db"), slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	svc := envs.New(st, agent, nil, envs.Options{
+		Instance: "test", DefaultPython: "3.11", DefaultTimeout: time.Second, MaxTimeout: time.Minute,
+		MaxOutputBytes: 1 << 20, LeaseTTL: 300 * time.Millisecond, CleanupIdle: time.Hour, Now: c.now,
+	}, slog.New(slog.DiscardHandler))
+	return svc, st
+}
+
+var key = envid.Key{WorkflowID: "wf", NodeID: "n", VersionID: "v1"}
+
+func TestLostLeaseNeverPublishes(t *testing.T) {
+	tests := []struct {
+		name   string
+		mutate func(c *clock) func(ctx context.Context, m envs.Mutation) (envs.Mutated, error)
+	}{
+		{
+			// The renewal finds the lease gone and cancels the agent call.
+			name: "agent honours cancellation",
+			mutate: func(c *clock) func(ctx context.Context, m envs.Mutation) (envs.Mutated, error) {
+				return func(ctx context.Context, m envs.Mutation) (envs.Mutated, error) {
+					c.advance(time.Hour)
+					<-ctx.Done()
+					return envs.Mutated{}, ctx.Err()
+				}
+			},
+		},
+		{
+			// The agent finishes anyway, after the lease expired: the commit is fenced.
+			name: "agent ignores cancellation",
+			mutate: func(c *clock) func(ctx context.Context, m envs.Mutation) (envs.Mutated, error) {
+				return func(ctx context.Context, m envs.Mutation) (envs.Mutated, error) {
+					c.advance(time.Hour)
+					return envs.Mutated{Files: envs.Files{PyprojectTOML: pyproject + "# changed\n", UvLock: "version = 1\n# changed\n"}}, nil
+				}
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := &clock{}
+			agent := &fakeAgent{mutate: tt.mutate(c)}
+			svc, st := newService(t, agent, c)
+			if _, err := svc.Create(t.Context(), envs.Caller{Actor: "t"}, envs.CreateRequest{Key: key}); err != nil {
+				t.Fatal(err)
+			}
+			_, err := svc.Mutate(t.Context(), envs.Caller{Actor: "t"}, key, envs.Add, []string{"alpha"})
+			if errcode.Of(err) != errcode.DBAuditError || !errors.Is(err, store.ErrLeaseLost) {
+				t.Fatalf("got %v; want DB_AUDIT_ERROR wrapping ErrLeaseLost", err)
+			}
+			rev, err := st.GetRevision(t.Context(), key, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if rev.Number != 1 || rev.PyprojectTOML != pyproject {
+				t.Errorf("a holder without its lease published revision %d:\n%s", rev.Number, rev.PyprojectTOML)
+			}
+		})
+	}
+}
+
+func TestNoIntentNoSideEffect(t *testing.T) {
+	c := &clock{}
+	agent := &fakeAgent{mutate: func(context.Context, envs.Mutation) (envs.Mutated, error) { return envs.Mutated{}, nil }}
+	svc, st := newService(t, agent, c)
+	if _, err := svc.Create(t.Context(), envs.Caller{}, envs.CreateRequest{Key: key}); err != nil {
+		t.Fatal(err)
+	}
+	st.Close() // the database goes away
+	calls := len(agent.Calls())
+	for name, call := range map[string]func() error{
+		"add": func() error {
+			_, err := svc.Mutate(t.Context(), envs.Caller{}, key, envs.Add, []string{"alpha"})
+			return err
+		},
+		"sync": func() error { _, err := svc.Sync(t.Context(), envs.Caller{}, key); return err },
+		"run": func() error {
+			_, err := svc.Run(t.Context(), envs.Caller{}, key, envs.RunRequest{Code: "print(1)"})
+			return err
+		},
+		"delete": func() error { _, err := svc.Delete(t.Context(), envs.Caller{}, key); return err },
+		"create": func() error {
+			_, err := svc.Create(t.Context(), envs.Caller{}, envs.CreateRequest{Key: envid.Key{WorkflowID: "wf", NodeID: "other", VersionID: "v1"}})
+			return err
+		},
+		"cleanup": func() error { _, err := svc.Cleanup(t.Context(), envs.Caller{}, envs.CleanupRequest{}); return err },
+	} {
+		if err := call(); errcode.Of(err) != errcode.DBAuditError {
+			t.Errorf("%s without a database: got %v; want DB_AUDIT_ERROR", name, err)
+		}
+	}
+	if got := agent.Calls(); len(got) != calls {
+		t.Errorf("the agent was called without an audit row: %v", got[calls:])
+	}
+}
