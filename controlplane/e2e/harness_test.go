@@ -192,6 +192,10 @@ func newFabric(t *testing.T, opt options) *fabric {
 	if indexURL != "-" {
 		agentEnv = append(agentEnv, "UV_DEFAULT_INDEX="+indexURL)
 	}
+	if opt.indexURL != "" {
+		// The real index may sit behind a TLS proxy whose CA only the system store knows.
+		agentEnv = append(agentEnv, "UV_SYSTEM_CERTS=1")
+	}
 	f.agent = start(t, "agent", agentBin, agentEnv)
 	waitHTTP(t, f.agent, "http://"+agentAddr+"/healthz")
 
