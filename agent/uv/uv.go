@@ -56,7 +56,20 @@ type Executor struct {
 	cfg    Config
 	env    []string
 	logger *slog.Logger
+
+	pyMu    sync.Mutex
+	pythons map[string]foundPython // version request → a recent positive answer
 }
+
+// foundPython is a cached FindPython answer. Resolving costs two process starts (~200 ms), paid
+// on every create otherwise; interpreters rarely move, and a cached path is re-checked on use.
+type foundPython struct {
+	path, full string
+	at         time.Time
+}
+
+// pythonCacheTTL bounds how long a resolved interpreter is reused without asking uv again.
+const pythonCacheTTL = 5 * time.Minute
 
 // New returns an Executor with its environment fixed from cfg.
 func New(cfg Config, logger *slog.Logger) *Executor {
@@ -179,6 +192,27 @@ func (e *Executor) FindPython(ctx context.Context, version string) (path, fullVe
 	if !pythonVersion.MatchString(version) {
 		return "", "", errcode.New(errcode.InvalidRequest, fmt.Sprintf("python version %q: want a version like 3.11 or 3.11.7", version))
 	}
+	e.pyMu.Lock()
+	hit, ok := e.pythons[version]
+	e.pyMu.Unlock()
+	if ok && time.Since(hit.at) < pythonCacheTTL {
+		if _, err := os.Stat(hit.path); err == nil {
+			return hit.path, hit.full, nil
+		}
+	}
+	path, fullVersion, err = e.findPython(ctx, version)
+	if err == nil {
+		e.pyMu.Lock()
+		if e.pythons == nil {
+			e.pythons = map[string]foundPython{}
+		}
+		e.pythons[version] = foundPython{path: path, full: fullVersion, at: time.Now()}
+		e.pyMu.Unlock()
+	}
+	return path, fullVersion, err
+}
+
+func (e *Executor) findPython(ctx context.Context, version string) (path, fullVersion string, err error) {
 	out, err := e.runStdout(ctx, "python", "find", "--no-project", "--", version)
 	if err != nil {
 		if ctx.Err() != nil {
