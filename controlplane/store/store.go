@@ -6,6 +6,8 @@ package store
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -217,4 +219,29 @@ type Store interface {
 	DeleteEnv(ctx context.Context, key envid.Key, leaseID string) error
 	// IdleEnvs returns environments whose last use is before cutoff, oldest first.
 	IdleEnvs(ctx context.Context, cutoff time.Time, limit int) ([]Env, error)
+}
+
+// Helpers shared by the implementations.
+
+// NewLeaseID returns a random 128-bit lease id in hex.
+func NewLeaseID() string {
+	b := make([]byte, 16)
+	rand.Read(b) // never fails
+	return hex.EncodeToString(b)
+}
+
+// OrNow is t, or the current time when t is zero.
+func OrNow(t time.Time) time.Time {
+	if t.IsZero() {
+		return time.Now()
+	}
+	return t
+}
+
+// NullJSON stores an empty JSON document as NULL.
+func NullJSON(v json.RawMessage) any {
+	if len(v) == 0 {
+		return nil
+	}
+	return string(v)
 }

@@ -10,9 +10,7 @@ package postgres
 
 import (
 	"context"
-	"crypto/rand"
 	"embed"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -174,7 +172,7 @@ func (s *Store) BeginOperation(ctx context.Context, op store.Operation) (int64, 
 		status, error_code, error_message, actor, request_id, agent, params, result, started_at, finished_at,
 		duration_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) RETURNING id`,
 		k.WorkflowID, k.NodeID, k.VersionID, op.Kind, op.Status, op.ErrorCode, op.ErrorMessage, op.Actor,
-		op.RequestID, op.Agent, string(op.Params), nullJSON(op.Result), orNow(op.StartedAt),
+		op.RequestID, op.Agent, string(op.Params), store.NullJSON(op.Result), store.OrNow(op.StartedAt),
 		nullTime(op.FinishedAt), op.DurationMS).Scan(&id)
 	if err != nil {
 		return 0, fmt.Errorf("record %s operation on %s: %w", op.Kind, k, err)
@@ -185,7 +183,7 @@ func (s *Store) BeginOperation(ctx context.Context, op store.Operation) (int64, 
 func (s *Store) FinishOperation(ctx context.Context, id int64, out store.Outcome) error {
 	tag, err := s.pool.Exec(ctx, `UPDATE env_operations SET status = $1, error_code = $2, error_message = $3,
 		agent = COALESCE(NULLIF($4, ''), agent), result = $5, finished_at = $6, duration_ms = $7 WHERE id = $8`,
-		out.Status, out.ErrorCode, out.ErrorMessage, out.Agent, nullJSON(out.Result), orNow(out.FinishedAt),
+		out.Status, out.ErrorCode, out.ErrorMessage, out.Agent, store.NullJSON(out.Result), store.OrNow(out.FinishedAt),
 		out.DurationMS, id)
 	if err == nil {
 		err = oneRow(tag)
@@ -240,7 +238,7 @@ func (s *Store) GetOperation(ctx context.Context, id int64) (store.Operation, er
 
 // AbandonOperations runs under the key's advisory lock, so that it sees every lease granted before it.
 func (s *Store) AbandonOperations(ctx context.Context, key envid.Key, except int64, now time.Time) (int, error) {
-	now = orNow(now)
+	now = store.OrNow(now)
 	var n int64
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		if err := lockEnv(ctx, tx, key); err != nil {
@@ -274,10 +272,10 @@ func scanLease(r pgx.Row) (store.Lease, error) {
 }
 
 func (s *Store) AcquireLease(ctx context.Context, req store.LeaseRequest) (store.Lease, error) {
-	now := pgTime(orNow(req.Now))
+	now := pgTime(store.OrNow(req.Now))
 	k := req.Key
 	l := store.Lease{
-		ID: newLeaseID(), Key: k, Exclusive: req.Exclusive, Holder: req.Holder, Operation: req.Operation,
+		ID: store.NewLeaseID(), Key: k, Exclusive: req.Exclusive, Holder: req.Holder, Operation: req.Operation,
 		OperationID: req.OperationID, AcquiredAt: now, ExpiresAt: pgTime(now.Add(req.TTL)),
 	}
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
@@ -311,7 +309,7 @@ func (s *Store) AcquireLease(ctx context.Context, req store.LeaseRequest) (store
 }
 
 func (s *Store) RenewLease(ctx context.Context, id string, now time.Time, ttl time.Duration) error {
-	now = orNow(now)
+	now = store.OrNow(now)
 	tag, err := s.pool.Exec(ctx, `UPDATE env_leases SET expires_at = $1 WHERE id = $2 AND expires_at > $3`,
 		now.Add(ttl), id, now)
 	if err == nil {
@@ -336,7 +334,7 @@ func (s *Store) ReleaseLease(ctx context.Context, id string) error {
 func (s *Store) ListLeases(ctx context.Context, key envid.Key, now time.Time) ([]store.Lease, error) {
 	rows, _ := s.pool.Query(ctx, `SELECT `+leaseCols+` FROM env_leases
 		WHERE workflow_id = $1 AND node_id = $2 AND version_id = $3 AND expires_at > $4 ORDER BY acquired_at, id`,
-		key.WorkflowID, key.NodeID, key.VersionID, orNow(now))
+		key.WorkflowID, key.NodeID, key.VersionID, store.OrNow(now))
 	leases, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (store.Lease, error) { return scanLease(r) })
 	if err != nil {
 		return nil, fmt.Errorf("list leases on %s: %w", key, err)
@@ -373,7 +371,7 @@ func collectEnvs(rows pgx.Rows) ([]store.Env, error) {
 }
 
 func (s *Store) CreateEnv(ctx context.Context, env store.Env, now time.Time) error {
-	now = orNow(now)
+	now = store.OrNow(now)
 	k := env.Key
 	used := env.LastUsedAt
 	if used.IsZero() {
@@ -444,7 +442,7 @@ func (s *Store) ListEnvs(ctx context.Context, f store.ListFilter) ([]store.Env, 
 func (s *Store) SetState(ctx context.Context, key envid.Key, state, lastError string, now time.Time) error {
 	tag, err := s.pool.Exec(ctx, `UPDATE envs SET state = $1, last_error = $2, updated_at = $3
 		WHERE workflow_id = $4 AND node_id = $5 AND version_id = $6`,
-		state, lastError, orNow(now), key.WorkflowID, key.NodeID, key.VersionID)
+		state, lastError, store.OrNow(now), key.WorkflowID, key.NodeID, key.VersionID)
 	if err == nil {
 		err = oneRow(tag)
 	}
@@ -457,7 +455,7 @@ func (s *Store) SetState(ctx context.Context, key envid.Key, state, lastError st
 func (s *Store) Touch(ctx context.Context, key envid.Key, t time.Time) error {
 	tag, err := s.pool.Exec(ctx, `UPDATE envs SET last_used_at = GREATEST(last_used_at, $1)
 		WHERE workflow_id = $2 AND node_id = $3 AND version_id = $4`,
-		orNow(t), key.WorkflowID, key.NodeID, key.VersionID)
+		store.OrNow(t), key.WorkflowID, key.NodeID, key.VersionID)
 	if err == nil {
 		err = oneRow(tag)
 	}
@@ -468,7 +466,7 @@ func (s *Store) Touch(ctx context.Context, key envid.Key, t time.Time) error {
 }
 
 func (s *Store) CommitRevision(ctx context.Context, c store.Commit) (int64, error) {
-	now := orNow(c.Now)
+	now := store.OrNow(c.Now)
 	k := c.Key
 	var rev int64
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
@@ -571,19 +569,6 @@ func sqlLimit(n int) *int {
 	return &n
 }
 
-func newLeaseID() string {
-	b := make([]byte, 16)
-	rand.Read(b) // never fails
-	return hex.EncodeToString(b)
-}
-
-func orNow(t time.Time) time.Time {
-	if t.IsZero() {
-		return time.Now()
-	}
-	return t
-}
-
 // pgTime is t as timestamptz stores it: UTC, microseconds.
 func pgTime(t time.Time) time.Time { return t.UTC().Truncate(time.Microsecond) }
 
@@ -592,11 +577,4 @@ func nullTime(t time.Time) any {
 		return nil
 	}
 	return t
-}
-
-func nullJSON(v json.RawMessage) any {
-	if len(v) == 0 {
-		return nil
-	}
-	return string(v)
 }

@@ -8,10 +8,8 @@ package sqlite
 
 import (
 	"context"
-	"crypto/rand"
 	"database/sql"
 	"embed"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -156,7 +154,7 @@ func (s *Store) BeginOperation(ctx context.Context, op store.Operation) (int64, 
 		status, error_code, error_message, actor, request_id, agent, params, result, started_at, finished_at,
 		duration_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		k.WorkflowID, k.NodeID, k.VersionID, op.Kind, op.Status, op.ErrorCode, op.ErrorMessage, op.Actor,
-		op.RequestID, op.Agent, string(op.Params), nullJSON(op.Result), ms(orNow(op.StartedAt)),
+		op.RequestID, op.Agent, string(op.Params), store.NullJSON(op.Result), ms(store.OrNow(op.StartedAt)),
 		nullMS(op.FinishedAt), op.DurationMS)
 	if err != nil {
 		return 0, fmt.Errorf("record %s operation on %s: %w", op.Kind, k, err)
@@ -171,7 +169,7 @@ func (s *Store) BeginOperation(ctx context.Context, op store.Operation) (int64, 
 func (s *Store) FinishOperation(ctx context.Context, id int64, out store.Outcome) error {
 	res, err := s.db.ExecContext(ctx, `UPDATE env_operations SET status = ?, error_code = ?, error_message = ?,
 		agent = COALESCE(NULLIF(?, ''), agent), result = ?, finished_at = ?, duration_ms = ? WHERE id = ?`,
-		out.Status, out.ErrorCode, out.ErrorMessage, out.Agent, nullJSON(out.Result), ms(orNow(out.FinishedAt)),
+		out.Status, out.ErrorCode, out.ErrorMessage, out.Agent, store.NullJSON(out.Result), ms(store.OrNow(out.FinishedAt)),
 		out.DurationMS, id)
 	if err == nil {
 		err = oneRow(res)
@@ -230,7 +228,7 @@ func (s *Store) GetOperation(ctx context.Context, id int64) (store.Operation, er
 }
 
 func (s *Store) AbandonOperations(ctx context.Context, key envid.Key, except int64, now time.Time) (int, error) {
-	t := ms(orNow(now))
+	t := ms(store.OrNow(now))
 	res, err := s.db.ExecContext(ctx, `UPDATE env_operations SET status = ?, error_code = ?, error_message = ?,
 			finished_at = ?, duration_ms = max(0, ? - started_at)
 		WHERE workflow_id = ? AND node_id = ? AND version_id = ? AND status = ? AND id <> ?
@@ -263,10 +261,10 @@ func scanLease(r scanner) (store.Lease, error) {
 }
 
 func (s *Store) AcquireLease(ctx context.Context, req store.LeaseRequest) (store.Lease, error) {
-	now := orNow(req.Now)
+	now := store.OrNow(req.Now)
 	k := req.Key
 	l := store.Lease{
-		ID: newLeaseID(), Key: k, Exclusive: req.Exclusive, Holder: req.Holder, Operation: req.Operation,
+		ID: store.NewLeaseID(), Key: k, Exclusive: req.Exclusive, Holder: req.Holder, Operation: req.Operation,
 		OperationID: req.OperationID, AcquiredAt: fromMS(ms(now)), ExpiresAt: fromMS(ms(now.Add(req.TTL))),
 	}
 	err := s.tx(ctx, func(tx *sql.Tx) error {
@@ -297,7 +295,7 @@ func (s *Store) AcquireLease(ctx context.Context, req store.LeaseRequest) (store
 }
 
 func (s *Store) RenewLease(ctx context.Context, id string, now time.Time, ttl time.Duration) error {
-	now = orNow(now)
+	now = store.OrNow(now)
 	res, err := s.db.ExecContext(ctx, `UPDATE env_leases SET expires_at = ? WHERE id = ? AND expires_at > ?`,
 		ms(now.Add(ttl)), id, ms(now))
 	if err == nil {
@@ -322,7 +320,7 @@ func (s *Store) ReleaseLease(ctx context.Context, id string) error {
 func (s *Store) ListLeases(ctx context.Context, key envid.Key, now time.Time) ([]store.Lease, error) {
 	rows, err := s.db.QueryContext(ctx, `SELECT `+leaseCols+` FROM env_leases
 		WHERE workflow_id = ? AND node_id = ? AND version_id = ? AND expires_at > ? ORDER BY acquired_at, id`,
-		key.WorkflowID, key.NodeID, key.VersionID, ms(orNow(now)))
+		key.WorkflowID, key.NodeID, key.VersionID, ms(store.OrNow(now)))
 	if err != nil {
 		return nil, fmt.Errorf("list leases on %s: %w", key, err)
 	}
@@ -360,7 +358,7 @@ func scanEnv(r scanner) (store.Env, error) {
 }
 
 func (s *Store) CreateEnv(ctx context.Context, env store.Env, now time.Time) error {
-	now = orNow(now)
+	now = store.OrNow(now)
 	k := env.Key
 	used := env.LastUsedAt
 	if used.IsZero() {
@@ -431,7 +429,7 @@ func (s *Store) ListEnvs(ctx context.Context, f store.ListFilter) ([]store.Env, 
 func (s *Store) SetState(ctx context.Context, key envid.Key, state, lastError string, now time.Time) error {
 	res, err := s.db.ExecContext(ctx, `UPDATE envs SET state = ?, last_error = ?, updated_at = ?
 		WHERE workflow_id = ? AND node_id = ? AND version_id = ?`,
-		state, lastError, ms(orNow(now)), key.WorkflowID, key.NodeID, key.VersionID)
+		state, lastError, ms(store.OrNow(now)), key.WorkflowID, key.NodeID, key.VersionID)
 	if err == nil {
 		err = oneRow(res)
 	}
@@ -444,7 +442,7 @@ func (s *Store) SetState(ctx context.Context, key envid.Key, state, lastError st
 func (s *Store) Touch(ctx context.Context, key envid.Key, t time.Time) error {
 	res, err := s.db.ExecContext(ctx, `UPDATE envs SET last_used_at = max(last_used_at, ?)
 		WHERE workflow_id = ? AND node_id = ? AND version_id = ?`,
-		ms(orNow(t)), key.WorkflowID, key.NodeID, key.VersionID)
+		ms(store.OrNow(t)), key.WorkflowID, key.NodeID, key.VersionID)
 	if err == nil {
 		err = oneRow(res)
 	}
@@ -455,7 +453,7 @@ func (s *Store) Touch(ctx context.Context, key envid.Key, t time.Time) error {
 }
 
 func (s *Store) CommitRevision(ctx context.Context, c store.Commit) (int64, error) {
-	now := orNow(c.Now)
+	now := store.OrNow(c.Now)
 	k := c.Key
 	var rev int64
 	err := s.tx(ctx, func(tx *sql.Tx) error {
@@ -579,19 +577,6 @@ func sqlLimit(n int) int {
 	return n
 }
 
-func newLeaseID() string {
-	b := make([]byte, 16)
-	rand.Read(b) // never fails
-	return hex.EncodeToString(b)
-}
-
-func orNow(t time.Time) time.Time {
-	if t.IsZero() {
-		return time.Now()
-	}
-	return t
-}
-
 func ms(t time.Time) int64 { return t.UnixMilli() }
 
 func fromMS(v int64) time.Time { return time.UnixMilli(v).UTC() }
@@ -601,11 +586,4 @@ func nullMS(t time.Time) any {
 		return nil
 	}
 	return t.UnixMilli()
-}
-
-func nullJSON(v json.RawMessage) any {
-	if len(v) == 0 {
-		return nil
-	}
-	return string(v)
 }
