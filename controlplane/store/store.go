@@ -11,6 +11,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
+	"path"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/envfabric/envfabric/shared/envid"
@@ -222,6 +226,36 @@ type Store interface {
 }
 
 // Helpers shared by the implementations.
+
+// Migration is one numbered schema change, embedded as migrations/NNNN_name.sql.
+type Migration struct {
+	Version int
+	Name    string
+	SQL     string
+}
+
+// LoadMigrations reads fsys's migrations/*.sql in order; each name must start with its number.
+func LoadMigrations(fsys fs.FS) ([]Migration, error) {
+	files, err := fs.Glob(fsys, "migrations/*.sql")
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Migration, 0, len(files))
+	for _, f := range files {
+		name := path.Base(f)
+		num, _, _ := strings.Cut(name, "_")
+		version, err := strconv.Atoi(num)
+		if err != nil {
+			return nil, fmt.Errorf("migration %s: name must start with its number: %w", name, err)
+		}
+		body, err := fs.ReadFile(fsys, f)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, Migration{Version: version, Name: name, SQL: string(body)})
+	}
+	return out, nil
+}
 
 // NewLeaseID returns a random 128-bit lease id in hex.
 func NewLeaseID() string {

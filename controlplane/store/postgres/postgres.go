@@ -15,11 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
-	"io/fs"
 	"log/slog"
-	"path"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -114,40 +110,30 @@ func (s *Store) migrate(ctx context.Context) (err error) {
 		version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())`); err != nil {
 		return fmt.Errorf("create schema_migrations: %w", err)
 	}
-	files, err := fs.Glob(migrations, "migrations/*.sql")
+	ms, err := store.LoadMigrations(migrations)
 	if err != nil {
 		return err
 	}
-	for _, f := range files {
-		name := path.Base(f)
-		num, _, _ := strings.Cut(name, "_")
-		version, err := strconv.Atoi(num)
-		if err != nil {
-			return fmt.Errorf("migration %s: name must start with its number: %w", name, err)
-		}
-		body, err := migrations.ReadFile(f)
-		if err != nil {
-			return err
-		}
+	for _, m := range ms {
 		applied := false
 		err = pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
 			var done bool
 			if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM schema_migrations WHERE version = $1)`,
-				version).Scan(&done); err != nil || done {
+				m.Version).Scan(&done); err != nil || done {
 				return err
 			}
-			if _, err := tx.Exec(ctx, string(body)); err != nil {
+			if _, err := tx.Exec(ctx, m.SQL); err != nil {
 				return err
 			}
 			applied = true
-			_, err := tx.Exec(ctx, `INSERT INTO schema_migrations (version, name) VALUES ($1, $2)`, version, name)
+			_, err := tx.Exec(ctx, `INSERT INTO schema_migrations (version, name) VALUES ($1, $2)`, m.Version, m.Name)
 			return err
 		})
 		if err != nil {
-			return fmt.Errorf("apply migration %s: %w", name, err)
+			return fmt.Errorf("apply migration %s: %w", m.Name, err)
 		}
 		if applied {
-			s.log.Info("applied migration", "version", version, "name", name)
+			s.log.Info("applied migration", "version", m.Version, "name", m.Name)
 		}
 	}
 	return nil

@@ -13,12 +13,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io/fs"
 	"log/slog"
 	"os"
-	"path"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"time"
 
@@ -89,41 +86,31 @@ func (s *Store) migrate(ctx context.Context) error {
 		version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)`); err != nil {
 		return fmt.Errorf("create schema_migrations: %w", err)
 	}
-	files, err := fs.Glob(migrations, "migrations/*.sql")
+	ms, err := store.LoadMigrations(migrations)
 	if err != nil {
 		return err
 	}
-	for _, f := range files {
-		name := path.Base(f)
-		num, _, _ := strings.Cut(name, "_")
-		version, err := strconv.Atoi(num)
-		if err != nil {
-			return fmt.Errorf("migration %s: name must start with its number: %w", name, err)
-		}
-		body, err := migrations.ReadFile(f)
-		if err != nil {
-			return err
-		}
+	for _, m := range ms {
 		applied := false
 		err = s.tx(ctx, func(tx *sql.Tx) error {
 			var done bool
 			if err := tx.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM schema_migrations WHERE version = ?)`,
-				version).Scan(&done); err != nil || done {
+				m.Version).Scan(&done); err != nil || done {
 				return err
 			}
-			if _, err := tx.ExecContext(ctx, string(body)); err != nil {
+			if _, err := tx.ExecContext(ctx, m.SQL); err != nil {
 				return err
 			}
 			applied = true
 			_, err := tx.ExecContext(ctx, `INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)`,
-				version, name, time.Now().UnixMilli())
+				m.Version, m.Name, time.Now().UnixMilli())
 			return err
 		})
 		if err != nil {
-			return fmt.Errorf("apply migration %s: %w", name, err)
+			return fmt.Errorf("apply migration %s: %w", m.Name, err)
 		}
 		if applied {
-			s.log.Info("applied migration", "version", version, "name", name)
+			s.log.Info("applied migration", "version", m.Version, "name", m.Name)
 		}
 	}
 	return nil
