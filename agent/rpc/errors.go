@@ -13,6 +13,7 @@ import (
 	agentv1 "github.com/envfabric/envfabric/proto/gen/envfabric/agent/v1"
 	"github.com/envfabric/envfabric/shared/envid"
 	"github.com/envfabric/envfabric/shared/errcode"
+	"github.com/envfabric/envfabric/shared/pyproject"
 )
 
 // envKey validates the caller's ids; the caller never names a path.
@@ -39,7 +40,7 @@ func checkRevision(f *agentv1.ProjectFiles, field string) error {
 // as a second line behind the control plane's validation.
 func checkPackages(pkgs []string) error {
 	for _, p := range pkgs {
-		if !requirementName.MatchString(p) || strings.TrimSpace(p) != p {
+		if pyproject.RequirementName(p) == "" || strings.TrimSpace(p) != p {
 			return errcode.New(errcode.InvalidPackages, fmt.Sprintf("%q is not a package requirement", p))
 		}
 	}
@@ -49,7 +50,7 @@ func checkPackages(pkgs []string) error {
 // checkNames requires bare project names.
 func checkNames(names []string) error {
 	for _, n := range names {
-		if !bareName.MatchString(n) {
+		if !pyproject.IsName(n) {
 			return errcode.New(errcode.InvalidPackages, fmt.Sprintf("%q is not a package name", n))
 		}
 	}

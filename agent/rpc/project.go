@@ -7,12 +7,9 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"syscall"
 	"time"
-
-	"github.com/pelletier/go-toml/v2"
 
 	agentv1 "github.com/envfabric/envfabric/proto/gen/envfabric/agent/v1"
 )
@@ -89,36 +86,6 @@ func writeAtomic(path string, data []byte) error {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
 	return nil
-}
-
-var (
-	nameSeparators  = regexp.MustCompile(`[-_.]+`)
-	requirementName = regexp.MustCompile(`^\s*([A-Za-z0-9][A-Za-z0-9._-]*)`)
-	bareName        = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$`)
-)
-
-// normalize is the PEP 503 form of a project name.
-func normalize(name string) string {
-	return strings.ToLower(nameSeparators.ReplaceAllString(name, "-"))
-}
-
-// dependencyNames returns the normalised names in [project].dependencies.
-func dependencyNames(pyproject []byte) (map[string]bool, error) {
-	var doc struct {
-		Project struct {
-			Dependencies []string `toml:"dependencies"`
-		} `toml:"project"`
-	}
-	if err := toml.Unmarshal(pyproject, &doc); err != nil {
-		return nil, fmt.Errorf("parse pyproject.toml: %w", err)
-	}
-	names := make(map[string]bool, len(doc.Project.Dependencies))
-	for _, d := range doc.Project.Dependencies {
-		if m := requirementName.FindStringSubmatch(d); m != nil {
-			names[normalize(m[1])] = true
-		}
-	}
-	return names, nil
 }
 
 // sitePackages is the venv's site-packages directory, or "" when there is none.

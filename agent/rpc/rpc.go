@@ -20,6 +20,7 @@ import (
 	"github.com/envfabric/envfabric/proto/gen/envfabric/agent/v1/agentv1connect"
 	"github.com/envfabric/envfabric/shared/envid"
 	"github.com/envfabric/envfabric/shared/errcode"
+	"github.com/envfabric/envfabric/shared/pyproject"
 )
 
 // Config is what the service needs to know about its host.
@@ -245,12 +246,13 @@ func checkMutation(m *agentv1.MutateRequest) error {
 		if err := checkNames(m.GetPackages()); err != nil {
 			return err
 		}
-		deps, err := dependencyNames([]byte(m.GetBase().GetPyprojectToml()))
+		base, err := pyproject.Parse(m.GetBase().GetPyprojectToml())
 		if err != nil {
 			return errcode.Wrap(errcode.InvalidRequest, err, "")
 		}
+		deps := base.DependencyIndex()
 		for _, n := range m.GetPackages() {
-			if !deps[normalize(n)] {
+			if _, ok := deps[pyproject.Normalize(n)]; !ok {
 				return errcode.New(errcode.DependencyNotFound, fmt.Sprintf("%s is not a dependency of this environment", n))
 			}
 		}

@@ -8,11 +8,11 @@ import (
 	"time"
 
 	"github.com/envfabric/envfabric/controlplane/hostdeps"
-	"github.com/envfabric/envfabric/controlplane/project"
 	"github.com/envfabric/envfabric/controlplane/reqspec"
 	"github.com/envfabric/envfabric/controlplane/store"
 	"github.com/envfabric/envfabric/shared/envid"
 	"github.com/envfabric/envfabric/shared/errcode"
+	"github.com/envfabric/envfabric/shared/pyproject"
 )
 
 // CreateRequest is POST /envs.
@@ -135,11 +135,11 @@ type DepsResult struct {
 }
 
 func depsOf(key envid.Key, files Files, revision int64) (DepsResult, error) {
-	p, err := project.ParsePyproject(files.PyprojectTOML)
+	p, err := pyproject.Parse(files.PyprojectTOML)
 	if err != nil {
 		return DepsResult{}, errcode.Wrap(errcode.Internal, err, "")
 	}
-	locked, err := project.LockedVersions(files.UvLock)
+	locked, err := pyproject.LockedVersions(files.UvLock)
 	if err != nil {
 		return DepsResult{}, errcode.Wrap(errcode.Internal, err, "")
 	}
@@ -185,7 +185,7 @@ func (s *Service) Mutate(ctx context.Context, c Caller, key envid.Key, kind Muta
 	if err != nil {
 		return res, err
 	}
-	py, err := project.ParsePyproject(files.PyprojectTOML)
+	py, err := pyproject.Parse(files.PyprojectTOML)
 	if err != nil {
 		return res, errcode.Wrap(errcode.Internal, err, "")
 	}

@@ -8,8 +8,8 @@ import (
 	"fmt"
 	"os"
 
-	"github.com/envfabric/envfabric/controlplane/project"
 	"github.com/envfabric/envfabric/controlplane/reqspec"
+	"github.com/envfabric/envfabric/shared/pyproject"
 )
 
 // Constraints holds the host project's constraints by normalized name.
@@ -28,7 +28,7 @@ func Load(path string) (*Constraints, error) {
 	if err != nil {
 		return nil, fmt.Errorf("reading host pyproject %s: %w", path, err)
 	}
-	p, err := project.ParsePyproject(string(b))
+	p, err := pyproject.Parse(string(b))
 	if err != nil {
 		return nil, fmt.Errorf("host pyproject %s: %w", path, err)
 	}

@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"regexp"
 	"strings"
+
+	"github.com/envfabric/envfabric/shared/pyproject"
 )
 
 // MaxSpecLen bounds one requirement string.
@@ -23,7 +25,7 @@ type Requirement struct {
 }
 
 // Normalized is the PEP 503 form of the name, the key for comparing names.
-func (r Requirement) Normalized() string { return Normalize(r.Name) }
+func (r Requirement) Normalized() string { return pyproject.Normalize(r.Name) }
 
 // String renders the requirement in canonical spacing.
 func (r Requirement) String() string {
@@ -43,16 +45,10 @@ func (r Requirement) String() string {
 func (r Requirement) Bare() bool { return r.Specifier == "" }
 
 var (
-	nameRe    = regexp.MustCompile(`^[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?`)
-	clauseRe  = regexp.MustCompile(`^\s*(~=|===|==|!=|<=|>=|<|>)\s*([A-Za-z0-9_.*+!-]+)\s*$`)
-	markerRe  = regexp.MustCompile(`^[A-Za-z0-9_.'" <>=!~()\-]+$`)
-	normalize = regexp.MustCompile(`[-_.]+`)
+	nameRe   = regexp.MustCompile(`^[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?`)
+	clauseRe = regexp.MustCompile(`^\s*(~=|===|==|!=|<=|>=|<|>)\s*([A-Za-z0-9_.*+!-]+)\s*$`)
+	markerRe = regexp.MustCompile(`^[A-Za-z0-9_.'" <>=!~()\-]+$`)
 )
-
-// Normalize returns the PEP 503 normalized form of a project name.
-func Normalize(name string) string {
-	return strings.ToLower(normalize.ReplaceAllString(name, "-"))
-}
 
 // Error explains why a requirement was refused.
 type Error struct {

@@ -79,14 +79,6 @@ func FuzzParse(f *testing.F) {
 	})
 }
 
-func TestNormalize(t *testing.T) {
-	for in, want := range map[string]string{"Scikit_Learn": "scikit-learn", "zope.interface": "zope-interface", "a--b__c": "a-b-c"} {
-		if got := Normalize(in); got != want {
-			t.Errorf("Normalize(%q) = %q; want %q", in, got, want)
-		}
-	}
-}
-
 func TestParseRequirementsFile(t *testing.T) {
 	tests := []struct {
 		name    string

@@ -13,11 +13,12 @@ import (
 	"html"
 	"net/http"
 	"net/http/httptest"
-	"regexp"
 	"sort"
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/envfabric/envfabric/shared/pyproject"
 	"time"
 )
 
@@ -89,7 +90,7 @@ func Serve(t testing.TB, pkgs []Package) *Index {
 		msum := sha256.Sum256(meta)
 		ix.files[name+".metadata"] = meta
 		ix.hashes[name+".metadata"] = hex.EncodeToString(msum[:])
-		n := Normalize(p.Name)
+		n := pyproject.Normalize(p.Name)
 		ix.projects[n] = append(ix.projects[n], name)
 	}
 	mux := http.NewServeMux()
@@ -111,7 +112,7 @@ func Serve(t testing.TB, pkgs []Package) *Index {
 func (ix *Index) Stall(name string) <-chan struct{} {
 	ix.mu.Lock()
 	defer ix.mu.Unlock()
-	n := Normalize(name)
+	n := pyproject.Normalize(name)
 	ch := make(chan struct{})
 	ix.stalls[n] = ch
 	ix.onceFor[n] = new(sync.Once)
@@ -134,7 +135,7 @@ func (ix *Index) serveRoot(w http.ResponseWriter, _ *http.Request) {
 }
 
 func (ix *Index) serveProject(w http.ResponseWriter, r *http.Request) {
-	n := Normalize(r.PathValue("project"))
+	n := pyproject.Normalize(r.PathValue("project"))
 	ix.mu.Lock()
 	stall, once := ix.stalls[n], ix.onceFor[n]
 	ix.mu.Unlock()
@@ -181,13 +182,6 @@ func writePage(w http.ResponseWriter, body string) {
 	_, _ = w.Write([]byte(body))
 }
 
-var separators = regexp.MustCompile(`[-_.]+`)
-
-// Normalize is the PEP 503 normalised form of a project name.
-func Normalize(name string) string {
-	return strings.ToLower(separators.ReplaceAllString(name, "-"))
-}
-
 // metadata is p's core metadata (the wheel's METADATA file).
 func metadata(p Package) string {
 	var meta strings.Builder
@@ -207,7 +201,7 @@ func BuildWheel(p Package) (string, []byte, error) {
 	if p.Name == "" || p.Version == "" {
 		return "", nil, fmt.Errorf("package needs a name and a version")
 	}
-	mod := strings.ReplaceAll(Normalize(p.Name), "-", "_")
+	mod := strings.ReplaceAll(pyproject.Normalize(p.Name), "-", "_")
 	distInfo := fmt.Sprintf("%s-%s.dist-info", mod, p.Version)
 	fileName := fmt.Sprintf("%s-%s-py3-none-any.whl", mod, p.Version)
 

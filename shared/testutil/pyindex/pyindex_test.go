@@ -13,21 +13,6 @@ import (
 	"github.com/envfabric/envfabric/shared/testutil/testenv"
 )
 
-func TestNormalize(t *testing.T) {
-	tests := []struct{ in, want string }{
-		{"Alpha", "alpha"},
-		{"foo_bar", "foo-bar"},
-		{"Foo.._-Bar", "foo-bar"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.in, func(t *testing.T) {
-			if got := pyindex.Normalize(tt.in); got != tt.want {
-				t.Errorf("got %q; want %q", got, tt.want)
-			}
-		})
-	}
-}
-
 func TestBuildWheel(t *testing.T) {
 	name, data, err := pyindex.BuildWheel(pyindex.Package{Name: "beta", Version: "1.0.0", Requires: []string{"alpha>=1.0,<2"}})
 	if err != nil {

@@ -1,17 +1,39 @@
-// Package project reads the two files that make an environment reproducible, pyproject.toml and
-// uv.lock, so that the control plane answers deps and export from its database without a trip to
-// the shared storage.
-package project
+// Package pyproject reads the two files that make an environment reproducible, pyproject.toml and
+// uv.lock, and compares package names the way PEP 503 does. The control plane answers deps and
+// export from these files as its database holds them; the agent checks a removal against them.
+package pyproject
 
 import (
 	"fmt"
+	"regexp"
 	"sort"
 	"strings"
 
 	"github.com/pelletier/go-toml/v2"
-
-	"github.com/envfabric/envfabric/controlplane/reqspec"
 )
+
+var (
+	separators = regexp.MustCompile(`[-_.]+`)
+	leadName   = regexp.MustCompile(`^\s*([A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?)`)
+	bareName   = regexp.MustCompile(`^[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?$`)
+)
+
+// Normalize returns the PEP 503 normalized form of a project name.
+func Normalize(name string) string {
+	return strings.ToLower(separators.ReplaceAllString(name, "-"))
+}
+
+// IsName reports whether s is a bare project name.
+func IsName(s string) bool { return bareName.MatchString(s) }
+
+// RequirementName is the project name a requirement string starts with, or "" when it starts with
+// none.
+func RequirementName(req string) string {
+	if m := leadName.FindStringSubmatch(req); m != nil {
+		return m[1]
+	}
+	return ""
+}
 
 type pyproject struct {
 	Project struct {
@@ -28,8 +50,8 @@ type Pyproject struct {
 	Dependencies   []string
 }
 
-// ParsePyproject reads a pyproject.toml.
-func ParsePyproject(content string) (Pyproject, error) {
+// Parse reads a pyproject.toml.
+func Parse(content string) (Pyproject, error) {
 	var p pyproject
 	if err := toml.Unmarshal([]byte(content), &p); err != nil {
 		return Pyproject{}, fmt.Errorf("parsing pyproject.toml: %w", err)
@@ -42,15 +64,10 @@ func ParsePyproject(content string) (Pyproject, error) {
 }
 
 // DependencyIndex maps each dependency's normalized name to the requirement string as written.
-// Requirements that do not parse are keyed by their text.
 func (p Pyproject) DependencyIndex() map[string]string {
 	idx := make(map[string]string, len(p.Dependencies))
 	for _, d := range p.Dependencies {
-		if r, err := reqspec.Parse(d); err == nil {
-			idx[r.Normalized()] = d
-		} else {
-			idx[d] = d
-		}
+		idx[Normalize(RequirementName(d))] = d
 	}
 	return idx
 }

@@ -1,4 +1,4 @@
-package project
+package pyproject
 
 import (
 	"reflect"
@@ -6,7 +6,7 @@ import (
 )
 
 func TestParse(t *testing.T) {
-	p, err := ParsePyproject(`[project]
+	p, err := Parse(`[project]
 name = "wf-node-v1"
 requires-python = "==3.11.*"
 dependencies = ["alpha>=1.0", "Beta_Pkg"]
@@ -21,7 +21,7 @@ dependencies = ["alpha>=1.0", "Beta_Pkg"]
 	if idx["beta-pkg"] != "Beta_Pkg" || idx["alpha"] != "alpha>=1.0" {
 		t.Errorf("got index %v", idx)
 	}
-	if _, err := ParsePyproject("not toml ["); err == nil {
+	if _, err := Parse("not toml ["); err == nil {
 		t.Error("malformed pyproject parsed")
 	}
 }
@@ -61,5 +61,23 @@ source = { virtual = "." }
 	}
 	if got, err := LockedVersions(""); err != nil || len(got) != 0 {
 		t.Errorf("empty lock: got %v, %v", got, err)
+	}
+}
+
+func TestNames(t *testing.T) {
+	for in, want := range map[string]string{"Scikit_Learn": "scikit-learn", "zope.interface": "zope-interface", "a--b__c": "a-b-c", "Alpha": "alpha", "Foo.._-Bar": "foo-bar"} {
+		if got := Normalize(in); got != want {
+			t.Errorf("Normalize(%q) = %q; want %q", in, got, want)
+		}
+	}
+	for in, want := range map[string]string{"numpy>=1.24": "numpy", " pandas [sql] ; x": "pandas", "zope.interface(>=5)": "zope.interface", "-e .": "", "": ""} {
+		if got := RequirementName(in); got != want {
+			t.Errorf("RequirementName(%q) = %q; want %q", in, got, want)
+		}
+	}
+	for in, want := range map[string]bool{"numpy": true, "a": true, "scikit-learn": true, "numpy>=1": false, "-r": false, "x-": false} {
+		if got := IsName(in); got != want {
+			t.Errorf("IsName(%q) = %v; want %v", in, got, want)
+		}
 	}
 }
