@@ -353,9 +353,19 @@ func (h *Handler) create(w http.ResponseWriter, r *http.Request) (int, any, erro
 	return http.StatusCreated, res, err
 }
 
-type depsBody struct {
-	Packages  packageList `json:"packages"`
-	VersionID string      `json:"version_id"`
+// versioned is the version_id an env-scoped JSON body may carry instead of the query.
+type versioned struct {
+	VersionID string `json:"version_id"`
+}
+
+func (v versioned) version() string { return v.VersionID }
+
+// decodeEnvRequest reads an optional JSON body into body and names the environment it is for.
+func decodeEnvRequest(r *http.Request, body interface{ version() string }) (envid.Key, error) {
+	if err := decodeJSON(r, body); err != nil {
+		return envid.Key{}, err
+	}
+	return envKey(r, body.version())
 }
 
 // keyed serves a bodiless request on one environment.
@@ -372,11 +382,11 @@ func keyed(fn func(r *http.Request, key envid.Key) (any, error)) handlerFunc {
 
 func (h *Handler) mutate(kind envs.MutationKind) handlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) (int, any, error) {
-		var body depsBody
-		if err := decodeJSON(r, &body); err != nil {
-			return 0, nil, err
+		var body struct {
+			versioned
+			Packages packageList `json:"packages"`
 		}
-		key, err := envKey(r, body.VersionID)
+		key, err := decodeEnvRequest(r, &body)
 		if err != nil {
 			return 0, nil, err
 		}
@@ -386,13 +396,7 @@ func (h *Handler) mutate(kind envs.MutationKind) handlerFunc {
 }
 
 func (h *Handler) sync(w http.ResponseWriter, r *http.Request) (int, any, error) {
-	var body struct {
-		VersionID string `json:"version_id"`
-	}
-	if err := decodeJSON(r, &body); err != nil {
-		return 0, nil, err
-	}
-	key, err := envKey(r, body.VersionID)
+	key, err := decodeEnvRequest(r, &versioned{})
 	if err != nil {
 		return 0, nil, err
 	}
@@ -402,14 +406,11 @@ func (h *Handler) sync(w http.ResponseWriter, r *http.Request) (int, any, error)
 
 func (h *Handler) run(w http.ResponseWriter, r *http.Request) (int, any, error) {
 	var body struct {
-		Code      string   `json:"code"`
-		Timeout   *float64 `json:"timeout"`
-		VersionID string   `json:"version_id"`
+		versioned
+		Code    string   `json:"code"`
+		Timeout *float64 `json:"timeout"`
 	}
-	if err := decodeJSON(r, &body); err != nil {
-		return 0, nil, err
-	}
-	key, err := envKey(r, body.VersionID)
+	key, err := decodeEnvRequest(r, &body)
 	if err != nil {
 		return 0, nil, err
 	}
