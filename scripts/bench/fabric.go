@@ -1,0 +1,427 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// binaries are the two programs, built once per run.
+type binaries struct {
+	ControlPlane string
+	Agent        string
+}
+
+func buildBinaries(ctx context.Context, root, dir string) (binaries, error) {
+	b := binaries{ControlPlane: filepath.Join(dir, "controlplane"), Agent: filepath.Join(dir, "agent")}
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", dir+"/", "./controlplane/cmd/controlplane", "./agent/cmd/agent")
+	cmd.Dir = root
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return b, fmt.Errorf("go build: %w\n%s", err, out)
+	}
+	return b, nil
+}
+
+// index is the package index uv uses, found at run time. Its URL is never written to a file.
+type index struct {
+	URL    string // empty: uv's default
+	Source string // where it came from, safe to print
+}
+
+// discoverIndex follows controlplane/e2e/realindex_test.go: uv's own setting, else pip's (pip may
+// reach the index through a mirror, and uv never reads pip's configuration), else uv's default.
+func discoverIndex() index {
+	if v := os.Getenv("UV_DEFAULT_INDEX"); v != "" {
+		return index{URL: v, Source: "UV_DEFAULT_INDEX"}
+	}
+	if v := os.Getenv("PIP_INDEX_URL"); v != "" {
+		return index{URL: v, Source: "PIP_INDEX_URL"}
+	}
+	out, err := exec.Command("python3", "-m", "pip", "config", "get", "global.index-url").Output()
+	if v := strings.TrimSpace(string(out)); err == nil && v != "" {
+		return index{URL: v, Source: "pip config global.index-url"}
+	}
+	return index{Source: "uv's default index"}
+}
+
+// passthrough are the variables of the bench's own environment handed to the programs and to uv:
+// TLS and proxies, as the end-to-end harness does.
+var passthrough = []string{"SSL_CERT_FILE", "SSL_CERT_DIR", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY",
+	"http_proxy", "https_proxy", "no_proxy"}
+
+func baseEnv() []string {
+	env := []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME")}
+	for _, k := range passthrough {
+		if v, ok := os.LookupEnv(k); ok {
+			env = append(env, k+"="+v)
+		}
+	}
+	return env
+}
+
+// uvEnv is the environment the agent gives uv (agent/uv buildEnv), for the commands run by hand:
+// the same cache, link mode, index and Python rules, so both do the same work.
+func uvEnv(cfg config, cacheDir, linkMode string) []string {
+	env := append(baseEnv(), "UV_CACHE_DIR="+cacheDir, "UV_LINK_MODE="+linkMode, "UV_NO_CONFIG=1",
+		"UV_PYTHON_DOWNLOADS=never", "UV_PYTHON_PREFERENCE=only-system", "NO_COLOR=1", "UV_NO_PROGRESS=1",
+		"UV_SYSTEM_CERTS=1")
+	if cfg.Index.URL != "" {
+		env = append(env, "UV_DEFAULT_INDEX="+cfg.Index.URL)
+	}
+	return env
+}
+
+// proc is a running program whose output goes to a log file.
+type proc struct {
+	name string
+	cmd  *exec.Cmd
+	log  string
+	done chan struct{}
+	err  error
+}
+
+func startProc(name, bin, logPath string, env []string) (*proc, error) {
+	f, err := os.Create(logPath)
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(bin)
+	cmd.Env = env
+	cmd.Stdout, cmd.Stderr = f, f
+	// Its own process group: a Ctrl-C at the terminal reaches the bench, which stops it in order.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("starting %s: %w", name, err)
+	}
+	p := &proc{name: name, cmd: cmd, log: logPath, done: make(chan struct{})}
+	go func() {
+		p.err = cmd.Wait()
+		f.Close()
+		close(p.done)
+	}()
+	return p, nil
+}
+
+// stop sends SIGINT and waits for the exit, killing the program after 30 s.
+func (p *proc) stop() error {
+	if p == nil {
+		return nil
+	}
+	select {
+	case <-p.done:
+		return p.err
+	default:
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGINT)
+	select {
+	case <-p.done:
+		return p.err
+	case <-time.After(30 * time.Second):
+		_ = p.cmd.Process.Kill()
+		<-p.done
+		return fmt.Errorf("%s did not stop within 30s of SIGINT", p.name)
+	}
+}
+
+func (p *proc) tail() string {
+	b, _ := os.ReadFile(p.log)
+	if len(b) > 3000 {
+		b = b[len(b)-3000:]
+	}
+	return string(b)
+}
+
+// fabric is one agent and one control plane on loopback with their data under DataRoot.
+type fabric struct {
+	Name     string
+	DataRoot string
+	Envs     string
+	Cache    string
+	URL      string
+	LinkMode string
+	AgentURL string
+	Token    string
+	cfg      config
+	bins     binaries
+	agent    *proc
+	cp       *proc
+	cpEnv    []string
+	client   *http.Client
+}
+
+func freeAddr() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer l.Close()
+	return l.Addr().String(), nil
+}
+
+func newClient() *http.Client {
+	return &http.Client{Timeout: 30 * time.Minute, Transport: &http.Transport{
+		Proxy:               nil, // loopback, never through a proxy
+		MaxIdleConns:        256,
+		MaxIdleConnsPerHost: 256,
+		IdleConnTimeout:     90 * time.Second,
+	}}
+}
+
+// startFabric starts an agent (uv in linkMode) and a control plane with SQLite under
+// cfg.Workdir/name.
+func startFabric(ctx context.Context, cfg config, bins binaries, name, linkMode string) (*fabric, error) {
+	root := filepath.Join(cfg.Workdir, name)
+	if err := os.MkdirAll(filepath.Join(root, "logs"), 0o755); err != nil {
+		return nil, err
+	}
+	f := &fabric{Name: name, DataRoot: root, Envs: filepath.Join(root, "envs"), Cache: filepath.Join(root, "uv_cache"),
+		LinkMode: linkMode, cfg: cfg, bins: bins, client: newClient()}
+	tok := make([]byte, 16)
+	rand.Read(tok)
+	f.Token = hex.EncodeToString(tok)
+	base := append(baseEnv(), "DATA_ROOT="+root, "AGENT_TOKEN="+f.Token, "LOG_LEVEL=info")
+
+	agentAddr, err := freeAddr()
+	if err != nil {
+		return nil, err
+	}
+	agentEnv := append(append([]string{}, base...), "AGENT_LISTEN_ADDR="+agentAddr, "UV_BIN="+cfg.UV,
+		"UV_LINK_MODE="+linkMode, "UV_SYSTEM_CERTS=1")
+	if cfg.Index.URL != "" {
+		agentEnv = append(agentEnv, "UV_DEFAULT_INDEX="+cfg.Index.URL)
+	}
+	f.agent, err = startProc(name+"-agent", bins.Agent, filepath.Join(root, "logs", "agent.log"), agentEnv)
+	if err != nil {
+		return nil, err
+	}
+	f.AgentURL = "http://" + agentAddr
+	if err := waitHTTP(ctx, f.agent, f.AgentURL+"/healthz"); err != nil {
+		f.Stop()
+		return nil, err
+	}
+	cpAddr, err := freeAddr()
+	if err != nil {
+		f.Stop()
+		return nil, err
+	}
+	// The scheduled cleanup is off: nothing should move under the measurements.
+	f.cpEnv = append(append([]string{}, base...), "LISTEN_ADDR="+cpAddr, "AGENT_URL=http://"+agentAddr,
+		"CLEANUP_INTERVAL=0")
+	f.URL = "http://" + cpAddr
+	if err := f.StartControlPlane(ctx); err != nil {
+		f.Stop()
+		return nil, err
+	}
+	return f, nil
+}
+
+// StartControlPlane starts (or starts again) the control plane.
+func (f *fabric) StartControlPlane(ctx context.Context) error {
+	p, err := startProc(f.Name+"-controlplane", f.bins.ControlPlane, filepath.Join(f.DataRoot, "logs",
+		fmt.Sprintf("controlplane-%d.log", time.Now().UnixNano())), f.cpEnv)
+	if err != nil {
+		return err
+	}
+	f.cp = p
+	return waitHTTP(ctx, p, f.URL+"/readyz")
+}
+
+// StopControlPlane stops the control plane and expects a clean exit.
+func (f *fabric) StopControlPlane() error {
+	err := f.cp.stop()
+	f.cp = nil
+	return err
+}
+
+// SQLitePath is where the control plane keeps its database (controlplane/config's default).
+func (f *fabric) SQLitePath() string { return filepath.Join(f.DataRoot, "controlplane", "fabric.db") }
+
+// Stop stops the control plane, then the agent.
+func (f *fabric) Stop() {
+	if f == nil {
+		return
+	}
+	for _, p := range []*proc{f.cp, f.agent} {
+		if p == nil {
+			continue
+		}
+		if err := p.stop(); err != nil {
+			f.cfg.log.Warn("program did not exit cleanly", "program", p.name, "err", err, "log", p.log)
+		}
+	}
+	f.cp, f.agent = nil, nil
+}
+
+func waitHTTP(ctx context.Context, p *proc, url string) error {
+	deadline := time.Now().Add(60 * time.Second)
+	c := newClient()
+	for time.Now().Before(deadline) {
+		select {
+		case <-p.done:
+			return fmt.Errorf("%s exited before it was ready: %v\n%s", p.name, p.err, p.tail())
+		case <-ctx.Done():
+			return ctx.Err()
+		default:
+		}
+		resp, err := c.Get(url)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return fmt.Errorf("%s not ready at %s within 60s\n%s", p.name, url, p.tail())
+}
+
+// apiError is a response other than the one expected.
+type apiError struct {
+	Method, Path string
+	Status       int
+	Body         string
+}
+
+func (e *apiError) Error() string {
+	b := e.Body
+	if len(b) > 600 {
+		b = b[:600] + "…"
+	}
+	return fmt.Sprintf("%s %s: status %d: %s", e.Method, e.Path, e.Status, b)
+}
+
+// call sends a JSON request and decodes a JSON answer into out (when not nil). A status other
+// than want is an *apiError.
+func (f *fabric) call(ctx context.Context, method, path string, body any, want int, out any) error {
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return err
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, f.URL+path, rd)
+	if err != nil {
+		return err
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	req.Header.Set("X-Actor", "bench")
+	resp, err := f.client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode != want {
+		return &apiError{Method: method, Path: path, Status: resp.StatusCode, Body: string(raw)}
+	}
+	if out != nil {
+		if err := json.Unmarshal(raw, out); err != nil {
+			return fmt.Errorf("%s %s: decoding the answer: %w", method, path, err)
+		}
+	}
+	return nil
+}
+
+// envKey names an environment (version v1, the default).
+type envKey struct{ WF, Node string }
+
+func (k envKey) path() string { return "/envs/" + k.WF + "/" + k.Node }
+
+// create makes an environment through POST /envs.
+func (f *fabric) create(ctx context.Context, k envKey, pkgs []string) error {
+	return f.call(ctx, http.MethodPost, "/envs", map[string]any{
+		"workflow_id": k.WF, "node_id": k.Node, "packages": pkgs,
+	}, http.StatusCreated, nil)
+}
+
+// runResult is the part of POST .../run the bench checks.
+type runResult struct {
+	Stdout     string  `json:"stdout"`
+	Stderr     string  `json:"stderr"`
+	ExitCode   int     `json:"exit_code"`
+	DurationMS float64 `json:"duration_ms"` // python's run as the agent timed it
+}
+
+// run runs code through POST .../run and checks that it printed want.
+func (f *fabric) run(ctx context.Context, k envKey, code, want string) (runResult, error) {
+	var r runResult
+	if err := f.call(ctx, http.MethodPost, k.path()+"/run", map[string]any{"code": code, "timeout": 120},
+		http.StatusOK, &r); err != nil {
+		return r, err
+	}
+	if r.ExitCode != 0 || r.Stdout != want {
+		return r, fmt.Errorf("run in %s: exit %d, stdout %q (want %q), stderr %q", k.path(), r.ExitCode, r.Stdout, want, r.Stderr)
+	}
+	return r, nil
+}
+
+// pythonPath asks the control plane which interpreter an environment is bound to.
+func (f *fabric) pythonPath(ctx context.Context, k envKey) (string, error) {
+	var st struct {
+		PythonPath string `json:"python_path"`
+	}
+	if err := f.call(ctx, http.MethodGet, k.path(), nil, http.StatusOK, &st); err != nil {
+		return "", err
+	}
+	if st.PythonPath == "" {
+		return "", errors.New("status has no python_path")
+	}
+	return st.PythonPath, nil
+}
+
+// envDir is where the agent keeps an environment (shared/envid's layout).
+func (f *fabric) envDir(k envKey) string { return filepath.Join(f.Envs, k.WF, k.Node, "v1") }
+
+// timed runs fn and returns how long it took.
+func timed(fn func() error) (time.Duration, error) {
+	t := time.Now()
+	err := fn()
+	return time.Since(t), err
+}
+
+// command runs a program to completion in dir with env; its output is returned with the error.
+func command(ctx context.Context, dir string, env []string, name string, args ...string) error {
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Dir = dir
+	cmd.Env = env
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		s := string(out)
+		if len(s) > 2000 {
+			s = s[len(s)-2000:]
+		}
+		return fmt.Errorf("%s %s: %w\n%s", name, strings.Join(args, " "), err, s)
+	}
+	return nil
+}
+
+func splitComma(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}

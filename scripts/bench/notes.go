@@ -1,0 +1,99 @@
+package main
+
+import (
+	"fmt"
+	"strings"
+)
+
+// phase returns the p50 of the named phase in the run profile, or 0.
+func phase(pr *RunProfile, name string) float64 {
+	for _, s := range pr.Phases {
+		if s.Name == name {
+			return s.Summary.Median
+		}
+	}
+	return 0
+}
+
+// profileNotes reads the run profile: how the API's time splits between HTTP, the store, the
+// agent and python.
+func profileNotes(r *Results) string {
+	pr := r.RunProfile
+	var api, direct float64
+	for _, rc := range r.Run {
+		if rc.ID == "trivial" {
+			api, direct = rc.Methods[0].Summary.Median, rc.Methods[1].Summary.Median
+		}
+	}
+	if pr == nil || api == 0 {
+		return ""
+	}
+	svc, rpc, runner := phase(pr, phServiceRun), phase(pr, phAgentRPC), phase(pr, phRunner)
+	var storeSum float64
+	var calls []string
+	for _, s := range pr.Phases {
+		if strings.HasPrefix(s.Name, "store.") {
+			storeSum += s.Summary.Median
+			calls = append(calls, strings.TrimPrefix(s.Name, "store."))
+		}
+	}
+	var w strings.Builder
+	fmt.Fprintf(&w, "Reading the table (p50s, so the parts add up only roughly): a trivial run through the API took %.1f ms against %.1f ms for python started directly, %+.1f ms.\n", api, direct, api-direct)
+	fmt.Fprintf(&w, "- **Store**: %d calls per run (%s), %.1f ms together. Each write is its own SQLite transaction (`BEGIN IMMEDIATE`, WAL).\n", len(calls), strings.Join(calls, ", "), storeSum)
+	fmt.Fprintf(&w, "- **Agent**: the Run RPC took %.1f ms, of which python itself (as the agent measures it, whole ms) %.0f ms; against python started directly (%.1f ms) the RPC, the work directory, `main.py` and pipes add %.1f ms.\n", rpc, runner, direct, rpc-direct)
+	fmt.Fprintf(&w, "- **HTTP layer**: the API (%.1f ms) minus the same lifecycle code in process (%.1f ms) is %.1f ms of HTTP, routing and JSON in the control plane, and the extra process hop.\n", api, svc, api-svc)
+	fmt.Fprintf(&w, "- In process, `envs.Service.Run` minus the agent RPC leaves %.1f ms for the store and the lease goroutine.\n", svc-rpc)
+	return w.String()
+}
+
+// diskNotes explains the disk figures: what each hardlinked environment still owns.
+func diskNotes(r *Results) string {
+	d := r.Disk
+	var last DiskPoint
+	for _, p := range d.Points {
+		if p.Mode == "hardlink" && p.Envs > last.Envs {
+			last = p
+		}
+	}
+	if last.Envs == 0 {
+		return ""
+	}
+	n := int64(last.Envs)
+	per := last.EnvBytes / n
+	var w strings.Builder
+	fmt.Fprintf(&w, "Each hardlinked environment still owns %s: %d directories (%s; a hardlink shares a file, never a directory, and numpy + pandas\n",
+		mib(per), last.EnvDirs/n, mib(last.EnvDirBytes/n))
+	fmt.Fprintf(&w, "install a few hundred of them) and %s of files of its own (`pyproject.toml`, `uv.lock`, the venv's scripts and\n", mib((last.EnvBytes-last.EnvDirBytes)/n))
+	fmt.Fprintf(&w, "`pyvenv.cfg`, and the few files uv writes per install such as `RECORD` and `INSTALLER`). So N environments cost\n")
+	fmt.Fprintf(&w, "about cache + N × %s, and \"within 1.1x of one\" holds only while N × %s ≤ 0.1 × %s, that is up to about %d\n",
+		mib(per), mib(per), mib(last.CacheBytes), int64(float64(last.CacheBytes)*0.1/float64(max(per, 1)))+1)
+	fmt.Fprintf(&w, "environments. Copies cost the whole install per environment.\n")
+	return w.String()
+}
+
+// concurrencyNotes reads the CPU figures of the concurrency runs.
+func concurrencyNotes(r *Results) string {
+	c := r.Concurrency
+	if c == nil || len(c.Runs) == 0 {
+		return ""
+	}
+	top := c.Runs[len(c.Runs)-1]
+	if top.CPU == nil {
+		return ""
+	}
+	cpu := top.CPU
+	sum := cpu.ControlPlaneMSPerReq + cpu.AgentMSPerReq + cpu.BenchMSPerReq + cpu.RestMSPerReq
+	var w strings.Builder
+	fmt.Fprintf(&w, "At %d clients the machine was %.0f%% busy and a run cost %.1f ms of CPU in all (control plane %.2f, agent %.2f, load generator %.2f,\n",
+		top.Clients, cpu.MachineBusyPct, sum, cpu.ControlPlaneMSPerReq, cpu.AgentMSPerReq, cpu.BenchMSPerReq)
+	fmt.Fprintf(&w, "Python and everything else %.1f): %d cores can do at most about %.0f such runs per second. ",
+		cpu.RestMSPerReq, r.Meta.CPUs, float64(r.Meta.CPUs)*1000/sum)
+	own := cpu.ControlPlaneMSPerReq + cpu.AgentMSPerReq
+	if own < cpu.RestMSPerReq {
+		fmt.Fprintf(&w, "The fabric's own processes take %.0f%% of that; the rest is starting Python (and the host's other work),\n", 100*own/sum)
+		fmt.Fprintf(&w, "so once the cores are busy more clients only queue, and p99 grows with them.\n\n")
+	} else {
+		fmt.Fprintf(&w, "The fabric's own processes take %.0f%% of that: their CPU per run is the first thing to reduce.\n\n", 100*own/sum)
+	}
+	return w.String()
+}

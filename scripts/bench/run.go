@@ -1,0 +1,149 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+)
+
+// runCodes are what the run comparison executes: the fixed cost of a run, and a realistic import.
+var runCodes = []struct {
+	ID, Label, Code, Want string
+}{
+	{"trivial", "trivial code (print)", `print("ok")`, "ok\n"},
+	{"import", "import numpy, pandas", "import numpy, pandas\nprint(\"ok\")", "ok\n"},
+}
+
+// RunCase is one code's comparison.
+type RunCase struct {
+	ID      string    `json:"id"`
+	Label   string    `json:"label"`
+	Methods []Samples `json:"methods"` // API, direct python, uv run
+	// AgentPython is python's own run inside the API method, as the agent timed it (whole ms).
+	AgentPython Samples `json:"agent_python"`
+}
+
+const (
+	mAPIRun    = "fabric POST /run"
+	mDirectRun = ".venv/bin/python directly"
+	mUVRun     = "uv run"
+)
+
+// runSection compares a run through the API with starting the environment's python directly and
+// with uv run, round-robin on one numpy+pandas environment.
+func (b *bench) runSection(ctx context.Context) error {
+	if err := b.ensureNumpyEnvs(ctx, 1); err != nil {
+		return err
+	}
+	f := b.main
+	k := b.npEnvs[0]
+	dir := f.envDir(k)
+	venv := filepath.Join(dir, ".venv")
+	work, err := os.MkdirTemp(b.cfg.Workdir, "direct-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(work)
+	// What the agent's runner gives the code (agent/runner), so that direct differs only in the
+	// path the request takes.
+	directEnv := []string{"PATH=" + filepath.Join(venv, "bin") + ":/usr/local/bin:/usr/bin:/bin", "VIRTUAL_ENV=" + venv,
+		"HOME=" + work, "TMPDIR=" + work, "LANG=C.UTF-8", "LC_ALL=C.UTF-8", "PYTHONUNBUFFERED=1", "PYTHONNOUSERSITE=1"}
+	uvenv := uvEnv(b.cfg, f.Cache, "hardlink")
+
+	for _, rc := range runCodes {
+		reps := b.cfg.RunTrivialReps
+		if rc.ID == "import" {
+			reps = b.cfg.RunImportReps
+		}
+		cs := RunCase{ID: rc.ID, Label: rc.Label, Methods: []Samples{{Name: mAPIRun}, {Name: mDirectRun}, {Name: mUVRun}},
+			AgentPython: Samples{Name: "python inside the agent (as it reports, whole ms)"}}
+		measuring := false
+		methods := []func() error{
+			func() error {
+				r, err := f.run(ctx, k, rc.Code, rc.Want)
+				if measuring {
+					cs.AgentPython.Samples = append(cs.AgentPython.Samples, r.DurationMS)
+				}
+				return err
+			},
+			func() error {
+				return checkOutput(ctx, work, directEnv, rc.Want, filepath.Join(venv, "bin", "python"), "-c", rc.Code)
+			},
+			func() error {
+				return checkOutput(ctx, work, uvenv, rc.Want, b.cfg.UV, "run", "--project", dir, "python", "-c", rc.Code)
+			},
+		}
+		// Warm-up rounds: page cache, bytecode caches, the control plane's connections.
+		warm := 3
+		if rc.ID == "import" {
+			warm = 1
+		}
+		for i := 0; i < warm; i++ {
+			for _, m := range methods {
+				if err := m(); err != nil {
+					return fmt.Errorf("%s warm-up: %w", rc.ID, err)
+				}
+			}
+		}
+		measuring = true
+		for i := 0; i < reps; i++ {
+			for j := range methods {
+				m := (i + j) % len(methods) // rotate which method goes first
+				d, err := timed(methods[m])
+				if err != nil {
+					return fmt.Errorf("%s, %s: %w", rc.ID, cs.Methods[m].Name, err)
+				}
+				cs.Methods[m].add(d)
+			}
+		}
+		for i := range cs.Methods {
+			cs.Methods[i].finish()
+		}
+		cs.AgentPython.finish()
+		b.log.Info("run case done", "case", rc.ID, "api_p50_ms", cs.Methods[0].Summary.Median,
+			"direct_p50_ms", cs.Methods[1].Summary.Median, "uvrun_p50_ms", cs.Methods[2].Summary.Median)
+		b.res.Run = append(b.res.Run, cs)
+	}
+	// The profile that explains the gap between the API and python started directly.
+	return b.profileRun(ctx, k)
+}
+
+// checkOutput runs a program and checks what it printed on stdout.
+func checkOutput(ctx context.Context, dir string, env []string, want, name string, args ...string) error {
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Dir = dir
+	cmd.Env = env
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return fmt.Errorf("%s: %w: %s", name, err, stderr.String())
+	}
+	if string(out) != want {
+		return fmt.Errorf("%s printed %q; want %q (stderr %q)", name, out, want, stderr.String())
+	}
+	return nil
+}
+
+// ensureNumpyEnvs makes sure main has at least n numpy+pandas environments.
+func (b *bench) ensureNumpyEnvs(ctx context.Context, n int) error {
+	for i := len(b.npEnvs); i < n; i++ {
+		k := envKey{"bench-np", fmt.Sprintf("env-%d", i)}
+		if err := b.main.create(ctx, k, packageSets[0].Packages); err != nil {
+			return fmt.Errorf("creating %s: %w", k.path(), err)
+		}
+		b.npEnvs = append(b.npEnvs, k)
+	}
+	if b.python == "" {
+		py, err := b.main.pythonPath(ctx, b.npEnvs[0])
+		if err != nil {
+			return err
+		}
+		b.python = py
+		b.res.Meta.EnvPython = py
+	}
+	return nil
+}
