@@ -2,6 +2,7 @@
 #
 #   make run     start the single-host fabric (agent + control plane) on this machine
 #   make test    everything CI checks: generated code up to date, go vet, go test
+#   make bench   benchmarks; writes docs/benchmarks.md and docs/bench/ (not part of make test)
 #
 # Tools the build needs (uv, buf, protoc plugins) are installed under .tools/, pinned.
 
@@ -42,6 +43,10 @@ run: ## run agent + control plane on this host (data in ./data; Ctrl-C stops)
 test: uv checkgenerate ## check generated code, go vet, go test (what CI runs)
 	$(GO) vet ./...
 	UV_BIN=$(UV_BIN) $(GO) test -count=1 -timeout 45m ./...
+
+.PHONY: bench
+bench: uv ## run the benchmarks (~20 min; BENCH_QUICK=1 for a short run) into docs/benchmarks.md
+	UV_BIN=$(UV_BIN) $(GO) run ./scripts/bench
 
 .PHONY: proto
 proto: ## install the pinned generators and regenerate proto/gen

@@ -82,18 +82,19 @@ func concurrencyNotes(r *Results) string {
 		return ""
 	}
 	cpu := top.CPU
-	sum := cpu.ControlPlaneMSPerReq + cpu.AgentMSPerReq + cpu.BenchMSPerReq + cpu.RestMSPerReq
+	fab := cpu.FabricMSPerReq()
 	var w strings.Builder
-	fmt.Fprintf(&w, "At %d clients the machine was %.0f%% busy and a run cost %.1f ms of CPU in all (control plane %.2f, agent %.2f, load generator %.2f,\n",
-		top.Clients, cpu.MachineBusyPct, sum, cpu.ControlPlaneMSPerReq, cpu.AgentMSPerReq, cpu.BenchMSPerReq)
-	fmt.Fprintf(&w, "Python and everything else %.1f): %d cores can do at most about %.0f such runs per second. ",
-		cpu.RestMSPerReq, r.Meta.CPUs, float64(r.Meta.CPUs)*1000/sum)
+	fmt.Fprintf(&w, "At %d clients a run cost %.1f ms of CPU: control plane %.2f, agent %.2f, the Python process %.1f", top.Clients, fab,
+		cpu.ControlPlaneMSPerReq, cpu.AgentMSPerReq, cpu.PythonMSPerReq)
+	fmt.Fprintf(&w, " (plus %.2f in the load generator). With the machine to itself, %d cores would do at most about %.0f such runs per second;\n",
+		cpu.BenchMSPerReq, r.Meta.CPUs, float64(r.Meta.CPUs)*1000/(fab+cpu.BenchMSPerReq))
+	fmt.Fprintf(&w, "other work on the host took a further %.1f ms per run (the machine was %.0f%% busy). ", cpu.OtherMSPerReq, cpu.MachineBusyPct)
 	own := cpu.ControlPlaneMSPerReq + cpu.AgentMSPerReq
-	if own < cpu.RestMSPerReq {
-		fmt.Fprintf(&w, "The fabric's own processes take %.0f%% of that; the rest is starting Python (and the host's other work),\n", 100*own/sum)
-		fmt.Fprintf(&w, "so once the cores are busy more clients only queue, and p99 grows with them.\n\n")
+	if own < cpu.PythonMSPerReq {
+		fmt.Fprintf(&w, "The fabric's own processes are %.0f%% of a run's CPU; the rest is starting Python, so once the cores are\n", 100*own/fab)
+		fmt.Fprintf(&w, "busy more clients only queue, and p99 grows with them.\n\n")
 	} else {
-		fmt.Fprintf(&w, "The fabric's own processes take %.0f%% of that: their CPU per run is the first thing to reduce.\n\n", 100*own/sum)
+		fmt.Fprintf(&w, "The fabric's own processes are %.0f%% of a run's CPU: the first thing to reduce.\n\n", 100*own/fab)
 	}
 	return w.String()
 }

@@ -99,10 +99,11 @@ func report(cfg config, r *Results) string {
 		p("numpy + pandas environments. An error is any answer but `200` with exit code 0 and the expected output.\n")
 		p("The load generator shares the machine's %d cores with the fabric and Python.\n\n", m.CPUs)
 		p("![concurrency](bench/concurrency.png)\n\n")
-		p("CPU columns are milliseconds of CPU per request from `/proc`: the control plane, the agent, the load\n")
-		p("generator, and the rest of the machine's busy time (the Python processes, and anything else on the host).\n\n")
-		p("| clients | requests | errors | runs/s | p50 ms | p99 ms | CPU control plane | agent | load gen | rest | machine busy |\n")
-		p("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+		p("CPU columns are milliseconds of CPU per request, from `/proc`: the control plane, the agent, the Python\n")
+		p("processes it ran (its reaped children), the load generator, and the rest of the machine's busy time\n")
+		p("(other work on the host); then how busy the whole machine was.\n\n")
+		p("| clients | requests | errors | runs/s | p50 ms | p99 ms | CPU control plane | agent | python | load gen | other | machine busy |\n")
+		p("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 		for _, l := range c.Runs {
 			p("| %d | %d | %d | %.1f | %.1f | %.1f | %s |\n", l.Clients, l.Requests, l.Errors, l.RPS, l.Latency.Median, l.Latency.P99, cpuCols(l.CPU))
 		}
@@ -133,8 +134,8 @@ func report(cfg config, r *Results) string {
 		p("the `pyproject.toml` and `uv.lock` of a real numpy + pandas environment; %.0f s), then %d closed-loop\n", rd.SeedSeconds, cfg.ReadClients)
 		p("clients per endpoint, random environments. These endpoints never reach the agent.\n\n")
 		p("![read](bench/read.png)\n\n")
-		p("| endpoint | requests | errors | req/s | p50 ms | p99 ms | CPU control plane | agent | load gen | rest | machine busy |\n")
-		p("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+		p("| endpoint | requests | errors | req/s | p50 ms | p99 ms | CPU control plane | agent | python | load gen | other | machine busy |\n")
+		p("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 		for _, l := range rd.Endpoints {
 			p("| `%s` | %d | %d | %.0f | %.2f | %.2f | %s |\n", l.Name, l.Requests, l.Errors, l.RPS, l.Latency.Median, l.Latency.P99, cpuCols(l.CPU))
 		}
@@ -192,9 +193,10 @@ func report(cfg config, r *Results) string {
 
 func cpuCols(c *CPUUse) string {
 	if c == nil {
-		return "— | — | — | — | —"
+		return "— | — | — | — | — | —"
 	}
-	return fmt.Sprintf("%.2f | %.2f | %.2f | %.2f | %.0f%%", c.ControlPlaneMSPerReq, c.AgentMSPerReq, c.BenchMSPerReq, c.RestMSPerReq, c.MachineBusyPct)
+	return fmt.Sprintf("%.2f | %.2f | %.2f | %.2f | %.2f | %.0f%%", c.ControlPlaneMSPerReq, c.AgentMSPerReq, c.PythonMSPerReq,
+		c.BenchMSPerReq, c.OtherMSPerReq, c.MachineBusyPct)
 }
 
 func oneLine(s string) string {
