@@ -31,9 +31,14 @@ def bars(ax, groups, methods, values, p99s, unit, log=False):
     ax.set_xticks(range(len(groups)))
     ax.set_xticklabels(groups)
     ax.set_ylabel(unit)
+    top = max(max(row) for row in p99s + values)
+    # Head room above the tallest p99 for the legend, which spans the top.
     if log:
         ax.set_yscale("log")
-    ax.legend(fontsize=8)
+        ax.set_ylim(top=top * 8)
+    else:
+        ax.set_ylim(0, top * 1.3)
+    ax.legend(fontsize=7, loc="upper center", ncol=n)
     ax.grid(axis="y", alpha=0.3)
 
 
@@ -45,7 +50,7 @@ def create_chart(res, out):
     fig, ax = plt.subplots(figsize=(8, 4.5))
     vals = [[c["methods"][j]["summary"]["median_ms"] / 1000 for c in cases] for j in range(len(methods))]
     p99 = [[c["methods"][j]["summary"]["p99_ms"] / 1000 for c in cases] for j in range(len(methods))]
-    bars(ax, [c["label"] for c in cases], methods, vals, p99, "seconds (bar p50, tick p99)")
+    bars(ax, [c["label"] for c in cases], methods, vals, p99, "seconds, log scale (bar p50, tick p99)", log=True)
     ax.set_title("Create with a warm cache")
     fig.tight_layout()
     fig.savefig(out / "create.png", dpi=110)
@@ -83,10 +88,12 @@ def concurrency_chart(res, out):
     ax1.set_xticklabels([str(x) for x in clients])
     ax1.set_xlabel("concurrent clients")
     ax1.set_ylabel("runs per second", color=COLORS[0])
+    ax1.set_ylim(bottom=0, top=max(r["rps"] for r in runs) * 1.2)
     ax2 = ax1.twinx()
     ax2.plot(clients, [r["latency"]["p99_ms"] for r in runs], "s--", color=COLORS[1], label="p99 ms")
     ax2.plot(clients, [r["latency"]["median_ms"] for r in runs], "^:", color=COLORS[2], label="p50 ms")
-    ax2.set_ylabel("latency, ms", color=COLORS[1])
+    ax2.set_ylabel("latency, ms (log scale)", color=COLORS[1])
+    ax2.set_yscale("log")
     lines = ax1.get_legend_handles_labels()
     lines2 = ax2.get_legend_handles_labels()
     ax1.legend(lines[0] + lines2[0], lines[1] + lines2[1], fontsize=8, loc="upper left")
@@ -131,14 +138,17 @@ def disk_chart(res, out):
         pts = [p for p in d["points"] if p["mode"] == mode]
         if not pts:
             continue
-        ax.plot([p["envs"] for p in pts], [p["bytes"] / 2**30 for p in pts], "o-", color=COLORS[i], label=mode)
+        ax.plot([p["envs"] for p in pts], [p["bytes"] / 2**20 for p in pts], "o-", color=COLORS[i], label=mode)
         for p in pts:
-            ax.annotate(f"{p['bytes'] / 2**30:.2f}", (p["envs"], p["bytes"] / 2**30), fontsize=7,
+            ax.annotate(f"{p['bytes'] / 2**20:,.0f} MiB", (p["envs"], p["bytes"] / 2**20), fontsize=7,
                         textcoords="offset points", xytext=(4, 4))
+    steps = sorted({p["envs"] for p in d["points"]})
     ax.set_xscale("log")
     ax.set_yscale("log")
+    ax.set_xticks(steps)
+    ax.set_xticklabels([str(x) for x in steps])
     ax.set_xlabel("numpy + pandas environments")
-    ax.set_ylabel("GiB (environments + cache, each inode once)")
+    ax.set_ylabel("MiB (environments + cache, each inode once)")
     ax.set_title("Disk: hardlinks against copies")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
