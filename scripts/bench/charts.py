@@ -37,7 +37,7 @@ def bars(ax, groups, methods, values, p99s, unit, log=False):
         ax.set_yscale("log")
         ax.set_ylim(top=top * 8)
     else:
-        ax.set_ylim(0, top * 1.3)
+        ax.set_ylim(0, top * 1.45)
     ax.legend(fontsize=7, loc="upper center", ncol=n)
     ax.grid(axis="y", alpha=0.3)
 
@@ -61,14 +61,15 @@ def run_chart(res, out):
     cases = res.get("run") or []
     if not cases:
         return
-    methods = [m["name"] for m in cases[0]["methods"]]
-    fig, axes = plt.subplots(1, len(cases), figsize=(5 * len(cases), 4.5))
+    fig, axes = plt.subplots(1, len(cases), figsize=(5.5 * len(cases), 4.5))
     if len(cases) == 1:
         axes = [axes]
     for ax, c in zip(axes, cases):
-        vals = [[c["methods"][j]["summary"]["median_ms"]] for j in range(len(methods))]
-        p99 = [[c["methods"][j]["summary"]["p99_ms"]] for j in range(len(methods))]
+        methods = [m["name"] for m in c["methods"]]
+        vals = [[m["summary"]["median_ms"]] for m in c["methods"]]
+        p99 = [[m["summary"]["p99_ms"]] for m in c["methods"]]
         bars(ax, [c["label"]], methods, vals, p99, "ms (bar p50, tick p99)")
+        ax.legend(fontsize=7, loc="upper center", ncol=2)
     fig.suptitle("Run latency")
     fig.tight_layout()
     fig.savefig(out / "run.png", dpi=110)

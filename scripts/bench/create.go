@@ -24,6 +24,8 @@ type CreateCase struct {
 	Label    string    `json:"label"`
 	Packages []string  `json:"packages"`
 	Methods  []Samples `json:"methods"` // fabric, uv by hand, venv + pip
+	// Note says why a method has no samples (venv + pip failing on a machine without ensurepip).
+	Note string `json:"note,omitempty"`
 }
 
 // Method names shared by the report and the charts.
@@ -117,10 +119,17 @@ func (b *bench) createSection(ctx context.Context) error {
 			return os.RemoveAll(dir)
 		}
 		// Warm-up: fills the uv cache, pip's cache and the page cache.
-		for _, fn := range []func(bool) error{fabricOnce, byHandOnce, pipOnce} {
+		for _, fn := range []func(bool) error{fabricOnce, byHandOnce} {
 			if err := fn(false); err != nil {
 				return fmt.Errorf("%s warm-up: %w", set.ID, err)
 			}
+		}
+		pipReps := b.cfg.PipReps
+		if err := pipOnce(false); err != nil {
+			// Not the fabric's failure: report it and go on with the other comparisons.
+			b.log.Error("venv + pip failed; that comparison is left out", "set", set.ID, "err", err)
+			cc.Note = "python -m venv + pip install failed here, so it is left out: " + oneLine(err.Error())
+			pipReps = 0
 		}
 		for i := 0; i < b.cfg.CreateReps; i++ {
 			// Rotate the order so that no method always runs right after another.
@@ -128,7 +137,7 @@ func (b *bench) createSection(ctx context.Context) error {
 			if i%2 == 1 {
 				order[0], order[1] = order[1], order[0]
 			}
-			if i < b.cfg.PipReps {
+			if i < pipReps {
 				order = append(order, pipOnce)
 			}
 			for _, fn := range order {

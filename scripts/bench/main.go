@@ -122,8 +122,8 @@ func loadConfig() (config, error) {
 	} else {
 		// Chosen so the medians move by a few percent between runs on a busy 2-core machine and the
 		// whole run stays within about 20 minutes. p99 over fewer than 100 samples is the maximum.
-		c.CreateReps, c.PipReps = 11, 5
-		c.RunTrivialReps, c.RunImportReps, c.ProfileReps = 200, 25, 200
+		c.CreateReps, c.PipReps = 15, 5
+		c.RunTrivialReps, c.RunImportReps, c.ProfileReps = 200, 30, 200
 		c.DiskSteps = []int{1, 10, 100}
 		c.ConcEnvs, c.ConcClients, c.ConcDuration, c.ConcCreates = 20, []int{1, 2, 4, 8, 16, 32}, 8*time.Second, 8
 		c.ReadEnvs, c.ReadClients, c.ReadDuration = 10000, 16, 10*time.Second

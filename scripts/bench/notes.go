@@ -38,11 +38,11 @@ func profileNotes(r *Results) string {
 		}
 	}
 	var w strings.Builder
-	fmt.Fprintf(&w, "Reading the table (p50s, so the parts add up only roughly): a trivial run through the API took %.1f ms against %.1f ms for python started directly, %+.1f ms.\n", api, direct, api-direct)
-	fmt.Fprintf(&w, "- **Store**: %d calls per run (%s), %.1f ms together. Each write is its own SQLite transaction (`BEGIN IMMEDIATE`, WAL).\n", len(calls), strings.Join(calls, ", "), storeSum)
-	fmt.Fprintf(&w, "- **Agent**: the Run RPC took %.1f ms, of which python itself (as the agent measures it, whole ms) %.0f ms; against python started directly (%.1f ms) the RPC, the work directory, `main.py` and pipes add %.1f ms.\n", rpc, runner, direct, rpc-direct)
-	fmt.Fprintf(&w, "- **HTTP layer**: the API (%.1f ms) minus the same lifecycle code in process (%.1f ms) is %.1f ms of HTTP, routing and JSON in the control plane, and the extra process hop.\n", api, svc, api-svc)
-	fmt.Fprintf(&w, "- In process, `envs.Service.Run` minus the agent RPC leaves %.1f ms for the store and the lease goroutine.\n", svc-rpc)
+	fmt.Fprintf(&w, "Reading the table (p50s of runs interleaved with the ones above, so the parts add up only roughly): a trivial run through the API took %.1f ms against %.1f ms for python started directly, %+.1f ms.\n", api, direct, api-direct)
+	fmt.Fprintf(&w, "- **HTTP layer**: the API (%.1f ms) minus the same lifecycle code in process (%.1f ms): %.1f ms of HTTP, routing and JSON in the control plane and the extra process hop.\n", api, svc, api-svc)
+	fmt.Fprintf(&w, "- **Store**: %d calls per run (%s), %.1f ms together; each write is its own SQLite transaction (`BEGIN IMMEDIATE`, WAL). In process, `envs.Service.Run` minus the agent RPC is %.1f ms.\n", len(calls), strings.Join(calls, ", "), storeSum, svc-rpc)
+	fmt.Fprintf(&w, "- **Agent**: the Run RPC took %.1f ms, python inside it %.0f ms (the agent's own clock, whole ms): %.1f ms for Connect, the work directory, `main.py` and the pipes.\n", rpc, runner, rpc-runner)
+	fmt.Fprintf(&w, "- **Python**: %.0f ms in the agent against %.1f ms started directly by the bench.\n", runner, direct)
 	return w.String()
 }
 

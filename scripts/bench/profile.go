@@ -135,88 +135,107 @@ func readProjectFiles(dir string) (envs.Files, error) {
 	return envs.Files{PyprojectTOML: string(py), UvLock: string(lock)}, nil
 }
 
-// profileRun times the phases of trivial runs on k.
-func (b *bench) profileRun(ctx context.Context, k envKey) error {
+// profiler runs trivial code through envs.Service in process, timing each phase.
+type profiler struct {
+	st  *sqlite.Store
+	ts  *timedStore
+	ta  *timedAgent
+	svc *envs.Service
+	key envid.Key
+}
+
+// newProfiler records k, an environment on main, in a fresh SQLite database beside the fabric's
+// data and wires the control plane's lifecycle code to it and to main's agent.
+func (b *bench) newProfiler(ctx context.Context, k envKey) (*profiler, error) {
 	f := b.main
 	key := envid.Key{WorkflowID: k.WF, NodeID: k.Node, VersionID: "v1"}
-	dbDir := filepath.Join(b.cfg.Workdir, "profile")
-	st, err := sqlite.Open(ctx, filepath.Join(dbDir, "fabric.db"), nil)
+	st, err := sqlite.Open(ctx, filepath.Join(b.cfg.Workdir, "profile", "fabric.db"), nil)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	defer st.Close()
 	files, err := readProjectFiles(f.envDir(k))
+	if err == nil {
+		err = seedEnv(ctx, st, key, files, b.python, f.envDir(k))
+	}
 	if err != nil {
-		return err
+		st.Close()
+		return nil, fmt.Errorf("seeding the profile database: %w", err)
 	}
-	if err := seedEnv(ctx, st, key, files, b.python, f.envDir(k)); err != nil {
-		return fmt.Errorf("seeding the profile database: %w", err)
-	}
-	ts := &timedStore{Store: st, calls: map[string]*Samples{}}
-	ta := &timedAgent{Agent: agentclient.New(f.AgentURL, f.Token)}
+	p := &profiler{st: st, key: key, ts: &timedStore{Store: st}, ta: &timedAgent{Agent: agentclient.New(f.AgentURL, f.Token)}}
+	p.reset()
 	// The control plane's defaults (controlplane/config).
-	svc := envs.New(ts, ta, nil, envs.Options{Instance: "bench-profile", DefaultPython: "3.11",
+	p.svc = envs.New(p.ts, p.ta, nil, envs.Options{Instance: "bench-profile", DefaultPython: "3.11",
 		DefaultTimeout: 30 * time.Second, MaxTimeout: 600 * time.Second, MaxOutputBytes: 1 << 20,
 		LeaseTTL: 30 * time.Second, OperationTimeout: 30 * time.Minute, IdleAfter: time.Hour, CleanupIdle: 72 * time.Hour},
 		slog.New(slog.DiscardHandler))
-	req := envs.RunRequest{Code: runCodes[0].Code, Timeout: 30 * time.Second}
-	once := func() error {
-		r, err := svc.Run(ctx, envs.Caller{Actor: "bench"}, key, req)
-		if err == nil && r.Stdout != runCodes[0].Want {
-			err = fmt.Errorf("in-process run printed %q", r.Stdout)
-		}
-		return err
-	}
-	for i := 0; i < 5; i++ {
-		if err := once(); err != nil {
-			return err
-		}
-	}
-	ts.calls = map[string]*Samples{}
-	ta.rpc, ta.runner = Samples{Name: phAgentRPC}, Samples{Name: phRunner}
+	return p, nil
+}
 
-	profPath := filepath.Join(b.cfg.Workdir, "run-cpu.pprof")
-	pf, err := os.Create(profPath)
-	if err != nil {
-		return err
-	}
-	if err := pprof.StartCPUProfile(pf); err != nil {
-		pf.Close()
-		return err
-	}
-	total := Samples{Name: phServiceRun}
-	for i := 0; i < b.cfg.ProfileReps; i++ {
-		d, err := timed(once)
-		if err != nil {
-			pprof.StopCPUProfile()
-			pf.Close()
-			return err
-		}
-		total.add(d)
-	}
-	pprof.StopCPUProfile()
-	pf.Close()
+func (p *profiler) close() { p.st.Close() }
 
-	prof := &RunProfile{}
+// reset drops the phase timings taken so far (after warm-up).
+func (p *profiler) reset() {
+	p.ts.mu.Lock()
+	p.ts.calls = map[string]*Samples{}
+	p.ts.mu.Unlock()
+	p.ta.mu.Lock()
+	p.ta.rpc, p.ta.runner = Samples{Name: phAgentRPC}, Samples{Name: phRunner}
+	p.ta.mu.Unlock()
+}
+
+// run runs code in process and checks its output.
+func (p *profiler) run(ctx context.Context, code, want string) error {
+	r, err := p.svc.Run(ctx, envs.Caller{Actor: "bench"}, p.key, envs.RunRequest{Code: code, Timeout: 30 * time.Second})
+	if err == nil && (r.ExitCode != 0 || r.Stdout != want) {
+		err = fmt.Errorf("in-process run: exit %d, stdout %q", r.ExitCode, r.Stdout)
+	}
+	return err
+}
+
+// phases returns the timings since the last reset, the in-process total first.
+func (p *profiler) phases(total Samples) []Samples {
+	total.Name = phServiceRun
 	total.finish()
-	ta.rpc.finish()
-	ta.runner.finish()
-	prof.Phases = append(prof.Phases, total, ta.rpc, ta.runner)
-	names := make([]string, 0, len(ts.calls))
-	for n := range ts.calls {
+	p.ta.rpc.finish()
+	p.ta.runner.finish()
+	out := []Samples{total, p.ta.rpc, p.ta.runner}
+	names := make([]string, 0, len(p.ts.calls))
+	for n := range p.ts.calls {
 		names = append(names, n)
 	}
 	sort.Strings(names)
 	for _, n := range names {
-		s := ts.calls[n]
+		s := p.ts.calls[n]
 		s.finish()
-		prof.Phases = append(prof.Phases, *s)
+		out = append(out, *s)
 	}
-	top, err := exec.CommandContext(ctx, "go", "tool", "pprof", "-top", "-nodecount=25", profPath).CombinedOutput()
+	return out
+}
+
+// cpuProfile runs reps trivial runs in process under the CPU profiler and returns
+// `go tool pprof -top`: where the control plane's own code spends CPU on a run.
+func (b *bench) cpuProfile(ctx context.Context, p *profiler, reps int) (string, error) {
+	profPath := filepath.Join(b.cfg.Workdir, "run-cpu.pprof")
+	pf, err := os.Create(profPath)
 	if err != nil {
-		b.log.Warn("go tool pprof failed; the profile table has no CPU top", "err", err)
+		return "", err
 	}
-	prof.CPUTop = string(top)
-	b.res.RunProfile = prof
-	return nil
+	if err := pprof.StartCPUProfile(pf); err != nil {
+		pf.Close()
+		return "", err
+	}
+	for i := 0; i < reps && err == nil; i++ {
+		err = p.run(ctx, runCodes[0].Code, runCodes[0].Want)
+	}
+	pprof.StopCPUProfile()
+	pf.Close()
+	if err != nil {
+		return "", err
+	}
+	top, perr := exec.CommandContext(ctx, "go", "tool", "pprof", "-top", "-nodecount=25", profPath).CombinedOutput()
+	if perr != nil {
+		b.log.Warn("go tool pprof failed; the report has no CPU top", "err", perr)
+		return "", nil
+	}
+	return string(top), nil
 }

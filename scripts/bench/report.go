@@ -50,7 +50,13 @@ func report(cfg config, r *Results) string {
 			base := cc.Methods[1].Summary.Median
 			p("| method | n | p50 ms | p99 ms | min ms | p50 vs uv by hand |\n|---|---:|---:|---:|---:|---:|\n")
 			for _, s := range cc.Methods {
+				if s.Summary.N == 0 {
+					continue
+				}
 				p("| %s | %d | %.0f | %.0f | %.0f | %.2fx |\n", s.Name, s.Summary.N, s.Summary.Median, s.Summary.P99, s.Summary.Min, ratio(s.Summary.Median, base))
+			}
+			if cc.Note != "" {
+				p("\n%s\n", cc.Note)
 			}
 			p("\n")
 		}
@@ -188,6 +194,15 @@ func report(cfg config, r *Results) string {
 		}
 		p("\n%s\n", diskNotes(r))
 	}
+
+	p("## Reproducing\n\n")
+	p("`make bench` installs the pinned uv, builds both programs and runs `go run ./scripts/bench`, which rewrites\n")
+	p("this page, `docs/bench/*.png` and `docs/bench/results.json`. It needs Go, Python 3.11 with `venv` and pip,\n")
+	p("the real package index (uv's `UV_DEFAULT_INDEX`, else pip's index, else uv's default) and about 12 GB free\n")
+	p("for the copy-mode environments. `BENCH_QUICK=1` runs a few repetitions at small sizes and writes to a\n")
+	p("temporary directory (`BENCH_OUT` overrides); `-only create,run,concurrency,read,disk` picks sections;\n")
+	p("`BENCH_KEEP=1` keeps the fabrics' data. The charts are drawn by `scripts/bench/charts.py` with matplotlib,\n")
+	p("installed by uv into a throw-away environment.\n")
 	return w.String()
 }
 

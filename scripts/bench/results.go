@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -159,7 +160,7 @@ func writeOutputs(ctx context.Context, cfg config, r *Results) error {
 	if err != nil {
 		return err
 	}
-	if err := os.WriteFile(filepath.Join(dir, "results.json"), append(raw, '\n'), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, "results.json"), []byte(scrub(cfg, string(raw))+"\n"), 0o644); err != nil {
 		return err
 	}
 	if src := filepath.Join(cfg.Workdir, "run-cpu.pprof"); r.RunProfile != nil {
@@ -171,10 +172,36 @@ func writeOutputs(ctx context.Context, cfg config, r *Results) error {
 	if chartErr != nil {
 		cfg.log.Error("drawing the charts failed; the report is written without them", "err", chartErr)
 	}
-	if err := os.WriteFile(filepath.Join(cfg.Out, "benchmarks.md"), []byte(report(cfg, r)), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(cfg.Out, "benchmarks.md"), []byte(scrub(cfg, report(cfg, r))), 0o644); err != nil {
 		return err
 	}
+	printTargets(r)
 	return chartErr
+}
+
+// scrub keeps the package index's address out of every file written: an error message quoted in
+// the results may name it.
+func scrub(cfg config, s string) string {
+	if cfg.Index.URL == "" {
+		return s
+	}
+	s = strings.ReplaceAll(s, cfg.Index.URL, "<index>")
+	if u, err := url.Parse(cfg.Index.URL); err == nil && u.Host != "" {
+		s = strings.ReplaceAll(s, u.Host, "<index-host>")
+	}
+	return s
+}
+
+// printTargets prints the targets and how this run did.
+func printTargets(r *Results) {
+	fmt.Println("Targets:")
+	for _, t := range r.Targets {
+		mark := "met"
+		if !t.Met {
+			mark = "MISSED"
+		}
+		fmt.Printf("  %-6s  %-32s  %-60s  %s\n", mark, t.Name, t.Goal, t.Measured)
+	}
 }
 
 // drawCharts runs scripts/bench/charts.py with matplotlib in a throw-away environment made by the

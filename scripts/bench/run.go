@@ -52,6 +52,13 @@ func (b *bench) runSection(ctx context.Context) error {
 	directEnv := []string{"PATH=" + filepath.Join(venv, "bin") + ":/usr/local/bin:/usr/bin:/bin", "VIRTUAL_ENV=" + venv,
 		"HOME=" + work, "TMPDIR=" + work, "LANG=C.UTF-8", "LC_ALL=C.UTF-8", "PYTHONUNBUFFERED=1", "PYTHONNOUSERSITE=1"}
 	uvenv := uvEnv(b.cfg, f.Cache, "hardlink")
+	// The control plane's lifecycle code in process, measured in the same rounds as the API, to
+	// split a run's time into its phases.
+	prof, err := b.newProfiler(ctx, k)
+	if err != nil {
+		return err
+	}
+	defer prof.close()
 
 	for _, rc := range runCodes {
 		reps := b.cfg.RunTrivialReps
@@ -76,6 +83,10 @@ func (b *bench) runSection(ctx context.Context) error {
 				return checkOutput(ctx, work, uvenv, rc.Want, b.cfg.UV, "run", "--project", dir, "python", "-c", rc.Code)
 			},
 		}
+		if rc.ID == "trivial" {
+			cs.Methods = append(cs.Methods, Samples{Name: phServiceRun})
+			methods = append(methods, func() error { return prof.run(ctx, rc.Code, rc.Want) })
+		}
 		// Warm-up rounds: page cache, bytecode caches, the control plane's connections.
 		warm := 3
 		if rc.ID == "import" {
@@ -89,6 +100,7 @@ func (b *bench) runSection(ctx context.Context) error {
 			}
 		}
 		measuring = true
+		prof.reset()
 		for i := 0; i < reps; i++ {
 			for j := range methods {
 				m := (i + j) % len(methods) // rotate which method goes first
@@ -103,12 +115,21 @@ func (b *bench) runSection(ctx context.Context) error {
 			cs.Methods[i].finish()
 		}
 		cs.AgentPython.finish()
+		if rc.ID == "trivial" {
+			b.res.RunProfile = &RunProfile{Phases: prof.phases(cs.Methods[3])}
+		}
 		b.log.Info("run case done", "case", rc.ID, "api_p50_ms", cs.Methods[0].Summary.Median,
 			"direct_p50_ms", cs.Methods[1].Summary.Median, "uvrun_p50_ms", cs.Methods[2].Summary.Median)
 		b.res.Run = append(b.res.Run, cs)
 	}
-	// The profile that explains the gap between the API and python started directly.
-	return b.profileRun(ctx, k)
+	if b.res.RunProfile != nil {
+		top, err := b.cpuProfile(ctx, prof, b.cfg.ProfileReps)
+		if err != nil {
+			return err
+		}
+		b.res.RunProfile.CPUTop = top
+	}
+	return nil
 }
 
 // checkOutput runs a program and checks what it printed on stdout.
