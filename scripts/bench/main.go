@@ -173,13 +173,13 @@ func run(ctx context.Context, cfg config) error {
 
 	// One fabric for creates, runs, concurrency and the read path; the disk comparison gets two
 	// fabrics of its own so that each cache holds only what its environments use.
-	main, err := startFabric(ctx, cfg, bins, "main", "hardlink")
+	fab, err := startFabric(ctx, cfg, bins, "main", "hardlink")
 	if err != nil {
 		return err
 	}
-	defer main.Stop()
+	defer fab.Stop()
 
-	b := &bench{cfg: cfg, log: log, main: main, bins: bins, res: res}
+	b := &bench{cfg: cfg, log: log, main: fab, bins: bins, res: res}
 	steps := []struct {
 		name string
 		fn   func(context.Context) error

@@ -18,8 +18,8 @@ func report(cfg config, r *Results) string {
 		p("> **Quick mode (`BENCH_QUICK=1`)**: few repetitions, small sizes. Not for citing.\n\n")
 	}
 	p("| | |\n|---|---|\n")
-	p("| date | %s |\n| commit | %s |\n| machine | %d × %s, Linux %s; load average at start %s (shared with other work: expect noise) |\n",
-		m.Date, m.Commit, m.CPUs, m.CPU, m.Kernel, m.LoadAtStart)
+	p("| date | %s |\n| commit | %s |\n| machine | %d × %s, Linux %s; load average %s at start, %s at the end (shared with other work: expect noise) |\n",
+		m.Date, m.Commit, m.CPUs, m.CPU, m.Kernel, m.LoadAtStart, m.LoadAtEnd)
 	p("| tools | %s, %s; environments use `%s` |\n| package index | %s (found at run time) |\n| whole run | %.0f s |\n\n",
 		m.UVVersion, m.GoVersion, m.EnvPython, m.IndexSource, m.TotalSeconds)
 	p("Setup: the real `controlplane` and `agent` binaries on loopback, SQLite audit database, `DATA_ROOT` in a\n")
@@ -35,7 +35,8 @@ func report(cfg config, r *Results) string {
 			}
 			p("| %s | %s | %s | %s |\n", t.Name, t.Goal, t.Measured, mark)
 		}
-		p("\n")
+		p("\nThe figures that explain each result are in its section: the phase table of section 2 for the run\n")
+		p("overhead, the CPU columns of section 3 for throughput, the per-environment breakdown of section 5 for disk.\n\n")
 	}
 
 	if len(r.Create) > 0 {
@@ -43,7 +44,7 @@ func report(cfg config, r *Results) string {
 		p("`POST /envs` against what a user types (`uv init --bare --no-workspace` + `uv add`, same cache, link\n")
 		p("mode, interpreter and index settings, in a fresh directory) and against `python -m venv` + `pip install`\n")
 		p("(what Airflow's PythonVirtualenvOperator does; pip's own warm cache). Every method did one untimed round\n")
-		p("first. Times include resolution against the index (uv revalidates its cached index pages).\n\n")
+		p("first. Times include resolving against the index (uv may revalidate its cached index pages over the network).\n\n")
 		p("![create](bench/create.png)\n\n")
 		for _, cc := range r.Create {
 			p("**%s** (`%s`)\n\n", cc.Label, strings.Join(cc.Packages, " "))

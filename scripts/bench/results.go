@@ -35,6 +35,7 @@ type Meta struct {
 	CPUs         int     `json:"cpus"`
 	Kernel       string  `json:"kernel"`
 	LoadAtStart  string  `json:"loadavg_at_start"`
+	LoadAtEnd    string  `json:"loadavg_at_end"`
 	GoVersion    string  `json:"go_version"`
 	UVVersion    string  `json:"uv_version"`
 	EnvPython    string  `json:"env_python"`
@@ -65,12 +66,7 @@ func collectMeta(ctx context.Context, cfg config) Meta {
 	}
 	m.UVVersion = out(cfg.UV, "--version")
 	m.Kernel = out("uname", "-r")
-	if b, err := os.ReadFile("/proc/loadavg"); err == nil {
-		f := strings.Fields(string(b))
-		if len(f) >= 3 {
-			m.LoadAtStart = strings.Join(f[:3], " ")
-		}
-	}
+	m.LoadAtStart = loadAvg()
 	if f, err := os.Open("/proc/cpuinfo"); err == nil {
 		sc := bufio.NewScanner(f)
 		for sc.Scan() {
@@ -82,6 +78,19 @@ func collectMeta(ctx context.Context, cfg config) Meta {
 		f.Close()
 	}
 	return m
+}
+
+// loadAvg is the 1, 5 and 15 minute load averages.
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "?"
+	}
+	return strings.Join(f[:3], " ")
 }
 
 // evaluateTargets checks the issue's targets against what was measured.
@@ -151,6 +160,7 @@ func mib(b int64) string { return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20)) }
 
 // writeOutputs writes results.json, the charts and benchmarks.md.
 func writeOutputs(ctx context.Context, cfg config, r *Results) error {
+	r.Meta.LoadAtEnd = loadAvg()
 	evaluateTargets(r)
 	dir := filepath.Join(cfg.Out, "bench")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
