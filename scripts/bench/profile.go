@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"runtime/pprof"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -27,6 +28,8 @@ type RunProfile struct {
 	Phases []Samples `json:"phases"`
 	// CPUTop is `go tool pprof -top` of the in-process runs: where the control plane's CPU goes.
 	CPUTop string `json:"cpu_top"`
+	// Perf is perf(1)'s view of the real control plane and agent during API runs.
+	Perf string `json:"perf,omitempty"`
 }
 
 // Phase names.
@@ -238,4 +241,76 @@ func (b *bench) cpuProfile(ctx context.Context, p *profiler, reps int) (string, 
 		return "", nil
 	}
 	return string(top), nil
+}
+
+// perfProfile samples the control plane and the agent (and the processes they start) with
+// perf(1) while trivial runs go through the API one after another for d. It returns the share of
+// samples by program and the top symbols; empty when perf is not installed or not permitted.
+func (b *bench) perfProfile(ctx context.Context, k envKey, d time.Duration) (string, error) {
+	if _, err := exec.LookPath("perf"); err != nil {
+		b.log.Warn("perf is not installed; no system profile of the run path")
+		return "", nil
+	}
+	f := b.main
+	data := filepath.Join(b.cfg.Workdir, "run.perf.data")
+	pids := fmt.Sprintf("%d,%d", f.cp.cmd.Process.Pid, f.agent.cmd.Process.Pid)
+	rec := exec.CommandContext(ctx, "perf", "record", "--quiet", "-F", "997", "-g", "-p", pids, "-o", data,
+		"--", "sleep", fmt.Sprint(d.Seconds()))
+	var recOut strings.Builder
+	rec.Stdout, rec.Stderr = &recOut, &recOut
+	if err := rec.Start(); err != nil {
+		return "", err
+	}
+	done := make(chan error, 1)
+	go func() { done <- rec.Wait() }()
+	runs := 0
+	var runErr error
+loop:
+	for {
+		select {
+		case err := <-done:
+			if err != nil {
+				b.log.Warn("perf record failed; no system profile of the run path", "err", err, "output", recOut.String())
+				return "", runErr
+			}
+			break loop
+		default:
+		}
+		if _, err := f.run(ctx, k, runCodes[0].Code, runCodes[0].Want); err != nil && runErr == nil {
+			runErr = err
+		}
+		runs++
+	}
+	if runErr != nil {
+		return "", runErr
+	}
+	var out strings.Builder
+	fmt.Fprintf(&out, "perf record -F 997 -g -p <controlplane>,<agent> for %s while %d trivial runs went through the API one after another.\n\n", d, runs)
+	reports := []struct {
+		title string
+		args  []string
+		lines int
+	}{
+		{"CPU samples by program (python = the code the agent started)", []string{"--sort", "comm"}, 10},
+		{"control plane, top symbols (share of its own samples)", []string{"--comms", "controlplane", "--sort", "dso,sym", "--percentage", "relative"}, 20},
+		{"agent, top symbols (share of its own samples)", []string{"--comms", "agent", "--sort", "dso,sym", "--percentage", "relative"}, 20},
+	}
+	for _, r := range reports {
+		rep := exec.CommandContext(ctx, "perf", append([]string{"report", "-i", data, "--stdio", "--no-children", "-g", "none"}, r.args...)...)
+		b, err := rep.Output()
+		if err != nil {
+			return "", fmt.Errorf("perf report: %w", err)
+		}
+		fmt.Fprintf(&out, "== %s\n", r.title)
+		n := 0
+		for _, line := range strings.Split(string(b), "\n") {
+			if strings.HasPrefix(line, "#") || strings.TrimSpace(line) == "" || n >= r.lines {
+				continue
+			}
+			out.WriteString(line + "\n")
+			n++
+		}
+		out.WriteString("\n")
+	}
+	return out.String(), nil
 }

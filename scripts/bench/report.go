@@ -94,6 +94,9 @@ func report(cfg config, r *Results) string {
 				p("| %s | %d | %.2f | %.2f |\n", s.Name, s.Summary.N, s.Summary.Median, s.Summary.P99)
 			}
 			p("\n%s\n", profileNotes(r))
+			if pr.Perf != "" {
+				p("<details><summary>perf: the real control plane and agent during API runs (CPU samples by program, then by symbol)</summary>\n\n```\n%s```\n</details>\n\n", pr.Perf)
+			}
 			if pr.CPUTop != "" {
 				p("<details><summary>CPU profile of the in-process runs (<code>go tool pprof -top</code>)</summary>\n\n```\n%s```\n</details>\n\n", pr.CPUTop)
 			}

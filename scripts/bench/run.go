@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"time"
 )
 
 // runCodes are what the run comparison executes: the fixed cost of a run, and a realistic import.
@@ -128,6 +129,13 @@ func (b *bench) runSection(ctx context.Context) error {
 			return err
 		}
 		b.res.RunProfile.CPUTop = top
+		d := 10 * time.Second
+		if b.cfg.Quick {
+			d = 3 * time.Second
+		}
+		if b.res.RunProfile.Perf, err = b.perfProfile(ctx, k, d); err != nil {
+			return err
+		}
 	}
 	return nil
 }
