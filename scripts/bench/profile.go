@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,10 +14,15 @@ import (
 	"sync"
 	"time"
 
+	"connectrpc.com/connect"
+
 	"github.com/envfabric/envfabric/controlplane/agentclient"
 	"github.com/envfabric/envfabric/controlplane/envs"
 	"github.com/envfabric/envfabric/controlplane/store"
 	"github.com/envfabric/envfabric/controlplane/store/sqlite"
+	agentv1 "github.com/envfabric/envfabric/proto/gen/envfabric/agent/v1"
+	"github.com/envfabric/envfabric/proto/gen/envfabric/agent/v1/agentv1connect"
+	"github.com/envfabric/envfabric/shared/agentauth"
 	"github.com/envfabric/envfabric/shared/envid"
 )
 
@@ -30,6 +36,8 @@ type RunProfile struct {
 	CPUTop string `json:"cpu_top"`
 	// Perf is perf(1)'s view of the real control plane and agent during API runs.
 	Perf string `json:"perf,omitempty"`
+	// WhatIf compares the agent's Run RPC with and without response compression.
+	WhatIf []Samples `json:"what_if,omitempty"`
 }
 
 // Phase names.
@@ -313,4 +321,48 @@ loop:
 		out.WriteString("\n")
 	}
 	return out.String(), nil
+}
+
+// Names of the compression what-if.
+const (
+	wiGzip     = "agent Run RPC, client accepts gzip (the control plane today)"
+	wiIdentity = "agent Run RPC, client accepts no compression"
+)
+
+// compressionWhatIf times the agent's Run RPC called the way the control plane calls it (a
+// Connect client accepts gzip by default, and the agent, with no size threshold, then compresses
+// every answer) against a client that accepts no compression: what a compression threshold on
+// the agent would save per run. Interleaved, reps each.
+func (b *bench) compressionWhatIf(ctx context.Context, k envKey, reps int) ([]Samples, error) {
+	f := b.main
+	hc := &http.Client{Transport: &http.Transport{Proxy: nil, MaxIdleConnsPerHost: 8}}
+	auth := connect.WithInterceptors(agentauth.ClientInterceptor(f.Token))
+	clients := []agentv1connect.AgentServiceClient{
+		agentv1connect.NewAgentServiceClient(hc, f.AgentURL, auth),
+		agentv1connect.NewAgentServiceClient(hc, f.AgentURL, auth, connect.WithAcceptCompression("gzip", nil, nil)),
+	}
+	out := []Samples{{Name: wiGzip}, {Name: wiIdentity}}
+	req := &agentv1.RunRequest{Env: &agentv1.EnvRef{WorkflowId: k.WF, NodeId: k.Node, VersionId: "v1"},
+		Code: runCodes[0].Code, TimeoutMs: 30000, MaxOutputBytes: 1 << 20}
+	for i := 0; i < reps+3; i++ {
+		for j := range clients {
+			m := (i + j) % len(clients)
+			start := time.Now()
+			resp, err := clients[m].Run(ctx, connect.NewRequest(req))
+			d := time.Since(start)
+			if err != nil {
+				return nil, fmt.Errorf("%s: %w", out[m].Name, err)
+			}
+			if got := string(resp.Msg.GetStdout()); got != runCodes[0].Want {
+				return nil, fmt.Errorf("%s: printed %q", out[m].Name, got)
+			}
+			if i >= 3 { // the first rounds warm connections up
+				out[m].add(d)
+			}
+		}
+	}
+	for i := range out {
+		out[i].finish()
+	}
+	return out, nil
 }

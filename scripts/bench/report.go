@@ -94,6 +94,17 @@ func report(cfg config, r *Results) string {
 				p("| %s | %d | %.2f | %.2f |\n", s.Name, s.Summary.N, s.Summary.Median, s.Summary.P99)
 			}
 			p("\n%s\n", profileNotes(r))
+			if len(pr.WhatIf) == 2 {
+				g, n := pr.WhatIf[0].Summary, pr.WhatIf[1].Summary
+				p("**What-if, response compression.** The agent serves Connect with no compression threshold and a Connect\n")
+				p("client accepts gzip by default, so every Run answer, however small, is gzipped. The same RPC from a client\n")
+				p("that accepts no compression, interleaved, %d each:\n\n", g.N)
+				p("| agent Run RPC | p50 ms | p99 ms |\n|---|---:|---:|\n")
+				for _, s := range pr.WhatIf {
+					p("| %s | %.2f | %.2f |\n", s.Name, s.Summary.Median, s.Summary.P99)
+				}
+				p("\nDifference at p50: %+.2f ms per run.\n\n", n.Median-g.Median)
+			}
 			if pr.Perf != "" {
 				p("<details><summary>perf: the real control plane and agent during API runs (CPU samples by program, then by symbol)</summary>\n\n```\n%s```\n</details>\n\n", pr.Perf)
 			}

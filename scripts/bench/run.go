@@ -136,6 +136,9 @@ func (b *bench) runSection(ctx context.Context) error {
 		if b.res.RunProfile.Perf, err = b.perfProfile(ctx, k, d); err != nil {
 			return err
 		}
+		if b.res.RunProfile.WhatIf, err = b.compressionWhatIf(ctx, k, b.cfg.ProfileReps); err != nil {
+			return err
+		}
 	}
 	return nil
 }
