@@ -45,7 +45,7 @@ test: uv checkgenerate ## check generated code, go vet, go test (what CI runs)
 	UV_BIN=$(UV_BIN) $(GO) test -count=1 -timeout 45m ./...
 
 .PHONY: bench
-bench: uv ## run the benchmarks (~20 min; BENCH_QUICK=1 for a short run) into docs/benchmarks.md
+bench: uv ## run the benchmarks (~15 min; BENCH_QUICK=1 for a short run) into docs/benchmarks.md
 	UV_BIN=$(UV_BIN) $(GO) run ./scripts/bench
 
 .PHONY: proto

@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"sort"
 	"sync"
 	"syscall"
 	"time"
@@ -38,6 +39,11 @@ type DiskResults struct {
 	// FirstImport is how long those first runs took through the API (bytecode compiled on the
 	// way); compare with the warm import in the run section.
 	FirstImport Samples `json:"first_import"`
+	// OwnFiles describes the files one hardlinked environment does not share with the cache,
+	// largest first ("size path").
+	OwnFiles      []string `json:"own_files_example"`
+	OwnFileCount  int      `json:"own_file_count"`
+	OwnFilesBytes int64    `json:"own_files_bytes"`
 }
 
 // du is what usage found.
@@ -136,6 +142,9 @@ func (b *bench) diskMode(ctx context.Context, f *fabric, mode string, res *DiskR
 	if mode != "hardlink" {
 		return nil
 	}
+	if err := ownFiles(f, keys[0], res); err != nil {
+		return err
+	}
 	// What a first import adds: bytecode in every environment's own __pycache__ directories.
 	before, err := measureDisk(f, mode, made)
 	if err != nil {
@@ -160,6 +169,48 @@ func (b *bench) diskMode(ctx context.Context, f *fabric, mode string, res *DiskR
 		return err
 	}
 	res.AfterImportBytes = after.Bytes
+	return nil
+}
+
+// ownFiles lists the files of environment k that are not hardlinks into the cache.
+func ownFiles(f *fabric, k envKey, res *DiskResults) error {
+	seen := map[[2]uint64]bool{}
+	if _, err := usage(seen, f.Cache); err != nil {
+		return err
+	}
+	type file struct {
+		path  string
+		bytes int64
+	}
+	var own []file
+	root := f.envDir(k)
+	err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || !d.Type().IsRegular() {
+			return err
+		}
+		fi, err := d.Info()
+		if err != nil {
+			return err
+		}
+		st := fi.Sys().(*syscall.Stat_t)
+		if seen[[2]uint64{uint64(st.Dev), st.Ino}] {
+			return nil
+		}
+		rel, _ := filepath.Rel(root, path)
+		own = append(own, file{rel, st.Blocks * 512})
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	sort.Slice(own, func(i, j int) bool { return own[i].bytes > own[j].bytes })
+	res.OwnFileCount = len(own)
+	for i, o := range own {
+		res.OwnFilesBytes += o.bytes
+		if i < 8 {
+			res.OwnFiles = append(res.OwnFiles, fmt.Sprintf("%d KiB %s", o.bytes>>10, o.path))
+		}
+	}
 	return nil
 }
 

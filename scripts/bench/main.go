@@ -7,7 +7,7 @@
 // measured in the same run, its methods interleaved round by round, so a noisy neighbour slows
 // all of them alike.
 //
-//	go run ./scripts/bench                 # the full run (make bench), about 20 minutes
+//	go run ./scripts/bench                 # the full run (make bench), about 15 minutes
 //	BENCH_QUICK=1 go run ./scripts/bench   # few repetitions, for development; output to a temp dir
 //
 // Settings (environment): BENCH_QUICK=1, BENCH_OUT (output directory; docs in a full run),
@@ -121,7 +121,7 @@ func loadConfig() (config, error) {
 		c.ReadEnvs, c.ReadClients, c.ReadDuration = 1000, 8, 2*time.Second
 	} else {
 		// Chosen so the medians move by a few percent between runs on a busy 2-core machine and the
-		// whole run stays within about 20 minutes. p99 over fewer than 100 samples is the maximum.
+		// whole run stays within about 15 minutes. p99 over fewer than 100 samples is the maximum.
 		c.CreateReps, c.PipReps = 15, 5
 		c.RunTrivialReps, c.RunImportReps, c.ProfileReps = 200, 30, 200
 		c.DiskSteps = []int{1, 10, 100}

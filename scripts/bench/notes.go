@@ -61,10 +61,14 @@ func diskNotes(r *Results) string {
 	n := int64(last.Envs)
 	per := last.EnvBytes / n
 	var w strings.Builder
-	fmt.Fprintf(&w, "Each hardlinked environment still owns %s: %d directories (%s; a hardlink shares a file, never a directory, and numpy + pandas\n",
+	fmt.Fprintf(&w, "Each hardlinked environment still owns %s: %d directories (%s; a hardlink shares a file, never a directory,\n",
 		mib(per), last.EnvDirs/n, mib(last.EnvDirBytes/n))
-	fmt.Fprintf(&w, "install a few hundred of them) and %s of files of its own (`pyproject.toml`, `uv.lock`, the venv's scripts and\n", mib((last.EnvBytes-last.EnvDirBytes)/n))
-	fmt.Fprintf(&w, "`pyvenv.cfg`, and the few files uv writes per install such as `RECORD` and `INSTALLER`). So N environments cost\n")
+	fmt.Fprintf(&w, "and numpy + pandas install a few hundred of them) and %s of files of its own", mib((last.EnvBytes-last.EnvDirBytes)/n))
+	if d.OwnFileCount > 0 {
+		fmt.Fprintf(&w, " (in the first environment: %d files not linked to the cache, %s; the largest: %s)",
+			d.OwnFileCount, mib(d.OwnFilesBytes), strings.Join(quoteAll(d.OwnFiles), ", "))
+	}
+	fmt.Fprintf(&w, ". So N environments cost\n")
 	fmt.Fprintf(&w, "about cache + N × %s, and \"within 1.1x of one\" holds only while N × %s ≤ 0.1 × %s, that is up to about %d\n",
 		mib(per), mib(per), mib(last.CacheBytes), int64(float64(last.CacheBytes)*0.1/float64(max(per, 1)))+1)
 	fmt.Fprintf(&w, "environments. Copies cost the whole install per environment.\n")
@@ -97,4 +101,12 @@ func concurrencyNotes(r *Results) string {
 		fmt.Fprintf(&w, "The fabric's own processes are %.0f%% of a run's CPU: the first thing to reduce.\n\n", 100*own/fab)
 	}
 	return w.String()
+}
+
+func quoteAll(xs []string) []string {
+	out := make([]string, len(xs))
+	for i, x := range xs {
+		out[i] = "`" + x + "`"
+	}
+	return out
 }
