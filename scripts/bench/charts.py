@@ -84,12 +84,21 @@ def concurrency_chart(res, out):
     clients = [r["clients"] for r in runs]
     fig, ax1 = plt.subplots(figsize=(8, 4.5))
     ax1.plot(clients, [r["rps"] for r in runs], "o-", color=COLORS[0], label="runs/s")
+    cpus = res["meta"]["cpus"]
+    ceiling = []
+    for r in runs:
+        cpu = r.get("cpu") or {}
+        per = sum(cpu.get(k, 0) for k in ("controlplane_cpu_ms_per_request", "agent_cpu_ms_per_request",
+                                            "python_cpu_ms_per_request", "loadgen_cpu_ms_per_request"))
+        ceiling.append(cpus * 1000 / per if per else float("nan"))
+    ax1.plot(clients, ceiling, "--", color=COLORS[3],
+             label="runs/s the cores allow (CPU per run; host to itself)")
     ax1.set_xscale("log", base=2)
     ax1.set_xticks(clients)
     ax1.set_xticklabels([str(x) for x in clients])
     ax1.set_xlabel("concurrent clients")
     ax1.set_ylabel("runs per second", color=COLORS[0])
-    ax1.set_ylim(bottom=0, top=max(r["rps"] for r in runs) * 1.2)
+    ax1.set_ylim(bottom=0, top=max([r["rps"] for r in runs] + [c for c in ceiling if c == c]) * 1.25)
     ax2 = ax1.twinx()
     ax2.plot(clients, [r["latency"]["p99_ms"] for r in runs], "s--", color=COLORS[1], label="p99 ms")
     ax2.plot(clients, [r["latency"]["median_ms"] for r in runs], "^:", color=COLORS[2], label="p50 ms")
