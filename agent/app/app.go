@@ -11,13 +11,19 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"sync"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/envfabric/envfabric/agent/config"
 	"github.com/envfabric/envfabric/agent/rpc"
+	"github.com/envfabric/envfabric/agent/usage"
 	"github.com/envfabric/envfabric/agent/uv"
 	"github.com/envfabric/envfabric/proto/gen/envfabric/agent/v1/agentv1connect"
 	"github.com/envfabric/envfabric/shared/agentauth"
+	"github.com/envfabric/envfabric/shared/gossip"
+	"github.com/envfabric/envfabric/shared/sdnotify"
 )
 
 // Version is the agent's version, set at build time with -ldflags "-X ...app.Version=...".
@@ -38,6 +44,13 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 	if err := checkLinks(cfg, logger); err != nil {
 		return err
 	}
+	if cfg.UsageScanInterval <= 0 {
+		cfg.UsageScanInterval = 30 * time.Second
+	}
+	if cfg.CacheScanInterval <= 0 {
+		cfg.CacheScanInterval = 5 * time.Minute
+	}
+	met := newMetrics()
 	ex := uv.New(uv.Config{
 		Bin:          cfg.UVBin,
 		CacheDir:     cfg.UVCacheDir,
@@ -46,11 +59,13 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 		Path:         cfg.Path,
 		Home:         cfg.Home,
 		Passthrough:  cfg.UVPassthrough,
+		Observe:      met.observeUV,
 	}, logger)
 	uvVersion, err := ex.Version(ctx)
 	if err != nil {
 		return fmt.Errorf("uv at %s does not answer: %w", cfg.UVBin, err)
 	}
+	tracker := usage.New(cfg.EnvsBasePath, logger.With("component", "usage"))
 	svc := rpc.New(rpc.Config{
 		AgentID:           cfg.AgentID,
 		Version:           Version,
@@ -59,7 +74,51 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 		LinkMode:          cfg.UVLinkMode,
 		DefaultPython:     cfg.DefaultPython,
 		RunMaxOutputBytes: cfg.RunMaxOutputBytes,
+		Usage:             tracker,
+		OnRun:             met.observeRun,
 	}, ex, logger)
+
+	// Background work, each loop owned here and waited for before Run returns.
+	bgCtx, stopBG := context.WithCancel(ctx)
+	var bg sync.WaitGroup
+	defer func() {
+		stopBG()
+		bg.Wait()
+	}()
+	bg.Add(2)
+	go func() { defer bg.Done(); tracker.Run(bgCtx, cfg.UsageScanInterval) }()
+	go func() { defer bg.Done(); met.measureCache(bgCtx, cfg.UVCacheDir, cfg.CacheScanInterval, logger) }()
+
+	var fleet *membership
+	if cfg.GossipBindAddr != "" {
+		id, err := fleetID(cfg.DataRoot, logger)
+		if err != nil {
+			return err
+		}
+		fleet, err = joinFleet(bgCtx, cfg, gossip.Meta{
+			Role: gossip.RoleAgent, ID: cfg.AgentID, URL: cfg.AdvertiseURL, Fleet: id, Version: Version,
+			Pythons: interpreters(ctx, ex, cfg.DefaultPython),
+		}, func() int { return int(met.inFlight.Load()) }, logger.With("fleet_id", id))
+		if err != nil {
+			return fmt.Errorf("joining the fleet: %w", err)
+		}
+		defer fleet.close()
+		bg.Add(1)
+		go func() {
+			defer bg.Done()
+			// Interpreters come and go with operators; refresh what the fleet is told.
+			t := time.NewTicker(5 * time.Minute)
+			defer t.Stop()
+			for {
+				select {
+				case <-bgCtx.Done():
+					return
+				case <-t.C:
+					fleet.setPythons(interpreters(bgCtx, ex, cfg.DefaultPython))
+				}
+			}
+		}()
+	}
 
 	ln, err := net.Listen("tcp", cfg.ListenAddr)
 	if err != nil {
@@ -69,7 +128,7 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 	protocols.SetHTTP1(true)
 	protocols.SetUnencryptedHTTP2(true)
 	srv := &http.Server{
-		Handler:           Handler(cfg.Token, svc, ex),
+		Handler:           Handler(cfg.Token, svc, ex, met),
 		Protocols:         protocols,
 		ReadHeaderTimeout: 10 * time.Second,
 		BaseContext:       func(net.Listener) context.Context { return ctx },
@@ -79,7 +138,10 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 	go func() { served <- srv.Serve(ln) }()
 	logger.Info("agent serving", "addr", ln.Addr().String(), "agent_id", cfg.AgentID, "version", Version,
 		"uv_version", uvVersion, "envs", cfg.EnvsBasePath, "cache", cfg.UVCacheDir, "link_mode", cfg.UVLinkMode,
-		"auth", cfg.Token != "")
+		"auth", cfg.Token != "", "gossip", cfg.GossipBindAddr)
+	if err := sdnotify.Ready(); err != nil {
+		logger.Warn("telling systemd we are ready", "err", err)
+	}
 
 	select {
 	case err := <-served:
@@ -87,6 +149,11 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 	case <-ctx.Done():
 	}
 	logger.Info("agent stopping")
+	_ = sdnotify.Stopping()
+	if fleet != nil {
+		// Leave first, so control planes stop sending work while in-flight calls finish.
+		fleet.close()
+	}
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownTimeout)
 	defer cancel()
 	err = srv.Shutdown(sctx)
@@ -119,12 +186,17 @@ func checkLinks(cfg config.Config, logger *slog.Logger) error {
 	return err
 }
 
-// Handler is the agent's HTTP surface: the Connect service behind the bearer-token check, and
-// unauthenticated /healthz (the process answers) and /readyz (uv answers).
-func Handler(token string, svc agentv1connect.AgentServiceHandler, ex *uv.Executor) http.Handler {
+// Handler is the agent's HTTP surface, all of it behind the bearer-token check (nothing on an agent
+// is open to an anonymous caller): the Connect service, /healthz (the process answers), /readyz
+// (uv answers) and /metrics.
+func Handler(token string, svc agentv1connect.AgentServiceHandler, ex *uv.Executor, met *metrics) http.Handler {
 	mux := http.NewServeMux()
 	path, h := agentv1connect.NewAgentServiceHandler(svc)
-	mux.Handle(path, agentauth.Middleware(token, h))
+	if met == nil {
+		met = newMetrics()
+	}
+	mux.Handle(path, met.count(h))
+	mux.Handle("GET /metrics", promhttp.HandlerFor(met.reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		_, _ = w.Write([]byte("ok"))
 	})
@@ -137,5 +209,5 @@ func Handler(token string, svc agentv1connect.AgentServiceHandler, ex *uv.Execut
 		}
 		_, _ = w.Write([]byte("ok"))
 	})
-	return mux
+	return agentauth.Middleware(token, mux)
 }

@@ -71,11 +71,23 @@ func TestRunServesAndStops(t *testing.T) {
 	go func() { done <- app.Run(ctx, cfg, testLogger(t)) }()
 
 	base := "http://" + cfg.ListenAddr
+	get := func(path, token string) (int, string, error) {
+		req, _ := http.NewRequest(http.MethodGet, base+path, nil)
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return 0, "", err
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(body), nil
+	}
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		resp, err := http.Get(base + "/healthz")
+		_, _, err := get("/healthz", "s3cret")
 		if err == nil {
-			resp.Body.Close()
 			break
 		}
 		if time.Now().After(deadline) {
@@ -83,14 +95,17 @@ func TestRunServesAndStops(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	resp, err := http.Get(base + "/readyz")
-	if err != nil {
-		t.Fatal(err)
+	if code, body, err := get("/readyz", "s3cret"); err != nil || code != http.StatusOK || body != "ok" {
+		t.Errorf("readyz: got %d %q %v; want 200 ok", code, body, err)
 	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK || string(body) != "ok" {
-		t.Errorf("readyz: got %d %q; want 200 ok", resp.StatusCode, body)
+	if code, body, _ := get("/metrics", "s3cret"); code != http.StatusOK || !strings.Contains(body, "envfabric_agent_operations_in_flight") {
+		t.Errorf("metrics: got %d; want 200 with the agent's series", code)
+	}
+	// Nothing on an agent answers an anonymous caller.
+	for _, path := range []string{"/healthz", "/readyz", "/metrics", "/envfabric.agent.v1.AgentService/Info"} {
+		if code, _, _ := get(path, ""); code != http.StatusUnauthorized {
+			t.Errorf("anonymous GET %s: %d; want 401", path, code)
+		}
 	}
 
 	tests := []struct {

@@ -12,9 +12,11 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/envfabric/envfabric/agent/uv"
 	"github.com/envfabric/envfabric/shared/config"
+	"github.com/envfabric/envfabric/shared/gossip"
 )
 
 // Config is the agent's whole configuration.
@@ -44,6 +46,18 @@ type Config struct {
 
 	LogLevel  slog.Level
 	LogFormat string
+
+	// Fleet membership; GossipBindAddr empty means a single host without gossip.
+	GossipBindAddr      string
+	GossipAdvertiseAddr string
+	GossipSeeds         []string
+	GossipKeys          [][]byte
+	GossipProfile       string
+	// AdvertiseURL is the Connect address control planes use to reach this agent.
+	AdvertiseURL string
+
+	UsageScanInterval time.Duration
+	CacheScanInterval time.Duration
 }
 
 // Load reads the configuration from src.
@@ -105,6 +119,46 @@ func Load(src config.Source) (Config, error) {
 		r.Fail("AGENT_LISTEN_ADDR=%q: %v", c.ListenAddr, err)
 	} else if c.Token == "" && !allowNoToken && !isLoopback(host) {
 		r.Fail("AGENT_TOKEN is required when AGENT_LISTEN_ADDR (%s) is not a loopback address; set AGENT_ALLOW_NO_TOKEN=true to run unauthenticated", c.ListenAddr)
+	}
+
+	c.GossipBindAddr = r.String("GOSSIP_BIND_ADDR", "")
+	c.GossipAdvertiseAddr = r.String("GOSSIP_ADVERTISE_ADDR", "")
+	c.GossipProfile = r.String("GOSSIP_PROFILE", "lan")
+	c.AdvertiseURL = r.String("AGENT_ADVERTISE_URL", "http://"+c.ListenAddr)
+	c.UsageScanInterval = r.Duration("USAGE_SCAN_INTERVAL", 30*time.Second)
+	c.CacheScanInterval = r.Duration("CACHE_SCAN_INTERVAL", 5*time.Minute)
+	if seeds, err := gossip.ParseSeeds(r.String("GOSSIP_SEEDS", "")); err != nil {
+		r.Fail("GOSSIP_SEEDS: %v", err)
+	} else {
+		c.GossipSeeds = seeds
+	}
+	if keys, err := gossip.ParseKeys(r.String("GOSSIP_KEYS", "")); err != nil {
+		r.Fail("GOSSIP_KEYS: %v", err)
+	} else {
+		c.GossipKeys = keys
+	}
+	if c.GossipBindAddr != "" {
+		gh, _, err := net.SplitHostPort(c.GossipBindAddr)
+		switch {
+		case err != nil:
+			r.Fail("GOSSIP_BIND_ADDR=%q: want host:port", c.GossipBindAddr)
+		case len(c.GossipKeys) == 0 && !isLoopback(gh) && !r.Bool("GOSSIP_ALLOW_PLAINTEXT", false):
+			r.Fail("GOSSIP_KEYS is required when GOSSIP_BIND_ADDR (%s) is not a loopback address: gossip carries the fleet's membership; set GOSSIP_ALLOW_PLAINTEXT=true to accept that risk", c.GossipBindAddr)
+		}
+		if u, err := url.Parse(c.AdvertiseURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			r.Fail("AGENT_ADVERTISE_URL=%q: want an http(s) URL", c.AdvertiseURL)
+		} else if ip := net.ParseIP(u.Hostname()); ip != nil && ip.IsUnspecified() {
+			r.Fail("AGENT_ADVERTISE_URL=%q: an unspecified address cannot be reached; set AGENT_ADVERTISE_URL to this host's address", c.AdvertiseURL)
+		}
+		if c.GossipProfile != "lan" && c.GossipProfile != "local" {
+			r.Fail("GOSSIP_PROFILE=%q: want lan or local", c.GossipProfile)
+		}
+	}
+	if c.UsageScanInterval < time.Second {
+		r.Fail("USAGE_SCAN_INTERVAL must be at least 1s")
+	}
+	if c.CacheScanInterval < time.Second {
+		r.Fail("CACHE_SCAN_INTERVAL must be at least 1s")
 	}
 
 	if err := c.LogLevel.UnmarshalText([]byte(r.String("LOG_LEVEL", "info"))); err != nil {

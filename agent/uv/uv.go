@@ -17,6 +17,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/envfabric/envfabric/shared/errcode"
@@ -49,6 +50,9 @@ type Config struct {
 	WaitDelay time.Duration
 	// OutputLimit bounds the combined output kept from each call (the last bytes; default 64 KiB).
 	OutputLimit int
+	// Observe, when set, is told the subcommand ("add", "sync", ...), duration and outcome of
+	// every uv call, for the metrics.
+	Observe func(subcommand string, d time.Duration, err error)
 }
 
 // Executor runs uv commands. It is safe for concurrent use; callers serialise work on one project.
@@ -271,6 +275,9 @@ func (e *Executor) command(ctx context.Context, dir string, args []string) *exec
 	cmd.Env = e.env
 	cmd.Stdin = nil
 	cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }
+	// If the agent dies (kill -9, OOM), uv must die with it: a uv add left running by a dead agent
+	// would keep writing a project that the control plane restores through another agent.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	cmd.WaitDelay = e.cfg.WaitDelay
 	return cmd
 }
@@ -301,6 +308,9 @@ func (e *Executor) wait(ctx context.Context, cmd *exec.Cmd, args []string, out *
 	start := time.Now()
 	err := cmd.Run()
 	e.logger.DebugContext(ctx, "uv", "args", args, "dir", cmd.Dir, "duration", time.Since(start), "err", err)
+	if e.cfg.Observe != nil {
+		e.cfg.Observe(subcommand(args), time.Since(start), err)
+	}
 	if err == nil {
 		return nil
 	}
