@@ -197,7 +197,7 @@ func newFabric(t *testing.T, opt options) *fabric {
 		agentEnv = append(agentEnv, "UV_SYSTEM_CERTS=1")
 	}
 	f.agent = start(t, "agent", agentBin, agentEnv)
-	waitHTTP(t, f.agent, "http://"+agentAddr+"/healthz")
+	waitHTTPAuth(t, f.agent, "http://"+agentAddr+"/healthz", token)
 
 	cpAddr := freeAddr(t)
 	cpEnv := append(append([]string{}, base...), "LISTEN_ADDR="+cpAddr, "AGENT_URL=http://"+agentAddr, "LEASE_TTL=6s")
@@ -226,6 +226,12 @@ func (f *fabric) killControlPlane(t *testing.T) {
 
 func waitHTTP(t *testing.T, p *proc, url string) {
 	t.Helper()
+	waitHTTPAuth(t, p, url, "")
+}
+
+// waitHTTPAuth waits until url answers 200, sending token as a bearer token when set.
+func waitHTTPAuth(t *testing.T, p *proc, url, token string) {
+	t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
 	for time.Now().Before(deadline) {
 		select {
@@ -234,7 +240,11 @@ func waitHTTP(t *testing.T, p *proc, url string) {
 			t.Fatalf("%s exited before it was ready: %v\n%s", p.name, p.err, tail(string(b), 4000))
 		default:
 		}
-		resp, err := http.Get(url)
+		req, _ := http.NewRequest(http.MethodGet, url, nil)
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := http.DefaultClient.Do(req)
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {

@@ -70,7 +70,13 @@ func (a *fakeAgent) Delete(context.Context, envid.Key) (int64, error) {
 	a.record("delete")
 	return 0, nil
 }
-func (a *fakeAgent) Ping(context.Context) error { return nil }
+func (a *fakeAgent) Ping(context.Context) error                           { return nil }
+func (a *fakeAgent) DiskUsage(context.Context, envid.Key) (int64, error)  { return 0, nil }
+func (a *fakeAgent) Usage(context.Context, time.Time) ([]envs.Use, error) { return nil, nil }
+func (a *fakeAgent) PruneCache(context.Context) (int64, int64, error) {
+	a.record("prune")
+	return 0, 0, nil
+}
 
 func newService(t *testing.T, agent envs.Agent, c *clock) (*envs.Service, store.Store) {
 	t.Helper()
@@ -79,7 +85,7 @@ func newService(t *testing.T, agent envs.Agent, c *clock) (*envs.Service, store.
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	svc := envs.New(st, agent, nil, envs.Options{
+	svc := envs.New(st, envs.One(agent), nil, envs.Options{
 		Instance: "test", DefaultPython: "3.11", DefaultTimeout: time.Second, MaxTimeout: time.Minute,
 		MaxOutputBytes: 1 << 20, LeaseTTL: 300 * time.Millisecond, CleanupIdle: time.Hour, Now: c.now,
 	}, slog.New(slog.DiscardHandler))

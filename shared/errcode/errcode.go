@@ -30,7 +30,10 @@ const (
 	NotFound           Code = "NOT_FOUND"
 	MethodNotAllowed   Code = "METHOD_NOT_ALLOWED"
 	AgentUnavailable   Code = "AGENT_UNAVAILABLE"
-	Internal           Code = "INTERNAL_ERROR"
+	// NoAgentAvailable: no live agent can serve the operation (none has the environment's
+	// interpreter at its path, or none is in the fleet).
+	NoAgentAvailable Code = "NO_AGENT_AVAILABLE"
+	Internal         Code = "INTERNAL_ERROR"
 )
 
 var status = map[Code]int{
@@ -52,6 +55,7 @@ var status = map[Code]int{
 	NotFound:           http.StatusNotFound,
 	MethodNotAllowed:   http.StatusMethodNotAllowed,
 	AgentUnavailable:   http.StatusServiceUnavailable,
+	NoAgentAvailable:   http.StatusServiceUnavailable,
 	Internal:           http.StatusInternalServerError,
 }
 
