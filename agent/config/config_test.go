@@ -7,6 +7,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	agentconfig "github.com/envfabric/envfabric/agent/config"
 	"github.com/envfabric/envfabric/shared/config"
@@ -44,6 +45,8 @@ func TestLoad(t *testing.T) {
 					EnvsBasePath: "/mnt/nas/envs", UVCacheDir: "/mnt/nas/uv_cache", UVBin: uvPath,
 					UVLinkMode: "hardlink", DefaultPython: "3.11", RunMaxOutputBytes: 1 << 20,
 					LogLevel: slog.LevelInfo, LogFormat: "text", Path: bin, Home: "/root",
+					GossipProfile: "lan", AdvertiseURL: "http://127.0.0.1:8081",
+					UsageScanInterval: 30 * time.Second, CacheScanInterval: 5 * time.Minute,
 				}
 				if len(c.UVPassthrough) != 0 {
 					t.Errorf("passthrough: got %v; want none", c.UVPassthrough)
@@ -114,6 +117,25 @@ func TestLoad(t *testing.T) {
 			name:    "envs and cache the same",
 			env:     with("ENVS_BASE_PATH", "/srv/x", "UV_CACHE_DIR", "/srv/x"),
 			wantErr: []string{"must differ"},
+		},
+		{
+			name:    "gossip beyond loopback needs a key",
+			env:     with("GOSSIP_BIND_ADDR", "10.0.0.5:7946", "AGENT_TOKEN", "t"),
+			wantErr: []string{"GOSSIP_KEYS is required"},
+		},
+		{
+			name:    "bad gossip settings are all reported",
+			env:     with("GOSSIP_BIND_ADDR", "127.0.0.1:7946", "GOSSIP_KEYS", "c2hvcnQ=", "GOSSIP_SEEDS", "nohost", "AGENT_ADVERTISE_URL", "http://0.0.0.0:8081", "GOSSIP_PROFILE", "wan"),
+			wantErr: []string{"GOSSIP_KEYS: key 1: 5 bytes", "GOSSIP_SEEDS", "AGENT_ADVERTISE_URL", "GOSSIP_PROFILE"},
+		},
+		{
+			name: "gossip on loopback",
+			env:  with("GOSSIP_BIND_ADDR", "127.0.0.1:7946", "GOSSIP_SEEDS", "127.0.0.1:7947, 127.0.0.1:7948", "GOSSIP_KEYS", "MDEyMzQ1Njc4OWFiY2RlZg=="),
+			check: func(t *testing.T, c agentconfig.Config) {
+				if len(c.GossipSeeds) != 2 || len(c.GossipKeys) != 1 || c.AdvertiseURL != "http://127.0.0.1:8081" {
+					t.Errorf("got seeds %v, %d keys, advertise %q", c.GossipSeeds, len(c.GossipKeys), c.AdvertiseURL)
+				}
+			},
 		},
 	}
 	for _, tt := range tests {

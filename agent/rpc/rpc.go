@@ -81,6 +81,7 @@ func (s *Server) CreateProject(ctx context.Context, req *connect.Request[agentv1
 		return nil, s.fail(ctx, "create", err, false)
 	}
 	defer unlock()
+	defer s.operated(key) // uv read the environment; that is not a workflow using it
 	if err := checkPackages(req.Msg.GetPackages()); err != nil {
 		return nil, s.fail(ctx, "create", err, false)
 	}
@@ -170,6 +171,7 @@ func (s *Server) Mutate(ctx context.Context, req *connect.Request[agentv1.Mutate
 		return nil, s.fail(ctx, op, err, false)
 	}
 	defer unlock()
+	defer s.operated(key) // uv read the environment; that is not a workflow using it
 	if err := checkRevision(m.GetBase(), "base"); err != nil {
 		return nil, s.fail(ctx, op, err, false)
 	}
@@ -278,6 +280,7 @@ func (s *Server) Sync(ctx context.Context, req *connect.Request[agentv1.SyncRequ
 		return nil, s.fail(ctx, "sync", err, false)
 	}
 	defer unlock()
+	defer s.operated(key) // uv read the environment; that is not a workflow using it
 	if err := checkRevision(req.Msg.GetFiles(), "files"); err != nil {
 		return nil, s.fail(ctx, "sync", err, false)
 	}
@@ -332,6 +335,7 @@ func (s *Server) Inspect(ctx context.Context, req *connect.Request[agentv1.Inspe
 			s.logger.WarnContext(ctx, "uv sync --dry-run failed", "env", key.String(), "err", err)
 		}
 		resp.VenvInSync = inSync
+		s.operated(key)
 	}
 	resp.PackagesInstalled = packagesInstalled(dir)
 	last := lastUsed(dir)
@@ -475,6 +479,11 @@ func (s *Server) Usage(ctx context.Context, req *connect.Request[agentv1.UsageRe
 	if ms := req.Msg.GetSinceUnixMs(); ms > 0 {
 		since = time.UnixMilli(ms)
 	}
+	if req.Msg.GetRescan() {
+		if err := s.cfg.Usage.Scan(ctx); err != nil {
+			return nil, s.fail(ctx, "usage", err, false)
+		}
+	}
 	uses, scanned := s.cfg.Usage.Since(since)
 	for _, u := range uses {
 		resp.Envs = append(resp.Envs, &agentv1.EnvUsage{
@@ -498,4 +507,11 @@ func (s *Server) PruneCache(ctx context.Context, _ *connect.Request[agentv1.Prun
 	after, _ := usage.MeasureCache(ctx, s.cfg.UVCacheDir)
 	s.logger.InfoContext(ctx, "pruned the uv cache", "bytes_before", before.Bytes, "bytes_after", after.Bytes)
 	return connect.NewResponse(&agentv1.PruneCacheResponse{BytesBefore: before.Bytes, BytesAfter: after.Bytes, UvOutput: out}), nil
+}
+
+// operated re-arms key's use detection after this agent's own uv command read the environment.
+func (s *Server) operated(key envid.Key) {
+	if s.cfg.Usage != nil {
+		s.cfg.Usage.Operated(key)
+	}
 }

@@ -65,6 +65,21 @@ func (t *Tracker) Used(key envid.Key, at time.Time, source string) {
 	}
 }
 
+// Operated tells the tracker that this agent just ran uv on key. uv reads pyvenv.cfg too, and
+// that is not a use by a workflow: the file is armed again and interpreter uses seen so far are
+// dropped. Uses through the API and live processes stay.
+func (t *Tracker) Operated(key envid.Key) {
+	p := filepath.Join(key.Dir(t.base), ".venv", "pyvenv.cfg")
+	if fi, err := os.Stat(p); err == nil {
+		_ = os.Chtimes(p, fi.ModTime(), fi.ModTime())
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if u, ok := t.last[key]; ok && u.Source == SourceInterpreter {
+		delete(t.last, key)
+	}
+}
+
 // Since returns the uses after since (every known use when since is zero) and when the view was
 // last refreshed by a scan.
 func (t *Tracker) Since(since time.Time) ([]Use, time.Time) {

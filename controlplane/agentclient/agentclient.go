@@ -222,7 +222,8 @@ func (c *Client) DiskUsage(ctx context.Context, key envid.Key) (int64, error) {
 
 // Usage implements envs.Agent.
 func (c *Client) Usage(ctx context.Context, since time.Time) ([]envs.Use, error) {
-	req := &agentv1.UsageRequest{}
+	// A fresh look: cleanup decides on it, and background scans may be minutes old.
+	req := &agentv1.UsageRequest{Rescan: true}
 	if !since.IsZero() {
 		req.SinceUnixMs = since.UnixMilli()
 	}

@@ -522,7 +522,8 @@ func (h *Handler) agents(w http.ResponseWriter, r *http.Request) (int, any, erro
 	if h.opt.Agents == nil {
 		return http.StatusOK, map[string]any{"agents": []any{}}, nil
 	}
-	return http.StatusOK, map[string]any{"agents": h.opt.Agents(r.Context())}, nil
+	// The view is the whole answer: an object with at least an "agents" list.
+	return http.StatusOK, h.opt.Agents(r.Context()), nil
 }
 
 func (h *Handler) healthz(w http.ResponseWriter, r *http.Request) (int, any, error) {

@@ -103,7 +103,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 			} else {
 				entry["info"] = info
 			}
-			return []any{entry}
+			return map[string]any{"mode": "single-host", "agents": []any{entry}}
 		}
 	}
 	svc := envs.New(st, agents, host, envs.Options{

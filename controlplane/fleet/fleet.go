@@ -335,6 +335,7 @@ type AgentView struct {
 
 // View is the fleet as this control plane sees it, for GET /agents.
 type View struct {
+	Mode          string            `json:"mode"` // "fleet"
 	FleetID       string            `json:"fleet_id"`
 	Self          string            `json:"control_plane"`
 	GossipAddr    string            `json:"gossip_addr"`
@@ -345,7 +346,7 @@ type View struct {
 
 // View describes the fleet.
 func (f *Fleet) View() View {
-	v := View{FleetID: *f.fleetID.Load(), Self: f.cfg.Instance, GossipAddr: f.member.Addr(),
+	v := View{Mode: "fleet", FleetID: *f.fleetID.Load(), Self: f.cfg.Instance, GossipAddr: f.member.Addr(),
 		Agents: []AgentView{}, ControlPlanes: []string{}, Refused: f.member.Refused()}
 	for _, p := range f.agents(true) {
 		c := f.client(p)

@@ -1339,7 +1339,10 @@ func (x *InfoResponse) GetUvVersion() string {
 type UsageRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Report only environments used after this time (0: every environment seen).
-	SinceUnixMs   int64 `protobuf:"varint,1,opt,name=since_unix_ms,json=sinceUnixMs,proto3" json:"since_unix_ms,omitempty"`
+	SinceUnixMs int64 `protobuf:"varint,1,opt,name=since_unix_ms,json=sinceUnixMs,proto3" json:"since_unix_ms,omitempty"`
+	// Look at the storage and the processes again before answering, instead of reporting the view
+	// of the last periodic scan.
+	Rescan        bool `protobuf:"varint,2,opt,name=rescan,proto3" json:"rescan,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1379,6 +1382,13 @@ func (x *UsageRequest) GetSinceUnixMs() int64 {
 		return x.SinceUnixMs
 	}
 	return 0
+}
+
+func (x *UsageRequest) GetRescan() bool {
+	if x != nil {
+		return x.Rescan
+	}
+	return false
 }
 
 type EnvUsage struct {
@@ -1705,9 +1715,10 @@ const file_envfabric_agent_v1_agent_proto_rawDesc = "" +
 	"\tlink_mode\x18\x05 \x01(\tR\blinkMode\x12C\n" +
 	"\finterpreters\x18\x06 \x03(\v2\x1f.envfabric.agent.v1.InterpreterR\finterpreters\x12\x1d\n" +
 	"\n" +
-	"uv_version\x18\a \x01(\tR\tuvVersion\"2\n" +
+	"uv_version\x18\a \x01(\tR\tuvVersion\"J\n" +
 	"\fUsageRequest\x12\"\n" +
-	"\rsince_unix_ms\x18\x01 \x01(\x03R\vsinceUnixMs\"{\n" +
+	"\rsince_unix_ms\x18\x01 \x01(\x03R\vsinceUnixMs\x12\x16\n" +
+	"\x06rescan\x18\x02 \x01(\bR\x06rescan\"{\n" +
 	"\bEnvUsage\x12,\n" +
 	"\x03env\x18\x01 \x01(\v2\x1a.envfabric.agent.v1.EnvRefR\x03env\x12)\n" +
 	"\x11last_used_unix_ms\x18\x02 \x01(\x03R\x0elastUsedUnixMs\x12\x16\n" +
