@@ -1,6 +1,7 @@
 # Environment Fabric — build, run and test.
 #
 #   make run     start the single-host fabric (agent + control plane) on this machine
+#   make fleet   start a local fleet: PostgreSQL, two control planes, three agents, on loopback
 #   make test    everything CI checks: generated code up to date, go vet, go test
 #
 # Tools the build needs (uv, buf, protoc plugins) are installed under .tools/, pinned.
@@ -37,6 +38,10 @@ uv: ## install the pinned uv into .tools/uv
 .PHONY: run
 run: ## run agent + control plane on this host (data in ./data; Ctrl-C stops)
 	bash scripts/run.sh
+
+.PHONY: fleet
+fleet: ## run a local fleet: PostgreSQL, 2 control planes, 3 agents on loopback (data in ./data/fleet)
+	bash scripts/fleet.sh
 
 .PHONY: test
 test: uv checkgenerate ## check generated code, go vet, go test (what CI runs)

@@ -322,15 +322,21 @@ func (f *Fleet) Gone(ctx context.Context, name string) bool {
 
 // AgentView is one agent in GET /agents.
 type AgentView struct {
-	ID         string          `json:"agent_id"`
-	URL        string          `json:"url"`
-	GossipAddr string          `json:"gossip_addr"`
-	State      string          `json:"state"`
-	Load       int             `json:"load"`
-	Fleet      string          `json:"fleet_id"`
-	Sandbox    string          `json:"sandbox,omitempty"`
-	Version    string          `json:"version"`
-	Pythons    []gossip.Python `json:"interpreters"`
+	ID         string        `json:"agent_id"`
+	URL        string        `json:"url"`
+	GossipAddr string        `json:"gossip_addr"`
+	State      string        `json:"state"`
+	Load       int           `json:"load"`
+	Fleet      string        `json:"fleet_id"`
+	Sandbox    string        `json:"sandbox,omitempty"`
+	Version    string        `json:"version"`
+	Pythons    []Interpreter `json:"interpreters"`
+}
+
+// Interpreter is one Python an agent offers.
+type Interpreter struct {
+	Version string `json:"version"`
+	Path    string `json:"path"`
 }
 
 // View is the fleet as this control plane sees it, for GET /agents.
@@ -350,9 +356,13 @@ func (f *Fleet) View() View {
 		Agents: []AgentView{}, ControlPlanes: []string{}, Refused: f.member.Refused()}
 	for _, p := range f.agents(true) {
 		c := f.client(p)
-		v.Agents = append(v.Agents, AgentView{ID: p.Meta.ID, URL: p.Meta.URL, GossipAddr: p.Addr, State: p.State,
+		av := AgentView{ID: p.Meta.ID, URL: p.Meta.URL, GossipAddr: p.Addr, State: p.State,
 			Load: p.Meta.Load + int(c.inFlight.Load()), Fleet: p.Meta.Fleet, Sandbox: p.Meta.Sandbox, Version: p.Meta.Version,
-			Pythons: p.Meta.Pythons})
+			Pythons: []Interpreter{}}
+		for _, py := range p.Meta.Pythons {
+			av.Pythons = append(av.Pythons, Interpreter{Version: py.Version, Path: py.Path})
+		}
+		v.Agents = append(v.Agents, av)
 	}
 	sort.Slice(v.Agents, func(i, j int) bool { return v.Agents[i].ID < v.Agents[j].ID })
 	for _, p := range f.controlPlanes() {
