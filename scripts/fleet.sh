@@ -2,7 +2,9 @@
 # fleet.sh — a whole Environment Fabric fleet on this one machine, for trying it out: a private
 # PostgreSQL, two control planes and three agents on loopback, finding each other by encrypted
 # gossip and sharing one "NAS" directory. This is what `make fleet` runs. Ctrl-C stops everything
-# (control planes first, then agents, then PostgreSQL); if any program exits, the rest stop too.
+# (control planes first, then agents, then PostgreSQL). An agent or control plane that exits is
+# reported and the rest keep running, so members can be stopped and started again by hand
+# (pid files in $DATA_ROOT/run/).
 #
 # Settings (environment):
 #   DATA_ROOT        the shared "NAS", the database and logs (./data/fleet)
@@ -83,6 +85,8 @@ export DATABASE_URL="postgresql://postgres@127.0.0.1:$pg_port/envfabric?sslmode=
 
 # --- processes ---------------------------------------------------------------------------------
 declare -a cp_pids=() agent_pids=()
+declare -A names=()
+mkdir -p "$DATA_ROOT/run"
 start() { # start NAME BINARY VAR=VALUE...: in the background, output prefixed and logged
 	local name=$1 bin=$2 log="$logs/$1.log"
 	shift 2
@@ -92,6 +96,8 @@ start() { # start NAME BINARY VAR=VALUE...: in the background, output prefixed a
 		tee -a "$log" | sed -u "s/^/[$name] /"
 	) 2>&1 &
 	started_pid=$!
+	names[$started_pid]=$name
+	echo "$started_pid" >"$DATA_ROOT/run/$name.pid"
 }
 stop() {
 	local pid=$1 i
@@ -158,7 +164,15 @@ say "fleet up: control planes $(printf 'http://127.0.0.1:%s ' "${cp_ports[@]}")"
 say "try: curl -s http://127.0.0.1:${cp_ports[0]}/agents | python3 -m json.tool"
 say "Ctrl-C stops the fleet. Data and logs: $DATA_ROOT"
 
-rc=0
-wait -n "${cp_pids[@]}" "${agent_pids[@]}" || rc=$?
-say "a program exited (status $rc); stopping the fleet (logs in $logs)"
-exit 1
+say "stop one member to watch the fleet react: kill \$(cat $DATA_ROOT/run/agent3.pid)"
+
+# Report members that exit; stop when none is left.
+while ((${#names[@]})); do
+	rc=0
+	wait -n -p gone "${!names[@]}" || rc=$?
+	[[ -n ${gone:-} ]] || break
+	say "${names[$gone]} exited (status $rc); the rest keep running (log: $logs/${names[$gone]}.log)"
+	rm -f "$DATA_ROOT/run/${names[$gone]}.pid"
+	unset "names[$gone]"
+done
+say "every member has exited"
