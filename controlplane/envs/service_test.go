@@ -5,6 +5,8 @@ import (
 	"errors"
 	"log/slog"
 	"path/filepath"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -176,5 +178,31 @@ func TestNoIntentNoSideEffect(t *testing.T) {
 	}
 	if got := agent.Calls(); len(got) != calls {
 		t.Errorf("the agent was called without an audit row: %v", got[calls:])
+	}
+}
+
+// TestPruneCacheWaitsForQuiet: the uv cache is pruned only while no mutation holds a lease
+// anywhere in the fleet.
+func TestPruneCacheWaitsForQuiet(t *testing.T) {
+	agent := &fakeAgent{}
+	c := &clock{}
+	svc, st := newService(t, agent, c)
+	lease, err := st.AcquireLease(t.Context(), store.LeaseRequest{Key: envid.Key{WorkflowID: "wf", NodeID: "busy", VersionID: "v1"},
+		Exclusive: true, Holder: "another-control-plane", Operation: "add", TTL: time.Minute, Now: c.now()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := svc.PruneCache(t.Context())
+	if err != nil || res.Pruned || !strings.Contains(res.Reason, "1 uv operation") {
+		t.Errorf("with a mutation under way: %+v, %v; want postponed", res, err)
+	}
+	if slices.Contains(agent.Calls(), "prune") {
+		t.Fatal("the cache was pruned while a mutation held a lease")
+	}
+	if err := st.ReleaseLease(t.Context(), lease.ID); err != nil {
+		t.Fatal(err)
+	}
+	if res, err := svc.PruneCache(t.Context()); err != nil || !res.Pruned || !slices.Contains(agent.Calls(), "prune") {
+		t.Errorf("with the fleet quiet: %+v, %v, calls %v; want pruned", res, err, agent.Calls())
 	}
 }
