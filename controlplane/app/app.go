@@ -16,9 +16,11 @@ import (
 
 	"github.com/envfabric/envfabric/controlplane/agentclient"
 	"github.com/envfabric/envfabric/controlplane/api"
+	"github.com/envfabric/envfabric/controlplane/api/auth"
 	"github.com/envfabric/envfabric/controlplane/config"
 	"github.com/envfabric/envfabric/controlplane/envs"
 	"github.com/envfabric/envfabric/controlplane/hostdeps"
+	"github.com/envfabric/envfabric/controlplane/reqspec"
 	"github.com/envfabric/envfabric/controlplane/store"
 	"github.com/envfabric/envfabric/controlplane/store/postgres"
 	"github.com/envfabric/envfabric/controlplane/store/sqlite"
@@ -59,12 +61,20 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	if cfg.HostPyproject != "" {
 		log.Info("host dependency constraints loaded", "path", cfg.HostPyproject, "packages", host.Len())
 	}
+	tokens, err := auth.NewSet(cfg.API.Tokens)
+	if err != nil {
+		return fmt.Errorf("API tokens: %w", err)
+	}
+	if !tokens.Enabled() {
+		log.Warn("the REST API is open: no API tokens configured, every caller may do everything", "listen", cfg.ListenAddr)
+	}
+	packages := reqspec.Policy{URLPrefixes: cfg.API.PackageURLPrefixes}
 	agent := agentclient.New(cfg.AgentURL, cfg.AgentToken)
 	svc := envs.New(st, agent, host, envs.Options{
 		Instance: cfg.InstanceID, DefaultPython: cfg.DefaultPython,
 		DefaultTimeout: cfg.ExecutionTimeout, MaxTimeout: cfg.MaxExecutionTime, MaxOutputBytes: cfg.MaxOutputBytes,
 		LeaseTTL: cfg.LeaseTTL, OperationTimeout: cfg.OperationTimeout,
-		IdleAfter: cfg.IdleAfter, CleanupIdle: cfg.CleanupIdle,
+		IdleAfter: cfg.IdleAfter, CleanupIdle: cfg.CleanupIdle, Packages: packages,
 	}, log)
 
 	reg := prometheus.NewRegistry()
@@ -72,6 +82,8 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	handler := api.New(svc, api.Options{
 		MaxBodyBytes: cfg.MaxBodyBytes,
 		Registry:     reg,
+		Tokens:       tokens,
+		Packages:     packages,
 		Ready: map[string]api.Checker{
 			"database": st.Ping,
 			"agent":    agent.Ping,

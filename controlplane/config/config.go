@@ -37,6 +37,7 @@ type Config struct {
 	LogLevel           string
 	LogFormat          string // text or json
 	AllowRemoteNoToken bool
+	API                API // callers and package references the REST API admits (apiauth.go)
 }
 
 // Load reads the configuration from src.
@@ -65,6 +66,7 @@ func Load(src config.Source) (Config, error) {
 		LogFormat:          r.String("LOG_FORMAT", "text"),
 		AllowRemoteNoToken: r.Bool("AGENT_ALLOW_NO_TOKEN", false),
 	}
+	c.API = loadAPI(r, c.ListenAddr)
 	if !filepath.IsAbs(c.DataRoot) {
 		abs, err := filepath.Abs(c.DataRoot)
 		if err != nil {

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/envfabric/envfabric/controlplane/hostdeps"
+	"github.com/envfabric/envfabric/controlplane/reqspec"
 	"github.com/envfabric/envfabric/controlplane/store"
 	"github.com/envfabric/envfabric/shared/envid"
 	"github.com/envfabric/envfabric/shared/errcode"
@@ -34,6 +35,7 @@ type Options struct {
 	IdleAfter        time.Duration // an ACTIVE environment unused this long is reported IDLE
 	CleanupIdle      time.Duration // environments unused this long are removed by cleanup
 	Now              func() time.Time
+	Packages         reqspec.Policy // what package references beyond the index an operator allows
 }
 
 // Service is the environment lifecycle.

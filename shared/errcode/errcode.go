@@ -31,6 +31,11 @@ const (
 	MethodNotAllowed   Code = "METHOD_NOT_ALLOWED"
 	AgentUnavailable   Code = "AGENT_UNAVAILABLE"
 	Internal           Code = "INTERNAL_ERROR"
+
+	// Authentication and transport strictness.
+	Unauthenticated      Code = "UNAUTHENTICATED"
+	Forbidden            Code = "FORBIDDEN"
+	UnsupportedMediaType Code = "UNSUPPORTED_MEDIA_TYPE"
 )
 
 var status = map[Code]int{
@@ -53,6 +58,10 @@ var status = map[Code]int{
 	MethodNotAllowed:   http.StatusMethodNotAllowed,
 	AgentUnavailable:   http.StatusServiceUnavailable,
 	Internal:           http.StatusInternalServerError,
+
+	Unauthenticated:      http.StatusUnauthorized,
+	Forbidden:            http.StatusForbidden,
+	UnsupportedMediaType: http.StatusUnsupportedMediaType,
 }
 
 // All lists every code, for documentation and tests.
