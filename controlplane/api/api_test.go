@@ -1,6 +1,7 @@
 package api
 
 import (
+	"bytes"
 	"encoding/json"
 	"io"
 	"log/slog"
@@ -259,6 +260,32 @@ func FuzzDecodeCursor(f *testing.F) {
 		}
 		if again, err := decodeCursor(encodeCursor(k)); err != nil || again != k {
 			t.Fatalf("cursor for %v does not round-trip: %v %v", k, again, err)
+		}
+	})
+}
+
+// FuzzDecodeMutation feeds arbitrary bytes to the decoder of the dependency endpoints' body: it
+// either refuses them with a coded error or yields a version and a list of strings.
+func FuzzDecodeMutation(f *testing.F) {
+	for _, s := range []string{``, `{}`, `{"packages": ["alpha"]}`, `{"packages": "[\"alpha\", \"beta\"]"}`,
+		`{"packages": 7}`, `{"version_id": "v2", "packages": []}`, `{} {}`, `[`, `{"packages": ["a"], "x": 1}`, "{\"version_id\": \"\xff\"}"} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var body struct {
+			versioned
+			Packages packageList `json:"packages"`
+		}
+		r := httptest.NewRequest("POST", "/envs/wf/n/deps", bytes.NewReader(b))
+		err := decodeJSON(r, &body)
+		if err != nil {
+			if errcode.Of(err) == errcode.Internal {
+				t.Fatalf("decodeJSON(%q) = %v, an uncoded error (a 500)", b, err)
+			}
+			return
+		}
+		if len(bytes.TrimSpace(b)) > 0 && !json.Valid(b) {
+			t.Fatalf("decodeJSON accepted invalid JSON %q", b)
 		}
 	})
 }

@@ -285,3 +285,34 @@ func TestParseAllBounds(t *testing.T) {
 		t.Errorf("%d packages: %v", MaxPackages, err)
 	}
 }
+
+// FuzzPolicyParse: with URLs allowed under a prefix, whatever is accepted stays under it.
+func FuzzPolicyParse(f *testing.F) {
+	for _, tt := range policyTests {
+		f.Add(tt.in)
+	}
+	for _, tt := range parseTests {
+		f.Add(tt.in)
+	}
+	prefix := "https://wheels.example.invalid/simple/"
+	p := Policy{URLPrefixes: []string{prefix}}
+	f.Fuzz(func(t *testing.T, s string) {
+		r, err := p.Parse(s)
+		if err != nil {
+			return
+		}
+		if r.URL != "" {
+			if !strings.HasPrefix(r.URL, prefix) || strings.ContainsAny(r.URL, " \t\\%") || strings.Contains(r.URL, "/../") || strings.HasSuffix(r.URL, "/..") {
+				t.Fatalf("Parse(%q) accepted the URL %q", s, r.URL)
+			}
+		}
+		out := r.String()
+		if strings.HasPrefix(out, "-") {
+			t.Fatalf("Parse(%q) = %q, an option", s, out)
+		}
+		again, err := p.Parse(out)
+		if err != nil || again.String() != out {
+			t.Fatalf("canonical form %q does not parse back to itself: %v %q", out, err, again.String())
+		}
+	})
+}
