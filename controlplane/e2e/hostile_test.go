@@ -127,6 +127,8 @@ var hostilePackages = []string{
 	"alpha==not-a-version",
 	"alpha==99999999999999999999999",
 	"alpha~=1",
+	"alpha===arbitrary",
+	`alpha; python_version === "3.11"`,
 	"alpha>=1.0+local",
 	"alpha; os.system == 'x'",
 	`alpha; python_version >= "three"`,

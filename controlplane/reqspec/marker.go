@@ -72,7 +72,7 @@ func lexMarker(s string) ([]markerToken, error) {
 			}
 			op := s[i:j]
 			switch op {
-			case "<", "<=", ">", ">=", "==", "!=", "~=", "===":
+			case "<", "<=", ">", ">=", "==", "!=", "~=": // uv refuses === in markers
 			default:
 				return nil, fmt.Errorf("unknown operator %q", op)
 			}

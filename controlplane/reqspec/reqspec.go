@@ -69,8 +69,6 @@ var (
 		`(?:-[0-9]{1,18}|[-_.]?(?:post|rev|r)[-_.]?[0-9]{0,18})?` +
 		`(?:[-_.]?dev[-_.]?[0-9]{0,18})?` +
 		`(?:\+[a-z0-9]{1,64}(?:[-_.][a-z0-9]{1,64}){0,15})?$`)
-	releaseOnlyRe = regexp.MustCompile(`^v?(?:[0-9]{1,9}!)?[0-9]{1,18}(?:\.[0-9]{1,18}){0,31}$`)
-	arbitraryRe   = regexp.MustCompile(`^[A-Za-z0-9_.+!-]{1,64}$`)
 )
 
 // Error explains why a requirement was refused.
@@ -211,7 +209,8 @@ func (p Policy) Parse(spec string) (Requirement, error) {
 func checkVersion(op, v string) error {
 	switch op {
 	case "===":
-		if !arbitraryRe.MatchString(v) {
+		// PEP 440 allows any string here; uv reads it as a version, so a version it must be.
+		if strings.Contains(v, "*") || !versionRe.MatchString(v) {
 			return fmt.Errorf("%q is not a version", v)
 		}
 		return nil

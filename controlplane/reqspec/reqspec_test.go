@@ -46,6 +46,8 @@ var parseTests = []struct {
 	{in: "numpy>=1.0+local", wantErr: "local version"},
 	{in: "numpy>=1.*", wantErr: "not a PEP 440 version"},
 	{in: "numpy==abc", wantErr: "not a PEP 440 version"},
+	{in: "numpy===arbitrary", wantErr: "not a version"},
+	{in: `numpy; python_version === "3.11"`, wantErr: "unknown operator"},
 	{in: "numpy~=1", wantErr: "two parts"},
 	{in: "numpy==1.0.*.1", wantErr: "specifier"},
 	{in: "numpy==99999999999999999999999", wantErr: "not a PEP 440 version"},
