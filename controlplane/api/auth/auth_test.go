@@ -1,6 +1,7 @@
 package auth
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -67,5 +68,29 @@ func TestRoles(t *testing.T) {
 		if got := tt.have.Allows(tt.need); got != tt.want {
 			t.Errorf("%s.Allows(%s) = %v; want %v", tt.have, tt.need, got, tt.want)
 		}
+	}
+}
+
+// BenchmarkLookup is the price of authenticating one request: every configured secret is
+// compared, so it grows with the number of tokens.
+func BenchmarkLookup(b *testing.B) {
+	for _, n := range []int{1, 10, 100} {
+		b.Run(fmt.Sprint(n, " tokens"), func(b *testing.B) {
+			var tokens []Token
+			for i := 0; i < n; i++ {
+				tokens = append(tokens, Token{Name: fmt.Sprint("t", i), Role: Read, Secret: fmt.Sprintf("secret-%020d", i)})
+			}
+			s, err := NewSet(tokens)
+			if err != nil {
+				b.Fatal(err)
+			}
+			want := tokens[n-1].Secret
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				if _, ok := s.Lookup(want); !ok {
+					b.Fatal("not found")
+				}
+			}
+		})
 	}
 }
