@@ -14,6 +14,7 @@ import (
 	"io"
 	"log/slog"
 	"mime"
+	"net"
 	"net/http"
 	"net/url"
 	"path"
@@ -40,6 +41,7 @@ type Checker func(ctx context.Context) error
 // Options configures the handler.
 type Options struct {
 	MaxBodyBytes int64
+	BodyTimeout  time.Duration      // how long a client may take to send its body
 	Ready        map[string]Checker // name → check, all must pass for /readyz
 	Agents       func(ctx context.Context) any
 	Registry     *prometheus.Registry
@@ -93,6 +95,9 @@ var versionQuery = []string{"version_id"}
 func New(svc *envs.Service, opt Options, log *slog.Logger) *Handler {
 	if opt.MaxBodyBytes <= 0 {
 		opt.MaxBodyBytes = 8 << 20
+	}
+	if opt.BodyTimeout <= 0 {
+		opt.BodyTimeout = time.Minute
 	}
 	h := &Handler{svc: svc, opt: opt, log: log, mux: http.NewServeMux(),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -175,6 +180,9 @@ type statusWriter struct {
 	status int
 }
 
+// Unwrap lets http.ResponseController reach the connection (for read deadlines).
+func (s *statusWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
+
 func (s *statusWriter) WriteHeader(code int) {
 	s.status = code
 	s.ResponseWriter.WriteHeader(code)
@@ -218,7 +226,12 @@ func (h *Handler) handle(pattern string, methods map[string]endpoint) {
 			ep.raw.ServeHTTP(sw, r)
 			return
 		}
-		r.Body = http.MaxBytesReader(sw, r.Body, h.opt.MaxBodyBytes)
+		if ep.body != noBody {
+			if err := h.readBody(sw, r); err != nil {
+				h.fail(sw, r, err)
+				return
+			}
+		}
 		status, body, err := ep.fn(sw, r)
 		if err != nil {
 			h.fail(sw, r, err)
@@ -226,6 +239,32 @@ func (h *Handler) handle(pattern string, methods map[string]endpoint) {
 		}
 		writeJSON(sw, status, body)
 	})
+}
+
+// readBody reads the whole body, bounded in size by MaxBodyBytes and in time by BodyTimeout,
+// before the endpoint runs: a client that trickles its body holds a connection for BodyTimeout at
+// most, and the deadline is gone before a long operation (a run) starts.
+func (h *Handler) readBody(w http.ResponseWriter, r *http.Request) error {
+	rc := http.NewResponseController(w)
+	_ = rc.SetReadDeadline(time.Now().Add(h.opt.BodyTimeout))
+	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.opt.MaxBodyBytes))
+	if err != nil {
+		// The deadline stays: the server would otherwise wait for the rest of the body before
+		// answering. The connection is not reused.
+		w.Header().Set("Connection", "close")
+		var mbe *http.MaxBytesError
+		var ne net.Error
+		switch {
+		case errors.As(err, &mbe):
+			return err
+		case errors.As(err, &ne) && ne.Timeout():
+			return errcode.New(errcode.RequestTimeout, fmt.Sprintf("request body not received within %s", h.opt.BodyTimeout))
+		}
+		return errcode.Wrap(errcode.InvalidRequest, err, "reading the request body: "+err.Error())
+	}
+	_ = rc.SetReadDeadline(time.Time{})
+	r.Body = io.NopCloser(bytes.NewReader(b))
+	return nil
 }
 
 // checkQuery refuses query parameters the endpoint does not read, and repeated ones: a parameter

@@ -81,6 +81,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	handler := api.New(svc, api.Options{
 		MaxBodyBytes: cfg.MaxBodyBytes,
+		BodyTimeout:  cfg.API.BodyTimeout,
 		Registry:     reg,
 		Tokens:       tokens,
 		Packages:     packages,

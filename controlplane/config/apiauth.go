@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/envfabric/envfabric/controlplane/api/auth"
 	"github.com/envfabric/envfabric/controlplane/reqspec"
@@ -19,11 +20,15 @@ type API struct {
 	// PackageURLPrefixes lets requirements name direct URLs (PEP 508 "name @ url") that start with
 	// one of these; empty refuses every URL, path and VCS reference.
 	PackageURLPrefixes []string
+	BodyTimeout        time.Duration // REQUEST_BODY_TIMEOUT: how long a client may take to send a body
 }
 
 // loadAPI reads API_TOKENS, API_TOKENS_FILE, API_ALLOW_NO_AUTH and ALLOW_PACKAGE_URLS.
 func loadAPI(r *config.Reader, listenAddr string) API {
-	a := API{AllowNoAuth: r.Bool("API_ALLOW_NO_AUTH", false)}
+	a := API{AllowNoAuth: r.Bool("API_ALLOW_NO_AUTH", false), BodyTimeout: r.Duration("REQUEST_BODY_TIMEOUT", time.Minute)}
+	if a.BodyTimeout < time.Second {
+		r.Fail("REQUEST_BODY_TIMEOUT=%s: at least 1s", a.BodyTimeout)
+	}
 	if v := r.String("API_TOKENS", ""); v != "" {
 		for i, s := range strings.Split(v, ",") {
 			if strings.TrimSpace(s) == "" {

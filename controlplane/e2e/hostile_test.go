@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/sha256"
@@ -9,6 +10,7 @@ import (
 	"fmt"
 	"io/fs"
 	"mime/multipart"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -373,7 +375,7 @@ func diffSnapshots(before, after map[string]string) []string {
 // service is ready and still serves the environment the requests were aimed at.
 func TestHostileInput(t *testing.T) {
 	tmp := t.TempDir()
-	f := newFabric(t, options{cpEnv: []string{"TMPDIR=" + tmp}})
+	f := newFabric(t, options{cpEnv: []string{"TMPDIR=" + tmp, "REQUEST_BODY_TIMEOUT=3s"}})
 	expect(t, f.do(t, "POST", "/envs", map[string]any{"workflow_id": "wf", "node_id": "n", "packages": []string{"alpha==1.0.0"}}), 201, "")
 	spec := loadOpenAPI(t, f)
 
@@ -418,6 +420,29 @@ func TestHostileInput(t *testing.T) {
 			spec.checkStatus(t, c.method, c.path, r.Status)
 		})
 	}
+	t.Run("a body that never arrives", func(t *testing.T) {
+		// Headers promise 1000 bytes; 10 come. The answer is 408 once REQUEST_BODY_TIMEOUT (3s
+		// here) has passed, not a connection held for ever.
+		conn, err := net.Dial("tcp", strings.TrimPrefix(f.URL, "http://"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		_ = conn.SetDeadline(time.Now().Add(60 * time.Second))
+		fmt.Fprintf(conn, "POST /envs/wf/n/run HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"code\": \"", adminSecret)
+		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+		if err != nil {
+			t.Fatalf("no answer to a stalled body: %v", err)
+		}
+		defer resp.Body.Close()
+		var body map[string]any
+		_ = json.NewDecoder(resp.Body).Decode(&body)
+		e, _ := body["error"].(map[string]any)
+		if resp.StatusCode != http.StatusRequestTimeout || e["code"] != "REQUEST_TIMEOUT" {
+			t.Errorf("got %d %v; want 408 REQUEST_TIMEOUT", resp.StatusCode, body)
+		}
+		spec.checkStatus(t, "POST", "/envs/wf/n/run", resp.StatusCode)
+	})
 	if diffs := diffSnapshots(before, treeSnapshot(t, f.Envs, f.Cache, tmp)); len(diffs) > 0 {
 		t.Errorf("hostile requests changed the disk:\n%s", strings.Join(diffs[:min(len(diffs), 40)], "\n"))
 	}

@@ -36,6 +36,7 @@ const (
 	Unauthenticated      Code = "UNAUTHENTICATED"
 	Forbidden            Code = "FORBIDDEN"
 	UnsupportedMediaType Code = "UNSUPPORTED_MEDIA_TYPE"
+	RequestTimeout       Code = "REQUEST_TIMEOUT"
 )
 
 var status = map[Code]int{
@@ -62,6 +63,7 @@ var status = map[Code]int{
 	Unauthenticated:      http.StatusUnauthorized,
 	Forbidden:            http.StatusForbidden,
 	UnsupportedMediaType: http.StatusUnsupportedMediaType,
+	RequestTimeout:       http.StatusRequestTimeout,
 }
 
 // All lists every code, for documentation and tests.
