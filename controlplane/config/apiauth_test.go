@@ -54,6 +54,8 @@ func TestLoadAPI(t *testing.T) {
 		{name: "file with a bad line", env: map[string]string{"API_TOKENS_FILE": bad}, wantErr: []string{"line 1"}, notIn: "ci-secret"},
 		{name: "missing file", env: map[string]string{"API_TOKENS_FILE": filepath.Join(dir, "nope")}, wantErr: []string{"API_TOKENS_FILE"}},
 		{name: "URL allow-list", env: map[string]string{"ALLOW_PACKAGE_URLS": "https://wheels.example.invalid/simple/, file:///srv/wheels/"}},
+		{name: "body timeout too short", env: map[string]string{"REQUEST_BODY_TIMEOUT": "10ms"}, wantErr: []string{"REQUEST_BODY_TIMEOUT"}},
+		{name: "body timeout not a duration", env: map[string]string{"REQUEST_BODY_TIMEOUT": "60"}, wantErr: []string{"REQUEST_BODY_TIMEOUT"}},
 		{name: "URL allow-list without a trailing slash", env: map[string]string{"ALLOW_PACKAGE_URLS": "https://wheels.example.invalid"}, wantErr: []string{"ALLOW_PACKAGE_URLS"}},
 	}
 	for _, tt := range tests {
