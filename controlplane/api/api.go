@@ -79,7 +79,7 @@ type endpoint struct {
 	query []string  // the query parameters it reads; any other is refused
 	body  body
 	fn    handlerFunc
-	raw   http.Handler // instead of fn, for bodies that are not JSON (metrics)
+	raw   http.Handler // instead of fn, for answers that are not the API's JSON (metrics, the document)
 }
 
 // route is one registered path, kept so the OpenAPI document can be checked against it.

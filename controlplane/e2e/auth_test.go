@@ -12,11 +12,6 @@ import (
 	"time"
 )
 
-const (
-	readerSecret = "e2e-read-secret-0123456789"
-	writerSecret = "e2e-write-secret-0123456789"
-)
-
 // as sends a request with the given Authorization header ("" sends none) and an X-Actor that
 // must never become the identity.
 func (f *fabric) as(t *testing.T, authz, method, path, body string) response {

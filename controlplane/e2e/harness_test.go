@@ -291,8 +291,10 @@ func (f *fabric) doCtx(t *testing.T, ctx context.Context, method, path string, b
 
 // The control plane's callers in every test (see auth_test.go); send uses the admin one.
 const (
-	adminSecret = "e2e-admin-secret-0123456789"
-	apiTokens   = "e2e-test:admin:" + adminSecret + ",e2e-reader:read:e2e-read-secret-0123456789,e2e-writer:write:e2e-write-secret-0123456789"
+	adminSecret  = "e2e-admin-secret-0123456789"
+	readerSecret = "e2e-read-secret-0123456789"
+	writerSecret = "e2e-write-secret-0123456789"
+	apiTokens    = "e2e-test:admin:" + adminSecret + ",e2e-reader:read:" + readerSecret + ",e2e-writer:write:" + writerSecret
 )
 
 func (f *fabric) send(t *testing.T, req *http.Request) response {
