@@ -16,10 +16,12 @@ import (
 
 	"github.com/envfabric/envfabric/controlplane/agentclient"
 	"github.com/envfabric/envfabric/controlplane/api"
+	"github.com/envfabric/envfabric/controlplane/api/auth"
 	"github.com/envfabric/envfabric/controlplane/config"
 	"github.com/envfabric/envfabric/controlplane/envs"
 	"github.com/envfabric/envfabric/controlplane/fleet"
 	"github.com/envfabric/envfabric/controlplane/hostdeps"
+	"github.com/envfabric/envfabric/controlplane/reqspec"
 	"github.com/envfabric/envfabric/controlplane/store"
 	"github.com/envfabric/envfabric/controlplane/store/postgres"
 	"github.com/envfabric/envfabric/controlplane/store/sqlite"
@@ -62,6 +64,14 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	if cfg.HostPyproject != "" {
 		log.Info("host dependency constraints loaded", "path", cfg.HostPyproject, "packages", host.Len())
 	}
+	tokens, err := auth.NewSet(cfg.API.Tokens)
+	if err != nil {
+		return fmt.Errorf("API tokens: %w", err)
+	}
+	if !tokens.Enabled() {
+		log.Warn("the REST API is open: no API tokens configured, every caller may do everything", "listen", cfg.ListenAddr)
+	}
+	packages := reqspec.Policy{URLPrefixes: cfg.API.PackageURLPrefixes}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
@@ -110,12 +120,15 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		Instance: cfg.InstanceID, DefaultPython: cfg.DefaultPython,
 		DefaultTimeout: cfg.ExecutionTimeout, MaxTimeout: cfg.MaxExecutionTime, MaxOutputBytes: cfg.MaxOutputBytes,
 		LeaseTTL: cfg.LeaseTTL, OperationTimeout: cfg.OperationTimeout,
-		IdleAfter: cfg.IdleAfter, CleanupIdle: cfg.CleanupIdle, Registry: reg,
+		IdleAfter: cfg.IdleAfter, CleanupIdle: cfg.CleanupIdle, Registry: reg, Packages: packages,
 	}, log)
 
 	handler := api.New(svc, api.Options{
 		MaxBodyBytes: cfg.MaxBodyBytes,
+		BodyTimeout:  cfg.API.BodyTimeout,
 		Registry:     reg,
+		Tokens:       tokens,
+		Packages:     packages,
 		Ready: map[string]api.Checker{
 			"database": st.Ping,
 			"agent":    agentReady,

@@ -48,6 +48,7 @@ type Config struct {
 	FleetID             string
 	// CachePruneInterval is how often the cleanup leader prunes the uv cache; 0 never.
 	CachePruneInterval time.Duration
+	API                API // callers and package references the REST API admits (apiauth.go)
 }
 
 // Fleet reports whether agents are found by gossip.
@@ -111,6 +112,7 @@ func Load(src config.Source) (Config, error) {
 	if c.CachePruneInterval < 0 {
 		r.Fail("CACHE_PRUNE_INTERVAL must not be negative")
 	}
+	c.API = loadAPI(r, c.ListenAddr)
 	if !filepath.IsAbs(c.DataRoot) {
 		abs, err := filepath.Abs(c.DataRoot)
 		if err != nil {

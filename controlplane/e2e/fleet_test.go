@@ -70,7 +70,7 @@ func newFleet(t *testing.T, opt fleetOptions) *fleet {
 	for i := range opt.controlPlanes {
 		addr := freeAddr(t)
 		env := append(append([]string{}, fl.base...), "LISTEN_ADDR="+addr, "DATA_ROOT="+fl.DataRoot,
-			"DATABASE_URL="+fl.DB, "INSTANCE_ID="+fmt.Sprintf("cp%d", i), "LEASE_TTL=6s",
+			"DATABASE_URL="+fl.DB, "INSTANCE_ID="+fmt.Sprintf("cp%d", i), "LEASE_TTL=6s", "API_TOKENS="+apiTokens,
 			"GOSSIP_BIND_ADDR="+fl.cpGossip[i], "GOSSIP_SEEDS="+strings.Join(fl.cpGossip, ","))
 		env = append(env, opt.cpEnv...)
 		cp := &fabric{URL: "http://" + addr, DataRoot: fl.DataRoot, Envs: fl.Envs, Index: fl.Index,
@@ -141,7 +141,9 @@ func (fl *fleet) waitAgents(t *testing.T, i, n int) []string {
 
 func (fl *fleet) metric(t *testing.T, i int, name string) string {
 	t.Helper()
-	resp, err := http.Get(fl.cp(i).URL + "/metrics")
+	req, _ := http.NewRequest(http.MethodGet, fl.cp(i).URL+"/metrics", nil)
+	req.Header.Set("Authorization", "Bearer "+readerSecret) // Prometheus scrapes with a read token
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -335,7 +337,10 @@ func TestFleetControlPlaneDies(t *testing.T) {
 
 	stalled := fl.Index.Stall("delta")
 	go func() {
-		resp, err := http.Post(fl.cp(0).URL+"/envs/wf/n/deps", "application/json", strings.NewReader(`{"packages":["delta"]}`))
+		req, _ := http.NewRequest(http.MethodPost, fl.cp(0).URL+"/envs/wf/n/deps", strings.NewReader(`{"packages":["delta"]}`))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Authorization", "Bearer "+writerSecret)
+		resp, err := http.DefaultClient.Do(req)
 		if err == nil {
 			resp.Body.Close()
 		}

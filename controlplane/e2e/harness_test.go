@@ -200,7 +200,7 @@ func newFabric(t *testing.T, opt options) *fabric {
 	waitHTTPAuth(t, f.agent, "http://"+agentAddr+"/healthz", token)
 
 	cpAddr := freeAddr(t)
-	cpEnv := append(append([]string{}, base...), "LISTEN_ADDR="+cpAddr, "AGENT_URL=http://"+agentAddr, "LEASE_TTL=6s")
+	cpEnv := append(append([]string{}, base...), "LISTEN_ADDR="+cpAddr, "AGENT_URL=http://"+agentAddr, "LEASE_TTL=6s", "API_TOKENS="+apiTokens)
 	if opt.databaseURL != "" {
 		cpEnv = append(cpEnv, "DATABASE_URL="+opt.databaseURL)
 	}
@@ -299,9 +299,20 @@ func (f *fabric) doCtx(t *testing.T, ctx context.Context, method, path string, b
 	return f.send(t, req)
 }
 
+// The control plane's callers in every test (see auth_test.go); send uses the admin one.
+const (
+	adminSecret  = "e2e-admin-secret-0123456789"
+	readerSecret = "e2e-read-secret-0123456789"
+	writerSecret = "e2e-write-secret-0123456789"
+	apiTokens    = "e2e-test:admin:" + adminSecret + ",e2e-reader:read:" + readerSecret + ",e2e-writer:write:" + writerSecret
+)
+
 func (f *fabric) send(t *testing.T, req *http.Request) response {
 	t.Helper()
 	req.Header.Set("X-Actor", "e2e-test")
+	if req.Header.Get("Authorization") == "" {
+		req.Header.Set("Authorization", "Bearer "+adminSecret)
+	}
 	resp, err := f.client.Do(req)
 	if err != nil {
 		if req.Context().Err() != nil {

@@ -40,7 +40,7 @@ type CreatedEnv struct {
 
 // parsePackages validates request packages and applies the host's constraints.
 func (s *Service) parsePackages(specs []string) ([]reqspec.Requirement, []string, []hostdeps.Applied, error) {
-	reqs, err := reqspec.ParseAll(specs)
+	reqs, err := s.opt.Packages.ParseAll(specs)
 	if err != nil {
 		return nil, nil, nil, errcode.Wrap(errcode.InvalidPackages, err, "")
 	}

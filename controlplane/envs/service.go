@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/envfabric/envfabric/controlplane/hostdeps"
+	"github.com/envfabric/envfabric/controlplane/reqspec"
 	"github.com/envfabric/envfabric/controlplane/store"
 	"github.com/envfabric/envfabric/shared/envid"
 	"github.com/envfabric/envfabric/shared/errcode"
@@ -36,6 +37,7 @@ type Options struct {
 	IdleAfter        time.Duration // an ACTIVE environment unused this long is reported IDLE
 	CleanupIdle      time.Duration // environments unused this long are removed by cleanup
 	Now              func() time.Time
+	Packages         reqspec.Policy // what package references beyond the index an operator allows
 	// Registry, when set, receives the lifecycle's metrics.
 	Registry prometheus.Registerer
 }

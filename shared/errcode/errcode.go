@@ -34,6 +34,12 @@ const (
 	// interpreter at its path, or none is in the fleet).
 	NoAgentAvailable Code = "NO_AGENT_AVAILABLE"
 	Internal         Code = "INTERNAL_ERROR"
+
+	// Authentication and transport strictness.
+	Unauthenticated      Code = "UNAUTHENTICATED"
+	Forbidden            Code = "FORBIDDEN"
+	UnsupportedMediaType Code = "UNSUPPORTED_MEDIA_TYPE"
+	RequestTimeout       Code = "REQUEST_TIMEOUT"
 )
 
 var status = map[Code]int{
@@ -57,6 +63,11 @@ var status = map[Code]int{
 	AgentUnavailable:   http.StatusServiceUnavailable,
 	NoAgentAvailable:   http.StatusServiceUnavailable,
 	Internal:           http.StatusInternalServerError,
+
+	Unauthenticated:      http.StatusUnauthorized,
+	Forbidden:            http.StatusForbidden,
+	UnsupportedMediaType: http.StatusUnsupportedMediaType,
+	RequestTimeout:       http.StatusRequestTimeout,
 }
 
 // All lists every code, for documentation and tests.
