@@ -15,6 +15,7 @@ import (
 	"connectrpc.com/connect"
 
 	"github.com/envfabric/envfabric/agent/runner"
+	"github.com/envfabric/envfabric/agent/sandbox"
 	"github.com/envfabric/envfabric/agent/uv"
 	agentv1 "github.com/envfabric/envfabric/proto/gen/envfabric/agent/v1"
 	"github.com/envfabric/envfabric/proto/gen/envfabric/agent/v1/agentv1connect"
@@ -39,6 +40,8 @@ type Config struct {
 	RunTimeout time.Duration
 	// RestoreTimeout bounds putting a project back after a failed mutation (default 5m).
 	RestoreTimeout time.Duration
+	// Sandbox isolates every run (agent/sandbox); the zero value is the process tier.
+	Sandbox sandbox.Config
 }
 
 // Server implements agentv1connect.AgentServiceHandler. The control plane serialises calls on
@@ -362,6 +365,7 @@ func (s *Server) Run(ctx context.Context, req *connect.Request[agentv1.RunReques
 		Code:      req.Msg.GetCode(),
 		Timeout:   timeout,
 		MaxOutput: maxOut,
+		Sandbox:   s.cfg.Sandbox,
 	})
 	if err != nil {
 		return nil, s.fail(ctx, "run", err, false)

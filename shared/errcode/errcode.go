@@ -31,6 +31,9 @@ const (
 	MethodNotAllowed   Code = "METHOD_NOT_ALLOWED"
 	AgentUnavailable   Code = "AGENT_UNAVAILABLE"
 	Internal           Code = "INTERNAL_ERROR"
+	// SourceBuildDisabled: the agent installs wheels only (UV_WHEELS_ONLY) and a requested
+	// package, or one it depends on, has no wheel for this platform.
+	SourceBuildDisabled Code = "SOURCE_BUILD_DISABLED"
 )
 
 var status = map[Code]int{
@@ -53,6 +56,8 @@ var status = map[Code]int{
 	MethodNotAllowed:   http.StatusMethodNotAllowed,
 	AgentUnavailable:   http.StatusServiceUnavailable,
 	Internal:           http.StatusInternalServerError,
+
+	SourceBuildDisabled: http.StatusUnprocessableEntity,
 }
 
 // All lists every code, for documentation and tests.
