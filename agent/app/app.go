@@ -11,10 +11,13 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/envfabric/envfabric/agent/config"
 	"github.com/envfabric/envfabric/agent/rpc"
+	"github.com/envfabric/envfabric/agent/sandbox"
 	"github.com/envfabric/envfabric/agent/uv"
 	"github.com/envfabric/envfabric/proto/gen/envfabric/agent/v1/agentv1connect"
 	"github.com/envfabric/envfabric/shared/agentauth"
@@ -38,18 +41,35 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 	if err := checkLinks(cfg, logger); err != nil {
 		return err
 	}
+	sb, err := sandboxConfig(cfg, logger)
+	if err != nil {
+		return err
+	}
+	uvPath := cfg.Path
+	if sb.Tier.DropsPrivileges() {
+		var dropped []string
+		uvPath, dropped = sandbox.SearchablePath(cfg.Path, sb.UID, sb.GID)
+		if len(dropped) > 0 {
+			logger.Warn("PATH directories the run user cannot search are not used to find interpreters: code could not start them",
+				"dropped", dropped)
+		}
+	}
 	ex := uv.New(uv.Config{
 		Bin:          cfg.UVBin,
 		CacheDir:     cfg.UVCacheDir,
 		LinkMode:     cfg.UVLinkMode,
 		DefaultIndex: cfg.UVDefaultIndex,
-		Path:         cfg.Path,
+		Path:         uvPath,
 		Home:         cfg.Home,
 		Passthrough:  cfg.UVPassthrough,
+		NoBuild:      cfg.UVWheelsOnly,
 	}, logger)
 	uvVersion, err := ex.Version(ctx)
 	if err != nil {
 		return fmt.Errorf("uv at %s does not answer: %w", cfg.UVBin, err)
+	}
+	if err := checkDefaultPython(ctx, ex, sb, cfg.DefaultPython, logger); err != nil {
+		return err
 	}
 	svc := rpc.New(rpc.Config{
 		AgentID:           cfg.AgentID,
@@ -59,6 +79,7 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 		LinkMode:          cfg.UVLinkMode,
 		DefaultPython:     cfg.DefaultPython,
 		RunMaxOutputBytes: cfg.RunMaxOutputBytes,
+		Sandbox:           sb,
 	}, ex, logger)
 
 	ln, err := net.Listen("tcp", cfg.ListenAddr)
@@ -69,7 +90,7 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 	protocols.SetHTTP1(true)
 	protocols.SetUnencryptedHTTP2(true)
 	srv := &http.Server{
-		Handler:           Handler(cfg.Token, svc, ex),
+		Handler:           Handler(cfg.Token, svc, ex, "sandbox: "+sb.Describe()),
 		Protocols:         protocols,
 		ReadHeaderTimeout: 10 * time.Second,
 		BaseContext:       func(net.Listener) context.Context { return ctx },
@@ -79,7 +100,7 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 	go func() { served <- srv.Serve(ln) }()
 	logger.Info("agent serving", "addr", ln.Addr().String(), "agent_id", cfg.AgentID, "version", Version,
 		"uv_version", uvVersion, "envs", cfg.EnvsBasePath, "cache", cfg.UVCacheDir, "link_mode", cfg.UVLinkMode,
-		"auth", cfg.Token != "")
+		"auth", cfg.Token != "", "sandbox", sb.Describe(), "wheels_only", cfg.UVWheelsOnly)
 
 	select {
 	case err := <-served:
@@ -120,8 +141,9 @@ func checkLinks(cfg config.Config, logger *slog.Logger) error {
 }
 
 // Handler is the agent's HTTP surface: the Connect service behind the bearer-token check, and
-// unauthenticated /healthz (the process answers) and /readyz (uv answers).
-func Handler(token string, svc agentv1connect.AgentServiceHandler, ex *uv.Executor) http.Handler {
+// unauthenticated /healthz (the process answers) and /readyz (uv answers; the body is "ok" and
+// then readyLines, one per line, such as the sandbox tier).
+func Handler(token string, svc agentv1connect.AgentServiceHandler, ex *uv.Executor, readyLines ...string) http.Handler {
 	mux := http.NewServeMux()
 	path, h := agentv1connect.NewAgentServiceHandler(svc)
 	mux.Handle(path, agentauth.Middleware(token, h))
@@ -135,7 +157,79 @@ func Handler(token string, svc agentv1connect.AgentServiceHandler, ex *uv.Execut
 			http.Error(w, "uv does not answer: "+err.Error(), http.StatusServiceUnavailable)
 			return
 		}
-		_, _ = w.Write([]byte("ok"))
+		_, _ = w.Write([]byte(strings.Join(append([]string{"ok"}, readyLines...), "\n")))
 	})
 	return mux
+}
+
+// sandboxConfig turns the RUN_* settings into the runner's sandbox and proves that this host can
+// provide it. There is no fallback: a host that cannot give the configured tier must not run
+// code with less isolation than the operator asked for.
+func sandboxConfig(cfg config.Config, logger *slog.Logger) (sandbox.Config, error) {
+	s := cfg.Sandbox
+	if s.Tier == "" {
+		s.Tier = sandbox.Namespace // the default of config.Load: never a weaker one by omission
+	}
+	if s.Tier.DropsPrivileges() && s.UID == 0 {
+		name := s.User
+		if name == "" {
+			name = "nobody"
+		}
+		uid, gid, err := config.LookupRunUser(name)
+		if err != nil {
+			return sandbox.Config{}, fmt.Errorf("RUN_USER: %w", err)
+		}
+		s.UID, s.GID = uid, gid
+	}
+	sb := sandbox.Config{
+		Tier:         s.Tier,
+		UID:          s.UID,
+		GID:          s.GID,
+		AllowNetwork: s.AllowNetwork,
+		Limits:       s.Limits,
+	}
+	// What code must not see: every environment but its own, the cache, the control plane's
+	// database under DATA_ROOT, and the agent's home (uv state, maybe credentials).
+	for _, d := range []string{cfg.DataRoot, cfg.EnvsBasePath, cfg.UVCacheDir, cfg.Home} {
+		if d = filepath.Clean(d); d != "" && d != "/" && filepath.IsAbs(d) {
+			sb.Hide = append(sb.Hide, d)
+		}
+	}
+	if sb.Tier == sandbox.User {
+		// A PID namespace is the only way to kill descendants that left the process group;
+		// take it where the kernel allows it.
+		sb.PIDNamespace = true
+		if err := sb.Probe(sandbox.Program{}); err != nil {
+			logger.Warn("no PID namespace for the user tier: code that calls setsid can outlive its run", "err", err)
+			sb.PIDNamespace = false
+		}
+	}
+	if err := sb.Probe(sandbox.Program{}); err != nil {
+		return sandbox.Config{}, fmt.Errorf("RUN_SANDBOX=%s is not available on this host (%w); the agent does not fall back to a weaker tier: "+
+			"fix the host (docs/sandbox.md) or set RUN_SANDBOX to a tier it can provide", sb.Tier, err)
+	}
+	if sb.Tier == sandbox.Process && os.Geteuid() == 0 {
+		logger.Warn("RUN_SANDBOX=process while the agent runs as root: user code runs as root; use the user or namespace tier")
+	}
+	return sb, nil
+}
+
+// checkDefaultPython proves that the interpreter new environments get can be started by user
+// code in the sandbox (an interpreter under a 0700 home cannot be, by the run user).
+func checkDefaultPython(ctx context.Context, ex *uv.Executor, sb sandbox.Config, version string, logger *slog.Logger) error {
+	py, _, err := ex.FindPython(ctx, version)
+	if err != nil {
+		logger.Warn("DEFAULT_PYTHON is not available on this host; creates that name no version will fail", "default_python", version, "err", err)
+		return nil
+	}
+	prog := sandbox.Program{Path: py, Args: []string{py, "-c", ""}}
+	if prefix := filepath.Dir(filepath.Dir(py)); sb.Hidden(prefix) {
+		prog.ReadOnly = []string{prefix}
+	}
+	if err := sb.Probe(prog); err != nil {
+		return fmt.Errorf("DEFAULT_PYTHON=%s is %s, which user code cannot start in the %s sandbox: %w; install a Python every user can read (under /usr or /opt), see docs/sandbox.md",
+			version, py, sb.Tier, err)
+	}
+	logger.Info("default interpreter usable in the sandbox", "default_python", version, "path", py)
+	return nil
 }

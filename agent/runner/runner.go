@@ -104,7 +104,7 @@ func Run(ctx context.Context, spec Spec) (Result, error) {
 		Args:     []string{python, "main.py"},
 		Env:      env,
 		Dir:      work,
-		ReadOnly: readOnlyDirs(spec.VenvDir, sb.Hide),
+		ReadOnly: readOnlyDirs(spec.VenvDir, sb),
 		Writable: []string{work},
 	})
 	if err != nil {
@@ -190,7 +190,7 @@ func Run(ctx context.Context, spec Spec) (Result, error) {
 // readOnlyDirs is what the namespace tier mounts back read-only: the project directory (the
 // .venv and its pyproject.toml and uv.lock), and the base interpreter's prefix when it lives in a
 // hidden directory (a Python installed on the shared storage), found from pyvenv.cfg's home.
-func readOnlyDirs(venv string, hidden []string) []string {
+func readOnlyDirs(venv string, sb sandbox.Config) []string {
 	dirs := []string{filepath.Dir(venv)}
 	b, err := os.ReadFile(filepath.Join(venv, "pyvenv.cfg"))
 	if err != nil {
@@ -201,12 +201,8 @@ func readOnlyDirs(venv string, hidden []string) []string {
 		if !ok || strings.TrimSpace(k) != "home" {
 			continue
 		}
-		prefix := filepath.Dir(filepath.Clean(strings.TrimSpace(v)))
-		for _, h := range hidden {
-			if rel, err := filepath.Rel(h, prefix); err == nil && rel != ".." && !strings.HasPrefix(rel, "../") && filepath.IsAbs(prefix) {
-				dirs = append(dirs, prefix)
-				break
-			}
+		if prefix := filepath.Dir(filepath.Clean(strings.TrimSpace(v))); filepath.IsAbs(prefix) && sb.Hidden(prefix) {
+			dirs = append(dirs, prefix)
 		}
 	}
 	return dirs

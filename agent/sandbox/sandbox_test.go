@@ -83,3 +83,30 @@ func TestNamespaceView(t *testing.T) {
 		t.Errorf("uid: got %q; want %d", lines[0], uid)
 	}
 }
+
+func TestSearchablePath(t *testing.T) {
+	uid, gid := nobody(t)
+	root := t.TempDir()
+	open := filepath.Join(root, "open", "bin")
+	closed := filepath.Join(root, "closed", "bin")
+	for _, d := range []string{open, closed} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, p := range []string{filepath.Dir(root), root} {
+		if err := os.Chmod(p, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Chmod(filepath.Dir(closed), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	kept, dropped := sandbox.SearchablePath(open+":"+closed+":/usr/bin:"+filepath.Join(root, "missing"), uid, gid)
+	if kept != open+":/usr/bin" {
+		t.Errorf("kept: got %q; want %q", kept, open+":/usr/bin")
+	}
+	if len(dropped) != 2 || dropped[0] != closed {
+		t.Errorf("dropped: got %q; want %q and the missing one", dropped, closed)
+	}
+}
