@@ -110,3 +110,39 @@ func TestSearchablePath(t *testing.T) {
 		t.Errorf("dropped: got %q; want %q and the missing one", dropped, closed)
 	}
 }
+
+// Code keeps no capability and cannot gain one (no_new_privs), in every tier, and has no core
+// dumps.
+func TestNoPrivileges(t *testing.T) {
+	uid, gid := nobody(t)
+	for _, tier := range sandbox.Tiers {
+		t.Run(string(tier), func(t *testing.T) {
+			cfg := sandbox.Config{Tier: tier, UID: uid, GID: gid}
+			if err := cfg.Probe(sandbox.Program{}); err != nil {
+				t.Skipf("tier unavailable: %v", err)
+			}
+			cmd, err := cfg.Command(sandbox.Program{Path: "/bin/sh", Args: []string{"sh", "-c", "grep -E '^(CapPrm|CapEff|CapAmb|NoNewPrivs)' /proc/self/status; ulimit -c"},
+				Env: []string{"PATH=/usr/bin:/bin"}, Dir: "/"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var out bytes.Buffer
+			cmd.Stdout, cmd.Stderr = &out, &out
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			_ = cmd.Wait()
+			if err := cmd.SetupError(); err != nil {
+				t.Fatal(err)
+			}
+			got := strings.Join(strings.Fields(out.String()), " ")
+			want := "NoNewPrivs: 1 0"
+			if tier.DropsPrivileges() {
+				want = "CapPrm: 0000000000000000 CapEff: 0000000000000000 CapAmb: 0000000000000000 NoNewPrivs: 1 0"
+			}
+			if !strings.HasSuffix(got, want) {
+				t.Errorf("got %q; want it to end %q", got, want)
+			}
+		})
+	}
+}

@@ -63,9 +63,9 @@ func runInit(pl plan, status *os.File) int {
 		if err := setupMounts(pl); err != nil {
 			return fail(status, "mounts: %v", err)
 		}
-		if err := syscall.Sethostname([]byte("sandbox")); err != nil {
-			return fail(status, "hostname: %v", err)
-		}
+		// The UTS namespace is new either way; a seccomp filter (systemd's ProtectHostname=)
+		// may forbid naming it, which costs nothing but the name.
+		_ = syscall.Sethostname([]byte("sandbox"))
 		if !pl.AllowNetwork {
 			// A network namespace starts with loopback down; code that talks to itself over
 			// 127.0.0.1 (test servers, kernels) expects it up. Nothing else is reachable.
@@ -107,10 +107,12 @@ func runInit(pl plan, status *os.File) int {
 
 // Linux constants the syscall package lacks.
 const (
-	rlimitNproc      = 6
-	oPath            = 0x200000
-	prSetNoNewPrivs  = 38
-	defaultTmpfsSize = 256 << 20
+	rlimitNproc          = 6
+	oPath                = 0x200000
+	prSetNoNewPrivs      = 38
+	prCapAmbient         = 47
+	prCapAmbientClearAll = 4
+	defaultTmpfsSize     = 256 << 20
 )
 
 // runExec sets the limits, drops privileges and execs the program.
@@ -119,6 +121,12 @@ func runExec(pl plan, status *os.File) int {
 	// No setuid binary (su, sudo, ping) can give the code more than it starts with.
 	if _, _, errno := syscall.RawSyscall(syscall.SYS_PRCTL, prSetNoNewPrivs, 1, 0); errno != 0 {
 		return fail(status, "no_new_privs: %v", errno)
+	}
+	// An agent given capabilities as ambient ones (systemd AmbientCapabilities=) would pass them
+	// through execve to the code, even after the drop to the run user: clear them. EINVAL means
+	// a kernel without ambient capabilities, so there are none.
+	if _, _, errno := syscall.RawSyscall6(syscall.SYS_PRCTL, prCapAmbient, prCapAmbientClearAll, 0, 0, 0, 0); errno != 0 && errno != syscall.EINVAL {
+		return fail(status, "clear ambient capabilities: %v", errno)
 	}
 	limits := []struct {
 		name     string
@@ -192,8 +200,9 @@ func setupMounts(pl plan) error {
 		}
 		binds = append(binds, bind{path: p, fd: fd, ro: i < len(pl.ReadOnly)})
 	}
+	// The private /tmp lives in memory: no bigger than one file may be, and never large.
 	size := uint64(defaultTmpfsSize)
-	if pl.Limits.FileBytes > 0 {
+	if pl.Limits.FileBytes > 0 && pl.Limits.FileBytes < size {
 		size = pl.Limits.FileBytes
 	}
 	for _, d := range []string{"/tmp", "/var/tmp", "/dev/shm"} {
