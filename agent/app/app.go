@@ -195,12 +195,12 @@ func sandboxConfig(cfg config.Config, logger *slog.Logger) (sandbox.Config, erro
 			sb.Hide = append(sb.Hide, d)
 		}
 	}
-	if sb.Tier == sandbox.User {
+	if sb.Tier != sandbox.Namespace {
 		// A PID namespace is the only way to kill descendants that left the process group;
 		// take it where the kernel allows it.
 		sb.PIDNamespace = true
 		if err := sb.Probe(sandbox.Program{}); err != nil {
-			logger.Warn("no PID namespace for the user tier: code that calls setsid can outlive its run", "err", err)
+			logger.Warn("no PID namespace here: code that calls setsid can outlive its run", "tier", sb.Tier, "err", err)
 			sb.PIDNamespace = false
 		}
 	}

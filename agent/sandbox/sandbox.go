@@ -31,8 +31,7 @@ const (
 	// Process: own session and process group, resource limits, no core dumps, an environment
 	// allow-list, stdin closed, no new privileges. The code runs as the agent's own user.
 	Process Tier = "process"
-	// User: Process, and the code runs as the run user (the agent must be root). A PID namespace
-	// too when Config.PIDNamespace is set.
+	// User: Process, and the code runs as the run user (the agent must be root).
 	User Tier = "user"
 	// Namespace: User in fresh PID, mount, IPC and UTS namespaces and (unless allowed) a network
 	// namespace with only loopback. The environment is mounted read-only, DATA_ROOT and the other
@@ -72,7 +71,8 @@ type Config struct {
 	Tier Tier
 	// UID and GID are the run user's (user and namespace tiers). Supplementary groups are dropped.
 	UID, GID int
-	// PIDNamespace gives the user tier a PID namespace (the namespace tier always has one).
+	// PIDNamespace gives the process and user tiers a PID namespace (the namespace tier always
+	// has one). An unprivileged agent gets it inside a user namespace mapping only its own ids.
 	PIDNamespace bool
 	// AllowNetwork keeps the host's network in the namespace tier.
 	AllowNetwork bool
@@ -98,7 +98,7 @@ func (c Config) Describe() string {
 }
 
 func (c Config) pidNamespace() bool {
-	return c.Tier == Namespace || (c.Tier == User && c.PIDNamespace)
+	return c.Tier == Namespace || c.PIDNamespace
 }
 
 // Program is what to run.
@@ -181,6 +181,14 @@ func (c Config) Command(p Program) (*Cmd, error) {
 			if !pl.AllowNetwork {
 				attr.Cloneflags |= syscall.CLONE_NEWNET
 			}
+		} else if uid, gid := os.Geteuid(), os.Getegid(); uid != 0 {
+			// Only a user namespace lets an unprivileged agent make a PID namespace. It maps
+			// the agent's ids to themselves and nothing else, so the code is no one new, and
+			// the capabilities it would hold in there end at the exec stage's execve.
+			attr.Cloneflags |= syscall.CLONE_NEWUSER
+			attr.UidMappings = []syscall.SysProcIDMap{{ContainerID: uid, HostID: uid, Size: 1}}
+			attr.GidMappings = []syscall.SysProcIDMap{{ContainerID: gid, HostID: gid, Size: 1}}
+			attr.GidMappingsEnableSetgroups = false
 		}
 	}
 	statusR, statusW, err := os.Pipe()

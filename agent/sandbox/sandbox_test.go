@@ -2,12 +2,16 @@ package sandbox_test
 
 import (
 	"bytes"
+	"fmt"
 	"os"
+	"os/exec"
 	"os/user"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/envfabric/envfabric/agent/sandbox"
 )
@@ -144,5 +148,69 @@ func TestNoPrivileges(t *testing.T) {
 				t.Errorf("got %q; want it to end %q", got, want)
 			}
 		})
+	}
+}
+
+// An unprivileged agent (process tier) still gets a PID namespace where the kernel allows user
+// namespaces, so a setsid grandchild dies with the run. The test runs itself again as nobody.
+func TestProcessTierPIDNamespaceUnprivileged(t *testing.T) {
+	marker := "4" + strconv.Itoa(1000+os.Getpid()%9000)
+	if os.Getenv("SANDBOX_TEST_UNPRIVILEGED") == "1" {
+		cfg := sandbox.Config{Tier: sandbox.Process, PIDNamespace: true}
+		if err := cfg.Probe(sandbox.Program{}); err != nil {
+			fmt.Println("RESULT unavailable:", err)
+			return
+		}
+		cmd, err := cfg.Command(sandbox.Program{Path: "/bin/sh", Args: []string{"sh", "-c", "setsid sleep " + os.Getenv("SANDBOX_TEST_MARKER") + " & echo $$"},
+			Env: []string{"PATH=/usr/bin:/bin"}, Dir: "/"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		// A file, not a pipe: a surviving sleeper must not keep Wait waiting for EOF.
+		out, err := os.CreateTemp("", "out-*")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer os.Remove(out.Name())
+		cmd.Stdout, cmd.Stderr = out, out
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		_ = cmd.Wait()
+		b, _ := os.ReadFile(out.Name())
+		fmt.Printf("RESULT ran: setup=%v exit=%d pid=%s\n", cmd.SetupError(), cmd.ExitCode(), strings.TrimSpace(string(b)))
+		return
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to run itself as nobody")
+	}
+	uid, gid := nobody(t)
+	cmd := exec.Command("/proc/self/exe", "-test.run=^TestProcessTierPIDNamespaceUnprivileged$", "-test.count=1", "-test.v")
+	cmd.Env = []string{"SANDBOX_TEST_UNPRIVILEGED=1", "SANDBOX_TEST_MARKER=" + marker, "PATH=/usr/bin:/bin"}
+	cmd.Dir = "/"
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}}
+	out, err := cmd.CombinedOutput()
+	t.Logf("as nobody (%v):\n%s", err, out)
+	if strings.Contains(string(out), "RESULT unavailable") {
+		t.Skip("no unprivileged user namespaces on this kernel")
+	}
+	if !strings.Contains(string(out), "RESULT ran: setup=<nil> exit=0") {
+		t.Fatalf("the run did not succeed")
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		b, _ := exec.Command("pgrep", "-f", "sleep "+marker).Output()
+		if len(bytes.TrimSpace(b)) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			for _, f := range strings.Fields(string(b)) {
+				if pid, err := strconv.Atoi(f); err == nil {
+					_ = syscall.Kill(pid, syscall.SIGKILL)
+				}
+			}
+			t.Fatalf("the setsid sleeper survived: pids %s", b)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
