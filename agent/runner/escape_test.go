@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"os/exec"
 	"os/user"
 	"path/filepath"
 	"strconv"
@@ -515,4 +516,49 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// BenchmarkRunTier is the cost of a trivial run in each tier (python start-up included), so the
+// price of isolation can be compared with the process tier.
+func BenchmarkRunTier(b *testing.B) {
+	for _, tier := range sandbox.Tiers {
+		b.Run(string(tier), func(b *testing.B) {
+			d := benchData(b)
+			sb := sandbox.Config{Tier: tier, UID: d.uid, GID: d.gid, Hide: []string{d.root}, Limits: sandbox.Limits{MemoryBytes: 1 << 30}}
+			if err := sb.Probe(sandbox.Program{}); err != nil {
+				b.Skipf("tier %s unavailable: %v", tier, err)
+			}
+			spec := runner.Spec{VenvDir: filepath.Join(d.env, ".venv"), Code: "pass", Timeout: 30 * time.Second, MaxOutput: 1024, Sandbox: sb}
+			for b.Loop() {
+				res, err := runner.Run(b.Context(), spec)
+				if err != nil || res.ExitCode != 0 {
+					b.Fatalf("run: %v %+v", err, res)
+				}
+			}
+		})
+	}
+}
+
+// benchData is a DATA_ROOT with one bare venv made from the system Python (no uv needed).
+func benchData(b *testing.B) *data {
+	b.Helper()
+	u, err := user.Lookup("nobody")
+	if err != nil {
+		b.Skip(err)
+	}
+	d := &data{}
+	d.uid, _ = strconv.Atoi(u.Uid)
+	d.gid, _ = strconv.Atoi(u.Gid)
+	d.root = b.TempDir()
+	for p := d.root; p != "/tmp" && p != "/"; p = filepath.Dir(p) {
+		if err := os.Chmod(p, 0o755); err != nil {
+			b.Fatal(err)
+		}
+	}
+	d.env = filepath.Join(d.root, "envs", "e")
+	py := "/usr/bin/python3"
+	if out, err := exec.Command(py, "-m", "venv", "--without-pip", filepath.Join(d.env, ".venv")).CombinedOutput(); err != nil {
+		b.Skipf("venv: %v %s", err, out)
+	}
+	return d
 }

@@ -214,3 +214,26 @@ func TestProcessTierPIDNamespaceUnprivileged(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// The address-space limit also binds the exec stage, a Go process with a large address space:
+// nothing may allocate between setting it and execve, or the Go runtime dies of "out of memory"
+// (the program then never starts). A tight limit makes any such allocation fatal at once.
+func TestMemoryLimitLeavesExecStageAlive(t *testing.T) {
+	uid, gid := nobody(t)
+	for _, tier := range sandbox.Tiers {
+		t.Run(string(tier), func(t *testing.T) {
+			cfg := sandbox.Config{Tier: tier, UID: uid, GID: gid, Limits: sandbox.Limits{MemoryBytes: 64 << 20}}
+			if err := cfg.Probe(sandbox.Program{}); err != nil && !strings.Contains(err.Error(), "status") {
+				t.Skipf("tier unavailable: %v", err)
+			}
+			// A 100 KiB argument (the plan travels in one variable, at most 128 KiB): building
+			// execve's argv then needs a fresh large span.
+			args := []string{"true", strings.Repeat("x", 100<<10)}
+			for range 5 {
+				if err := cfg.Probe(sandbox.Program{Path: "/bin/true", Args: args}); err != nil {
+					t.Fatalf("/bin/true under a 64 MiB address-space limit: %v", err)
+				}
+			}
+		})
+	}
+}

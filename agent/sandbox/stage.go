@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -164,18 +165,50 @@ func runExec(pl plan, status *os.File) int {
 	if err := syscall.Chdir(pl.Dir); err != nil {
 		return fail(status, "chdir %s: %v", pl.Dir, err)
 	}
-	// The address-space limit last: it would bind this Go process too, which has no more work
-	// to do than the execve below.
+	// The address-space limit binds this Go process too, whose address space is already large:
+	// after it, nothing may allocate (a heap growth would be fatal). So everything execve needs
+	// is built first, and the limit and the execve are raw system calls.
+	argv0, err := syscall.BytePtrFromString(pl.Path)
+	if err != nil {
+		return fail(status, "exec %s: %v", pl.Path, err)
+	}
+	argv, err := syscall.SlicePtrFromStrings(pl.Args)
+	if err != nil {
+		return fail(status, "exec %s: %v", pl.Path, err)
+	}
+	envv, err := syscall.SlicePtrFromStrings(pl.Env)
+	if err != nil {
+		return fail(status, "exec %s: %v", pl.Path, err)
+	}
+	// The failure reports are built now too: after a failed execve the limit is still in force.
+	eaccesMsg := fmt.Sprintf("error eacces exec %s as uid %d: permission denied (every directory on the way to it, and the interpreter it links to, must be readable and searchable by the run user)\n", pl.Path, os.Getuid())
+	otherMsg := fmt.Sprintf("error exec %s: ", pl.Path)
+	as := syscall.Rlimit{Cur: pl.Limits.MemoryBytes, Max: pl.Limits.MemoryBytes}
 	if pl.Limits.MemoryBytes > 0 {
-		if err := syscall.Setrlimit(syscall.RLIMIT_AS, &syscall.Rlimit{Cur: pl.Limits.MemoryBytes, Max: pl.Limits.MemoryBytes}); err != nil {
-			return fail(status, "rlimit as=%d: %v", pl.Limits.MemoryBytes, err)
+		if _, _, errno := syscall.RawSyscall6(syscall.SYS_PRLIMIT64, 0, syscall.RLIMIT_AS, uintptr(unsafe.Pointer(&as)), 0, 0, 0); errno != 0 {
+			return fail(status, "rlimit as=%d: %v", pl.Limits.MemoryBytes, errno)
 		}
 	}
-	err := syscall.Exec(pl.Path, pl.Args, pl.Env)
-	if errors.Is(err, syscall.EACCES) {
-		return fail(status, "eacces exec %s as uid %d: %v (every directory on the way to it, and the interpreter it links to, must be readable and searchable by the run user)", pl.Path, os.Getuid(), err)
+	_, _, errno := syscall.RawSyscall(syscall.SYS_EXECVE, uintptr(unsafe.Pointer(argv0)),
+		uintptr(unsafe.Pointer(&argv[0])), uintptr(unsafe.Pointer(&envv[0])))
+	runtime.KeepAlive(argv0)
+	runtime.KeepAlive(argv)
+	runtime.KeepAlive(envv)
+	if errno == syscall.EACCES {
+		rawWrite(statusFD, eaccesMsg)
+	} else {
+		rawWrite(statusFD, otherMsg)
+		rawWrite(statusFD, errno.Error()) // a static string: no allocation
+		rawWrite(statusFD, "\n")
 	}
-	return fail(status, "exec %s: %v", pl.Path, err)
+	return exitSetup
+}
+
+// rawWrite writes s to fd without allocating.
+func rawWrite(fd int, s string) {
+	if len(s) > 0 {
+		_, _, _ = syscall.RawSyscall(syscall.SYS_WRITE, uintptr(fd), uintptr(unsafe.Pointer(unsafe.StringData(s))), uintptr(len(s)))
+	}
 }
 
 // setupMounts builds the program's view of the file system in the new mount namespace: nothing

@@ -98,6 +98,11 @@ func TestEnvIsMinimal(t *testing.T) {
 	if !slices.Equal(env, want) {
 		t.Errorf("got %q; want %q", env, want)
 	}
+	wheels := uv.New(uv.Config{Bin: "/bin/false", CacheDir: "/c", LinkMode: "hardlink", Path: "/usr/bin", Home: "/h", NoBuild: true},
+		slog.New(slog.DiscardHandler)).Env()
+	if !slices.Contains(wheels, "UV_NO_BUILD=1") || slices.Contains(env, "UV_NO_BUILD=1") {
+		t.Errorf("UV_NO_BUILD=1 must be set exactly in wheels-only mode: %q / %q", wheels, env)
+	}
 }
 
 func TestVersionAndPythons(t *testing.T) {
