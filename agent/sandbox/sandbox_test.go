@@ -237,3 +237,35 @@ func TestMemoryLimitLeavesExecStageAlive(t *testing.T) {
 		})
 	}
 }
+
+// When the run user is at its process limit (other runs), the run fails with a message saying so.
+func TestProcessLimitReached(t *testing.T) {
+	uid, gid := nobody(t)
+	cfg := sandbox.Config{Tier: sandbox.User, UID: uid, GID: gid}
+	if err := cfg.Probe(sandbox.Program{}); err != nil {
+		t.Skipf("user tier unavailable: %v", err)
+	}
+	other, err := cfg.Command(sandbox.Program{Path: "/bin/sleep", Args: []string{"sleep", "60"}, Env: []string{"PATH=/bin"}, Dir: "/"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := other.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		_ = syscall.Kill(-other.Process.Pid, syscall.SIGKILL)
+		_ = other.Wait()
+	}()
+	cfg.Limits.Processes = 1
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		err := cfg.Probe(sandbox.Program{Path: "/bin/true", Args: []string{"true"}})
+		if err != nil && strings.Contains(err.Error(), "already has its process limit") {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("got %v; want the process limit named", err)
+		}
+		time.Sleep(20 * time.Millisecond) // until the sleeper runs as the run user
+	}
+}

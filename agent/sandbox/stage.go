@@ -182,6 +182,7 @@ func runExec(pl plan, status *os.File) int {
 	}
 	// The failure reports are built now too: after a failed execve the limit is still in force.
 	eaccesMsg := fmt.Sprintf("error eacces exec %s as uid %d: permission denied (every directory on the way to it, and the interpreter it links to, must be readable and searchable by the run user)\n", pl.Path, os.Getuid())
+	eagainMsg := fmt.Sprintf("error exec %s: uid %d already has its process limit (RUN_LIMIT_PROCESSES=%d counts every run at once): resource temporarily unavailable\n", pl.Path, os.Getuid(), pl.Limits.Processes)
 	otherMsg := fmt.Sprintf("error exec %s: ", pl.Path)
 	as := syscall.Rlimit{Cur: pl.Limits.MemoryBytes, Max: pl.Limits.MemoryBytes}
 	if pl.Limits.MemoryBytes > 0 {
@@ -194,9 +195,12 @@ func runExec(pl plan, status *os.File) int {
 	runtime.KeepAlive(argv0)
 	runtime.KeepAlive(argv)
 	runtime.KeepAlive(envv)
-	if errno == syscall.EACCES {
+	switch errno {
+	case syscall.EACCES:
 		rawWrite(statusFD, eaccesMsg)
-	} else {
+	case syscall.EAGAIN:
+		rawWrite(statusFD, eagainMsg)
+	default:
 		rawWrite(statusFD, otherMsg)
 		rawWrite(statusFD, errno.Error()) // a static string: no allocation
 		rawWrite(statusFD, "\n")
