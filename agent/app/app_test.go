@@ -3,11 +3,13 @@ package app_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -18,6 +20,7 @@ import (
 
 	"github.com/envfabric/envfabric/agent/app"
 	"github.com/envfabric/envfabric/agent/config"
+	"github.com/envfabric/envfabric/agent/sandbox"
 	"github.com/envfabric/envfabric/agent/uv"
 	agentv1 "github.com/envfabric/envfabric/proto/gen/envfabric/agent/v1"
 	"github.com/envfabric/envfabric/proto/gen/envfabric/agent/v1/agentv1connect"
@@ -95,8 +98,8 @@ func TestRunServesAndStops(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	if code, body, err := get("/readyz", "s3cret"); err != nil || code != http.StatusOK || body != "ok" {
-		t.Errorf("readyz: got %d %q %v; want 200 ok", code, body, err)
+	if code, body, err := get("/readyz", "s3cret"); err != nil || code != http.StatusOK || !strings.HasPrefix(body, "ok\nsandbox: ") {
+		t.Errorf("readyz: got %d %q %v; want 200 ok and the sandbox tier", code, body, err)
 	}
 	if code, body, _ := get("/metrics", "s3cret"); code != http.StatusOK || !strings.Contains(body, "envfabric_agent_operations_in_flight") {
 		t.Errorf("metrics: got %d; want 200 with the agent's series", code)
@@ -169,5 +172,54 @@ func TestRunRefusesWithoutHardlinks(t *testing.T) {
 	defer cancel()
 	if err := app.Run(ctx, cfg, testLogger(t)); err != nil {
 		t.Errorf("copy mode: got %v; want a clean stop", err)
+	}
+}
+
+// The agent refuses to start when the configured sandbox tier is not available: no silent
+// downgrade. An unprivileged agent cannot create namespaces or switch users, so the test runs
+// itself again as nobody.
+func TestRunRefusesUnavailableSandbox(t *testing.T) {
+	if dir := os.Getenv("APP_TEST_UNPRIVILEGED_ROOT"); dir != "" {
+		// uv is never reached: the sandbox is checked first.
+		cfg := config.Config{
+			ListenAddr: freeAddr(t), AgentID: "a1", DataRoot: dir, EnvsBasePath: filepath.Join(dir, "envs"),
+			UVCacheDir: filepath.Join(dir, "uv_cache"), UVBin: "/bin/false", UVLinkMode: "hardlink", Path: "/usr/bin:/bin",
+			Home: dir, DefaultPython: "3.11", RunMaxOutputBytes: 1 << 20,
+			Sandbox: config.Sandbox{Tier: sandbox.Tier(os.Getenv("APP_TEST_TIER")), User: "nobody"},
+		}
+		err := app.Run(t.Context(), cfg, testLogger(t))
+		fmt.Printf("RUN RESULT: %v\n", err)
+		return
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to run itself as nobody")
+	}
+	uid, gid, err := config.LookupRunUser("nobody")
+	if err != nil {
+		t.Skip(err)
+	}
+	for _, tt := range []struct {
+		tier sandbox.Tier
+		want string
+	}{
+		{sandbox.Namespace, "RUN_SANDBOX=namespace is not available on this host"},
+		{sandbox.User, "RUN_SANDBOX=user is not available on this host"},
+	} {
+		t.Run(string(tt.tier), func(t *testing.T) {
+			root := t.TempDir()
+			for _, p := range []string{filepath.Dir(root), root} {
+				if err := os.Chmod(p, 0o777); err != nil {
+					t.Fatal(err)
+				}
+			}
+			cmd := exec.Command("/proc/self/exe", "-test.run=^TestRunRefusesUnavailableSandbox$", "-test.count=1", "-test.v")
+			cmd.Env = append(os.Environ(), "APP_TEST_UNPRIVILEGED_ROOT="+root, "APP_TEST_TIER="+string(tt.tier))
+			cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}}
+			out, _ := cmd.CombinedOutput()
+			t.Logf("agent as nobody:\n%s", out)
+			if !strings.Contains(string(out), tt.want) || !strings.Contains(string(out), "does not fall back") {
+				t.Errorf("output:\n%s\nwant %q", out, tt.want)
+			}
+		})
 	}
 }

@@ -5,13 +5,24 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	agentconfig "github.com/envfabric/envfabric/agent/config"
+	"github.com/envfabric/envfabric/agent/sandbox"
 	"github.com/envfabric/envfabric/shared/config"
 )
+
+// nobody is the default run user; every Debian host has it.
+var nobodyUID, nobodyGID = func() (int, int) {
+	uid, gid, err := agentconfig.LookupRunUser("nobody")
+	if err != nil {
+		panic(err)
+	}
+	return uid, gid
+}()
 
 func TestLoad(t *testing.T) {
 	bin := t.TempDir()
@@ -47,6 +58,10 @@ func TestLoad(t *testing.T) {
 					LogLevel: slog.LevelInfo, LogFormat: "text", Path: bin, Home: "/root",
 					GossipProfile: "lan", AdvertiseURL: "http://127.0.0.1:8081",
 					UsageScanInterval: 30 * time.Second, CacheScanInterval: 5 * time.Minute,
+					Sandbox: agentconfig.Sandbox{
+						Tier: sandbox.Namespace, User: "nobody", UID: nobodyUID, GID: nobodyGID,
+						Limits: sandbox.Limits{CPUSeconds: 600, MemoryBytes: 4 << 30, FileBytes: 256 << 20, OpenFiles: 1024, Processes: 512},
+					},
 				}
 				if len(c.UVPassthrough) != 0 {
 					t.Errorf("passthrough: got %v; want none", c.UVPassthrough)
@@ -107,6 +122,38 @@ func TestLoad(t *testing.T) {
 			env: with("UV_LINK_MODE", "symlink", "UV_BIN", "/nonexistent/uv", "RUN_MAX_OUTPUT_BYTES", "x",
 				"LOG_LEVEL", "loud", "UV_DEFAULT_INDEX", "ftp://x", "AGENT_LISTEN_ADDR", "nope"),
 			wantErr: []string{"UV_LINK_MODE", "UV_BIN", "RUN_MAX_OUTPUT_BYTES", "LOG_LEVEL", "UV_DEFAULT_INDEX", "AGENT_LISTEN_ADDR"},
+		},
+		{
+			name: "sandbox settings",
+			env: with("RUN_SANDBOX", "user", "RUN_USER", strconv.Itoa(nobodyUID), "RUN_ALLOW_NETWORK", "true",
+				"RUN_LIMIT_CPU_SECONDS", "5", "RUN_LIMIT_MEMORY_BYTES", "0", "UV_WHEELS_ONLY", "true"),
+			check: func(t *testing.T, c agentconfig.Config) {
+				s := c.Sandbox
+				if s.Tier != sandbox.User || s.UID != nobodyUID || !s.AllowNetwork || s.Limits.CPUSeconds != 5 || s.Limits.MemoryBytes != 0 || !c.UVWheelsOnly {
+					t.Errorf("got %+v wheels-only=%v", s, c.UVWheelsOnly)
+				}
+			},
+		},
+		{
+			name:  "process tier needs no run user",
+			env:   with("RUN_SANDBOX", "process", "RUN_USER", "no-such-user-x"),
+			check: func(*testing.T, agentconfig.Config) {},
+		},
+		{
+			name: "every sandbox problem at once",
+			env: with("RUN_SANDBOX", "chroot", "RUN_LIMIT_PROCESSES", "-1", "RUN_LIMIT_FILE_BYTES", "big",
+				"RUN_ALLOW_NETWORK", "maybe", "UV_WHEELS_ONLY", "perhaps"),
+			wantErr: []string{"RUN_SANDBOX", "RUN_LIMIT_PROCESSES", "RUN_LIMIT_FILE_BYTES", "RUN_ALLOW_NETWORK", "UV_WHEELS_ONLY"},
+		},
+		{
+			name:    "run user must exist and not be root",
+			env:     with("RUN_USER", "no-such-user-x"),
+			wantErr: []string{"RUN_USER", "does not exist"},
+		},
+		{
+			name:    "run user root refused",
+			env:     with("RUN_SANDBOX", "user", "RUN_USER", "root"),
+			wantErr: []string{"must not be root"},
 		},
 		{
 			name:    "uv not on PATH",

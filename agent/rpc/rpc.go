@@ -15,6 +15,7 @@ import (
 	"connectrpc.com/connect"
 
 	"github.com/envfabric/envfabric/agent/runner"
+	"github.com/envfabric/envfabric/agent/sandbox"
 	"github.com/envfabric/envfabric/agent/usage"
 	"github.com/envfabric/envfabric/agent/uv"
 	agentv1 "github.com/envfabric/envfabric/proto/gen/envfabric/agent/v1"
@@ -44,6 +45,8 @@ type Config struct {
 	Usage *usage.Tracker
 	// OnRun, when set, is told the duration and whether the code timed out, for the metrics.
 	OnRun func(d time.Duration, timedOut bool)
+	// Sandbox isolates every run (agent/sandbox); the zero value is the process tier.
+	Sandbox sandbox.Config
 }
 
 // Server implements agentv1connect.AgentServiceHandler. The control plane serialises calls on
@@ -383,6 +386,7 @@ func (s *Server) Run(ctx context.Context, req *connect.Request[agentv1.RunReques
 		Code:      req.Msg.GetCode(),
 		Timeout:   timeout,
 		MaxOutput: maxOut,
+		Sandbox:   s.cfg.Sandbox,
 	})
 	if err != nil {
 		return nil, s.fail(ctx, "run", err, false)

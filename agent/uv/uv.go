@@ -46,6 +46,10 @@ type Config struct {
 	Home string
 	// Passthrough holds the PassthroughVars that were set in the agent's environment at start.
 	Passthrough map[string]string
+	// NoBuild installs wheels only (UV_NO_BUILD): building a source distribution runs its code
+	// with the agent's rights, before any sandbox. A package with no usable wheel then fails with
+	// errcode.SourceBuildDisabled.
+	NoBuild bool
 	// WaitDelay is how long a cancelled uv gets after SIGINT before SIGKILL (default 15s).
 	WaitDelay time.Duration
 	// OutputLimit bounds the combined output kept from each call (the last bytes; default 64 KiB).
@@ -102,6 +106,9 @@ func buildEnv(cfg Config) []string {
 	}
 	if cfg.DefaultIndex != "" {
 		m["UV_DEFAULT_INDEX"] = cfg.DefaultIndex
+	}
+	if cfg.NoBuild {
+		m["UV_NO_BUILD"] = "1"
 	}
 	for k, v := range cfg.Passthrough {
 		m[k] = v
@@ -322,12 +329,21 @@ func (e *Executor) wait(ctx context.Context, cmd *exec.Cmd, args []string, out *
 		return errcode.Wrap(errcode.UVExecutionError, fmt.Errorf("run uv %s: %w", args[0], err), "")
 	}
 	ee := &ExitError{Args: args, ExitCode: xe.ExitCode(), Output: out.String()}
-	return errcode.Wrap(Classify(ee.ExitCode, ee.Output), ee, "")
+	code := Classify(ee.ExitCode, ee.Output)
+	if code == errcode.SourceBuildDisabled {
+		return errcode.Wrap(code, ee, "this agent installs wheels only (UV_WHEELS_ONLY=true) and a package has no wheel for this platform, only a source distribution, whose build would run its code; "+summary(ee.Output))
+	}
+	return errcode.Wrap(code, ee, "")
 }
 
 // Classify maps a failed uv command's exit status and output to an error code.
 func Classify(exitCode int, output string) errcode.Code {
 	switch {
+	// Before "No solution found": with --no-build a package without a usable wheel makes the
+	// resolution fail, and the hint says why; a frozen sync says it per distribution.
+	case strings.Contains(output, "building from source is disabled") ||
+		strings.Contains(output, "is marked as `--no-build`"):
+		return errcode.SourceBuildDisabled
 	case exitCode == 1 && (strings.Contains(output, "No solution found") ||
 		strings.Contains(output, "is unsatisfiable")):
 		return errcode.PackageResolutionFailed

@@ -34,6 +34,9 @@ const (
 	// interpreter at its path, or none is in the fleet).
 	NoAgentAvailable Code = "NO_AGENT_AVAILABLE"
 	Internal         Code = "INTERNAL_ERROR"
+	// SourceBuildDisabled: the agent installs wheels only (UV_WHEELS_ONLY) and a requested
+	// package, or one it depends on, has no wheel for this platform.
+	SourceBuildDisabled Code = "SOURCE_BUILD_DISABLED"
 
 	// Authentication and transport strictness.
 	Unauthenticated      Code = "UNAUTHENTICATED"
@@ -68,6 +71,7 @@ var status = map[Code]int{
 	Forbidden:            http.StatusForbidden,
 	UnsupportedMediaType: http.StatusUnsupportedMediaType,
 	RequestTimeout:       http.StatusRequestTimeout,
+	SourceBuildDisabled:  http.StatusUnprocessableEntity,
 }
 
 // All lists every code, for documentation and tests.

@@ -45,7 +45,8 @@ func Open(ctx context.Context, path string, logger *slog.Logger) (*Store, error)
 	if strings.ContainsAny(path, "?#") {
 		return nil, fmt.Errorf("open sqlite database %q: path may not contain '?' or '#'", path)
 	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
+	// 0700: user code in the user sandbox tier runs on this host and must not read the audit.
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("open sqlite database: %w", err)
 	}
 	dsn := path + "?_txlock=immediate&_busy_timeout=10000&_journal_mode=WAL&_foreign_keys=1&_synchronous=NORMAL"
