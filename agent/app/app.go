@@ -47,6 +47,7 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 	if err := checkLinks(cfg, logger); err != nil {
 		return err
 	}
+	sweepTrash(cfg.EnvsBasePath, 10*time.Minute, logger)
 	if cfg.UsageScanInterval <= 0 {
 		cfg.UsageScanInterval = 30 * time.Second
 	}
@@ -304,4 +305,29 @@ func checkDefaultPython(ctx context.Context, ex *uv.Executor, sb sandbox.Config,
 	}
 	logger.Info("default interpreter usable in the sandbox", "default_python", version, "path", py)
 	return nil
+}
+
+// sweepTrash removes what deletes left behind when their agent died between renaming an
+// environment out of sight (.trash-*) and removing it. Only entries older than minAge go, so a
+// delete under way on another host is not raced.
+func sweepTrash(base string, minAge time.Duration, logger *slog.Logger) {
+	entries, err := os.ReadDir(base)
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		if !strings.HasPrefix(e.Name(), ".trash-") {
+			continue
+		}
+		fi, err := e.Info()
+		if err != nil || time.Since(fi.ModTime()) < minAge {
+			continue
+		}
+		p := filepath.Join(base, e.Name())
+		if err := os.RemoveAll(p); err != nil {
+			logger.Warn("removing a deleted environment left behind", "path", p, "err", err)
+			continue
+		}
+		logger.Info("removed a deleted environment left behind by an interrupted delete", "path", p)
+	}
 }

@@ -223,3 +223,23 @@ func TestRunRefusesUnavailableSandbox(t *testing.T) {
 		})
 	}
 }
+
+func TestSweepTrash(t *testing.T) {
+	base := t.TempDir()
+	old := filepath.Join(base, ".trash-1-wf-n-v1")
+	fresh := filepath.Join(base, ".trash-2-wf-m-v1")
+	env := filepath.Join(base, "wf")
+	for _, d := range []string{filepath.Join(old, ".venv"), fresh, env} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	past := time.Now().Add(-time.Hour)
+	os.Chtimes(old, past, past)
+	app.SweepTrash(base, 10*time.Minute, testLogger(t))
+	for p, want := range map[string]bool{old: false, fresh: true, env: true} {
+		if _, err := os.Stat(p); (err == nil) != want {
+			t.Errorf("%s exists = %v; want %v", p, err == nil, want)
+		}
+	}
+}
