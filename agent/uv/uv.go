@@ -26,7 +26,7 @@ import (
 // PassthroughVars are the variables copied from the agent's own environment into every uv call
 // when set there: index, TLS, proxy and Python-discovery settings an operator may need.
 var PassthroughVars = []string{
-	"UV_INDEX", "UV_INDEX_STRATEGY", "UV_NATIVE_TLS", "UV_SYSTEM_CERTS", "UV_HTTP_TIMEOUT", "UV_OFFLINE",
+	"UV_INDEX", "UV_INDEX_STRATEGY", "UV_NATIVE_TLS", "UV_COMPILE_BYTECODE", "UV_SYSTEM_CERTS", "UV_HTTP_TIMEOUT", "UV_OFFLINE",
 	"UV_PYTHON_INSTALL_DIR", "UV_PYTHON_DOWNLOADS", "UV_PYTHON_PREFERENCE",
 	"SSL_CERT_FILE", "SSL_CERT_DIR",
 	"HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy",
