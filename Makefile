@@ -1,6 +1,7 @@
 # Environment Fabric — build, run and test.
 #
 #   make run     start the single-host fabric (agent + control plane) on this machine
+#   make fleet   start a local fleet: PostgreSQL, two control planes, three agents, on loopback
 #   make test    everything CI checks: generated code up to date, go vet, go test
 #   make bench   benchmarks; writes docs/benchmarks.md and docs/bench/ (not part of make test)
 #
@@ -39,10 +40,20 @@ uv: ## install the pinned uv into .tools/uv
 run: ## run agent + control plane on this host (data in ./data; Ctrl-C stops)
 	bash scripts/run.sh
 
+.PHONY: fleet
+fleet: ## run a local fleet: PostgreSQL, 2 control planes, 3 agents on loopback (data in ./data/fleet)
+	bash scripts/fleet.sh
+
 .PHONY: test
-test: uv checkgenerate ## check generated code, go vet, go test (what CI runs)
+test: uv checkgenerate sandbox-tier ## check generated code, go vet, go test (what CI runs)
 	$(GO) vet ./...
 	UV_BIN=$(UV_BIN) $(GO) test -count=1 -timeout 45m ./...
+
+# Says which run sandbox tier this machine allows (docs/sandbox.md); with CI=true it fails unless
+# the strongest (namespace) is available, since CI runs on the same kind of machine as production.
+.PHONY: sandbox-tier
+sandbox-tier: ## print the strongest run sandbox tier this machine allows
+	@$(GO) test -count=1 -run '^TestTierAvailable$$' -v ./agent/sandbox/ | grep -E 'sandbox tier|SANDBOX TIER|^(--- |FAIL|ok)'
 
 .PHONY: bench
 bench: uv ## run the benchmarks (~15 min; BENCH_QUICK=1 for a short run) into docs/benchmarks.md

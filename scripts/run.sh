@@ -77,7 +77,7 @@ cp_url="$(url_for "$LISTEN_ADDR")"
 
 command -v curl >/dev/null || die "need curl to check health (apt-get install curl)"
 # http_ok URL: true when GET URL answers 200.
-http_ok() { curl -fsS -o /dev/null --max-time 2 "$1" 2>/dev/null; }
+http_ok() { curl -fsS -o /dev/null --max-time 2 ${2:+-H "Authorization: Bearer $2"} "$1" 2>/dev/null; }
 # http_any URL: true when anything answers HTTP at URL.
 http_any() { curl -sS -o /dev/null --max-time 2 "$1" 2>/dev/null; }
 
@@ -155,8 +155,8 @@ log_tail() {
 
 # wait_for NAME PID URL: wait until URL answers 200 while PID is alive, bounded by wait_seconds.
 wait_for() {
-	local name=$1 pid=$2 url=$3 deadline=$((SECONDS + wait_seconds))
-	until http_ok "$url"; do
+	local name=$1 pid=$2 url=$3 token=${4:-} deadline=$((SECONDS + wait_seconds))
+	until http_ok "$url" "$token"; do
 		if ! kill -0 "$pid" 2>/dev/null; then
 			local rc=0
 			wait "$pid" || rc=$?
@@ -182,7 +182,7 @@ done
 say "starting agent on $AGENT_LISTEN_ADDR (uv: $UV_BIN)"
 start agent AGENT_LISTEN_ADDR="$AGENT_LISTEN_ADDR"
 agent_pid=$started_pid
-wait_for agent "$agent_pid" "$agent_url/healthz"
+wait_for agent "$agent_pid" "$agent_url/healthz" "$AGENT_TOKEN"
 
 say "starting control plane on $LISTEN_ADDR"
 start controlplane LISTEN_ADDR="$LISTEN_ADDR" AGENT_URL="$agent_url"

@@ -11,13 +11,22 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
+	"strings"
+	"sync"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/envfabric/envfabric/agent/config"
 	"github.com/envfabric/envfabric/agent/rpc"
+	"github.com/envfabric/envfabric/agent/sandbox"
+	"github.com/envfabric/envfabric/agent/usage"
 	"github.com/envfabric/envfabric/agent/uv"
 	"github.com/envfabric/envfabric/proto/gen/envfabric/agent/v1/agentv1connect"
 	"github.com/envfabric/envfabric/shared/agentauth"
+	"github.com/envfabric/envfabric/shared/gossip"
+	"github.com/envfabric/envfabric/shared/sdnotify"
 )
 
 // Version is the agent's version, set at build time with -ldflags "-X ...app.Version=...".
@@ -38,18 +47,45 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 	if err := checkLinks(cfg, logger); err != nil {
 		return err
 	}
+	sweepTrash(cfg.EnvsBasePath, 10*time.Minute, logger)
+	if cfg.UsageScanInterval <= 0 {
+		cfg.UsageScanInterval = 30 * time.Second
+	}
+	if cfg.CacheScanInterval <= 0 {
+		cfg.CacheScanInterval = 5 * time.Minute
+	}
+	met := newMetrics()
+	sb, err := sandboxConfig(cfg, logger)
+	if err != nil {
+		return err
+	}
+	uvPath := cfg.Path
+	if sb.Tier.DropsPrivileges() {
+		var dropped []string
+		uvPath, dropped = sandbox.SearchablePath(cfg.Path, sb.UID, sb.GID)
+		if len(dropped) > 0 {
+			logger.Warn("PATH directories the run user cannot search are not used to find interpreters: code could not start them",
+				"dropped", dropped)
+		}
+	}
 	ex := uv.New(uv.Config{
 		Bin:          cfg.UVBin,
 		CacheDir:     cfg.UVCacheDir,
 		LinkMode:     cfg.UVLinkMode,
 		DefaultIndex: cfg.UVDefaultIndex,
-		Path:         cfg.Path,
+		Path:         uvPath,
 		Home:         cfg.Home,
 		Passthrough:  cfg.UVPassthrough,
+		Observe:      met.observeUV,
+		NoBuild:      cfg.UVWheelsOnly,
 	}, logger)
 	uvVersion, err := ex.Version(ctx)
 	if err != nil {
 		return fmt.Errorf("uv at %s does not answer: %w", cfg.UVBin, err)
+	}
+	tracker := usage.New(cfg.EnvsBasePath, logger.With("component", "usage"))
+	if err := checkDefaultPython(ctx, ex, sb, cfg.DefaultPython, logger); err != nil {
+		return err
 	}
 	svc := rpc.New(rpc.Config{
 		AgentID:           cfg.AgentID,
@@ -59,7 +95,52 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 		LinkMode:          cfg.UVLinkMode,
 		DefaultPython:     cfg.DefaultPython,
 		RunMaxOutputBytes: cfg.RunMaxOutputBytes,
+		Usage:             tracker,
+		OnRun:             met.observeRun,
+		Sandbox:           sb,
 	}, ex, logger)
+
+	// Background work, each loop owned here and waited for before Run returns.
+	bgCtx, stopBG := context.WithCancel(ctx)
+	var bg sync.WaitGroup
+	defer func() {
+		stopBG()
+		bg.Wait()
+	}()
+	bg.Add(2)
+	go func() { defer bg.Done(); tracker.Run(bgCtx, cfg.UsageScanInterval) }()
+	go func() { defer bg.Done(); met.measureCache(bgCtx, cfg.UVCacheDir, cfg.CacheScanInterval, logger) }()
+
+	var fleet *membership
+	if cfg.GossipBindAddr != "" {
+		id, err := fleetID(cfg.DataRoot, logger)
+		if err != nil {
+			return err
+		}
+		fleet, err = joinFleet(bgCtx, cfg, gossip.Meta{
+			Role: gossip.RoleAgent, ID: cfg.AgentID, URL: cfg.AdvertiseURL, Fleet: id, Version: Version,
+			Pythons: interpreters(ctx, ex, cfg.DefaultPython), Sandbox: string(sb.Tier),
+		}, func() int { return int(met.inFlight.Load()) }, logger.With("fleet_id", id))
+		if err != nil {
+			return fmt.Errorf("joining the fleet: %w", err)
+		}
+		defer fleet.close()
+		bg.Add(1)
+		go func() {
+			defer bg.Done()
+			// Interpreters come and go with operators; refresh what the fleet is told.
+			t := time.NewTicker(5 * time.Minute)
+			defer t.Stop()
+			for {
+				select {
+				case <-bgCtx.Done():
+					return
+				case <-t.C:
+					fleet.setPythons(interpreters(bgCtx, ex, cfg.DefaultPython))
+				}
+			}
+		}()
+	}
 
 	ln, err := net.Listen("tcp", cfg.ListenAddr)
 	if err != nil {
@@ -69,7 +150,7 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 	protocols.SetHTTP1(true)
 	protocols.SetUnencryptedHTTP2(true)
 	srv := &http.Server{
-		Handler:           Handler(cfg.Token, svc, ex),
+		Handler:           Handler(cfg.Token, svc, ex, met, "sandbox: "+sb.Describe()),
 		Protocols:         protocols,
 		ReadHeaderTimeout: 10 * time.Second,
 		BaseContext:       func(net.Listener) context.Context { return ctx },
@@ -79,7 +160,10 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 	go func() { served <- srv.Serve(ln) }()
 	logger.Info("agent serving", "addr", ln.Addr().String(), "agent_id", cfg.AgentID, "version", Version,
 		"uv_version", uvVersion, "envs", cfg.EnvsBasePath, "cache", cfg.UVCacheDir, "link_mode", cfg.UVLinkMode,
-		"auth", cfg.Token != "")
+		"auth", cfg.Token != "", "gossip", cfg.GossipBindAddr, "sandbox", sb.Describe(), "wheels_only", cfg.UVWheelsOnly)
+	if err := sdnotify.Ready(); err != nil {
+		logger.Warn("telling systemd we are ready", "err", err)
+	}
 
 	select {
 	case err := <-served:
@@ -87,6 +171,11 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 	case <-ctx.Done():
 	}
 	logger.Info("agent stopping")
+	_ = sdnotify.Stopping()
+	if fleet != nil {
+		// Leave first, so control planes stop sending work while in-flight calls finish.
+		fleet.close()
+	}
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shutdownTimeout)
 	defer cancel()
 	err = srv.Shutdown(sctx)
@@ -119,12 +208,18 @@ func checkLinks(cfg config.Config, logger *slog.Logger) error {
 	return err
 }
 
-// Handler is the agent's HTTP surface: the Connect service behind the bearer-token check, and
-// unauthenticated /healthz (the process answers) and /readyz (uv answers).
-func Handler(token string, svc agentv1connect.AgentServiceHandler, ex *uv.Executor) http.Handler {
+// Handler is the agent's HTTP surface, all of it behind the bearer-token check (nothing on an agent
+// is open to an anonymous caller): the Connect service, /healthz (the process answers), /readyz
+// (uv answers; the body is "ok" and then readyLines, one per line, such as the sandbox tier) and
+// /metrics.
+func Handler(token string, svc agentv1connect.AgentServiceHandler, ex *uv.Executor, met *metrics, readyLines ...string) http.Handler {
 	mux := http.NewServeMux()
 	path, h := agentv1connect.NewAgentServiceHandler(svc)
-	mux.Handle(path, agentauth.Middleware(token, h))
+	if met == nil {
+		met = newMetrics()
+	}
+	mux.Handle(path, met.count(h))
+	mux.Handle("GET /metrics", promhttp.HandlerFor(met.reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		_, _ = w.Write([]byte("ok"))
 	})
@@ -135,7 +230,104 @@ func Handler(token string, svc agentv1connect.AgentServiceHandler, ex *uv.Execut
 			http.Error(w, "uv does not answer: "+err.Error(), http.StatusServiceUnavailable)
 			return
 		}
-		_, _ = w.Write([]byte("ok"))
+		_, _ = w.Write([]byte(strings.Join(append([]string{"ok"}, readyLines...), "\n")))
 	})
-	return mux
+	return agentauth.Middleware(token, mux)
+}
+
+// sandboxConfig turns the RUN_* settings into the runner's sandbox and proves that this host can
+// provide it. There is no fallback: a host that cannot give the configured tier must not run
+// code with less isolation than the operator asked for.
+func sandboxConfig(cfg config.Config, logger *slog.Logger) (sandbox.Config, error) {
+	s := cfg.Sandbox
+	if s.Tier == "" {
+		s.Tier = sandbox.Namespace // the default of config.Load: never a weaker one by omission
+	}
+	if s.Tier.DropsPrivileges() && s.UID == 0 {
+		name := s.User
+		if name == "" {
+			name = "nobody"
+		}
+		uid, gid, err := config.LookupRunUser(name)
+		if err != nil {
+			return sandbox.Config{}, fmt.Errorf("RUN_USER: %w", err)
+		}
+		s.UID, s.GID = uid, gid
+	}
+	sb := sandbox.Config{
+		Tier:         s.Tier,
+		UID:          s.UID,
+		GID:          s.GID,
+		AllowNetwork: s.AllowNetwork,
+		Limits:       s.Limits,
+	}
+	// What code must not see: every environment but its own, the cache, the control plane's
+	// database under DATA_ROOT, and the agent's home (uv state, maybe credentials).
+	for _, d := range []string{cfg.DataRoot, cfg.EnvsBasePath, cfg.UVCacheDir, cfg.Home} {
+		if d = filepath.Clean(d); d != "" && d != "/" && filepath.IsAbs(d) {
+			sb.Hide = append(sb.Hide, d)
+		}
+	}
+	if sb.Tier != sandbox.Namespace {
+		// A PID namespace is the only way to kill descendants that left the process group;
+		// take it where the kernel allows it.
+		sb.PIDNamespace = true
+		if err := sb.Probe(sandbox.Program{}); err != nil {
+			logger.Warn("no PID namespace here: code that calls setsid can outlive its run", "tier", sb.Tier, "err", err)
+			sb.PIDNamespace = false
+		}
+	}
+	if err := sb.Probe(sandbox.Program{}); err != nil {
+		return sandbox.Config{}, fmt.Errorf("RUN_SANDBOX=%s is not available on this host (%w); the agent does not fall back to a weaker tier: "+
+			"fix the host (docs/sandbox.md) or set RUN_SANDBOX to a tier it can provide", sb.Tier, err)
+	}
+	if sb.Tier == sandbox.Process && os.Geteuid() == 0 {
+		logger.Warn("RUN_SANDBOX=process while the agent runs as root: user code runs as root; use the user or namespace tier")
+	}
+	return sb, nil
+}
+
+// checkDefaultPython proves that the interpreter new environments get can be started by user
+// code in the sandbox (an interpreter under a 0700 home cannot be, by the run user).
+func checkDefaultPython(ctx context.Context, ex *uv.Executor, sb sandbox.Config, version string, logger *slog.Logger) error {
+	py, _, err := ex.FindPython(ctx, version)
+	if err != nil {
+		logger.Warn("DEFAULT_PYTHON is not available on this host; creates that name no version will fail", "default_python", version, "err", err)
+		return nil
+	}
+	prog := sandbox.Program{Path: py, Args: []string{py, "-c", ""}}
+	if prefix := filepath.Dir(filepath.Dir(py)); sb.Hidden(prefix) {
+		prog.ReadOnly = []string{prefix}
+	}
+	if err := sb.Probe(prog); err != nil {
+		return fmt.Errorf("DEFAULT_PYTHON=%s is %s, which user code cannot start in the %s sandbox: %w; install a Python every user can read (under /usr or /opt), see docs/sandbox.md",
+			version, py, sb.Tier, err)
+	}
+	logger.Info("default interpreter usable in the sandbox", "default_python", version, "path", py)
+	return nil
+}
+
+// sweepTrash removes what deletes left behind when their agent died between renaming an
+// environment out of sight (.trash-*) and removing it. Only entries older than minAge go, so a
+// delete under way on another host is not raced.
+func sweepTrash(base string, minAge time.Duration, logger *slog.Logger) {
+	entries, err := os.ReadDir(base)
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		if !strings.HasPrefix(e.Name(), ".trash-") {
+			continue
+		}
+		fi, err := e.Info()
+		if err != nil || time.Since(fi.ModTime()) < minAge {
+			continue
+		}
+		p := filepath.Join(base, e.Name())
+		if err := os.RemoveAll(p); err != nil {
+			logger.Warn("removing a deleted environment left behind", "path", p, "err", err)
+			continue
+		}
+		logger.Info("removed a deleted environment left behind by an interrupted delete", "path", p)
+	}
 }

@@ -3,11 +3,13 @@ package app_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -18,6 +20,7 @@ import (
 
 	"github.com/envfabric/envfabric/agent/app"
 	"github.com/envfabric/envfabric/agent/config"
+	"github.com/envfabric/envfabric/agent/sandbox"
 	"github.com/envfabric/envfabric/agent/uv"
 	agentv1 "github.com/envfabric/envfabric/proto/gen/envfabric/agent/v1"
 	"github.com/envfabric/envfabric/proto/gen/envfabric/agent/v1/agentv1connect"
@@ -71,11 +74,23 @@ func TestRunServesAndStops(t *testing.T) {
 	go func() { done <- app.Run(ctx, cfg, testLogger(t)) }()
 
 	base := "http://" + cfg.ListenAddr
+	get := func(path, token string) (int, string, error) {
+		req, _ := http.NewRequest(http.MethodGet, base+path, nil)
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return 0, "", err
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(body), nil
+	}
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		resp, err := http.Get(base + "/healthz")
+		_, _, err := get("/healthz", "s3cret")
 		if err == nil {
-			resp.Body.Close()
 			break
 		}
 		if time.Now().After(deadline) {
@@ -83,14 +98,17 @@ func TestRunServesAndStops(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	resp, err := http.Get(base + "/readyz")
-	if err != nil {
-		t.Fatal(err)
+	if code, body, err := get("/readyz", "s3cret"); err != nil || code != http.StatusOK || !strings.HasPrefix(body, "ok\nsandbox: ") {
+		t.Errorf("readyz: got %d %q %v; want 200 ok and the sandbox tier", code, body, err)
 	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK || string(body) != "ok" {
-		t.Errorf("readyz: got %d %q; want 200 ok", resp.StatusCode, body)
+	if code, body, _ := get("/metrics", "s3cret"); code != http.StatusOK || !strings.Contains(body, "envfabric_agent_operations_in_flight") {
+		t.Errorf("metrics: got %d; want 200 with the agent's series", code)
+	}
+	// Nothing on an agent answers an anonymous caller.
+	for _, path := range []string{"/healthz", "/readyz", "/metrics", "/envfabric.agent.v1.AgentService/Info"} {
+		if code, _, _ := get(path, ""); code != http.StatusUnauthorized {
+			t.Errorf("anonymous GET %s: %d; want 401", path, code)
+		}
 	}
 
 	tests := []struct {
@@ -154,5 +172,74 @@ func TestRunRefusesWithoutHardlinks(t *testing.T) {
 	defer cancel()
 	if err := app.Run(ctx, cfg, testLogger(t)); err != nil {
 		t.Errorf("copy mode: got %v; want a clean stop", err)
+	}
+}
+
+// The agent refuses to start when the configured sandbox tier is not available: no silent
+// downgrade. An unprivileged agent cannot create namespaces or switch users, so the test runs
+// itself again as nobody.
+func TestRunRefusesUnavailableSandbox(t *testing.T) {
+	if dir := os.Getenv("APP_TEST_UNPRIVILEGED_ROOT"); dir != "" {
+		// uv is never reached: the sandbox is checked first.
+		cfg := config.Config{
+			ListenAddr: freeAddr(t), AgentID: "a1", DataRoot: dir, EnvsBasePath: filepath.Join(dir, "envs"),
+			UVCacheDir: filepath.Join(dir, "uv_cache"), UVBin: "/bin/false", UVLinkMode: "hardlink", Path: "/usr/bin:/bin",
+			Home: dir, DefaultPython: "3.11", RunMaxOutputBytes: 1 << 20,
+			Sandbox: config.Sandbox{Tier: sandbox.Tier(os.Getenv("APP_TEST_TIER")), User: "nobody"},
+		}
+		err := app.Run(t.Context(), cfg, testLogger(t))
+		fmt.Printf("RUN RESULT: %v\n", err)
+		return
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to run itself as nobody")
+	}
+	uid, gid, err := config.LookupRunUser("nobody")
+	if err != nil {
+		t.Skip(err)
+	}
+	for _, tt := range []struct {
+		tier sandbox.Tier
+		want string
+	}{
+		{sandbox.Namespace, "RUN_SANDBOX=namespace is not available on this host"},
+		{sandbox.User, "RUN_SANDBOX=user is not available on this host"},
+	} {
+		t.Run(string(tt.tier), func(t *testing.T) {
+			root := t.TempDir()
+			for _, p := range []string{filepath.Dir(root), root} {
+				if err := os.Chmod(p, 0o777); err != nil {
+					t.Fatal(err)
+				}
+			}
+			cmd := exec.Command("/proc/self/exe", "-test.run=^TestRunRefusesUnavailableSandbox$", "-test.count=1", "-test.v")
+			cmd.Env = append(os.Environ(), "APP_TEST_UNPRIVILEGED_ROOT="+root, "APP_TEST_TIER="+string(tt.tier))
+			cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}}
+			out, _ := cmd.CombinedOutput()
+			t.Logf("agent as nobody:\n%s", out)
+			if !strings.Contains(string(out), tt.want) || !strings.Contains(string(out), "does not fall back") {
+				t.Errorf("output:\n%s\nwant %q", out, tt.want)
+			}
+		})
+	}
+}
+
+func TestSweepTrash(t *testing.T) {
+	base := t.TempDir()
+	old := filepath.Join(base, ".trash-1-wf-n-v1")
+	fresh := filepath.Join(base, ".trash-2-wf-m-v1")
+	env := filepath.Join(base, "wf")
+	for _, d := range []string{filepath.Join(old, ".venv"), fresh, env} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	past := time.Now().Add(-time.Hour)
+	os.Chtimes(old, past, past)
+	app.SweepTrash(base, 10*time.Minute, testLogger(t))
+	for p, want := range map[string]bool{old: false, fresh: true, env: true} {
+		if _, err := os.Stat(p); (err == nil) != want {
+			t.Errorf("%s exists = %v; want %v", p, err == nil, want)
+		}
 	}
 }

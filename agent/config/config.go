@@ -10,11 +10,16 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"os/user"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"time"
 
+	"github.com/envfabric/envfabric/agent/sandbox"
 	"github.com/envfabric/envfabric/agent/uv"
 	"github.com/envfabric/envfabric/shared/config"
+	"github.com/envfabric/envfabric/shared/gossip"
 )
 
 // Config is the agent's whole configuration.
@@ -44,7 +49,48 @@ type Config struct {
 
 	LogLevel  slog.Level
 	LogFormat string
+
+	// Fleet membership; GossipBindAddr empty means a single host without gossip.
+	GossipBindAddr      string
+	GossipAdvertiseAddr string
+	GossipSeeds         []string
+	GossipKeys          [][]byte
+	GossipProfile       string
+	// AdvertiseURL is the Connect address control planes use to reach this agent.
+	AdvertiseURL string
+
+	UsageScanInterval time.Duration
+	CacheScanInterval time.Duration
+	// UVWheelsOnly makes uv install wheels only (UV_NO_BUILD): building a source distribution
+	// runs its code on the agent, with the agent's rights.
+	UVWheelsOnly bool
+	// Sandbox is how user code is isolated (docs/sandbox.md).
+	Sandbox Sandbox
 }
+
+// Sandbox is the RUN_* block.
+type Sandbox struct {
+	// Tier is RUN_SANDBOX; the default is the strongest, and the agent refuses to start when the
+	// host cannot provide the configured tier.
+	Tier sandbox.Tier
+	// User is RUN_USER, resolved to UID and GID at load (user and namespace tiers).
+	User     string
+	UID, GID int
+	// AllowNetwork is RUN_ALLOW_NETWORK (namespace tier).
+	AllowNetwork bool
+	Limits       sandbox.Limits
+}
+
+// Default RUN_LIMIT_* values: backstops behind the run timeout, generous enough for scientific
+// Python (address space is not resident memory: numpy and friends reserve much more than they
+// touch).
+const (
+	DefaultRunCPUSeconds  = 600
+	DefaultRunMemoryBytes = 4 << 30
+	DefaultRunFileBytes   = 256 << 20
+	DefaultRunOpenFiles   = 1024
+	DefaultRunProcesses   = 512
+)
 
 // Load reads the configuration from src.
 func Load(src config.Source) (Config, error) {
@@ -107,6 +153,48 @@ func Load(src config.Source) (Config, error) {
 		r.Fail("AGENT_TOKEN is required when AGENT_LISTEN_ADDR (%s) is not a loopback address; set AGENT_ALLOW_NO_TOKEN=true to run unauthenticated", c.ListenAddr)
 	}
 
+	c.GossipBindAddr = r.String("GOSSIP_BIND_ADDR", "")
+	c.GossipAdvertiseAddr = r.String("GOSSIP_ADVERTISE_ADDR", "")
+	c.GossipProfile = r.String("GOSSIP_PROFILE", "lan")
+	c.AdvertiseURL = r.String("AGENT_ADVERTISE_URL", "http://"+c.ListenAddr)
+	c.UsageScanInterval = r.Duration("USAGE_SCAN_INTERVAL", 30*time.Second)
+	c.CacheScanInterval = r.Duration("CACHE_SCAN_INTERVAL", 5*time.Minute)
+	if seeds, err := gossip.ParseSeeds(r.String("GOSSIP_SEEDS", "")); err != nil {
+		r.Fail("GOSSIP_SEEDS: %v", err)
+	} else {
+		c.GossipSeeds = seeds
+	}
+	if keys, err := gossip.ParseKeys(r.String("GOSSIP_KEYS", "")); err != nil {
+		r.Fail("GOSSIP_KEYS: %v", err)
+	} else {
+		c.GossipKeys = keys
+	}
+	if c.GossipBindAddr != "" {
+		gh, _, err := net.SplitHostPort(c.GossipBindAddr)
+		switch {
+		case err != nil:
+			r.Fail("GOSSIP_BIND_ADDR=%q: want host:port", c.GossipBindAddr)
+		case len(c.GossipKeys) == 0 && !isLoopback(gh) && !r.Bool("GOSSIP_ALLOW_PLAINTEXT", false):
+			r.Fail("GOSSIP_KEYS is required when GOSSIP_BIND_ADDR (%s) is not a loopback address: gossip carries the fleet's membership; set GOSSIP_ALLOW_PLAINTEXT=true to accept that risk", c.GossipBindAddr)
+		}
+		if u, err := url.Parse(c.AdvertiseURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			r.Fail("AGENT_ADVERTISE_URL=%q: want an http(s) URL", c.AdvertiseURL)
+		} else if ip := net.ParseIP(u.Hostname()); ip != nil && ip.IsUnspecified() {
+			r.Fail("AGENT_ADVERTISE_URL=%q: an unspecified address cannot be reached; set AGENT_ADVERTISE_URL to this host's address", c.AdvertiseURL)
+		}
+		if c.GossipProfile != "lan" && c.GossipProfile != "local" {
+			r.Fail("GOSSIP_PROFILE=%q: want lan or local", c.GossipProfile)
+		}
+	}
+	if c.UsageScanInterval < time.Second {
+		r.Fail("USAGE_SCAN_INTERVAL must be at least 1s")
+	}
+	if c.CacheScanInterval < time.Second {
+		r.Fail("CACHE_SCAN_INTERVAL must be at least 1s")
+	}
+	c.UVWheelsOnly = r.Bool("UV_WHEELS_ONLY", false)
+	c.Sandbox = loadSandbox(r)
+
 	if err := c.LogLevel.UnmarshalText([]byte(r.String("LOG_LEVEL", "info"))); err != nil {
 		r.Fail("LOG_LEVEL: %v", err)
 	}
@@ -114,6 +202,61 @@ func Load(src config.Source) (Config, error) {
 		r.Fail("LOG_FORMAT=%q: want json or text", c.LogFormat)
 	}
 	return c, errors.Join(r.Errs()...)
+}
+
+func loadSandbox(r *config.Reader) Sandbox {
+	s := Sandbox{
+		User:         r.String("RUN_USER", "nobody"),
+		AllowNetwork: r.Bool("RUN_ALLOW_NETWORK", false),
+	}
+	tier, err := sandbox.ParseTier(r.String("RUN_SANDBOX", string(sandbox.Namespace)))
+	if err != nil {
+		r.Fail("RUN_SANDBOX: %v", err)
+	}
+	s.Tier = tier
+	limit := func(name string, def int) uint64 {
+		v := r.Int(name, def)
+		if v < 0 {
+			r.Fail("%s=%d: must be 0 (unlimited) or positive", name, v)
+			return 0
+		}
+		return uint64(v)
+	}
+	s.Limits = sandbox.Limits{
+		CPUSeconds:  limit("RUN_LIMIT_CPU_SECONDS", DefaultRunCPUSeconds),
+		MemoryBytes: limit("RUN_LIMIT_MEMORY_BYTES", DefaultRunMemoryBytes),
+		FileBytes:   limit("RUN_LIMIT_FILE_BYTES", DefaultRunFileBytes),
+		OpenFiles:   limit("RUN_LIMIT_OPEN_FILES", DefaultRunOpenFiles),
+		Processes:   limit("RUN_LIMIT_PROCESSES", DefaultRunProcesses),
+	}
+	if tier.DropsPrivileges() {
+		uid, gid, err := LookupRunUser(s.User)
+		if err != nil {
+			r.Fail("RUN_USER: %v", err)
+		}
+		s.UID, s.GID = uid, gid
+	}
+	return s
+}
+
+// LookupRunUser resolves a user name (or numeric uid) to its uid and primary gid, and refuses
+// root: code must never run with the agent's privileges in the tiers that drop them.
+func LookupRunUser(name string) (uid, gid int, err error) {
+	u, err := user.Lookup(name)
+	if err != nil {
+		if u, err = user.LookupId(name); err != nil {
+			return 0, 0, fmt.Errorf("user %q does not exist on this host (create it, see docs/sandbox.md)", name)
+		}
+	}
+	uid, errU := strconv.Atoi(u.Uid)
+	gid, errG := strconv.Atoi(u.Gid)
+	if errU != nil || errG != nil {
+		return 0, 0, fmt.Errorf("user %q has a non-numeric uid or gid", name)
+	}
+	if uid == 0 || gid == 0 {
+		return 0, 0, fmt.Errorf("user %q has uid %d gid %d; the run user must not be root or in group 0", name, uid, gid)
+	}
+	return uid, gid, nil
 }
 
 func absPath(r *config.Reader, name, p string) string {

@@ -5,12 +5,24 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	agentconfig "github.com/envfabric/envfabric/agent/config"
+	"github.com/envfabric/envfabric/agent/sandbox"
 	"github.com/envfabric/envfabric/shared/config"
 )
+
+// nobody is the default run user; every Debian host has it.
+var nobodyUID, nobodyGID = func() (int, int) {
+	uid, gid, err := agentconfig.LookupRunUser("nobody")
+	if err != nil {
+		panic(err)
+	}
+	return uid, gid
+}()
 
 func TestLoad(t *testing.T) {
 	bin := t.TempDir()
@@ -44,6 +56,12 @@ func TestLoad(t *testing.T) {
 					EnvsBasePath: "/mnt/nas/envs", UVCacheDir: "/mnt/nas/uv_cache", UVBin: uvPath,
 					UVLinkMode: "hardlink", DefaultPython: "3.11", RunMaxOutputBytes: 1 << 20,
 					LogLevel: slog.LevelInfo, LogFormat: "text", Path: bin, Home: "/root",
+					GossipProfile: "lan", AdvertiseURL: "http://127.0.0.1:8081",
+					UsageScanInterval: 30 * time.Second, CacheScanInterval: 5 * time.Minute,
+					Sandbox: agentconfig.Sandbox{
+						Tier: sandbox.Namespace, User: "nobody", UID: nobodyUID, GID: nobodyGID,
+						Limits: sandbox.Limits{CPUSeconds: 600, MemoryBytes: 4 << 30, FileBytes: 256 << 20, OpenFiles: 1024, Processes: 512},
+					},
 				}
 				if len(c.UVPassthrough) != 0 {
 					t.Errorf("passthrough: got %v; want none", c.UVPassthrough)
@@ -106,6 +124,38 @@ func TestLoad(t *testing.T) {
 			wantErr: []string{"UV_LINK_MODE", "UV_BIN", "RUN_MAX_OUTPUT_BYTES", "LOG_LEVEL", "UV_DEFAULT_INDEX", "AGENT_LISTEN_ADDR"},
 		},
 		{
+			name: "sandbox settings",
+			env: with("RUN_SANDBOX", "user", "RUN_USER", strconv.Itoa(nobodyUID), "RUN_ALLOW_NETWORK", "true",
+				"RUN_LIMIT_CPU_SECONDS", "5", "RUN_LIMIT_MEMORY_BYTES", "0", "UV_WHEELS_ONLY", "true"),
+			check: func(t *testing.T, c agentconfig.Config) {
+				s := c.Sandbox
+				if s.Tier != sandbox.User || s.UID != nobodyUID || !s.AllowNetwork || s.Limits.CPUSeconds != 5 || s.Limits.MemoryBytes != 0 || !c.UVWheelsOnly {
+					t.Errorf("got %+v wheels-only=%v", s, c.UVWheelsOnly)
+				}
+			},
+		},
+		{
+			name:  "process tier needs no run user",
+			env:   with("RUN_SANDBOX", "process", "RUN_USER", "no-such-user-x"),
+			check: func(*testing.T, agentconfig.Config) {},
+		},
+		{
+			name: "every sandbox problem at once",
+			env: with("RUN_SANDBOX", "chroot", "RUN_LIMIT_PROCESSES", "-1", "RUN_LIMIT_FILE_BYTES", "big",
+				"RUN_ALLOW_NETWORK", "maybe", "UV_WHEELS_ONLY", "perhaps"),
+			wantErr: []string{"RUN_SANDBOX", "RUN_LIMIT_PROCESSES", "RUN_LIMIT_FILE_BYTES", "RUN_ALLOW_NETWORK", "UV_WHEELS_ONLY"},
+		},
+		{
+			name:    "run user must exist and not be root",
+			env:     with("RUN_USER", "no-such-user-x"),
+			wantErr: []string{"RUN_USER", "does not exist"},
+		},
+		{
+			name:    "run user root refused",
+			env:     with("RUN_SANDBOX", "user", "RUN_USER", "root"),
+			wantErr: []string{"must not be root"},
+		},
+		{
 			name:    "uv not on PATH",
 			env:     map[string]string{"PATH": t.TempDir(), "AGENT_ID": "a1"},
 			wantErr: []string{"uv not found on PATH"},
@@ -114,6 +164,25 @@ func TestLoad(t *testing.T) {
 			name:    "envs and cache the same",
 			env:     with("ENVS_BASE_PATH", "/srv/x", "UV_CACHE_DIR", "/srv/x"),
 			wantErr: []string{"must differ"},
+		},
+		{
+			name:    "gossip beyond loopback needs a key",
+			env:     with("GOSSIP_BIND_ADDR", "10.0.0.5:7946", "AGENT_TOKEN", "t"),
+			wantErr: []string{"GOSSIP_KEYS is required"},
+		},
+		{
+			name:    "bad gossip settings are all reported",
+			env:     with("GOSSIP_BIND_ADDR", "127.0.0.1:7946", "GOSSIP_KEYS", "c2hvcnQ=", "GOSSIP_SEEDS", "nohost", "AGENT_ADVERTISE_URL", "http://0.0.0.0:8081", "GOSSIP_PROFILE", "wan"),
+			wantErr: []string{"GOSSIP_KEYS: key 1: 5 bytes", "GOSSIP_SEEDS", "AGENT_ADVERTISE_URL", "GOSSIP_PROFILE"},
+		},
+		{
+			name: "gossip on loopback",
+			env:  with("GOSSIP_BIND_ADDR", "127.0.0.1:7946", "GOSSIP_SEEDS", "127.0.0.1:7947, 127.0.0.1:7948", "GOSSIP_KEYS", "MDEyMzQ1Njc4OWFiY2RlZg=="),
+			check: func(t *testing.T, c agentconfig.Config) {
+				if len(c.GossipSeeds) != 2 || len(c.GossipKeys) != 1 || c.AdvertiseURL != "http://127.0.0.1:8081" {
+					t.Errorf("got seeds %v, %d keys, advertise %q", c.GossipSeeds, len(c.GossipKeys), c.AdvertiseURL)
+				}
+			},
 		},
 	}
 	for _, tt := range tests {

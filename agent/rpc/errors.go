@@ -96,7 +96,7 @@ func connectCode(err error, code errcode.Code) connect.Code {
 		return connect.CodeInvalidArgument
 	case errcode.EnvNotFound, errcode.DependencyNotFound:
 		return connect.CodeNotFound
-	case errcode.EnvNotReady, errcode.PackageResolutionFailed, errcode.PythonUnavailable:
+	case errcode.EnvNotReady, errcode.PackageResolutionFailed, errcode.PythonUnavailable, errcode.SourceBuildDisabled:
 		return connect.CodeFailedPrecondition
 	case errcode.ExecutionTimeout:
 		return connect.CodeDeadlineExceeded

@@ -15,6 +15,8 @@ import (
 	"connectrpc.com/connect"
 
 	"github.com/envfabric/envfabric/agent/runner"
+	"github.com/envfabric/envfabric/agent/sandbox"
+	"github.com/envfabric/envfabric/agent/usage"
 	"github.com/envfabric/envfabric/agent/uv"
 	agentv1 "github.com/envfabric/envfabric/proto/gen/envfabric/agent/v1"
 	"github.com/envfabric/envfabric/proto/gen/envfabric/agent/v1/agentv1connect"
@@ -39,6 +41,12 @@ type Config struct {
 	RunTimeout time.Duration
 	// RestoreTimeout bounds putting a project back after a failed mutation (default 5m).
 	RestoreTimeout time.Duration
+	// Usage, when set, is told of every run and answers Usage calls.
+	Usage *usage.Tracker
+	// OnRun, when set, is told the duration and whether the code timed out, for the metrics.
+	OnRun func(d time.Duration, timedOut bool)
+	// Sandbox isolates every run (agent/sandbox); the zero value is the process tier.
+	Sandbox sandbox.Config
 }
 
 // Server implements agentv1connect.AgentServiceHandler. The control plane serialises calls on
@@ -76,6 +84,7 @@ func (s *Server) CreateProject(ctx context.Context, req *connect.Request[agentv1
 		return nil, s.fail(ctx, "create", err, false)
 	}
 	defer unlock()
+	defer s.operated(key) // uv read the environment; that is not a workflow using it
 	if err := checkPackages(req.Msg.GetPackages()); err != nil {
 		return nil, s.fail(ctx, "create", err, false)
 	}
@@ -165,6 +174,7 @@ func (s *Server) Mutate(ctx context.Context, req *connect.Request[agentv1.Mutate
 		return nil, s.fail(ctx, op, err, false)
 	}
 	defer unlock()
+	defer s.operated(key) // uv read the environment; that is not a workflow using it
 	if err := checkRevision(m.GetBase(), "base"); err != nil {
 		return nil, s.fail(ctx, op, err, false)
 	}
@@ -273,6 +283,7 @@ func (s *Server) Sync(ctx context.Context, req *connect.Request[agentv1.SyncRequ
 		return nil, s.fail(ctx, "sync", err, false)
 	}
 	defer unlock()
+	defer s.operated(key) // uv read the environment; that is not a workflow using it
 	if err := checkRevision(req.Msg.GetFiles(), "files"); err != nil {
 		return nil, s.fail(ctx, "sync", err, false)
 	}
@@ -327,10 +338,20 @@ func (s *Server) Inspect(ctx context.Context, req *connect.Request[agentv1.Inspe
 			s.logger.WarnContext(ctx, "uv sync --dry-run failed", "env", key.String(), "err", err)
 		}
 		resp.VenvInSync = inSync
+		s.operated(key)
 	}
 	resp.PackagesInstalled = packagesInstalled(dir)
-	if t := lastUsed(dir); !t.IsZero() {
-		resp.LastUsedUnixMs = t.UnixMilli()
+	last := lastUsed(dir)
+	if s.cfg.Usage != nil {
+		if t := s.cfg.Usage.Last(key); t.After(last) {
+			last = t
+		}
+	}
+	if !last.IsZero() {
+		resp.LastUsedUnixMs = last.UnixMilli()
+	}
+	if req.Msg.GetMeasureDisk() {
+		resp.ExclusiveBytes = uniquelyOwnedBytes(dir)
 	}
 	return connect.NewResponse(resp), nil
 }
@@ -357,14 +378,21 @@ func (s *Server) Run(ctx context.Context, req *connect.Request[agentv1.RunReques
 	if err := markUsed(dir); err != nil && !errors.Is(err, os.ErrNotExist) {
 		s.logger.WarnContext(ctx, "mark environment used", "env", key.String(), "err", err)
 	}
+	if s.cfg.Usage != nil {
+		s.cfg.Usage.Used(key, time.Now(), usage.SourceAPI)
+	}
 	res, err := runner.Run(ctx, runner.Spec{
 		VenvDir:   filepath.Join(dir, venvDir),
 		Code:      req.Msg.GetCode(),
 		Timeout:   timeout,
 		MaxOutput: maxOut,
+		Sandbox:   s.cfg.Sandbox,
 	})
 	if err != nil {
 		return nil, s.fail(ctx, "run", err, false)
+	}
+	if s.cfg.OnRun != nil {
+		s.cfg.OnRun(res.Duration, res.TimedOut)
 	}
 	s.logger.InfoContext(ctx, "ran", "env", key.String(), "exit_code", res.ExitCode, "timed_out", res.TimedOut, "duration", res.Duration)
 	return connect.NewResponse(&agentv1.RunResponse{
@@ -443,4 +471,51 @@ func (s *Server) existingDir(key envid.Key) (string, error) {
 func exists(p string) bool {
 	_, err := os.Stat(p)
 	return err == nil
+}
+
+// Usage reports the last use this host has seen of each environment.
+func (s *Server) Usage(ctx context.Context, req *connect.Request[agentv1.UsageRequest]) (*connect.Response[agentv1.UsageResponse], error) {
+	resp := &agentv1.UsageResponse{}
+	if s.cfg.Usage == nil {
+		return connect.NewResponse(resp), nil
+	}
+	var since time.Time
+	if ms := req.Msg.GetSinceUnixMs(); ms > 0 {
+		since = time.UnixMilli(ms)
+	}
+	if req.Msg.GetRescan() {
+		if err := s.cfg.Usage.Scan(ctx); err != nil {
+			return nil, s.fail(ctx, "usage", err, false)
+		}
+	}
+	uses, scanned := s.cfg.Usage.Since(since)
+	for _, u := range uses {
+		resp.Envs = append(resp.Envs, &agentv1.EnvUsage{
+			Env:            &agentv1.EnvRef{WorkflowId: u.Key.WorkflowID, NodeId: u.Key.NodeID, VersionId: u.Key.VersionID},
+			LastUsedUnixMs: u.At.UnixMilli(), Source: u.Source,
+		})
+	}
+	if !scanned.IsZero() {
+		resp.ScannedUnixMs = scanned.UnixMilli()
+	}
+	return connect.NewResponse(resp), nil
+}
+
+// PruneCache removes unused entries from the uv cache.
+func (s *Server) PruneCache(ctx context.Context, _ *connect.Request[agentv1.PruneCacheRequest]) (*connect.Response[agentv1.PruneCacheResponse], error) {
+	before, _ := usage.MeasureCache(ctx, s.cfg.UVCacheDir)
+	out, err := s.uv.PruneCache(ctx)
+	if err != nil {
+		return nil, s.fail(ctx, "prune cache", err, false)
+	}
+	after, _ := usage.MeasureCache(ctx, s.cfg.UVCacheDir)
+	s.logger.InfoContext(ctx, "pruned the uv cache", "bytes_before", before.Bytes, "bytes_after", after.Bytes)
+	return connect.NewResponse(&agentv1.PruneCacheResponse{BytesBefore: before.Bytes, BytesAfter: after.Bytes, UvOutput: out}), nil
+}
+
+// operated re-arms key's use detection after this agent's own uv command read the environment.
+func (s *Server) operated(key envid.Key) {
+	if s.cfg.Usage != nil {
+		s.cfg.Usage.Operated(key)
+	}
 }

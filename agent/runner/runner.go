@@ -1,6 +1,7 @@
 // Package runner runs user code in an environment's interpreter, isolated from the agent: a fresh
-// working directory, an environment holding nothing of the agent's, its own process group killed
-// as a whole on timeout, and capped output.
+// working directory, an environment holding nothing of the agent's, the sandbox tier the operator
+// chose (agent/sandbox: limits, run user, namespaces), everything it started killed on timeout,
+// and capped output.
 package runner
 
 import (
@@ -11,10 +12,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
 
+	"github.com/envfabric/envfabric/agent/sandbox"
 	"github.com/envfabric/envfabric/shared/errcode"
 )
 
@@ -29,6 +32,9 @@ type Spec struct {
 	Timeout time.Duration
 	// MaxOutput caps each of stdout and stderr in bytes.
 	MaxOutput int64
+	// Sandbox isolates the run. The zero value is the process tier without resource limits
+	// (core dumps still off); the agent always sets its configured tier.
+	Sandbox sandbox.Config
 }
 
 // Result is what the code did. ExitCode is -1 when the process was killed by a signal.
@@ -60,6 +66,15 @@ func Run(ctx context.Context, spec Spec) (Result, error) {
 	if err := os.WriteFile(filepath.Join(work, "main.py"), []byte(spec.Code), 0o600); err != nil {
 		return Result{}, fmt.Errorf("write main.py: %w", err)
 	}
+	sb := spec.Sandbox
+	if sb.Tier.DropsPrivileges() {
+		// The work directory is the only place the run user may write (besides a private /tmp).
+		for _, p := range []string{work, filepath.Join(work, "main.py")} {
+			if err := os.Chown(p, sb.UID, sb.GID); err != nil {
+				return Result{}, fmt.Errorf("hand the work dir to the run user: %w", err)
+			}
+		}
+	}
 
 	stdoutR, stdoutW, err := os.Pipe()
 	if err != nil {
@@ -74,9 +89,7 @@ func Run(ctx context.Context, spec Spec) (Result, error) {
 	defer stdoutR.Close()
 	defer stderrR.Close()
 
-	cmd := exec.Command(python, "main.py")
-	cmd.Dir = work
-	cmd.Env = []string{
+	env := []string{
 		"PATH=" + filepath.Join(spec.VenvDir, "bin") + ":/usr/local/bin:/usr/bin:/bin",
 		"VIRTUAL_ENV=" + spec.VenvDir,
 		"HOME=" + work,
@@ -86,18 +99,32 @@ func Run(ctx context.Context, spec Spec) (Result, error) {
 		"PYTHONUNBUFFERED=1",
 		"PYTHONNOUSERSITE=1",
 	}
+	cmd, err := sb.Command(sandbox.Program{
+		Path:     python,
+		Args:     []string{python, "main.py"},
+		Env:      env,
+		Dir:      work,
+		ReadOnly: readOnlyDirs(spec.VenvDir, sb),
+		Writable: []string{work},
+	})
+	if err != nil {
+		stdoutW.Close()
+		stderrW.Close()
+		return Result{}, err
+	}
 	cmd.Stdin = nil // /dev/null
 	cmd.Stdout = stdoutW
 	cmd.Stderr = stderrW
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 
 	start := time.Now()
 	err = cmd.Start()
 	stdoutW.Close()
 	stderrW.Close()
 	if err != nil {
-		return Result{}, fmt.Errorf("start python: %w", err)
+		return Result{}, err
 	}
+	// The sandbox leads its own session and group; with a PID namespace it is also its init,
+	// whose death takes every process in the namespace with it.
 	pgid := cmd.Process.Pid
 
 	stdout, stderr := &capped{max: spec.MaxOutput}, &capped{max: spec.MaxOutput}
@@ -139,8 +166,15 @@ func Run(ctx context.Context, spec Spec) (Result, error) {
 		Stderr:          stderr.buf,
 		StdoutTruncated: stdout.truncated,
 		StderrTruncated: stderr.truncated,
-		ExitCode:        cmd.ProcessState.ExitCode(),
+		ExitCode:        cmd.ExitCode(),
 		Duration:        time.Since(start),
+	}
+	if err := cmd.SetupError(); err != nil && !timedOut && ctx.Err() == nil {
+		if errors.Is(err, sandbox.ErrNotExecutable) {
+			return res, errcode.Wrap(errcode.EnvNotReady, err,
+				"the environment's interpreter cannot be executed by the sandbox's run user: "+err.Error())
+		}
+		return res, fmt.Errorf("run sandbox: %w", err)
 	}
 	var xe *exec.ExitError
 	if waitErr != nil && !errors.As(waitErr, &xe) {
@@ -151,6 +185,27 @@ func Run(ctx context.Context, spec Spec) (Result, error) {
 	}
 	res.TimedOut = timedOut
 	return res, nil
+}
+
+// readOnlyDirs is what the namespace tier mounts back read-only: the project directory (the
+// .venv and its pyproject.toml and uv.lock), and the base interpreter's prefix when it lives in a
+// hidden directory (a Python installed on the shared storage), found from pyvenv.cfg's home.
+func readOnlyDirs(venv string, sb sandbox.Config) []string {
+	dirs := []string{filepath.Dir(venv)}
+	b, err := os.ReadFile(filepath.Join(venv, "pyvenv.cfg"))
+	if err != nil {
+		return dirs
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		k, v, ok := strings.Cut(line, "=")
+		if !ok || strings.TrimSpace(k) != "home" {
+			continue
+		}
+		if prefix := filepath.Dir(filepath.Clean(strings.TrimSpace(v))); filepath.IsAbs(prefix) && sb.Hidden(prefix) {
+			dirs = append(dirs, prefix)
+		}
+	}
+	return dirs
 }
 
 // capped keeps the first max bytes written and discards, but accepts, the rest.

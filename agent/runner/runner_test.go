@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/envfabric/envfabric/agent/runner"
+	"github.com/envfabric/envfabric/agent/sandbox"
 	"github.com/envfabric/envfabric/shared/errcode"
 )
 
@@ -31,27 +32,43 @@ func newVenv(t *testing.T) string {
 	return dir
 }
 
+// runCases hold for every sandbox tier.
+var runCases = []struct {
+	name       string
+	code       string
+	wantStdout string
+	wantStderr string
+	wantExit   int
+}{
+	{"stdout", `print("hello")`, "hello\n", "", 0},
+	{"stderr and exit code", "import sys\nsys.stderr.write('bad\\n')\nsys.exit(3)", "", "bad\n", 3},
+	{"exception", `raise SystemExit("boom")`, "", "boom\n", 1},
+	{"no agent environment", `import os; print(os.environ.get("ENVFABRIC_SECRET", "absent"))`, "absent\n", "", 0},
+	{"fresh empty work dir", `import os; print(sorted(os.listdir(".")), os.getcwd() == os.environ["HOME"] == os.environ["TMPDIR"])`, "['main.py'] True\n", "", 0},
+	{"venv interpreter", `import sys, os; print(sys.prefix == os.environ["VIRTUAL_ENV"])`, "True\n", "", 0},
+	{"stdin is empty", `import sys; print(repr(sys.stdin.read()))`, "''\n", "", 0},
+}
+
 func TestRun(t *testing.T) {
-	venv := newVenv(t)
-	t.Setenv("ENVFABRIC_SECRET", "x")
-	tests := []struct {
-		name       string
-		code       string
-		wantStdout string
-		wantStderr string
-		wantExit   int
-	}{
-		{"stdout", `print("hello")`, "hello\n", "", 0},
-		{"stderr and exit code", "import sys\nsys.stderr.write('bad\\n')\nsys.exit(3)", "", "bad\n", 3},
-		{"exception", `raise SystemExit("boom")`, "", "boom\n", 1},
-		{"no agent environment", `import os; print(os.environ.get("ENVFABRIC_SECRET", "absent"))`, "absent\n", "", 0},
-		{"fresh empty work dir", `import os; print(sorted(os.listdir(".")), os.getcwd() == os.environ["HOME"] == os.environ["TMPDIR"])`, "['main.py'] True\n", "", 0},
-		{"venv interpreter", `import sys, os; print(sys.prefix == os.environ["VIRTUAL_ENV"])`, "True\n", "", 0},
-		{"stdin is empty", `import sys; print(repr(sys.stdin.read()))`, "''\n", "", 0},
+	testRun(t, newVenv(t), sandbox.Config{})
+}
+
+// TestRunTiers runs the same cases in every tier this machine allows, with a venv of the system
+// Python (the run user cannot reach one under /root).
+func TestRunTiers(t *testing.T) {
+	d := newData(t)
+	for _, tier := range sandbox.Tiers {
+		t.Run(string(tier), func(t *testing.T) {
+			testRun(t, filepath.Join(d.env, ".venv"), d.sandbox(t, tier))
+		})
 	}
-	for _, tt := range tests {
+}
+
+func testRun(t *testing.T, venv string, sb sandbox.Config) {
+	t.Setenv("ENVFABRIC_SECRET", "x")
+	for _, tt := range runCases {
 		t.Run(tt.name, func(t *testing.T) {
-			res, err := runner.Run(t.Context(), runner.Spec{VenvDir: venv, Code: tt.code, Timeout: 30 * time.Second, MaxOutput: 1 << 20})
+			res, err := runner.Run(t.Context(), runner.Spec{VenvDir: venv, Code: tt.code, Timeout: 30 * time.Second, MaxOutput: 1 << 20, Sandbox: sb})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -17,6 +17,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/envfabric/envfabric/shared/errcode"
@@ -25,7 +26,7 @@ import (
 // PassthroughVars are the variables copied from the agent's own environment into every uv call
 // when set there: index, TLS, proxy and Python-discovery settings an operator may need.
 var PassthroughVars = []string{
-	"UV_INDEX", "UV_INDEX_STRATEGY", "UV_NATIVE_TLS", "UV_SYSTEM_CERTS", "UV_HTTP_TIMEOUT", "UV_OFFLINE",
+	"UV_INDEX", "UV_INDEX_STRATEGY", "UV_NATIVE_TLS", "UV_COMPILE_BYTECODE", "UV_SYSTEM_CERTS", "UV_HTTP_TIMEOUT", "UV_OFFLINE",
 	"UV_PYTHON_INSTALL_DIR", "UV_PYTHON_DOWNLOADS", "UV_PYTHON_PREFERENCE",
 	"SSL_CERT_FILE", "SSL_CERT_DIR",
 	"HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy",
@@ -45,10 +46,17 @@ type Config struct {
 	Home string
 	// Passthrough holds the PassthroughVars that were set in the agent's environment at start.
 	Passthrough map[string]string
+	// NoBuild installs wheels only (UV_NO_BUILD): building a source distribution runs its code
+	// with the agent's rights, before any sandbox. A package with no usable wheel then fails with
+	// errcode.SourceBuildDisabled.
+	NoBuild bool
 	// WaitDelay is how long a cancelled uv gets after SIGINT before SIGKILL (default 15s).
 	WaitDelay time.Duration
 	// OutputLimit bounds the combined output kept from each call (the last bytes; default 64 KiB).
 	OutputLimit int
+	// Observe, when set, is told the subcommand ("add", "sync", ...), duration and outcome of
+	// every uv call, for the metrics.
+	Observe func(subcommand string, d time.Duration, err error)
 }
 
 // Executor runs uv commands. It is safe for concurrent use; callers serialise work on one project.
@@ -98,6 +106,9 @@ func buildEnv(cfg Config) []string {
 	}
 	if cfg.DefaultIndex != "" {
 		m["UV_DEFAULT_INDEX"] = cfg.DefaultIndex
+	}
+	if cfg.NoBuild {
+		m["UV_NO_BUILD"] = "1"
 	}
 	for k, v := range cfg.Passthrough {
 		m[k] = v
@@ -271,6 +282,9 @@ func (e *Executor) command(ctx context.Context, dir string, args []string) *exec
 	cmd.Env = e.env
 	cmd.Stdin = nil
 	cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }
+	// If the agent dies (kill -9, OOM), uv must die with it: a uv add left running by a dead agent
+	// would keep writing a project that the control plane restores through another agent.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	cmd.WaitDelay = e.cfg.WaitDelay
 	return cmd
 }
@@ -301,6 +315,9 @@ func (e *Executor) wait(ctx context.Context, cmd *exec.Cmd, args []string, out *
 	start := time.Now()
 	err := cmd.Run()
 	e.logger.DebugContext(ctx, "uv", "args", args, "dir", cmd.Dir, "duration", time.Since(start), "err", err)
+	if e.cfg.Observe != nil {
+		e.cfg.Observe(subcommand(args), time.Since(start), err)
+	}
 	if err == nil {
 		return nil
 	}
@@ -312,12 +329,21 @@ func (e *Executor) wait(ctx context.Context, cmd *exec.Cmd, args []string, out *
 		return errcode.Wrap(errcode.UVExecutionError, fmt.Errorf("run uv %s: %w", args[0], err), "")
 	}
 	ee := &ExitError{Args: args, ExitCode: xe.ExitCode(), Output: out.String()}
-	return errcode.Wrap(Classify(ee.ExitCode, ee.Output), ee, "")
+	code := Classify(ee.ExitCode, ee.Output)
+	if code == errcode.SourceBuildDisabled {
+		return errcode.Wrap(code, ee, "this agent installs wheels only (UV_WHEELS_ONLY=true) and a package has no wheel for this platform, only a source distribution, whose build would run its code; "+summary(ee.Output))
+	}
+	return errcode.Wrap(code, ee, "")
 }
 
 // Classify maps a failed uv command's exit status and output to an error code.
 func Classify(exitCode int, output string) errcode.Code {
 	switch {
+	// Before "No solution found": with --no-build a package without a usable wheel makes the
+	// resolution fail, and the hint says why; a frozen sync says it per distribution.
+	case strings.Contains(output, "building from source is disabled") ||
+		strings.Contains(output, "is marked as `--no-build`"):
+		return errcode.SourceBuildDisabled
 	case exitCode == 1 && (strings.Contains(output, "No solution found") ||
 		strings.Contains(output, "is unsatisfiable")):
 		return errcode.PackageResolutionFailed

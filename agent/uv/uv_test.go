@@ -69,6 +69,8 @@ func TestClassify(t *testing.T) {
 		{"parse error", 2, "error: Failed to parse: `foo==`\n  cause: Unexpected end", errcode.InvalidPackages},
 		{"pyproject parse error", 2, "error: Failed to parse: p/pyproject.toml", errcode.UVExecutionError},
 		{"no interpreter", 2, "error: No interpreter found for Python 3.99 in virtual environments", errcode.PythonUnavailable},
+		{"no build, resolving", 1, "  × No solution found when resolving dependencies:\n  hint: Wheels are required for `zeta` because building from source is disabled for all packages (i.e., with `--no-build`)", errcode.SourceBuildDisabled},
+		{"no build, frozen sync", 2, "error: Distribution `zeta==1.0.0 @ registry+http://i/simple/` can't be installed because it is marked as `--no-build` but has no binary distribution", errcode.SourceBuildDisabled},
 		{"other", 2, "error: The dependency `six` could not be found in `project.dependencies`", errcode.UVExecutionError},
 	}
 	for _, tt := range tests {
@@ -95,6 +97,11 @@ func TestEnvIsMinimal(t *testing.T) {
 	}
 	if !slices.Equal(env, want) {
 		t.Errorf("got %q; want %q", env, want)
+	}
+	wheels := uv.New(uv.Config{Bin: "/bin/false", CacheDir: "/c", LinkMode: "hardlink", Path: "/usr/bin", Home: "/h", NoBuild: true},
+		slog.New(slog.DiscardHandler)).Env()
+	if !slices.Contains(wheels, "UV_NO_BUILD=1") || slices.Contains(env, "UV_NO_BUILD=1") {
+		t.Errorf("UV_NO_BUILD=1 must be set exactly in wheels-only mode: %q / %q", wheels, env)
 	}
 }
 
@@ -272,5 +279,55 @@ func TestStrayConfigIgnored(t *testing.T) {
 	}
 	if !strings.Contains(string(lock), "name = \"alpha\"\nversion = \"2.0.0\"") {
 		t.Errorf("alpha is not locked at its newest version; stray configuration was read:\n%s", lock)
+	}
+}
+
+// zeta has only a source distribution, whose build runs the package's own backend.
+var zeta = pyindex.Package{Name: "zeta", Version: "1.0.0", Sdist: true}
+
+func TestWheelsOnly(t *testing.T) {
+	ix := pyindex.Serve(t, append(pyindex.Universe(), zeta))
+	for _, noBuild := range []bool{false, true} {
+		t.Run(map[bool]string{false: "sdist built", true: "wheels only"}[noBuild], func(t *testing.T) {
+			e := uv.New(uv.Config{
+				Bin: testenv.UV(t), CacheDir: t.TempDir(), LinkMode: "hardlink", DefaultIndex: ix.URL,
+				Path: os.Getenv("PATH"), Home: t.TempDir(), WaitDelay: 5 * time.Second, NoBuild: noBuild,
+			}, slog.New(slog.DiscardHandler))
+			dir := newProject(t)
+			out, err := e.Add(t.Context(), uv.Project{Dir: dir, Python: "3.11"}, []string{"zeta"}, nil)
+			t.Logf("uv output:\n%s%s", out, uv.OutputOf(err))
+			if !noBuild {
+				if err != nil {
+					t.Fatalf("add: %v", err)
+				}
+				return
+			}
+			if got := errcode.Of(err); got != errcode.SourceBuildDisabled {
+				t.Fatalf("got %v (%s); want %s", err, got, errcode.SourceBuildDisabled)
+			}
+			// Wheels still install.
+			if _, err := e.Add(t.Context(), uv.Project{Dir: dir, Python: "3.11"}, []string{"alpha"}, nil); err != nil {
+				t.Fatalf("add alpha with wheels only: %v\n%s", err, uv.OutputOf(err))
+			}
+			// A lock made where building was allowed does not sneak a build in either.
+			if err := os.Remove(filepath.Join(dir, "uv.lock")); err != nil {
+				t.Fatal(err)
+			}
+			builder := uv.New(uv.Config{
+				Bin: testenv.UV(t), CacheDir: t.TempDir(), LinkMode: "hardlink", DefaultIndex: ix.URL,
+				Path: os.Getenv("PATH"), Home: t.TempDir(), WaitDelay: 5 * time.Second,
+			}, slog.New(slog.DiscardHandler))
+			if _, err := builder.Add(t.Context(), uv.Project{Dir: dir, Python: "3.11"}, []string{"zeta"}, nil); err != nil {
+				t.Fatalf("add zeta with builds allowed: %v\n%s", err, uv.OutputOf(err))
+			}
+			if err := os.RemoveAll(filepath.Join(dir, ".venv")); err != nil {
+				t.Fatal(err)
+			}
+			_, err = e.Sync(t.Context(), uv.Project{Dir: dir, Python: "3.11"}, true)
+			t.Logf("frozen sync output:\n%s", uv.OutputOf(err))
+			if got := errcode.Of(err); got != errcode.SourceBuildDisabled {
+				t.Fatalf("frozen sync: got %v (%s); want %s", err, got, errcode.SourceBuildDisabled)
+			}
+		})
 	}
 }

@@ -23,8 +23,9 @@ import (
 
 // Client talks to one agent.
 type Client struct {
-	url string
-	rpc agentv1connect.AgentServiceClient
+	name string
+	url  string
+	rpc  agentv1connect.AgentServiceClient
 }
 
 // New returns a client for the agent at url, authenticating with token when it is set.
@@ -38,13 +39,23 @@ func New(url, token string) *Client {
 	if token != "" {
 		opts = append(opts, connect.WithInterceptors(agentauth.ClientInterceptor(token)))
 	}
-	return &Client{url: url, rpc: agentv1connect.NewAgentServiceClient(hc, url, opts...)}
+	return &Client{name: url, url: url, rpc: agentv1connect.NewAgentServiceClient(hc, url, opts...)}
 }
+
+// Named returns a client for the agent whose fleet id is name, reached at url.
+func Named(name, url, token string) *Client {
+	c := New(url, token)
+	c.name = name
+	return c
+}
+
+// URL is the agent's Connect address.
+func (c *Client) URL() string { return c.url }
 
 var _ envs.Agent = (*Client)(nil)
 
 // Name identifies the agent in the audit.
-func (c *Client) Name() string { return c.url }
+func (c *Client) Name() string { return c.name }
 
 func ref(k envid.Key) *agentv1.EnvRef {
 	return &agentv1.EnvRef{WorkflowId: k.WorkflowID, NodeId: k.NodeID, VersionId: k.VersionID}
@@ -198,4 +209,45 @@ func (c *Client) Info(ctx context.Context) (Info, error) {
 		info.Interpreters[i.GetVersion()] = i.GetPath()
 	}
 	return info, nil
+}
+
+// DiskUsage implements envs.Agent.
+func (c *Client) DiskUsage(ctx context.Context, key envid.Key) (int64, error) {
+	resp, err := c.rpc.Inspect(ctx, connect.NewRequest(&agentv1.InspectRequest{Env: ref(key), MeasureDisk: true}))
+	if err != nil {
+		return 0, c.mapErr("measuring an environment", err)
+	}
+	return resp.Msg.GetExclusiveBytes(), nil
+}
+
+// Usage implements envs.Agent.
+func (c *Client) Usage(ctx context.Context, since time.Time) ([]envs.Use, error) {
+	// A fresh look: cleanup decides on it, and background scans may be minutes old.
+	req := &agentv1.UsageRequest{Rescan: true}
+	if !since.IsZero() {
+		req.SinceUnixMs = since.UnixMilli()
+	}
+	resp, err := c.rpc.Usage(ctx, connect.NewRequest(req))
+	if err != nil {
+		return nil, c.mapErr("reporting usage", err)
+	}
+	out := make([]envs.Use, 0, len(resp.Msg.GetEnvs()))
+	for _, u := range resp.Msg.GetEnvs() {
+		r := u.GetEnv()
+		key, err := envid.New(r.GetWorkflowId(), r.GetNodeId(), r.GetVersionId())
+		if err != nil {
+			continue // not an environment this control plane could have made
+		}
+		out = append(out, envs.Use{Key: key, At: time.UnixMilli(u.GetLastUsedUnixMs()).UTC(), Source: u.GetSource()})
+	}
+	return out, nil
+}
+
+// PruneCache implements envs.Agent.
+func (c *Client) PruneCache(ctx context.Context) (int64, int64, error) {
+	resp, err := c.rpc.PruneCache(ctx, connect.NewRequest(&agentv1.PruneCacheRequest{}))
+	if err != nil {
+		return 0, 0, c.mapErr("pruning the uv cache", err)
+	}
+	return resp.Msg.GetBytesBefore(), resp.Msg.GetBytesAfter(), nil
 }

@@ -3,6 +3,7 @@
 package api
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/base64"
@@ -13,14 +14,21 @@ import (
 	"io"
 	"log/slog"
 	"mime"
+	"net"
 	"net/http"
+	"net/url"
+	"path"
+	"slices"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/envfabric/envfabric/controlplane/api/auth"
 	"github.com/envfabric/envfabric/controlplane/envs"
 	"github.com/envfabric/envfabric/controlplane/reqspec"
 	"github.com/envfabric/envfabric/shared/envid"
@@ -33,26 +41,63 @@ type Checker func(ctx context.Context) error
 // Options configures the handler.
 type Options struct {
 	MaxBodyBytes int64
+	BodyTimeout  time.Duration      // how long a client may take to send its body
 	Ready        map[string]Checker // name → check, all must pass for /readyz
 	Agents       func(ctx context.Context) any
 	Registry     *prometheus.Registry
+	// Tokens are the callers; nil or empty serves an open API whose actor is what X-Actor claims.
+	Tokens *auth.Set
+	// Packages is what package references beyond the index the operator allows (requirements
+	// files are read here; package lists by the service, under the same policy).
+	Packages reqspec.Policy
 }
 
 // Handler serves the REST API.
 type Handler struct {
-	svc *envs.Service
-	opt Options
-	log *slog.Logger
-	mux *http.ServeMux
+	svc    *envs.Service
+	opt    Options
+	log    *slog.Logger
+	mux    *http.ServeMux
+	routes []route
 
 	requests *prometheus.CounterVec
 	latency  *prometheus.HistogramVec
 }
 
+// body says what a request body may be.
+type body int
+
+const (
+	noBody   body = iota // a body is refused
+	jsonBody             // an optional JSON object (Content-Type: application/json)
+	formBody             // JSON, multipart or urlencoded form data (POST /envs)
+)
+
+// endpoint is one method of one route: who may call it, what it reads, what it does.
+type endpoint struct {
+	role  auth.Role // auth.None: open to everyone, even with tokens configured
+	query []string  // the query parameters it reads; any other is refused
+	body  body
+	fn    handlerFunc
+	raw   http.Handler // instead of fn, for answers that are not the API's JSON (metrics, the document)
+}
+
+// route is one registered path, kept so the OpenAPI document can be checked against it.
+type route struct {
+	pattern string
+	methods map[string]endpoint
+}
+
+// The query parameters of env-scoped endpoints.
+var versionQuery = []string{"version_id"}
+
 // New builds the handler and registers its metrics on opt.Registry.
 func New(svc *envs.Service, opt Options, log *slog.Logger) *Handler {
 	if opt.MaxBodyBytes <= 0 {
 		opt.MaxBodyBytes = 8 << 20
+	}
+	if opt.BodyTimeout <= 0 {
+		opt.BodyTimeout = time.Minute
 	}
 	h := &Handler{svc: svc, opt: opt, log: log, mux: http.NewServeMux(),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -66,28 +111,37 @@ func New(svc *envs.Service, opt Options, log *slog.Logger) *Handler {
 	if opt.Registry != nil {
 		opt.Registry.MustRegister(h.requests, h.latency)
 	}
-	h.route("/envs", map[string]handlerFunc{"POST": h.create, "GET": h.list})
-	h.route("/envs/cleanup", map[string]handlerFunc{"POST": h.cleanup})
-	h.route("/envs/{wf}/{node}", map[string]handlerFunc{
-		"GET":    keyed(func(r *http.Request, k envid.Key) (any, error) { return svc.Status(r.Context(), k) }),
-		"DELETE": keyed(func(r *http.Request, k envid.Key) (any, error) { return svc.Delete(r.Context(), caller(r), k) }),
+	read := func(fn handlerFunc, query ...string) endpoint {
+		return endpoint{role: auth.Read, query: query, fn: fn}
+	}
+	h.handle("/envs", map[string]endpoint{
+		"POST": {role: auth.Write, body: formBody, fn: h.create},
+		"GET":  read(h.list, "workflow_id", "limit", "cursor"),
 	})
-	h.route("/envs/{wf}/{node}/export", map[string]handlerFunc{
-		"GET": keyed(func(r *http.Request, k envid.Key) (any, error) { return svc.Export(r.Context(), k) }),
+	h.handle("/envs/cleanup", map[string]endpoint{"POST": {role: auth.Admin, query: []string{"dry_run"}, body: jsonBody, fn: h.cleanup}})
+	h.handle("/envs/{workflow_id}/{node_id}", map[string]endpoint{
+		"GET": read(keyed(func(r *http.Request, k envid.Key) (any, error) { return svc.Status(r.Context(), k) }), versionQuery...),
+		"DELETE": {role: auth.Write, query: versionQuery,
+			fn: keyed(func(r *http.Request, k envid.Key) (any, error) { return svc.Delete(r.Context(), caller(r), k) })},
 	})
-	h.route("/envs/{wf}/{node}/sync", map[string]handlerFunc{"POST": h.sync})
-	h.route("/envs/{wf}/{node}/deps", map[string]handlerFunc{
-		"GET":  keyed(func(r *http.Request, k envid.Key) (any, error) { return svc.Deps(r.Context(), k) }),
-		"POST": h.mutate(envs.Add), "DELETE": h.mutate(envs.Remove), "PUT": h.mutate(envs.Update),
+	h.handle("/envs/{workflow_id}/{node_id}/export", map[string]endpoint{
+		"GET": read(keyed(func(r *http.Request, k envid.Key) (any, error) { return svc.Export(r.Context(), k) }), versionQuery...),
 	})
-	h.route("/envs/{wf}/{node}/run", map[string]handlerFunc{"POST": h.run})
-	h.route("/envs/{wf}/{node}/operations", map[string]handlerFunc{"GET": h.operations})
-	h.route("/agents", map[string]handlerFunc{"GET": h.agents})
-	h.route("/healthz", map[string]handlerFunc{"GET": h.healthz})
-	h.route("/readyz", map[string]handlerFunc{"GET": h.readyz})
+	h.handle("/envs/{workflow_id}/{node_id}/sync", map[string]endpoint{"POST": {role: auth.Write, query: versionQuery, body: jsonBody, fn: h.sync}})
+	h.handle("/envs/{workflow_id}/{node_id}/deps", map[string]endpoint{
+		"GET":    read(keyed(func(r *http.Request, k envid.Key) (any, error) { return svc.Deps(r.Context(), k) }), versionQuery...),
+		"POST":   {role: auth.Write, query: versionQuery, body: jsonBody, fn: h.mutate(envs.Add)},
+		"DELETE": {role: auth.Write, query: versionQuery, body: jsonBody, fn: h.mutate(envs.Remove)},
+		"PUT":    {role: auth.Write, query: versionQuery, body: jsonBody, fn: h.mutate(envs.Update)},
+	})
+	h.handle("/envs/{workflow_id}/{node_id}/run", map[string]endpoint{"POST": {role: auth.Write, query: versionQuery, body: jsonBody, fn: h.run}})
+	h.handle("/envs/{workflow_id}/{node_id}/operations", map[string]endpoint{"GET": read(h.operations, "version_id", "limit", "before")})
+	h.handle("/agents", map[string]endpoint{"GET": read(h.agents)})
+	h.handle("/healthz", map[string]endpoint{"GET": {fn: h.healthz}})
+	h.handle("/readyz", map[string]endpoint{"GET": {fn: h.readyz}})
+	h.handle("/openapi.json", map[string]endpoint{"GET": {raw: http.HandlerFunc(serveOpenAPI)}})
 	if opt.Registry != nil {
-		metrics := promhttp.HandlerFor(opt.Registry, promhttp.HandlerOpts{})
-		h.mux.Handle("GET /metrics", metrics)
+		h.handle("/metrics", map[string]endpoint{"GET": {role: auth.Read, raw: promhttp.HandlerFor(opt.Registry, promhttp.HandlerOpts{})}})
 	}
 	h.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, errcode.New(errcode.NotFound, fmt.Sprintf("no route for %s %s", r.Method, r.URL.Path)))
@@ -95,7 +149,29 @@ func New(svc *envs.Service, opt Options, log *slog.Logger) *Handler {
 	return h
 }
 
-func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.mux.ServeHTTP(w, r) }
+// ServeHTTP names the request, authenticates the caller before anything of the request is read,
+// refuses paths that are not in canonical form, and hands the rest to the routes.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	rid := r.Header.Get("X-Request-ID")
+	if !validHeaderToken(rid) {
+		rid = newRequestID()
+	}
+	r.Header.Set("X-Request-ID", rid)
+	w.Header().Set("X-Request-ID", rid)
+	r, err := h.authenticate(r)
+	if err != nil {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="envfabric"`)
+		h.fail(w, r, err)
+		return
+	}
+	if p := r.URL.Path; p == "" || p[0] != '/' || path.Clean(p) != p && path.Clean(p)+"/" != p {
+		// The mux would answer with a redirect to the cleaned path; a client that sends
+		// "/envs/../x" or "//envs" gets a clear refusal instead.
+		h.fail(w, r, errcode.New(errcode.InvalidRequest, fmt.Sprintf("path %q is not in canonical form", p)))
+		return
+	}
+	h.mux.ServeHTTP(w, r)
+}
 
 type handlerFunc func(w http.ResponseWriter, r *http.Request) (status int, body any, err error)
 
@@ -104,45 +180,152 @@ type statusWriter struct {
 	status int
 }
 
+// Unwrap lets http.ResponseController reach the connection (for read deadlines).
+func (s *statusWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
+
 func (s *statusWriter) WriteHeader(code int) {
 	s.status = code
 	s.ResponseWriter.WriteHeader(code)
 }
 
-// route registers one path with its methods; other methods get METHOD_NOT_ALLOWED in the API's
+// handle registers one path with its methods; other methods get METHOD_NOT_ALLOWED in the API's
 // error shape rather than the mux's plain text.
-func (h *Handler) route(pattern string, methods map[string]handlerFunc) {
+func (h *Handler) handle(pattern string, methods map[string]endpoint) {
+	h.routes = append(h.routes, route{pattern: pattern, methods: methods})
 	allowed := make([]string, 0, len(methods))
 	for m := range methods {
 		allowed = append(allowed, m)
 	}
+	sort.Strings(allowed)
 	h.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
-		rid := r.Header.Get("X-Request-ID")
-		if rid == "" || len(rid) > 128 {
-			rid = newRequestID()
-		}
-		r.Header.Set("X-Request-ID", rid)
-		sw.Header().Set("X-Request-ID", rid)
 		defer func() {
 			h.requests.WithLabelValues(pattern, r.Method, strconv.Itoa(sw.status)).Inc()
 			h.latency.WithLabelValues(pattern, r.Method).Observe(time.Since(start).Seconds())
 		}()
-		fn, ok := methods[r.Method]
+		ep, ok := methods[r.Method]
 		if !ok {
 			sw.Header().Set("Allow", strings.Join(allowed, ", "))
 			h.fail(sw, r, errcode.New(errcode.MethodNotAllowed, fmt.Sprintf("%s does not allow %s (allowed: %s)", pattern, r.Method, strings.Join(allowed, ", "))))
 			return
 		}
-		r.Body = http.MaxBytesReader(sw, r.Body, h.opt.MaxBodyBytes)
-		status, body, err := fn(sw, r)
+		if err := authorize(r, ep.role); err != nil {
+			h.fail(sw, r, err)
+			return
+		}
+		if err := checkQuery(r, ep.query); err != nil {
+			h.fail(sw, r, err)
+			return
+		}
+		if err := checkBody(r, ep.body); err != nil {
+			h.fail(sw, r, err)
+			return
+		}
+		if ep.raw != nil {
+			ep.raw.ServeHTTP(sw, r)
+			return
+		}
+		if ep.body != noBody {
+			if err := h.readBody(sw, r); err != nil {
+				h.fail(sw, r, err)
+				return
+			}
+		}
+		status, body, err := ep.fn(sw, r)
 		if err != nil {
 			h.fail(sw, r, err)
 			return
 		}
 		writeJSON(sw, status, body)
 	})
+}
+
+// readBody reads the whole body, bounded in size by MaxBodyBytes and in time by BodyTimeout,
+// before the endpoint runs: a client that trickles its body holds a connection for BodyTimeout at
+// most, and the deadline is gone before a long operation (a run) starts.
+func (h *Handler) readBody(w http.ResponseWriter, r *http.Request) error {
+	rc := http.NewResponseController(w)
+	_ = rc.SetReadDeadline(time.Now().Add(h.opt.BodyTimeout))
+	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.opt.MaxBodyBytes))
+	if err != nil {
+		// The deadline stays: the server would otherwise wait for the rest of the body before
+		// answering. The connection is not reused.
+		w.Header().Set("Connection", "close")
+		var mbe *http.MaxBytesError
+		var ne net.Error
+		switch {
+		case errors.As(err, &mbe):
+			return err
+		case errors.As(err, &ne) && ne.Timeout():
+			return errcode.New(errcode.RequestTimeout, fmt.Sprintf("request body not received within %s", h.opt.BodyTimeout))
+		}
+		return errcode.Wrap(errcode.InvalidRequest, err, "reading the request body: "+err.Error())
+	}
+	_ = rc.SetReadDeadline(time.Time{})
+	r.Body = io.NopCloser(bytes.NewReader(b))
+	return nil
+}
+
+// checkQuery refuses query parameters the endpoint does not read, and repeated ones: a parameter
+// that is silently ignored or read as its first copy hides a caller's mistake.
+func checkQuery(r *http.Request, allowed []string) error {
+	q, err := url.ParseQuery(r.URL.RawQuery)
+	if err != nil {
+		return errcode.New(errcode.InvalidRequest, "query string: "+err.Error())
+	}
+	for k, vs := range q {
+		if !slices.Contains(allowed, k) {
+			if len(allowed) == 0 {
+				return errcode.New(errcode.InvalidRequest, fmt.Sprintf("query parameter %q: this endpoint takes none", k))
+			}
+			return errcode.New(errcode.InvalidRequest, fmt.Sprintf("query parameter %q: this endpoint takes only %s", k, strings.Join(allowed, ", ")))
+		}
+		if len(vs) > 1 {
+			return errcode.New(errcode.InvalidRequest, fmt.Sprintf("query parameter %q given %d times", k, len(vs)))
+		}
+	}
+	return nil
+}
+
+// checkBody refuses a body where none is read, and a body whose media type the endpoint does not
+// read, before any of it is read.
+func checkBody(r *http.Request, kind body) error {
+	if r.ContentLength == 0 && len(r.TransferEncoding) == 0 {
+		return nil
+	}
+	if kind == noBody {
+		return errcode.New(errcode.InvalidRequest, fmt.Sprintf("%s %s takes no request body", r.Method, r.URL.Path))
+	}
+	ct := r.Header.Get("Content-Type")
+	mt, _, err := mime.ParseMediaType(ct)
+	if err != nil {
+		mt = ""
+	}
+	switch {
+	case mt == "application/json":
+		return nil
+	case kind == formBody && (mt == "multipart/form-data" || mt == "application/x-www-form-urlencoded"):
+		return nil
+	case kind == formBody:
+		return errcode.New(errcode.UnsupportedMediaType, fmt.Sprintf("Content-Type %q: POST /envs takes application/json, multipart/form-data or application/x-www-form-urlencoded", ct))
+	}
+	return errcode.New(errcode.UnsupportedMediaType, fmt.Sprintf("Content-Type %q: the body must be application/json", ct))
+}
+
+// validHeaderToken bounds what a client-chosen X-Request-ID or X-Actor may be before it is echoed,
+// logged and stored: 1-128 characters of A-Z a-z 0-9 . _ - : @.
+func validHeaderToken(s string) bool {
+	if s == "" || len(s) > 128 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("._-:@", c) >= 0) {
+			return false
+		}
+	}
+	return true
 }
 
 func newRequestID() string {
@@ -188,10 +371,11 @@ func (h *Handler) fail(w http.ResponseWriter, r *http.Request, err error) {
 	writeJSON(w, status, map[string]any{"error": body})
 }
 
+// caller is who the audit records: the token's name, or without tokens what X-Actor claims.
 func caller(r *http.Request) envs.Caller {
-	actor := strings.TrimSpace(r.Header.Get("X-Actor"))
-	if actor == "" || len(actor) > 128 {
-		actor = "anonymous"
+	actor := "anonymous"
+	if id, ok := auth.FromContext(r.Context()); ok && id.Name != "" {
+		actor = id.Name
 	}
 	return envs.Caller{Actor: actor, RequestID: r.Header.Get("X-Request-ID")}
 }
@@ -204,7 +388,7 @@ func envKey(r *http.Request, bodyVersion string) (envid.Key, error) {
 	} else if bodyVersion != "" && bodyVersion != v {
 		return envid.Key{}, errcode.New(errcode.InvalidRequest, fmt.Sprintf("version_id %q in the query and %q in the body disagree", v, bodyVersion))
 	}
-	k, err := envid.New(r.PathValue("wf"), r.PathValue("node"), v)
+	k, err := envid.New(r.PathValue("workflow_id"), r.PathValue("node_id"), v)
 	if err != nil {
 		return k, errcode.Wrap(errcode.InvalidID, err, "")
 	}
@@ -224,7 +408,10 @@ func decodeJSON(r *http.Request, v any) error {
 	if len(strings.TrimSpace(string(b))) == 0 {
 		return nil
 	}
-	dec := json.NewDecoder(strings.NewReader(string(b)))
+	if !utf8.Valid(b) {
+		return errcode.New(errcode.InvalidRequest, "request body: not UTF-8")
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
 		var coded *errcode.Error
@@ -232,6 +419,9 @@ func decodeJSON(r *http.Request, v any) error {
 			return coded
 		}
 		return errcode.Wrap(errcode.InvalidRequest, err, "request body: "+err.Error())
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return errcode.New(errcode.InvalidRequest, "request body: more than one JSON value")
 	}
 	return nil
 }
@@ -281,6 +471,9 @@ func (h *Handler) create(w http.ResponseWriter, r *http.Request) (int, any, erro
 		err                       error
 	)
 	ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	if r.ContentLength == 0 && len(r.TransferEncoding) == 0 {
+		ct = "application/json" // no body: the JSON decoder reports what is missing
+	}
 	switch ct {
 	case "application/json":
 		var body struct {
@@ -297,7 +490,8 @@ func (h *Handler) create(w http.ResponseWriter, r *http.Request) (int, any, erro
 		wf, node, version, python, packages, requirements = body.WorkflowID, body.NodeID, body.VersionID, body.PythonVersion, body.Packages, body.Requirements
 	case "multipart/form-data", "application/x-www-form-urlencoded":
 		if ct == "multipart/form-data" {
-			err = r.ParseMultipartForm(4 << 20)
+			// All of it in memory (the body is bounded already), so no upload touches the disk.
+			err = r.ParseMultipartForm(h.opt.MaxBodyBytes)
 		} else {
 			err = r.ParseForm()
 		}
@@ -307,6 +501,9 @@ func (h *Handler) create(w http.ResponseWriter, r *http.Request) (int, any, erro
 				return 0, nil, err
 			}
 			return 0, nil, errcode.Wrap(errcode.InvalidRequest, err, "reading form data: "+err.Error())
+		}
+		if err := checkForm(r); err != nil {
+			return 0, nil, err
 		}
 		wf, node, version, python = r.PostFormValue("workflow_id"), r.PostFormValue("node_id"), r.PostFormValue("version_id"), r.PostFormValue("python_version")
 		if packages, err = splitPackages(r.PostForm["packages"]); err != nil {
@@ -333,10 +530,13 @@ func (h *Handler) create(w http.ResponseWriter, r *http.Request) (int, any, erro
 			requirements = r.PostFormValue("requirements_file")
 		}
 	default:
-		return 0, nil, errcode.New(errcode.InvalidRequest, "POST /envs takes form data (multipart or urlencoded) or a JSON body")
+		return 0, nil, errcode.New(errcode.UnsupportedMediaType, "POST /envs takes form data (multipart or urlencoded) or a JSON body")
 	}
 	if requirements != "" {
-		fromFile, err := reqspec.ParseRequirementsFile(requirements)
+		fromFile, err := h.opt.Packages.ParseRequirementsFile(requirements)
+		if errors.Is(err, reqspec.ErrTooLarge) {
+			return 0, nil, errcode.Wrap(errcode.RequestTooLarge, err, "")
+		}
 		if err != nil {
 			return 0, nil, errcode.Wrap(errcode.InvalidPackages, err, "")
 		}
@@ -351,6 +551,38 @@ func (h *Handler) create(w http.ResponseWriter, r *http.Request) (int, any, erro
 	}
 	res, err := h.svc.Create(r.Context(), caller(r), envs.CreateRequest{Key: key, PythonVersion: python, Packages: packages})
 	return http.StatusCreated, res, err
+}
+
+// maxSeconds bounds any number of seconds a request may carry: about 31 years, far below where
+// a time.Duration overflows.
+const maxSeconds = 1e9
+
+// formFields are the fields of POST /envs as form data; each once, except packages.
+var formFields = map[string]bool{"workflow_id": false, "node_id": false, "version_id": false,
+	"python_version": false, "packages": true, "requirements_file": false}
+
+// checkForm refuses unknown and repeated form fields, and uploads other than requirements_file.
+func checkForm(r *http.Request) error {
+	for k, vs := range r.PostForm {
+		repeatable, ok := formFields[k]
+		if !ok {
+			return errcode.New(errcode.InvalidRequest, fmt.Sprintf("form field %q: unknown", k))
+		}
+		if len(vs) > 1 && !repeatable {
+			return errcode.New(errcode.InvalidRequest, fmt.Sprintf("form field %q given %d times", k, len(vs)))
+		}
+	}
+	if r.MultipartForm != nil {
+		for k := range r.MultipartForm.File {
+			if k != "requirements_file" {
+				return errcode.New(errcode.InvalidRequest, fmt.Sprintf("form file %q: only requirements_file is read", k))
+			}
+		}
+		if len(r.MultipartForm.File["requirements_file"]) > 0 && len(r.PostForm["requirements_file"]) > 0 {
+			return errcode.New(errcode.InvalidRequest, "requirements_file: send it once, as a file or as a field")
+		}
+	}
+	return nil
 }
 
 // versioned is the version_id an env-scoped JSON body may carry instead of the query.
@@ -419,6 +651,10 @@ func (h *Handler) run(w http.ResponseWriter, r *http.Request) (int, any, error) 
 		if *body.Timeout <= 0 {
 			return 0, nil, errcode.New(errcode.InvalidRequest, "timeout: must be a positive number of seconds")
 		}
+		if *body.Timeout > maxSeconds {
+			// Past this the conversion to a duration overflows; the service's own maximum is lower.
+			return 0, nil, errcode.New(errcode.InvalidRequest, "timeout: far over the maximum")
+		}
 		req.Timeout = time.Duration(*body.Timeout * float64(time.Second))
 	}
 	res, err := h.svc.Run(r.Context(), caller(r), key, req)
@@ -449,7 +685,13 @@ func (h *Handler) list(w http.ResponseWriter, r *http.Request) (int, any, error)
 			return 0, nil, err
 		}
 	}
-	res, page, err := h.svc.List(r.Context(), r.URL.Query().Get("workflow_id"), after, n)
+	wf := r.URL.Query().Get("workflow_id")
+	if wf != "" {
+		if err := envid.ValidateID("workflow_id", wf); err != nil {
+			return 0, nil, errcode.Wrap(errcode.InvalidID, err, "")
+		}
+	}
+	res, page, err := h.svc.List(r.Context(), wf, after, n)
 	if err != nil {
 		return 0, nil, err
 	}
@@ -471,10 +713,14 @@ func decodeCursor(c string) (envid.Key, error) {
 		return envid.Key{}, bad
 	}
 	var parts []string
-	if json.Unmarshal(b, &parts) != nil || len(parts) != 3 {
+	if len(c) > 512 || json.Unmarshal(b, &parts) != nil || len(parts) != 3 {
 		return envid.Key{}, bad
 	}
-	return envid.Key{WorkflowID: parts[0], NodeID: parts[1], VersionID: parts[2]}, nil
+	k := envid.Key{WorkflowID: parts[0], NodeID: parts[1], VersionID: parts[2]}
+	if k.Validate() != nil {
+		return envid.Key{}, bad
+	}
+	return k, nil
 }
 
 func (h *Handler) operations(w http.ResponseWriter, r *http.Request) (int, any, error) {
@@ -504,13 +750,17 @@ func (h *Handler) cleanup(w http.ResponseWriter, r *http.Request) (int, any, err
 	if err := decodeJSON(r, &body); err != nil {
 		return 0, nil, err
 	}
-	if r.URL.Query().Get("dry_run") == "true" {
+	switch r.URL.Query().Get("dry_run") {
+	case "", "false":
+	case "true":
 		body.DryRun = true
+	default:
+		return 0, nil, errcode.New(errcode.InvalidRequest, "dry_run: want true or false")
 	}
 	req := envs.CleanupRequest{DryRun: body.DryRun, IdleFor: -1}
 	if body.IdleHours != nil {
-		if *body.IdleHours < 0 {
-			return 0, nil, errcode.New(errcode.InvalidRequest, "idle_hours: must not be negative")
+		if *body.IdleHours < 0 || *body.IdleHours > maxSeconds/3600 {
+			return 0, nil, errcode.New(errcode.InvalidRequest, fmt.Sprintf("idle_hours: want 0 to %g", float64(maxSeconds/3600)))
 		}
 		req.IdleFor = time.Duration(*body.IdleHours * float64(time.Hour))
 	}
@@ -522,7 +772,8 @@ func (h *Handler) agents(w http.ResponseWriter, r *http.Request) (int, any, erro
 	if h.opt.Agents == nil {
 		return http.StatusOK, map[string]any{"agents": []any{}}, nil
 	}
-	return http.StatusOK, map[string]any{"agents": h.opt.Agents(r.Context())}, nil
+	// The view is the whole answer: an object with at least an "agents" list.
+	return http.StatusOK, h.opt.Agents(r.Context()), nil
 }
 
 func (h *Handler) healthz(w http.ResponseWriter, r *http.Request) (int, any, error) {

@@ -16,12 +16,17 @@ import (
 
 	"github.com/envfabric/envfabric/controlplane/agentclient"
 	"github.com/envfabric/envfabric/controlplane/api"
+	"github.com/envfabric/envfabric/controlplane/api/auth"
 	"github.com/envfabric/envfabric/controlplane/config"
 	"github.com/envfabric/envfabric/controlplane/envs"
+	"github.com/envfabric/envfabric/controlplane/fleet"
 	"github.com/envfabric/envfabric/controlplane/hostdeps"
+	"github.com/envfabric/envfabric/controlplane/reqspec"
 	"github.com/envfabric/envfabric/controlplane/store"
 	"github.com/envfabric/envfabric/controlplane/store/postgres"
 	"github.com/envfabric/envfabric/controlplane/store/sqlite"
+	"github.com/envfabric/envfabric/shared/gossip"
+	"github.com/envfabric/envfabric/shared/sdnotify"
 )
 
 // OpenStore opens the audit database the configuration names: PostgreSQL when DATABASE_URL is
@@ -59,24 +64,46 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	if cfg.HostPyproject != "" {
 		log.Info("host dependency constraints loaded", "path", cfg.HostPyproject, "packages", host.Len())
 	}
-	agent := agentclient.New(cfg.AgentURL, cfg.AgentToken)
-	svc := envs.New(st, agent, host, envs.Options{
-		Instance: cfg.InstanceID, DefaultPython: cfg.DefaultPython,
-		DefaultTimeout: cfg.ExecutionTimeout, MaxTimeout: cfg.MaxExecutionTime, MaxOutputBytes: cfg.MaxOutputBytes,
-		LeaseTTL: cfg.LeaseTTL, OperationTimeout: cfg.OperationTimeout,
-		IdleAfter: cfg.IdleAfter, CleanupIdle: cfg.CleanupIdle,
-	}, log)
-
+	tokens, err := auth.NewSet(cfg.API.Tokens)
+	if err != nil {
+		return fmt.Errorf("API tokens: %w", err)
+	}
+	if !tokens.Enabled() {
+		log.Warn("the REST API is open: no API tokens configured, every caller may do everything", "listen", cfg.ListenAddr)
+	}
+	packages := reqspec.Policy{URLPrefixes: cfg.API.PackageURLPrefixes}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	handler := api.New(svc, api.Options{
-		MaxBodyBytes: cfg.MaxBodyBytes,
-		Registry:     reg,
-		Ready: map[string]api.Checker{
-			"database": st.Ping,
-			"agent":    agent.Ping,
-		},
-		Agents: func(ctx context.Context) any {
+
+	// Agents: found by gossip in a fleet, or the one agent at AGENT_URL on a single host.
+	var (
+		agents     envs.Agents
+		agentsView func(context.Context) any
+		agentReady api.Checker
+	)
+	if cfg.Fleet() {
+		fl, err := fleet.Join(ctx, fleet.Config{
+			Instance: cfg.InstanceID, Version: Version, AgentToken: cfg.AgentToken, FleetID: cfg.FleetID,
+			Gossip: gossip.Config{BindAddr: cfg.GossipBindAddr, AdvertiseAddr: cfg.GossipAdvertiseAddr,
+				Seeds: cfg.GossipSeeds, Keys: cfg.GossipKeys, Profile: cfg.GossipProfile},
+		}, st, reg, log)
+		if err != nil {
+			return fmt.Errorf("joining the fleet: %w", err)
+		}
+		defer fl.Close()
+		agents = fl
+		agentsView = func(context.Context) any { return fl.View() }
+		agentReady = func(ctx context.Context) error {
+			if len(fl.All(ctx)) == 0 {
+				return errors.New("no agent alive in the fleet")
+			}
+			return nil
+		}
+	} else {
+		agent := agentclient.New(cfg.AgentURL, cfg.AgentToken)
+		agents = envs.One(agent)
+		agentReady = agent.Ping
+		agentsView = func(ctx context.Context) any {
 			ictx, cancel := context.WithTimeout(ctx, 5*time.Second)
 			defer cancel()
 			info, err := agent.Info(ictx)
@@ -86,8 +113,27 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 			} else {
 				entry["info"] = info
 			}
-			return []any{entry}
+			return map[string]any{"mode": "single-host", "agents": []any{entry}}
+		}
+	}
+	svc := envs.New(st, agents, host, envs.Options{
+		Instance: cfg.InstanceID, DefaultPython: cfg.DefaultPython,
+		DefaultTimeout: cfg.ExecutionTimeout, MaxTimeout: cfg.MaxExecutionTime, MaxOutputBytes: cfg.MaxOutputBytes,
+		LeaseTTL: cfg.LeaseTTL, OperationTimeout: cfg.OperationTimeout,
+		IdleAfter: cfg.IdleAfter, CleanupIdle: cfg.CleanupIdle, Registry: reg, Packages: packages,
+	}, log)
+
+	handler := api.New(svc, api.Options{
+		MaxBodyBytes: cfg.MaxBodyBytes,
+		BodyTimeout:  cfg.API.BodyTimeout,
+		Registry:     reg,
+		Tokens:       tokens,
+		Packages:     packages,
+		Ready: map[string]api.Checker{
+			"database": st.Ping,
+			"agent":    agentReady,
 		},
+		Agents: agentsView,
 	}, log)
 
 	ln, err := net.Listen("tcp", cfg.ListenAddr)
@@ -103,13 +149,19 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			cleanupLoop(runCtx, svc, cfg.CleanupInterval, log)
+			m := maintainer{svc: svc, st: st, instance: cfg.InstanceID, every: cfg.CleanupInterval,
+				pruneEvery: cfg.CachePruneInterval, lastPrune: time.Now(), log: log.With("component", "maintenance")}
+			m.run(runCtx)
 		}()
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
-	log.Info("control plane serving", "addr", ln.Addr().String(), "agent", cfg.AgentURL,
+	log.Info("control plane serving", "addr", ln.Addr().String(), "instance", cfg.InstanceID,
+		"agents", map[bool]string{true: "gossip:" + cfg.GossipBindAddr, false: cfg.AgentURL}[cfg.Fleet()],
 		"database", map[bool]string{true: "postgresql", false: "sqlite:" + cfg.SQLitePath}[cfg.DatabaseURL != ""])
+	if err := sdnotify.Ready(); err != nil {
+		log.Warn("telling systemd we are ready", "err", err)
+	}
 
 	select {
 	case <-ctx.Done():
@@ -119,6 +171,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		return fmt.Errorf("serving: %w", err)
 	}
 	log.Info("control plane stopping")
+	_ = sdnotify.Stopping()
 	cancel()
 	sctx, scancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer scancel()
@@ -130,23 +183,78 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	return nil
 }
 
-// cleanupLoop removes idle environments on a schedule, audited with the actor "scheduler".
-func cleanupLoop(ctx context.Context, svc *envs.Service, every time.Duration, log *slog.Logger) {
-	t := time.NewTicker(every)
+// Version is the control plane's version, set at build time with -ldflags "-X ...app.Version=...".
+var Version = "dev"
+
+// leaderRole names the database-held role of the control plane that cleans up for the fleet.
+const leaderRole = "cleanup"
+
+// maintainer runs the fleet-wide housekeeping on the one control plane that holds the cleanup
+// role: idle cleanup (after merging the agents' usage reports) every interval, and a uv cache
+// prune when due and the fleet holds no uv operation. The role is a term in the database,
+// renewed at every tick; when its holder dies another control plane takes it after the term.
+type maintainer struct {
+	svc        *envs.Service
+	st         store.Store
+	instance   string
+	every      time.Duration
+	pruneEvery time.Duration
+	log        *slog.Logger
+	lastPrune  time.Time
+	leading    bool
+}
+
+func (m *maintainer) run(ctx context.Context) {
+	t := time.NewTicker(m.every)
 	defer t.Stop()
+	defer func() {
+		if m.leading {
+			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			defer cancel()
+			_ = m.st.ResignLeadership(rctx, leaderRole, m.instance)
+		}
+	}()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			res, err := svc.Cleanup(ctx, envs.Caller{Actor: "scheduler"}, envs.CleanupRequest{IdleFor: -1})
-			if err != nil {
-				log.Error("scheduled cleanup", "err", err)
-				continue
-			}
-			if len(res.Removed)+len(res.Skipped) > 0 {
-				log.Info("scheduled cleanup", "removed", len(res.Removed), "skipped", len(res.Skipped))
-			}
+			m.tick(ctx)
 		}
+	}
+}
+
+func (m *maintainer) tick(ctx context.Context) {
+	// The term outlives two missed ticks, so a slow pass does not hand the role over mid-way.
+	lead, err := m.st.AcquireLeadership(ctx, leaderRole, m.instance, time.Now(), 3*m.every)
+	if err != nil {
+		m.log.Error("taking the cleanup role", "err", err)
+		return
+	}
+	if lead != m.leading {
+		m.log.Info("cleanup role", "leading", lead)
+		m.leading = lead
+	}
+	if !lead {
+		return
+	}
+	res, err := m.svc.Cleanup(ctx, envs.Caller{Actor: "scheduler"}, envs.CleanupRequest{IdleFor: -1})
+	if err != nil {
+		m.log.Error("scheduled cleanup", "err", err)
+	} else if len(res.Removed)+len(res.Skipped) > 0 {
+		m.log.Info("scheduled cleanup", "removed", len(res.Removed), "skipped", len(res.Skipped), "bytes_freed", res.BytesFreed)
+	}
+	if m.pruneEvery <= 0 || time.Since(m.lastPrune) < m.pruneEvery {
+		return
+	}
+	pr, err := m.svc.PruneCache(ctx)
+	switch {
+	case err != nil:
+		m.log.Error("pruning the uv cache", "err", err)
+	case pr.Pruned:
+		m.lastPrune = time.Now()
+		m.log.Info("pruned the uv cache", "agent", pr.Agent, "bytes_before", pr.BytesBefore, "bytes_after", pr.BytesAfter)
+	default:
+		m.log.Info("uv cache prune postponed", "reason", pr.Reason)
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/envfabric/envfabric/shared/config"
+	"github.com/envfabric/envfabric/shared/gossip"
 )
 
 // Config is everything the control plane reads at start-up.
@@ -37,7 +38,21 @@ type Config struct {
 	LogLevel           string
 	LogFormat          string // text or json
 	AllowRemoteNoToken bool
+
+	// Fleet mode: with GossipBindAddr set, agents are found by gossip and AgentURL is not used.
+	GossipBindAddr      string
+	GossipAdvertiseAddr string
+	GossipSeeds         []string
+	GossipKeys          [][]byte
+	GossipProfile       string
+	FleetID             string
+	// CachePruneInterval is how often the cleanup leader prunes the uv cache; 0 never.
+	CachePruneInterval time.Duration
+	API                API // callers and package references the REST API admits (apiauth.go)
 }
+
+// Fleet reports whether agents are found by gossip.
+func (c Config) Fleet() bool { return c.GossipBindAddr != "" }
 
 // Load reads the configuration from src.
 func Load(src config.Source) (Config, error) {
@@ -65,6 +80,39 @@ func Load(src config.Source) (Config, error) {
 		LogFormat:          r.String("LOG_FORMAT", "text"),
 		AllowRemoteNoToken: r.Bool("AGENT_ALLOW_NO_TOKEN", false),
 	}
+	c.GossipBindAddr = r.String("GOSSIP_BIND_ADDR", "")
+	c.GossipAdvertiseAddr = r.String("GOSSIP_ADVERTISE_ADDR", "")
+	c.GossipProfile = r.String("GOSSIP_PROFILE", "lan")
+	c.FleetID = r.String("FLEET_ID", "")
+	c.CachePruneInterval = r.Duration("CACHE_PRUNE_INTERVAL", 24*time.Hour)
+	if seeds, err := gossip.ParseSeeds(r.String("GOSSIP_SEEDS", "")); err != nil {
+		r.Fail("GOSSIP_SEEDS: %v", err)
+	} else {
+		c.GossipSeeds = seeds
+	}
+	if keys, err := gossip.ParseKeys(r.String("GOSSIP_KEYS", "")); err != nil {
+		r.Fail("GOSSIP_KEYS: %v", err)
+	} else {
+		c.GossipKeys = keys
+	}
+	if c.Fleet() {
+		gh, _, err := net.SplitHostPort(c.GossipBindAddr)
+		switch {
+		case err != nil:
+			r.Fail("GOSSIP_BIND_ADDR=%q: want host:port", c.GossipBindAddr)
+		case len(c.GossipKeys) == 0 && !isLoopback(gh) && !r.Bool("GOSSIP_ALLOW_PLAINTEXT", false):
+			r.Fail("GOSSIP_KEYS is required when GOSSIP_BIND_ADDR (%s) is not a loopback address; set GOSSIP_ALLOW_PLAINTEXT=true to accept that risk", c.GossipBindAddr)
+		case c.AgentToken == "" && !c.AllowRemoteNoToken && !isLoopback(gh):
+			r.Fail("AGENT_TOKEN is required in a fleet beyond loopback: agents accept RPCs only from an authenticated control plane; set AGENT_ALLOW_NO_TOKEN=true to accept that risk")
+		}
+		if c.GossipProfile != "lan" && c.GossipProfile != "local" {
+			r.Fail("GOSSIP_PROFILE=%q: want lan or local", c.GossipProfile)
+		}
+	}
+	if c.CachePruneInterval < 0 {
+		r.Fail("CACHE_PRUNE_INTERVAL must not be negative")
+	}
+	c.API = loadAPI(r, c.ListenAddr)
 	if !filepath.IsAbs(c.DataRoot) {
 		abs, err := filepath.Abs(c.DataRoot)
 		if err != nil {
@@ -78,7 +126,7 @@ func Load(src config.Source) (Config, error) {
 	}
 	if u, err := url.Parse(c.AgentURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		r.Fail("AGENT_URL=%q: want an http:// or https:// URL", c.AgentURL)
-	} else if c.AgentToken == "" && !c.AllowRemoteNoToken && !isLoopback(u.Hostname()) {
+	} else if !c.Fleet() && c.AgentToken == "" && !c.AllowRemoteNoToken && !isLoopback(u.Hostname()) {
 		r.Fail("AGENT_TOKEN is required to reach an agent beyond loopback (%s); set AGENT_ALLOW_NO_TOKEN=true to accept that risk", c.AgentURL)
 	}
 	if c.ExecutionTimeout > c.MaxExecutionTime {

@@ -291,9 +291,12 @@ func TestErrors(t *testing.T) {
 	})
 
 	t.Run("timeout", func(t *testing.T) {
+		// The code runs in a PID namespace (the agent's default sandbox): the pids it prints are
+		// not the host's, so the host finds its sleepers by a command line of their own.
+		marker := strconv.Itoa(300000 + os.Getpid()%100000)
 		code := "import subprocess, os, time\n" +
-			"p = subprocess.Popen(['sleep', '300'])\n" +
-			"q = subprocess.Popen(['sh', '-c', 'sleep 300 & echo $!; wait'], stdout=subprocess.PIPE)\n" +
+			"p = subprocess.Popen(['sleep', '" + marker + "'])\n" +
+			"q = subprocess.Popen(['sh', '-c', 'sleep " + marker + " & echo $!; wait'], stdout=subprocess.PIPE)\n" +
 			"print(os.getpid(), p.pid, q.pid, q.stdout.readline().decode().strip(), flush=True)\n" +
 			"time.sleep(300)\n"
 		start := time.Now()
@@ -308,10 +311,7 @@ func TestErrors(t *testing.T) {
 		if len(pids) != 4 {
 			t.Fatalf("want 4 pids in the partial stdout, got %q", out)
 		}
-		for _, s := range pids {
-			pid, _ := strconv.Atoi(s)
-			waitGone(t, pid)
-		}
+		waitGone(t, "sleep\x00"+marker+"\x00")
 	})
 
 	t.Run("audit", func(t *testing.T) {
@@ -336,22 +336,41 @@ func TestErrors(t *testing.T) {
 	})
 }
 
-// waitGone waits for a process to disappear (or be a zombie awaiting its reaper).
-func waitGone(t *testing.T, pid int) {
+// waitGone waits until no live process on the host has a command line (NUL-separated argv)
+// containing cmdline; zombies awaiting their reaper count as gone.
+func waitGone(t *testing.T, cmdline string) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-		if err != nil {
+	for {
+		var alive []int
+		ents, _ := os.ReadDir("/proc")
+		for _, e := range ents {
+			pid, err := strconv.Atoi(e.Name())
+			if err != nil {
+				continue
+			}
+			b, err := os.ReadFile("/proc/" + e.Name() + "/cmdline")
+			if err != nil || !strings.Contains(string(b), cmdline) {
+				continue
+			}
+			if st, err := os.ReadFile("/proc/" + e.Name() + "/stat"); err == nil {
+				if f := strings.Fields(string(st)); len(f) > 2 && f[2] != "Z" {
+					alive = append(alive, pid)
+				}
+			}
+		}
+		if len(alive) == 0 {
 			return
 		}
-		if f := strings.Fields(string(b)); len(f) > 2 && f[2] == "Z" {
+		if time.Now().After(deadline) {
+			for _, pid := range alive {
+				_ = syscall.Kill(pid, syscall.SIGKILL)
+			}
+			t.Errorf("processes %v (%q) outlived the timeout", alive, cmdline)
 			return
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	_ = syscall.Kill(pid, syscall.SIGKILL)
-	t.Errorf("process %d outlived the timeout", pid)
 }
 
 // TestConcurrentMutation: one mutation per environment; a second gets 423 at once, naming the

@@ -197,10 +197,10 @@ func newFabric(t *testing.T, opt options) *fabric {
 		agentEnv = append(agentEnv, "UV_SYSTEM_CERTS=1")
 	}
 	f.agent = start(t, "agent", agentBin, agentEnv)
-	waitHTTP(t, f.agent, "http://"+agentAddr+"/healthz")
+	waitHTTPAuth(t, f.agent, "http://"+agentAddr+"/healthz", token)
 
 	cpAddr := freeAddr(t)
-	cpEnv := append(append([]string{}, base...), "LISTEN_ADDR="+cpAddr, "AGENT_URL=http://"+agentAddr, "LEASE_TTL=6s")
+	cpEnv := append(append([]string{}, base...), "LISTEN_ADDR="+cpAddr, "AGENT_URL=http://"+agentAddr, "LEASE_TTL=6s", "API_TOKENS="+apiTokens)
 	if opt.databaseURL != "" {
 		cpEnv = append(cpEnv, "DATABASE_URL="+opt.databaseURL)
 	}
@@ -226,6 +226,12 @@ func (f *fabric) killControlPlane(t *testing.T) {
 
 func waitHTTP(t *testing.T, p *proc, url string) {
 	t.Helper()
+	waitHTTPAuth(t, p, url, "")
+}
+
+// waitHTTPAuth waits until url answers 200, sending token as a bearer token when set.
+func waitHTTPAuth(t *testing.T, p *proc, url, token string) {
+	t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
 	for time.Now().Before(deadline) {
 		select {
@@ -234,7 +240,11 @@ func waitHTTP(t *testing.T, p *proc, url string) {
 			t.Fatalf("%s exited before it was ready: %v\n%s", p.name, p.err, tail(string(b), 4000))
 		default:
 		}
-		resp, err := http.Get(url)
+		req, _ := http.NewRequest(http.MethodGet, url, nil)
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := http.DefaultClient.Do(req)
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
@@ -289,9 +299,20 @@ func (f *fabric) doCtx(t *testing.T, ctx context.Context, method, path string, b
 	return f.send(t, req)
 }
 
+// The control plane's callers in every test (see auth_test.go); send uses the admin one.
+const (
+	adminSecret  = "e2e-admin-secret-0123456789"
+	readerSecret = "e2e-read-secret-0123456789"
+	writerSecret = "e2e-write-secret-0123456789"
+	apiTokens    = "e2e-test:admin:" + adminSecret + ",e2e-reader:read:" + readerSecret + ",e2e-writer:write:" + writerSecret
+)
+
 func (f *fabric) send(t *testing.T, req *http.Request) response {
 	t.Helper()
 	req.Header.Set("X-Actor", "e2e-test")
+	if req.Header.Get("Authorization") == "" {
+		req.Header.Set("Authorization", "Bearer "+adminSecret)
+	}
 	resp, err := f.client.Do(req)
 	if err != nil {
 		if req.Context().Err() != nil {

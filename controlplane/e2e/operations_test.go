@@ -106,7 +106,10 @@ func TestControlPlaneCrash(t *testing.T) {
 	stalled := f.Index.Stall("delta")
 	go func() {
 		// The control plane dies under this request; its answer is a broken connection.
-		resp, err := http.Post(f.URL+"/envs/wf/n/deps", "application/json", strings.NewReader(`{"packages":["delta"]}`))
+		req, _ := http.NewRequest(http.MethodPost, f.URL+"/envs/wf/n/deps", strings.NewReader(`{"packages":["delta"]}`))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Authorization", "Bearer "+adminSecret)
+		resp, err := http.DefaultClient.Do(req)
 		if err == nil {
 			resp.Body.Close()
 		}

@@ -2,9 +2,11 @@ package envs
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	"github.com/envfabric/envfabric/shared/envid"
+	"github.com/envfabric/envfabric/shared/errcode"
 )
 
 // Files is one revision of an environment's project files.
@@ -94,5 +96,64 @@ type Agent interface {
 	Inspect(ctx context.Context, key envid.Key, expected Files, pythonPath string) (Disk, error)
 	Run(ctx context.Context, key envid.Key, code string, timeout time.Duration, maxOutput int64) (RunResult, error)
 	Delete(ctx context.Context, key envid.Key) (bytesFreed int64, err error)
+	// DiskUsage is what deleting the environment would free (files hardlinked from the cache stay).
+	DiskUsage(ctx context.Context, key envid.Key) (int64, error)
+	// Usage returns the uses the agent's host saw after since (zero: every use it knows).
+	Usage(ctx context.Context, since time.Time) ([]Use, error)
+	// PruneCache removes unused entries from the shared uv cache.
+	PruneCache(ctx context.Context) (before, after int64, err error)
 	Ping(ctx context.Context) error
+}
+
+// Use is the last use of an environment an agent saw.
+type Use struct {
+	Key    envid.Key
+	At     time.Time
+	Source string
+}
+
+// Need says what an agent must offer to take an operation.
+type Need struct {
+	// PythonPath is the interpreter an existing environment is bound to: only an agent with that
+	// exact path may touch it (elsewhere uv would delete and recreate the shared .venv).
+	PythonPath string
+	// PythonVersion is the version a create asks for.
+	PythonVersion string
+	// Avoid names an agent not to pick (it just failed).
+	Avoid string
+}
+
+// Agents is the fleet as the lifecycle sees it.
+type Agents interface {
+	// Pick chooses a live agent that meets need, the least loaded first. None: an
+	// *errcode.Error with NO_AGENT_AVAILABLE.
+	Pick(ctx context.Context, need Need) (Agent, error)
+	// All returns every live agent.
+	All(ctx context.Context) []Agent
+	// Gone reports whether the named agent is confirmed gone (it left, was declared dead, or
+	// refuses connections), so that its unfinished work can be taken over safely.
+	Gone(ctx context.Context, name string) bool
+}
+
+// One is the fleet of a single host: one agent at a fixed address (AGENT_URL), no gossip.
+func One(a Agent) Agents { return one{a} }
+
+type one struct{ a Agent }
+
+func (o one) Pick(_ context.Context, need Need) (Agent, error) {
+	if need.Avoid == o.a.Name() {
+		return nil, errcode.New(errcode.NoAgentAvailable, fmt.Sprintf("no agent other than %s is configured", o.a.Name()))
+	}
+	return o.a, nil
+}
+
+func (o one) All(context.Context) []Agent { return []Agent{o.a} }
+
+func (o one) Gone(ctx context.Context, name string) bool {
+	if name != o.a.Name() {
+		return true
+	}
+	pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	return o.a.Ping(pctx) != nil
 }

@@ -40,7 +40,7 @@ type CreatedEnv struct {
 
 // parsePackages validates request packages and applies the host's constraints.
 func (s *Service) parsePackages(specs []string) ([]reqspec.Requirement, []string, []hostdeps.Applied, error) {
-	reqs, err := reqspec.ParseAll(specs)
+	reqs, err := s.opt.Packages.ParseAll(specs)
 	if err != nil {
 		return nil, nil, nil, errcode.Wrap(errcode.InvalidPackages, err, "")
 	}
@@ -69,7 +69,7 @@ func (s *Service) Create(ctx context.Context, c Caller, req CreateRequest) (Crea
 	} else if err != nil && !errors.Is(err, store.ErrNotFound) {
 		return res, dbErr("reading the environment", err)
 	}
-	o := op{key: req.Key, kind: "create", exclusive: true, caller: c, params: map[string]any{
+	o := op{key: req.Key, kind: "create", exclusive: true, caller: c, need: &Need{PythonVersion: req.PythonVersion}, params: map[string]any{
 		"python_version": req.PythonVersion, "packages": req.Packages, "applied_packages": specs, "host_constraints_applied": applied,
 	}}
 	err = s.execute(ctx, o, func(ctx context.Context, r running) (any, error) {
@@ -93,10 +93,11 @@ func (s *Service) Create(ctx context.Context, c Caller, req CreateRequest) (Crea
 		}
 		uctx, cancel := s.uvContext(ctx)
 		defer cancel()
-		created, err := s.agent.Create(uctx, req.Key, req.PythonVersion, specs)
+		created, err := r.agent.Create(uctx, req.Key, req.PythonVersion, specs)
 		if err != nil {
 			dctx, dcancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 			defer dcancel()
+			s.clearAfterDeadAgent(dctx, r, req.Key, err)
 			if derr := s.store.DeleteEnv(dctx, req.Key, r.lease.ID); derr != nil {
 				s.log.Error("removing the record of a failed create", "env", req.Key.String(), "err", derr)
 			}
@@ -221,13 +222,14 @@ func (s *Service) Mutate(ctx context.Context, c Caller, key envid.Key, kind Muta
 			return res, errcode.New(errcode.DependencyNotFound, fmt.Sprintf("not a dependency of %s: %s", key, strings.Join(missing, ", ")))
 		}
 	}
-	o := op{key: key, kind: name, exclusive: true, state: store.StateInstalling, caller: c,
+	o := op{key: key, kind: name, exclusive: true, state: store.StateInstalling, caller: c, need: &Need{PythonPath: env.PythonPath},
 		params: map[string]any{"packages": packages, "applied_packages": m.Packages, "upgrade": m.Upgrade, "host_constraints_applied": applied}}
 	err = s.execute(ctx, o, func(ctx context.Context, r running) (any, error) {
 		uctx, cancel := s.uvContext(ctx)
 		defer cancel()
-		out, err := s.agent.Mutate(uctx, m)
+		out, err := r.agent.Mutate(uctx, m)
 		if err != nil {
+			err = s.recoverFrom(ctx, r, key, m.Base, env.PythonPath, err)
 			s.setStateAfter(ctx, key, err)
 			return nil, err
 		}
@@ -272,12 +274,14 @@ func (s *Service) Sync(ctx context.Context, c Caller, key envid.Key) (SyncResult
 	if err != nil {
 		return res, err
 	}
-	o := op{key: key, kind: "sync", exclusive: true, state: store.StateSyncing, caller: c, params: map[string]any{"revision": rev.Number}}
+	o := op{key: key, kind: "sync", exclusive: true, state: store.StateSyncing, caller: c, need: &Need{PythonPath: env.PythonPath},
+		params: map[string]any{"revision": rev.Number}}
 	err = s.execute(ctx, o, func(ctx context.Context, r running) (any, error) {
 		uctx, cancel := s.uvContext(ctx)
 		defer cancel()
-		n, err := s.agent.Sync(uctx, key, files, env.PythonPath)
+		n, err := r.agent.Sync(uctx, key, files, env.PythonPath)
 		if err != nil {
+			err = s.recoverFrom(ctx, r, key, files, env.PythonPath, err)
 			s.setStateAfter(ctx, key, err)
 			return nil, err
 		}
@@ -368,14 +372,14 @@ func (s *Service) Run(ctx context.Context, c Caller, key envid.Key, req RunReque
 	if err := ready(env); err != nil {
 		return res, err
 	}
-	o := op{key: key, kind: "run", exclusive: false, caller: c, params: map[string]any{
+	o := op{key: key, kind: "run", exclusive: false, caller: c, need: &Need{PythonPath: env.PythonPath}, params: map[string]any{
 		"code_sha256": codeDigest(req.Code), "code_bytes": len(req.Code), "timeout_seconds": req.Timeout.Seconds(),
 	}}
 	err = s.execute(ctx, o, func(ctx context.Context, r running) (any, error) {
 		// The agent enforces the timeout; the RPC gets a little longer to report it.
 		rctx, cancel := context.WithTimeout(ctx, req.Timeout+30*time.Second)
 		defer cancel()
-		out, err := s.agent.Run(rctx, key, req.Code, req.Timeout, s.opt.MaxOutputBytes)
+		out, err := r.agent.Run(rctx, key, req.Code, req.Timeout, s.opt.MaxOutputBytes)
 		if terr := s.store.Touch(context.WithoutCancel(ctx), key, s.now()); terr != nil {
 			s.log.Warn("recording the use of an environment", "env", key.String(), "err", terr)
 		}
@@ -417,11 +421,11 @@ func (s *Service) remove(ctx context.Context, c Caller, key envid.Key, kind stri
 	if _, err := s.getEnv(ctx, key); err != nil {
 		return res, err
 	}
-	o := op{key: key, kind: kind, exclusive: true, state: store.StateDeleting, caller: c, params: params}
+	o := op{key: key, kind: kind, exclusive: true, state: store.StateDeleting, caller: c, need: &Need{}, params: params}
 	err := s.execute(ctx, o, func(ctx context.Context, r running) (any, error) {
 		uctx, cancel := s.uvContext(ctx)
 		defer cancel()
-		freed, err := s.agent.Delete(uctx, key)
+		freed, err := r.agent.Delete(uctx, key)
 		if err != nil {
 			s.setStateAfter(ctx, key, err)
 			return nil, err
@@ -506,7 +510,12 @@ func (s *Service) Status(ctx context.Context, key envid.Key) (Status, error) {
 	}
 	ictx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	disk, err := s.agent.Inspect(ictx, key, files, env.PythonPath)
+	agent, err := s.agents.Pick(ictx, Need{PythonPath: env.PythonPath})
+	if err != nil {
+		st.DiskError = err.Error()
+		return st, nil
+	}
+	disk, err := agent.Inspect(ictx, key, files, env.PythonPath)
 	if err != nil {
 		st.DiskError = err.Error()
 		return st, nil
@@ -634,6 +643,10 @@ type CleanupResult struct {
 	DryRun    bool           `json:"dry_run"`
 	Removed   []CleanupEntry `json:"removed"`
 	Skipped   []CleanupEntry `json:"skipped"`
+	// BytesFreed is what the removals freed, or with a dry run what they would free.
+	BytesFreed int64 `json:"bytes_freed"`
+	// UsageReports counts the agents whose usage reports were merged before choosing.
+	UsageReports int `json:"usage_reports"`
 }
 
 // Cleanup removes environments unused for longer than the idle limit; each removal is audited
@@ -643,6 +656,9 @@ func (s *Service) Cleanup(ctx context.Context, c Caller, req CleanupRequest) (Cl
 		req.IdleFor = s.opt.CleanupIdle
 	}
 	res := CleanupResult{IdleHours: req.IdleFor.Hours(), DryRun: req.DryRun, Removed: []CleanupEntry{}, Skipped: []CleanupEntry{}}
+	// Uses seen on the hosts, outside the API, count: an environment a workflow executor runs
+	// directly is not idle.
+	res.UsageReports = s.CollectUsage(ctx)
 	cutoff := s.now().Add(-req.IdleFor)
 	idle, err := s.store.IdleEnvs(ctx, cutoff, 1000)
 	if err != nil {
@@ -651,6 +667,12 @@ func (s *Service) Cleanup(ctx context.Context, c Caller, req CleanupRequest) (Cl
 	for _, e := range idle {
 		entry := CleanupEntry{WorkflowID: e.Key.WorkflowID, NodeID: e.Key.NodeID, VersionID: e.Key.VersionID, LastUsedAt: e.LastUsedAt}
 		if req.DryRun {
+			if a, err := s.agents.Pick(ctx, Need{}); err == nil {
+				dctx, cancel := context.WithTimeout(ctx, time.Minute)
+				entry.BytesFreed, _ = a.DiskUsage(dctx, e.Key)
+				cancel()
+			}
+			res.BytesFreed += entry.BytesFreed
 			res.Removed = append(res.Removed, entry)
 			continue
 		}
@@ -664,6 +686,7 @@ func (s *Service) Cleanup(ctx context.Context, c Caller, req CleanupRequest) (Cl
 			continue
 		}
 		entry.BytesFreed = d.BytesFreed
+		res.BytesFreed += d.BytesFreed
 		res.Removed = append(res.Removed, entry)
 	}
 	return res, nil

@@ -16,7 +16,10 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/envfabric/envfabric/controlplane/hostdeps"
+	"github.com/envfabric/envfabric/controlplane/reqspec"
 	"github.com/envfabric/envfabric/controlplane/store"
 	"github.com/envfabric/envfabric/shared/envid"
 	"github.com/envfabric/envfabric/shared/errcode"
@@ -34,26 +37,35 @@ type Options struct {
 	IdleAfter        time.Duration // an ACTIVE environment unused this long is reported IDLE
 	CleanupIdle      time.Duration // environments unused this long are removed by cleanup
 	Now              func() time.Time
+	Packages         reqspec.Policy // what package references beyond the index an operator allows
+	// Registry, when set, receives the lifecycle's metrics.
+	Registry prometheus.Registerer
 }
 
 // Service is the environment lifecycle.
 type Service struct {
-	store store.Store
-	agent Agent
-	host  *hostdeps.Constraints
-	opt   Options
-	log   *slog.Logger
+	store  store.Store
+	agents Agents
+	host   *hostdeps.Constraints
+	opt    Options
+	log    *slog.Logger
+
+	metrics *metrics
+
+	usageMu    sync.Mutex
+	usageSince map[string]time.Time // agent name → the newest use already merged from it
 }
 
 // New makes a Service.
-func New(st store.Store, agent Agent, host *hostdeps.Constraints, opt Options, log *slog.Logger) *Service {
+func New(st store.Store, agents Agents, host *hostdeps.Constraints, opt Options, log *slog.Logger) *Service {
 	if opt.Now == nil {
 		opt.Now = time.Now
 	}
 	if host == nil {
 		host = &hostdeps.Constraints{}
 	}
-	return &Service{store: st, agent: agent, host: host, opt: opt, log: log}
+	return &Service{store: st, agents: agents, host: host, opt: opt, log: log, usageSince: map[string]time.Time{},
+		metrics: newMetrics(opt.Registry, st)}
 }
 
 // Caller says who asked, for the audit.
@@ -79,13 +91,16 @@ type op struct {
 	state     string // state while it runs; empty leaves the state alone
 	params    map[string]any
 	caller    Caller
+	// need, when set, picks the agent that does the work once the lease is held.
+	need *Need
 }
 
-// running is an operation in progress: its audit row and its lease.
+// running is an operation in progress: its audit row, its lease and its agent.
 type running struct {
 	id    int64
 	lease store.Lease
 	start time.Time
+	agent Agent
 }
 
 // execute writes the intent, takes the lease, keeps it alive while fn runs, and records the
@@ -99,7 +114,7 @@ func (s *Service) execute(ctx context.Context, o op, fn func(ctx context.Context
 	r := running{start: s.now()}
 	r.id, err = s.store.BeginOperation(ctx, store.Operation{
 		Key: o.key, Kind: o.kind, Status: store.OpRunning,
-		Actor: o.caller.Actor, RequestID: o.caller.RequestID, Agent: s.agent.Name(),
+		Actor: o.caller.Actor, RequestID: o.caller.RequestID,
 		Params: params, StartedAt: r.start,
 	})
 	if err != nil {
@@ -107,7 +122,11 @@ func (s *Service) execute(ctx context.Context, o op, fn func(ctx context.Context
 	}
 	// From here the audit row must be completed whatever happens, even if the caller goes away.
 	finish := func(status string, result any, opErr error) {
-		out := store.Outcome{Status: status, Agent: s.agent.Name(), FinishedAt: s.now()}
+		out := store.Outcome{Status: status, FinishedAt: s.now()}
+		s.metrics.observe(o.kind, status, out.FinishedAt.Sub(r.start))
+		if r.agent != nil {
+			out.Agent = r.agent.Name()
+		}
 		out.DurationMS = out.FinishedAt.Sub(r.start).Milliseconds()
 		if result != nil {
 			out.Result, _ = json.Marshal(result)
@@ -139,6 +158,7 @@ func (s *Service) execute(ctx context.Context, o op, fn func(ctx context.Context
 				}},
 				Err: err,
 			}
+			s.metrics.refused.WithLabelValues(o.kind).Inc()
 			finish(store.OpRejected, nil, e)
 			return e
 		}
@@ -158,6 +178,8 @@ func (s *Service) execute(ctx context.Context, o op, fn func(ctx context.Context
 		}
 	}
 
+	s.metrics.held.Add(1)
+	defer s.metrics.held.Add(-1)
 	opCtx, cancel := context.WithCancelCause(ctx)
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -175,6 +197,14 @@ func (s *Service) execute(ctx context.Context, o op, fn func(ctx context.Context
 		}
 	}()
 
+	if o.need != nil {
+		a, err := s.agents.Pick(opCtx, *o.need)
+		if err != nil {
+			finish(store.OpFailed, nil, err)
+			return err
+		}
+		r.agent = a
+	}
 	if o.state != "" {
 		if err := s.store.SetState(opCtx, o.key, o.state, "", s.now()); err != nil && !errors.Is(err, store.ErrNotFound) {
 			e := dbErr("recording the state", err)

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"log/slog"
 	"path/filepath"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -70,7 +72,13 @@ func (a *fakeAgent) Delete(context.Context, envid.Key) (int64, error) {
 	a.record("delete")
 	return 0, nil
 }
-func (a *fakeAgent) Ping(context.Context) error { return nil }
+func (a *fakeAgent) Ping(context.Context) error                           { return nil }
+func (a *fakeAgent) DiskUsage(context.Context, envid.Key) (int64, error)  { return 0, nil }
+func (a *fakeAgent) Usage(context.Context, time.Time) ([]envs.Use, error) { return nil, nil }
+func (a *fakeAgent) PruneCache(context.Context) (int64, int64, error) {
+	a.record("prune")
+	return 0, 0, nil
+}
 
 func newService(t *testing.T, agent envs.Agent, c *clock) (*envs.Service, store.Store) {
 	t.Helper()
@@ -79,7 +87,7 @@ func newService(t *testing.T, agent envs.Agent, c *clock) (*envs.Service, store.
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	svc := envs.New(st, agent, nil, envs.Options{
+	svc := envs.New(st, envs.One(agent), nil, envs.Options{
 		Instance: "test", DefaultPython: "3.11", DefaultTimeout: time.Second, MaxTimeout: time.Minute,
 		MaxOutputBytes: 1 << 20, LeaseTTL: 300 * time.Millisecond, CleanupIdle: time.Hour, Now: c.now,
 	}, slog.New(slog.DiscardHandler))
@@ -170,5 +178,31 @@ func TestNoIntentNoSideEffect(t *testing.T) {
 	}
 	if got := agent.Calls(); len(got) != calls {
 		t.Errorf("the agent was called without an audit row: %v", got[calls:])
+	}
+}
+
+// TestPruneCacheWaitsForQuiet: the uv cache is pruned only while no mutation holds a lease
+// anywhere in the fleet.
+func TestPruneCacheWaitsForQuiet(t *testing.T) {
+	agent := &fakeAgent{}
+	c := &clock{}
+	svc, st := newService(t, agent, c)
+	lease, err := st.AcquireLease(t.Context(), store.LeaseRequest{Key: envid.Key{WorkflowID: "wf", NodeID: "busy", VersionID: "v1"},
+		Exclusive: true, Holder: "another-control-plane", Operation: "add", TTL: time.Minute, Now: c.now()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := svc.PruneCache(t.Context())
+	if err != nil || res.Pruned || !strings.Contains(res.Reason, "1 uv operation") {
+		t.Errorf("with a mutation under way: %+v, %v; want postponed", res, err)
+	}
+	if slices.Contains(agent.Calls(), "prune") {
+		t.Fatal("the cache was pruned while a mutation held a lease")
+	}
+	if err := st.ReleaseLease(t.Context(), lease.ID); err != nil {
+		t.Fatal(err)
+	}
+	if res, err := svc.PruneCache(t.Context()); err != nil || !res.Pruned || !slices.Contains(agent.Calls(), "prune") {
+		t.Errorf("with the fleet quiet: %+v, %v, calls %v; want pruned", res, err, agent.Calls())
 	}
 }

@@ -223,7 +223,27 @@ type Store interface {
 	DeleteEnv(ctx context.Context, key envid.Key, leaseID string) error
 	// IdleEnvs returns environments whose last use is before cutoff, oldest first.
 	IdleEnvs(ctx context.Context, cutoff time.Time, limit int) ([]Env, error)
+	// CountEnvs returns how many environments are in each recorded state.
+	CountEnvs(ctx context.Context) (map[string]int, error)
+	// CountLeases returns how many leases are live fleet-wide at now; exclusiveOnly counts only
+	// the mutations' leases.
+	CountLeases(ctx context.Context, now time.Time, exclusiveOnly bool) (int, error)
+
+	// AdoptSetting records value under name unless a value is recorded already, and returns the
+	// recorded one: the first control plane to adopt wins, every later one reads its choice.
+	AdoptSetting(ctx context.Context, name, value string, now time.Time) (string, error)
+	// Setting returns the value recorded under name, or "" when there is none.
+	Setting(ctx context.Context, name string) (string, error)
+	// AcquireLeadership takes or renews the named role for holder until now+ttl. It returns false
+	// while another holder's term has not expired.
+	AcquireLeadership(ctx context.Context, name, holder string, now time.Time, ttl time.Duration) (bool, error)
+	// ResignLeadership gives the role up if holder has it.
+	ResignLeadership(ctx context.Context, name, holder string) error
 }
+
+// SettingFleetID names the fleet id setting: the identity of the shared storage, adopted from the
+// first agent that joins, after which agents on other storage are refused.
+const SettingFleetID = "fleet_id"
 
 // Helpers shared by the implementations.
 

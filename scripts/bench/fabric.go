@@ -172,13 +172,30 @@ func freeAddr() (string, error) {
 	return l.Addr().String(), nil
 }
 
-func newClient() *http.Client {
-	return &http.Client{Timeout: 30 * time.Minute, Transport: &http.Transport{
+// newClient makes a loopback HTTP client that sends token (when set) as a bearer token.
+func newClient(token string) *http.Client {
+	var rt http.RoundTripper = &http.Transport{
 		Proxy:               nil, // loopback, never through a proxy
 		MaxIdleConns:        256,
 		MaxIdleConnsPerHost: 256,
 		IdleConnTimeout:     90 * time.Second,
-	}}
+	}
+	if token != "" {
+		rt = bearer{token: token, next: rt}
+	}
+	return &http.Client{Timeout: 30 * time.Minute, Transport: rt}
+}
+
+// bearer adds an Authorization header to every request.
+type bearer struct {
+	token string
+	next  http.RoundTripper
+}
+
+func (b bearer) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	r.Header.Set("Authorization", "Bearer "+b.token)
+	return b.next.RoundTrip(r)
 }
 
 // startFabric starts an agent (uv in linkMode) and a control plane with SQLite under
@@ -188,11 +205,14 @@ func startFabric(ctx context.Context, cfg config, bins binaries, name, linkMode 
 	if err := os.MkdirAll(filepath.Join(root, "logs"), 0o755); err != nil {
 		return nil, err
 	}
-	f := &fabric{Name: name, DataRoot: root, Envs: filepath.Join(root, "envs"), Cache: filepath.Join(root, "uv_cache"),
-		LinkMode: linkMode, cfg: cfg, bins: bins, client: newClient()}
 	tok := make([]byte, 16)
 	rand.Read(tok)
-	f.Token = hex.EncodeToString(tok)
+	apiSecret := make([]byte, 16)
+	rand.Read(apiSecret)
+	// The bench calls the API as an admin (API_TOKENS, controlplane/api/auth).
+	f := &fabric{Name: name, DataRoot: root, Envs: filepath.Join(root, "envs"), Cache: filepath.Join(root, "uv_cache"),
+		LinkMode: linkMode, cfg: cfg, bins: bins, client: newClient(hex.EncodeToString(apiSecret)),
+		Token: hex.EncodeToString(tok)}
 	base := append(baseEnv(), "DATA_ROOT="+root, "AGENT_TOKEN="+f.Token, "LOG_LEVEL=info")
 
 	agentAddr, err := freeAddr()
@@ -209,7 +229,7 @@ func startFabric(ctx context.Context, cfg config, bins binaries, name, linkMode 
 		return nil, err
 	}
 	f.AgentURL = "http://" + agentAddr
-	if err := waitHTTP(ctx, f.agent, f.AgentURL+"/healthz"); err != nil {
+	if err := waitHTTP(ctx, f.agent, f.AgentURL+"/healthz", newClient(f.Token)); err != nil {
 		f.Stop()
 		return nil, err
 	}
@@ -220,7 +240,7 @@ func startFabric(ctx context.Context, cfg config, bins binaries, name, linkMode 
 	}
 	// The scheduled cleanup is off: nothing should move under the measurements.
 	f.cpEnv = append(append([]string{}, base...), "LISTEN_ADDR="+cpAddr, "AGENT_URL=http://"+agentAddr,
-		"CLEANUP_INTERVAL=0")
+		"CLEANUP_INTERVAL=0", "API_TOKENS=bench:admin:"+hex.EncodeToString(apiSecret))
 	f.URL = "http://" + cpAddr
 	if err := f.StartControlPlane(ctx); err != nil {
 		f.Stop()
@@ -237,7 +257,7 @@ func (f *fabric) StartControlPlane(ctx context.Context) error {
 		return err
 	}
 	f.cp = p
-	return waitHTTP(ctx, p, f.URL+"/readyz")
+	return waitHTTP(ctx, p, f.URL+"/readyz", f.client)
 }
 
 // StopControlPlane stops the control plane and expects a clean exit.
@@ -266,9 +286,8 @@ func (f *fabric) Stop() {
 	f.cp, f.agent = nil, nil
 }
 
-func waitHTTP(ctx context.Context, p *proc, url string) error {
+func waitHTTP(ctx context.Context, p *proc, url string, c *http.Client) error {
 	deadline := time.Now().Add(60 * time.Second)
-	c := newClient()
 	for time.Now().Before(deadline) {
 		select {
 		case <-p.done:

@@ -175,7 +175,7 @@ func (b *bench) newProfiler(ctx context.Context, k envKey) (*profiler, error) {
 	p := &profiler{st: st, key: key, ts: &timedStore{Store: st}, ta: &timedAgent{Agent: agentclient.New(f.AgentURL, f.Token)}}
 	p.reset()
 	// The control plane's defaults (controlplane/config).
-	p.svc = envs.New(p.ts, p.ta, nil, envs.Options{Instance: "bench-profile", DefaultPython: "3.11",
+	p.svc = envs.New(p.ts, envs.One(p.ta), nil, envs.Options{Instance: "bench-profile", DefaultPython: "3.11",
 		DefaultTimeout: 30 * time.Second, MaxTimeout: 600 * time.Second, MaxOutputBytes: 1 << 20,
 		LeaseTTL: 30 * time.Second, OperationTimeout: 30 * time.Minute, IdleAfter: time.Hour, CleanupIdle: 72 * time.Hour},
 		slog.New(slog.DiscardHandler))

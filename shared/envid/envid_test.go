@@ -6,29 +6,40 @@ import (
 	"testing"
 )
 
+var validateTests = []struct {
+	in      string
+	wantErr string
+}{
+	{in: "workflow123"},
+	{in: "a"},
+	{in: "wf_1.node-2"},
+	{in: strings.Repeat("x", MaxLen)},
+	{in: "", wantErr: "empty"},
+	{in: strings.Repeat("x", MaxLen+1), wantErr: "longer"},
+	{in: ".", wantErr: "start and end"},
+	{in: "..", wantErr: "start and end"},
+	{in: ".hidden", wantErr: "start and end"},
+	{in: "trailing-", wantErr: "start and end"},
+	{in: "a/b", wantErr: "only letters"},
+	{in: `a\b`, wantErr: "only letters"},
+	{in: "a b", wantErr: "only letters"},
+	{in: "a\x00b", wantErr: "only letters"},
+	{in: "naïve", wantErr: "only letters"},
+	{in: "ｗｆ", wantErr: "only letters"}, // full-width look-alikes
+	{in: "wа", wantErr: "only letters"}, // Cyrillic a
+	{in: "wf\u200b", wantErr: "only letters"},
+	{in: "wf\u202e", wantErr: "only letters"},
+	{in: "wf\xff", wantErr: "only letters"},
+	{in: "a\nb", wantErr: "only letters"},
+	{in: "a:b", wantErr: "only letters"},
+	{in: "-rf", wantErr: "start and end"},
+	{in: "~root", wantErr: "only letters"},
+	{in: "$HOME", wantErr: "only letters"},
+	{in: "a%2Fb", wantErr: "only letters"},
+}
+
 func TestValidateID(t *testing.T) {
-	tests := []struct {
-		in      string
-		wantErr string
-	}{
-		{in: "workflow123"},
-		{in: "a"},
-		{in: "wf_1.node-2"},
-		{in: strings.Repeat("x", MaxLen)},
-		{in: "", wantErr: "empty"},
-		{in: strings.Repeat("x", MaxLen+1), wantErr: "longer"},
-		{in: ".", wantErr: "start and end"},
-		{in: "..", wantErr: "start and end"},
-		{in: ".hidden", wantErr: "start and end"},
-		{in: "trailing-", wantErr: "start and end"},
-		{in: "a/b", wantErr: "only letters"},
-		{in: `a\b`, wantErr: "only letters"},
-		{in: "a b", wantErr: "only letters"},
-		{in: "a\x00b", wantErr: "only letters"},
-		{in: "naïve", wantErr: "only letters"},
-		{in: "ｗｆ", wantErr: "only letters"}, // full-width look-alikes
-	}
-	for _, tt := range tests {
+	for _, tt := range validateTests {
 		t.Run(tt.in, func(t *testing.T) {
 			err := ValidateID("workflow_id", tt.in)
 			if tt.wantErr == "" && err != nil {
@@ -60,10 +71,24 @@ func TestDirNeverCollides(t *testing.T) {
 func FuzzKeyDir(f *testing.F) {
 	f.Add("wf", "node", "v1")
 	f.Add("..", "a/b", ".")
+	for _, tt := range validateTests {
+		f.Add(tt.in, "node", "v1")
+		f.Add("wf", tt.in, "")
+	}
 	f.Fuzz(func(t *testing.T, wf, node, version string) {
 		k := Key{wf, node, version}
 		if k.Validate() != nil {
 			return
+		}
+		for _, id := range []string{wf, node, version} {
+			for i := 0; i < len(id); i++ {
+				if c := id[i]; c >= 0x80 || c <= ' ' || strings.IndexByte(`/\:%~$`, c) >= 0 {
+					t.Fatalf("valid id %q holds %q", id, c)
+				}
+			}
+			if len(id) > MaxLen || strings.Contains(id, "..") && (id == ".." || strings.HasPrefix(id, ".")) {
+				t.Fatalf("valid id %q", id)
+			}
 		}
 		dir := k.Dir("/base")
 		rel, err := filepath.Rel("/base", dir)

@@ -30,7 +30,19 @@ const (
 	NotFound           Code = "NOT_FOUND"
 	MethodNotAllowed   Code = "METHOD_NOT_ALLOWED"
 	AgentUnavailable   Code = "AGENT_UNAVAILABLE"
-	Internal           Code = "INTERNAL_ERROR"
+	// NoAgentAvailable: no live agent can serve the operation (none has the environment's
+	// interpreter at its path, or none is in the fleet).
+	NoAgentAvailable Code = "NO_AGENT_AVAILABLE"
+	Internal         Code = "INTERNAL_ERROR"
+	// SourceBuildDisabled: the agent installs wheels only (UV_WHEELS_ONLY) and a requested
+	// package, or one it depends on, has no wheel for this platform.
+	SourceBuildDisabled Code = "SOURCE_BUILD_DISABLED"
+
+	// Authentication and transport strictness.
+	Unauthenticated      Code = "UNAUTHENTICATED"
+	Forbidden            Code = "FORBIDDEN"
+	UnsupportedMediaType Code = "UNSUPPORTED_MEDIA_TYPE"
+	RequestTimeout       Code = "REQUEST_TIMEOUT"
 )
 
 var status = map[Code]int{
@@ -52,7 +64,14 @@ var status = map[Code]int{
 	NotFound:           http.StatusNotFound,
 	MethodNotAllowed:   http.StatusMethodNotAllowed,
 	AgentUnavailable:   http.StatusServiceUnavailable,
+	NoAgentAvailable:   http.StatusServiceUnavailable,
 	Internal:           http.StatusInternalServerError,
+
+	Unauthenticated:      http.StatusUnauthorized,
+	Forbidden:            http.StatusForbidden,
+	UnsupportedMediaType: http.StatusUnsupportedMediaType,
+	RequestTimeout:       http.StatusRequestTimeout,
+	SourceBuildDisabled:  http.StatusUnprocessableEntity,
 }
 
 // All lists every code, for documentation and tests.

@@ -11,6 +11,9 @@ import (
 
 	"github.com/envfabric/envfabric/agent/app"
 	"github.com/envfabric/envfabric/agent/config"
+	// The run sandbox re-executes this binary as its init and exec stages; the package's init
+	// function takes those over before main runs (and before any configuration is read).
+	_ "github.com/envfabric/envfabric/agent/sandbox"
 	sharedconfig "github.com/envfabric/envfabric/shared/config"
 )
 

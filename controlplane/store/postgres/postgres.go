@@ -564,3 +564,87 @@ func nullTime(t time.Time) any {
 	}
 	return t
 }
+
+// CountEnvs implements store.Store.
+func (s *Store) CountEnvs(ctx context.Context) (map[string]int, error) {
+	rows, err := s.pool.Query(ctx, `SELECT state, count(*) FROM envs GROUP BY state`)
+	if err != nil {
+		return nil, fmt.Errorf("count envs: %w", err)
+	}
+	defer rows.Close()
+	out := map[string]int{}
+	for rows.Next() {
+		var state string
+		var n int
+		if err := rows.Scan(&state, &n); err != nil {
+			return nil, fmt.Errorf("count envs: %w", err)
+		}
+		out[state] = n
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("count envs: %w", err)
+	}
+	return out, nil
+}
+
+// CountLeases implements store.Store.
+func (s *Store) CountLeases(ctx context.Context, now time.Time, exclusiveOnly bool) (int, error) {
+	var n int
+	err := s.pool.QueryRow(ctx, `SELECT count(*) FROM env_leases WHERE expires_at > $1 AND (exclusive OR NOT $2)`,
+		pgTime(store.OrNow(now)), exclusiveOnly).Scan(&n)
+	if err != nil {
+		return 0, fmt.Errorf("count leases: %w", err)
+	}
+	return n, nil
+}
+
+// AdoptSetting implements store.Store.
+func (s *Store) AdoptSetting(ctx context.Context, name, value string, now time.Time) (string, error) {
+	var got string
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `INSERT INTO fleet_settings (name, value, created_at) VALUES ($1, $2, $3)
+			ON CONFLICT (name) DO NOTHING`, name, value, pgTime(store.OrNow(now))); err != nil {
+			return err
+		}
+		return tx.QueryRow(ctx, `SELECT value FROM fleet_settings WHERE name = $1`, name).Scan(&got)
+	})
+	if err != nil {
+		return "", fmt.Errorf("adopt setting %s: %w", name, err)
+	}
+	return got, nil
+}
+
+// Setting implements store.Store.
+func (s *Store) Setting(ctx context.Context, name string) (string, error) {
+	var got string
+	err := s.pool.QueryRow(ctx, `SELECT value FROM fleet_settings WHERE name = $1`, name).Scan(&got)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("read setting %s: %w", name, err)
+	}
+	return got, nil
+}
+
+// AcquireLeadership implements store.Store. The conditional upsert is one statement, so two
+// control planes racing for an expired term cannot both win it.
+func (s *Store) AcquireLeadership(ctx context.Context, name, holder string, now time.Time, ttl time.Duration) (bool, error) {
+	now = pgTime(store.OrNow(now))
+	tag, err := s.pool.Exec(ctx, `INSERT INTO leaders (name, holder, expires_at) VALUES ($1, $2, $3)
+		ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at
+		WHERE leaders.holder = excluded.holder OR leaders.expires_at <= $4`,
+		name, holder, now.Add(ttl), now)
+	if err != nil {
+		return false, fmt.Errorf("acquire leadership %s: %w", name, err)
+	}
+	return tag.RowsAffected() == 1, nil
+}
+
+// ResignLeadership implements store.Store.
+func (s *Store) ResignLeadership(ctx context.Context, name, holder string) error {
+	if _, err := s.pool.Exec(ctx, `DELETE FROM leaders WHERE name = $1 AND holder = $2`, name, holder); err != nil {
+		return fmt.Errorf("resign leadership %s: %w", name, err)
+	}
+	return nil
+}

@@ -45,7 +45,8 @@ func Open(ctx context.Context, path string, logger *slog.Logger) (*Store, error)
 	if strings.ContainsAny(path, "?#") {
 		return nil, fmt.Errorf("open sqlite database %q: path may not contain '?' or '#'", path)
 	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
+	// 0700: user code in the user sandbox tier runs on this host and must not read the audit.
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("open sqlite database: %w", err)
 	}
 	dsn := path + "?_txlock=immediate&_busy_timeout=10000&_journal_mode=WAL&_foreign_keys=1&_synchronous=NORMAL"
@@ -573,4 +574,91 @@ func nullMS(t time.Time) any {
 		return nil
 	}
 	return t.UnixMilli()
+}
+
+// CountEnvs implements store.Store.
+func (s *Store) CountEnvs(ctx context.Context) (map[string]int, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT state, count(*) FROM envs GROUP BY state`)
+	if err != nil {
+		return nil, fmt.Errorf("count envs: %w", err)
+	}
+	defer rows.Close()
+	out := map[string]int{}
+	for rows.Next() {
+		var state string
+		var n int
+		if err := rows.Scan(&state, &n); err != nil {
+			return nil, fmt.Errorf("count envs: %w", err)
+		}
+		out[state] = n
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("count envs: %w", err)
+	}
+	return out, nil
+}
+
+// CountLeases implements store.Store.
+func (s *Store) CountLeases(ctx context.Context, now time.Time, exclusiveOnly bool) (int, error) {
+	var n int
+	err := s.db.QueryRowContext(ctx, `SELECT count(*) FROM env_leases WHERE expires_at > ? AND (exclusive OR NOT ?)`,
+		ms(store.OrNow(now)), exclusiveOnly).Scan(&n)
+	if err != nil {
+		return 0, fmt.Errorf("count leases: %w", err)
+	}
+	return n, nil
+}
+
+// AdoptSetting implements store.Store.
+func (s *Store) AdoptSetting(ctx context.Context, name, value string, now time.Time) (string, error) {
+	var got string
+	err := s.tx(ctx, func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO fleet_settings (name, value, created_at) VALUES (?, ?, ?)
+			ON CONFLICT (name) DO NOTHING`, name, value, ms(store.OrNow(now))); err != nil {
+			return err
+		}
+		return tx.QueryRowContext(ctx, `SELECT value FROM fleet_settings WHERE name = ?`, name).Scan(&got)
+	})
+	if err != nil {
+		return "", fmt.Errorf("adopt setting %s: %w", name, err)
+	}
+	return got, nil
+}
+
+// Setting implements store.Store.
+func (s *Store) Setting(ctx context.Context, name string) (string, error) {
+	var got string
+	err := s.db.QueryRowContext(ctx, `SELECT value FROM fleet_settings WHERE name = ?`, name).Scan(&got)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("read setting %s: %w", name, err)
+	}
+	return got, nil
+}
+
+// AcquireLeadership implements store.Store.
+func (s *Store) AcquireLeadership(ctx context.Context, name, holder string, now time.Time, ttl time.Duration) (bool, error) {
+	now = store.OrNow(now)
+	res, err := s.db.ExecContext(ctx, `INSERT INTO leaders (name, holder, expires_at) VALUES (?, ?, ?)
+		ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at
+		WHERE leaders.holder = excluded.holder OR leaders.expires_at <= ?`,
+		name, holder, ms(now.Add(ttl)), ms(now))
+	if err != nil {
+		return false, fmt.Errorf("acquire leadership %s: %w", name, err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return false, fmt.Errorf("acquire leadership %s: %w", name, err)
+	}
+	return n == 1, nil
+}
+
+// ResignLeadership implements store.Store.
+func (s *Store) ResignLeadership(ctx context.Context, name, holder string) error {
+	if _, err := s.db.ExecContext(ctx, `DELETE FROM leaders WHERE name = ? AND holder = ?`, name, holder); err != nil {
+		return fmt.Errorf("resign leadership %s: %w", name, err)
+	}
+	return nil
 }

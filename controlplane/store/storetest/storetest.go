@@ -42,6 +42,9 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"GetRevision", testGetRevision},
 		{"DeleteEnv", testDeleteEnv},
 		{"IdleEnvs", testIdleEnvs},
+		{"CountEnvsAndLeases", testCounts},
+		{"AdoptSetting", testAdoptSetting},
+		{"Leadership", testLeadership},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -809,5 +812,106 @@ func testIdleEnvs(t *testing.T, s store.Store) {
 				t.Errorf("got %v; want %v", got, tt.want)
 			}
 		})
+	}
+}
+
+func testCounts(t *testing.T, s store.Store) {
+	createEnv(t, s, keyA, at(0))
+	createEnv(t, s, keyB, at(0))
+	if err := s.SetState(t.Context(), keyB, store.StateError, "broken", at(time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	got := must(s.CountEnvs(t.Context()))(t)
+	if got[store.StateError] != 1 || len(got) != 2 {
+		t.Errorf("CountEnvs = %v; want one ERROR and one other state", got)
+	}
+	if _, err := s.AcquireLease(t.Context(), store.LeaseRequest{Key: keyA, Exclusive: true, Holder: "cp1", TTL: time.Minute, Now: at(0)}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.AcquireLease(t.Context(), store.LeaseRequest{Key: keyB, Holder: "cp1", TTL: time.Second, Now: at(0)}); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name      string
+		now       time.Time
+		exclusive bool
+		want      int
+	}{
+		{"all live", at(0), false, 2},
+		{"exclusive only", at(0), true, 1},
+		{"shared one expired", at(2 * time.Second), false, 1},
+		{"all expired", at(2 * time.Minute), false, 0},
+	}
+	for _, tt := range tests {
+		if got := must(s.CountLeases(t.Context(), tt.now, tt.exclusive))(t); got != tt.want {
+			t.Errorf("%s: CountLeases = %d; want %d", tt.name, got, tt.want)
+		}
+	}
+}
+
+func testAdoptSetting(t *testing.T, s store.Store) {
+	if got := must(s.Setting(t.Context(), store.SettingFleetID))(t); got != "" {
+		t.Fatalf("Setting before adoption = %q; want empty", got)
+	}
+	if got := must(s.AdoptSetting(t.Context(), store.SettingFleetID, "first", at(0)))(t); got != "first" {
+		t.Errorf("first adoption = %q; want first", got)
+	}
+	if got := must(s.AdoptSetting(t.Context(), store.SettingFleetID, "second", at(time.Second)))(t); got != "first" {
+		t.Errorf("second adoption = %q; want the first one kept", got)
+	}
+	if got := must(s.Setting(t.Context(), store.SettingFleetID))(t); got != "first" {
+		t.Errorf("Setting = %q; want first", got)
+	}
+}
+
+func testLeadership(t *testing.T, s store.Store) {
+	steps := []struct {
+		name   string
+		holder string
+		now    time.Duration
+		want   bool
+	}{
+		{"first taker wins", "cp1", 0, true},
+		{"another is refused", "cp2", time.Second, false},
+		{"holder renews", "cp1", 5 * time.Second, true},
+		{"still refused before expiry", "cp2", 14 * time.Second, false},
+		{"taken after expiry", "cp2", 16 * time.Second, true},
+		{"old holder refused", "cp1", 17 * time.Second, false},
+	}
+	for _, st := range steps {
+		if got := must(s.AcquireLeadership(t.Context(), "cleanup", st.holder, at(st.now), 10*time.Second))(t); got != st.want {
+			t.Errorf("%s: got %v; want %v", st.name, got, st.want)
+		}
+	}
+	if err := s.ResignLeadership(t.Context(), "cleanup", "cp1"); err != nil {
+		t.Fatal(err)
+	}
+	if got := must(s.AcquireLeadership(t.Context(), "cleanup", "cp1", at(18*time.Second), 10*time.Second))(t); got {
+		t.Error("a resignation by a non-holder released the role")
+	}
+	if err := s.ResignLeadership(t.Context(), "cleanup", "cp2"); err != nil {
+		t.Fatal(err)
+	}
+	if got := must(s.AcquireLeadership(t.Context(), "cleanup", "cp1", at(18*time.Second), 10*time.Second))(t); !got {
+		t.Error("the role was not free after its holder resigned")
+	}
+
+	// Racing takers of a free role: exactly one wins.
+	var wg sync.WaitGroup
+	wins := make(chan string, 8)
+	for i := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			h := fmt.Sprintf("racer%d", i)
+			if ok, err := s.AcquireLeadership(t.Context(), "race", h, at(0), time.Minute); err == nil && ok {
+				wins <- h
+			}
+		}()
+	}
+	wg.Wait()
+	close(wins)
+	if n := len(wins); n != 1 {
+		t.Errorf("%d racers won a free role; want exactly 1", n)
 	}
 }

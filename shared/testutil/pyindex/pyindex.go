@@ -4,8 +4,10 @@
 package pyindex
 
 import (
+	"archive/tar"
 	"archive/zip"
 	"bytes"
+	"compress/gzip"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
@@ -29,6 +31,9 @@ type Package struct {
 	Version        string
 	Requires       []string
 	RequiresPython string
+	// Sdist publishes a source distribution (<name>-<version>.tar.gz) instead of a wheel. Its
+	// in-tree PEP 517 backend builds the wheel, so installing it runs the package's own code.
+	Sdist bool
 }
 
 // Universe is the fixed set of releases the tests share:
@@ -79,19 +84,26 @@ func Serve(t testing.TB, pkgs []Package) *Index {
 		onceFor:  map[string]*sync.Once{},
 	}
 	for _, p := range pkgs {
-		name, data, err := BuildWheel(p)
+		build := BuildWheel
+		if p.Sdist {
+			build = BuildSdist
+		}
+		name, data, err := build(p)
 		if err != nil {
-			t.Fatalf("build wheel %s %s: %v", p.Name, p.Version, err)
+			t.Fatalf("build %s %s: %v", p.Name, p.Version, err)
 		}
 		sum := sha256.Sum256(data)
 		ix.files[name] = data
 		ix.hashes[name] = hex.EncodeToString(sum[:])
+		n := pyproject.Normalize(p.Name)
+		ix.projects[n] = append(ix.projects[n], name)
+		if p.Sdist {
+			continue
+		}
 		meta := []byte(metadata(p))
 		msum := sha256.Sum256(meta)
 		ix.files[name+".metadata"] = meta
 		ix.hashes[name+".metadata"] = hex.EncodeToString(msum[:])
-		n := pyproject.Normalize(p.Name)
-		ix.projects[n] = append(ix.projects[n], name)
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /simple/{$}", ix.serveRoot)
@@ -157,6 +169,10 @@ func (ix *Index) serveProject(w http.ResponseWriter, r *http.Request) {
 	for _, f := range wheels {
 		// PEP 658/714: the core metadata is served beside the wheel, as PyPI does, so resolution
 		// reads it without touching the wheel.
+		if strings.HasSuffix(f, ".tar.gz") {
+			fmt.Fprintf(&b, "<a href=\"/files/%s#sha256=%s\">%s</a><br/>\n", f, ix.hashes[f], html.EscapeString(f))
+			continue
+		}
 		mh := "sha256=" + ix.hashes[f+".metadata"]
 		fmt.Fprintf(&b, "<a href=\"/files/%s#sha256=%s\" data-dist-info-metadata=\"%s\" data-core-metadata=\"%s\">%s</a><br/>\n",
 			f, ix.hashes[f], mh, mh, html.EscapeString(f))
@@ -238,4 +254,87 @@ func BuildWheel(p Package) (string, []byte, error) {
 		return "", nil, err
 	}
 	return fileName, buf.Bytes(), nil
+}
+
+// sdistBackend is the in-tree PEP 517 backend of BuildSdist: it writes the wheel itself, with
+// nothing but the standard library, so building needs no index.
+const sdistBackend = `import base64, hashlib, os, zipfile
+
+MOD, VERSION = %q, %q
+METADATA = %q
+DIST_INFO = MOD + "-" + VERSION + ".dist-info"
+
+
+def get_requires_for_build_wheel(config_settings=None):
+    return []
+
+
+def prepare_metadata_for_build_wheel(metadata_directory, config_settings=None):
+    d = os.path.join(metadata_directory, DIST_INFO)
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, "METADATA"), "w") as f:
+        f.write(METADATA)
+    return DIST_INFO
+
+
+def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
+    with open(os.path.join(MOD, "__init__.py"), "rb") as f:
+        init = f.read()
+    files = {
+        MOD + "/__init__.py": init,
+        DIST_INFO + "/METADATA": METADATA.encode(),
+        DIST_INFO + "/WHEEL": b"Wheel-Version: 1.0\nGenerator: envfabric-pyindex\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    }
+    record = ""
+    for path, data in files.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+        record += "%%s,sha256=%%s,%%d\n" %% (path, digest, len(data))
+    record += DIST_INFO + "/RECORD,,\n"
+    name = MOD + "-" + VERSION + "-py3-none-any.whl"
+    with zipfile.ZipFile(os.path.join(wheel_directory, name), "w") as z:
+        for path, data in files.items():
+            z.writestr(path, data)
+        z.writestr(DIST_INFO + "/RECORD", record)
+    return name
+`
+
+// BuildSdist returns the file name and bytes of p's source distribution: PKG-INFO, a
+// pyproject.toml naming the in-tree backend (backend.py), and <pkg>/__init__.py.
+func BuildSdist(p Package) (string, []byte, error) {
+	if p.Name == "" || p.Version == "" {
+		return "", nil, fmt.Errorf("package needs a name and a version")
+	}
+	mod := strings.ReplaceAll(pyproject.Normalize(p.Name), "-", "_")
+	top := fmt.Sprintf("%s-%s", mod, p.Version)
+	var deps []string
+	for _, r := range p.Requires {
+		deps = append(deps, fmt.Sprintf("%q", r))
+	}
+	pp := fmt.Sprintf("[build-system]\nrequires = []\nbuild-backend = \"backend\"\nbackend-path = [\".\"]\n\n"+
+		"[project]\nname = %q\nversion = %q\ndependencies = [%s]\n", p.Name, p.Version, strings.Join(deps, ", "))
+	entries := []struct{ path, body string }{
+		{top + "/PKG-INFO", metadata(p)},
+		{top + "/pyproject.toml", pp},
+		{top + "/backend.py", fmt.Sprintf(sdistBackend, mod, p.Version, metadata(p))},
+		{top + "/" + mod + "/__init__.py", fmt.Sprintf("__version__ = %q\nbuilt_from_sdist = True\n", p.Version)},
+	}
+	var buf bytes.Buffer
+	gz := gzip.NewWriter(&buf)
+	tw := tar.NewWriter(gz)
+	for _, e := range entries {
+		hdr := &tar.Header{Name: e.path, Mode: 0o644, Size: int64(len(e.body)), ModTime: time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC), Typeflag: tar.TypeReg}
+		if err := tw.WriteHeader(hdr); err != nil {
+			return "", nil, err
+		}
+		if _, err := tw.Write([]byte(e.body)); err != nil {
+			return "", nil, err
+		}
+	}
+	if err := tw.Close(); err != nil {
+		return "", nil, err
+	}
+	if err := gz.Close(); err != nil {
+		return "", nil, err
+	}
+	return top + ".tar.gz", buf.Bytes(), nil
 }

@@ -704,8 +704,10 @@ type InspectRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Env   *EnvRef                `protobuf:"bytes,1,opt,name=env,proto3" json:"env,omitempty"`
 	// The revision the control plane holds, to compare with the disk.
-	Expected      *ProjectFiles `protobuf:"bytes,2,opt,name=expected,proto3" json:"expected,omitempty"`
-	PythonPath    string        `protobuf:"bytes,3,opt,name=python_path,json=pythonPath,proto3" json:"python_path,omitempty"`
+	Expected   *ProjectFiles `protobuf:"bytes,2,opt,name=expected,proto3" json:"expected,omitempty"`
+	PythonPath string        `protobuf:"bytes,3,opt,name=python_path,json=pythonPath,proto3" json:"python_path,omitempty"`
+	// Also measure the bytes that deleting the environment would free (a walk of its tree).
+	MeasureDisk   bool `protobuf:"varint,4,opt,name=measure_disk,json=measureDisk,proto3" json:"measure_disk,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -761,6 +763,13 @@ func (x *InspectRequest) GetPythonPath() string {
 	return ""
 }
 
+func (x *InspectRequest) GetMeasureDisk() bool {
+	if x != nil {
+		return x.MeasureDisk
+	}
+	return false
+}
+
 type InspectResponse struct {
 	state        protoimpl.MessageState `protogen:"open.v1"`
 	Exists       bool                   `protobuf:"varint,1,opt,name=exists,proto3" json:"exists,omitempty"`
@@ -776,6 +785,9 @@ type InspectResponse struct {
 	PackagesInstalled  int32 `protobuf:"varint,9,opt,name=packages_installed,json=packagesInstalled,proto3" json:"packages_installed,omitempty"`
 	// Most recent access time the agent can see on the environment's interpreter or site-packages.
 	LastUsedUnixMs int64 `protobuf:"varint,10,opt,name=last_used_unix_ms,json=lastUsedUnixMs,proto3" json:"last_used_unix_ms,omitempty"`
+	// With measure_disk: bytes held only by this environment (files whose only link is here);
+	// files hardlinked from the uv cache stay in the cache and are not counted.
+	ExclusiveBytes int64 `protobuf:"varint,11,opt,name=exclusive_bytes,json=exclusiveBytes,proto3" json:"exclusive_bytes,omitempty"`
 	unknownFields  protoimpl.UnknownFields
 	sizeCache      protoimpl.SizeCache
 }
@@ -876,6 +888,13 @@ func (x *InspectResponse) GetPackagesInstalled() int32 {
 func (x *InspectResponse) GetLastUsedUnixMs() int64 {
 	if x != nil {
 		return x.LastUsedUnixMs
+	}
+	return 0
+}
+
+func (x *InspectResponse) GetExclusiveBytes() int64 {
+	if x != nil {
+		return x.ExclusiveBytes
 	}
 	return 0
 }
@@ -1317,6 +1336,272 @@ func (x *InfoResponse) GetUvVersion() string {
 	return ""
 }
 
+type UsageRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Report only environments used after this time (0: every environment seen).
+	SinceUnixMs int64 `protobuf:"varint,1,opt,name=since_unix_ms,json=sinceUnixMs,proto3" json:"since_unix_ms,omitempty"`
+	// Look at the storage and the processes again before answering, instead of reporting the view
+	// of the last periodic scan.
+	Rescan        bool `protobuf:"varint,2,opt,name=rescan,proto3" json:"rescan,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UsageRequest) Reset() {
+	*x = UsageRequest{}
+	mi := &file_envfabric_agent_v1_agent_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UsageRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UsageRequest) ProtoMessage() {}
+
+func (x *UsageRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_envfabric_agent_v1_agent_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UsageRequest.ProtoReflect.Descriptor instead.
+func (*UsageRequest) Descriptor() ([]byte, []int) {
+	return file_envfabric_agent_v1_agent_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *UsageRequest) GetSinceUnixMs() int64 {
+	if x != nil {
+		return x.SinceUnixMs
+	}
+	return 0
+}
+
+func (x *UsageRequest) GetRescan() bool {
+	if x != nil {
+		return x.Rescan
+	}
+	return false
+}
+
+type EnvUsage struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	Env            *EnvRef                `protobuf:"bytes,1,opt,name=env,proto3" json:"env,omitempty"`
+	LastUsedUnixMs int64                  `protobuf:"varint,2,opt,name=last_used_unix_ms,json=lastUsedUnixMs,proto3" json:"last_used_unix_ms,omitempty"`
+	// How the use was seen: "api" (a run through this agent), "interpreter" (the environment's
+	// interpreter started, from pyvenv.cfg's access time) or "process" (a live process of it).
+	Source        string `protobuf:"bytes,3,opt,name=source,proto3" json:"source,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EnvUsage) Reset() {
+	*x = EnvUsage{}
+	mi := &file_envfabric_agent_v1_agent_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EnvUsage) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EnvUsage) ProtoMessage() {}
+
+func (x *EnvUsage) ProtoReflect() protoreflect.Message {
+	mi := &file_envfabric_agent_v1_agent_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EnvUsage.ProtoReflect.Descriptor instead.
+func (*EnvUsage) Descriptor() ([]byte, []int) {
+	return file_envfabric_agent_v1_agent_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *EnvUsage) GetEnv() *EnvRef {
+	if x != nil {
+		return x.Env
+	}
+	return nil
+}
+
+func (x *EnvUsage) GetLastUsedUnixMs() int64 {
+	if x != nil {
+		return x.LastUsedUnixMs
+	}
+	return 0
+}
+
+func (x *EnvUsage) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
+type UsageResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Envs  []*EnvUsage            `protobuf:"bytes,1,rep,name=envs,proto3" json:"envs,omitempty"`
+	// When the agent's view was last refreshed.
+	ScannedUnixMs int64 `protobuf:"varint,2,opt,name=scanned_unix_ms,json=scannedUnixMs,proto3" json:"scanned_unix_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UsageResponse) Reset() {
+	*x = UsageResponse{}
+	mi := &file_envfabric_agent_v1_agent_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UsageResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UsageResponse) ProtoMessage() {}
+
+func (x *UsageResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_envfabric_agent_v1_agent_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UsageResponse.ProtoReflect.Descriptor instead.
+func (*UsageResponse) Descriptor() ([]byte, []int) {
+	return file_envfabric_agent_v1_agent_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *UsageResponse) GetEnvs() []*EnvUsage {
+	if x != nil {
+		return x.Envs
+	}
+	return nil
+}
+
+func (x *UsageResponse) GetScannedUnixMs() int64 {
+	if x != nil {
+		return x.ScannedUnixMs
+	}
+	return 0
+}
+
+type PruneCacheRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PruneCacheRequest) Reset() {
+	*x = PruneCacheRequest{}
+	mi := &file_envfabric_agent_v1_agent_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PruneCacheRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PruneCacheRequest) ProtoMessage() {}
+
+func (x *PruneCacheRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_envfabric_agent_v1_agent_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PruneCacheRequest.ProtoReflect.Descriptor instead.
+func (*PruneCacheRequest) Descriptor() ([]byte, []int) {
+	return file_envfabric_agent_v1_agent_proto_rawDescGZIP(), []int{21}
+}
+
+type PruneCacheResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	BytesBefore   int64                  `protobuf:"varint,1,opt,name=bytes_before,json=bytesBefore,proto3" json:"bytes_before,omitempty"`
+	BytesAfter    int64                  `protobuf:"varint,2,opt,name=bytes_after,json=bytesAfter,proto3" json:"bytes_after,omitempty"`
+	UvOutput      string                 `protobuf:"bytes,3,opt,name=uv_output,json=uvOutput,proto3" json:"uv_output,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PruneCacheResponse) Reset() {
+	*x = PruneCacheResponse{}
+	mi := &file_envfabric_agent_v1_agent_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PruneCacheResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PruneCacheResponse) ProtoMessage() {}
+
+func (x *PruneCacheResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_envfabric_agent_v1_agent_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PruneCacheResponse.ProtoReflect.Descriptor instead.
+func (*PruneCacheResponse) Descriptor() ([]byte, []int) {
+	return file_envfabric_agent_v1_agent_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *PruneCacheResponse) GetBytesBefore() int64 {
+	if x != nil {
+		return x.BytesBefore
+	}
+	return 0
+}
+
+func (x *PruneCacheResponse) GetBytesAfter() int64 {
+	if x != nil {
+		return x.BytesAfter
+	}
+	return 0
+}
+
+func (x *PruneCacheResponse) GetUvOutput() string {
+	if x != nil {
+		return x.UvOutput
+	}
+	return ""
+}
+
 var File_envfabric_agent_v1_agent_proto protoreflect.FileDescriptor
 
 const file_envfabric_agent_v1_agent_proto_rawDesc = "" +
@@ -1373,12 +1658,13 @@ const file_envfabric_agent_v1_agent_proto_rawDesc = "" +
 	"\x0efiles_restored\x18\x02 \x01(\bR\rfilesRestored\x12\x1b\n" +
 	"\tuv_output\x18\x03 \x01(\tR\buvOutput\x12\x1f\n" +
 	"\vduration_ms\x18\x04 \x01(\x03R\n" +
-	"durationMs\"\x9d\x01\n" +
+	"durationMs\"\xc0\x01\n" +
 	"\x0eInspectRequest\x12,\n" +
 	"\x03env\x18\x01 \x01(\v2\x1a.envfabric.agent.v1.EnvRefR\x03env\x12<\n" +
 	"\bexpected\x18\x02 \x01(\v2 .envfabric.agent.v1.ProjectFilesR\bexpected\x12\x1f\n" +
 	"\vpython_path\x18\x03 \x01(\tR\n" +
-	"pythonPath\"\xed\x02\n" +
+	"pythonPath\x12!\n" +
+	"\fmeasure_disk\x18\x04 \x01(\bR\vmeasureDisk\"\x96\x03\n" +
 	"\x0fInspectResponse\x12\x16\n" +
 	"\x06exists\x18\x01 \x01(\bR\x06exists\x12\x19\n" +
 	"\benv_path\x18\x02 \x01(\tR\aenvPath\x12#\n" +
@@ -1392,7 +1678,8 @@ const file_envfabric_agent_v1_agent_proto_rawDesc = "" +
 	"\x13interpreter_present\x18\b \x01(\bR\x12interpreterPresent\x12-\n" +
 	"\x12packages_installed\x18\t \x01(\x05R\x11packagesInstalled\x12)\n" +
 	"\x11last_used_unix_ms\x18\n" +
-	" \x01(\x03R\x0elastUsedUnixMs\"\x97\x01\n" +
+	" \x01(\x03R\x0elastUsedUnixMs\x12'\n" +
+	"\x0fexclusive_bytes\x18\v \x01(\x03R\x0eexclusiveBytes\"\x97\x01\n" +
 	"\n" +
 	"RunRequest\x12,\n" +
 	"\x03env\x18\x01 \x01(\v2\x1a.envfabric.agent.v1.EnvRefR\x03env\x12\x12\n" +
@@ -1428,12 +1715,28 @@ const file_envfabric_agent_v1_agent_proto_rawDesc = "" +
 	"\tlink_mode\x18\x05 \x01(\tR\blinkMode\x12C\n" +
 	"\finterpreters\x18\x06 \x03(\v2\x1f.envfabric.agent.v1.InterpreterR\finterpreters\x12\x1d\n" +
 	"\n" +
-	"uv_version\x18\a \x01(\tR\tuvVersion*x\n" +
+	"uv_version\x18\a \x01(\tR\tuvVersion\"J\n" +
+	"\fUsageRequest\x12\"\n" +
+	"\rsince_unix_ms\x18\x01 \x01(\x03R\vsinceUnixMs\x12\x16\n" +
+	"\x06rescan\x18\x02 \x01(\bR\x06rescan\"{\n" +
+	"\bEnvUsage\x12,\n" +
+	"\x03env\x18\x01 \x01(\v2\x1a.envfabric.agent.v1.EnvRefR\x03env\x12)\n" +
+	"\x11last_used_unix_ms\x18\x02 \x01(\x03R\x0elastUsedUnixMs\x12\x16\n" +
+	"\x06source\x18\x03 \x01(\tR\x06source\"i\n" +
+	"\rUsageResponse\x120\n" +
+	"\x04envs\x18\x01 \x03(\v2\x1c.envfabric.agent.v1.EnvUsageR\x04envs\x12&\n" +
+	"\x0fscanned_unix_ms\x18\x02 \x01(\x03R\rscannedUnixMs\"\x13\n" +
+	"\x11PruneCacheRequest\"u\n" +
+	"\x12PruneCacheResponse\x12!\n" +
+	"\fbytes_before\x18\x01 \x01(\x03R\vbytesBefore\x12\x1f\n" +
+	"\vbytes_after\x18\x02 \x01(\x03R\n" +
+	"bytesAfter\x12\x1b\n" +
+	"\tuv_output\x18\x03 \x01(\tR\buvOutput*x\n" +
 	"\fMutationKind\x12\x1d\n" +
 	"\x19MUTATION_KIND_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11MUTATION_KIND_ADD\x10\x01\x12\x18\n" +
 	"\x14MUTATION_KIND_REMOVE\x10\x02\x12\x18\n" +
-	"\x14MUTATION_KIND_UPDATE\x10\x032\xdd\x04\n" +
+	"\x14MUTATION_KIND_UPDATE\x10\x032\x88\x06\n" +
 	"\fAgentService\x12d\n" +
 	"\rCreateProject\x12(.envfabric.agent.v1.CreateProjectRequest\x1a).envfabric.agent.v1.CreateProjectResponse\x12O\n" +
 	"\x06Mutate\x12!.envfabric.agent.v1.MutateRequest\x1a\".envfabric.agent.v1.MutateResponse\x12I\n" +
@@ -1441,7 +1744,10 @@ const file_envfabric_agent_v1_agent_proto_rawDesc = "" +
 	"\aInspect\x12\".envfabric.agent.v1.InspectRequest\x1a#.envfabric.agent.v1.InspectResponse\x12F\n" +
 	"\x03Run\x12\x1e.envfabric.agent.v1.RunRequest\x1a\x1f.envfabric.agent.v1.RunResponse\x12d\n" +
 	"\rDeleteProject\x12(.envfabric.agent.v1.DeleteProjectRequest\x1a).envfabric.agent.v1.DeleteProjectResponse\x12I\n" +
-	"\x04Info\x12\x1f.envfabric.agent.v1.InfoRequest\x1a .envfabric.agent.v1.InfoResponseB\xd3\x01\n" +
+	"\x04Info\x12\x1f.envfabric.agent.v1.InfoRequest\x1a .envfabric.agent.v1.InfoResponse\x12L\n" +
+	"\x05Usage\x12 .envfabric.agent.v1.UsageRequest\x1a!.envfabric.agent.v1.UsageResponse\x12[\n" +
+	"\n" +
+	"PruneCache\x12%.envfabric.agent.v1.PruneCacheRequest\x1a&.envfabric.agent.v1.PruneCacheResponseB\xd3\x01\n" +
 	"\x16com.envfabric.agent.v1B\n" +
 	"AgentProtoP\x01ZCgithub.com/envfabric/envfabric/proto/gen/envfabric/agent/v1;agentv1\xa2\x02\x03EAX\xaa\x02\x12Envfabric.Agent.V1\xca\x02\x12Envfabric\\Agent\\V1\xe2\x02\x1eEnvfabric\\Agent\\V1\\GPBMetadata\xea\x02\x14Envfabric::Agent::V1b\x06proto3"
 
@@ -1458,7 +1764,7 @@ func file_envfabric_agent_v1_agent_proto_rawDescGZIP() []byte {
 }
 
 var file_envfabric_agent_v1_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_envfabric_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_envfabric_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
 var file_envfabric_agent_v1_agent_proto_goTypes = []any{
 	(MutationKind)(0),             // 0: envfabric.agent.v1.MutationKind
 	(*EnvRef)(nil),                // 1: envfabric.agent.v1.EnvRef
@@ -1479,6 +1785,11 @@ var file_envfabric_agent_v1_agent_proto_goTypes = []any{
 	(*InfoRequest)(nil),           // 16: envfabric.agent.v1.InfoRequest
 	(*Interpreter)(nil),           // 17: envfabric.agent.v1.Interpreter
 	(*InfoResponse)(nil),          // 18: envfabric.agent.v1.InfoResponse
+	(*UsageRequest)(nil),          // 19: envfabric.agent.v1.UsageRequest
+	(*EnvUsage)(nil),              // 20: envfabric.agent.v1.EnvUsage
+	(*UsageResponse)(nil),         // 21: envfabric.agent.v1.UsageResponse
+	(*PruneCacheRequest)(nil),     // 22: envfabric.agent.v1.PruneCacheRequest
+	(*PruneCacheResponse)(nil),    // 23: envfabric.agent.v1.PruneCacheResponse
 }
 var file_envfabric_agent_v1_agent_proto_depIdxs = []int32{
 	1,  // 0: envfabric.agent.v1.CreateProjectRequest.env:type_name -> envfabric.agent.v1.EnvRef
@@ -1494,25 +1805,31 @@ var file_envfabric_agent_v1_agent_proto_depIdxs = []int32{
 	1,  // 10: envfabric.agent.v1.RunRequest.env:type_name -> envfabric.agent.v1.EnvRef
 	1,  // 11: envfabric.agent.v1.DeleteProjectRequest.env:type_name -> envfabric.agent.v1.EnvRef
 	17, // 12: envfabric.agent.v1.InfoResponse.interpreters:type_name -> envfabric.agent.v1.Interpreter
-	4,  // 13: envfabric.agent.v1.AgentService.CreateProject:input_type -> envfabric.agent.v1.CreateProjectRequest
-	6,  // 14: envfabric.agent.v1.AgentService.Mutate:input_type -> envfabric.agent.v1.MutateRequest
-	8,  // 15: envfabric.agent.v1.AgentService.Sync:input_type -> envfabric.agent.v1.SyncRequest
-	10, // 16: envfabric.agent.v1.AgentService.Inspect:input_type -> envfabric.agent.v1.InspectRequest
-	12, // 17: envfabric.agent.v1.AgentService.Run:input_type -> envfabric.agent.v1.RunRequest
-	14, // 18: envfabric.agent.v1.AgentService.DeleteProject:input_type -> envfabric.agent.v1.DeleteProjectRequest
-	16, // 19: envfabric.agent.v1.AgentService.Info:input_type -> envfabric.agent.v1.InfoRequest
-	5,  // 20: envfabric.agent.v1.AgentService.CreateProject:output_type -> envfabric.agent.v1.CreateProjectResponse
-	7,  // 21: envfabric.agent.v1.AgentService.Mutate:output_type -> envfabric.agent.v1.MutateResponse
-	9,  // 22: envfabric.agent.v1.AgentService.Sync:output_type -> envfabric.agent.v1.SyncResponse
-	11, // 23: envfabric.agent.v1.AgentService.Inspect:output_type -> envfabric.agent.v1.InspectResponse
-	13, // 24: envfabric.agent.v1.AgentService.Run:output_type -> envfabric.agent.v1.RunResponse
-	15, // 25: envfabric.agent.v1.AgentService.DeleteProject:output_type -> envfabric.agent.v1.DeleteProjectResponse
-	18, // 26: envfabric.agent.v1.AgentService.Info:output_type -> envfabric.agent.v1.InfoResponse
-	20, // [20:27] is the sub-list for method output_type
-	13, // [13:20] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	13, // [13:13] is the sub-list for extension extendee
-	0,  // [0:13] is the sub-list for field type_name
+	1,  // 13: envfabric.agent.v1.EnvUsage.env:type_name -> envfabric.agent.v1.EnvRef
+	20, // 14: envfabric.agent.v1.UsageResponse.envs:type_name -> envfabric.agent.v1.EnvUsage
+	4,  // 15: envfabric.agent.v1.AgentService.CreateProject:input_type -> envfabric.agent.v1.CreateProjectRequest
+	6,  // 16: envfabric.agent.v1.AgentService.Mutate:input_type -> envfabric.agent.v1.MutateRequest
+	8,  // 17: envfabric.agent.v1.AgentService.Sync:input_type -> envfabric.agent.v1.SyncRequest
+	10, // 18: envfabric.agent.v1.AgentService.Inspect:input_type -> envfabric.agent.v1.InspectRequest
+	12, // 19: envfabric.agent.v1.AgentService.Run:input_type -> envfabric.agent.v1.RunRequest
+	14, // 20: envfabric.agent.v1.AgentService.DeleteProject:input_type -> envfabric.agent.v1.DeleteProjectRequest
+	16, // 21: envfabric.agent.v1.AgentService.Info:input_type -> envfabric.agent.v1.InfoRequest
+	19, // 22: envfabric.agent.v1.AgentService.Usage:input_type -> envfabric.agent.v1.UsageRequest
+	22, // 23: envfabric.agent.v1.AgentService.PruneCache:input_type -> envfabric.agent.v1.PruneCacheRequest
+	5,  // 24: envfabric.agent.v1.AgentService.CreateProject:output_type -> envfabric.agent.v1.CreateProjectResponse
+	7,  // 25: envfabric.agent.v1.AgentService.Mutate:output_type -> envfabric.agent.v1.MutateResponse
+	9,  // 26: envfabric.agent.v1.AgentService.Sync:output_type -> envfabric.agent.v1.SyncResponse
+	11, // 27: envfabric.agent.v1.AgentService.Inspect:output_type -> envfabric.agent.v1.InspectResponse
+	13, // 28: envfabric.agent.v1.AgentService.Run:output_type -> envfabric.agent.v1.RunResponse
+	15, // 29: envfabric.agent.v1.AgentService.DeleteProject:output_type -> envfabric.agent.v1.DeleteProjectResponse
+	18, // 30: envfabric.agent.v1.AgentService.Info:output_type -> envfabric.agent.v1.InfoResponse
+	21, // 31: envfabric.agent.v1.AgentService.Usage:output_type -> envfabric.agent.v1.UsageResponse
+	23, // 32: envfabric.agent.v1.AgentService.PruneCache:output_type -> envfabric.agent.v1.PruneCacheResponse
+	24, // [24:33] is the sub-list for method output_type
+	15, // [15:24] is the sub-list for method input_type
+	15, // [15:15] is the sub-list for extension type_name
+	15, // [15:15] is the sub-list for extension extendee
+	0,  // [0:15] is the sub-list for field type_name
 }
 
 func init() { file_envfabric_agent_v1_agent_proto_init() }
@@ -1526,7 +1843,7 @@ func file_envfabric_agent_v1_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_envfabric_agent_v1_agent_proto_rawDesc), len(file_envfabric_agent_v1_agent_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   18,
+			NumMessages:   23,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -51,6 +51,10 @@ const (
 	AgentServiceDeleteProjectProcedure = "/envfabric.agent.v1.AgentService/DeleteProject"
 	// AgentServiceInfoProcedure is the fully-qualified name of the AgentService's Info RPC.
 	AgentServiceInfoProcedure = "/envfabric.agent.v1.AgentService/Info"
+	// AgentServiceUsageProcedure is the fully-qualified name of the AgentService's Usage RPC.
+	AgentServiceUsageProcedure = "/envfabric.agent.v1.AgentService/Usage"
+	// AgentServicePruneCacheProcedure is the fully-qualified name of the AgentService's PruneCache RPC.
+	AgentServicePruneCacheProcedure = "/envfabric.agent.v1.AgentService/PruneCache"
 )
 
 // AgentServiceClient is a client for the envfabric.agent.v1.AgentService service.
@@ -63,6 +67,12 @@ type AgentServiceClient interface {
 	Run(context.Context, *connect.Request[v1.RunRequest]) (*connect.Response[v1.RunResponse], error)
 	DeleteProject(context.Context, *connect.Request[v1.DeleteProjectRequest]) (*connect.Response[v1.DeleteProjectResponse], error)
 	Info(context.Context, *connect.Request[v1.InfoRequest]) (*connect.Response[v1.InfoResponse], error)
+	// Usage reports the last use the agent sees of each environment on its host, including runs of
+	// an environment's interpreter started outside the fabric.
+	Usage(context.Context, *connect.Request[v1.UsageRequest]) (*connect.Response[v1.UsageResponse], error)
+	// PruneCache runs `uv cache prune`; the control plane calls it only while the fleet holds no
+	// uv operation.
+	PruneCache(context.Context, *connect.Request[v1.PruneCacheRequest]) (*connect.Response[v1.PruneCacheResponse], error)
 }
 
 // NewAgentServiceClient constructs a client for the envfabric.agent.v1.AgentService service. By
@@ -118,6 +128,18 @@ func NewAgentServiceClient(httpClient connect.HTTPClient, baseURL string, opts .
 			connect.WithSchema(agentServiceMethods.ByName("Info")),
 			connect.WithClientOptions(opts...),
 		),
+		usage: connect.NewClient[v1.UsageRequest, v1.UsageResponse](
+			httpClient,
+			baseURL+AgentServiceUsageProcedure,
+			connect.WithSchema(agentServiceMethods.ByName("Usage")),
+			connect.WithClientOptions(opts...),
+		),
+		pruneCache: connect.NewClient[v1.PruneCacheRequest, v1.PruneCacheResponse](
+			httpClient,
+			baseURL+AgentServicePruneCacheProcedure,
+			connect.WithSchema(agentServiceMethods.ByName("PruneCache")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -130,6 +152,8 @@ type agentServiceClient struct {
 	run           *connect.Client[v1.RunRequest, v1.RunResponse]
 	deleteProject *connect.Client[v1.DeleteProjectRequest, v1.DeleteProjectResponse]
 	info          *connect.Client[v1.InfoRequest, v1.InfoResponse]
+	usage         *connect.Client[v1.UsageRequest, v1.UsageResponse]
+	pruneCache    *connect.Client[v1.PruneCacheRequest, v1.PruneCacheResponse]
 }
 
 // CreateProject calls envfabric.agent.v1.AgentService.CreateProject.
@@ -167,6 +191,16 @@ func (c *agentServiceClient) Info(ctx context.Context, req *connect.Request[v1.I
 	return c.info.CallUnary(ctx, req)
 }
 
+// Usage calls envfabric.agent.v1.AgentService.Usage.
+func (c *agentServiceClient) Usage(ctx context.Context, req *connect.Request[v1.UsageRequest]) (*connect.Response[v1.UsageResponse], error) {
+	return c.usage.CallUnary(ctx, req)
+}
+
+// PruneCache calls envfabric.agent.v1.AgentService.PruneCache.
+func (c *agentServiceClient) PruneCache(ctx context.Context, req *connect.Request[v1.PruneCacheRequest]) (*connect.Response[v1.PruneCacheResponse], error) {
+	return c.pruneCache.CallUnary(ctx, req)
+}
+
 // AgentServiceHandler is an implementation of the envfabric.agent.v1.AgentService service.
 type AgentServiceHandler interface {
 	CreateProject(context.Context, *connect.Request[v1.CreateProjectRequest]) (*connect.Response[v1.CreateProjectResponse], error)
@@ -177,6 +211,12 @@ type AgentServiceHandler interface {
 	Run(context.Context, *connect.Request[v1.RunRequest]) (*connect.Response[v1.RunResponse], error)
 	DeleteProject(context.Context, *connect.Request[v1.DeleteProjectRequest]) (*connect.Response[v1.DeleteProjectResponse], error)
 	Info(context.Context, *connect.Request[v1.InfoRequest]) (*connect.Response[v1.InfoResponse], error)
+	// Usage reports the last use the agent sees of each environment on its host, including runs of
+	// an environment's interpreter started outside the fabric.
+	Usage(context.Context, *connect.Request[v1.UsageRequest]) (*connect.Response[v1.UsageResponse], error)
+	// PruneCache runs `uv cache prune`; the control plane calls it only while the fleet holds no
+	// uv operation.
+	PruneCache(context.Context, *connect.Request[v1.PruneCacheRequest]) (*connect.Response[v1.PruneCacheResponse], error)
 }
 
 // NewAgentServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -228,6 +268,18 @@ func NewAgentServiceHandler(svc AgentServiceHandler, opts ...connect.HandlerOpti
 		connect.WithSchema(agentServiceMethods.ByName("Info")),
 		connect.WithHandlerOptions(opts...),
 	)
+	agentServiceUsageHandler := connect.NewUnaryHandler(
+		AgentServiceUsageProcedure,
+		svc.Usage,
+		connect.WithSchema(agentServiceMethods.ByName("Usage")),
+		connect.WithHandlerOptions(opts...),
+	)
+	agentServicePruneCacheHandler := connect.NewUnaryHandler(
+		AgentServicePruneCacheProcedure,
+		svc.PruneCache,
+		connect.WithSchema(agentServiceMethods.ByName("PruneCache")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/envfabric.agent.v1.AgentService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case AgentServiceCreateProjectProcedure:
@@ -244,6 +296,10 @@ func NewAgentServiceHandler(svc AgentServiceHandler, opts ...connect.HandlerOpti
 			agentServiceDeleteProjectHandler.ServeHTTP(w, r)
 		case AgentServiceInfoProcedure:
 			agentServiceInfoHandler.ServeHTTP(w, r)
+		case AgentServiceUsageProcedure:
+			agentServiceUsageHandler.ServeHTTP(w, r)
+		case AgentServicePruneCacheProcedure:
+			agentServicePruneCacheHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -279,4 +335,12 @@ func (UnimplementedAgentServiceHandler) DeleteProject(context.Context, *connect.
 
 func (UnimplementedAgentServiceHandler) Info(context.Context, *connect.Request[v1.InfoRequest]) (*connect.Response[v1.InfoResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("envfabric.agent.v1.AgentService.Info is not implemented"))
+}
+
+func (UnimplementedAgentServiceHandler) Usage(context.Context, *connect.Request[v1.UsageRequest]) (*connect.Response[v1.UsageResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("envfabric.agent.v1.AgentService.Usage is not implemented"))
+}
+
+func (UnimplementedAgentServiceHandler) PruneCache(context.Context, *connect.Request[v1.PruneCacheRequest]) (*connect.Response[v1.PruneCacheResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("envfabric.agent.v1.AgentService.PruneCache is not implemented"))
 }

@@ -1,0 +1,4 @@
+package app
+
+// SweepTrash exposes sweepTrash to the external tests.
+var SweepTrash = sweepTrash

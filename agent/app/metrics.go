@@ -1,0 +1,133 @@
+package app
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/envfabric/envfabric/agent/usage"
+)
+
+// metrics are the agent's Prometheus series, on a registry of its own.
+type metrics struct {
+	reg       *prometheus.Registry
+	uv        *prometheus.HistogramVec
+	runs      prometheus.Histogram
+	timeouts  prometheus.Counter
+	rpcs      *prometheus.CounterVec
+	inFlight  atomic.Int64
+	cache     *prometheus.GaugeVec
+	cacheScan prometheus.Gauge
+}
+
+func newMetrics() *metrics {
+	m := &metrics{
+		reg: prometheus.NewRegistry(),
+		uv: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "envfabric_agent_uv_command_duration_seconds", Help: "Duration of uv commands by subcommand and outcome.",
+			Buckets: []float64{.01, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 180, 600},
+		}, []string{"command", "outcome"}),
+		runs: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "envfabric_agent_run_duration_seconds", Help: "Duration of user code runs.",
+			Buckets: []float64{.01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300},
+		}),
+		timeouts: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "envfabric_agent_run_timeouts_total", Help: "User code runs killed at their timeout.",
+		}),
+		rpcs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "envfabric_agent_rpc_requests_total", Help: "RPCs received, by procedure and HTTP status.",
+		}, []string{"procedure", "status"}),
+		cache: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "envfabric_agent_uv_cache_bytes",
+			Help: "The uv cache: kind=disk is its size on disk; kind=shared the size of its files also linked into environments; kind=saved what copies instead of hardlinks would add.",
+		}, []string{"kind"}),
+		cacheScan: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "envfabric_agent_uv_cache_scan_timestamp_seconds", Help: "When the uv cache was last measured.",
+		}),
+	}
+	inFlight := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "envfabric_agent_operations_in_flight", Help: "uv operations and runs under way on this agent (its gossiped load).",
+	}, func() float64 { return float64(m.inFlight.Load()) })
+	m.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		m.uv, m.runs, m.timeouts, m.rpcs, m.cache, m.cacheScan, inFlight)
+	return m
+}
+
+func (m *metrics) observeUV(command string, d time.Duration, err error) {
+	outcome := "ok"
+	if err != nil {
+		outcome = "error"
+	}
+	m.uv.WithLabelValues(command, outcome).Observe(d.Seconds())
+}
+
+func (m *metrics) observeRun(d time.Duration, timedOut bool) {
+	m.runs.Observe(d.Seconds())
+	if timedOut {
+		m.timeouts.Inc()
+	}
+}
+
+// loadBearing are the procedures that count as load: they run uv or user code.
+var loadBearing = map[string]bool{"CreateProject": true, "Mutate": true, "Sync": true, "Run": true, "DeleteProject": true}
+
+// count wraps the RPC handler: requests by procedure and status, and the in-flight load.
+func (m *metrics) count(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		proc := r.URL.Path[strings.LastIndexByte(r.URL.Path, '/')+1:]
+		if loadBearing[proc] {
+			m.inFlight.Add(1)
+			defer m.inFlight.Add(-1)
+		}
+		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
+		next.ServeHTTP(sw, r)
+		m.rpcs.WithLabelValues(proc, http.StatusText(sw.status)).Inc()
+	})
+}
+
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	w.status = code
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Flush() {
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+// Unwrap lets http.ResponseController reach the underlying writer.
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// measureCache refreshes the cache gauges every interval until ctx ends.
+func (m *metrics) measureCache(ctx context.Context, dir string, every time.Duration, logger *slog.Logger) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		s, err := usage.MeasureCache(ctx, dir)
+		if err == nil {
+			m.cache.WithLabelValues("disk").Set(float64(s.Bytes))
+			m.cache.WithLabelValues("shared").Set(float64(s.SharedBytes))
+			m.cache.WithLabelValues("saved").Set(float64(s.SavedBytes))
+			m.cacheScan.SetToCurrentTime()
+		} else if ctx.Err() == nil {
+			logger.Warn("measuring the uv cache", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}

@@ -1,0 +1,548 @@
+package runner_test
+
+import (
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/envfabric/envfabric/agent/runner"
+	"github.com/envfabric/envfabric/agent/sandbox"
+	"github.com/envfabric/envfabric/agent/uv"
+	"github.com/envfabric/envfabric/shared/testutil/pyindex"
+	"github.com/envfabric/envfabric/shared/testutil/testenv"
+)
+
+// The escape tests run hostile code in real environments, built by uv from the local index into
+// a DATA_ROOT laid out like production (envs beside uv_cache, so site-packages is hardlinked to
+// the cache), and check from the host that the code was contained.
+
+// data is a DATA_ROOT with two environments, a control-plane database and a secret in the
+// agent's environment.
+type data struct {
+	root, envs, cache string
+	env, other        string // project directories
+	db                string
+	uid, gid          int
+}
+
+const agentSecret = "agent-token-3f9c2e7d"
+
+// systemPython is an interpreter every user can execute (unlike one under /root).
+func systemPython(t *testing.T) string {
+	t.Helper()
+	for _, p := range []string{"/usr/bin/python3.11", "/usr/bin/python3"} {
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatal("no /usr/bin/python3.11 or /usr/bin/python3")
+	}
+	t.Skip("no system Python under /usr/bin")
+	return ""
+}
+
+func newData(t *testing.T) *data {
+	t.Helper()
+	u, err := user.Lookup("nobody")
+	if err != nil {
+		t.Skipf("no user nobody: %v", err)
+	}
+	d := &data{}
+	d.uid, _ = strconv.Atoi(u.Uid)
+	d.gid, _ = strconv.Atoi(u.Gid)
+	d.root = t.TempDir()
+	// The user tier has no mount namespace: the run user must be able to walk to its environment
+	// as it would in production (DATA_ROOT 0755, service state directories 0700).
+	for p := d.root; p != "/tmp" && p != "/"; p = filepath.Dir(p) {
+		if err := os.Chmod(p, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	d.envs = filepath.Join(d.root, "envs")
+	d.cache = filepath.Join(d.root, "uv_cache")
+	d.db = filepath.Join(d.root, "controlplane", "fabric.db")
+	if err := os.MkdirAll(filepath.Dir(d.db), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(d.db, []byte("SQLite format 3 "+agentSecret), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ix := pyindex.Serve(t, pyindex.Universe())
+	ex := uv.New(uv.Config{
+		Bin:          testenv.UV(t),
+		CacheDir:     d.cache,
+		LinkMode:     "hardlink",
+		DefaultIndex: ix.URL,
+		Path:         "/usr/local/bin:/usr/bin:/bin",
+		Home:         t.TempDir(),
+		WaitDelay:    5 * time.Second,
+	}, slog.New(slog.DiscardHandler))
+	py := systemPython(t)
+	for i, node := range []string{"a", "b"} {
+		dir := filepath.Join(d.envs, "wf", node, "v1")
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		pp := fmt.Sprintf("[project]\nname = \"wf-%s\"\nversion = \"0.1.0\"\nrequires-python = \">=3.8\"\ndependencies = []\n", node)
+		if err := os.WriteFile(filepath.Join(dir, "pyproject.toml"), []byte(pp), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := ex.Add(t.Context(), uv.Project{Dir: dir, Python: py}, []string{"alpha"}, nil); err != nil {
+			t.Fatalf("uv add: %v\n%s", err, uv.OutputOf(err))
+		}
+		if i == 0 {
+			d.env = dir
+		} else {
+			d.other = dir
+		}
+	}
+	t.Setenv("AGENT_TOKEN", agentSecret)
+	return d
+}
+
+func (d *data) sandbox(t *testing.T, tier sandbox.Tier) sandbox.Config {
+	t.Helper()
+	cfg := sandbox.Config{
+		Tier:         tier,
+		UID:          d.uid,
+		GID:          d.gid,
+		PIDNamespace: true,
+		Hide:         []string{d.root, d.envs, d.cache},
+		Limits: sandbox.Limits{
+			CPUSeconds:  60,
+			MemoryBytes: 1 << 30,
+			FileBytes:   16 << 20,
+			OpenFiles:   256,
+			Processes:   64,
+		},
+	}
+	if err := cfg.Probe(sandbox.Program{}); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("CI=true: sandbox tier %s unavailable: %v", tier, err)
+		}
+		t.Skipf("sandbox tier %s unavailable here: %v", tier, err)
+	}
+	return cfg
+}
+
+// sitePackages is the alpha package's __init__.py in env.
+func sitePackagesFile(t *testing.T, env string) string {
+	t.Helper()
+	m, err := filepath.Glob(filepath.Join(env, ".venv", "lib", "python3*", "site-packages", "alpha", "__init__.py"))
+	if err != nil || len(m) != 1 {
+		t.Fatalf("alpha in %s: %v %v", env, m, err)
+	}
+	return m[0]
+}
+
+func run(t *testing.T, sb sandbox.Config, env, code string, timeout time.Duration) runner.Result {
+	t.Helper()
+	res, err := runner.Run(t.Context(), runner.Spec{
+		VenvDir: filepath.Join(env, ".venv"), Code: code, Timeout: timeout, MaxOutput: 1 << 20, Sandbox: sb,
+	})
+	if err != nil {
+		t.Fatalf("run: %v", err)
+	}
+	t.Logf("exit=%d timed_out=%v stdout=%q stderr=%q", res.ExitCode, res.TimedOut, trim(res.Stdout), trim(res.Stderr))
+	return res
+}
+
+func trim(b []byte) string {
+	if len(b) > 600 {
+		return string(b[:600]) + "..."
+	}
+	return string(b)
+}
+
+// The tiers this machine allows, strongest first, each with what it must contain.
+var dropTiers = []sandbox.Tier{sandbox.Namespace, sandbox.User}
+
+func TestEscapeReadSecrets(t *testing.T) {
+	d := newData(t)
+	code := fmt.Sprintf(`
+import os, glob
+found = []
+if %[1]q in repr(dict(os.environ)):
+    found.append("environ")
+for p in glob.glob("/proc/[0-9]*/environ") + ["/proc/%[2]d/environ", "/proc/1/environ"]:
+    try:
+        if %[1]q.encode() in open(p, "rb").read():
+            found.append(p)
+    except OSError:
+        pass
+try:
+    found.append("db:" + open(%[3]q).read())
+except OSError as e:
+    print("db", type(e).__name__)
+print("found", found)
+`, agentSecret, os.Getpid(), d.db)
+	for _, tier := range append(dropTiers, sandbox.Process) {
+		t.Run(string(tier), func(t *testing.T) {
+			sb := d.sandbox(t, tier)
+			res := run(t, sb, d.env, code, 30*time.Second)
+			out := string(res.Stdout)
+			if res.ExitCode != 0 || !strings.Contains(out, "found") {
+				t.Fatalf("code did not run: exit %d %q %q", res.ExitCode, res.Stdout, res.Stderr)
+			}
+			if tier == sandbox.Process {
+				// The process tier runs as the agent's own user: only the environment is filtered.
+				if strings.Contains(out, "'environ'") {
+					t.Errorf("the agent's environment reached the code: %s", out)
+				}
+				return
+			}
+			if strings.Contains(out, agentSecret) || !strings.Contains(out, "found []") {
+				t.Errorf("a secret reached the code: %s", out)
+			}
+		})
+	}
+}
+
+func TestEscapeForkBomb(t *testing.T) {
+	d := newData(t)
+	code := `
+import os, time
+reported = False
+while True:
+    try:
+        os.fork()
+    except OSError as e:
+        if not reported:
+            print("fork failed", e.errno, flush=True)
+            reported = True
+        time.sleep(0.05)
+`
+	for _, tier := range dropTiers {
+		t.Run(string(tier), func(t *testing.T) {
+			sb := d.sandbox(t, tier)
+			sb.Limits.Processes = 32
+			res := run(t, sb, d.env, code, 3*time.Second)
+			if !res.TimedOut {
+				t.Errorf("got timed_out=false; want the bomb stopped by the timeout")
+			}
+			if !strings.Contains(string(res.Stdout), "fork failed 11") {
+				t.Errorf("stdout %q: want fork to fail with EAGAIN (the process limit)", trim(res.Stdout))
+			}
+			// Every fork keeps the interpreter's command line, whose path is this test's own.
+			python := filepath.Join(d.env, ".venv", "bin", "python")
+			waitFor(t, "the bomb's processes to die", func() bool { return len(processesWith(python+"\x00main.py")) == 0 })
+		})
+	}
+}
+
+func TestEscapeMemoryHog(t *testing.T) {
+	d := newData(t)
+	code := `
+try:
+    b = bytearray(4 << 30)
+    print("allocated", len(b))
+except MemoryError:
+    print("MemoryError")
+`
+	for _, tier := range append(dropTiers, sandbox.Process) {
+		t.Run(string(tier), func(t *testing.T) {
+			sb := d.sandbox(t, tier)
+			sb.Limits.MemoryBytes = 512 << 20
+			res := run(t, sb, d.env, code, 30*time.Second)
+			if string(res.Stdout) != "MemoryError\n" {
+				t.Errorf("stdout: got %q; want %q", res.Stdout, "MemoryError\n")
+			}
+		})
+	}
+}
+
+func TestEscapeOutputAndFileFlood(t *testing.T) {
+	d := newData(t)
+	code := `
+import sys, os
+try:
+    with open("big", "wb") as f:
+        for _ in range(64):
+            f.write(b"x" * (1 << 20))
+    print("wrote 64 MiB", flush=True)
+except OSError as e:
+    print("file", e.errno, flush=True)
+print("flood", flush=True)
+while True:
+    sys.stdout.write("y" * 65536)
+`
+	for _, tier := range append(dropTiers, sandbox.Process) {
+		t.Run(string(tier), func(t *testing.T) {
+			sb := d.sandbox(t, tier)
+			res, err := runner.Run(t.Context(), runner.Spec{
+				VenvDir: filepath.Join(d.env, ".venv"), Code: code, Timeout: 2 * time.Second, MaxOutput: 4096, Sandbox: sb,
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := "file 27\nflood\n" // EFBIG from the file-size limit
+			if !strings.HasPrefix(string(res.Stdout), want) {
+				t.Errorf("stdout starts %q; want %q", trim(res.Stdout), want)
+			}
+			if len(res.Stdout) != 4096 || !res.StdoutTruncated || !res.TimedOut {
+				t.Errorf("got %d bytes truncated=%v timed_out=%v; want 4096, true, true", len(res.Stdout), res.StdoutTruncated, res.TimedOut)
+			}
+		})
+	}
+}
+
+// A grandchild that starts its own session escapes a process group; only the PID namespace
+// catches it. The marker lets the host find it by its command line.
+func TestEscapeSetsidOutlivesTimeout(t *testing.T) {
+	d := newData(t)
+	for _, tier := range dropTiers {
+		t.Run(string(tier), func(t *testing.T) {
+			sb := d.sandbox(t, tier)
+			marker := strconv.Itoa(40000 + os.Getpid()%10000)
+			code := `
+import subprocess, time
+subprocess.Popen(["sh", "-c", "sleep ` + marker + ` & exit"], start_new_session=True,
+    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+subprocess.Popen(["setsid", "sleep", "` + marker + `"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+time.sleep(1)
+print("started", flush=True)
+time.sleep(300)
+`
+			res := run(t, sb, d.env, code, 3*time.Second)
+			if !res.TimedOut || string(res.Stdout) != "started\n" {
+				t.Fatalf("got timed_out=%v stdout=%q; want the code started and timed out", res.TimedOut, res.Stdout)
+			}
+			waitFor(t, "the setsid sleepers to die", func() bool { return len(processesWith("sleep\x00"+marker)) == 0 })
+		})
+	}
+}
+
+// site-packages is hardlinked to the uv cache: a write would change every environment sharing
+// the file.
+func TestEscapeWriteSitePackages(t *testing.T) {
+	d := newData(t)
+	target := sitePackagesFile(t, d.env)
+	var st syscall.Stat_t
+	if err := syscall.Stat(target, &st); err != nil || st.Nlink < 2 {
+		t.Fatalf("%s: nlink %d (%v); want a hardlink into the cache", target, st.Nlink, err)
+	}
+	before, _ := os.ReadFile(target)
+	code := fmt.Sprintf(`
+import os
+for p, how in [(%[1]q, "a"), (os.path.dirname(%[1]q) + "/new.py", "w"), (%[2]q + "/x", "w"), (%[3]q + "/x", "w")]:
+    try:
+        open(p, how).write("pwned = True\n")
+        print("wrote", p)
+    except OSError as e:
+        print("denied", e.errno)
+try:
+    os.chmod(%[1]q, 0o666)
+    print("chmod")
+except OSError as e:
+    print("denied", e.errno)
+`, target, d.env, d.cache)
+	for _, tier := range dropTiers {
+		t.Run(string(tier), func(t *testing.T) {
+			sb := d.sandbox(t, tier)
+			res := run(t, sb, d.env, code, 30*time.Second)
+			if strings.Contains(string(res.Stdout), "wrote") || strings.Contains(string(res.Stdout), "chmod") ||
+				strings.Count(string(res.Stdout), "denied") != 5 {
+				t.Errorf("stdout %q: want every write denied", res.Stdout)
+			}
+			if after, _ := os.ReadFile(target); string(after) != string(before) {
+				t.Errorf("%s changed", target)
+			}
+		})
+	}
+}
+
+func TestEscapeReadOtherEnvironment(t *testing.T) {
+	d := newData(t)
+	sb := d.sandbox(t, sandbox.Namespace)
+	code := fmt.Sprintf(`
+import os
+for p in [%[1]q + "/pyproject.toml", %[1]q + "/.venv/pyvenv.cfg", %[2]q]:
+    try:
+        open(p).read()
+        print("read", p)
+    except OSError as e:
+        print("denied", e.errno)
+print(sorted(os.listdir(%[3]q)), sorted(os.listdir(%[4]q)))
+print(open(%[5]q + "/pyproject.toml").read().splitlines()[1])
+`, d.other, d.cache, d.envs, d.root, d.env)
+	res := run(t, sb, d.env, code, 30*time.Second)
+	want := "denied 2\ndenied 2\ndenied 2\n['wf'] ['envs']\nname = \"wf-a\"\n"
+	if string(res.Stdout) != want {
+		t.Errorf("stdout: got %q; want %q", res.Stdout, want)
+	}
+}
+
+func TestEscapeNetwork(t *testing.T) {
+	d := newData(t)
+	ln, err := net.Listen("tcp", ":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	port := ln.Addr().(*net.TCPAddr).Port
+	hosts := []string{"127.0.0.1"}
+	if ip := hostIP(); ip != "" {
+		hosts = append(hosts, ip)
+	}
+	code := fmt.Sprintf(`
+import socket
+for h in %s:
+    try:
+        socket.create_connection((h, %d), timeout=3).close()
+        print("connected")
+    except OSError as e:
+        print("blocked")
+`, pyList(hosts), port)
+	for _, allow := range []bool{false, true} {
+		t.Run(fmt.Sprintf("allow=%v", allow), func(t *testing.T) {
+			sb := d.sandbox(t, sandbox.Namespace)
+			sb.AllowNetwork = allow
+			res := run(t, sb, d.env, code, 30*time.Second)
+			want := strings.Repeat(map[bool]string{true: "connected\n", false: "blocked\n"}[allow], len(hosts))
+			if string(res.Stdout) != want {
+				t.Errorf("stdout: got %q; want %q", res.Stdout, want)
+			}
+		})
+	}
+}
+
+// An interpreter the run user cannot reach (a pyenv under /root, mode 0700) is a clear
+// ENV_NOT_READY, not a mysterious exit code.
+func TestRunUnreachableInterpreter(t *testing.T) {
+	d := newData(t)
+	sb := d.sandbox(t, sandbox.Namespace)
+	hidden := filepath.Join(t.TempDir(), "private")
+	if err := os.Mkdir(hidden, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	venv := filepath.Join(hidden, "p", ".venv")
+	if err := os.MkdirAll(filepath.Join(venv, "bin"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(filepath.Join(hidden, "python3"), filepath.Join(venv, "bin", "python")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(systemPython(t), filepath.Join(hidden, "python3")); err != nil {
+		t.Fatal(err)
+	}
+	sb.Tier = sandbox.User // no mount namespace: the 0700 directory is what stops the run user
+	_, err := runner.Run(t.Context(), runner.Spec{VenvDir: venv, Code: "print(1)", Timeout: 10 * time.Second, MaxOutput: 100, Sandbox: sb})
+	if err == nil || !strings.Contains(err.Error(), "ENV_NOT_READY") || !strings.Contains(err.Error(), "run user") {
+		t.Errorf("got %v; want ENV_NOT_READY naming the run user", err)
+	}
+}
+
+func pyList(ss []string) string {
+	q := make([]string, len(ss))
+	for i, s := range ss {
+		q[i] = strconv.Quote(s)
+	}
+	return "[" + strings.Join(q, ", ") + "]"
+}
+
+// hostIP is a non-loopback address of this host, if it has one.
+func hostIP() string {
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return ""
+	}
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok && !n.IP.IsLoopback() && n.IP.To4() != nil {
+			return n.IP.String()
+		}
+	}
+	return ""
+}
+
+// processesWith lists the live pids whose NUL-separated command line contains s.
+func processesWith(s string) []int {
+	var pids []int
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + e.Name() + "/cmdline")
+		if err == nil && strings.Contains(string(b), s) && alive(pid) {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// waitFor polls cond: a killed process needs a moment to be reaped.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// BenchmarkRunTier is the cost of a trivial run in each tier (python start-up included), so the
+// price of isolation can be compared with the process tier.
+func BenchmarkRunTier(b *testing.B) {
+	for _, tier := range sandbox.Tiers {
+		b.Run(string(tier), func(b *testing.B) {
+			d := benchData(b)
+			sb := sandbox.Config{Tier: tier, UID: d.uid, GID: d.gid, Hide: []string{d.root}, Limits: sandbox.Limits{MemoryBytes: 1 << 30}}
+			if err := sb.Probe(sandbox.Program{}); err != nil {
+				b.Skipf("tier %s unavailable: %v", tier, err)
+			}
+			spec := runner.Spec{VenvDir: filepath.Join(d.env, ".venv"), Code: "pass", Timeout: 30 * time.Second, MaxOutput: 1024, Sandbox: sb}
+			for b.Loop() {
+				res, err := runner.Run(b.Context(), spec)
+				if err != nil || res.ExitCode != 0 {
+					b.Fatalf("run: %v %+v", err, res)
+				}
+			}
+		})
+	}
+}
+
+// benchData is a DATA_ROOT with one bare venv made from the system Python (no uv needed).
+func benchData(b *testing.B) *data {
+	b.Helper()
+	u, err := user.Lookup("nobody")
+	if err != nil {
+		b.Skip(err)
+	}
+	d := &data{}
+	d.uid, _ = strconv.Atoi(u.Uid)
+	d.gid, _ = strconv.Atoi(u.Gid)
+	d.root = b.TempDir()
+	for p := d.root; p != "/tmp" && p != "/"; p = filepath.Dir(p) {
+		if err := os.Chmod(p, 0o755); err != nil {
+			b.Fatal(err)
+		}
+	}
+	d.env = filepath.Join(d.root, "envs", "e")
+	py := "/usr/bin/python3"
+	if out, err := exec.Command(py, "-m", "venv", "--without-pip", filepath.Join(d.env, ".venv")).CombinedOutput(); err != nil {
+		b.Skipf("venv: %v %s", err, out)
+	}
+	return d
+}

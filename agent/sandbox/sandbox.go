@@ -1,0 +1,303 @@
+// Package sandbox starts one program (user code's interpreter) under the isolation tier the
+// operator chose: a process tier (own session, resource limits, nothing of the agent's
+// environment), a user tier (the same, as an unprivileged run user), and a namespace tier (the
+// same, plus PID, mount, network, IPC and UTS namespaces: the program sees its environment
+// read-only, none of the service's data, and no network).
+//
+// The isolation is set up by the agent's own binary, re-executed through /proc/self/exe under a
+// hidden argv[0] (see stage.go): Go cannot run code between fork and exec, and mounts, rlimits
+// and the drop to the run user must happen there. Any binary that imports this package handles
+// those stages in an init function, which is what lets test binaries sandbox too.
+package sandbox
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// Tier is an isolation level; each includes everything of the weaker ones.
+type Tier string
+
+const (
+	// Process: own session and process group, resource limits, no core dumps, an environment
+	// allow-list, stdin closed, no new privileges. The code runs as the agent's own user.
+	Process Tier = "process"
+	// User: Process, and the code runs as the run user (the agent must be root).
+	User Tier = "user"
+	// Namespace: User in fresh PID, mount, IPC and UTS namespaces and (unless allowed) a network
+	// namespace with only loopback. The environment is mounted read-only, DATA_ROOT and the other
+	// hidden directories are empty, /tmp, /var/tmp and /dev/shm are private.
+	Namespace Tier = "namespace"
+)
+
+// Tiers lists the tiers, strongest first.
+var Tiers = []Tier{Namespace, User, Process}
+
+// ParseTier reads a tier name.
+func ParseTier(s string) (Tier, error) {
+	for _, t := range Tiers {
+		if string(t) == s {
+			return t, nil
+		}
+	}
+	return "", fmt.Errorf("unknown sandbox tier %q: want namespace, user or process", s)
+}
+
+// DropsPrivileges reports whether code runs as the run user rather than the agent's user.
+func (t Tier) DropsPrivileges() bool { return t == User || t == Namespace }
+
+// Limits are the resource limits of a run; zero leaves a resource unlimited (as the agent has it).
+// Core dumps are always off.
+type Limits struct {
+	CPUSeconds  uint64 `json:"cpu_seconds,omitempty"`
+	MemoryBytes uint64 `json:"memory_bytes,omitempty"` // address space (RLIMIT_AS)
+	FileBytes   uint64 `json:"file_bytes,omitempty"`   // largest file written (RLIMIT_FSIZE)
+	OpenFiles   uint64 `json:"open_files,omitempty"`
+	// Processes is RLIMIT_NPROC: the kernel counts every process of the run user, across runs.
+	Processes uint64 `json:"processes,omitempty"`
+}
+
+// Config is how every run is isolated; the agent's config package fills it.
+type Config struct {
+	Tier Tier
+	// UID and GID are the run user's (user and namespace tiers). Supplementary groups are dropped.
+	UID, GID int
+	// PIDNamespace gives the process and user tiers a PID namespace (the namespace tier always
+	// has one). An unprivileged agent gets it inside a user namespace mapping only its own ids.
+	PIDNamespace bool
+	// AllowNetwork keeps the host's network in the namespace tier.
+	AllowNetwork bool
+	Limits       Limits
+	// Hide are directories whose content the namespace tier replaces by an empty read-only tmpfs
+	// (DATA_ROOT, ENVS_BASE_PATH, UV_CACHE_DIR, the agent's HOME); a program's ReadOnly and
+	// Writable directories are mounted back inside them.
+	Hide []string
+}
+
+// Describe is the one-line summary for logs and /readyz.
+func (c Config) Describe() string {
+	var b strings.Builder
+	b.WriteString(string(c.Tier))
+	if c.Tier.DropsPrivileges() {
+		fmt.Fprintf(&b, " uid=%d gid=%d", c.UID, c.GID)
+	}
+	b.WriteString(" pid_namespace=" + strconv.FormatBool(c.pidNamespace()))
+	if c.Tier == Namespace {
+		b.WriteString(" network=" + map[bool]string{true: "host", false: "none"}[c.AllowNetwork])
+	}
+	return b.String()
+}
+
+func (c Config) pidNamespace() bool {
+	return c.Tier == Namespace || c.PIDNamespace
+}
+
+// Program is what to run.
+type Program struct {
+	// Path is the executable; Args its argv (Args[0] included).
+	Path string
+	Args []string
+	// Env is the program's whole environment.
+	Env []string
+	// Dir is the working directory.
+	Dir string
+	// ReadOnly directories are mounted read-only at their own path (namespace tier), even inside
+	// a hidden directory; Writable ones read-write.
+	ReadOnly []string
+	Writable []string
+}
+
+// plan is what the stage processes are told, as JSON in planVar.
+type plan struct {
+	Namespace    bool     `json:"namespace,omitempty"` // mounts and network set-up
+	PIDNamespace bool     `json:"pid_namespace,omitempty"`
+	AllowNetwork bool     `json:"allow_network,omitempty"`
+	Drop         bool     `json:"drop,omitempty"`
+	UID          int      `json:"uid"`
+	GID          int      `json:"gid"`
+	Limits       Limits   `json:"limits"`
+	Hide         []string `json:"hide,omitempty"`
+	ReadOnly     []string `json:"read_only,omitempty"`
+	Writable     []string `json:"writable,omitempty"`
+	Path         string   `json:"path"`
+	Args         []string `json:"args"`
+	Env          []string `json:"env"`
+	Dir          string   `json:"dir"`
+}
+
+// Cmd is a program prepared to run in the sandbox. Set Stdout and Stderr on Cmd.Cmd, then Start
+// and Wait; ExitCode and SetupError tell what happened.
+type Cmd struct {
+	*exec.Cmd
+	statusR, statusW *os.File
+	status           []byte
+}
+
+// Command prepares p under c. The returned command's process is the leader of a new session
+// (its pid is the process group to kill); with a PID namespace it is the namespace's init, and
+// killing it kills every process in the namespace.
+func (c Config) Command(p Program) (*Cmd, error) {
+	pl := plan{
+		Namespace:    c.Tier == Namespace,
+		PIDNamespace: c.pidNamespace(),
+		AllowNetwork: c.AllowNetwork,
+		Drop:         c.Tier.DropsPrivileges(),
+		UID:          c.UID,
+		GID:          c.GID,
+		Limits:       c.Limits,
+		Hide:         c.Hide,
+		ReadOnly:     p.ReadOnly,
+		Writable:     p.Writable,
+		Path:         p.Path,
+		Args:         p.Args,
+		Env:          p.Env,
+		Dir:          p.Dir,
+	}
+	if pl.Drop && (pl.UID == 0 || pl.GID == 0) {
+		return nil, fmt.Errorf("sandbox tier %s: refusing to run code as uid %d gid %d", c.Tier, pl.UID, pl.GID)
+	}
+	js, err := json.Marshal(pl)
+	if err != nil {
+		return nil, fmt.Errorf("encode sandbox plan: %w", err)
+	}
+	stage := execStage
+	attr := &syscall.SysProcAttr{Setsid: true, Pdeathsig: syscall.SIGKILL}
+	if pl.PIDNamespace {
+		// The init stage becomes pid 1 of the new namespace; when it exits the kernel kills
+		// everything left in there, including processes that called setsid.
+		stage = initStage
+		attr.Cloneflags = syscall.CLONE_NEWPID
+		if pl.Namespace {
+			attr.Cloneflags |= syscall.CLONE_NEWNS | syscall.CLONE_NEWIPC | syscall.CLONE_NEWUTS
+			if !pl.AllowNetwork {
+				attr.Cloneflags |= syscall.CLONE_NEWNET
+			}
+		} else if uid, gid := os.Geteuid(), os.Getegid(); uid != 0 {
+			// Only a user namespace lets an unprivileged agent make a PID namespace. It maps
+			// the agent's ids to themselves and nothing else, so the code is no one new, and
+			// the capabilities it would hold in there end at the exec stage's execve.
+			attr.Cloneflags |= syscall.CLONE_NEWUSER
+			attr.UidMappings = []syscall.SysProcIDMap{{ContainerID: uid, HostID: uid, Size: 1}}
+			attr.GidMappings = []syscall.SysProcIDMap{{ContainerID: gid, HostID: gid, Size: 1}}
+			attr.GidMappingsEnableSetgroups = false
+		}
+	}
+	statusR, statusW, err := os.Pipe()
+	if err != nil {
+		return nil, fmt.Errorf("status pipe: %w", err)
+	}
+	cmd := &exec.Cmd{
+		Path: "/proc/self/exe",
+		Args: []string{stage},
+		// Only the plan: the stages, and what they start, never see the agent's environment
+		// (AGENT_TOKEN and the like).
+		Env:         []string{planVar + "=" + string(js)},
+		Dir:         "/",
+		ExtraFiles:  []*os.File{statusW}, // fd 3 in the stage
+		SysProcAttr: attr,
+	}
+	return &Cmd{Cmd: cmd, statusR: statusR, statusW: statusW}, nil
+}
+
+// Start starts the sandbox.
+func (c *Cmd) Start() error {
+	err := c.Cmd.Start()
+	c.statusW.Close()
+	if err != nil {
+		c.statusR.Close()
+		return fmt.Errorf("start sandbox: %w", err)
+	}
+	return nil
+}
+
+// Wait waits for the sandbox to exit and collects what its stages reported.
+func (c *Cmd) Wait() error {
+	err := c.Cmd.Wait()
+	// Every writer of the status pipe is gone once the stage exited: the program never holds it
+	// (close-on-exec) and the init stage's namespace died with it. The deadline only guards
+	// against a bug.
+	_ = c.statusR.SetReadDeadline(time.Now().Add(2 * time.Second))
+	var buf bytes.Buffer
+	_, _ = buf.ReadFrom(c.statusR)
+	c.statusR.Close()
+	c.status = buf.Bytes()
+	return err
+}
+
+// ErrSetup is wrapped by SetupError: the sandbox could not be built or the program not started.
+var ErrSetup = errors.New("sandbox set-up failed")
+
+// ErrNotExecutable is wrapped by SetupError when the program could not be executed for lack of
+// permission (for example an interpreter the run user cannot reach).
+var ErrNotExecutable = errors.New("program not executable in the sandbox")
+
+// SetupError is the failure a stage reported before the program ran, if any.
+func (c *Cmd) SetupError() error {
+	for _, line := range strings.Split(string(c.status), "\n") {
+		if msg, ok := strings.CutPrefix(line, "error "); ok {
+			if strings.HasPrefix(msg, "eacces ") {
+				return fmt.Errorf("%w: %w: %s", ErrSetup, ErrNotExecutable, strings.TrimPrefix(msg, "eacces "))
+			}
+			return fmt.Errorf("%w: %s", ErrSetup, msg)
+		}
+	}
+	return nil
+}
+
+// ExitCode is the program's exit status, -1 when a signal killed it (or the sandbox).
+func (c *Cmd) ExitCode() int {
+	for _, line := range strings.Split(string(c.status), "\n") {
+		if v, ok := strings.CutPrefix(line, "exit "); ok {
+			if n, err := strconv.Atoi(v); err == nil {
+				return n
+			}
+		}
+		if strings.HasPrefix(line, "signal ") {
+			return -1
+		}
+	}
+	if c.ProcessState == nil {
+		return -1
+	}
+	return c.ProcessState.ExitCode()
+}
+
+// Probe runs prog (by default a no-op: the agent's own binary) under c and reports why it cannot
+// run there. The agent refuses to start when its configured tier fails this.
+func (c Config) Probe(prog Program) error {
+	if prog.Path == "" {
+		prog = Program{Path: "/proc/self/exe", Args: []string{probeStage}}
+	}
+	if prog.Dir == "" {
+		prog.Dir = "/"
+	}
+	if prog.Env == nil {
+		prog.Env = []string{"PATH=/usr/bin:/bin"}
+	}
+	cmd, err := c.Command(prog)
+	if err != nil {
+		return err
+	}
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	waitErr := cmd.Wait()
+	if err := cmd.SetupError(); err != nil {
+		return err
+	}
+	if code := cmd.ExitCode(); code != 0 {
+		return fmt.Errorf("probe %s exited with status %d (%v): %s", filepath.Base(prog.Path), code, waitErr, bytes.TrimSpace(out.Bytes()))
+	}
+	return nil
+}

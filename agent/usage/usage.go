@@ -1,0 +1,272 @@
+// Package usage tracks when each environment on this host was last used, including runs of an
+// environment's interpreter that never went through the fabric (a workflow executor starting
+// `.venv/bin/python` itself), and measures the uv cache for the metrics.
+//
+// Two signals are read, because neither is enough alone:
+//   - pyvenv.cfg's access time. Python reads it at every start of the environment's interpreter.
+//     Mounts are usually relatime, where an access updates atime only while atime <= mtime or ctime,
+//     so after seeing a use the tracker "arms" the file again by setting atime back to mtime; the
+//     next start then moves atime forward. noatime mounts give nothing here.
+//   - live processes whose argv[0] is inside an environment (a long job is in use the whole time).
+package usage
+
+import (
+	"bytes"
+	"context"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/envfabric/envfabric/shared/envid"
+)
+
+// Sources of a use.
+const (
+	SourceAPI         = "api"
+	SourceInterpreter = "interpreter"
+	SourceProcess     = "process"
+)
+
+// Use is the last use seen of one environment.
+type Use struct {
+	Key    envid.Key
+	At     time.Time
+	Source string
+}
+
+// Tracker remembers the last use of every environment under one base path.
+type Tracker struct {
+	base string
+	log  *slog.Logger
+	proc string // /proc, replaceable in tests
+
+	mu      sync.Mutex
+	last    map[envid.Key]Use
+	scanned time.Time
+}
+
+// New returns a tracker of the environments under base.
+func New(base string, log *slog.Logger) *Tracker {
+	return &Tracker{base: base, log: log, proc: "/proc", last: map[envid.Key]Use{}}
+}
+
+// Used records a use seen directly (a run through this agent).
+func (t *Tracker) Used(key envid.Key, at time.Time, source string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if u, ok := t.last[key]; !ok || at.After(u.At) {
+		t.last[key] = Use{Key: key, At: at, Source: source}
+	}
+}
+
+// Operated tells the tracker that this agent just ran uv on key. uv reads pyvenv.cfg too, and
+// that is not a use by a workflow: the file is armed again and interpreter uses seen so far are
+// dropped. Uses through the API and live processes stay.
+func (t *Tracker) Operated(key envid.Key) {
+	p := filepath.Join(key.Dir(t.base), ".venv", "pyvenv.cfg")
+	if fi, err := os.Stat(p); err == nil {
+		_ = os.Chtimes(p, fi.ModTime(), fi.ModTime())
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if u, ok := t.last[key]; ok && u.Source == SourceInterpreter {
+		delete(t.last, key)
+	}
+}
+
+// Since returns the uses after since (every known use when since is zero) and when the view was
+// last refreshed by a scan.
+func (t *Tracker) Since(since time.Time) ([]Use, time.Time) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	out := make([]Use, 0, len(t.last))
+	for _, u := range t.last {
+		if u.At.After(since) {
+			out = append(out, u)
+		}
+	}
+	return out, t.scanned
+}
+
+// Last returns the last use of key, or the zero time.
+func (t *Tracker) Last(key envid.Key) time.Time {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.last[key].At
+}
+
+// Run scans every interval until ctx ends.
+func (t *Tracker) Run(ctx context.Context, every time.Duration) {
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	for {
+		if err := t.Scan(ctx); err != nil && ctx.Err() == nil {
+			t.log.Warn("scanning environment usage", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+// Scan reads both signals once.
+func (t *Tracker) Scan(ctx context.Context) error {
+	now := time.Now()
+	t.scanProcesses(now)
+	err := t.scanInterpreters(ctx)
+	t.mu.Lock()
+	t.scanned = now
+	t.mu.Unlock()
+	return err
+}
+
+// scanInterpreters walks base/<wf>/<node>/<version>/.venv/pyvenv.cfg.
+func (t *Tracker) scanInterpreters(ctx context.Context) error {
+	wfs, err := os.ReadDir(t.base)
+	if err != nil {
+		return err
+	}
+	for _, wf := range wfs {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if !wf.IsDir() || envid.ValidateID("workflow_id", wf.Name()) != nil {
+			continue // .trash-* and anything else that is not an environment
+		}
+		nodes, _ := os.ReadDir(filepath.Join(t.base, wf.Name()))
+		for _, node := range nodes {
+			if !node.IsDir() || envid.ValidateID("node_id", node.Name()) != nil {
+				continue
+			}
+			versions, _ := os.ReadDir(filepath.Join(t.base, wf.Name(), node.Name()))
+			for _, v := range versions {
+				if !v.IsDir() || envid.ValidateID("version_id", v.Name()) != nil {
+					continue
+				}
+				key := envid.Key{WorkflowID: wf.Name(), NodeID: node.Name(), VersionID: v.Name()}
+				if at, ok := t.checkInterpreter(key); ok {
+					t.Used(key, at, SourceInterpreter)
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// checkInterpreter reports a start of key's interpreter since the file was last armed, and arms it
+// again.
+func (t *Tracker) checkInterpreter(key envid.Key) (time.Time, bool) {
+	p := filepath.Join(key.Dir(t.base), ".venv", "pyvenv.cfg")
+	fi, err := os.Stat(p)
+	if err != nil {
+		return time.Time{}, false
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return time.Time{}, false
+	}
+	atime := time.Unix(st.Atim.Sec, st.Atim.Nsec)
+	mtime := fi.ModTime()
+	if !atime.After(mtime) {
+		return time.Time{}, false
+	}
+	// Arm: atime back to mtime, so that relatime records the next start. A start between the
+	// Stat and this Chtimes is lost, at worst one use in a scan interval.
+	if err := os.Chtimes(p, mtime, mtime); err != nil {
+		t.log.Debug("arming pyvenv.cfg", "path", p, "err", err)
+	}
+	return atime, true
+}
+
+// scanProcesses finds live processes started from an environment's interpreter.
+func (t *Tracker) scanProcesses(now time.Time) {
+	entries, err := os.ReadDir(t.proc)
+	if err != nil {
+		return
+	}
+	prefix := t.base + string(filepath.Separator)
+	for _, e := range entries {
+		if _, err := strconv.Atoi(e.Name()); err != nil {
+			continue
+		}
+		cmdline, err := os.ReadFile(filepath.Join(t.proc, e.Name(), "cmdline"))
+		if err != nil || len(cmdline) == 0 {
+			continue
+		}
+		argv0, _, _ := bytes.Cut(cmdline, []byte{0})
+		if key, ok := t.keyOf(string(argv0), prefix); ok {
+			t.Used(key, now, SourceProcess)
+		}
+	}
+}
+
+// keyOf maps base/<wf>/<node>/<version>/.venv/bin/... to its environment.
+func (t *Tracker) keyOf(path, prefix string) (envid.Key, bool) {
+	rest, ok := strings.CutPrefix(filepath.Clean(path), prefix)
+	if !ok {
+		return envid.Key{}, false
+	}
+	parts := strings.Split(rest, string(filepath.Separator))
+	if len(parts) < 5 || parts[3] != ".venv" || parts[4] != "bin" {
+		return envid.Key{}, false
+	}
+	key := envid.Key{WorkflowID: parts[0], NodeID: parts[1], VersionID: parts[2]}
+	if key.Validate() != nil {
+		return envid.Key{}, false
+	}
+	return key, true
+}
+
+// CacheStats is the uv cache's size on disk.
+type CacheStats struct {
+	// Bytes is the disk the cache's files take.
+	Bytes int64
+	// SharedBytes is the size of cache files that are also linked into environments (more than
+	// one link): what the environments use without paying for it.
+	SharedBytes int64
+	// SavedBytes is what copies instead of hardlinks would have cost on top: size × extra links.
+	SavedBytes int64
+	Files      int64
+}
+
+// MeasureCache walks the uv cache once, counting each inode once.
+func MeasureCache(ctx context.Context, dir string) (CacheStats, error) {
+	var s CacheStats
+	seen := map[uint64]bool{}
+	err := filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if !d.Type().IsRegular() {
+			return nil
+		}
+		fi, err := d.Info()
+		if err != nil {
+			return nil
+		}
+		st, ok := fi.Sys().(*syscall.Stat_t)
+		if !ok || seen[st.Ino] {
+			return nil
+		}
+		seen[st.Ino] = true
+		s.Files++
+		s.Bytes += st.Blocks * 512
+		if st.Nlink > 1 {
+			s.SharedBytes += fi.Size()
+			s.SavedBytes += fi.Size() * int64(st.Nlink-1)
+		}
+		return nil
+	})
+	return s, err
+}
