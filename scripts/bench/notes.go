@@ -42,7 +42,7 @@ func profileNotes(r *Results) string {
 	fmt.Fprintf(&w, "- **HTTP layer**: the API (%.1f ms) minus the same lifecycle code in process (%.1f ms): %.1f ms of HTTP, routing and JSON in the control plane and the extra process hop.\n", api, svc, api-svc)
 	fmt.Fprintf(&w, "- **Store**: %d calls per run (%s), %.1f ms together; each write is its own SQLite transaction (`BEGIN IMMEDIATE`, WAL). In process, `envs.Service.Run` minus the agent RPC is %.1f ms.\n", len(calls), strings.Join(calls, ", "), storeSum, svc-rpc)
 	fmt.Fprintf(&w, "- **Agent**: the Run RPC took %.1f ms, python inside it %.0f ms (the agent's own clock, whole ms): %.1f ms for Connect, the work directory, `main.py` and the pipes.\n", rpc, runner, rpc-runner)
-	fmt.Fprintf(&w, "- **Python**: %.0f ms in the agent against %.1f ms started directly by the bench.\n", runner, direct)
+	fmt.Fprintf(&w, "- **Python**: %.0f ms in the agent against %.1f ms started directly by the bench. The agent's timer covers the process as the runner starts it, inside the run sandbox of the agent's tier (docs/sandbox.md has the cost per tier); the bench's direct python has no sandbox.\n", runner, direct)
 	return w.String()
 }
 
