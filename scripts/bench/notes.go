@@ -88,7 +88,7 @@ func concurrencyNotes(r *Results) string {
 	cpu := top.CPU
 	fab := cpu.FabricMSPerReq()
 	var w strings.Builder
-	fmt.Fprintf(&w, "At %d clients a run cost %.1f ms of CPU: control plane %.2f, agent %.2f, the Python process %.1f", top.Clients, fab,
+	fmt.Fprintf(&w, "At %d clients a run cost %.1f ms of CPU: control plane %.2f, agent %.2f, the Python process and its sandbox %.1f", top.Clients, fab,
 		cpu.ControlPlaneMSPerReq, cpu.AgentMSPerReq, cpu.PythonMSPerReq)
 	fmt.Fprintf(&w, " (plus %.2f in the load generator). With the machine to itself, %d cores would do at most about %.0f such runs per second;\n",
 		cpu.BenchMSPerReq, r.Meta.CPUs, float64(r.Meta.CPUs)*1000/(fab+cpu.BenchMSPerReq))
