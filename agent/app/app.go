@@ -112,7 +112,7 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 	go func() { defer bg.Done(); met.measureCache(bgCtx, cfg.UVCacheDir, cfg.CacheScanInterval, logger) }()
 
 	var fleet *membership
-	if cfg.GossipBindAddr != "" {
+	if cfg.Gossip.Enabled() {
 		id, err := fleetID(cfg.DataRoot, logger)
 		if err != nil {
 			return err
@@ -160,7 +160,7 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 	go func() { served <- srv.Serve(ln) }()
 	logger.Info("agent serving", "addr", ln.Addr().String(), "agent_id", cfg.AgentID, "version", Version,
 		"uv_version", uvVersion, "envs", cfg.EnvsBasePath, "cache", cfg.UVCacheDir, "link_mode", cfg.UVLinkMode,
-		"auth", cfg.Token != "", "gossip", cfg.GossipBindAddr, "sandbox", sb.Describe(), "wheels_only", cfg.UVWheelsOnly)
+		"auth", cfg.Token != "", "gossip", cfg.Gossip.BindAddr, "sandbox", sb.Describe(), "wheels_only", cfg.UVWheelsOnly)
 	if err := sdnotify.Ready(); err != nil {
 		logger.Warn("telling systemd we are ready", "err", err)
 	}

@@ -114,10 +114,7 @@ type membership struct {
 func joinFleet(ctx context.Context, cfg config.Config, base gossip.Meta, load func() int, logger *slog.Logger) (*membership, error) {
 	m := &membership{load: load, log: logger, done: make(chan struct{})}
 	m.meta.Store(&base)
-	member, err := gossip.Join(ctx, gossip.Config{
-		NodeName: cfg.AgentID, BindAddr: cfg.GossipBindAddr, AdvertiseAddr: cfg.GossipAdvertiseAddr,
-		Seeds: cfg.GossipSeeds, Keys: cfg.GossipKeys, Profile: cfg.GossipProfile,
-	}, gossip.Hooks{
+	member, err := gossip.Join(ctx, cfg.Gossip, gossip.Hooks{
 		Meta: func() gossip.Meta { return *m.meta.Load() },
 		Accept: func(peer gossip.Meta) error {
 			// Peers on another share are not this fleet; control planes carry the fleet id they

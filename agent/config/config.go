@@ -50,12 +50,8 @@ type Config struct {
 	LogLevel  slog.Level
 	LogFormat string
 
-	// Fleet membership; GossipBindAddr empty means a single host without gossip.
-	GossipBindAddr      string
-	GossipAdvertiseAddr string
-	GossipSeeds         []string
-	GossipKeys          [][]byte
-	GossipProfile       string
+	// Gossip is the fleet membership; not Enabled means a single host without gossip.
+	Gossip gossip.Config
 	// AdvertiseURL is the Connect address control planes use to reach this agent.
 	AdvertiseURL string
 
@@ -149,41 +145,20 @@ func Load(src config.Source) (Config, error) {
 	host, _, err := net.SplitHostPort(c.ListenAddr)
 	if err != nil {
 		r.Fail("AGENT_LISTEN_ADDR=%q: %v", c.ListenAddr, err)
-	} else if c.Token == "" && !allowNoToken && !isLoopback(host) {
+	} else if c.Token == "" && !allowNoToken && !config.IsLoopback(host) {
 		r.Fail("AGENT_TOKEN is required when AGENT_LISTEN_ADDR (%s) is not a loopback address; set AGENT_ALLOW_NO_TOKEN=true to run unauthenticated", c.ListenAddr)
 	}
 
-	c.GossipBindAddr = r.String("GOSSIP_BIND_ADDR", "")
-	c.GossipAdvertiseAddr = r.String("GOSSIP_ADVERTISE_ADDR", "")
-	c.GossipProfile = r.String("GOSSIP_PROFILE", "lan")
+	c.Gossip = gossip.FromEnv(r)
+	c.Gossip.NodeName = c.AgentID
 	c.AdvertiseURL = r.String("AGENT_ADVERTISE_URL", "http://"+c.ListenAddr)
 	c.UsageScanInterval = r.Duration("USAGE_SCAN_INTERVAL", 30*time.Second)
 	c.CacheScanInterval = r.Duration("CACHE_SCAN_INTERVAL", 5*time.Minute)
-	if seeds, err := gossip.ParseSeeds(r.String("GOSSIP_SEEDS", "")); err != nil {
-		r.Fail("GOSSIP_SEEDS: %v", err)
-	} else {
-		c.GossipSeeds = seeds
-	}
-	if keys, err := gossip.ParseKeys(r.String("GOSSIP_KEYS", "")); err != nil {
-		r.Fail("GOSSIP_KEYS: %v", err)
-	} else {
-		c.GossipKeys = keys
-	}
-	if c.GossipBindAddr != "" {
-		gh, _, err := net.SplitHostPort(c.GossipBindAddr)
-		switch {
-		case err != nil:
-			r.Fail("GOSSIP_BIND_ADDR=%q: want host:port", c.GossipBindAddr)
-		case len(c.GossipKeys) == 0 && !isLoopback(gh) && !r.Bool("GOSSIP_ALLOW_PLAINTEXT", false):
-			r.Fail("GOSSIP_KEYS is required when GOSSIP_BIND_ADDR (%s) is not a loopback address: gossip carries the fleet's membership; set GOSSIP_ALLOW_PLAINTEXT=true to accept that risk", c.GossipBindAddr)
-		}
+	if c.Gossip.Enabled() {
 		if u, err := url.Parse(c.AdvertiseURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 			r.Fail("AGENT_ADVERTISE_URL=%q: want an http(s) URL", c.AdvertiseURL)
 		} else if ip := net.ParseIP(u.Hostname()); ip != nil && ip.IsUnspecified() {
 			r.Fail("AGENT_ADVERTISE_URL=%q: an unspecified address cannot be reached; set AGENT_ADVERTISE_URL to this host's address", c.AdvertiseURL)
-		}
-		if c.GossipProfile != "lan" && c.GossipProfile != "local" {
-			r.Fail("GOSSIP_PROFILE=%q: want lan or local", c.GossipProfile)
 		}
 	}
 	if c.UsageScanInterval < time.Second {
@@ -266,14 +241,6 @@ func absPath(r *config.Reader, name, p string) string {
 		return p
 	}
 	return a
-}
-
-func isLoopback(host string) bool {
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }
 
 // lookPath resolves name like a shell would with PATH=path: a name with a slash is taken as a

@@ -13,6 +13,7 @@ import (
 	agentconfig "github.com/envfabric/envfabric/agent/config"
 	"github.com/envfabric/envfabric/agent/sandbox"
 	"github.com/envfabric/envfabric/shared/config"
+	"github.com/envfabric/envfabric/shared/gossip"
 )
 
 // nobody is the default run user; every Debian host has it.
@@ -56,7 +57,7 @@ func TestLoad(t *testing.T) {
 					EnvsBasePath: "/mnt/nas/envs", UVCacheDir: "/mnt/nas/uv_cache", UVBin: uvPath,
 					UVLinkMode: "hardlink", DefaultPython: "3.11", RunMaxOutputBytes: 1 << 20,
 					LogLevel: slog.LevelInfo, LogFormat: "text", Path: bin, Home: "/root",
-					GossipProfile: "lan", AdvertiseURL: "http://127.0.0.1:8081",
+					Gossip: gossip.Config{NodeName: "a1", Profile: "lan"}, AdvertiseURL: "http://127.0.0.1:8081",
 					UsageScanInterval: 30 * time.Second, CacheScanInterval: 5 * time.Minute,
 					Sandbox: agentconfig.Sandbox{
 						Tier: sandbox.Namespace, User: "nobody", UID: nobodyUID, GID: nobodyGID,
@@ -179,8 +180,8 @@ func TestLoad(t *testing.T) {
 			name: "gossip on loopback",
 			env:  with("GOSSIP_BIND_ADDR", "127.0.0.1:7946", "GOSSIP_SEEDS", "127.0.0.1:7947, 127.0.0.1:7948", "GOSSIP_KEYS", "MDEyMzQ1Njc4OWFiY2RlZg=="),
 			check: func(t *testing.T, c agentconfig.Config) {
-				if len(c.GossipSeeds) != 2 || len(c.GossipKeys) != 1 || c.AdvertiseURL != "http://127.0.0.1:8081" {
-					t.Errorf("got seeds %v, %d keys, advertise %q", c.GossipSeeds, len(c.GossipKeys), c.AdvertiseURL)
+				if len(c.Gossip.Seeds) != 2 || len(c.Gossip.Keys) != 1 || c.AdvertiseURL != "http://127.0.0.1:8081" {
+					t.Errorf("got seeds %v, %d keys, advertise %q", c.Gossip.Seeds, len(c.Gossip.Keys), c.AdvertiseURL)
 				}
 			},
 		},

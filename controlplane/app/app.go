@@ -25,7 +25,6 @@ import (
 	"github.com/envfabric/envfabric/controlplane/store"
 	"github.com/envfabric/envfabric/controlplane/store/postgres"
 	"github.com/envfabric/envfabric/controlplane/store/sqlite"
-	"github.com/envfabric/envfabric/shared/gossip"
 	"github.com/envfabric/envfabric/shared/sdnotify"
 )
 
@@ -84,8 +83,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	if cfg.Fleet() {
 		fl, err := fleet.Join(ctx, fleet.Config{
 			Instance: cfg.InstanceID, Version: Version, AgentToken: cfg.AgentToken, FleetID: cfg.FleetID,
-			Gossip: gossip.Config{BindAddr: cfg.GossipBindAddr, AdvertiseAddr: cfg.GossipAdvertiseAddr,
-				Seeds: cfg.GossipSeeds, Keys: cfg.GossipKeys, Profile: cfg.GossipProfile},
+			Gossip: cfg.Gossip,
 		}, st, reg, log)
 		if err != nil {
 			return fmt.Errorf("joining the fleet: %w", err)
@@ -157,7 +155,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	log.Info("control plane serving", "addr", ln.Addr().String(), "instance", cfg.InstanceID,
-		"agents", map[bool]string{true: "gossip:" + cfg.GossipBindAddr, false: cfg.AgentURL}[cfg.Fleet()],
+		"agents", map[bool]string{true: "gossip:" + cfg.Gossip.BindAddr, false: cfg.AgentURL}[cfg.Fleet()],
 		"database", map[bool]string{true: "postgresql", false: "sqlite:" + cfg.SQLitePath}[cfg.DatabaseURL != ""])
 	if err := sdnotify.Ready(); err != nil {
 		log.Warn("telling systemd we are ready", "err", err)

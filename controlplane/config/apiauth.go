@@ -53,7 +53,7 @@ func loadAPI(r *config.Reader, listenAddr string) API {
 		r.Fail("API tokens: %v", err)
 	}
 	if len(a.Tokens) == 0 && !a.AllowNoAuth {
-		if host, _, err := net.SplitHostPort(listenAddr); err == nil && !isLoopback(host) {
+		if host, _, err := net.SplitHostPort(listenAddr); err == nil && !config.IsLoopback(host) {
 			r.Fail("LISTEN_ADDR=%q is beyond loopback and no API tokens are configured (API_TOKENS or API_TOKENS_FILE); set API_ALLOW_NO_AUTH=true to serve an open API anyway", listenAddr)
 		}
 	}

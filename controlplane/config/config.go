@@ -39,20 +39,17 @@ type Config struct {
 	LogFormat          string // text or json
 	AllowRemoteNoToken bool
 
-	// Fleet mode: with GossipBindAddr set, agents are found by gossip and AgentURL is not used.
-	GossipBindAddr      string
-	GossipAdvertiseAddr string
-	GossipSeeds         []string
-	GossipKeys          [][]byte
-	GossipProfile       string
-	FleetID             string
+	// Gossip is the fleet membership: when Enabled, agents are found by gossip and AgentURL is
+	// not used.
+	Gossip  gossip.Config
+	FleetID string
 	// CachePruneInterval is how often the cleanup leader prunes the uv cache; 0 never.
 	CachePruneInterval time.Duration
 	API                API // callers and package references the REST API admits (apiauth.go)
 }
 
 // Fleet reports whether agents are found by gossip.
-func (c Config) Fleet() bool { return c.GossipBindAddr != "" }
+func (c Config) Fleet() bool { return c.Gossip.Enabled() }
 
 // Load reads the configuration from src.
 func Load(src config.Source) (Config, error) {
@@ -80,34 +77,12 @@ func Load(src config.Source) (Config, error) {
 		LogFormat:          r.String("LOG_FORMAT", "text"),
 		AllowRemoteNoToken: r.Bool("AGENT_ALLOW_NO_TOKEN", false),
 	}
-	c.GossipBindAddr = r.String("GOSSIP_BIND_ADDR", "")
-	c.GossipAdvertiseAddr = r.String("GOSSIP_ADVERTISE_ADDR", "")
-	c.GossipProfile = r.String("GOSSIP_PROFILE", "lan")
+	c.Gossip = gossip.FromEnv(r)
+	c.Gossip.NodeName = c.InstanceID
 	c.FleetID = r.String("FLEET_ID", "")
 	c.CachePruneInterval = r.Duration("CACHE_PRUNE_INTERVAL", 24*time.Hour)
-	if seeds, err := gossip.ParseSeeds(r.String("GOSSIP_SEEDS", "")); err != nil {
-		r.Fail("GOSSIP_SEEDS: %v", err)
-	} else {
-		c.GossipSeeds = seeds
-	}
-	if keys, err := gossip.ParseKeys(r.String("GOSSIP_KEYS", "")); err != nil {
-		r.Fail("GOSSIP_KEYS: %v", err)
-	} else {
-		c.GossipKeys = keys
-	}
-	if c.Fleet() {
-		gh, _, err := net.SplitHostPort(c.GossipBindAddr)
-		switch {
-		case err != nil:
-			r.Fail("GOSSIP_BIND_ADDR=%q: want host:port", c.GossipBindAddr)
-		case len(c.GossipKeys) == 0 && !isLoopback(gh) && !r.Bool("GOSSIP_ALLOW_PLAINTEXT", false):
-			r.Fail("GOSSIP_KEYS is required when GOSSIP_BIND_ADDR (%s) is not a loopback address; set GOSSIP_ALLOW_PLAINTEXT=true to accept that risk", c.GossipBindAddr)
-		case c.AgentToken == "" && !c.AllowRemoteNoToken && !isLoopback(gh):
-			r.Fail("AGENT_TOKEN is required in a fleet beyond loopback: agents accept RPCs only from an authenticated control plane; set AGENT_ALLOW_NO_TOKEN=true to accept that risk")
-		}
-		if c.GossipProfile != "lan" && c.GossipProfile != "local" {
-			r.Fail("GOSSIP_PROFILE=%q: want lan or local", c.GossipProfile)
-		}
+	if c.Fleet() && c.AgentToken == "" && !c.AllowRemoteNoToken && !c.Gossip.Loopback() {
+		r.Fail("AGENT_TOKEN is required in a fleet beyond loopback: agents accept RPCs only from an authenticated control plane; set AGENT_ALLOW_NO_TOKEN=true to accept that risk")
 	}
 	if c.CachePruneInterval < 0 {
 		r.Fail("CACHE_PRUNE_INTERVAL must not be negative")
@@ -126,7 +101,7 @@ func Load(src config.Source) (Config, error) {
 	}
 	if u, err := url.Parse(c.AgentURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		r.Fail("AGENT_URL=%q: want an http:// or https:// URL", c.AgentURL)
-	} else if !c.Fleet() && c.AgentToken == "" && !c.AllowRemoteNoToken && !isLoopback(u.Hostname()) {
+	} else if !c.Fleet() && c.AgentToken == "" && !c.AllowRemoteNoToken && !config.IsLoopback(u.Hostname()) {
 		r.Fail("AGENT_TOKEN is required to reach an agent beyond loopback (%s); set AGENT_ALLOW_NO_TOKEN=true to accept that risk", c.AgentURL)
 	}
 	if c.ExecutionTimeout > c.MaxExecutionTime {
@@ -145,12 +120,4 @@ func Load(src config.Source) (Config, error) {
 		r.Fail("RUN_MAX_OUTPUT_BYTES must be at least 1024")
 	}
 	return c, errors.Join(r.Errs()...)
-}
-
-func isLoopback(host string) bool {
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }

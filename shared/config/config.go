@@ -5,6 +5,7 @@ package config
 
 import (
 	"fmt"
+	"net"
 	"os"
 	"strconv"
 	"strings"
@@ -121,4 +122,14 @@ func (r *Reader) Seconds(name string, def time.Duration) time.Duration {
 		return def
 	}
 	return time.Duration(f * float64(time.Second))
+}
+
+// IsLoopback reports whether host (a name or an address, without a port) is this machine only:
+// "localhost" or a loopback IP. Both binaries use it to decide when a secret is required.
+func IsLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
