@@ -104,7 +104,15 @@ type Member struct {
 	once   sync.Once
 
 	mu      sync.Mutex
-	refused map[string]string // node name → why, for peers Accept kept out
+	refused map[string]string  // node name → why, for peers Accept kept out
+	decoded map[string]decoded // node name → its metadata, decoded once per change
+}
+
+// decoded is a peer's metadata as last seen on the wire and as read from it.
+type decoded struct {
+	raw  []byte
+	meta Meta
+	err  error
 }
 
 // Join starts gossip and joins the seeds. It does not fail when no seed answers (the member may be
@@ -154,7 +162,7 @@ func Join(ctx context.Context, cfg Config, hooks Hooks, logger *slog.Logger) (*M
 		mc.Keyring = kr
 		mc.GossipVerifyIncoming, mc.GossipVerifyOutgoing = true, true
 	}
-	m := &Member{hooks: hooks, log: logger.With("component", "gossip"), cfg: cfg, done: make(chan struct{}), refused: map[string]string{}}
+	m := &Member{hooks: hooks, log: logger.With("component", "gossip"), cfg: cfg, done: make(chan struct{}), refused: map[string]string{}, decoded: map[string]decoded{}}
 	d := &delegate{m: m}
 	mc.Delegate, mc.Events, mc.Alive = d, d, d
 	mc.Logger = log.New(&logWriter{log: m.log}, "", 0)
@@ -212,7 +220,8 @@ func (m *Member) rejoin(ctx context.Context) {
 	}
 }
 
-// Peers returns the other members this one sees alive (or suspect), with their metadata.
+// Peers returns the other members this one sees alive (or suspect), with their metadata. It is on
+// the path of every routed operation, so metadata is decoded only when a peer's bytes change.
 func (m *Member) Peers() []Peer {
 	var out []Peer
 	self := m.ml.LocalNode().Name
@@ -220,7 +229,7 @@ func (m *Member) Peers() []Peer {
 		if n.Name == self {
 			continue
 		}
-		meta, err := DecodeMeta(n.Meta)
+		meta, err := m.decode(n.Name, n.Meta)
 		if err != nil {
 			continue
 		}
@@ -231,6 +240,18 @@ func (m *Member) Peers() []Peer {
 		out = append(out, Peer{Name: n.Name, Addr: n.Address(), Meta: meta, State: state})
 	}
 	return out
+}
+
+func (m *Member) decode(name string, raw []byte) (Meta, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if d, ok := m.decoded[name]; ok && bytes.Equal(d.raw, raw) {
+		return d.meta, d.err
+	}
+	meta, err := DecodeMeta(raw)
+	// memberlist may reuse the buffer: keep a copy to compare with.
+	m.decoded[name] = decoded{raw: bytes.Clone(raw), meta: meta, err: err}
+	return meta, err
 }
 
 // Refused returns the peers Accept kept out, by node name, with the reason.
@@ -314,6 +335,9 @@ func (d *delegate) NotifyJoin(n *memberlist.Node) {
 
 func (d *delegate) NotifyLeave(n *memberlist.Node) {
 	d.m.log.Info("member left", "peer", n.Name, "addr", n.Address())
+	d.m.mu.Lock()
+	delete(d.m.decoded, n.Name)
+	d.m.mu.Unlock()
 	d.changed()
 }
 
