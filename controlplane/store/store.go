@@ -299,3 +299,24 @@ func NullJSON(v json.RawMessage) any {
 	}
 	return string(v)
 }
+
+// Rows is the part of a result set the shared scanners need; *sql.Rows and pgx.Rows have it.
+type Rows interface {
+	Next() bool
+	Scan(dest ...any) error
+	Err() error
+}
+
+// ScanStateCounts reads (state, count) rows into a map, for CountEnvs.
+func ScanStateCounts(rows Rows) (map[string]int, error) {
+	out := map[string]int{}
+	for rows.Next() {
+		var state string
+		var n int
+		if err := rows.Scan(&state, &n); err != nil {
+			return nil, err
+		}
+		out[state] = n
+	}
+	return out, rows.Err()
+}

@@ -583,16 +583,8 @@ func (s *Store) CountEnvs(ctx context.Context) (map[string]int, error) {
 		return nil, fmt.Errorf("count envs: %w", err)
 	}
 	defer rows.Close()
-	out := map[string]int{}
-	for rows.Next() {
-		var state string
-		var n int
-		if err := rows.Scan(&state, &n); err != nil {
-			return nil, fmt.Errorf("count envs: %w", err)
-		}
-		out[state] = n
-	}
-	if err := rows.Err(); err != nil {
+	out, err := store.ScanStateCounts(rows)
+	if err != nil {
 		return nil, fmt.Errorf("count envs: %w", err)
 	}
 	return out, nil
