@@ -17,24 +17,14 @@
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-say() { printf 'fleet: %s\n' "$*" >&2; }
-die() {
-	say "$*"
-	exit 1
-}
+script_name=fleet
+# shellcheck source=scripts/lib.sh
+source "$root/scripts/lib.sh"
 
 # --- tools and binaries ------------------------------------------------------------------------
-if [[ -z ${UV_BIN:-} ]]; then
-	UV_BIN="$(bash "$root/scripts/install-uv.sh")"
-fi
-[[ -x $UV_BIN ]] || die "UV_BIN=$UV_BIN is not an executable"
-export UV_BIN
-command -v go >/dev/null || die "go is not on PATH"
-command -v curl >/dev/null || die "need curl (apt-get install curl)"
+prepare_binaries
 pg_bin="$(compgen -G '/usr/lib/postgresql/*/bin' | sort -V | tail -n 1 || true)"
 [[ -n $pg_bin && -x $pg_bin/postgres ]] || die "PostgreSQL is not installed (apt-get install postgresql)"
-say "building bin/agent and bin/controlplane"
-(cd "$root" && go build -o bin/ ./controlplane/cmd/controlplane ./agent/cmd/agent)
 
 # --- configuration -----------------------------------------------------------------------------
 DATA_ROOT="${DATA_ROOT:-$root/data/fleet}"
@@ -45,20 +35,12 @@ logs="$DATA_ROOT/logs"
 read -r -a cp_ports <<<"${FLEET_CP_PORTS:-8080 8082}"
 read -r -a agent_ports <<<"${FLEET_AGENT_PORTS:-8091 8092 8093}"
 pg_port="${FLEET_PG_PORT:-55432}"
-export AGENT_TOKEN="${AGENT_TOKEN:-$(od -An -N32 -tx1 /dev/urandom | tr -d ' \n')}"
+export AGENT_TOKEN="${AGENT_TOKEN:-$(random_token)}"
 export GOSSIP_KEYS="${GOSSIP_KEYS:-$(head -c 32 /dev/urandom | base64)}"
 export GOSSIP_PROFILE="${GOSSIP_PROFILE:-local}"
-if [[ -z ${UV_DEFAULT_INDEX:-} ]]; then
-	pip_index="${PIP_INDEX_URL:-$(python3 -m pip config get global.index-url 2>/dev/null || true)}"
-	if [[ -n $pip_index ]]; then
-		say "using pip's package index for uv"
-		export UV_DEFAULT_INDEX="$pip_index"
-	fi
-fi
+use_pip_index
 seeds=""
 for p in "${cp_ports[@]}"; do seeds+="${seeds:+,}127.0.0.1:$((p + 1000))"; done
-
-http_ok() { curl -fsS -o /dev/null --max-time 2 ${2:+-H "Authorization: Bearer $2"} "$1" 2>/dev/null; }
 
 # --- PostgreSQL --------------------------------------------------------------------------------
 # PostgreSQL refuses to run as root: as root, the server runs as the postgres user.
@@ -87,31 +69,14 @@ export DATABASE_URL="postgresql://postgres@127.0.0.1:$pg_port/envfabric?sslmode=
 declare -a cp_pids=() agent_pids=()
 declare -A names=()
 mkdir -p "$DATA_ROOT/run"
-start() { # start NAME BINARY VAR=VALUE...: in the background, output prefixed and logged
-	local name=$1 bin=$2 log="$logs/$1.log"
-	shift 2
-	printf '\n===== %s started %s =====\n' "$name" "$(date -Is)" >>"$log"
-	setsid env "$@" "$root/bin/$bin" > >(
-		trap '' INT TERM HUP
-		tee -a "$log" | sed -u "s/^/[$name] /"
-	) 2>&1 &
-	started_pid=$!
-	names[$started_pid]=$name
-	echo "$started_pid" >"$DATA_ROOT/run/$name.pid"
-}
-stop() {
-	local pid=$1 i
-	[[ -n $pid ]] && kill -0 "$pid" 2>/dev/null || return 0
-	kill -TERM "$pid" 2>/dev/null || return 0
-	for ((i = 0; i < 150; i++)); do
-		kill -0 "$pid" 2>/dev/null || return 0
-		sleep 0.2
-	done
-	kill -KILL "$pid" 2>/dev/null || true
+start() { # start NAME BINARY VAR=VALUE...: start_program, with a pid file for the operator
+	start_program "$@"
+	names[$started_pid]=$1
+	echo "$started_pid" >"$DATA_ROOT/run/$1.pid"
 }
 stop_all() {
 	local pid
-	for pid in "${cp_pids[@]}" "${agent_pids[@]}"; do stop "$pid"; done
+	for pid in "${cp_pids[@]}" "${agent_pids[@]}"; do stop_pid "$pid" 30; done
 	cp_pids=() agent_pids=()
 	if [[ -n ${pg_started:-} ]]; then
 		as_pg "$pg_bin/pg_ctl" -D "$pgdata" -m fast -w stop >/dev/null 2>&1 || true

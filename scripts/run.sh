@@ -16,22 +16,12 @@ set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
-say() { printf 'run: %s\n' "$*" >&2; }
-die() {
-	say "$*"
-	exit 1
-}
+script_name=run
+# shellcheck source=scripts/lib.sh
+source "$root/scripts/lib.sh"
 
 # --- tools and binaries ------------------------------------------------------------------------
-if [[ -z ${UV_BIN:-} ]]; then
-	UV_BIN="$(bash "$root/scripts/install-uv.sh")"
-fi
-[[ -x $UV_BIN ]] || die "UV_BIN=$UV_BIN is not an executable"
-export UV_BIN
-
-command -v go >/dev/null || die "go is not on PATH; install Go (see go.mod for the version)"
-say "building bin/agent and bin/controlplane"
-(cd "$root" && go build -o bin/ ./controlplane/cmd/controlplane ./agent/cmd/agent)
+prepare_binaries
 
 # --- configuration -----------------------------------------------------------------------------
 DATA_ROOT="${DATA_ROOT:-$root/data}"
@@ -44,19 +34,11 @@ AGENT_LISTEN_ADDR="${AGENT_LISTEN_ADDR:-127.0.0.1:8081}"
 LISTEN_ADDR="${LISTEN_ADDR:-127.0.0.1:8080}"
 wait_seconds="${RUN_WAIT_SECONDS:-60}"
 
-# uv never reads pip's configuration. When no index is given to uv but pip has one (a mirror, say),
-# hand pip's to uv so both install from the same place.
-if [[ -z ${UV_DEFAULT_INDEX:-} ]]; then
-	pip_index="${PIP_INDEX_URL:-$(python3 -m pip config get global.index-url 2>/dev/null || true)}"
-	if [[ -n $pip_index ]]; then
-		say "using pip's package index for uv"
-		export UV_DEFAULT_INDEX="$pip_index"
-	fi
-fi
+use_pip_index
 
 if [[ -z ${AGENT_TOKEN:-} ]]; then
 	# The agent is never left open: without a token of the user's, make one for this run.
-	AGENT_TOKEN="$(od -An -N32 -tx1 /dev/urandom | tr -d ' \n')"
+	AGENT_TOKEN="$(random_token)"
 fi
 export AGENT_TOKEN
 
@@ -75,9 +57,6 @@ url_for() {
 agent_url="$(url_for "$AGENT_LISTEN_ADDR")"
 cp_url="$(url_for "$LISTEN_ADDR")"
 
-command -v curl >/dev/null || die "need curl to check health (apt-get install curl)"
-# http_ok URL: true when GET URL answers 200.
-http_ok() { curl -fsS -o /dev/null --max-time 2 ${2:+-H "Authorization: Bearer $2"} "$1" 2>/dev/null; }
 # http_any URL: true when anything answers HTTP at URL.
 http_any() { curl -sS -o /dev/null --max-time 2 "$1" 2>/dev/null; }
 
@@ -85,44 +64,20 @@ http_any() { curl -sS -o /dev/null --max-time 2 "$1" 2>/dev/null; }
 agent_pid=""
 cp_pid=""
 
-# start NAME VAR=VALUE... : run bin/NAME in the background with extra environment; its output goes
-# to the terminal with a [NAME] prefix and to $logs/NAME.log. Sets started_pid to the program's pid
-# and log_start[NAME] to where this run's part of the log begins.
+# start NAME VAR=VALUE... : start_program for bin/NAME, remembering where its log of this run
+# begins (log_start[NAME]) for log_tail.
 declare -A log_start=()
 start() {
-	local name=$1 log="$logs/$1.log"
-	shift
-	printf '\n===== %s started %s =====\n' "$name" "$(date -Is)" >>"$log"
-	log_start[$name]=$(($(stat -c %s "$log") + 1))
-	# setsid: its own session, so Ctrl-C reaches only this script, which stops the two in order.
-	# The process substitution keeps $! the program's own pid, so it can be signalled and waited
-	# for; the log pipeline ignores INT/TERM so it lives until the program closes its output.
-	setsid env "$@" "$root/bin/$name" > >(
-		trap '' INT TERM HUP
-		tee -a "$log" | sed -u "s/^/[$name] /"
-	) 2>&1 &
-	started_pid=$!
-}
-
-# stop PID: SIGTERM, then SIGKILL if it has not exited after 20 s.
-stop() {
-	local pid=$1 i
-	[[ -n $pid ]] && kill -0 "$pid" 2>/dev/null || return 0
-	kill -TERM "$pid" 2>/dev/null || return 0
-	for ((i = 0; i < 100; i++)); do
-		kill -0 "$pid" 2>/dev/null || return 0
-		sleep 0.2
-	done
-	say "pid $pid did not stop within 20s; killing it"
-	kill -KILL "$pid" 2>/dev/null || true
+	start_program "$1" "$@"
+	log_start[$1]=$log_offset
 }
 
 # stop_all stops the control plane first (it may be calling the agent), then the agent, and
 # returns non-zero if either exited with an error.
 stop_all() {
 	local rc=0
-	stop "$cp_pid"
-	stop "$agent_pid"
+	stop_pid "$cp_pid"
+	stop_pid "$agent_pid"
 	if [[ -n $cp_pid ]]; then wait "$cp_pid" 2>/dev/null || rc=1; fi
 	if [[ -n $agent_pid ]]; then wait "$agent_pid" 2>/dev/null || rc=1; fi
 	cp_pid="" agent_pid=""
