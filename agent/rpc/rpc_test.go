@@ -49,7 +49,18 @@ type fixture struct {
 
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
-	ix := pyindex.Serve(t, pyindex.Universe())
+	return newFixtureWith(t, fixtureOptions{})
+}
+
+// fixtureOptions vary the agent under test.
+type fixtureOptions struct {
+	extra   []pyindex.Package // served besides pyindex.Universe
+	noBuild bool              // UV_WHEELS_ONLY
+}
+
+func newFixtureWith(t *testing.T, opt fixtureOptions) *fixture {
+	t.Helper()
+	ix := pyindex.Serve(t, append(pyindex.Universe(), opt.extra...))
 	envs := filepath.Join(t.TempDir(), "envs")
 	if err := os.Mkdir(envs, 0o755); err != nil {
 		t.Fatal(err)
@@ -63,6 +74,7 @@ func newFixture(t *testing.T) *fixture {
 		Path:         os.Getenv("PATH"),
 		Home:         t.TempDir(),
 		WaitDelay:    5 * time.Second,
+		NoBuild:      opt.noBuild,
 	}, logger)
 	srv := rpc.New(rpc.Config{
 		AgentID:           "agent-test",
