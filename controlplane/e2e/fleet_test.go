@@ -336,20 +336,7 @@ func TestFleetControlPlaneDies(t *testing.T) {
 	lock := fl.cp(0).readFile(t, "wf", "n", "uv.lock")
 
 	stalled := fl.Index.Stall("delta")
-	go func() {
-		req, _ := http.NewRequest(http.MethodPost, fl.cp(0).URL+"/envs/wf/n/deps", strings.NewReader(`{"packages":["delta"]}`))
-		req.Header.Set("Content-Type", "application/json")
-		req.Header.Set("Authorization", "Bearer "+writerSecret)
-		resp, err := http.DefaultClient.Do(req)
-		if err == nil {
-			resp.Body.Close()
-		}
-	}()
-	select {
-	case <-stalled:
-	case <-time.After(60 * time.Second):
-		t.Fatal("the add never reached the index")
-	}
+	fl.cp(0).addInto(t, "wf", "n", "delta", stalled)
 	fl.cp(0).killControlPlane(t)
 
 	// The dead holder's lease stands until it expires (LEASE_TTL=6s), then cp1 serves.

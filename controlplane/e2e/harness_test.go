@@ -408,3 +408,23 @@ func newIndexProxy(t *testing.T, target string) *indexProxy {
 	p.URL = "http://" + l.Addr().String() + u.Path
 	return p
 }
+
+// addInto sends an add of pkg to the environment in the background and returns once the add waits
+// on the index at stalled. Its answer is not read: the tests using it kill the control plane under
+// it, so the answer is a broken connection.
+func (f *fabric) addInto(t *testing.T, wf, node, pkg string, stalled <-chan struct{}) {
+	t.Helper()
+	go func() {
+		req, _ := http.NewRequest(http.MethodPost, f.URL+"/envs/"+wf+"/"+node+"/deps", strings.NewReader(`{"packages":["`+pkg+`"]}`))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Authorization", "Bearer "+writerSecret)
+		if resp, err := http.DefaultClient.Do(req); err == nil {
+			resp.Body.Close()
+		}
+	}()
+	select {
+	case <-stalled:
+	case <-time.After(60 * time.Second):
+		t.Fatal("the add never reached the index")
+	}
+}

@@ -2,13 +2,11 @@ package e2e
 
 import (
 	"fmt"
-	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
-	"time"
 )
 
 // TestHostConstraints: a bare name the host project constrains gets the host's specifier;
@@ -104,21 +102,7 @@ func TestControlPlaneCrash(t *testing.T) {
 	pyproject := f.readFile(t, "wf", "n", "pyproject.toml")
 
 	stalled := f.Index.Stall("delta")
-	go func() {
-		// The control plane dies under this request; its answer is a broken connection.
-		req, _ := http.NewRequest(http.MethodPost, f.URL+"/envs/wf/n/deps", strings.NewReader(`{"packages":["delta"]}`))
-		req.Header.Set("Content-Type", "application/json")
-		req.Header.Set("Authorization", "Bearer "+adminSecret)
-		resp, err := http.DefaultClient.Do(req)
-		if err == nil {
-			resp.Body.Close()
-		}
-	}()
-	select {
-	case <-stalled:
-	case <-time.After(60 * time.Second):
-		t.Fatal("the add never reached the index")
-	}
+	f.addInto(t, "wf", "n", "delta", stalled)
 	f.killControlPlane(t)
 	f.startControlPlane(t)
 
