@@ -215,9 +215,6 @@ func checkLinks(cfg config.Config, logger *slog.Logger) error {
 func Handler(token string, svc agentv1connect.AgentServiceHandler, ex *uv.Executor, met *metrics, readyLines ...string) http.Handler {
 	mux := http.NewServeMux()
 	path, h := agentv1connect.NewAgentServiceHandler(svc)
-	if met == nil {
-		met = newMetrics()
-	}
 	mux.Handle(path, met.count(h))
 	mux.Handle("GET /metrics", promhttp.HandlerFor(met.reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {

@@ -664,12 +664,16 @@ func (s *Service) Cleanup(ctx context.Context, c Caller, req CleanupRequest) (Cl
 	if err != nil {
 		return res, dbErr("finding idle environments", err)
 	}
+	var measurer Agent // a dry run measures what each removal would free through one agent
+	if req.DryRun && len(idle) > 0 {
+		measurer, _ = s.agents.Pick(ctx, Need{})
+	}
 	for _, e := range idle {
 		entry := CleanupEntry{WorkflowID: e.Key.WorkflowID, NodeID: e.Key.NodeID, VersionID: e.Key.VersionID, LastUsedAt: e.LastUsedAt}
 		if req.DryRun {
-			if a, err := s.agents.Pick(ctx, Need{}); err == nil {
+			if measurer != nil {
 				dctx, cancel := context.WithTimeout(ctx, time.Minute)
-				entry.BytesFreed, _ = a.DiskUsage(dctx, e.Key)
+				entry.BytesFreed, _ = measurer.DiskUsage(dctx, e.Key)
 				cancel()
 			}
 			res.BytesFreed += entry.BytesFreed
