@@ -68,21 +68,9 @@ func TestNamespaceView(t *testing.T) {
 		t.Skipf("namespace tier unavailable: %v", err)
 	}
 	script := `id -u; cat ` + env + `/f; echo; cat ` + other + `/f 2>&1; ls ` + hide + `/envs; touch ` + env + `/g 2>&1; echo $$`
-	cmd, err := cfg.Command(sandbox.Program{Path: "/bin/sh", Args: []string{"sh", "-c", script}, Env: []string{"PATH=/usr/bin:/bin"}, Dir: "/", ReadOnly: []string{env}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	_ = cmd.Wait()
-	if err := cmd.SetupError(); err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("exit %d output:\n%s", cmd.ExitCode(), out.String())
-	lines := strings.Split(out.String(), "\n")
+	cmd, out := runSh(t, cfg, script, env)
+	t.Logf("exit %d output:\n%s", cmd.ExitCode(), out)
+	lines := strings.Split(out, "\n")
 	if lines[0] != strconv.Itoa(uid) {
 		t.Errorf("uid: got %q; want %d", lines[0], uid)
 	}
@@ -125,21 +113,8 @@ func TestNoPrivileges(t *testing.T) {
 			if err := cfg.Probe(sandbox.Program{}); err != nil {
 				t.Skipf("tier unavailable: %v", err)
 			}
-			cmd, err := cfg.Command(sandbox.Program{Path: "/bin/sh", Args: []string{"sh", "-c", "grep -E '^(CapPrm|CapEff|CapAmb|NoNewPrivs)' /proc/self/status; ulimit -c"},
-				Env: []string{"PATH=/usr/bin:/bin"}, Dir: "/"})
-			if err != nil {
-				t.Fatal(err)
-			}
-			var out bytes.Buffer
-			cmd.Stdout, cmd.Stderr = &out, &out
-			if err := cmd.Start(); err != nil {
-				t.Fatal(err)
-			}
-			_ = cmd.Wait()
-			if err := cmd.SetupError(); err != nil {
-				t.Fatal(err)
-			}
-			got := strings.Join(strings.Fields(out.String()), " ")
+			_, out := runSh(t, cfg, "grep -E '^(CapPrm|CapEff|CapAmb|NoNewPrivs)' /proc/self/status; ulimit -c")
+			got := strings.Join(strings.Fields(out), " ")
 			want := "NoNewPrivs: 1 0"
 			if tier.DropsPrivileges() {
 				want = "CapPrm: 0000000000000000 CapEff: 0000000000000000 CapAmb: 0000000000000000 NoNewPrivs: 1 0"
@@ -268,4 +243,26 @@ func TestProcessLimitReached(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond) // until the sleeper runs as the run user
 	}
+}
+
+// runSh runs a shell script in the sandbox cfg describes, with readOnly bound read-only, and
+// returns the finished command and its combined output; a sandbox that could not be set up fails
+// the test.
+func runSh(t *testing.T, cfg sandbox.Config, script string, readOnly ...string) (*sandbox.Cmd, string) {
+	t.Helper()
+	cmd, err := cfg.Command(sandbox.Program{Path: "/bin/sh", Args: []string{"sh", "-c", script},
+		Env: []string{"PATH=/usr/bin:/bin"}, Dir: "/", ReadOnly: readOnly})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	_ = cmd.Wait()
+	if err := cmd.SetupError(); err != nil {
+		t.Fatal(err)
+	}
+	return cmd, out.String()
 }

@@ -92,22 +92,30 @@ var parseTests = []struct {
 	{in: "numpy>=$VERSION", wantErr: "specifier"},
 }
 
+// checkParse parses in and checks the outcome: an error mentioning wantErr, or the canonical form
+// want. ok says whether a requirement came back for further checks.
+func checkParse(t *testing.T, parse func(string) (Requirement, error), in, want, wantErr string) (r Requirement, ok bool) {
+	t.Helper()
+	r, err := parse(in)
+	if wantErr != "" {
+		if err == nil || !strings.Contains(err.Error(), wantErr) {
+			t.Fatalf("Parse(%q) = %v, %v; want an error mentioning %q", in, r, err, wantErr)
+		}
+		return r, false
+	}
+	if err != nil {
+		t.Fatalf("Parse(%q): %v", in, err)
+	}
+	if got := r.String(); got != want {
+		t.Errorf("Parse(%q) = %q; want %q", in, got, want)
+	}
+	return r, true
+}
+
 func TestParse(t *testing.T) {
 	for _, tt := range parseTests {
 		t.Run(tt.in, func(t *testing.T) {
-			r, err := Parse(tt.in)
-			if tt.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
-					t.Fatalf("Parse(%q) = %v, %v; want an error mentioning %q", tt.in, r, err, tt.wantErr)
-				}
-				return
-			}
-			if err != nil {
-				t.Fatalf("Parse(%q): %v", tt.in, err)
-			}
-			if got := r.String(); got != tt.want {
-				t.Errorf("Parse(%q) = %q; want %q", tt.in, got, tt.want)
-			}
+			checkParse(t, Parse, tt.in, tt.want, tt.wantErr)
 		})
 	}
 }
@@ -232,18 +240,9 @@ func TestPolicyURLs(t *testing.T) {
 	}
 	for _, tt := range policyTests {
 		t.Run(tt.in, func(t *testing.T) {
-			r, err := p.Parse(tt.in)
-			if tt.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
-					t.Fatalf("Parse(%q) = %v, %v; want an error mentioning %q", tt.in, r, err, tt.wantErr)
-				}
+			r, ok := checkParse(t, p.Parse, tt.in, tt.want, tt.wantErr)
+			if !ok {
 				return
-			}
-			if err != nil {
-				t.Fatalf("Parse(%q): %v", tt.in, err)
-			}
-			if got := r.String(); got != tt.want {
-				t.Errorf("Parse(%q) = %q; want %q", tt.in, got, tt.want)
 			}
 			if again, err := p.Parse(r.String()); err != nil || again.String() != r.String() {
 				t.Errorf("canonical form %q does not parse back: %v", r.String(), err)
