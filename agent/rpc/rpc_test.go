@@ -29,16 +29,7 @@ import (
 // parent on the same filesystem, so hardlinks work.
 var cacheDir string
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "rpc-test-cache-*")
-	if err != nil {
-		panic(err)
-	}
-	cacheDir = dir
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { testenv.MainWithTempDir(m, "rpc-test-cache-*", &cacheDir) }
 
 type fixture struct {
 	server *rpc.Server

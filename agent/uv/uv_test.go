@@ -20,16 +20,7 @@ import (
 
 var cacheDir string
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "uv-test-cache-*")
-	if err != nil {
-		panic(err)
-	}
-	cacheDir = dir
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { testenv.MainWithTempDir(m, "uv-test-cache-*", &cacheDir) }
 
 func newExecutor(t *testing.T, index string) *uv.Executor {
 	t.Helper()

@@ -55,3 +55,17 @@ func isExecutable(p string) bool {
 	fi, err := os.Stat(p)
 	return err == nil && fi.Mode().IsRegular() && fi.Mode().Perm()&0o111 != 0
 }
+
+// MainWithTempDir is a TestMain body: it runs m with *dir set to a fresh temporary directory
+// (pattern as for os.MkdirTemp) and removes the directory afterwards. Packages use it for one uv
+// cache shared by all their tests, so that later installs hardlink instead of downloading.
+func MainWithTempDir(m *testing.M, pattern string, dir *string) {
+	d, err := os.MkdirTemp("", pattern)
+	if err != nil {
+		panic(err)
+	}
+	*dir = d
+	code := m.Run()
+	os.RemoveAll(d)
+	os.Exit(code)
+}
