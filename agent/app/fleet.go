@@ -65,37 +65,11 @@ func fleetID(dataRoot string, logger *slog.Logger) (string, error) {
 	return "", fmt.Errorf("the fleet id file %s stays empty", p)
 }
 
-// interpreters lists what this host offers for environments: for each Python minor version uv
-// can see, the interpreter `uv python find` picks (the path environments get bound to), then the
-// other paths uv lists.
+// interpreters is what this host offers environments, as gossiped.
 func interpreters(ctx context.Context, ex *uv.Executor, defaultPython string) []gossip.Python {
 	var out []gossip.Python
-	seen := map[string]bool{}
-	add := func(version, path string) {
-		if path == "" || seen[path] {
-			return
-		}
-		seen[path] = true
-		out = append(out, gossip.Python{Version: version, Path: path})
-	}
-	if path, full, err := ex.FindPython(ctx, defaultPython); err == nil {
-		add(full, path)
-	}
-	listed, _ := ex.ListPythons(ctx)
-	minors := map[string]bool{}
-	for _, p := range listed {
-		parts := strings.SplitN(p.Version, ".", 3)
-		if len(parts) >= 2 {
-			minors[parts[0]+"."+parts[1]] = true
-		}
-	}
-	for m := range minors {
-		if path, full, err := ex.FindPython(ctx, m); err == nil {
-			add(full, path)
-		}
-	}
-	for _, p := range listed {
-		add(p.Version, p.Path)
+	for _, p := range ex.Offered(ctx, defaultPython) {
+		out = append(out, gossip.Python{Version: p.Version, Path: p.Path})
 	}
 	return out
 }

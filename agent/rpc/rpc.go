@@ -449,11 +449,8 @@ func (s *Server) Info(ctx context.Context, _ *connect.Request[agentv1.InfoReques
 		return nil, s.fail(ctx, "info", err, false)
 	}
 	resp.UvVersion = v
-	pythons, err := s.uv.ListPythons(ctx)
-	if err != nil {
-		s.logger.WarnContext(ctx, "list interpreters", "err", err)
-	}
-	for _, p := range pythons {
+	// The same list the agent gossips: bound paths first, so a single host and a fleet agree.
+	for _, p := range s.uv.Offered(ctx, s.cfg.DefaultPython) {
 		resp.Interpreters = append(resp.Interpreters, &agentv1.Interpreter{Version: p.Version, Path: p.Path})
 	}
 	return connect.NewResponse(resp), nil

@@ -263,6 +263,40 @@ func (e *Executor) ListPythons(ctx context.Context) ([]Python, error) {
 	return ps, nil
 }
 
+// Offered lists what this host offers environments: first the interpreter preferred (the default
+// version) resolves to, then for each minor version uv can see the interpreter `uv python find`
+// picks — the paths environments get bound to — then the other paths uv lists (shims and the
+// like), each path once.
+func (e *Executor) Offered(ctx context.Context, preferred string) []Python {
+	var out []Python
+	seen := map[string]bool{}
+	add := func(version, path string) {
+		if path != "" && !seen[path] {
+			seen[path] = true
+			out = append(out, Python{Version: version, Path: path})
+		}
+	}
+	if path, full, err := e.FindPython(ctx, preferred); err == nil {
+		add(full, path)
+	}
+	listed, _ := e.ListPythons(ctx)
+	minors := map[string]bool{}
+	for _, p := range listed {
+		if parts := strings.SplitN(p.Version, ".", 3); len(parts) >= 2 {
+			minors[parts[0]+"."+parts[1]] = true
+		}
+	}
+	for m := range minors {
+		if path, full, err := e.FindPython(ctx, m); err == nil {
+			add(full, path)
+		}
+	}
+	for _, p := range listed {
+		add(p.Version, p.Path)
+	}
+	return out
+}
+
 // Version is uv's version ("0.12.24").
 func (e *Executor) Version(ctx context.Context) (string, error) {
 	out, err := e.run(ctx, "", "--version")
