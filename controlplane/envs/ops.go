@@ -182,7 +182,7 @@ func (s *Service) Mutate(ctx context.Context, c Caller, key envid.Key, kind Muta
 	if err := ready(env); err != nil {
 		return res, err
 	}
-	files, _, err := s.currentFiles(ctx, key)
+	files, base, err := s.currentFiles(ctx, key)
 	if err != nil {
 		return res, err
 	}
@@ -233,7 +233,7 @@ func (s *Service) Mutate(ctx context.Context, c Caller, key envid.Key, kind Muta
 			s.setStateAfter(ctx, key, err)
 			return nil, err
 		}
-		n, err := s.store.CommitRevision(ctx, store.Commit{Key: key, LeaseID: r.lease.ID, Now: s.now(), OperationID: r.id,
+		n, err := s.store.CommitRevision(ctx, store.Commit{Key: key, LeaseID: r.lease.ID, Base: base.Number, Now: s.now(), OperationID: r.id,
 			State: store.StateActive, PyprojectTOML: out.Files.PyprojectTOML, UvLock: out.Files.UvLock})
 		if err != nil {
 			return nil, dbErr("recording the new revision", err)

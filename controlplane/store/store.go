@@ -26,6 +26,8 @@ var (
 	ErrExists    = errors.New("already exists")
 	ErrLocked    = errors.New("locked by another operation")
 	ErrLeaseLost = errors.New("lease lost")
+	// ErrStaleBase: a commit's base revision is no longer the environment's current one.
+	ErrStaleBase = errors.New("base revision is no longer current")
 )
 
 // Environment states (DESIGN.md §3 lifecycle).
@@ -147,6 +149,21 @@ func (e *LockedError) Error() string {
 
 func (e *LockedError) Unwrap() error { return ErrLocked }
 
+// StaleBaseError is returned (wrapping ErrStaleBase) when CommitRevision finds that the
+// environment moved past the revision the change started from: publishing it would write an older
+// base over a newer acknowledged revision.
+type StaleBaseError struct {
+	Key     envid.Key
+	Base    int64 // the revision the change started from
+	Current int64 // the environment's current revision
+}
+
+func (e *StaleBaseError) Error() string {
+	return fmt.Sprintf("environment %s is at revision %d, not at revision %d the change started from", e.Key, e.Current, e.Base)
+}
+
+func (e *StaleBaseError) Unwrap() error { return ErrStaleBase }
+
 // ListFilter selects environments; results are ordered by (workflow_id, node_id, version_id).
 type ListFilter struct {
 	WorkflowID string    // empty: all
@@ -158,6 +175,10 @@ type ListFilter struct {
 type Commit struct {
 	Key     envid.Key
 	LeaseID string // fencing: the commit fails with ErrLeaseLost unless this lease is still live
+	// Base is the revision the change started from, read under the lease (0 for a create): the
+	// commit is a compare-and-set on it and fails with a *StaleBaseError when the environment's
+	// current revision is another.
+	Base int64
 	Now     time.Time
 	// Files of the new revision. When both equal the current revision's, no revision is added.
 	PyprojectTOML string
@@ -215,7 +236,8 @@ type Store interface {
 	// Touch records a use of the environment at t (only moves last_used_at forward).
 	Touch(ctx context.Context, key envid.Key, t time.Time) error
 	// CommitRevision stores a successful mutation's files and state in one transaction, fenced by
-	// the lease (ErrLeaseLost when c.LeaseID is no longer live). Returns the current revision number.
+	// the lease (ErrLeaseLost when c.LeaseID is no longer live) and compare-and-set on c.Base
+	// (*StaleBaseError when the current revision is another). Returns the current revision number.
 	CommitRevision(ctx context.Context, c Commit) (int64, error)
 	// GetRevision returns revision number n of key; n == 0 means the current one.
 	GetRevision(ctx context.Context, key envid.Key, n int64) (Revision, error)

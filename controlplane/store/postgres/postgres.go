@@ -468,6 +468,9 @@ func (s *Store) CommitRevision(ctx context.Context, c store.Commit) (int64, erro
 		if err != nil {
 			return notFound(err)
 		}
+		if rev != c.Base {
+			return &store.StaleBaseError{Key: k, Base: c.Base, Current: rev}
+		}
 		if pyproject == nil || *pyproject != c.PyprojectTOML || *lock != c.UvLock {
 			rev++
 			if _, err := tx.Exec(ctx, `INSERT INTO env_revisions (workflow_id, node_id, version_id, revision,

@@ -457,6 +457,9 @@ func (s *Store) CommitRevision(ctx context.Context, c store.Commit) (int64, erro
 		if err != nil {
 			return notFound(err)
 		}
+		if rev != c.Base {
+			return &store.StaleBaseError{Key: k, Base: c.Base, Current: rev}
+		}
 		if !pyproject.Valid || pyproject.String != c.PyprojectTOML || lock.String != c.UvLock {
 			rev++
 			if _, err := tx.ExecContext(ctx, `INSERT INTO env_revisions (workflow_id, node_id, version_id, revision,

@@ -39,6 +39,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"Touch", testTouch},
 		{"CommitRevision", testCommitRevision},
 		{"CommitRevisionFenced", testCommitRevisionFenced},
+		{"CommitRevisionStaleBase", testCommitRevisionStaleBase},
 		{"GetRevision", testGetRevision},
 		{"DeleteEnv", testDeleteEnv},
 		{"IdleEnvs", testIdleEnvs},
@@ -642,11 +643,13 @@ func testCommitRevision(t *testing.T, s store.Store) {
 		{"python moves", store.Commit{PyprojectTOML: "p4", UvLock: "l4", OperationID: 5, State: store.StateActive,
 			PythonPath: "/py/3.11b"}, 4, "p4", "/py/3.11b"},
 	}
+	var base int64
 	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			c := tt.c
-			c.Key, c.LeaseID, c.Now = keyA, l.ID, at(time.Duration(i+1)*time.Second)
+			c.Key, c.LeaseID, c.Now, c.Base = keyA, l.ID, at(time.Duration(i+1)*time.Second), base
 			rev := must(s.CommitRevision(t.Context(), c))(t)
+			base = rev
 			if rev != tt.wantRev {
 				t.Errorf("revision = %d; want %d", rev, tt.wantRev)
 			}
@@ -665,6 +668,37 @@ func testCommitRevision(t *testing.T, s store.Store) {
 	_, err := s.CommitRevision(t.Context(), store.Commit{Key: keyB, LeaseID: lease(t, s, keyB, true, at(0)).ID,
 		Now: at(time.Second), PyprojectTOML: "p", UvLock: "l", State: store.StateActive})
 	wantErr(t, "commit on a missing environment", err, store.ErrNotFound)
+}
+
+// A commit is a compare-and-set on the revision it started from: a writer whose base is no longer
+// current is refused and changes nothing, so it can never publish an older base over a newer
+// acknowledged revision.
+func testCommitRevisionStaleBase(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	createEnv(t, s, keyA, at(0))
+	l := lease(t, s, keyA, true, at(0))
+	for i, f := range []string{"one", "two"} {
+		must(s.CommitRevision(ctx, store.Commit{Key: keyA, LeaseID: l.ID, Base: int64(i), Now: at(time.Duration(i) * time.Second),
+			PyprojectTOML: "p " + f, UvLock: "l " + f, State: store.StateActive}))(t)
+	}
+	before := getEnv(t, s, keyA)
+	for _, base := range []int64{0, 1, 3} {
+		t.Run(fmt.Sprint("base ", base), func(t *testing.T) {
+			_, err := s.CommitRevision(ctx, store.Commit{Key: keyA, LeaseID: l.ID, Base: base, Now: at(5 * time.Second),
+				PyprojectTOML: "p stale", UvLock: "l stale", State: store.StateError})
+			wantErr(t, "commit on a stale base", err, store.ErrStaleBase)
+			var stale *store.StaleBaseError
+			if !errors.As(err, &stale) || stale.Base != base || stale.Current != 2 {
+				t.Errorf("error = %v; want a *StaleBaseError with base %d, current 2", err, base)
+			}
+			if after := getEnv(t, s, keyA); !reflect.DeepEqual(after, before) {
+				t.Errorf("env changed to %+v; want %+v", after, before)
+			}
+			if r := must(s.GetRevision(ctx, keyA, 0))(t); r.Number != 2 || r.PyprojectTOML != "p two" {
+				t.Errorf("current revision %d %q; want 2 %q", r.Number, r.PyprojectTOML, "p two")
+			}
+		})
+	}
 }
 
 func testCommitRevisionFenced(t *testing.T, s store.Store) {
@@ -692,7 +726,7 @@ func testCommitRevisionFenced(t *testing.T, s store.Store) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := s.CommitRevision(ctx, store.Commit{Key: keyA, LeaseID: tt.leaseID, Now: tt.now,
+			_, err := s.CommitRevision(ctx, store.Commit{Key: keyA, LeaseID: tt.leaseID, Base: 1, Now: tt.now,
 				PyprojectTOML: "p2", UvLock: "l2", State: store.StateError, PythonPath: "/elsewhere"})
 			wantErr(t, "commit", err, store.ErrLeaseLost)
 			if after := getEnv(t, s, keyA); !reflect.DeepEqual(after, before) {
@@ -711,7 +745,7 @@ func testGetRevision(t *testing.T, s store.Store) {
 	wantErr(t, "current revision while creating", err, store.ErrNotFound)
 	l := lease(t, s, keyA, true, at(0))
 	for i, f := range []string{"one", "two"} {
-		must(s.CommitRevision(ctx, store.Commit{Key: keyA, LeaseID: l.ID, Now: at(time.Duration(i) * time.Second),
+		must(s.CommitRevision(ctx, store.Commit{Key: keyA, LeaseID: l.ID, Base: int64(i), Now: at(time.Duration(i) * time.Second),
 			PyprojectTOML: "pyproject " + f, UvLock: "lock " + f, OperationID: int64(10 + i), State: store.StateActive}))(t)
 	}
 	tests := []struct {
