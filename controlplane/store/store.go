@@ -179,7 +179,7 @@ type Commit struct {
 	// commit is a compare-and-set on it and fails with a *StaleBaseError when the environment's
 	// current revision is another.
 	Base int64
-	Now     time.Time
+	Now  time.Time
 	// Files of the new revision. When both equal the current revision's, no revision is added.
 	PyprojectTOML string
 	UvLock        string
