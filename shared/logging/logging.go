@@ -29,12 +29,12 @@ func FromEnv(r *config.Reader) Config {
 	return c
 }
 
-// New is the logger that writes to w as c says; component names the program in every line.
-func New(w io.Writer, c Config, component string) *slog.Logger {
+// New is the logger that writes to w as c says; program names the program in every line (components below it add "component").
+func New(w io.Writer, c Config, program string) *slog.Logger {
 	opts := &slog.HandlerOptions{Level: c.Level}
 	var h slog.Handler = slog.NewTextHandler(w, opts)
 	if c.Format == "json" {
 		h = slog.NewJSONHandler(w, opts)
 	}
-	return slog.New(h).With("component", component)
+	return slog.New(h).With("program", program)
 }

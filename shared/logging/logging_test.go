@@ -50,12 +50,12 @@ func TestNew(t *testing.T) {
 	if err := json.Unmarshal(buf.Bytes(), &line); err != nil {
 		t.Fatalf("want exactly one JSON line, got %q: %v", buf.String(), err)
 	}
-	if line["msg"] != "kept" || line["component"] != "agent" || line["env"] != "wf/n@v1" {
-		t.Errorf("line = %v; want msg kept, component agent, env wf/n@v1", line)
+	if line["msg"] != "kept" || line["program"] != "agent" || line["env"] != "wf/n@v1" {
+		t.Errorf("line = %v; want msg kept, program agent, env wf/n@v1", line)
 	}
 	buf.Reset()
 	New(&buf, Config{Level: slog.LevelInfo, Format: "text"}, "controlplane").Info("hello")
-	if got := buf.String(); !strings.Contains(got, "msg=hello") || !strings.Contains(got, "component=controlplane") {
-		t.Errorf("text line = %q; want msg=hello component=controlplane", got)
+	if got := buf.String(); !strings.Contains(got, "msg=hello") || !strings.Contains(got, "program=controlplane") {
+		t.Errorf("text line = %q; want msg=hello program=controlplane", got)
 	}
 }
