@@ -48,12 +48,6 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 		return err
 	}
 	sweepTrash(cfg.EnvsBasePath, 10*time.Minute, logger)
-	if cfg.UsageScanInterval <= 0 {
-		cfg.UsageScanInterval = 30 * time.Second
-	}
-	if cfg.CacheScanInterval <= 0 {
-		cfg.CacheScanInterval = 5 * time.Minute
-	}
 	met := newMetrics()
 	sb, err := sandboxConfig(cfg, logger)
 	if err != nil {
@@ -120,26 +114,13 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 		fleet, err = joinFleet(bgCtx, cfg, gossip.Meta{
 			Role: gossip.RoleAgent, ID: cfg.AgentID, URL: cfg.AdvertiseURL, Fleet: id, Version: Version,
 			Pythons: interpreters(ctx, ex, cfg.DefaultPython), Sandbox: string(sb.Tier),
-		}, func() int { return int(met.inFlight.Load()) }, logger.With("fleet_id", id))
+		}, func() int { return int(met.inFlight.Load()) },
+			func(ctx context.Context) []gossip.Python { return interpreters(ctx, ex, cfg.DefaultPython) },
+			logger.With("fleet_id", id))
 		if err != nil {
 			return fmt.Errorf("joining the fleet: %w", err)
 		}
 		defer fleet.close()
-		bg.Add(1)
-		go func() {
-			defer bg.Done()
-			// Interpreters come and go with operators; refresh what the fleet is told.
-			t := time.NewTicker(5 * time.Minute)
-			defer t.Stop()
-			for {
-				select {
-				case <-bgCtx.Done():
-					return
-				case <-t.C:
-					fleet.setPythons(interpreters(bgCtx, ex, cfg.DefaultPython))
-				}
-			}
-		}()
 	}
 
 	ln, err := net.Listen("tcp", cfg.ListenAddr)

@@ -25,6 +25,7 @@ import (
 	agentv1 "github.com/envfabric/envfabric/proto/gen/envfabric/agent/v1"
 	"github.com/envfabric/envfabric/proto/gen/envfabric/agent/v1/agentv1connect"
 	"github.com/envfabric/envfabric/shared/agentauth"
+	sharedconfig "github.com/envfabric/envfabric/shared/config"
 	"github.com/envfabric/envfabric/shared/testutil/testenv"
 )
 
@@ -38,22 +39,25 @@ func freeAddr(t *testing.T) string {
 	return ln.Addr().String()
 }
 
+// testConfig is the agent's configuration as an operator would give it, read through config.Load
+// so that every default is the one production gets.
 func testConfig(t *testing.T) config.Config {
+	t.Helper()
 	root := t.TempDir()
-	return config.Config{
-		ListenAddr:        freeAddr(t),
-		Token:             "s3cret",
-		AgentID:           "a1",
-		DataRoot:          root,
-		EnvsBasePath:      filepath.Join(root, "envs"),
-		UVCacheDir:        filepath.Join(root, "uv_cache"),
-		UVBin:             testenv.UV(t),
-		UVLinkMode:        "hardlink",
-		Path:              os.Getenv("PATH"),
-		Home:              t.TempDir(),
-		DefaultPython:     "3.11",
-		RunMaxOutputBytes: 1 << 20,
+	cfg, err := config.Load(sharedconfig.Map(map[string]string{
+		"AGENT_LISTEN_ADDR": freeAddr(t),
+		"AGENT_TOKEN":       "s3cret",
+		"AGENT_ID":          "a1",
+		"DATA_ROOT":         root,
+		"UV_BIN":            testenv.UV(t),
+		"PATH":              os.Getenv("PATH"),
+		"HOME":              t.TempDir(),
+		"RUN_SANDBOX":       "process",
+	}))
+	if err != nil {
+		t.Fatal(err)
 	}
+	return cfg
 }
 
 func testLogger(t *testing.T) *slog.Logger {

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -74,19 +75,30 @@ func interpreters(ctx context.Context, ex *uv.Executor, defaultPython string) []
 	return out
 }
 
-// membership is the agent's place in the fleet: its metadata, refreshed as its load changes.
+// membership is the agent's place in the fleet. One goroutine (refresh) owns its metadata: it
+// alone changes and stores it, as the load and the interpreters change; memberlist's own
+// goroutines only read the last stored copy.
 type membership struct {
-	member *gossip.Member
-	meta   atomic.Pointer[gossip.Meta]
-	load   func() int
-	log    *slog.Logger
-	done   chan struct{}
-	stop   context.CancelFunc
-	once   sync.Once
+	member  *gossip.Member
+	meta    atomic.Pointer[gossip.Meta]
+	load    func() int
+	pythons func(context.Context) []gossip.Python
+	log     *slog.Logger
+	done    chan struct{}
+	stop    context.CancelFunc
+	once    sync.Once
 }
 
-func joinFleet(ctx context.Context, cfg config.Config, base gossip.Meta, load func() int, logger *slog.Logger) (*membership, error) {
-	m := &membership{load: load, log: logger, done: make(chan struct{})}
+// Intervals at which the metadata is looked at again: the load changes with every operation and
+// is gossiped at most this often; interpreters change only when an operator installs one.
+const (
+	loadRefresh    = time.Second
+	pythonsRefresh = 5 * time.Minute
+)
+
+func joinFleet(ctx context.Context, cfg config.Config, base gossip.Meta, load func() int,
+	pythons func(context.Context) []gossip.Python, logger *slog.Logger) (*membership, error) {
+	m := &membership{load: load, pythons: pythons, log: logger, done: make(chan struct{})}
 	m.meta.Store(&base)
 	member, err := gossip.Join(ctx, cfg.Gossip, gossip.Hooks{
 		Meta: func() gossip.Meta { return *m.meta.Load() },
@@ -109,36 +121,31 @@ func joinFleet(ctx context.Context, cfg config.Config, base gossip.Meta, load fu
 	return m, nil
 }
 
-// refresh gossips the load when it changes, at most every second.
+// refresh owns the metadata: it gossips the load when it changes and the interpreters when an
+// operator added or removed one.
 func (m *membership) refresh(ctx context.Context) {
 	defer close(m.done)
-	t := time.NewTicker(time.Second)
-	defer t.Stop()
+	load := time.NewTicker(loadRefresh)
+	defer load.Stop()
+	pythons := time.NewTicker(pythonsRefresh)
+	defer pythons.Stop()
 	for {
+		next := *m.meta.Load()
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
-			cur := m.meta.Load()
-			if l := m.load(); l != cur.Load {
-				next := *cur
-				next.Load = l
-				m.meta.Store(&next)
-				if err := m.member.UpdateMeta(2 * time.Second); err != nil {
-					m.log.Debug("gossiping the load", "err", err)
-				}
-			}
+		case <-load.C:
+			next.Load = m.load()
+		case <-pythons.C:
+			next.Pythons = m.pythons(ctx)
 		}
-	}
-}
-
-// setPythons replaces the interpreters offered.
-func (m *membership) setPythons(ps []gossip.Python) {
-	next := *m.meta.Load()
-	next.Pythons = ps
-	m.meta.Store(&next)
-	if err := m.member.UpdateMeta(2 * time.Second); err != nil {
-		m.log.Debug("gossiping the interpreters", "err", err)
+		if reflect.DeepEqual(next, *m.meta.Load()) {
+			continue
+		}
+		m.meta.Store(&next)
+		if err := m.member.UpdateMeta(2 * time.Second); err != nil {
+			m.log.Debug("gossiping this agent's metadata", "err", err)
+		}
 	}
 }
 

@@ -6,7 +6,6 @@ package config
 import (
 	"errors"
 	"fmt"
-	"log/slog"
 	"net"
 	"net/url"
 	"os"
@@ -20,6 +19,7 @@ import (
 	"github.com/envfabric/envfabric/agent/uv"
 	"github.com/envfabric/envfabric/shared/config"
 	"github.com/envfabric/envfabric/shared/gossip"
+	"github.com/envfabric/envfabric/shared/logging"
 )
 
 // Config is the agent's whole configuration.
@@ -47,8 +47,7 @@ type Config struct {
 	DefaultPython     string
 	RunMaxOutputBytes int64
 
-	LogLevel  slog.Level
-	LogFormat string
+	Log logging.Config
 
 	// Gossip is the fleet membership; not Enabled means a single host without gossip.
 	Gossip gossip.Config
@@ -100,7 +99,6 @@ func Load(src config.Source) (Config, error) {
 		DefaultPython:  r.String("DEFAULT_PYTHON", "3.11"),
 		Path:           r.String("PATH", "/usr/local/bin:/usr/bin:/bin"),
 		Home:           r.String("HOME", "/root"),
-		LogFormat:      strings.ToLower(r.String("LOG_FORMAT", "text")),
 		UVPassthrough:  map[string]string{},
 	}
 	allowNoToken := r.Bool("AGENT_ALLOW_NO_TOKEN", false)
@@ -170,12 +168,7 @@ func Load(src config.Source) (Config, error) {
 	c.UVWheelsOnly = r.Bool("UV_WHEELS_ONLY", false)
 	c.Sandbox = loadSandbox(r)
 
-	if err := c.LogLevel.UnmarshalText([]byte(r.String("LOG_LEVEL", "info"))); err != nil {
-		r.Fail("LOG_LEVEL: %v", err)
-	}
-	if c.LogFormat != "json" && c.LogFormat != "text" {
-		r.Fail("LOG_FORMAT=%q: want json or text", c.LogFormat)
-	}
+	c.Log = logging.FromEnv(r)
 	return c, errors.Join(r.Errs()...)
 }
 

@@ -14,6 +14,7 @@ import (
 	"github.com/envfabric/envfabric/agent/sandbox"
 	"github.com/envfabric/envfabric/shared/config"
 	"github.com/envfabric/envfabric/shared/gossip"
+	"github.com/envfabric/envfabric/shared/logging"
 )
 
 // nobody is the default run user; every Debian host has it.
@@ -56,7 +57,7 @@ func TestLoad(t *testing.T) {
 					ListenAddr: "127.0.0.1:8081", AgentID: "a1", DataRoot: "/mnt/nas",
 					EnvsBasePath: "/mnt/nas/envs", UVCacheDir: "/mnt/nas/uv_cache", UVBin: uvPath,
 					UVLinkMode: "hardlink", DefaultPython: "3.11", RunMaxOutputBytes: 1 << 20,
-					LogLevel: slog.LevelInfo, LogFormat: "text", Path: bin, Home: "/root",
+					Log: logging.Config{Level: slog.LevelInfo, Format: "text"}, Path: bin, Home: "/root",
 					Gossip: gossip.Config{NodeName: "a1", Profile: "lan"}, AdvertiseURL: "http://127.0.0.1:8081",
 					UsageScanInterval: 30 * time.Second, CacheScanInterval: 5 * time.Minute,
 					Sandbox: agentconfig.Sandbox{
@@ -81,8 +82,8 @@ func TestLoad(t *testing.T) {
 				if c.EnvsBasePath != filepath.Join(wd, "data", "envs") || c.UVCacheDir != filepath.Join(wd, "data", "uv_cache") {
 					t.Errorf("got %q %q; want under %s/data", c.EnvsBasePath, c.UVCacheDir, wd)
 				}
-				if c.UVLinkMode != "copy" || c.LogLevel != slog.LevelDebug {
-					t.Errorf("got %q %v; want copy, debug", c.UVLinkMode, c.LogLevel)
+				if c.UVLinkMode != "copy" || c.Log.Level != slog.LevelDebug {
+					t.Errorf("got %q %v; want copy, debug", c.UVLinkMode, c.Log.Level)
 				}
 			},
 		},

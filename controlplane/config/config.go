@@ -13,6 +13,7 @@ import (
 
 	"github.com/envfabric/envfabric/shared/config"
 	"github.com/envfabric/envfabric/shared/gossip"
+	"github.com/envfabric/envfabric/shared/logging"
 )
 
 // Config is everything the control plane reads at start-up.
@@ -35,8 +36,7 @@ type Config struct {
 	OperationTimeout   time.Duration
 	MaxBodyBytes       int64
 	InstanceID         string
-	LogLevel           string
-	LogFormat          string // text or json
+	Log                logging.Config
 	AllowRemoteNoToken bool
 
 	// Gossip is the fleet membership: when Enabled, agents are found by gossip and AgentURL is
@@ -73,10 +73,9 @@ func Load(src config.Source) (Config, error) {
 		OperationTimeout:   r.Duration("UV_OPERATION_TIMEOUT", 30*time.Minute),
 		MaxBodyBytes:       int64(r.Int("MAX_BODY_BYTES", 8<<20)),
 		InstanceID:         r.String("INSTANCE_ID", host+"-"+fmt.Sprint(os.Getpid())),
-		LogLevel:           r.String("LOG_LEVEL", "info"),
-		LogFormat:          r.String("LOG_FORMAT", "text"),
 		AllowRemoteNoToken: r.Bool("AGENT_ALLOW_NO_TOKEN", false),
 	}
+	c.Log = logging.FromEnv(r)
 	c.Gossip = gossip.FromEnv(r)
 	c.Gossip.NodeName = c.InstanceID
 	c.FleetID = r.String("FLEET_ID", "")
@@ -112,9 +111,6 @@ func Load(src config.Source) (Config, error) {
 	}
 	if c.LeaseTTL < 3*time.Second {
 		r.Fail("LEASE_TTL=%s: at least 3s", c.LeaseTTL)
-	}
-	if c.LogFormat != "text" && c.LogFormat != "json" {
-		r.Fail("LOG_FORMAT=%q: want text or json", c.LogFormat)
 	}
 	if c.MaxOutputBytes < 1024 {
 		r.Fail("RUN_MAX_OUTPUT_BYTES must be at least 1024")

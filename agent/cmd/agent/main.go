@@ -4,17 +4,18 @@ package main
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"os"
 	"os/signal"
 	"syscall"
 
 	"github.com/envfabric/envfabric/agent/app"
 	"github.com/envfabric/envfabric/agent/config"
+
 	// The run sandbox re-executes this binary as its init and exec stages; the package's init
 	// function takes those over before main runs (and before any configuration is read).
 	_ "github.com/envfabric/envfabric/agent/sandbox"
 	sharedconfig "github.com/envfabric/envfabric/shared/config"
+	"github.com/envfabric/envfabric/shared/logging"
 )
 
 func main() {
@@ -25,13 +26,9 @@ func main() {
 		fmt.Fprintf(os.Stderr, "agent: configuration:\n%v\n", err)
 		os.Exit(1)
 	}
-	opts := &slog.HandlerOptions{Level: cfg.LogLevel}
-	var handler slog.Handler = slog.NewJSONHandler(os.Stderr, opts)
-	if cfg.LogFormat == "text" {
-		handler = slog.NewTextHandler(os.Stderr, opts)
-	}
-	if err := app.Run(ctx, cfg, slog.New(handler)); err != nil {
-		fmt.Fprintf(os.Stderr, "agent: %v\n", err)
+	log := logging.New(os.Stderr, cfg.Log, "agent")
+	if err := app.Run(ctx, cfg, log); err != nil {
+		log.Error("agent stopped", "err", err)
 		os.Exit(1)
 	}
 }

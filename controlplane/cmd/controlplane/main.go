@@ -5,15 +5,14 @@ package main
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
 
 	"github.com/envfabric/envfabric/controlplane/app"
 	"github.com/envfabric/envfabric/controlplane/config"
 	sharedconfig "github.com/envfabric/envfabric/shared/config"
+	"github.com/envfabric/envfabric/shared/logging"
 )
 
 func main() {
@@ -24,16 +23,7 @@ func main() {
 		fmt.Fprintf(os.Stderr, "controlplane: configuration:\n%v\n", err)
 		os.Exit(2)
 	}
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(strings.ToUpper(cfg.LogLevel))); err != nil {
-		level = slog.LevelInfo
-	}
-	opts := &slog.HandlerOptions{Level: level}
-	var handler slog.Handler = slog.NewTextHandler(os.Stderr, opts)
-	if cfg.LogFormat == "json" {
-		handler = slog.NewJSONHandler(os.Stderr, opts)
-	}
-	log := slog.New(handler).With("component", "controlplane")
+	log := logging.New(os.Stderr, cfg.Log, "controlplane")
 	if err := app.Run(ctx, cfg, log); err != nil {
 		log.Error("controlplane stopped", "err", err)
 		os.Exit(1)
