@@ -105,6 +105,13 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 	go func() { defer bg.Done(); tracker.Run(bgCtx, cfg.UsageScanInterval) }()
 	go func() { defer bg.Done(); met.measureCache(bgCtx, cfg.UVCacheDir, cfg.CacheScanInterval, logger) }()
 
+	ln, err := net.Listen("tcp", cfg.ListenAddr)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", cfg.ListenAddr, err)
+	}
+	advertise := advertiseURL(cfg, ln.Addr())
+	ready := []string{sdnotify.AddrVar + "=" + ln.Addr().String()}
+
 	var fleet *membership
 	if cfg.Gossip.Enabled() {
 		id, err := fleetID(cfg.DataRoot, logger)
@@ -112,7 +119,7 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 			return err
 		}
 		fleet, err = joinFleet(bgCtx, cfg, gossip.Meta{
-			Role: gossip.RoleAgent, ID: cfg.AgentID, URL: cfg.AdvertiseURL, Fleet: id, Version: Version,
+			Role: gossip.RoleAgent, ID: cfg.AgentID, URL: advertise, Fleet: id, Version: Version,
 			Pythons: interpreters(ctx, ex, cfg.DefaultPython), Sandbox: string(sb.Tier),
 		}, func() int { return int(met.inFlight.Load()) },
 			func(ctx context.Context) []gossip.Python { return interpreters(ctx, ex, cfg.DefaultPython) },
@@ -121,12 +128,9 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 			return fmt.Errorf("joining the fleet: %w", err)
 		}
 		defer fleet.close()
+		ready = append(ready, sdnotify.GossipAddrVar+"="+fleet.member.Addr())
 	}
 
-	ln, err := net.Listen("tcp", cfg.ListenAddr)
-	if err != nil {
-		return fmt.Errorf("listen on %s: %w", cfg.ListenAddr, err)
-	}
 	protocols := new(http.Protocols)
 	protocols.SetHTTP1(true)
 	protocols.SetUnencryptedHTTP2(true)
@@ -142,7 +146,7 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 	logger.Info("agent serving", "addr", ln.Addr().String(), "agent_id", cfg.AgentID, "version", Version,
 		"uv_version", uvVersion, "envs", cfg.EnvsBasePath, "cache", cfg.UVCacheDir, "link_mode", cfg.UVLinkMode,
 		"auth", cfg.Token != "", "gossip", cfg.Gossip.BindAddr, "sandbox", sb.Describe(), "wheels_only", cfg.UVWheelsOnly)
-	if err := sdnotify.Ready(); err != nil {
+	if err := sdnotify.Ready(ready...); err != nil {
 		logger.Warn("telling systemd we are ready", "err", err)
 	}
 
@@ -308,4 +312,15 @@ func sweepTrash(base string, minAge time.Duration, logger *slog.Logger) {
 		}
 		logger.Info("removed a deleted environment left behind by an interrupted delete", "path", p)
 	}
+}
+
+// advertiseURL is the Connect URL control planes are told: AGENT_ADVERTISE_URL, or, when it was
+// left to its default and the agent took any free port (AGENT_LISTEN_ADDR with port 0), the port
+// it was given.
+func advertiseURL(cfg config.Config, bound net.Addr) string {
+	if host, port, err := net.SplitHostPort(cfg.ListenAddr); err == nil && port == "0" && cfg.AdvertiseURL == "http://"+cfg.ListenAddr {
+		_, got, _ := net.SplitHostPort(bound.String())
+		return "http://" + net.JoinHostPort(host, got)
+	}
+	return cfg.AdvertiseURL
 }

@@ -79,6 +79,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		agents     envs.Agents
 		agentsView func(context.Context) any
 		agentReady api.Checker
+		gossipAddr string
 	)
 	if cfg.Fleet() {
 		fl, err := fleet.Join(ctx, fleet.Config{
@@ -90,6 +91,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		}
 		defer fl.Close()
 		agents = fl
+		gossipAddr = fl.Addr()
 		agentsView = func(context.Context) any { return fl.View() }
 		agentReady = func(ctx context.Context) error {
 			if len(fl.All(ctx)) == 0 {
@@ -157,7 +159,11 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	log.Info("control plane serving", "addr", ln.Addr().String(), "instance", cfg.InstanceID,
 		"agents", map[bool]string{true: "gossip:" + cfg.Gossip.BindAddr, false: cfg.AgentURL}[cfg.Fleet()],
 		"database", map[bool]string{true: "postgresql", false: "sqlite:" + cfg.SQLitePath}[cfg.DatabaseURL != ""])
-	if err := sdnotify.Ready(); err != nil {
+	ready := []string{sdnotify.AddrVar + "=" + ln.Addr().String()}
+	if gossipAddr != "" {
+		ready = append(ready, sdnotify.GossipAddrVar+"="+gossipAddr)
+	}
+	if err := sdnotify.Ready(ready...); err != nil {
 		log.Warn("telling systemd we are ready", "err", err)
 	}
 

@@ -42,6 +42,7 @@ func dependencies(t *testing.T, r response) []string {
 
 // TestLifecycle walks the TRD's whole API on one environment, as a user would.
 func TestLifecycle(t *testing.T) {
+	t.Parallel()
 	f := newFabric(t, options{})
 
 	// Create with packages as repeated form fields.
@@ -174,6 +175,7 @@ func TestLifecycle(t *testing.T) {
 }
 
 func TestCreateVariants(t *testing.T) {
+	t.Parallel()
 	f := newFabric(t, options{})
 
 	t.Run("requirements file", func(t *testing.T) {
@@ -214,6 +216,7 @@ func TestCreateVariants(t *testing.T) {
 
 // TestErrors shows each documented error code through the real stack, and that nothing changes.
 func TestErrors(t *testing.T) {
+	t.Parallel()
 	f := newFabric(t, options{})
 	expect(t, f.do(t, "POST", "/envs", map[string]any{"workflow_id": "wf", "node_id": "n", "packages": []string{"alpha==1.0.0"}}), 201, "")
 	pyproject := f.readFile(t, "wf", "n", "pyproject.toml")
@@ -376,6 +379,7 @@ func waitGone(t *testing.T, cmdline string) {
 // TestConcurrentMutation: one mutation per environment; a second gets 423 at once, naming the
 // holder, and an interrupted mutation leaves the last good files.
 func TestConcurrentMutation(t *testing.T) {
+	t.Parallel()
 	f := newFabric(t, options{})
 	expect(t, f.do(t, "POST", "/envs", map[string]any{"workflow_id": "wf", "node_id": "n", "packages": []string{"alpha==1.0.0"}}), 201, "")
 	pyproject := f.readFile(t, "wf", "n", "pyproject.toml")
@@ -456,6 +460,7 @@ func waitFor(t *testing.T, cond func() bool) {
 
 // TestHardlinks: installed files are the cache's files, not copies.
 func TestHardlinks(t *testing.T) {
+	t.Parallel()
 	f := newFabric(t, options{})
 	expect(t, f.do(t, "POST", "/envs", map[string]any{"workflow_id": "wf", "node_id": "a", "packages": []string{"alpha==1.0.0"}}), 201, "")
 	expect(t, f.do(t, "POST", "/envs", map[string]any{"workflow_id": "wf", "node_id": "b", "packages": []string{"alpha==1.0.0"}}), 201, "")

@@ -49,6 +49,7 @@ func (f *fabric) as(t *testing.T, authz, method, path, body string) response {
 // a token whose role is too weak is 403 FORBIDDEN, refused requests change nothing, and the audit
 // names the token, whatever X-Actor claims.
 func TestAuthentication(t *testing.T) {
+	t.Parallel()
 	f := newFabric(t, options{})
 	spec := loadOpenAPI(t, f)
 	const create = `{"workflow_id": "wf", "node_id": "n", "packages": ["alpha==1.0.0"]}`
@@ -119,6 +120,7 @@ func TestAuthentication(t *testing.T) {
 
 // TestOpenWithoutTokens: on loopback the API may run open; the audit then records X-Actor.
 func TestOpenWithoutTokens(t *testing.T) {
+	t.Parallel()
 	f := newFabric(t, options{cpEnv: []string{"API_TOKENS="}})
 	req, _ := http.NewRequest("POST", f.URL+"/envs", strings.NewReader(`{"workflow_id": "wf", "node_id": "n"}`))
 	req.Header.Set("Content-Type", "application/json")
@@ -134,6 +136,7 @@ func TestOpenWithoutTokens(t *testing.T) {
 // TestRefusesOpenAPIBeyondLoopback: the control plane does not start on a non-loopback address
 // without tokens, unless told to.
 func TestRefusesOpenAPIBeyondLoopback(t *testing.T) {
+	t.Parallel()
 	cpBin, _ := binaries(t)
 	tests := []struct {
 		name  string

@@ -12,6 +12,7 @@ import (
 // TestDatabaseGoesAway: the fabric on a real PostgreSQL; when the database is unreachable every
 // side-effecting request gets 500 DB_AUDIT_ERROR and nothing happens; when it is back, work goes on.
 func TestDatabaseGoesAway(t *testing.T) {
+	t.Parallel()
 	pg := pgtest.StartT(t)
 	f := newFabric(t, options{databaseURL: pg.NewDatabase(t)})
 	expect(t, f.do(t, "POST", "/envs", map[string]any{"workflow_id": "wf", "node_id": "n", "packages": []string{"alpha==1.0.0"}}), 201, "")

@@ -17,7 +17,6 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/envfabric/envfabric/shared/testutil/pgtest"
 	"github.com/envfabric/envfabric/shared/testutil/pyindex"
 	"github.com/envfabric/envfabric/shared/testutil/testenv"
 )
@@ -55,29 +54,34 @@ type fleetOptions struct {
 
 func newFleet(t *testing.T, opt fleetOptions) *fleet {
 	t.Helper()
-	pg := pgtest.StartT(t)
 	cpBin, agentBin := binaries(t)
-	fl := &fleet{DataRoot: t.TempDir(), DB: pg.NewDatabase(t), agents: map[string]*fleetAgent{},
+	fl := &fleet{DataRoot: t.TempDir(), DB: database(t), agents: map[string]*fleetAgent{},
 		token: "fleet-token-" + fmt.Sprint(time.Now().UnixNano()), agentBin: agentBin, uv: testenv.UV(t),
 		key: base64.StdEncoding.EncodeToString([]byte("envfabric-e2e-gossip-key-32bytes"))}
 	fl.Envs = filepath.Join(fl.DataRoot, "envs")
 	fl.Index = pyindex.Serve(t, pyindex.Universe())
 	fl.base = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME"), "AGENT_TOKEN=" + fl.token,
 		"LOG_LEVEL=debug", "GOSSIP_KEYS=" + fl.key, "GOSSIP_PROFILE=local"}
-	for range opt.controlPlanes {
-		fl.cpGossip = append(fl.cpGossip, freeAddr(t))
-	}
+	// Each control plane takes any free port for REST and gossip and says which in its readiness
+	// message; each joins through the ones started before it.
 	for i := range opt.controlPlanes {
-		addr := freeAddr(t)
-		env := append(append([]string{}, fl.base...), "LISTEN_ADDR="+addr, "DATA_ROOT="+fl.DataRoot,
+		env := append(append([]string{}, fl.base...), "LISTEN_ADDR=127.0.0.1:0", "DATA_ROOT="+fl.DataRoot,
 			"DATABASE_URL="+fl.DB, "INSTANCE_ID="+fmt.Sprintf("cp%d", i), "LEASE_TTL=6s", "API_TOKENS="+apiTokens,
-			"GOSSIP_BIND_ADDR="+fl.cpGossip[i], "GOSSIP_SEEDS="+strings.Join(fl.cpGossip, ","))
+			"GOSSIP_BIND_ADDR=127.0.0.1:0", "GOSSIP_SEEDS="+strings.Join(fl.cpGossip, ","))
 		env = append(env, opt.cpEnv...)
-		cp := &fabric{URL: "http://" + addr, DataRoot: fl.DataRoot, Envs: fl.Envs, Index: fl.Index,
-			cpBin: cpBin, cpEnv: env, client: &http.Client{Timeout: 10 * time.Minute}}
+		cp := &fabric{DataRoot: fl.DataRoot, Envs: fl.Envs, Index: fl.Index,
+			cpBin: cpBin, client: &http.Client{Timeout: 10 * time.Minute}}
 		// Not waiting for /readyz: it says ready once an agent is alive.
 		cp.cp = start(t, fmt.Sprintf("cp%d", i), cpBin, env)
+		ready := cp.cp.waitReady(t)
+		cp.URL = "http://" + ready["X_ENVFABRIC_ADDR"]
+		// A restart binds the same addresses again (the last setting wins).
+		cp.cpEnv = append(env, "LISTEN_ADDR="+ready["X_ENVFABRIC_ADDR"], "GOSSIP_BIND_ADDR="+ready["X_ENVFABRIC_GOSSIP_ADDR"])
+		fl.cpGossip = append(fl.cpGossip, ready["X_ENVFABRIC_GOSSIP_ADDR"])
 		fl.cps = append(fl.cps, cp)
+	}
+	for _, cp := range fl.cps {
+		cp.cpEnv = append(cp.cpEnv, "GOSSIP_SEEDS="+strings.Join(fl.cpGossip, ","))
 	}
 	for i := range opt.agents {
 		fl.startAgent(t, fmt.Sprintf("agent%d", i+1), opt.agentEnv...)
@@ -92,13 +96,12 @@ func newFleet(t *testing.T, opt fleetOptions) *fleet {
 // startAgent starts one more agent on the fleet's share; extra overrides its environment.
 func (fl *fleet) startAgent(t *testing.T, id string, extra ...string) *fleetAgent {
 	t.Helper()
-	addr := freeAddr(t)
-	env := append(append([]string{}, fl.base...), "AGENT_LISTEN_ADDR="+addr, "AGENT_ID="+id, "DATA_ROOT="+fl.DataRoot,
-		"UV_BIN="+fl.uv, "UV_DEFAULT_INDEX="+fl.Index.URL, "GOSSIP_BIND_ADDR="+freeAddr(t),
+	env := append(append([]string{}, fl.base...), "AGENT_LISTEN_ADDR=127.0.0.1:0", "AGENT_ID="+id, "DATA_ROOT="+fl.DataRoot,
+		"UV_BIN="+fl.uv, "UV_DEFAULT_INDEX="+fl.Index.URL, "GOSSIP_BIND_ADDR=127.0.0.1:0",
 		"GOSSIP_SEEDS="+strings.Join(fl.cpGossip, ","), "USAGE_SCAN_INTERVAL=1s")
 	env = append(env, extra...)
-	a := &fleetAgent{id: id, url: "http://" + addr, proc: start(t, id, fl.agentBin, env)}
-	waitHTTPAuth(t, a.proc, a.url+"/healthz", fl.token)
+	a := &fleetAgent{id: id, proc: start(t, id, fl.agentBin, env)}
+	a.url = "http://" + a.proc.addr(t)
 	fl.agents[id] = a
 	return a
 }
@@ -172,6 +175,7 @@ func opsOf(t *testing.T, f *fabric, wf, node string) []string {
 // spreads over the agents; agents that join and leave show in GET /agents and in the metrics; an
 // agent with the wrong gossip key or on the wrong storage is kept out.
 func TestFleetMembership(t *testing.T) {
+	t.Parallel()
 	fl := newFleet(t, fleetOptions{controlPlanes: 2, agents: 3})
 	fleetID, err := os.ReadFile(filepath.Join(fl.DataRoot, ".envfabric-fleet-id"))
 	if err != nil {
@@ -266,6 +270,7 @@ func TestFleetMembership(t *testing.T) {
 // clear error, the lease is released, the environment is back at its last good revision, and the
 // next operation works on the other agent.
 func TestFleetAgentDiesMidAdd(t *testing.T) {
+	t.Parallel()
 	fl := newFleet(t, fleetOptions{controlPlanes: 1, agents: 2})
 	cp := fl.cp(0)
 	expect(t, cp.do(t, "POST", "/envs", map[string]any{"workflow_id": "wf", "node_id": "n", "packages": []string{"alpha==1.0.0"}}), 201, "")
@@ -330,6 +335,7 @@ func TestFleetAgentDiesMidAdd(t *testing.T) {
 // TestFleetControlPlaneDies: a control plane killed mid-add. Its lease expires, another control
 // plane serves the environment, at its last good revision.
 func TestFleetControlPlaneDies(t *testing.T) {
+	t.Parallel()
 	fl := newFleet(t, fleetOptions{controlPlanes: 2, agents: 2})
 	expect(t, fl.cp(0).do(t, "POST", "/envs", map[string]any{"workflow_id": "wf", "node_id": "n", "packages": []string{"alpha==1.0.0"}}), 201, "")
 	pyproject := fl.cp(0).readFile(t, "wf", "n", "pyproject.toml")
@@ -362,6 +368,7 @@ func TestFleetControlPlaneDies(t *testing.T) {
 // TestFleetConcurrentMutations: the same environment changed through two control planes at once:
 // exactly one proceeds, the other gets 423.
 func TestFleetConcurrentMutations(t *testing.T) {
+	t.Parallel()
 	fl := newFleet(t, fleetOptions{controlPlanes: 2, agents: 2})
 	expect(t, fl.cp(0).do(t, "POST", "/envs", map[string]any{"workflow_id": "wf", "node_id": "n", "packages": []string{"alpha==1.0.0"}}), 201, "")
 	stalled := fl.Index.Stall("delta")
@@ -410,6 +417,7 @@ func TestFleetConcurrentMutations(t *testing.T) {
 // one whose interpreter a workflow executor started directly on an agent's host. The clock is
 // injected by ageing every environment's recorded last use by 100 hours.
 func TestFleetCleanup(t *testing.T) {
+	t.Parallel()
 	// Usage is looked at when cleanup asks (a rescan), not by the background scan, so the
 	// test decides what the agents can have seen.
 	fl := newFleet(t, fleetOptions{controlPlanes: 2, agents: 2, agentEnv: []string{"USAGE_SCAN_INTERVAL=1h"}})
@@ -469,6 +477,7 @@ func TestFleetCleanup(t *testing.T) {
 // TestFleetCleanupLeader: with scheduled cleanup on every control plane, one holds the role at a
 // time, and the environments go once.
 func TestFleetCleanupLeader(t *testing.T) {
+	t.Parallel()
 	fl := newFleet(t, fleetOptions{controlPlanes: 2, agents: 1, cpEnv: []string{"CLEANUP_INTERVAL=1s", "CLEANUP_IDLE_HOURS=0.0003"}})
 	expect(t, fl.cp(0).do(t, "POST", "/envs", map[string]any{"workflow_id": "wf", "node_id": "old", "packages": []string{"alpha==1.0.0"}}), 201, "")
 	waitFor(t, func() bool { return fl.cp(0).do(t, "GET", "/envs/wf/old", nil).Status == 404 })

@@ -23,6 +23,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/envfabric/envfabric/shared/testutil/pgtest"
 	"github.com/envfabric/envfabric/shared/testutil/pyindex"
 	"github.com/envfabric/envfabric/shared/testutil/testenv"
 )
@@ -62,31 +63,47 @@ func binaries(t *testing.T) (controlplane, agent string) {
 	return bins.controlplane, bins.agent
 }
 
+// sharedPG is the package's one PostgreSQL server, started by the first test that needs it; each test
+// gets a database of its own on it. A test that stops the server (TestDatabaseGoesAway) starts
+// its own.
+var sharedPG struct {
+	once sync.Once
+	srv  *pgtest.Server
+	err  error
+}
+
+// database returns a fresh database on the package's PostgreSQL server.
+func database(t *testing.T) string {
+	t.Helper()
+	sharedPG.once.Do(func() { sharedPG.srv, sharedPG.err = pgtest.Start(context.Background(), nil) })
+	if sharedPG.err != nil {
+		pgtest.Unavailable(t, sharedPG.err)
+	}
+	return sharedPG.srv.NewDatabase(t)
+}
+
 func TestMain(m *testing.M) {
 	code := m.Run()
+	if sharedPG.srv != nil {
+		sharedPG.srv.Close()
+	}
 	if bins.dir != "" {
 		os.RemoveAll(bins.dir)
 	}
 	os.Exit(code)
 }
 
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
 
-// proc is a running program whose log goes to a file shown when the test fails.
+// proc is a running program whose log goes to a file shown when the test fails. It tells the test
+// it is ready the way it tells systemd (sd_notify's READY=1), with the addresses it bound: the
+// programs take any free port (port 0), so parallel tests never race for one.
 type proc struct {
-	name string
-	cmd  *exec.Cmd
-	log  string
-	done chan struct{}
-	err  error
+	name  string
+	cmd   *exec.Cmd
+	log   string
+	done  chan struct{}
+	err   error
+	ready chan map[string]string // receives READY=1's variables once
 }
 
 func start(t *testing.T, name, bin string, env []string) *proc {
@@ -96,16 +113,30 @@ func start(t *testing.T, name, bin string, env []string) *proc {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A socket path must fit in 108 bytes; test temp dirs can be longer.
+	sockDir, err := os.MkdirTemp("", "efn-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(sockDir) })
+	sock := filepath.Join(sockDir, "notify")
+	notify, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
 	cmd := exec.Command(bin)
-	cmd.Env = env
+	cmd.Env = append(append([]string{}, env...), "NOTIFY_SOCKET="+sock)
 	cmd.Stdout, cmd.Stderr = f, f
 	if err := cmd.Start(); err != nil {
+		notify.Close()
 		t.Fatalf("starting %s: %v", name, err)
 	}
-	p := &proc{name: name, cmd: cmd, log: logPath, done: make(chan struct{})}
+	p := &proc{name: name, cmd: cmd, log: logPath, done: make(chan struct{}), ready: make(chan map[string]string, 1)}
+	go p.readNotify(notify)
 	go func() {
 		p.err = cmd.Wait()
 		f.Close()
+		notify.Close() // ends readNotify
 		close(p.done)
 	}()
 	t.Cleanup(func() {
@@ -116,6 +147,52 @@ func start(t *testing.T, name, bin string, env []string) *proc {
 		}
 	})
 	return p
+}
+
+// readNotify hands the variables of the first READY=1 message to p.ready.
+func (p *proc) readNotify(conn *net.UnixConn) {
+	buf := make([]byte, 4096)
+	for {
+		n, err := conn.Read(buf)
+		if err != nil {
+			return
+		}
+		vars := map[string]string{}
+		for _, line := range strings.Split(string(buf[:n]), "\n") {
+			if k, v, ok := strings.Cut(line, "="); ok {
+				vars[k] = v
+			}
+		}
+		if vars["READY"] == "1" {
+			p.ready <- vars
+			return
+		}
+	}
+}
+
+// waitReady waits for the program's READY=1 and returns the variables it sent with it.
+func (p *proc) waitReady(t *testing.T) map[string]string {
+	t.Helper()
+	select {
+	case vars := <-p.ready:
+		return vars
+	case <-p.done:
+		b, _ := os.ReadFile(p.log)
+		t.Fatalf("%s exited before it was ready: %v\n%s", p.name, p.err, tail(string(b), 4000))
+	case <-time.After(60 * time.Second):
+		t.Fatalf("%s not ready within 60s", p.name)
+	}
+	return nil
+}
+
+// addr is the address p bound for HTTP, from its readiness message.
+func (p *proc) addr(t *testing.T) string {
+	t.Helper()
+	a := p.waitReady(t)["X_ENVFABRIC_ADDR"]
+	if a == "" {
+		t.Fatalf("%s said READY=1 without its address", p.name)
+	}
+	return a
 }
 
 // stop sends SIGINT and expects a clean exit.
@@ -187,8 +264,7 @@ func newFabric(t *testing.T, opt options) *fabric {
 			base = append(base, k+"="+v)
 		}
 	}
-	agentAddr := freeAddr(t)
-	agentEnv := append(append([]string{}, base...), "AGENT_LISTEN_ADDR="+agentAddr, "UV_BIN="+uv)
+	agentEnv := append(append([]string{}, base...), "AGENT_LISTEN_ADDR=127.0.0.1:0", "UV_BIN="+uv)
 	if indexURL != "-" {
 		agentEnv = append(agentEnv, "UV_DEFAULT_INDEX="+indexURL)
 	}
@@ -197,23 +273,29 @@ func newFabric(t *testing.T, opt options) *fabric {
 		agentEnv = append(agentEnv, "UV_SYSTEM_CERTS=1")
 	}
 	f.agent = start(t, "agent", agentBin, agentEnv)
-	waitHTTPAuth(t, f.agent, "http://"+agentAddr+"/healthz", token)
+	agentAddr := f.agent.addr(t)
 
-	cpAddr := freeAddr(t)
-	cpEnv := append(append([]string{}, base...), "LISTEN_ADDR="+cpAddr, "AGENT_URL=http://"+agentAddr, "LEASE_TTL=6s", "API_TOKENS="+apiTokens)
+	cpEnv := append(append([]string{}, base...), "LISTEN_ADDR=127.0.0.1:0", "AGENT_URL=http://"+agentAddr, "LEASE_TTL=6s", "API_TOKENS="+apiTokens)
 	if opt.databaseURL != "" {
 		cpEnv = append(cpEnv, "DATABASE_URL="+opt.databaseURL)
 	}
 	f.cpBin, f.cpEnv = cpBin, append(cpEnv, opt.cpEnv...)
-	f.URL = "http://" + cpAddr
 	f.startControlPlane(t)
 	return f
 }
 
-// startControlPlane starts (or starts again) the control plane with the same configuration.
+// startControlPlane starts (or starts again) the control plane with the same configuration. The
+// first start takes any free port; a restart takes the same one again, so f.URL stays valid.
 func (f *fabric) startControlPlane(t *testing.T) {
 	t.Helper()
 	f.cp = start(t, "controlplane", f.cpBin, f.cpEnv)
+	if f.URL == "" {
+		addr := f.cp.addr(t)
+		f.URL = "http://" + addr
+		f.cpEnv = append(f.cpEnv, "LISTEN_ADDR="+addr) // the last setting wins
+	} else {
+		f.cp.waitReady(t)
+	}
 	waitHTTP(t, f.cp, f.URL+"/readyz")
 }
 
@@ -224,13 +306,8 @@ func (f *fabric) killControlPlane(t *testing.T) {
 	<-f.cp.done
 }
 
+// waitHTTP waits until url answers 200.
 func waitHTTP(t *testing.T, p *proc, url string) {
-	t.Helper()
-	waitHTTPAuth(t, p, url, "")
-}
-
-// waitHTTPAuth waits until url answers 200, sending token as a bearer token when set.
-func waitHTTPAuth(t *testing.T, p *proc, url, token string) {
 	t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
 	for time.Now().Before(deadline) {
@@ -240,11 +317,7 @@ func waitHTTPAuth(t *testing.T, p *proc, url, token string) {
 			t.Fatalf("%s exited before it was ready: %v\n%s", p.name, p.err, tail(string(b), 4000))
 		default:
 		}
-		req, _ := http.NewRequest(http.MethodGet, url, nil)
-		if token != "" {
-			req.Header.Set("Authorization", "Bearer "+token)
-		}
-		resp, err := http.DefaultClient.Do(req)
+		resp, err := http.Get(url)
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {

@@ -374,6 +374,7 @@ func diffSnapshots(before, after map[string]string) []string {
 // environments, their files, the uv cache, the control plane's temporary directory), and the
 // service is ready and still serves the environment the requests were aimed at.
 func TestHostileInput(t *testing.T) {
+	t.Parallel()
 	tmp := t.TempDir()
 	f := newFabric(t, options{cpEnv: []string{"TMPDIR=" + tmp, "REQUEST_BODY_TIMEOUT=3s"}})
 	expect(t, f.do(t, "POST", "/envs", map[string]any{"workflow_id": "wf", "node_id": "n", "packages": []string{"alpha==1.0.0"}}), 201, "")

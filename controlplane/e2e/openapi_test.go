@@ -36,6 +36,7 @@ func schemathesisBin(t *testing.T) string {
 // every status and content type must be one the document declares. The seed is fixed so a
 // failure reproduces (SCHEMATHESIS_SEED picks another); the number of examples bounds the time.
 func TestSchemathesis(t *testing.T) {
+	t.Parallel()
 	st := schemathesisBin(t)
 	f := newFabric(t, options{})
 	expect(t, f.do(t, "POST", "/envs", map[string]any{"workflow_id": "wf", "node_id": "n", "packages": []string{"alpha==1.0.0"}}), 201, "")

@@ -12,6 +12,7 @@ import (
 // TestHostConstraints: a bare name the host project constrains gets the host's specifier;
 // explicit specifiers win; the response and the audit say what was applied.
 func TestHostConstraints(t *testing.T) {
+	t.Parallel()
 	host := filepath.Join(t.TempDir(), "pyproject.toml")
 	if err := os.WriteFile(host, []byte("[project]\nname = \"platform\"\ndependencies = [\"alpha>=1.0,<2\", \"delta==0.1.0\"]\n"), 0o644); err != nil {
 		t.Fatal(err)
@@ -42,6 +43,7 @@ func TestHostConstraints(t *testing.T) {
 // TestCleanup: idle environments are removed on request and on the schedule, busy ones are
 // skipped, a dry run removes nothing, and every removal is audited as cleanup.
 func TestCleanup(t *testing.T) {
+	t.Parallel()
 	f := newFabric(t, options{})
 	for _, n := range []string{"old", "busy"} {
 		expect(t, f.do(t, "POST", "/envs", map[string]any{"workflow_id": "wf", "node_id": n}), 201, "")
@@ -85,6 +87,7 @@ func TestCleanup(t *testing.T) {
 }
 
 func TestScheduledCleanup(t *testing.T) {
+	t.Parallel()
 	f := newFabric(t, options{cpEnv: []string{"CLEANUP_INTERVAL=500ms", "CLEANUP_IDLE_HOURS=0.0005"}}) // 1.8 s
 	expect(t, f.do(t, "POST", "/envs", map[string]any{"workflow_id": "wf", "node_id": "n"}), 201, "")
 	waitFor(t, func() bool { return f.do(t, "GET", "/envs/wf/n", nil).Status == 404 })
@@ -97,6 +100,7 @@ func TestScheduledCleanup(t *testing.T) {
 // TestControlPlaneCrash: a control plane killed in the middle of an add leaves a lease that
 // expires by itself; the environment stays at its last good revision and works again after.
 func TestControlPlaneCrash(t *testing.T) {
+	t.Parallel()
 	f := newFabric(t, options{})
 	expect(t, f.do(t, "POST", "/envs", map[string]any{"workflow_id": "wf", "node_id": "n", "packages": []string{"alpha==1.0.0"}}), 201, "")
 	pyproject := f.readFile(t, "wf", "n", "pyproject.toml")

@@ -26,6 +26,7 @@ func realIndex(t *testing.T) string {
 
 // TestRealIndex is the TRD's example on the real package index: numpy and pandas.
 func TestRealIndex(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("needs the real package index")
 	}

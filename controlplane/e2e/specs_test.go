@@ -8,6 +8,7 @@ import (
 // understands. Each goes through a real `uv add`, which resolves it or says why not (422), and
 // none is a uv failure (500): the parser refuses what uv would choke on instead of passing it on.
 func TestAcceptedSpecsReachUV(t *testing.T) {
+	t.Parallel()
 	f := newFabric(t, options{})
 	expect(t, f.do(t, "POST", "/envs", map[string]any{"workflow_id": "wf", "node_id": "n"}), 201, "")
 	tests := []struct {

@@ -183,6 +183,9 @@ func (f *Fleet) adopt(ctx context.Context) {
 // FleetID is the adopted storage identity ("" until the first agent joins).
 func (f *Fleet) FleetID() string { return *f.fleetID.Load() }
 
+// Addr is the gossip address this control plane is reached at.
+func (f *Fleet) Addr() string { return f.member.Addr() }
+
 // agents returns the live agents of this fleet; withSuspect includes those gossip suspects.
 func (f *Fleet) agents(withSuspect bool) []gossip.Peer {
 	id := *f.fleetID.Load()

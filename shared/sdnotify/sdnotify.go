@@ -7,10 +7,22 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"strings"
 )
 
-// Ready says the service is serving.
-func Ready() error { return send("READY=1") }
+// Variables a service adds to READY=1 (sd_notify(3) asks that extra variables start with X_).
+// They say where the service bound, which matters when it was told to take any free port
+// (port 0): a supervisor — or a test starting the programs — learns the address from the
+// readiness message instead of guessing a free port beforehand and racing for it.
+const (
+	AddrVar       = "X_ENVFABRIC_ADDR"        // host:port of the HTTP listener
+	GossipAddrVar = "X_ENVFABRIC_GOSSIP_ADDR" // host:port of the gossip member, when gossiping
+)
+
+// Ready says the service is serving; vars ("NAME=value") ride along in the same message.
+func Ready(vars ...string) error {
+	return send(strings.Join(append([]string{"READY=1"}, vars...), "\n"))
+}
 
 // Stopping says the service is shutting down.
 func Stopping() error { return send("STOPPING=1") }

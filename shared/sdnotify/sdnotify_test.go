@@ -18,7 +18,8 @@ func TestNotify(t *testing.T) {
 		send func() error
 		want string
 	}{
-		{Ready, "READY=1"},
+		{func() error { return Ready() }, "READY=1"},
+		{func() error { return Ready(AddrVar + "=127.0.0.1:4567") }, "READY=1\nX_ENVFABRIC_ADDR=127.0.0.1:4567"},
 		{Stopping, "STOPPING=1"},
 		{func() error { return Status("serving") }, "STATUS=serving"},
 	} {
