@@ -93,7 +93,6 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-
 // proc is a running program whose log goes to a file shown when the test fails. It tells the test
 // it is ready the way it tells systemd (sd_notify's READY=1), with the addresses it bound: the
 // programs take any free port (port 0), so parallel tests never race for one.
