@@ -262,3 +262,10 @@ type Store interface {
 // SettingFleetID names the fleet id setting: the identity of the shared storage, adopted from the
 // first agent that joins, after which agents on other storage are refused.
 const SettingFleetID = "fleet_id"
+
+// Prober is implemented by both stores, for readiness: a real write rather than SELECT 1, which a
+// database that cannot take a write (its disk full, its server read-only) still answers.
+type Prober interface {
+	// ProbeWrite upserts the probe row named name (holder and now recorded in it).
+	ProbeWrite(ctx context.Context, name, holder string, now time.Time) error
+}

@@ -14,10 +14,12 @@ import (
 	"embed"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"modernc.org/sqlite"
@@ -33,6 +35,8 @@ var migrations embed.FS
 // Store is the SQLite store. It is safe for concurrent use.
 type Store struct {
 	*sqlstore.Store
+	path   string
+	opened fileID // the database file the store opened
 }
 
 var _ store.Store = (*Store)(nil)
@@ -53,13 +57,53 @@ func Open(ctx context.Context, path string, logger *slog.Logger) (*Store, error)
 		return nil, fmt.Errorf("open sqlite database %s: %w", path, err)
 	}
 	// Writers serialise on SQLite's write lock anyway; a few connections let readers run beside them.
+	// They are kept open: a connection opened after the file was removed would create an empty
+	// database in its place.
 	db.SetMaxOpenConns(4)
+	db.SetMaxIdleConns(4)
 	s, err := sqlstore.Open(ctx, db, Dialect{}, migrations, logger)
 	if err != nil {
 		db.Close()
 		return nil, fmt.Errorf("open sqlite database %s: %w", path, err)
 	}
-	return &Store{Store: s}, nil
+	opened, err := statFile(path)
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("open sqlite database: %w", err)
+	}
+	return &Store{Store: s, path: path, opened: opened}, nil
+}
+
+// fileID identifies a file: what a path names can change, the file open under it cannot.
+type fileID struct{ dev, ino uint64 }
+
+func statFile(path string) (fileID, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return fileID{}, err
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return fileID{}, fmt.Errorf("stat %s: no device and inode on this system", path)
+	}
+	return fileID{dev: uint64(st.Dev), ino: st.Ino}, nil
+}
+
+// CheckFile reports whether the database path still names the file the store opened. Removed or
+// replaced under a running store, SQLite keeps writing to the file it holds open: every write
+// "succeeds" and is gone at the next start, so the store must not be called ready.
+func (s *Store) CheckFile(context.Context) error {
+	now, err := statFile(s.path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return fmt.Errorf("the database file %s was removed while in use: writes go to the unlinked file and are lost at restart", s.path)
+	case err != nil:
+		return fmt.Errorf("check the database file: %w", err)
+	case now != s.opened:
+		return fmt.Errorf("the database file %s was replaced while in use (device:inode %d:%d at open, %d:%d now): writes go to the old file and are lost at restart",
+			s.path, s.opened.dev, s.opened.ino, now.dev, now.ino)
+	}
+	return nil
 }
 
 // Dialect is SQLite's part of the shared store.

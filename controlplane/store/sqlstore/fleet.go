@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/envfabric/envfabric/controlplane/store"
 )
 
 // AdoptSetting implements store.Store.
@@ -59,6 +61,18 @@ func (s *Store) AcquireLeadership(ctx context.Context, name, holder string, now 
 func (s *Store) ResignLeadership(ctx context.Context, name, holder string) error {
 	if _, err := s.exec(ctx, `DELETE FROM leaders WHERE name = $1 AND holder = $2`, name, holder); err != nil {
 		return fmt.Errorf("resign leadership %s: %w", name, err)
+	}
+	return nil
+}
+
+var _ store.Prober = (*Store)(nil)
+
+// ProbeWrite implements store.Prober.
+func (s *Store) ProbeWrite(ctx context.Context, name, holder string, now time.Time) error {
+	if _, err := s.exec(ctx, `INSERT INTO readiness_probes (name, holder, probed_at) VALUES ($1, $2, $3)
+		ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, probed_at = excluded.probed_at`,
+		name, holder, s.time(orNow(now))); err != nil {
+		return fmt.Errorf("write probe to the %s database: %w", s.d.Name(), err)
 	}
 	return nil
 }

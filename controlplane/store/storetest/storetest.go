@@ -48,6 +48,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"CountEnvsAndLeases", testCounts},
 		{"AdoptSetting", testAdoptSetting},
 		{"Leadership", testLeadership},
+		{"ProbeWrite", testProbeWrite},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -993,5 +994,18 @@ func testLeadership(t *testing.T, s store.Store) {
 	close(wins)
 	if n := len(wins); n != 1 {
 		t.Errorf("%d racers won a free role; want exactly 1", n)
+	}
+}
+
+func testProbeWrite(t *testing.T, s store.Store) {
+	p, ok := s.(store.Prober)
+	if !ok {
+		t.Fatalf("%T does not implement store.Prober", s)
+	}
+	// The first probe inserts the row, every later one updates it.
+	for i, holder := range []string{"cp1", "cp1", "cp2"} {
+		if err := p.ProbeWrite(t.Context(), "readyz", holder, at(time.Duration(i)*time.Second)); err != nil {
+			t.Fatalf("probe #%d by %s: %v", i+1, holder, err)
+		}
 	}
 }
