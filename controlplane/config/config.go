@@ -89,7 +89,7 @@ func Load(src config.Source) (Config, error) {
 	c.FleetID = r.String("FLEET_ID", "")
 	c.CachePruneInterval = r.Duration("CACHE_PRUNE_INTERVAL", 24*time.Hour)
 	c.MinFreeBytes = int64(r.Int("DATA_ROOT_MIN_FREE_BYTES", 512<<20))
-	c.ReserveBytes = int64(r.Int("DATA_ROOT_RESERVE_BYTES", 32<<20))
+	c.ReserveBytes = int64(r.Int("DATA_ROOT_RESERVE_BYTES", 16<<20))
 	if c.MinFreeBytes < 0 {
 		r.Fail("DATA_ROOT_MIN_FREE_BYTES must not be negative")
 	}

@@ -25,8 +25,8 @@ func TestLoad(t *testing.T) {
 				if c.SQLitePath != "/mnt/nas/controlplane/fabric.db" || c.ReservePath != "/mnt/nas/controlplane/reserve" {
 					t.Errorf("got SQLitePath %q, ReservePath %q", c.SQLitePath, c.ReservePath)
 				}
-				if c.MinFreeBytes != 512<<20 || c.ReserveBytes != 32<<20 {
-					t.Errorf("got MinFreeBytes %d, ReserveBytes %d; want 512 MiB and 32 MiB", c.MinFreeBytes, c.ReserveBytes)
+				if c.MinFreeBytes != 512<<20 || c.ReserveBytes != 16<<20 {
+					t.Errorf("got MinFreeBytes %d, ReserveBytes %d; want 512 MiB and 16 MiB", c.MinFreeBytes, c.ReserveBytes)
 				}
 			},
 		},
