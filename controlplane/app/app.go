@@ -56,6 +56,10 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	if err := st.Ping(ctx); err != nil {
 		return fmt.Errorf("checking the audit database: %w", err)
 	}
+	ready, err := readiness(cfg, st, log)
+	if err != nil {
+		return err
+	}
 	host, err := hostdeps.Load(cfg.HostPyproject)
 	if err != nil {
 		return err
@@ -116,6 +120,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 			return map[string]any{"mode": "single-host", "agents": []any{entry}}
 		}
 	}
+	ready["agent"] = agentReady
 	svc := envs.New(st, agents, host, envs.Options{
 		Instance: cfg.InstanceID, DefaultPython: cfg.DefaultPython,
 		DefaultTimeout: cfg.ExecutionTimeout, MaxTimeout: cfg.MaxExecutionTime, MaxOutputBytes: cfg.MaxOutputBytes,
@@ -129,11 +134,8 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		Registry:     reg,
 		Tokens:       tokens,
 		Packages:     packages,
-		Ready: map[string]api.Checker{
-			"database": st.Ping,
-			"agent":    agentReady,
-		},
-		Agents: agentsView,
+		Ready:        ready,
+		Agents:       agentsView,
 	}, log)
 
 	ln, err := net.Listen("tcp", cfg.ListenAddr)

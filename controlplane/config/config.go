@@ -22,6 +22,7 @@ type Config struct {
 	DataRoot           string
 	DatabaseURL        string // empty: embedded SQLite at SQLitePath
 	SQLitePath         string
+	ReservePath        string // the SQLite database's disk reserve, beside it
 	AgentURL           string
 	AgentToken         string
 	DefaultPython      string
@@ -46,6 +47,12 @@ type Config struct {
 	// CachePruneInterval is how often the cleanup leader prunes the uv cache; 0 never.
 	CachePruneInterval time.Duration
 	API                API // callers and package references the REST API admits (apiauth.go)
+
+	// MinFreeBytes is the free space under DATA_ROOT below which /readyz fails; 0 turns the check off.
+	MinFreeBytes int64
+	// ReserveBytes is the ballast kept under DATA_ROOT/controlplane for the SQLite audit database,
+	// released when the disk fills up so that deletes and cleanups can still be recorded; 0 none.
+	ReserveBytes int64
 }
 
 // Fleet reports whether agents are found by gossip.
@@ -80,6 +87,14 @@ func Load(src config.Source) (Config, error) {
 	c.Gossip.NodeName = c.InstanceID
 	c.FleetID = r.String("FLEET_ID", "")
 	c.CachePruneInterval = r.Duration("CACHE_PRUNE_INTERVAL", 24*time.Hour)
+	c.MinFreeBytes = int64(r.Int("DATA_ROOT_MIN_FREE_BYTES", 512<<20))
+	c.ReserveBytes = int64(r.Int("DATA_ROOT_RESERVE_BYTES", 16<<20))
+	if c.MinFreeBytes < 0 {
+		r.Fail("DATA_ROOT_MIN_FREE_BYTES must not be negative")
+	}
+	if c.ReserveBytes < 0 {
+		r.Fail("DATA_ROOT_RESERVE_BYTES must not be negative")
+	}
 	if c.Fleet() && c.AgentToken == "" && !c.AllowRemoteNoToken && !c.Gossip.Loopback() {
 		r.Fail("AGENT_TOKEN is required in a fleet beyond loopback: agents accept RPCs only from an authenticated control plane; set AGENT_ALLOW_NO_TOKEN=true to accept that risk")
 	}
@@ -95,6 +110,7 @@ func Load(src config.Source) (Config, error) {
 		c.DataRoot = abs
 	}
 	c.SQLitePath = filepath.Join(c.DataRoot, "controlplane", "fabric.db")
+	c.ReservePath = filepath.Join(c.DataRoot, "controlplane", "reserve")
 	if _, _, err := net.SplitHostPort(c.ListenAddr); err != nil {
 		r.Fail("LISTEN_ADDR=%q: want host:port", c.ListenAddr)
 	}

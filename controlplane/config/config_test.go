@@ -22,8 +22,11 @@ func TestLoad(t *testing.T) {
 				if c.DataRoot != "/mnt/nas" || c.DefaultPython != "3.11" || c.ExecutionTimeout != 30*time.Second || c.CleanupIdle != 72*time.Hour {
 					t.Errorf("got %+v; want the TRD defaults", c)
 				}
-				if c.SQLitePath != "/mnt/nas/controlplane/fabric.db" {
-					t.Errorf("got SQLitePath %q", c.SQLitePath)
+				if c.SQLitePath != "/mnt/nas/controlplane/fabric.db" || c.ReservePath != "/mnt/nas/controlplane/reserve" {
+					t.Errorf("got SQLitePath %q, ReservePath %q", c.SQLitePath, c.ReservePath)
+				}
+				if c.MinFreeBytes != 512<<20 || c.ReserveBytes != 16<<20 {
+					t.Errorf("got MinFreeBytes %d, ReserveBytes %d; want 512 MiB and 16 MiB", c.MinFreeBytes, c.ReserveBytes)
 				}
 			},
 		},
@@ -40,6 +43,20 @@ func TestLoad(t *testing.T) {
 			name:    "every problem at once",
 			env:     map[string]string{"EXECUTION_TIMEOUT": "soon", "LISTEN_ADDR": "nowhere", "AGENT_URL": "ftp://x"},
 			wantErr: []string{"EXECUTION_TIMEOUT", "LISTEN_ADDR", "AGENT_URL"},
+		},
+		{
+			name: "disk space settings",
+			env:  map[string]string{"DATA_ROOT_MIN_FREE_BYTES": "0", "DATA_ROOT_RESERVE_BYTES": "1048576"},
+			check: func(t *testing.T, c Config) {
+				if c.MinFreeBytes != 0 || c.ReserveBytes != 1<<20 {
+					t.Errorf("got MinFreeBytes %d, ReserveBytes %d", c.MinFreeBytes, c.ReserveBytes)
+				}
+			},
+		},
+		{
+			name:    "negative disk space settings",
+			env:     map[string]string{"DATA_ROOT_MIN_FREE_BYTES": "-1", "DATA_ROOT_RESERVE_BYTES": "-2"},
+			wantErr: []string{"DATA_ROOT_MIN_FREE_BYTES", "DATA_ROOT_RESERVE_BYTES"},
 		},
 		{
 			name:    "remote agent needs a token",

@@ -237,6 +237,7 @@ type fabric struct {
 }
 
 type options struct {
+	dataRoot    string // DATA_ROOT of both programs; empty: a temporary directory
 	databaseURL string
 	indexURL    string // the real index for the end-to-end case; empty: a local one
 	cpEnv       []string
@@ -246,7 +247,10 @@ func newFabric(t *testing.T, opt options) *fabric {
 	t.Helper()
 	cpBin, agentBin := binaries(t)
 	uv := testenv.UV(t)
-	f := &fabric{DataRoot: t.TempDir(), client: &http.Client{Timeout: 10 * time.Minute}}
+	f := &fabric{DataRoot: opt.dataRoot, client: &http.Client{Timeout: 10 * time.Minute}}
+	if f.DataRoot == "" {
+		f.DataRoot = t.TempDir()
+	}
 	f.Envs = filepath.Join(f.DataRoot, "envs")
 	f.Cache = filepath.Join(f.DataRoot, "uv_cache")
 	indexURL := opt.indexURL

@@ -1,20 +1,16 @@
 // Package store keeps the control plane's truth: environments, their project-file revisions, the
 // leases that lock them and the env_operations audit trail. Two implementations satisfy Store:
 // PostgreSQL through pgx (store/postgres) when DATABASE_URL is set, and embedded SQLite in pure Go
-// (store/sqlite) when it is not. One test suite (store/storetest) runs against both.
+// (store/sqlite) when it is not. Both are one implementation (store/sqlstore: every query and
+// transaction, written once) over a small dialect each. One test suite (store/storetest) runs
+// against both.
 package store
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io/fs"
-	"path"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/envfabric/envfabric/shared/envid"
@@ -267,78 +263,9 @@ type Store interface {
 // first agent that joins, after which agents on other storage are refused.
 const SettingFleetID = "fleet_id"
 
-// Helpers shared by the implementations.
-
-// Migration is one numbered schema change, embedded as migrations/NNNN_name.sql.
-type Migration struct {
-	Version int
-	Name    string
-	SQL     string
-}
-
-// LoadMigrations reads fsys's migrations/*.sql in order; each name must start with its number.
-func LoadMigrations(fsys fs.FS) ([]Migration, error) {
-	files, err := fs.Glob(fsys, "migrations/*.sql")
-	if err != nil {
-		return nil, err
-	}
-	out := make([]Migration, 0, len(files))
-	for _, f := range files {
-		name := path.Base(f)
-		num, _, _ := strings.Cut(name, "_")
-		version, err := strconv.Atoi(num)
-		if err != nil {
-			return nil, fmt.Errorf("migration %s: name must start with its number: %w", name, err)
-		}
-		body, err := fs.ReadFile(fsys, f)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, Migration{Version: version, Name: name, SQL: string(body)})
-	}
-	return out, nil
-}
-
-// NewLeaseID returns a random 128-bit lease id in hex.
-func NewLeaseID() string {
-	b := make([]byte, 16)
-	rand.Read(b) // never fails
-	return hex.EncodeToString(b)
-}
-
-// OrNow is t, or the current time when t is zero.
-func OrNow(t time.Time) time.Time {
-	if t.IsZero() {
-		return time.Now()
-	}
-	return t
-}
-
-// NullJSON stores an empty JSON document as NULL.
-func NullJSON(v json.RawMessage) any {
-	if len(v) == 0 {
-		return nil
-	}
-	return string(v)
-}
-
-// Rows is the part of a result set the shared scanners need; *sql.Rows and pgx.Rows have it.
-type Rows interface {
-	Next() bool
-	Scan(dest ...any) error
-	Err() error
-}
-
-// ScanStateCounts reads (state, count) rows into a map, for CountEnvs.
-func ScanStateCounts(rows Rows) (map[string]int, error) {
-	out := map[string]int{}
-	for rows.Next() {
-		var state string
-		var n int
-		if err := rows.Scan(&state, &n); err != nil {
-			return nil, err
-		}
-		out[state] = n
-	}
-	return out, rows.Err()
+// Prober is implemented by both stores, for readiness: a real write rather than SELECT 1, which a
+// database that cannot take a write (its disk full, its server read-only) still answers.
+type Prober interface {
+	// ProbeWrite upserts the probe row named name (holder and now recorded in it).
+	ProbeWrite(ctx context.Context, name, holder string, now time.Time) error
 }

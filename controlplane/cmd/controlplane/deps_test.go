@@ -30,6 +30,8 @@ func TestDependencyDirection(t *testing.T) {
 		{pkg: module + "controlplane/cmd/controlplane", forbidden: []string{module + "agent/", module + "shared/testutil/"}},
 		{pkg: module + "agent/cmd/agent", forbidden: []string{module + "controlplane/", module + "shared/testutil/"}},
 		{pkg: module + "controlplane/envs", forbidden: []string{"github.com/jackc/pgx", "modernc.org/sqlite", module + "proto/", "connectrpc.com/connect"}},
+		// The shared SQL layer knows database/sql only; each driver stays in its dialect's package.
+		{pkg: module + "controlplane/store/sqlstore", forbidden: []string{"github.com/jackc/pgx", "modernc.org/sqlite"}},
 		{pkg: module + "controlplane/api", forbidden: []string{"github.com/jackc/pgx", "modernc.org/sqlite", module + "proto/"}},
 		{pkg: module + "shared/...", forbidden: []string{module + "controlplane/", module + "agent/"}},
 		{pkg: module + "proto/...", forbidden: []string{module + "shared/", module + "controlplane/", module + "agent/"}},

@@ -2,11 +2,15 @@ package postgres_test
 
 import (
 	"context"
+	"database/sql"
 	"log"
 	"log/slog"
+	"net/url"
 	"os"
+	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/envfabric/envfabric/controlplane/store"
 	"github.com/envfabric/envfabric/controlplane/store/postgres"
@@ -84,5 +88,51 @@ func TestServerRestart(t *testing.T) {
 	}
 	if _, err := s.BeginOperation(ctx, store.Operation{Kind: "create"}); err != nil {
 		t.Fatalf("after restart: %v", err)
+	}
+}
+
+// TestProbeReadOnly checks that the write probe fails on a database that answers SELECT 1 but
+// takes no write (a standby, or a database set read-only), where Ping alone would say ready.
+func TestProbeReadOnly(t *testing.T) {
+	if srv == nil {
+		pgtest.Unavailable(t, startErr)
+	}
+	ctx := t.Context()
+	u, err := url.Parse(srv.NewDatabase(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	db := strings.TrimPrefix(u.Path, "/")
+	s, err := postgres.Open(ctx, u.String(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := s.ProbeWrite(ctx, "readyz", "cp1", time.Now()); err != nil {
+		t.Fatalf("probe on a writable database: %v", err)
+	}
+	admin, err := sql.Open("pgx", srv.URL("postgres"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close()
+	// New sessions of the database are read-only; ending the store's sessions makes it open new ones.
+	for _, q := range []string{
+		`ALTER DATABASE "` + db + `" SET default_transaction_read_only = on`,
+		`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '` + db + `'`,
+	} {
+		if _, err := admin.ExecContext(ctx, q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	// Each terminated session fails its next statement once, then the pool replaces it.
+	for i := 0; s.Ping(ctx) != nil; i++ {
+		if i == 10 {
+			t.Fatalf("Ping on a read-only database: %v", s.Ping(ctx))
+		}
+	}
+	err = s.ProbeWrite(ctx, "readyz", "cp1", time.Now())
+	if err == nil || !strings.Contains(err.Error(), "read-only") {
+		t.Errorf("probe on a read-only database: %v; want a read-only error", err)
 	}
 }

@@ -1,8 +1,11 @@
 package sqlite_test
 
 import (
+	"fmt"
 	"log/slog"
+	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/envfabric/envfabric/controlplane/store"
@@ -41,5 +44,52 @@ func TestReopen(t *testing.T) {
 		if err != nil {
 			t.Fatalf("open #%d: %v", i+1, err)
 		}
+	}
+}
+
+// TestCheckFile checks that the store stops calling its file good once the path names another
+// file or none.
+func TestCheckFile(t *testing.T) {
+	tests := []struct {
+		name   string
+		change func(t *testing.T, path string)
+		want   string // in the error; "" for none
+	}{
+		{"untouched", func(*testing.T, string) {}, ""},
+		{"removed", func(t *testing.T, path string) {
+			if err := os.Remove(path); err != nil {
+				t.Fatal(err)
+			}
+		}, "was removed"},
+		{"replaced", func(t *testing.T, path string) {
+			b, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(path+".new", b, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Rename(path+".new", path); err != nil {
+				t.Fatal(err)
+			}
+		}, "was replaced"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "fabric.db")
+			s, err := sqlite.Open(t.Context(), path, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			if err := s.CheckFile(t.Context()); err != nil {
+				t.Fatalf("right after open: %v", err)
+			}
+			tt.change(t, path)
+			err = s.CheckFile(t.Context())
+			if got := fmt.Sprint(err); (tt.want == "") != (err == nil) || !strings.Contains(got, tt.want) {
+				t.Errorf("got %v; want an error containing %q", err, tt.want)
+			}
+		})
 	}
 }

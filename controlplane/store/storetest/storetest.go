@@ -40,12 +40,15 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"CommitRevision", testCommitRevision},
 		{"CommitRevisionFenced", testCommitRevisionFenced},
 		{"CommitRevisionStaleBase", testCommitRevisionStaleBase},
+		{"CommitRevisionRace", testCommitRevisionRace},
+		{"CreateEnvRace", testCreateEnvRace},
 		{"GetRevision", testGetRevision},
 		{"DeleteEnv", testDeleteEnv},
 		{"IdleEnvs", testIdleEnvs},
 		{"CountEnvsAndLeases", testCounts},
 		{"AdoptSetting", testAdoptSetting},
 		{"Leadership", testLeadership},
+		{"ProbeWrite", testProbeWrite},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -456,32 +459,40 @@ func testListLeases(t *testing.T, s store.Store) {
 
 func testLeaseRace(t *testing.T, s store.Store) {
 	const n = 16
+	won, refused, errs := race(n, store.ErrLocked, func(i int) error {
+		_, err := s.AcquireLease(t.Context(), store.LeaseRequest{
+			Key: keyA, Exclusive: true, Holder: fmt.Sprintf("cp-%d", i), Operation: "update", TTL: ttl, Now: at(0)})
+		return err
+	})
+	if won != 1 || refused != n-1 || len(errs) > 0 {
+		t.Errorf("won %d, refused %d, errors %v; want 1 winner and %d refusals", won, refused, errs, n-1)
+	}
+}
+
+// race runs fn(i) for i in [0, n) at once and counts the outcomes: nil, an error that is want, and
+// the other errors.
+func race(n int, want error, fn func(i int) error) (won, refused int, errs []error) {
 	var (
-		wg             sync.WaitGroup
-		mu             sync.Mutex
-		won, refused   int
-		unexpectedErrs []error
+		wg sync.WaitGroup
+		mu sync.Mutex
 	)
 	for i := range n {
 		wg.Go(func() {
-			_, err := s.AcquireLease(t.Context(), store.LeaseRequest{
-				Key: keyA, Exclusive: true, Holder: fmt.Sprintf("cp-%d", i), Operation: "update", TTL: ttl, Now: at(0)})
+			err := fn(i)
 			mu.Lock()
 			defer mu.Unlock()
 			switch {
 			case err == nil:
 				won++
-			case errors.Is(err, store.ErrLocked):
+			case errors.Is(err, want):
 				refused++
 			default:
-				unexpectedErrs = append(unexpectedErrs, err)
+				errs = append(errs, err)
 			}
 		})
 	}
 	wg.Wait()
-	if won != 1 || refused != n-1 || len(unexpectedErrs) > 0 {
-		t.Errorf("won %d, refused %d, errors %v; want 1 winner and %d refusals", won, refused, unexpectedErrs, n-1)
-	}
+	return won, refused, errs
 }
 
 func testCreateEnv(t *testing.T, s store.Store) {
@@ -698,6 +709,42 @@ func testCommitRevisionStaleBase(t *testing.T, s store.Store) {
 				t.Errorf("current revision %d %q; want 2 %q", r.Number, r.PyprojectTOML, "p two")
 			}
 		})
+	}
+}
+
+// Writers racing to commit on the same base: exactly one publishes, every other is told its base
+// is stale, and the environment holds the winner's files.
+func testCommitRevisionRace(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	createEnv(t, s, keyA, at(0))
+	l := lease(t, s, keyA, true, at(0))
+	must(s.CommitRevision(ctx, store.Commit{Key: keyA, LeaseID: l.ID, Now: at(0), PyprojectTOML: "p0", UvLock: "l0",
+		State: store.StateActive}))(t)
+	const n = 8
+	won, refused, errs := race(n, store.ErrStaleBase, func(i int) error {
+		f := fmt.Sprint("writer ", i)
+		_, err := s.CommitRevision(ctx, store.Commit{Key: keyA, LeaseID: l.ID, Base: 1, Now: at(time.Second),
+			PyprojectTOML: f, UvLock: f, State: store.StateActive})
+		return err
+	})
+	if won != 1 || refused != n-1 || len(errs) > 0 {
+		t.Fatalf("won %d, stale %d, errors %v; want one winner, every other refused as stale", won, refused, errs)
+	}
+	if r := must(s.GetRevision(ctx, keyA, 0))(t); r.Number != 2 || r.PyprojectTOML != r.UvLock || r.PyprojectTOML == "p0" {
+		t.Errorf("current revision %d %q, %q; want 2 with one writer's files", r.Number, r.PyprojectTOML, r.UvLock)
+	}
+}
+
+// Creators racing on one key: exactly one creates it, every other is told it exists. (ACTIVE:
+// a CREATING row without a live lease is, by contract, replaced by the next creator.)
+func testCreateEnvRace(t *testing.T, s store.Store) {
+	const n = 8
+	created, exists, errs := race(n, store.ErrExists, func(i int) error {
+		env := store.Env{Key: keyA, State: store.StateActive, PythonVersion: fmt.Sprint("3.", i)}
+		return s.CreateEnv(t.Context(), env, at(0))
+	})
+	if created != 1 || exists != n-1 || len(errs) > 0 {
+		t.Errorf("created %d, exists %d, errors %v; want 1 and %d", created, exists, errs, n-1)
 	}
 }
 
@@ -947,5 +994,18 @@ func testLeadership(t *testing.T, s store.Store) {
 	close(wins)
 	if n := len(wins); n != 1 {
 		t.Errorf("%d racers won a free role; want exactly 1", n)
+	}
+}
+
+func testProbeWrite(t *testing.T, s store.Store) {
+	p, ok := s.(store.Prober)
+	if !ok {
+		t.Fatalf("%T does not implement store.Prober", s)
+	}
+	// The first probe inserts the row, every later one updates it.
+	for i, holder := range []string{"cp1", "cp1", "cp2"} {
+		if err := p.ProbeWrite(t.Context(), "readyz", holder, at(time.Duration(i)*time.Second)); err != nil {
+			t.Fatalf("probe #%d by %s: %v", i+1, holder, err)
+		}
 	}
 }

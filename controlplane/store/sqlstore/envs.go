@@ -1,0 +1,234 @@
+package sqlstore
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/envfabric/envfabric/controlplane/store"
+	"github.com/envfabric/envfabric/shared/envid"
+)
+
+const envCols = `workflow_id, node_id, version_id, state, python_version, python_path, env_path, revision,
+	last_error, created_at, updated_at, last_used_at`
+
+func (s *Store) scanEnv(r scanner) (store.Env, error) {
+	var e store.Env
+	err := r.Scan(&e.Key.WorkflowID, &e.Key.NodeID, &e.Key.VersionID, &e.State, &e.PythonVersion, &e.PythonPath,
+		&e.EnvPath, &e.Revision, &e.LastError, s.scanTime(&e.CreatedAt), s.scanTime(&e.UpdatedAt), s.scanTime(&e.LastUsedAt))
+	return e, err
+}
+
+// CreateEnv implements store.Store. Under the key's lock it looks at the row in the way: none, or
+// a CREATING one whose creator holds no live lease (it died), which is replaced.
+func (s *Store) CreateEnv(ctx context.Context, env store.Env, now time.Time) error {
+	now = orNow(now)
+	k := env.Key
+	used := env.LastUsedAt
+	if used.IsZero() {
+		used = now
+	}
+	err := s.tx(ctx, func(tx *sql.Tx, r runner) error {
+		if err := s.d.LockKey(ctx, tx, envLockKey(k)...); err != nil {
+			return err
+		}
+		var state string
+		err := r.row(ctx, `SELECT state FROM envs WHERE workflow_id = $1 AND node_id = $2 AND version_id = $3`,
+			k.WorkflowID, k.NodeID, k.VersionID).Scan(&state)
+		switch {
+		case errors.Is(err, sql.ErrNoRows):
+		case err != nil:
+			return err
+		case state != store.StateCreating:
+			return store.ErrExists
+		default:
+			var live bool
+			if err := r.row(ctx, `SELECT EXISTS (SELECT 1 FROM env_leases
+				WHERE workflow_id = $1 AND node_id = $2 AND version_id = $3 AND expires_at > $4)`,
+				k.WorkflowID, k.NodeID, k.VersionID, s.time(now)).Scan(&live); err != nil {
+				return err
+			}
+			if live {
+				return store.ErrExists
+			}
+			s.log.Info("replacing environment abandoned while creating", "env", k.String())
+			if _, err := r.exec(ctx, `DELETE FROM envs WHERE workflow_id = $1 AND node_id = $2 AND version_id = $3`,
+				k.WorkflowID, k.NodeID, k.VersionID); err != nil {
+				return err
+			}
+		}
+		_, err = r.exec(ctx, `INSERT INTO envs (`+envCols+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11)`,
+			k.WorkflowID, k.NodeID, k.VersionID, env.State, env.PythonVersion, env.PythonPath, env.EnvPath,
+			env.Revision, env.LastError, s.time(now), s.time(used))
+		if s.d.IsUniqueViolation(err) {
+			// The key's lock makes this unreachable; should a writer bypass it, the answer stays true.
+			return store.ErrExists
+		}
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("create environment %s: %w", k, err)
+	}
+	return nil
+}
+
+// GetEnv implements store.Store.
+func (s *Store) GetEnv(ctx context.Context, key envid.Key) (store.Env, error) {
+	e, err := s.scanEnv(s.read().row(ctx, `SELECT `+envCols+` FROM envs
+		WHERE workflow_id = $1 AND node_id = $2 AND version_id = $3`, key.WorkflowID, key.NodeID, key.VersionID))
+	if err != nil {
+		return store.Env{}, fmt.Errorf("get environment %s: %w", key, notFound(err))
+	}
+	return e, nil
+}
+
+// ListEnvs implements store.Store.
+func (s *Store) ListEnvs(ctx context.Context, f store.ListFilter) ([]store.Env, error) {
+	a := f.After
+	rows, err := s.read().query(ctx, `SELECT `+envCols+` FROM envs
+		WHERE ($1 = '' OR workflow_id = $1) AND (workflow_id, node_id, version_id) > ($2, $3, $4)
+		ORDER BY workflow_id, node_id, version_id LIMIT $5`,
+		f.WorkflowID, a.WorkflowID, a.NodeID, a.VersionID, sqlLimit(f.Limit))
+	envs, err := collect(rows, err, s.scanEnv)
+	if err != nil {
+		return nil, fmt.Errorf("list environments: %w", err)
+	}
+	return envs, nil
+}
+
+// IdleEnvs implements store.Store.
+func (s *Store) IdleEnvs(ctx context.Context, cutoff time.Time, limit int) ([]store.Env, error) {
+	rows, err := s.read().query(ctx, `SELECT `+envCols+` FROM envs WHERE last_used_at < $1
+		ORDER BY last_used_at, workflow_id, node_id, version_id LIMIT $2`, s.time(cutoff), sqlLimit(limit))
+	envs, err := collect(rows, err, s.scanEnv)
+	if err != nil {
+		return nil, fmt.Errorf("list idle environments: %w", err)
+	}
+	return envs, nil
+}
+
+// CountEnvs implements store.Store.
+func (s *Store) CountEnvs(ctx context.Context) (map[string]int, error) {
+	rows, err := s.read().query(ctx, `SELECT state, count(*) FROM envs GROUP BY state`)
+	type count struct {
+		state string
+		n     int
+	}
+	counts, err := collect(rows, err, func(r scanner) (c count, err error) { return c, r.Scan(&c.state, &c.n) })
+	if err != nil {
+		return nil, fmt.Errorf("count envs: %w", err)
+	}
+	out := make(map[string]int, len(counts))
+	for _, c := range counts {
+		out[c.state] = c.n
+	}
+	return out, nil
+}
+
+// SetState implements store.Store.
+func (s *Store) SetState(ctx context.Context, key envid.Key, state, lastError string, now time.Time) error {
+	res, err := s.exec(ctx, `UPDATE envs SET state = $1, last_error = $2, updated_at = $3
+		WHERE workflow_id = $4 AND node_id = $5 AND version_id = $6`,
+		state, lastError, s.time(orNow(now)), key.WorkflowID, key.NodeID, key.VersionID)
+	if err == nil {
+		err = oneRow(res)
+	}
+	if err != nil {
+		return fmt.Errorf("set state of %s to %s: %w", key, state, err)
+	}
+	return nil
+}
+
+// Touch implements store.Store. CASE rather than GREATEST or max(): the one both databases have.
+func (s *Store) Touch(ctx context.Context, key envid.Key, t time.Time) error {
+	res, err := s.exec(ctx, `UPDATE envs SET last_used_at = CASE WHEN last_used_at < $1 THEN $1 ELSE last_used_at END
+		WHERE workflow_id = $2 AND node_id = $3 AND version_id = $4`,
+		s.time(orNow(t)), key.WorkflowID, key.NodeID, key.VersionID)
+	if err == nil {
+		err = oneRow(res)
+	}
+	if err != nil {
+		return fmt.Errorf("touch %s: %w", key, err)
+	}
+	return nil
+}
+
+// CommitRevision implements store.Store: fenced on the lease, then a compare-and-set on the base
+// revision with the environment's row locked until the end.
+func (s *Store) CommitRevision(ctx context.Context, c store.Commit) (int64, error) {
+	now := orNow(c.Now)
+	k := c.Key
+	var rev int64
+	err := s.tx(ctx, func(tx *sql.Tx, r runner) error {
+		if err := s.fence(ctx, r, k, c.LeaseID, now); err != nil {
+			return err
+		}
+		var pyproject, lock sql.NullString
+		err := r.row(ctx, `SELECT e.revision, r.pyproject_toml, r.uv_lock FROM envs e
+			LEFT JOIN env_revisions r ON r.workflow_id = e.workflow_id AND r.node_id = e.node_id
+				AND r.version_id = e.version_id AND r.revision = e.revision
+			WHERE e.workflow_id = $1 AND e.node_id = $2 AND e.version_id = $3`+s.d.RowLock("FOR UPDATE OF e"),
+			k.WorkflowID, k.NodeID, k.VersionID).Scan(&rev, &pyproject, &lock)
+		if err != nil {
+			return notFound(err)
+		}
+		if rev != c.Base {
+			return &store.StaleBaseError{Key: k, Base: c.Base, Current: rev}
+		}
+		if !pyproject.Valid || pyproject.String != c.PyprojectTOML || lock.String != c.UvLock {
+			rev++
+			if _, err := r.exec(ctx, `INSERT INTO env_revisions (workflow_id, node_id, version_id, revision,
+				pyproject_toml, uv_lock, operation_id, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
+				k.WorkflowID, k.NodeID, k.VersionID, rev, c.PyprojectTOML, c.UvLock, c.OperationID, s.time(now)); err != nil {
+				return err
+			}
+		}
+		_, err = r.exec(ctx, `UPDATE envs SET state = COALESCE(NULLIF($1, ''), state), revision = $2,
+			python_version = COALESCE(NULLIF($3, ''), python_version), python_path = COALESCE(NULLIF($4, ''), python_path),
+			env_path = COALESCE(NULLIF($5, ''), env_path), last_error = '', updated_at = $6
+			WHERE workflow_id = $7 AND node_id = $8 AND version_id = $9`,
+			c.State, rev, c.PythonVersion, c.PythonPath, c.EnvPath, s.time(now), k.WorkflowID, k.NodeID, k.VersionID)
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("commit revision of %s: %w", k, err)
+	}
+	return rev, nil
+}
+
+// GetRevision implements store.Store.
+func (s *Store) GetRevision(ctx context.Context, key envid.Key, n int64) (store.Revision, error) {
+	r := store.Revision{Key: key}
+	err := s.read().row(ctx, `SELECT r.revision, r.pyproject_toml, r.uv_lock, r.operation_id, r.created_at
+		FROM env_revisions r JOIN envs e ON e.workflow_id = r.workflow_id AND e.node_id = r.node_id
+			AND e.version_id = r.version_id
+		WHERE r.workflow_id = $1 AND r.node_id = $2 AND r.version_id = $3
+			AND r.revision = CASE WHEN CAST($4 AS bigint) = 0 THEN e.revision ELSE $4 END`,
+		key.WorkflowID, key.NodeID, key.VersionID, n).Scan(&r.Number, &r.PyprojectTOML, &r.UvLock, &r.OperationID,
+		s.scanTime(&r.CreatedAt))
+	if err != nil {
+		return store.Revision{}, fmt.Errorf("get revision %d of %s: %w", n, key, notFound(err))
+	}
+	return r, nil
+}
+
+// DeleteEnv implements store.Store. The revisions go with the row (ON DELETE CASCADE).
+func (s *Store) DeleteEnv(ctx context.Context, key envid.Key, leaseID string) error {
+	err := s.tx(ctx, func(tx *sql.Tx, r runner) error {
+		if err := s.fence(ctx, r, key, leaseID, time.Now()); err != nil {
+			return err
+		}
+		res, err := r.exec(ctx, `DELETE FROM envs WHERE workflow_id = $1 AND node_id = $2 AND version_id = $3`,
+			key.WorkflowID, key.NodeID, key.VersionID)
+		if err != nil {
+			return err
+		}
+		return oneRow(res)
+	})
+	if err != nil {
+		return fmt.Errorf("delete environment %s: %w", key, err)
+	}
+	return nil
+}
