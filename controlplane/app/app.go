@@ -161,11 +161,11 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	log.Info("control plane serving", "addr", ln.Addr().String(), "instance", cfg.InstanceID,
 		"agents", map[bool]string{true: "gossip:" + cfg.Gossip.BindAddr, false: cfg.AgentURL}[cfg.Fleet()],
 		"database", map[bool]string{true: "postgresql", false: "sqlite:" + cfg.SQLitePath}[cfg.DatabaseURL != ""])
-	ready := []string{sdnotify.AddrVar + "=" + ln.Addr().String()}
+	notify := []string{sdnotify.AddrVar + "=" + ln.Addr().String()}
 	if gossipAddr != "" {
-		ready = append(ready, sdnotify.GossipAddrVar+"="+gossipAddr)
+		notify = append(notify, sdnotify.GossipAddrVar+"="+gossipAddr)
 	}
-	if err := sdnotify.Ready(ready...); err != nil {
+	if err := sdnotify.Ready(notify...); err != nil {
 		log.Warn("telling systemd we are ready", "err", err)
 	}
 
