@@ -26,6 +26,7 @@ import (
 	"github.com/envfabric/envfabric/proto/gen/envfabric/agent/v1/agentv1connect"
 	"github.com/envfabric/envfabric/shared/agentauth"
 	"github.com/envfabric/envfabric/shared/gossip"
+	"github.com/envfabric/envfabric/shared/httpserver"
 	"github.com/envfabric/envfabric/shared/sdnotify"
 )
 
@@ -149,13 +150,15 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 	protocols := new(http.Protocols)
 	protocols.SetHTTP1(true)
 	protocols.SetUnencryptedHTTP2(true)
-	srv := &http.Server{
-		Handler:           Handler(cfg.Token, svc, ex, met, "sandbox: "+sb.Describe()),
-		Protocols:         protocols,
-		ReadHeaderTimeout: 10 * time.Second,
-		BaseContext:       func(net.Listener) context.Context { return ctx },
-		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
-	}
+	srv := httpserver.New(httpserver.Config{
+		Limits:       cfg.HTTP,
+		Probes:       []string{"/healthz", "/readyz"},
+		Protocols:    protocols,
+		BaseContext:  ctx,
+		Logger:       logger,
+		Registerer:   met.reg,
+		MetricPrefix: "envfabric_agent_",
+	}, Handler(cfg.Token, svc, ex, met, "sandbox: "+sb.Describe()))
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
 	logger.Info("agent serving", "addr", ln.Addr().String(), "agent_id", cfg.AgentID, "version", Version,

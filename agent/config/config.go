@@ -20,6 +20,7 @@ import (
 	"github.com/envfabric/envfabric/agent/uv"
 	"github.com/envfabric/envfabric/shared/config"
 	"github.com/envfabric/envfabric/shared/gossip"
+	"github.com/envfabric/envfabric/shared/httpserver"
 )
 
 // Config is the agent's whole configuration.
@@ -62,6 +63,8 @@ type Config struct {
 	UVWheelsOnly bool
 	// Sandbox is how user code is isolated (docs/sandbox.md).
 	Sandbox Sandbox
+	// HTTP bounds what clients can hold of the agent's server (HTTP_*).
+	HTTP httpserver.Limits
 }
 
 // Sandbox is the RUN_* block.
@@ -87,6 +90,23 @@ const (
 	DefaultRunOpenFiles   = 1024
 	DefaultRunProcesses   = 512
 )
+
+// DefaultHTTP are the agent's HTTP_* defaults. Requests that do work (every RPC) get an hour to
+// answer: longer than the control planes' defaults for a run (MAX_EXECUTION_TIMEOUT 10m) and a uv
+// operation (UV_OPERATION_TIMEOUT 30m) with their restore, so HTTP_WORK_TIMEOUT needs raising
+// only with those. The connection cap is for a few control planes and Prometheus, with room.
+var DefaultHTTP = httpserver.Limits{
+	ReadHeaderTimeout: 10 * time.Second,
+	ReadTimeout:       time.Minute,
+	WriteTimeout:      time.Minute,
+	WorkTimeout:       time.Hour,
+	// Longer than the control plane's keep-alive (90s), so the client closes first and never
+	// sends on a connection the agent is closing.
+	IdleTimeout:    2 * time.Minute,
+	MaxHeaderBytes: 64 << 10,
+	MaxConns:       512,
+	ProbeConns:     8,
+}
 
 // Load reads the configuration from src.
 func Load(src config.Source) (Config, error) {
@@ -169,6 +189,7 @@ func Load(src config.Source) (Config, error) {
 	}
 	c.UVWheelsOnly = r.Bool("UV_WHEELS_ONLY", false)
 	c.Sandbox = loadSandbox(r)
+	c.HTTP = httpserver.FromEnv(r, DefaultHTTP)
 
 	if err := c.LogLevel.UnmarshalText([]byte(r.String("LOG_LEVEL", "info"))); err != nil {
 		r.Fail("LOG_LEVEL: %v", err)

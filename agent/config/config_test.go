@@ -63,6 +63,7 @@ func TestLoad(t *testing.T) {
 						Tier: sandbox.Namespace, User: "nobody", UID: nobodyUID, GID: nobodyGID,
 						Limits: sandbox.Limits{CPUSeconds: 600, MemoryBytes: 4 << 30, FileBytes: 256 << 20, OpenFiles: 1024, Processes: 512},
 					},
+					HTTP: agentconfig.DefaultHTTP,
 				}
 				if len(c.UVPassthrough) != 0 {
 					t.Errorf("passthrough: got %v; want none", c.UVPassthrough)

@@ -25,6 +25,7 @@ import (
 	"github.com/envfabric/envfabric/controlplane/store"
 	"github.com/envfabric/envfabric/controlplane/store/postgres"
 	"github.com/envfabric/envfabric/controlplane/store/sqlite"
+	"github.com/envfabric/envfabric/shared/httpserver"
 	"github.com/envfabric/envfabric/shared/sdnotify"
 )
 
@@ -138,7 +139,13 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("listening on %s: %w", cfg.ListenAddr, err)
 	}
-	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
+	srv := httpserver.New(httpserver.Config{
+		Limits:       cfg.HTTP,
+		Probes:       []string{"/healthz", "/readyz"},
+		Logger:       log,
+		Registerer:   reg,
+		MetricPrefix: "envfabric_",
+	}, handler)
 
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()

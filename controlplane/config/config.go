@@ -13,6 +13,7 @@ import (
 
 	"github.com/envfabric/envfabric/shared/config"
 	"github.com/envfabric/envfabric/shared/gossip"
+	"github.com/envfabric/envfabric/shared/httpserver"
 )
 
 // Config is everything the control plane reads at start-up.
@@ -46,7 +47,26 @@ type Config struct {
 	// CachePruneInterval is how often the cleanup leader prunes the uv cache; 0 never.
 	CachePruneInterval time.Duration
 	API                API // callers and package references the REST API admits (apiauth.go)
+	// HTTP bounds what clients can hold of the REST server (HTTP_*).
+	HTTP httpserver.Limits
 }
+
+// DefaultHTTP are the control plane's HTTP_* defaults but HTTP_WORK_TIMEOUT, which follows the
+// longest work a request can wait for (see Load).
+var DefaultHTTP = httpserver.Limits{
+	ReadHeaderTimeout: 10 * time.Second,
+	ReadTimeout:       time.Minute,
+	WriteTimeout:      time.Minute,
+	// Longer than common clients' keep-alive (Go's transport: 90s), so they close first.
+	IdleTimeout:    2 * time.Minute,
+	MaxHeaderBytes: 64 << 10,
+	MaxConns:       2048,
+	ProbeConns:     16,
+}
+
+// workMargin is what a request that does work may take beyond the run or the uv operation it
+// waits for: audit writes, the lease, a restore after a failure.
+const workMargin = 5 * time.Minute
 
 // Fleet reports whether agents are found by gossip.
 func (c Config) Fleet() bool { return c.Gossip.Enabled() }
@@ -88,6 +108,15 @@ func Load(src config.Source) (Config, error) {
 		r.Fail("CACHE_PRUNE_INTERVAL must not be negative")
 	}
 	c.API = loadAPI(r, c.ListenAddr)
+	// A request that does work waits for a run or a uv operation: its answer must not be cut before
+	// either can end.
+	longest := max(c.MaxExecutionTime, c.OperationTimeout)
+	httpDef := DefaultHTTP
+	httpDef.WorkTimeout = longest + workMargin
+	c.HTTP = httpserver.FromEnv(r, httpDef)
+	if c.HTTP.WorkTimeout < longest {
+		r.Fail("HTTP_WORK_TIMEOUT (%s) is shorter than the longest run or uv operation (%s): their answers would be cut", c.HTTP.WorkTimeout, longest)
+	}
 	if !filepath.IsAbs(c.DataRoot) {
 		abs, err := filepath.Abs(c.DataRoot)
 		if err != nil {

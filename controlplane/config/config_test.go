@@ -42,6 +42,22 @@ func TestLoad(t *testing.T) {
 			wantErr: []string{"EXECUTION_TIMEOUT", "LISTEN_ADDR", "AGENT_URL"},
 		},
 		{
+			name: "requests that do work may take the longest uv operation and a margin",
+			env:  map[string]string{"UV_OPERATION_TIMEOUT": "45m"},
+			check: func(t *testing.T, c Config) {
+				want := DefaultHTTP
+				want.WorkTimeout = 45*time.Minute + workMargin
+				if c.HTTP != want {
+					t.Errorf("got %+v; want %+v", c.HTTP, want)
+				}
+			},
+		},
+		{
+			name:    "a work timeout that would cut runs",
+			env:     map[string]string{"HTTP_WORK_TIMEOUT": "5m", "MAX_EXECUTION_TIMEOUT": "600"},
+			wantErr: []string{"HTTP_WORK_TIMEOUT (5m0s) is shorter than the longest run or uv operation (30m0s)"},
+		},
+		{
 			name:    "remote agent needs a token",
 			env:     map[string]string{"AGENT_URL": "http://10.1.2.3:8081"},
 			wantErr: []string{"AGENT_TOKEN is required"},

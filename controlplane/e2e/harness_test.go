@@ -158,12 +158,16 @@ type fabric struct {
 	cpEnv    []string
 	agent    *proc
 	client   *http.Client
+
+	// The agent's own address and bearer token, for tests that talk to it directly.
+	AgentURL, AgentToken string
 }
 
 type options struct {
 	databaseURL string
 	indexURL    string // the real index for the end-to-end case; empty: a local one
 	cpEnv       []string
+	agentEnv    []string // added to the agent's environment
 }
 
 func newFabric(t *testing.T, opt options) *fabric {
@@ -196,8 +200,10 @@ func newFabric(t *testing.T, opt options) *fabric {
 		// The real index may sit behind a TLS proxy whose CA only the system store knows.
 		agentEnv = append(agentEnv, "UV_SYSTEM_CERTS=1")
 	}
+	agentEnv = append(agentEnv, opt.agentEnv...)
+	f.AgentURL, f.AgentToken = "http://"+agentAddr, token
 	f.agent = start(t, "agent", agentBin, agentEnv)
-	waitHTTPAuth(t, f.agent, "http://"+agentAddr+"/healthz", token)
+	waitHTTPAuth(t, f.agent, f.AgentURL+"/healthz", token)
 
 	cpAddr := freeAddr(t)
 	cpEnv := append(append([]string{}, base...), "LISTEN_ADDR="+cpAddr, "AGENT_URL=http://"+agentAddr, "LEASE_TTL=6s", "API_TOKENS="+apiTokens)
