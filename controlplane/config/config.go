@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/envfabric/envfabric/shared/config"
+	"github.com/envfabric/envfabric/shared/fleettls"
 	"github.com/envfabric/envfabric/shared/gossip"
 	"github.com/envfabric/envfabric/shared/httpserver"
 )
@@ -39,6 +40,11 @@ type Config struct {
 	LogLevel           string
 	LogFormat          string // text or json
 	AllowRemoteNoToken bool
+	// AgentTLS is this control plane's certificate for calling agents, its key and the fleet's CA
+	// bundle (FLEET_TLS_*); unset, agents are reached in plaintext, which beyond loopback needs
+	// AllowPlaintext (AGENT_ALLOW_PLAINTEXT).
+	AgentTLS       fleettls.Files
+	AllowPlaintext bool
 
 	// Gossip is the fleet membership: when Enabled, agents are found by gossip and AgentURL is
 	// not used.
@@ -97,12 +103,17 @@ func Load(src config.Source) (Config, error) {
 		LogFormat:          r.String("LOG_FORMAT", "text"),
 		AllowRemoteNoToken: r.Bool("AGENT_ALLOW_NO_TOKEN", false),
 	}
+	c.AgentTLS = fleettls.FromEnv(r)
+	c.AllowPlaintext = r.Bool("AGENT_ALLOW_PLAINTEXT", false)
 	c.Gossip = gossip.FromEnv(r)
 	c.Gossip.NodeName = c.InstanceID
 	c.FleetID = r.String("FLEET_ID", "")
 	c.CachePruneInterval = r.Duration("CACHE_PRUNE_INTERVAL", 24*time.Hour)
 	if c.Fleet() && c.AgentToken == "" && !c.AllowRemoteNoToken && !c.Gossip.Loopback() {
 		r.Fail("AGENT_TOKEN is required in a fleet beyond loopback: agents accept RPCs only from an authenticated control plane; set AGENT_ALLOW_NO_TOKEN=true to accept that risk")
+	}
+	if c.Fleet() && !c.AgentTLS.Set() && !c.AllowPlaintext && !c.Gossip.Loopback() {
+		r.Fail("FLEET_TLS_CERT, FLEET_TLS_KEY and FLEET_TLS_CA are required in a fleet beyond loopback: calls to agents carry the token and user code (make them with envfabric-ca); set AGENT_ALLOW_PLAINTEXT=true to accept plaintext")
 	}
 	if c.CachePruneInterval < 0 {
 		r.Fail("CACHE_PRUNE_INTERVAL must not be negative")
@@ -130,8 +141,16 @@ func Load(src config.Source) (Config, error) {
 	}
 	if u, err := url.Parse(c.AgentURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		r.Fail("AGENT_URL=%q: want an http:// or https:// URL", c.AgentURL)
-	} else if !c.Fleet() && c.AgentToken == "" && !c.AllowRemoteNoToken && !config.IsLoopback(u.Hostname()) {
-		r.Fail("AGENT_TOKEN is required to reach an agent beyond loopback (%s); set AGENT_ALLOW_NO_TOKEN=true to accept that risk", c.AgentURL)
+	} else if !c.Fleet() {
+		if c.AgentToken == "" && !c.AllowRemoteNoToken && !config.IsLoopback(u.Hostname()) {
+			r.Fail("AGENT_TOKEN is required to reach an agent beyond loopback (%s); set AGENT_ALLOW_NO_TOKEN=true to accept that risk", c.AgentURL)
+		}
+		switch {
+		case u.Scheme == "https" && !c.AgentTLS.Set():
+			r.Fail("AGENT_URL=%q is https: set FLEET_TLS_CERT, FLEET_TLS_KEY and FLEET_TLS_CA (this control plane's certificate and the fleet's CA)", c.AgentURL)
+		case u.Scheme == "http" && !c.AllowPlaintext && !config.IsLoopback(u.Hostname()):
+			r.Fail("AGENT_URL=%q is plaintext beyond loopback: give the agent a certificate and use https://, or set AGENT_ALLOW_PLAINTEXT=true", c.AgentURL)
+		}
 	}
 	if c.ExecutionTimeout > c.MaxExecutionTime {
 		r.Fail("EXECUTION_TIMEOUT (%s) exceeds MAX_EXECUTION_TIMEOUT (%s)", c.ExecutionTimeout, c.MaxExecutionTime)

@@ -20,6 +20,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/envfabric/envfabric/shared/config"
 )
 
 // Role is what a certificate lets its holder be in the fleet. It is carried by the certificate's
@@ -335,3 +337,13 @@ func (r *rotating) RoundTrip(req *http.Request) (*http.Response, error) {
 
 // CloseIdleConnections lets http.Client.CloseIdleConnections reach the transport.
 func (r *rotating) CloseIdleConnections() { r.base.CloseIdleConnections() }
+
+// FromEnv reads FLEET_TLS_CERT, FLEET_TLS_KEY and FLEET_TLS_CA, which both programs share (each
+// names its own certificate), and reports on r when only some are set.
+func FromEnv(r *config.Reader) Files {
+	f := Files{Cert: r.String("FLEET_TLS_CERT", ""), Key: r.String("FLEET_TLS_KEY", ""), CA: r.String("FLEET_TLS_CA", "")}
+	if f.Set() && (f.Cert == "" || f.Key == "" || f.CA == "") {
+		r.Fail("FLEET_TLS_CERT, FLEET_TLS_KEY and FLEET_TLS_CA go together: set all three or none")
+	}
+	return f
+}
