@@ -91,6 +91,13 @@ func (t *tracker) count() int {
 	return t.pools[normal].n + t.pools[reserve].n
 }
 
+// reserved counts the connections of the probe reserve.
+func (t *tracker) reserved() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.pools[reserve].n
+}
+
 // conn is an accepted connection under the tracker's eye.
 type conn struct {
 	net.Conn

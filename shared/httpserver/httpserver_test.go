@@ -101,7 +101,7 @@ func TestReserveServesOnlyProbesWhenAllBusy(t *testing.T) {
 	lim := testLimits
 	lim.MaxConns, lim.ProbeConns = 3, 1
 	entered, release := make(chan struct{}), make(chan struct{})
-	_, addr := serve(t, lim, mux(func(w http.ResponseWriter, r *http.Request) {
+	s, addr := serve(t, lim, mux(func(w http.ResponseWriter, r *http.Request) {
 		entered <- struct{}{}
 		<-release
 		_, _ = w.Write([]byte("done"))
@@ -134,6 +134,19 @@ func TestReserveServesOnlyProbesWhenAllBusy(t *testing.T) {
 		}
 		if resp.StatusCode != tt.want || !resp.Close {
 			t.Errorf("GET %s with every connection busy: got %d close=%v; want %d, connection closed", tt.path, resp.StatusCode, resp.Close, tt.want)
+		}
+		// The server closes the reserve connection just after its answer; the next request must
+		// not find the one-connection reserve still taken.
+		waitFor(t, "the reserve connection to close", func() bool { return s.conns.reserved() == 0 })
+	}
+}
+
+// waitFor polls cond until it holds.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(30 * time.Second); !cond(); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("waiting for %s: gave up after 30s", what)
 		}
 	}
 }
