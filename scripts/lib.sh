@@ -7,8 +7,8 @@ die() {
 	exit 1
 }
 
-# prepare_binaries: the pinned uv (exported as UV_BIN), curl, and freshly built bin/agent and
-# bin/controlplane.
+# prepare_binaries: the pinned uv (exported as UV_BIN), curl, and freshly built bin/agent,
+# bin/controlplane and bin/envfabric-ca.
 prepare_binaries() {
 	if [[ -z ${UV_BIN:-} ]]; then
 		UV_BIN="$(bash "$root/scripts/install-uv.sh")"
@@ -17,8 +17,8 @@ prepare_binaries() {
 	export UV_BIN
 	command -v go >/dev/null || die "go is not on PATH; install Go (see go.mod for the version)"
 	command -v curl >/dev/null || die "need curl to check health (apt-get install curl)"
-	say "building bin/agent and bin/controlplane"
-	(cd "$root" && go build -o bin/ ./controlplane/cmd/controlplane ./agent/cmd/agent)
+	say "building bin/agent, bin/controlplane and bin/envfabric-ca"
+	(cd "$root" && go build -o bin/ ./controlplane/cmd/controlplane ./agent/cmd/agent ./controlplane/cmd/envfabric-ca)
 }
 
 # use_pip_index: uv never reads pip's configuration. When no index is given to uv but pip has
@@ -35,8 +35,29 @@ use_pip_index() {
 # random_token: 32 random bytes in hex, for a secret made for one run.
 random_token() { od -An -N32 -tx1 /dev/urandom | tr -d ' \n'; }
 
-# http_ok URL [TOKEN]: true when GET URL (with TOKEN as a bearer token) answers 200.
-http_ok() { curl -fsS -o /dev/null --max-time 2 ${2:+-H "Authorization: Bearer $2"} "$1" 2>/dev/null; }
+# http_ok URL [TOKEN [CA]]: true when GET URL (with TOKEN as a bearer token; an https URL
+# verified against the CA bundle CA) answers 200.
+http_ok() { curl -fsS -o /dev/null --max-time 2 ${2:+-H "Authorization: Bearer $2"} ${3:+--cacert "$3"} "$1" 2>/dev/null; }
+
+# fleet_ca DIR: the fleet's CA in DIR/ca (made once, kept across runs) and the bundle members
+# trust, DIR/certs/ca.crt. issue_cert then gives each member its certificate.
+fleet_ca() {
+	tls_dir=$1
+	if [[ ! -s $tls_dir/ca/ca.crt ]]; then
+		say "making the fleet's CA in $tls_dir/ca (bin/envfabric-ca)"
+		"$root/bin/envfabric-ca" init -dir "$tls_dir/ca" -name "envfabric $script_name CA" >/dev/null
+	fi
+	mkdir -p "$tls_dir/certs"
+	"$root/bin/envfabric-ca" bundle -out "$tls_dir/certs/ca.crt" "$tls_dir/ca/ca.crt"
+}
+
+# issue_cert ROLE NAME [HOSTS]: (re-)issue NAME's certificate into $tls_dir/certs and set
+# tls_env to its FLEET_TLS_* settings. Issuing again over a running member rotates its
+# certificate: it is reloaded on change.
+issue_cert() {
+	"$root/bin/envfabric-ca" issue -dir "$tls_dir/ca" -role "$1" -name "$2" ${3:+-host "$3"} -out "$tls_dir/certs" >/dev/null
+	tls_env=(FLEET_TLS_CERT="$tls_dir/certs/$2.crt" FLEET_TLS_KEY="$tls_dir/certs/$2.key" FLEET_TLS_CA="$tls_dir/certs/ca.crt")
+}
 
 # stop_pid PID [SECONDS]: SIGTERM, then SIGKILL if it has not exited after SECONDS (20).
 stop_pid() {

@@ -5,6 +5,7 @@ package app
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -25,7 +26,9 @@ import (
 	"github.com/envfabric/envfabric/agent/uv"
 	"github.com/envfabric/envfabric/proto/gen/envfabric/agent/v1/agentv1connect"
 	"github.com/envfabric/envfabric/shared/agentauth"
+	"github.com/envfabric/envfabric/shared/fleettls"
 	"github.com/envfabric/envfabric/shared/gossip"
+	"github.com/envfabric/envfabric/shared/httpserver"
 	"github.com/envfabric/envfabric/shared/sdnotify"
 )
 
@@ -105,6 +108,10 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 	go func() { defer bg.Done(); tracker.Run(bgCtx, cfg.UsageScanInterval) }()
 	go func() { defer bg.Done(); met.measureCache(bgCtx, cfg.UVCacheDir, cfg.CacheScanInterval, logger) }()
 
+	policy, tlsConfig, protocols, err := transport(cfg, met, logger)
+	if err != nil {
+		return err
+	}
 	ln, err := net.Listen("tcp", cfg.ListenAddr)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", cfg.ListenAddr, err)
@@ -131,21 +138,21 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 		ready = append(ready, sdnotify.GossipAddrVar+"="+fleet.member.Addr())
 	}
 
-	protocols := new(http.Protocols)
-	protocols.SetHTTP1(true)
-	protocols.SetUnencryptedHTTP2(true)
-	srv := &http.Server{
-		Handler:           Handler(cfg.Token, svc, ex, met, "sandbox: "+sb.Describe()),
-		Protocols:         protocols,
-		ReadHeaderTimeout: 10 * time.Second,
-		BaseContext:       func(net.Listener) context.Context { return ctx },
-		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
-	}
+	srv := httpserver.New(httpserver.Config{
+		Limits:       cfg.HTTP,
+		Probes:       []string{"/healthz", "/readyz"},
+		TLS:          tlsConfig,
+		Protocols:    protocols,
+		BaseContext:  ctx,
+		Logger:       logger,
+		Registerer:   met.reg,
+		MetricPrefix: "envfabric_agent_",
+	}, Handler(policy, svc, ex, met, "sandbox: "+sb.Describe()))
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
 	logger.Info("agent serving", "addr", ln.Addr().String(), "agent_id", cfg.AgentID, "version", Version,
 		"uv_version", uvVersion, "envs", cfg.EnvsBasePath, "cache", cfg.UVCacheDir, "link_mode", cfg.UVLinkMode,
-		"auth", cfg.Token != "", "gossip", cfg.Gossip.BindAddr, "sandbox", sb.Describe(), "wheels_only", cfg.UVWheelsOnly)
+		"auth", cfg.Token != "", "tls", tlsConfig != nil, "metrics_token", cfg.MetricsToken != "", "gossip", cfg.Gossip.BindAddr, "sandbox", sb.Describe(), "wheels_only", cfg.UVWheelsOnly)
 	if err := sdnotify.Ready(ready...); err != nil {
 		logger.Warn("telling systemd we are ready", "err", err)
 	}
@@ -193,11 +200,46 @@ func checkLinks(cfg config.Config, logger *slog.Logger) error {
 	return err
 }
 
-// Handler is the agent's HTTP surface, all of it behind the bearer-token check (nothing on an agent
-// is open to an anonymous caller): the Connect service, /healthz (the process answers), /readyz
-// (uv answers; the body is "ok" and then readyLines, one per line, such as the sandbox tier) and
-// /metrics.
-func Handler(token string, svc agentv1connect.AgentServiceHandler, ex *uv.Executor, met *metrics, readyLines ...string) http.Handler {
+// readOnlyPaths are what the metrics credential opens.
+var readOnlyPaths = []string{"/metrics", "/healthz", "/readyz"}
+
+// transport is how the agent meets its callers: the authorisation policy, and the TLS
+// configuration with the protocols it serves (nil: plaintext, which config allows only on
+// loopback or when AGENT_ALLOW_PLAINTEXT says so).
+func transport(cfg config.Config, met *metrics, logger *slog.Logger) (agentauth.Policy, *tls.Config, *http.Protocols, error) {
+	policy := agentauth.Policy{Token: cfg.Token, MetricsToken: cfg.MetricsToken, ReadOnly: readOnlyPaths}
+	protocols := new(http.Protocols)
+	protocols.SetHTTP1(true)
+	if !cfg.TLS.Set() {
+		protocols.SetUnencryptedHTTP2(true)
+		return policy, nil, protocols, nil
+	}
+	src, err := fleettls.Open(cfg.TLS, fleettls.Agent, logger.With("component", "tls"))
+	if err != nil {
+		return policy, nil, nil, fmt.Errorf("FLEET_TLS_*: %w", err)
+	}
+	met.watchCertificate(src)
+	// Every RPC shows a control plane's certificate, checked against the CA bundle in force at
+	// each request, and the token: two factors.
+	policy.Peer = func(cs *tls.ConnectionState) error {
+		err := src.VerifyPeer(cs, fleettls.ControlPlane)
+		if errors.Is(err, fleettls.ErrNoCertificate) {
+			return agentauth.ErrNoPeer
+		}
+		if err != nil {
+			logger.Warn("refused a caller's certificate", "err", err)
+		}
+		return err
+	}
+	protocols.SetHTTP2(true)
+	return policy, src.ServerConfig([]string{"h2", "http/1.1"}), protocols, nil
+}
+
+// Handler is the agent's HTTP surface, all of it behind policy (nothing on an agent is open to an
+// anonymous caller): the Connect service, /healthz (the process answers), /readyz (uv answers; the
+// body is "ok" and then readyLines, one per line, such as the sandbox tier) and /metrics; the last
+// three are open to the read-only metrics credential too.
+func Handler(policy agentauth.Policy, svc agentv1connect.AgentServiceHandler, ex *uv.Executor, met *metrics, readyLines ...string) http.Handler {
 	mux := http.NewServeMux()
 	path, h := agentv1connect.NewAgentServiceHandler(svc)
 	mux.Handle(path, met.count(h))
@@ -214,7 +256,7 @@ func Handler(token string, svc agentv1connect.AgentServiceHandler, ex *uv.Execut
 		}
 		_, _ = w.Write([]byte(strings.Join(append([]string{"ok"}, readyLines...), "\n")))
 	})
-	return agentauth.Middleware(token, mux)
+	return agentauth.Middleware(policy, mux)
 }
 
 // sandboxConfig turns the RUN_* settings into the runner's sandbox and proves that this host can
@@ -318,9 +360,15 @@ func sweepTrash(base string, minAge time.Duration, logger *slog.Logger) {
 // left to its default and the agent took any free port (AGENT_LISTEN_ADDR with port 0), the port
 // it was given.
 func advertiseURL(cfg config.Config, bound net.Addr) string {
-	if host, port, err := net.SplitHostPort(cfg.ListenAddr); err == nil && port == "0" && cfg.AdvertiseURL == "http://"+cfg.ListenAddr {
-		_, got, _ := net.SplitHostPort(bound.String())
-		return "http://" + net.JoinHostPort(host, got)
+	host, port, err := net.SplitHostPort(cfg.ListenAddr)
+	if err != nil || port != "0" {
+		return cfg.AdvertiseURL
+	}
+	for _, scheme := range []string{"http://", "https://"} {
+		if cfg.AdvertiseURL == scheme+cfg.ListenAddr {
+			_, got, _ := net.SplitHostPort(bound.String())
+			return scheme + net.JoinHostPort(host, got)
+		}
 	}
 	return cfg.AdvertiseURL
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/envfabric/envfabric/agent/usage"
+	"github.com/envfabric/envfabric/shared/fleettls"
 )
 
 // metrics are the agent's Prometheus series, on a registry of its own.
@@ -109,6 +110,14 @@ func (w *statusWriter) Flush() {
 
 // Unwrap lets http.ResponseController reach the underlying writer.
 func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// watchCertificate exports when the agent's certificate in force expires, so an alert can ask
+// for a re-issue in time.
+func (m *metrics) watchCertificate(src *fleettls.Source) {
+	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "envfabric_agent_tls_certificate_expiry_timestamp_seconds", Help: "When the agent's TLS certificate in force expires.",
+	}, func() float64 { return float64(src.NotAfter().Unix()) }))
+}
 
 // measureCache refreshes the cache gauges every interval until ctx ends.
 func (m *metrics) measureCache(ctx context.Context, dir string, every time.Duration, logger *slog.Logger) {

@@ -18,7 +18,9 @@ import (
 	"github.com/envfabric/envfabric/agent/sandbox"
 	"github.com/envfabric/envfabric/agent/uv"
 	"github.com/envfabric/envfabric/shared/config"
+	"github.com/envfabric/envfabric/shared/fleettls"
 	"github.com/envfabric/envfabric/shared/gossip"
+	"github.com/envfabric/envfabric/shared/httpserver"
 	"github.com/envfabric/envfabric/shared/logging"
 )
 
@@ -28,6 +30,12 @@ type Config struct {
 	// Token is the bearer token shared with the control plane; empty means no authentication.
 	Token   string
 	AgentID string
+	// MetricsToken is the read-only credential for /metrics and the probes (AGENT_METRICS_TOKEN).
+	MetricsToken string
+	// TLS is the agent's certificate, key and the fleet's CA bundle (FLEET_TLS_*); unset, the agent
+	// speaks plaintext, which beyond loopback needs AllowPlaintext (AGENT_ALLOW_PLAINTEXT).
+	TLS            fleettls.Files
+	AllowPlaintext bool
 
 	DataRoot     string
 	EnvsBasePath string
@@ -61,6 +69,8 @@ type Config struct {
 	UVWheelsOnly bool
 	// Sandbox is how user code is isolated (docs/sandbox.md).
 	Sandbox Sandbox
+	// HTTP bounds what clients can hold of the agent's server (HTTP_*).
+	HTTP httpserver.Limits
 }
 
 // Sandbox is the RUN_* block.
@@ -87,6 +97,23 @@ const (
 	DefaultRunProcesses   = 512
 )
 
+// DefaultHTTP are the agent's HTTP_* defaults. Requests that do work (every RPC) get an hour to
+// answer: longer than the control planes' defaults for a run (MAX_EXECUTION_TIMEOUT 10m) and a uv
+// operation (UV_OPERATION_TIMEOUT 30m) with their restore, so HTTP_WORK_TIMEOUT needs raising
+// only with those. The connection cap is for a few control planes and Prometheus, with room.
+var DefaultHTTP = httpserver.Limits{
+	ReadHeaderTimeout: 10 * time.Second,
+	ReadTimeout:       time.Minute,
+	WriteTimeout:      time.Minute,
+	WorkTimeout:       time.Hour,
+	// Longer than the control plane's keep-alive (90s), so the client closes first and never
+	// sends on a connection the agent is closing.
+	IdleTimeout:    2 * time.Minute,
+	MaxHeaderBytes: 64 << 10,
+	MaxConns:       512,
+	ProbeConns:     8,
+}
+
 // Load reads the configuration from src.
 func Load(src config.Source) (Config, error) {
 	r := config.NewReader(src)
@@ -102,6 +129,9 @@ func Load(src config.Source) (Config, error) {
 		UVPassthrough:  map[string]string{},
 	}
 	allowNoToken := r.Bool("AGENT_ALLOW_NO_TOKEN", false)
+	c.MetricsToken = r.String("AGENT_METRICS_TOKEN", "")
+	c.TLS = fleettls.FromEnv(r)
+	c.AllowPlaintext = r.Bool("AGENT_ALLOW_PLAINTEXT", false)
 	c.RunMaxOutputBytes = int64(r.Int("RUN_MAX_OUTPUT_BYTES", 1<<20))
 
 	hostname, _ := os.Hostname()
@@ -143,18 +173,36 @@ func Load(src config.Source) (Config, error) {
 	host, _, err := net.SplitHostPort(c.ListenAddr)
 	if err != nil {
 		r.Fail("AGENT_LISTEN_ADDR=%q: %v", c.ListenAddr, err)
-	} else if c.Token == "" && !allowNoToken && !config.IsLoopback(host) {
-		r.Fail("AGENT_TOKEN is required when AGENT_LISTEN_ADDR (%s) is not a loopback address; set AGENT_ALLOW_NO_TOKEN=true to run unauthenticated", c.ListenAddr)
+	} else {
+		if c.Token == "" && !allowNoToken && !config.IsLoopback(host) {
+			r.Fail("AGENT_TOKEN is required when AGENT_LISTEN_ADDR (%s) is not a loopback address; set AGENT_ALLOW_NO_TOKEN=true to run unauthenticated", c.ListenAddr)
+		}
+		if !c.TLS.Set() && !c.AllowPlaintext && !config.IsLoopback(host) {
+			r.Fail("FLEET_TLS_CERT, FLEET_TLS_KEY and FLEET_TLS_CA are required when AGENT_LISTEN_ADDR (%s) is not a loopback address: control planes' calls carry the token and user code (make them with envfabric-ca); set AGENT_ALLOW_PLAINTEXT=true to accept plaintext", c.ListenAddr)
+		}
+	}
+	switch {
+	case c.MetricsToken == "":
+	case c.Token == "":
+		r.Fail("AGENT_METRICS_TOKEN without AGENT_TOKEN: an agent without a token is open to everyone anyway")
+	case c.MetricsToken == c.Token:
+		r.Fail("AGENT_METRICS_TOKEN must differ from AGENT_TOKEN: it is the credential that cannot run code")
 	}
 
 	c.Gossip = gossip.FromEnv(r)
 	c.Gossip.NodeName = c.AgentID
-	c.AdvertiseURL = r.String("AGENT_ADVERTISE_URL", "http://"+c.ListenAddr)
+	scheme := "http"
+	if c.TLS.Set() {
+		scheme = "https"
+	}
+	c.AdvertiseURL = r.String("AGENT_ADVERTISE_URL", scheme+"://"+c.ListenAddr)
 	c.UsageScanInterval = r.Duration("USAGE_SCAN_INTERVAL", 30*time.Second)
 	c.CacheScanInterval = r.Duration("CACHE_SCAN_INTERVAL", 5*time.Minute)
 	if c.Gossip.Enabled() {
 		if u, err := url.Parse(c.AdvertiseURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 			r.Fail("AGENT_ADVERTISE_URL=%q: want an http(s) URL", c.AdvertiseURL)
+		} else if u.Scheme != scheme {
+			r.Fail("AGENT_ADVERTISE_URL=%q: this agent speaks %s (FLEET_TLS_* set or not); advertise a %s:// URL", c.AdvertiseURL, scheme, scheme)
 		} else if ip := net.ParseIP(u.Hostname()); ip != nil && ip.IsUnspecified() {
 			r.Fail("AGENT_ADVERTISE_URL=%q: an unspecified address cannot be reached; set AGENT_ADVERTISE_URL to this host's address", c.AdvertiseURL)
 		}
@@ -167,6 +215,7 @@ func Load(src config.Source) (Config, error) {
 	}
 	c.UVWheelsOnly = r.Bool("UV_WHEELS_ONLY", false)
 	c.Sandbox = loadSandbox(r)
+	c.HTTP = httpserver.FromEnv(r, DefaultHTTP)
 
 	c.Log = logging.FromEnv(r)
 	return c, errors.Join(r.Errs()...)

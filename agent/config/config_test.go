@@ -64,6 +64,7 @@ func TestLoad(t *testing.T) {
 						Tier: sandbox.Namespace, User: "nobody", UID: nobodyUID, GID: nobodyGID,
 						Limits: sandbox.Limits{CPUSeconds: 600, MemoryBytes: 4 << 30, FileBytes: 256 << 20, OpenFiles: 1024, Processes: 512},
 					},
+					HTTP: agentconfig.DefaultHTTP,
 				}
 				if len(c.UVPassthrough) != 0 {
 					t.Errorf("passthrough: got %v; want none", c.UVPassthrough)
@@ -101,18 +102,54 @@ func TestLoad(t *testing.T) {
 			},
 		},
 		{
-			name: "public address with token",
-			env:  with("AGENT_LISTEN_ADDR", "0.0.0.0:8081", "AGENT_TOKEN", "s3cret"),
+			name: "public address with token and TLS",
+			env: with("AGENT_LISTEN_ADDR", "0.0.0.0:8081", "AGENT_TOKEN", "s3cret", "AGENT_METRICS_TOKEN", "m3trics",
+				"FLEET_TLS_CERT", "/etc/f/a.crt", "FLEET_TLS_KEY", "/etc/f/a.key", "FLEET_TLS_CA", "/etc/f/ca.crt",
+				"GOSSIP_BIND_ADDR", "10.0.0.5:7946", "GOSSIP_KEYS", "MDEyMzQ1Njc4OWFiY2RlZg==", "AGENT_ADVERTISE_URL", "https://10.0.0.5:8081"),
 			check: func(t *testing.T, c agentconfig.Config) {
-				if c.Token != "s3cret" {
-					t.Errorf("got token %q", c.Token)
+				if c.Token != "s3cret" || c.MetricsToken != "m3trics" || c.TLS.Cert != "/etc/f/a.crt" || c.TLS.CA != "/etc/f/ca.crt" {
+					t.Errorf("got %+v", c)
+				}
+			},
+		},
+		{
+			name: "plaintext beyond loopback when the operator says so",
+			env:  with("AGENT_LISTEN_ADDR", "0.0.0.0:8081", "AGENT_TOKEN", "s3cret", "AGENT_ALLOW_PLAINTEXT", "true"),
+			check: func(t *testing.T, c agentconfig.Config) {
+				if !c.AllowPlaintext || c.TLS.Set() || c.AdvertiseURL != "http://0.0.0.0:8081" {
+					t.Errorf("got %+v", c)
+				}
+			},
+		},
+		{
+			name: "TLS on loopback advertises https",
+			env:  with("FLEET_TLS_CERT", "a.crt", "FLEET_TLS_KEY", "a.key", "FLEET_TLS_CA", "ca.crt"),
+			check: func(t *testing.T, c agentconfig.Config) {
+				if c.AdvertiseURL != "https://127.0.0.1:8081" {
+					t.Errorf("got %q; want https://127.0.0.1:8081", c.AdvertiseURL)
 				}
 			},
 		},
 		{
 			name:  "public address allowed without token",
-			env:   with("AGENT_LISTEN_ADDR", ":8081", "AGENT_ALLOW_NO_TOKEN", "true"),
+			env:   with("AGENT_LISTEN_ADDR", ":8081", "AGENT_ALLOW_NO_TOKEN", "true", "AGENT_ALLOW_PLAINTEXT", "true"),
 			check: func(*testing.T, agentconfig.Config) {},
+		},
+		{
+			name:    "public address needs TLS",
+			env:     with("AGENT_LISTEN_ADDR", "0.0.0.0:8081", "AGENT_TOKEN", "s3cret"),
+			wantErr: []string{"FLEET_TLS_CERT, FLEET_TLS_KEY and FLEET_TLS_CA are required"},
+		},
+		{
+			name: "TLS and credential mistakes",
+			env: with("FLEET_TLS_CERT", "a.crt", "AGENT_TOKEN", "same", "AGENT_METRICS_TOKEN", "same",
+				"GOSSIP_BIND_ADDR", "127.0.0.1:7946", "AGENT_ADVERTISE_URL", "http://127.0.0.1:8081"),
+			wantErr: []string{"set all three or none", "AGENT_METRICS_TOKEN must differ", "advertise a https:// URL"},
+		},
+		{
+			name:    "metrics token without a token",
+			env:     with("AGENT_METRICS_TOKEN", "m"),
+			wantErr: []string{"AGENT_METRICS_TOKEN without AGENT_TOKEN"},
 		},
 		{
 			name:    "public address needs a token",

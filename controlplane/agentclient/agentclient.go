@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"strings"
 	"time"
@@ -17,8 +18,10 @@ import (
 	agentv1 "github.com/envfabric/envfabric/proto/gen/envfabric/agent/v1"
 	"github.com/envfabric/envfabric/proto/gen/envfabric/agent/v1/agentv1connect"
 	"github.com/envfabric/envfabric/shared/agentauth"
+	sharedconfig "github.com/envfabric/envfabric/shared/config"
 	"github.com/envfabric/envfabric/shared/envid"
 	"github.com/envfabric/envfabric/shared/errcode"
+	"github.com/envfabric/envfabric/shared/fleettls"
 )
 
 // Client talks to one agent.
@@ -28,23 +31,68 @@ type Client struct {
 	rpc  agentv1connect.AgentServiceClient
 }
 
+// Option says how a client reaches its agent.
+type Option func(*dialing)
+
+type dialing struct {
+	tls            *fleettls.Source
+	allowPlaintext bool
+}
+
+// WithTLS reaches https:// agents over mutual TLS with src's material, reloaded as it changes.
+func WithTLS(src *fleettls.Source) Option { return func(d *dialing) { d.tls = src } }
+
+// AllowPlaintext lets the client reach http:// agents beyond loopback (AGENT_ALLOW_PLAINTEXT).
+func AllowPlaintext(allow bool) Option { return func(d *dialing) { d.allowPlaintext = allow } }
+
 // New returns a client for the agent at url, authenticating with token when it is set.
-func New(url, token string) *Client {
-	hc := &http.Client{Transport: &http.Transport{
+func New(url, token string, opts ...Option) *Client {
+	var d dialing
+	for _, o := range opts {
+		o(&d)
+	}
+	var opt []connect.ClientOption
+	if token != "" {
+		opt = append(opt, connect.WithInterceptors(agentauth.ClientInterceptor(token)))
+	}
+	return &Client{name: url, url: url, rpc: agentv1connect.NewAgentServiceClient(httpClient(d), url, opt...)}
+}
+
+func httpClient(d dialing) *http.Client {
+	base := &http.Transport{
 		Proxy:               nil, // agents are reached directly, never through an HTTP proxy
 		MaxIdleConnsPerHost: 64,
 		IdleConnTimeout:     90 * time.Second,
-	}}
-	var opts []connect.ClientOption
-	if token != "" {
-		opts = append(opts, connect.WithInterceptors(agentauth.ClientInterceptor(token)))
 	}
-	return &Client{name: url, url: url, rpc: agentv1connect.NewAgentServiceClient(hc, url, opts...)}
+	var rt http.RoundTripper = base
+	if d.tls != nil {
+		base.DialTLSContext = d.tls.DialTLSContext(&net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second})
+		rt = d.tls.Transport(base)
+	}
+	return &http.Client{Transport: &schemePolicy{next: rt, d: d}}
+}
+
+// schemePolicy refuses what the client cannot do safely: plaintext to an agent beyond loopback
+// (the token and the code would cross the network in the clear) unless allowed, and TLS without
+// the fleet's material (there would be nothing to verify the agent with).
+type schemePolicy struct {
+	next http.RoundTripper
+	d    dialing
+}
+
+func (p *schemePolicy) RoundTrip(req *http.Request) (*http.Response, error) {
+	switch {
+	case req.URL.Scheme == "https" && p.d.tls == nil:
+		return nil, fmt.Errorf("agent %s speaks TLS and this control plane has no fleet certificate: set FLEET_TLS_CERT, FLEET_TLS_KEY and FLEET_TLS_CA", req.URL.Host)
+	case req.URL.Scheme == "http" && !p.d.allowPlaintext && !sharedconfig.IsLoopback(req.URL.Hostname()):
+		return nil, fmt.Errorf("refusing plaintext to agent %s beyond loopback: give it FLEET_TLS_* (an https:// AGENT_URL or AGENT_ADVERTISE_URL), or set AGENT_ALLOW_PLAINTEXT=true", req.URL.Host)
+	}
+	return p.next.RoundTrip(req)
 }
 
 // Named returns a client for the agent whose fleet id is name, reached at url.
-func Named(name, url, token string) *Client {
-	c := New(url, token)
+func Named(name, url, token string, opts ...Option) *Client {
+	c := New(url, token, opts...)
 	c.name = name
 	return c
 }

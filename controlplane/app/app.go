@@ -25,6 +25,8 @@ import (
 	"github.com/envfabric/envfabric/controlplane/store"
 	"github.com/envfabric/envfabric/controlplane/store/postgres"
 	"github.com/envfabric/envfabric/controlplane/store/sqlite"
+	"github.com/envfabric/envfabric/shared/fleettls"
+	"github.com/envfabric/envfabric/shared/httpserver"
 	"github.com/envfabric/envfabric/shared/sdnotify"
 )
 
@@ -78,6 +80,10 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
+	dial, agentTLS, err := agentTransport(cfg, reg, log)
+	if err != nil {
+		return err
+	}
 	// Agents: found by gossip in a fleet, or the one agent at AGENT_URL on a single host.
 	var (
 		agents     envs.Agents
@@ -88,7 +94,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	if cfg.Fleet() {
 		fl, err := fleet.Join(ctx, fleet.Config{
 			Instance: cfg.InstanceID, Version: Version, AgentToken: cfg.AgentToken, FleetID: cfg.FleetID,
-			Gossip: cfg.Gossip,
+			Gossip: cfg.Gossip, AgentTLS: agentTLS, AllowPlaintext: cfg.AllowPlaintext,
 		}, st, reg, log)
 		if err != nil {
 			return fmt.Errorf("joining the fleet: %w", err)
@@ -104,7 +110,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 			return nil
 		}
 	} else {
-		agent := agentclient.New(cfg.AgentURL, cfg.AgentToken)
+		agent := agentclient.New(cfg.AgentURL, cfg.AgentToken, dial...)
 		agents = envs.One(agent)
 		agentReady = agent.Ping
 		agentsView = func(ctx context.Context) any {
@@ -142,7 +148,13 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("listening on %s: %w", cfg.ListenAddr, err)
 	}
-	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
+	srv := httpserver.New(httpserver.Config{
+		Limits:       cfg.HTTP,
+		Probes:       []string{"/healthz", "/readyz"},
+		Logger:       log,
+		Registerer:   reg,
+		MetricPrefix: "envfabric_",
+	}, handler)
 
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -187,6 +199,25 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		return fmt.Errorf("shutting down: %w", err)
 	}
 	return nil
+}
+
+// agentTransport opens this control plane's TLS material for calling agents (none: plaintext,
+// which config allows only to loopback or when AGENT_ALLOW_PLAINTEXT says so) and says how
+// agent clients dial.
+func agentTransport(cfg config.Config, reg prometheus.Registerer, log *slog.Logger) ([]agentclient.Option, *fleettls.Source, error) {
+	opts := []agentclient.Option{agentclient.AllowPlaintext(cfg.AllowPlaintext)}
+	if !cfg.AgentTLS.Set() {
+		return opts, nil, nil
+	}
+	src, err := fleettls.Open(cfg.AgentTLS, fleettls.ControlPlane, log.With("component", "tls"))
+	if err != nil {
+		return nil, nil, fmt.Errorf("FLEET_TLS_*: %w", err)
+	}
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "envfabric_tls_certificate_expiry_timestamp_seconds", Help: "When the control plane's TLS certificate for calling agents expires.",
+	}, func() float64 { return float64(src.NotAfter().Unix()) }))
+	log.Info("agents are reached over mutual TLS", "cert", cfg.AgentTLS.Cert, "ca", cfg.AgentTLS.CA, "not_after", src.NotAfter())
+	return append(opts, agentclient.WithTLS(src)), src, nil
 }
 
 // Version is the control plane's version, set at build time with -ldflags "-X ...app.Version=...".

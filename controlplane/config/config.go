@@ -12,7 +12,9 @@ import (
 	"time"
 
 	"github.com/envfabric/envfabric/shared/config"
+	"github.com/envfabric/envfabric/shared/fleettls"
 	"github.com/envfabric/envfabric/shared/gossip"
+	"github.com/envfabric/envfabric/shared/httpserver"
 	"github.com/envfabric/envfabric/shared/logging"
 )
 
@@ -39,6 +41,11 @@ type Config struct {
 	InstanceID         string
 	Log                logging.Config
 	AllowRemoteNoToken bool
+	// AgentTLS is this control plane's certificate for calling agents, its key and the fleet's CA
+	// bundle (FLEET_TLS_*); unset, agents are reached in plaintext, which beyond loopback needs
+	// AllowPlaintext (AGENT_ALLOW_PLAINTEXT).
+	AgentTLS       fleettls.Files
+	AllowPlaintext bool
 
 	// Gossip is the fleet membership: when Enabled, agents are found by gossip and AgentURL is
 	// not used.
@@ -53,7 +60,26 @@ type Config struct {
 	// ReserveBytes is the ballast kept under DATA_ROOT/controlplane for the SQLite audit database,
 	// released when the disk fills up so that deletes and cleanups can still be recorded; 0 none.
 	ReserveBytes int64
+	// HTTP bounds what clients can hold of the REST server (HTTP_*).
+	HTTP httpserver.Limits
 }
+
+// DefaultHTTP are the control plane's HTTP_* defaults but HTTP_WORK_TIMEOUT, which follows the
+// longest work a request can wait for (see Load).
+var DefaultHTTP = httpserver.Limits{
+	ReadHeaderTimeout: 10 * time.Second,
+	ReadTimeout:       time.Minute,
+	WriteTimeout:      time.Minute,
+	// Longer than common clients' keep-alive (Go's transport: 90s), so they close first.
+	IdleTimeout:    2 * time.Minute,
+	MaxHeaderBytes: 64 << 10,
+	MaxConns:       2048,
+	ProbeConns:     16,
+}
+
+// workMargin is what a request that does work may take beyond the run or the uv operation it
+// waits for: audit writes, the lease, a restore after a failure.
+const workMargin = 5 * time.Minute
 
 // Fleet reports whether agents are found by gossip.
 func (c Config) Fleet() bool { return c.Gossip.Enabled() }
@@ -83,6 +109,8 @@ func Load(src config.Source) (Config, error) {
 		AllowRemoteNoToken: r.Bool("AGENT_ALLOW_NO_TOKEN", false),
 	}
 	c.Log = logging.FromEnv(r)
+	c.AgentTLS = fleettls.FromEnv(r)
+	c.AllowPlaintext = r.Bool("AGENT_ALLOW_PLAINTEXT", false)
 	c.Gossip = gossip.FromEnv(r)
 	c.Gossip.NodeName = c.InstanceID
 	c.FleetID = r.String("FLEET_ID", "")
@@ -98,10 +126,22 @@ func Load(src config.Source) (Config, error) {
 	if c.Fleet() && c.AgentToken == "" && !c.AllowRemoteNoToken && !c.Gossip.Loopback() {
 		r.Fail("AGENT_TOKEN is required in a fleet beyond loopback: agents accept RPCs only from an authenticated control plane; set AGENT_ALLOW_NO_TOKEN=true to accept that risk")
 	}
+	if c.Fleet() && !c.AgentTLS.Set() && !c.AllowPlaintext && !c.Gossip.Loopback() {
+		r.Fail("FLEET_TLS_CERT, FLEET_TLS_KEY and FLEET_TLS_CA are required in a fleet beyond loopback: calls to agents carry the token and user code (make them with envfabric-ca); set AGENT_ALLOW_PLAINTEXT=true to accept plaintext")
+	}
 	if c.CachePruneInterval < 0 {
 		r.Fail("CACHE_PRUNE_INTERVAL must not be negative")
 	}
 	c.API = loadAPI(r, c.ListenAddr)
+	// A request that does work waits for a run or a uv operation: its answer must not be cut before
+	// either can end.
+	longest := max(c.MaxExecutionTime, c.OperationTimeout)
+	httpDef := DefaultHTTP
+	httpDef.WorkTimeout = longest + workMargin
+	c.HTTP = httpserver.FromEnv(r, httpDef)
+	if c.HTTP.WorkTimeout < longest {
+		r.Fail("HTTP_WORK_TIMEOUT (%s) is shorter than the longest run or uv operation (%s): their answers would be cut", c.HTTP.WorkTimeout, longest)
+	}
 	if !filepath.IsAbs(c.DataRoot) {
 		abs, err := filepath.Abs(c.DataRoot)
 		if err != nil {
@@ -116,8 +156,16 @@ func Load(src config.Source) (Config, error) {
 	}
 	if u, err := url.Parse(c.AgentURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		r.Fail("AGENT_URL=%q: want an http:// or https:// URL", c.AgentURL)
-	} else if !c.Fleet() && c.AgentToken == "" && !c.AllowRemoteNoToken && !config.IsLoopback(u.Hostname()) {
-		r.Fail("AGENT_TOKEN is required to reach an agent beyond loopback (%s); set AGENT_ALLOW_NO_TOKEN=true to accept that risk", c.AgentURL)
+	} else if !c.Fleet() {
+		if c.AgentToken == "" && !c.AllowRemoteNoToken && !config.IsLoopback(u.Hostname()) {
+			r.Fail("AGENT_TOKEN is required to reach an agent beyond loopback (%s); set AGENT_ALLOW_NO_TOKEN=true to accept that risk", c.AgentURL)
+		}
+		switch {
+		case u.Scheme == "https" && !c.AgentTLS.Set():
+			r.Fail("AGENT_URL=%q is https: set FLEET_TLS_CERT, FLEET_TLS_KEY and FLEET_TLS_CA (this control plane's certificate and the fleet's CA)", c.AgentURL)
+		case u.Scheme == "http" && !c.AllowPlaintext && !config.IsLoopback(u.Hostname()):
+			r.Fail("AGENT_URL=%q is plaintext beyond loopback: give the agent a certificate and use https://, or set AGENT_ALLOW_PLAINTEXT=true", c.AgentURL)
+		}
 	}
 	if c.ExecutionTimeout > c.MaxExecutionTime {
 		r.Fail("EXECUTION_TIMEOUT (%s) exceeds MAX_EXECUTION_TIMEOUT (%s)", c.ExecutionTimeout, c.MaxExecutionTime)

@@ -59,9 +59,54 @@ func TestLoad(t *testing.T) {
 			wantErr: []string{"DATA_ROOT_MIN_FREE_BYTES", "DATA_ROOT_RESERVE_BYTES"},
 		},
 		{
+			name: "requests that do work may take the longest uv operation and a margin",
+			env:  map[string]string{"UV_OPERATION_TIMEOUT": "45m"},
+			check: func(t *testing.T, c Config) {
+				want := DefaultHTTP
+				want.WorkTimeout = 45*time.Minute + workMargin
+				if c.HTTP != want {
+					t.Errorf("got %+v; want %+v", c.HTTP, want)
+				}
+			},
+		},
+		{
+			name:    "a work timeout that would cut runs",
+			env:     map[string]string{"HTTP_WORK_TIMEOUT": "5m", "MAX_EXECUTION_TIMEOUT": "600"},
+			wantErr: []string{"HTTP_WORK_TIMEOUT (5m0s) is shorter than the longest run or uv operation (30m0s)"},
+		},
+		{
 			name:    "remote agent needs a token",
 			env:     map[string]string{"AGENT_URL": "http://10.1.2.3:8081"},
 			wantErr: []string{"AGENT_TOKEN is required"},
+		},
+		{
+			name:    "remote agent needs TLS",
+			env:     map[string]string{"AGENT_URL": "http://10.1.2.3:8081", "AGENT_TOKEN": "t"},
+			wantErr: []string{"plaintext beyond loopback"},
+		},
+		{
+			name: "remote agent over TLS, or plaintext when the operator says so",
+			env:  map[string]string{"AGENT_URL": "https://10.1.2.3:8081", "AGENT_TOKEN": "t", "FLEET_TLS_CERT": "c", "FLEET_TLS_KEY": "k", "FLEET_TLS_CA": "ca"},
+			check: func(t *testing.T, c Config) {
+				if c.AgentTLS.Cert != "c" || c.AgentTLS.Key != "k" || c.AgentTLS.CA != "ca" || c.AllowPlaintext {
+					t.Errorf("got %+v", c.AgentTLS)
+				}
+				c2, err := Load(config.Map(map[string]string{"AGENT_URL": "http://10.1.2.3:8081", "AGENT_TOKEN": "t", "AGENT_ALLOW_PLAINTEXT": "true"}))
+				if err != nil || !c2.AllowPlaintext {
+					t.Errorf("plaintext allowed: got %v", err)
+				}
+			},
+		},
+		{
+			name:    "https agent without a certificate",
+			env:     map[string]string{"AGENT_URL": "https://127.0.0.1:8081"},
+			wantErr: []string{"is https: set FLEET_TLS_CERT"},
+		},
+		{
+			name: "a fleet beyond loopback needs TLS",
+			env: map[string]string{"GOSSIP_BIND_ADDR": "10.0.0.1:7946", "GOSSIP_KEYS": "MDEyMzQ1Njc4OWFiY2RlZg==", "AGENT_TOKEN": "t",
+				"LISTEN_ADDR": "127.0.0.1:8080"},
+			wantErr: []string{"required in a fleet beyond loopback"},
 		},
 	}
 	for _, tt := range tests {

@@ -234,6 +234,9 @@ type fabric struct {
 	cpEnv    []string
 	agent    *proc
 	client   *http.Client
+
+	// The agent's own address and bearer token, for tests that talk to it directly.
+	AgentURL, AgentToken string
 }
 
 type options struct {
@@ -241,6 +244,7 @@ type options struct {
 	databaseURL string
 	indexURL    string // the real index for the end-to-end case; empty: a local one
 	cpEnv       []string
+	agentEnv    []string // added to the agent's environment
 }
 
 func newFabric(t *testing.T, opt options) *fabric {
@@ -275,8 +279,10 @@ func newFabric(t *testing.T, opt options) *fabric {
 		// The real index may sit behind a TLS proxy whose CA only the system store knows.
 		agentEnv = append(agentEnv, "UV_SYSTEM_CERTS=1")
 	}
+	agentEnv = append(agentEnv, opt.agentEnv...)
 	f.agent = start(t, "agent", agentBin, agentEnv)
 	agentAddr := f.agent.addr(t)
+	f.AgentURL, f.AgentToken = "http://"+agentAddr, token
 
 	cpEnv := append(append([]string{}, base...), "LISTEN_ADDR=127.0.0.1:0", "AGENT_URL=http://"+agentAddr, "LEASE_TTL=6s", "API_TOKENS="+apiTokens)
 	if opt.databaseURL != "" {

@@ -96,6 +96,7 @@ func fill(t *testing.T, path string) int64 {
 // because the audit database falls back on its reserve; /readyz says why it is not ready; once a
 // delete has freed the space, /readyz recovers and the reserve is back.
 func TestReadyzDiskFull(t *testing.T) {
+	t.Parallel()
 	root := mountTmpfs(t, 96<<20)
 	const floor, reserve = 24 << 20, 4 << 20
 	f := newFabric(t, options{dataRoot: root, cpEnv: []string{
@@ -170,6 +171,7 @@ func truncateWAL(t *testing.T, path string) {
 // writes would "succeed" into the file it still holds open and be lost at restart, so /readyz
 // must fail and say so.
 func TestReadyzDatabaseFile(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name   string
 		change func(t *testing.T, path string)

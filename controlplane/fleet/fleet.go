@@ -22,6 +22,7 @@ import (
 	"github.com/envfabric/envfabric/controlplane/store"
 	"github.com/envfabric/envfabric/shared/envid"
 	"github.com/envfabric/envfabric/shared/errcode"
+	"github.com/envfabric/envfabric/shared/fleettls"
 	"github.com/envfabric/envfabric/shared/gossip"
 )
 
@@ -37,6 +38,10 @@ type Config struct {
 	Version    string
 	Gossip     gossip.Config
 	AgentToken string
+	// AgentTLS reaches agents over mutual TLS (nil: plaintext, to loopback agents only unless
+	// AllowPlaintext).
+	AgentTLS       *fleettls.Source
+	AllowPlaintext bool
 	// FleetID pins the storage identity; empty: adopted from the first agents that join.
 	FleetID string
 	// GoneWait bounds how long Gone waits for gossip to confirm that an agent which stopped
@@ -218,7 +223,8 @@ func (f *Fleet) client(p gossip.Peer) *counted {
 	defer f.mu.Unlock()
 	c, ok := f.clients[p.Meta.ID]
 	if !ok || c.URL() != p.Meta.URL {
-		c = &counted{Client: agentclient.Named(p.Meta.ID, p.Meta.URL, f.cfg.AgentToken)}
+		c = &counted{Client: agentclient.Named(p.Meta.ID, p.Meta.URL, f.cfg.AgentToken,
+			agentclient.WithTLS(f.cfg.AgentTLS), agentclient.AllowPlaintext(f.cfg.AllowPlaintext))}
 		f.clients[p.Meta.ID] = c
 	}
 	return c

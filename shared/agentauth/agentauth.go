@@ -1,38 +1,86 @@
-// Package agentauth authenticates control-plane calls to agents with a shared bearer token: a
-// server middleware that checks it before any body is read, and a client interceptor that sends it.
+// Package agentauth authenticates calls to agents: a server middleware that decides from the
+// headers and the TLS connection, before any body is read, and a client interceptor that sends
+// the control plane's bearer token.
 package agentauth
 
 import (
 	"context"
 	"crypto/subtle"
+	"crypto/tls"
+	"errors"
 	"net/http"
+	"slices"
 	"strings"
 
 	"connectrpc.com/connect"
 )
 
-// unauthenticatedBody is a Connect error body (the JSON shape of the Connect protocol's errors).
-const unauthenticatedBody = `{"code":"unauthenticated","message":"missing or invalid bearer token"}`
+// Policy is who may do what on an agent.
+type Policy struct {
+	// Token is the control plane's bearer token, which authorises everything. Empty: no token is
+	// asked for (an agent on loopback without one).
+	Token string
+	// MetricsToken is a read-only credential: it authorises only GET (and HEAD) of the ReadOnly
+	// paths, never an RPC, so Prometheus need not hold the token that runs code.
+	MetricsToken string
+	// ReadOnly are the paths MetricsToken opens (/metrics and the probes).
+	ReadOnly []string
+	// Peer, when set, must accept the TLS peer of every request but the read-only ones: the
+	// control plane's client certificate, checked against the CA bundle in force.
+	Peer func(*tls.ConnectionState) error
+}
 
-// Middleware requires `Authorization: Bearer <token>` on every request when token is not empty,
-// and answers 401 with a Connect-style JSON error otherwise. An empty token lets every request
-// through.
-func Middleware(token string, next http.Handler) http.Handler {
-	if token == "" {
-		return next
-	}
-	want := []byte(token)
+// ErrNoPeer is what Peer returns for a request without a client certificate.
+var ErrNoPeer = errors.New("no client certificate")
+
+// Connect-style JSON error bodies (the Connect protocol's error shape).
+const (
+	unauthenticatedBody = `{"code":"unauthenticated","message":"missing or invalid bearer token"}`
+	noCertificateBody   = `{"code":"unauthenticated","message":"a control plane's client certificate is required"}`
+	deniedBody          = `{"code":"permission_denied","message":"the client certificate is not a control plane's of this fleet"}`
+	readOnlyBody        = `{"code":"permission_denied","message":"the metrics credential is read-only"}`
+)
+
+// Middleware applies p to every request before next sees it: 401 without a valid credential (or,
+// for an RPC under TLS, without a client certificate), 403 for a read-only credential used
+// beyond its paths or a certificate that is not a control plane's.
+func Middleware(p Policy, next http.Handler) http.Handler {
+	full, metrics := []byte(p.Token), []byte(p.MetricsToken)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-		if !ok || subtle.ConstantTimeCompare([]byte(got), want) != 1 {
-			w.Header().Set("Content-Type", "application/json")
-			w.Header().Set("WWW-Authenticate", "Bearer")
-			w.WriteHeader(http.StatusUnauthorized)
-			_, _ = w.Write([]byte(unauthenticatedBody))
-			return
+		readOnly := (r.Method == http.MethodGet || r.Method == http.MethodHead) && slices.Contains(p.ReadOnly, r.URL.Path)
+		if p.Token != "" {
+			got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+			isFull := ok && subtle.ConstantTimeCompare([]byte(got), full) == 1
+			isMetrics := ok && len(metrics) > 0 && subtle.ConstantTimeCompare([]byte(got), metrics) == 1
+			switch {
+			case !isFull && !isMetrics:
+				refuse(w, http.StatusUnauthorized, unauthenticatedBody)
+				return
+			case isMetrics && !readOnly:
+				refuse(w, http.StatusForbidden, readOnlyBody)
+				return
+			}
+		}
+		if p.Peer != nil && !readOnly {
+			if err := p.Peer(r.TLS); errors.Is(err, ErrNoPeer) {
+				refuse(w, http.StatusUnauthorized, noCertificateBody)
+				return
+			} else if err != nil {
+				refuse(w, http.StatusForbidden, deniedBody)
+				return
+			}
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+func refuse(w http.ResponseWriter, status int, body string) {
+	w.Header().Set("Content-Type", "application/json")
+	if status == http.StatusUnauthorized {
+		w.Header().Set("WWW-Authenticate", "Bearer")
+	}
+	w.WriteHeader(status)
+	_, _ = w.Write([]byte(body))
 }
 
 // ClientInterceptor adds the bearer token to every unary call.
