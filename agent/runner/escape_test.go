@@ -546,3 +546,45 @@ func benchData(b *testing.B) *data {
 	}
 	return d
 }
+
+// leakFD opens a pipe whose write end is not close-on-exec, as a descriptor the agent inherited
+// from its own parent would be (a shell's log pipe), and returns its number.
+func leakFD(t *testing.T) int {
+	t.Helper()
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close(); w.Close() })
+	if _, _, errno := syscall.Syscall(syscall.SYS_FCNTL, w.Fd(), syscall.F_SETFD, 0); errno != 0 {
+		t.Fatalf("clear FD_CLOEXEC: %v", errno)
+	}
+	return int(w.Fd())
+}
+
+// Code holds stdin, stdout and stderr only: not the inherited descriptor, nor the sandbox's
+// status pipe, nor anything else.
+func TestEscapeDescriptors(t *testing.T) {
+	d := newData(t)
+	leaked := leakFD(t)
+	code := fmt.Sprintf(`
+import os
+held = []
+for fd in range(3, max(4096, %d + 1)):
+    try:
+        os.fstat(fd)
+        held.append(fd)
+    except OSError:
+        pass
+print("held", held)
+`, leaked)
+	for _, tier := range sandbox.Tiers {
+		t.Run(string(tier), func(t *testing.T) {
+			sb := d.sandbox(t, tier)
+			res := run(t, sb, d.env, code, 30*time.Second)
+			if got, want := string(res.Stdout), "held []\n"; got != want {
+				t.Errorf("stdout: got %q; want %q (fd %d was inherited by the agent)", got, want, leaked)
+			}
+		})
+	}
+}

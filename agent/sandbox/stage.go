@@ -60,6 +60,11 @@ func fail(status *os.File, format string, args ...any) int {
 
 // runInit is pid 1 of the sandbox's PID namespace.
 func runInit(pl plan, status *os.File) int {
+	// What the agent inherited goes no further than this stage (the exec stage does the same for
+	// every tier).
+	if err := closeExtraFDs(); err != nil {
+		return fail(status, "descriptors: %v", err)
+	}
 	if pl.Namespace {
 		if err := setupMounts(pl); err != nil {
 			return fail(status, "mounts: %v", err)
@@ -118,7 +123,11 @@ const (
 
 // runExec sets the limits, drops privileges and execs the program.
 func runExec(pl plan, status *os.File) int {
-	syscall.CloseOnExec(statusFD)
+	// The program gets stdin, stdout and stderr, and not one descriptor more (the status pipe
+	// included).
+	if err := closeExtraFDs(); err != nil {
+		return fail(status, "descriptors: %v", err)
+	}
 	// No setuid binary (su, sudo, ping) can give the code more than it starts with.
 	if _, _, errno := syscall.RawSyscall(syscall.SYS_PRCTL, prSetNoNewPrivs, 1, 0); errno != 0 {
 		return fail(status, "no_new_privs: %v", errno)
