@@ -53,7 +53,7 @@ test: uv checkgenerate sandbox-tier ## check generated code, go vet, go test (wh
 # the strongest (namespace) is available, since CI runs on the same kind of machine as production.
 .PHONY: sandbox-tier
 sandbox-tier: ## print the strongest run sandbox tier this machine allows
-	@$(GO) test -count=1 -run '^TestTierAvailable$$' -v ./agent/sandbox/ | grep -E 'sandbox tier|SANDBOX TIER|^(--- |FAIL|ok)'
+	@$(GO) test -count=1 -run '^TestTierAvailable$$' -v ./agent/sandbox/ | grep -E 'sandbox tier|SANDBOX TIER|SYSCALL FILTER|^(--- |FAIL|ok)'
 
 .PHONY: bench
 bench: uv ## run the benchmarks (~15 min; BENCH_QUICK=1 for a short run) into docs/benchmarks.md

@@ -588,3 +588,219 @@ print("held", held)
 		})
 	}
 }
+
+// A run leaves something in every place it can write: a file and a FIFO in each directory that
+// is world-writable or its own, a POSIX message queue and a System V shared-memory segment. None
+// of it may reach the host or a later run, and the only directories it may write are its private
+// ones (the root file system is read-only).
+func TestEscapeWritablePlaces(t *testing.T) {
+	d := newData(t)
+	sb := d.sandbox(t, sandbox.Namespace)
+	marker := "envfabric-leak-" + strconv.Itoa(os.Getpid())
+	prelude := fmt.Sprintf(`
+import ctypes, os
+marker = %q
+libc = ctypes.CDLL(None, use_errno=True)
+libc.mq_open.restype = ctypes.c_int
+places = {"/tmp", "/var/tmp", "/dev/shm", "/run/lock", "/var/lock", "/dev/mqueue", os.environ["HOME"]}
+for root, dirs, _ in os.walk("/"):
+    dirs[:] = [x for x in dirs if os.path.join(root, x) not in ("/proc", "/sys")]
+    try:
+        st = os.lstat(root)
+    except OSError:
+        continue
+    if st.st_mode & 0o002 or st.st_uid == os.getuid():
+        places.add(root)
+`, marker)
+	leave := prelude + `
+wrote = set()
+for p in sorted(places):
+    try:
+        open(os.path.join(p, marker), "w").write("x")
+        os.mkfifo(os.path.join(p, marker + ".fifo"))
+        wrote.add(os.path.realpath(p))
+    except OSError:
+        pass
+print("wrote", sorted(wrote))
+print("shm", libc.shmget(0x5eed, 4096, 0o1666) >= 0)
+print("mq", libc.mq_open(("/" + marker).encode(), os.O_CREAT | os.O_RDWR, 0o666, None) >= 0)
+`
+	find := prelude + `
+found = [p for p in sorted(places) if os.path.lexists(os.path.join(p, marker)) or os.path.lexists(os.path.join(p, marker + ".fifo"))]
+print("found", found)
+print("shm", libc.shmget(0x5eed, 0, 0) >= 0)
+print("mq", libc.mq_open(("/" + marker).encode(), os.O_RDWR) >= 0)
+`
+	res := run(t, sb, d.env, leave, 60*time.Second)
+	out := string(res.Stdout)
+	work := ""
+	for _, line := range strings.Split(out, "\n") {
+		if rest, ok := strings.CutPrefix(line, "wrote "); ok {
+			for _, p := range strings.Split(strings.Trim(rest, "[]"), ", ") {
+				p = strings.Trim(p, "'")
+				switch {
+				case p == "/tmp" || p == "/var/tmp" || p == "/dev/shm" || p == "/run/lock":
+				case strings.HasPrefix(p, "/tmp/envfabric-run-") && work == "":
+					work = p // the run's own work directory, under the private /tmp
+				default:
+					t.Errorf("the run could write %s: want only its private places", p)
+				}
+			}
+		}
+	}
+	if !strings.Contains(out, "'/run/lock'") || !strings.Contains(out, "shm True\nmq True\n") {
+		t.Fatalf("stdout %q: want the private places (/run/lock too), shared memory and a queue usable", out)
+	}
+	for _, p := range []string{"/tmp", "/var/tmp", "/dev/shm", "/run/lock", "/var/lock"} {
+		if _, err := os.Lstat(filepath.Join(p, marker)); err == nil {
+			os.Remove(filepath.Join(p, marker))
+			os.Remove(filepath.Join(p, marker+".fifo"))
+			t.Errorf("%s/%s is on the host after the run", p, marker)
+		}
+	}
+	res = run(t, sb, d.env, find, 60*time.Second)
+	if got, want := string(res.Stdout), "found []\nshm False\nmq False\n"; got != want {
+		t.Errorf("a later run: got %q; want %q", got, want)
+	}
+}
+
+// kernelSurface tries, through raw system calls, what an unprivileged user may do without a
+// system-call filter on this kind of host (each call succeeds, or fails differently, without one)
+// and prints "name errno" for each; 0 means it worked.
+const kernelSurface = `
+import ctypes, os, struct
+libc = ctypes.CDLL(None, use_errno=True)
+L = ctypes.c_long
+def sc(nr, *args):
+    ctypes.set_errno(0)
+    r = libc.syscall(L(nr), *[a if isinstance(a, (bytes, ctypes.Array)) else L(a) for a in args])
+    return 0 if r >= 0 else ctypes.get_errno()
+def in_child(fn):
+    pid = os.fork()
+    if pid == 0:
+        os._exit(fn())
+    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+CLONE_NEWUSER, CLONE_NEWNS, CLONE_NEWNET = 0x10000000, 0x20000, 0x40000000
+print("unshare(NEWUSER)", in_child(lambda: sc(272, CLONE_NEWUSER)))
+print("unshare(NEWUSER|NEWNS|NEWNET)", in_child(lambda: sc(272, CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWNET)))
+def clone_newuser():
+    r = libc.syscall(L(56), L(CLONE_NEWUSER | 17), L(0), L(0), L(0), L(0))
+    if r == 0:
+        os._exit(0)
+    if r > 0:
+        os.waitpid(r, 0)
+        return 0
+    return ctypes.get_errno()
+print("clone(NEWUSER)", in_child(clone_newuser))
+print("clone3", sc(435, 0, 0))
+print("setns", sc(308, os.open("/proc/self/ns/net", os.O_RDONLY), 0))
+params = ctypes.create_string_buffer(120)
+print("io_uring_setup", sc(425, 8, params))
+print("ptrace(TRACEME)", in_child(lambda: sc(101, 0, 0, 0, 0)))
+print("userfaultfd", sc(323, 1))
+attr = bytearray(128)
+struct.pack_into("IIQ", attr, 0, 1, 128, 0)
+struct.pack_into("Q", attr, 40, 0x60)
+print("perf_event_open", sc(298, (ctypes.c_char * 128).from_buffer(attr), 0, -1, -1, 0))
+print("clock_settime", sc(227, 0, struct.pack("qq", 0, 0)))
+print("mount in a new user namespace", in_child(lambda: sc(272, CLONE_NEWUSER | CLONE_NEWNS) or sc(165, b"none", b"/tmp", b"tmpfs", 0, 0)))
+`
+
+// The system-call filter of the user and namespace tiers refuses each attempt (the process tier
+// has none: there the attempts show what the filter takes away).
+func TestEscapeKernelSurface(t *testing.T) {
+	d := newData(t)
+	want := strings.Join([]string{
+		"unshare(NEWUSER) 1", "unshare(NEWUSER|NEWNS|NEWNET) 1", "clone(NEWUSER) 1", "clone3 38", "setns 1",
+		"io_uring_setup 38", "ptrace(TRACEME) 1", "userfaultfd 1", "perf_event_open 1", "clock_settime 1",
+		"mount in a new user namespace 1",
+	}, "\n") + "\n"
+	for _, tier := range dropTiers {
+		t.Run(string(tier), func(t *testing.T) {
+			sb := d.sandbox(t, tier)
+			res := run(t, sb, d.env, kernelSurface, 30*time.Second)
+			if got := string(res.Stdout); got != want {
+				t.Errorf("got\n%s\nwant\n%s", got, want)
+			}
+		})
+	}
+	t.Run("process (no filter)", func(t *testing.T) {
+		sb := d.sandbox(t, sandbox.Process)
+		res := run(t, sb, d.env, kernelSurface, 30*time.Second)
+		if strings.Contains(string(res.Stdout), "io_uring_setup 38") {
+			t.Errorf("io_uring refused without a filter: the attempts above prove nothing on this host")
+		}
+	})
+}
+
+// keyringPrelude defines keyctl and add_key through ctypes; a failure is -errno.
+const keyringPrelude = `
+import ctypes, os
+libc = ctypes.CDLL(None, use_errno=True)
+L = ctypes.c_long
+MARK = b"envfabric-test-key"
+def r(v):
+    return v if v >= 0 else -ctypes.get_errno()
+def keyctl(*a):
+    ctypes.set_errno(0)
+    return r(libc.syscall(L(250), *[x if isinstance(x, bytes) else L(x) for x in a]))
+def add_key(ring, data):
+    ctypes.set_errno(0)
+    return r(libc.syscall(L(248), b"user", MARK, data, L(len(data)), L(ring)))
+`
+
+// Each run has its own session keyring and reaches no keyring of the run user that outlives it:
+// not the user or user-session keyring (by special id or by the serial /proc/keys shows), not the
+// persistent keyring, not a named session keyring; and a key it left is gone for the next run.
+func TestEscapeKeyring(t *testing.T) {
+	d := newData(t)
+	leave := keyringPrelude + `
+print("session", keyctl(0, -3, 0))
+print("key", add_key(-3, b"secret"))
+print("user", add_key(-4, b"secret"), keyctl(0, -4, 1))
+print("user-session", add_key(-5, b"secret"), keyctl(0, -5, 1))
+print("persistent", keyctl(22, -1, -3))
+print("join named", keyctl(1, b"shared"))
+for line in open("/proc/keys"):
+    f = line.split()
+    if len(f) > 8 and f[8].startswith("_uid"):
+        serial = int(f[0], 16)
+        print("by serial", f[8], add_key(serial, b"x"), keyctl(11, serial, 0, 0))
+`
+	for _, tier := range dropTiers {
+		t.Run(string(tier), func(t *testing.T) {
+			sb := d.sandbox(t, tier)
+			res := run(t, sb, d.env, leave, 30*time.Second)
+			got := map[string]string{}
+			for _, line := range strings.Split(strings.TrimSpace(string(res.Stdout)), "\n") {
+				k, v, _ := strings.Cut(line, " ")
+				if k == "by" {
+					if !strings.HasSuffix(v, " -13 -13") {
+						t.Errorf("%s: want EACCES both to add and to read", line)
+					}
+					continue
+				}
+				got[k] = v
+			}
+			for k, want := range map[string]string{"user": "-1 -1", "user-session": "-1 -1", "persistent": "-1", "join": "named -1"} {
+				if got[k] != want {
+					t.Errorf("%s: got %q; want %q (refused)", k, got[k], want)
+				}
+			}
+			session, key := got["session"], got["key"]
+			if strings.HasPrefix(session, "-") || strings.HasPrefix(key, "-") || key == "" {
+				t.Fatalf("session keyring %q, key %q: want the run's own keyring usable", session, key)
+			}
+			find := keyringPrelude + `
+print("session", keyctl(0, -3, 0))
+print("search", keyctl(10, -3, b"user", MARK, 0))
+print("read", keyctl(11, ` + key + `, 0, 0) < 0)
+`
+			res = run(t, sb, d.env, find, 30*time.Second)
+			out := string(res.Stdout)
+			if strings.Contains(out, "session "+session+"\n") || !strings.Contains(out, "search -126\nread True\n") {
+				t.Errorf("a later run: got %q; want another session keyring, no key found (ENOKEY), the old key unreadable", out)
+			}
+		})
+	}
+}

@@ -91,6 +91,9 @@ func (c Config) Describe() string {
 		fmt.Fprintf(&b, " uid=%d gid=%d", c.UID, c.GID)
 	}
 	b.WriteString(" pid_namespace=" + strconv.FormatBool(c.pidNamespace()))
+	if c.Tier.DropsPrivileges() {
+		b.WriteString(" syscall_filter=seccomp")
+	}
 	if c.Tier == Namespace {
 		b.WriteString(" network=" + map[bool]string{true: "host", false: "none"}[c.AllowNetwork])
 	}
@@ -122,6 +125,7 @@ type plan struct {
 	PIDNamespace bool     `json:"pid_namespace,omitempty"`
 	AllowNetwork bool     `json:"allow_network,omitempty"`
 	Drop         bool     `json:"drop,omitempty"`
+	Filter       bool     `json:"filter,omitempty"` // the system-call filter (filter.go)
 	UID          int      `json:"uid"`
 	GID          int      `json:"gid"`
 	Limits       Limits   `json:"limits"`
@@ -151,6 +155,7 @@ func (c Config) Command(p Program) (*Cmd, error) {
 		PIDNamespace: c.pidNamespace(),
 		AllowNetwork: c.AllowNetwork,
 		Drop:         c.Tier.DropsPrivileges(),
+		Filter:       c.Tier.DropsPrivileges(),
 		UID:          c.UID,
 		GID:          c.GID,
 		Limits:       c.Limits,
@@ -164,6 +169,11 @@ func (c Config) Command(p Program) (*Cmd, error) {
 	}
 	if pl.Drop && (pl.UID == 0 || pl.GID == 0) {
 		return nil, fmt.Errorf("sandbox tier %s: refusing to run code as uid %d gid %d", c.Tier, pl.UID, pl.GID)
+	}
+	if pl.Filter {
+		if _, err := filterProgram(); err != nil {
+			return nil, fmt.Errorf("sandbox tier %s: %w", c.Tier, err)
+		}
 	}
 	js, err := json.Marshal(pl)
 	if err != nil {

@@ -38,12 +38,13 @@ func TestTierAvailable(t *testing.T) {
 			t.Logf("sandbox tier %s: unavailable: %v", tier, err)
 			continue
 		}
-		t.Logf("sandbox tier %s: available", tier)
+		t.Logf("sandbox tier %s: available: %s", tier, cfg.Describe())
 		if strongest == "" {
 			strongest = tier
 		}
 	}
 	t.Logf("STRONGEST SANDBOX TIER ON THIS MACHINE: %s", strongest)
+	t.Logf("SYSCALL FILTER (user and namespace tiers): %s", sandbox.FilterSummary())
 	if strongest != sandbox.Namespace && os.Getenv("CI") == "true" {
 		t.Fatalf("CI=true: the namespace tier must be available (got %q)", strongest)
 	}
