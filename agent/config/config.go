@@ -75,6 +75,8 @@ type Sandbox struct {
 	// AllowNetwork is RUN_ALLOW_NETWORK (namespace tier).
 	AllowNetwork bool
 	Limits       sandbox.Limits
+	// RunLimits are RUN_LIMIT_TOTAL_*: the run as a whole, through a cgroup per run.
+	RunLimits sandbox.RunLimits
 }
 
 // Default RUN_LIMIT_* values: backstops behind the run timeout, generous enough for scientific
@@ -86,6 +88,10 @@ const (
 	DefaultRunFileBytes   = 256 << 20
 	DefaultRunOpenFiles   = 1024
 	DefaultRunProcesses   = 512
+	// The whole-run bounds (cgroup) of the user and namespace tiers; the process tier, meant for
+	// agents without root (which usually cannot make cgroups), has none unless they are set.
+	DefaultRunTotalMemoryBytes = 4 << 30
+	DefaultRunTotalProcesses   = 512
 )
 
 // Load reads the configuration from src.
@@ -203,6 +209,14 @@ func loadSandbox(r *config.Reader) Sandbox {
 		FileBytes:   limit("RUN_LIMIT_FILE_BYTES", DefaultRunFileBytes),
 		OpenFiles:   limit("RUN_LIMIT_OPEN_FILES", DefaultRunOpenFiles),
 		Processes:   limit("RUN_LIMIT_PROCESSES", DefaultRunProcesses),
+	}
+	totalMemory, totalProcesses := DefaultRunTotalMemoryBytes, DefaultRunTotalProcesses
+	if !tier.DropsPrivileges() {
+		totalMemory, totalProcesses = 0, 0
+	}
+	s.RunLimits = sandbox.RunLimits{
+		MemoryBytes: limit("RUN_LIMIT_TOTAL_MEMORY_BYTES", totalMemory),
+		Processes:   limit("RUN_LIMIT_TOTAL_PROCESSES", totalProcesses),
 	}
 	if tier.DropsPrivileges() {
 		uid, gid, err := LookupRunUser(s.User)

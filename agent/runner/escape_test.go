@@ -804,3 +804,125 @@ print("read", keyctl(11, ` + key + `, 0, 0) < 0)
 		})
 	}
 }
+
+// withRunLimits puts sb under whole-run limits, in a cgroup per run.
+func withRunLimits(t *testing.T, sb sandbox.Config, l sandbox.RunLimits) sandbox.Config {
+	t.Helper()
+	g, err := sandbox.FindCgroups(l)
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("CI=true: no cgroups for whole-run limits: %v", err)
+		}
+		t.Skipf("no cgroups for whole-run limits here: %v", err)
+	}
+	sb.RunLimits, sb.Cgroups = l, g
+	return sb
+}
+
+// Every way a run ends has its exit_reason.
+func TestExitReasons(t *testing.T) {
+	d := newData(t)
+	tests := []struct {
+		name, code string
+		timeout    time.Duration
+		want       string
+		wantExit   int
+	}{
+		{"exit 0", `print("ok")`, 30 * time.Second, runner.ExitedNormally, 0},
+		{"exit 3", `raise SystemExit(3)`, 30 * time.Second, runner.ExitedNormally, 3},
+		{"killed by a signal", `import os, signal; os.kill(os.getpid(), signal.SIGKILL)`, 30 * time.Second, runner.ExitSignal, -1},
+		{"timeout", `import time; time.sleep(60)`, time.Second, runner.ExitTimeout, -1},
+		// Touched memory: bytes filled with x, not a calloc'd region the kernel never backs.
+		{"memory", `b = b"x" * (512 << 20); print(len(b))`, 30 * time.Second, runner.ExitMemory, -1},
+	}
+	for _, tier := range dropTiers {
+		t.Run(string(tier), func(t *testing.T) {
+			sb := withRunLimits(t, d.sandbox(t, tier), sandbox.RunLimits{MemoryBytes: 128 << 20, Processes: 64})
+			for _, tt := range tests {
+				t.Run(tt.name, func(t *testing.T) {
+					res := run(t, sb, d.env, tt.code, tt.timeout)
+					if res.ExitReason != tt.want || res.ExitCode != tt.wantExit {
+						t.Errorf("got exit_reason %q exit %d; want %q %d", res.ExitReason, res.ExitCode, tt.want, tt.wantExit)
+					}
+				})
+			}
+		})
+	}
+}
+
+// The private tmpfs are memory: together they are bounded by the run's memory limit, not only
+// each by its size.
+func TestEscapeMemoryThroughTmpfs(t *testing.T) {
+	d := newData(t)
+	sb := withRunLimits(t, d.sandbox(t, sandbox.Namespace), sandbox.RunLimits{MemoryBytes: 128 << 20})
+	sb.Limits.FileBytes = 64 << 20 // each tmpfs may hold 64 MiB; four of them 256
+	code := `
+for d in ["/tmp", "/var/tmp", "/dev/shm", "/run/lock"]:
+    with open(d + "/fill", "wb") as f:
+        for _ in range(60):
+            f.write(b"x" * (1 << 20))
+            f.flush()
+    print("filled", d, flush=True)
+print("all filled")
+`
+	res := run(t, sb, d.env, code, 60*time.Second)
+	if strings.Contains(string(res.Stdout), "all filled") {
+		t.Errorf("240 MiB of tmpfs filled under a 128 MiB run limit")
+	}
+	if res.ExitReason != runner.ExitMemory && !strings.Contains(string(res.Stderr), "OSError") {
+		t.Errorf("got exit_reason %q, stderr %q; want memory, or a write refused", res.ExitReason, trim(res.Stderr))
+	}
+}
+
+// Many processes, each under its own address-space limit, are bounded as a whole.
+func TestEscapeMemoryThroughProcesses(t *testing.T) {
+	d := newData(t)
+	sb := withRunLimits(t, d.sandbox(t, sandbox.Namespace), sandbox.RunLimits{MemoryBytes: 192 << 20})
+	code := `
+import os, time
+kids = []
+for _ in range(8):
+    pid = os.fork()
+    if pid == 0:
+        b = b"x" * (48 << 20)
+        time.sleep(5)
+        os._exit(0)
+    kids.append(pid)
+print("statuses", sorted(os.waitstatus_to_exitcode(os.waitpid(k, 0)[1]) for k in kids))
+`
+	res := run(t, sb, d.env, code, 60*time.Second)
+	if res.ExitReason != runner.ExitMemory || !strings.Contains(string(res.Stdout), "-9") {
+		t.Errorf("got exit_reason %q, stdout %q; want memory, and children killed", res.ExitReason, res.Stdout)
+	}
+}
+
+// The run's processes are bounded as a whole (pids cgroup), whatever the run user's rlimit.
+func TestEscapeManyProcesses(t *testing.T) {
+	d := newData(t)
+	code := `
+import os, time
+n = 0
+for _ in range(200):
+    try:
+        pid = os.fork()
+    except OSError as e:
+        print("fork failed", e.errno)
+        break
+    if pid == 0:
+        time.sleep(60)
+        os._exit(0)
+    n += 1
+print("children", n)
+`
+	for _, tier := range dropTiers {
+		t.Run(string(tier), func(t *testing.T) {
+			sb := withRunLimits(t, d.sandbox(t, tier), sandbox.RunLimits{Processes: 24})
+			sb.Limits.Processes = 0 // only the cgroup bounds it
+			res := run(t, sb, d.env, code, 30*time.Second)
+			var n int
+			if _, err := fmt.Sscanf(strings.TrimPrefix(string(res.Stdout), "fork failed 11\n"), "children %d", &n); err != nil || n >= 24 {
+				t.Errorf("stdout %q: want fork to fail with EAGAIN before 24 processes", res.Stdout)
+			}
+		})
+	}
+}

@@ -77,6 +77,10 @@ type Config struct {
 	// AllowNetwork keeps the host's network in the namespace tier.
 	AllowNetwork bool
 	Limits       Limits
+	// RunLimits bound the run as a whole through a cgroup per run made under Cgroups (from
+	// FindCgroups), which they need.
+	RunLimits RunLimits
+	Cgroups   *Cgroups
 	// Hide are directories whose content the namespace tier replaces by an empty read-only tmpfs
 	// (DATA_ROOT, ENVS_BASE_PATH, UV_CACHE_DIR, the agent's HOME); a program's ReadOnly and
 	// Writable directories are mounted back inside them.
@@ -93,6 +97,9 @@ func (c Config) Describe() string {
 	b.WriteString(" pid_namespace=" + strconv.FormatBool(c.pidNamespace()))
 	if c.Tier.DropsPrivileges() {
 		b.WriteString(" syscall_filter=seccomp")
+	}
+	if c.RunLimits.any() {
+		fmt.Fprintf(&b, " cgroup=%s run_memory_bytes=%d run_processes=%d", c.Cgroups.Describe(), c.RunLimits.MemoryBytes, c.RunLimits.Processes)
 	}
 	if c.Tier == Namespace {
 		b.WriteString(" network=" + map[bool]string{true: "host", false: "none"}[c.AllowNetwork])
@@ -126,6 +133,8 @@ type plan struct {
 	AllowNetwork bool     `json:"allow_network,omitempty"`
 	Drop         bool     `json:"drop,omitempty"`
 	Filter       bool     `json:"filter,omitempty"` // the system-call filter (filter.go)
+	// Cgroups are the cgroup.procs files the first stage writes itself into.
+	Cgroups []string `json:"cgroups,omitempty"`
 	UID          int      `json:"uid"`
 	GID          int      `json:"gid"`
 	Limits       Limits   `json:"limits"`
@@ -144,6 +153,11 @@ type Cmd struct {
 	*exec.Cmd
 	statusR, statusW *os.File
 	status           []byte
+	plan             plan
+	runLimits        RunLimits
+	cgroups          *Cgroups
+	cgroup           *runCgroup
+	oomKills         uint64
 }
 
 // Command prepares p under c. The returned command's process is the leader of a new session
@@ -175,9 +189,8 @@ func (c Config) Command(p Program) (*Cmd, error) {
 			return nil, fmt.Errorf("sandbox tier %s: %w", c.Tier, err)
 		}
 	}
-	js, err := json.Marshal(pl)
-	if err != nil {
-		return nil, fmt.Errorf("encode sandbox plan: %w", err)
+	if c.RunLimits.any() && c.Cgroups == nil {
+		return nil, fmt.Errorf("whole-run limits (%+v) need the host's cgroups, and none were found", c.RunLimits)
 	}
 	stage := execStage
 	attr := &syscall.SysProcAttr{Setsid: true, Pdeathsig: syscall.SIGKILL}
@@ -208,22 +221,44 @@ func (c Config) Command(p Program) (*Cmd, error) {
 	cmd := &exec.Cmd{
 		Path: "/proc/self/exe",
 		Args: []string{stage},
-		// Only the plan: the stages, and what they start, never see the agent's environment
-		// (AGENT_TOKEN and the like).
-		Env:         []string{planVar + "=" + string(js)},
 		Dir:         "/",
 		ExtraFiles:  []*os.File{statusW}, // fd 3 in the stage
 		SysProcAttr: attr,
 	}
-	return &Cmd{Cmd: cmd, statusR: statusR, statusW: statusW}, nil
+	return &Cmd{Cmd: cmd, statusR: statusR, statusW: statusW, plan: pl, runLimits: c.RunLimits, cgroups: c.Cgroups}, nil
 }
 
-// Start starts the sandbox.
+// Start makes the run's cgroup (with whole-run limits) and starts the sandbox.
 func (c *Cmd) Start() error {
-	err := c.Cmd.Start()
+	err := c.start()
 	c.statusW.Close()
 	if err != nil {
 		c.statusR.Close()
+		if c.cgroup != nil {
+			c.cgroup.remove()
+		}
+		return err
+	}
+	return nil
+}
+
+func (c *Cmd) start() error {
+	if c.runLimits.any() {
+		rc, err := c.cgroups.create(c.runLimits)
+		if err != nil {
+			return err
+		}
+		c.cgroup = rc
+		c.plan.Cgroups = rc.procsFiles()
+	}
+	js, err := json.Marshal(c.plan)
+	if err != nil {
+		return fmt.Errorf("encode sandbox plan: %w", err)
+	}
+	// Only the plan: the stages, and what they start, never see the agent's environment
+	// (AGENT_TOKEN and the like).
+	c.Env = []string{planVar + "=" + string(js)}
+	if err := c.Cmd.Start(); err != nil {
 		return fmt.Errorf("start sandbox: %w", err)
 	}
 	return nil
@@ -240,8 +275,16 @@ func (c *Cmd) Wait() error {
 	_, _ = buf.ReadFrom(c.statusR)
 	c.statusR.Close()
 	c.status = buf.Bytes()
+	if c.cgroup != nil {
+		c.oomKills = c.cgroup.oomKills()
+		c.cgroup.remove()
+	}
 	return err
 }
+
+// MemoryKilled reports whether the kernel killed a process of the run because the run as a whole
+// reached its memory limit (RunLimits.MemoryBytes).
+func (c *Cmd) MemoryKilled() bool { return c.oomKills > 0 }
 
 // ErrSetup is wrapped by SetupError: the sandbox could not be built or the program not started.
 var ErrSetup = errors.New("sandbox set-up failed")

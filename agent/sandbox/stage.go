@@ -62,6 +62,10 @@ func fail(status *os.File, format string, args ...any) int {
 
 // runInit is pid 1 of the sandbox's PID namespace.
 func runInit(pl plan, status *os.File) int {
+	// First of all: nothing of the run may start outside its cgroup.
+	if err := joinCgroups(pl.Cgroups); err != nil {
+		return fail(status, "%v", err)
+	}
 	// What the agent inherited goes no further than this stage (the exec stage does the same for
 	// every tier).
 	if err := closeExtraFDs(); err != nil {
@@ -128,6 +132,12 @@ func runExec(pl plan, status *os.File) int {
 	// The filter is installed on this thread (and synchronised to the others), which is the one
 	// that calls execve.
 	runtime.LockOSThread()
+	if !pl.PIDNamespace {
+		// This is the first stage (the init stage joined otherwise).
+		if err := joinCgroups(pl.Cgroups); err != nil {
+			return fail(status, "%v", err)
+		}
+	}
 	var filter []bpf.RawInstruction
 	if pl.Filter {
 		var err error
