@@ -128,23 +128,23 @@ type Program struct {
 
 // plan is what the stage processes are told, as JSON in planVar.
 type plan struct {
-	Namespace    bool     `json:"namespace,omitempty"` // mounts and network set-up
-	PIDNamespace bool     `json:"pid_namespace,omitempty"`
-	AllowNetwork bool     `json:"allow_network,omitempty"`
-	Drop         bool     `json:"drop,omitempty"`
-	Filter       bool     `json:"filter,omitempty"` // the system-call filter (filter.go)
+	Namespace    bool `json:"namespace,omitempty"` // mounts and network set-up
+	PIDNamespace bool `json:"pid_namespace,omitempty"`
+	AllowNetwork bool `json:"allow_network,omitempty"`
+	Drop         bool `json:"drop,omitempty"`
+	Filter       bool `json:"filter,omitempty"` // the system-call filter (filter.go)
 	// Cgroups are the cgroup.procs files the first stage writes itself into.
-	Cgroups []string `json:"cgroups,omitempty"`
-	UID          int      `json:"uid"`
-	GID          int      `json:"gid"`
-	Limits       Limits   `json:"limits"`
-	Hide         []string `json:"hide,omitempty"`
-	ReadOnly     []string `json:"read_only,omitempty"`
-	Writable     []string `json:"writable,omitempty"`
-	Path         string   `json:"path"`
-	Args         []string `json:"args"`
-	Env          []string `json:"env"`
-	Dir          string   `json:"dir"`
+	Cgroups  []string `json:"cgroups,omitempty"`
+	UID      int      `json:"uid"`
+	GID      int      `json:"gid"`
+	Limits   Limits   `json:"limits"`
+	Hide     []string `json:"hide,omitempty"`
+	ReadOnly []string `json:"read_only,omitempty"`
+	Writable []string `json:"writable,omitempty"`
+	Path     string   `json:"path"`
+	Args     []string `json:"args"`
+	Env      []string `json:"env"`
+	Dir      string   `json:"dir"`
 }
 
 // Cmd is a program prepared to run in the sandbox. Set Stdout and Stderr on Cmd.Cmd, then Start
@@ -219,8 +219,8 @@ func (c Config) Command(p Program) (*Cmd, error) {
 		return nil, fmt.Errorf("status pipe: %w", err)
 	}
 	cmd := &exec.Cmd{
-		Path: "/proc/self/exe",
-		Args: []string{stage},
+		Path:        "/proc/self/exe",
+		Args:        []string{stage},
 		Dir:         "/",
 		ExtraFiles:  []*os.File{statusW}, // fd 3 in the stage
 		SysProcAttr: attr,
