@@ -256,6 +256,7 @@ func sandboxConfig(cfg config.Config, logger *slog.Logger) (sandbox.Config, erro
 		UID:          s.UID,
 		GID:          s.GID,
 		AllowNetwork: s.AllowNetwork,
+		NetworkDeny:  s.NetworkDeny,
 		Limits:       s.Limits,
 		RunLimits:    s.RunLimits,
 	}

@@ -72,8 +72,10 @@ type Sandbox struct {
 	// User is RUN_USER, resolved to UID and GID at load (user and namespace tiers).
 	User     string
 	UID, GID int
-	// AllowNetwork is RUN_ALLOW_NETWORK (namespace tier).
+	// AllowNetwork is RUN_ALLOW_NETWORK (namespace tier); NetworkDeny is RUN_NETWORK_DENY, the
+	// networks (CIDRs) such runs must not reach beyond the host's own addresses.
 	AllowNetwork bool
+	NetworkDeny  []string
 	Limits       sandbox.Limits
 	// RunLimits are RUN_LIMIT_TOTAL_*: the run as a whole, through a cgroup per run.
 	RunLimits sandbox.RunLimits
@@ -189,6 +191,16 @@ func loadSandbox(r *config.Reader) Sandbox {
 	s := Sandbox{
 		User:         r.String("RUN_USER", "nobody"),
 		AllowNetwork: r.Bool("RUN_ALLOW_NETWORK", false),
+	}
+	for _, c := range strings.Split(r.String("RUN_NETWORK_DENY", ""), ",") {
+		if c = strings.TrimSpace(c); c == "" {
+			continue
+		}
+		if _, n, err := net.ParseCIDR(c); err != nil || n.IP.To4() == nil {
+			r.Fail("RUN_NETWORK_DENY: %q is not an IPv4 CIDR (runs have no IPv6)", c)
+			continue
+		}
+		s.NetworkDeny = append(s.NetworkDeny, c)
 	}
 	tier, err := sandbox.ParseTier(r.String("RUN_SANDBOX", string(sandbox.Namespace)))
 	if err != nil {

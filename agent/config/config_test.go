@@ -147,8 +147,12 @@ func TestLoad(t *testing.T) {
 		},
 		{
 			name: "whole-run bounds",
-			env:  with("RUN_SANDBOX", "process", "RUN_LIMIT_TOTAL_MEMORY_BYTES", "1048576", "RUN_LIMIT_TOTAL_PROCESSES", "7"),
+			env: with("RUN_SANDBOX", "process", "RUN_LIMIT_TOTAL_MEMORY_BYTES", "1048576", "RUN_LIMIT_TOTAL_PROCESSES", "7",
+				"RUN_NETWORK_DENY", "10.0.0.0/8, 192.168.1.0/24"),
 			check: func(t *testing.T, c agentconfig.Config) {
+				if got := c.Sandbox.NetworkDeny; !reflect.DeepEqual(got, []string{"10.0.0.0/8", "192.168.1.0/24"}) {
+					t.Errorf("network deny: got %q", got)
+				}
 				if want := (sandbox.RunLimits{MemoryBytes: 1 << 20, Processes: 7}); c.Sandbox.RunLimits != want {
 					t.Errorf("run limits: got %+v; want %+v", c.Sandbox.RunLimits, want)
 				}
@@ -157,8 +161,9 @@ func TestLoad(t *testing.T) {
 		{
 			name: "every sandbox problem at once",
 			env: with("RUN_SANDBOX", "chroot", "RUN_LIMIT_PROCESSES", "-1", "RUN_LIMIT_FILE_BYTES", "big",
-				"RUN_ALLOW_NETWORK", "maybe", "UV_WHEELS_ONLY", "perhaps", "RUN_LIMIT_TOTAL_MEMORY_BYTES", "-2"),
-			wantErr: []string{"RUN_SANDBOX", "RUN_LIMIT_PROCESSES", "RUN_LIMIT_FILE_BYTES", "RUN_ALLOW_NETWORK", "UV_WHEELS_ONLY", "RUN_LIMIT_TOTAL_MEMORY_BYTES"},
+				"RUN_ALLOW_NETWORK", "maybe", "UV_WHEELS_ONLY", "perhaps", "RUN_LIMIT_TOTAL_MEMORY_BYTES", "-2",
+				"RUN_NETWORK_DENY", "fd00::/8"),
+			wantErr: []string{"RUN_SANDBOX", "RUN_LIMIT_PROCESSES", "RUN_LIMIT_FILE_BYTES", "RUN_ALLOW_NETWORK", "UV_WHEELS_ONLY", "RUN_LIMIT_TOTAL_MEMORY_BYTES", "RUN_NETWORK_DENY"},
 		},
 		{
 			name:    "run user must exist and not be root",

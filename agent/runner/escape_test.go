@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -19,6 +20,7 @@ import (
 	"github.com/envfabric/envfabric/agent/uv"
 	"github.com/envfabric/envfabric/shared/testutil/pyindex"
 	"github.com/envfabric/envfabric/shared/testutil/testenv"
+	"golang.org/x/sys/unix"
 )
 
 // The escape tests run hostile code in real environments, built by uv from the local index into
@@ -382,47 +384,142 @@ print(open(%[5]q + "/pyproject.toml").read().splitlines()[1])
 	}
 }
 
+// The host's services are out of reach whether or not network is allowed: a server on the host
+// (all addresses) cannot be reached through 127.0.0.1 (the run's own loopback), slirp's gateway
+// to the host's loopback (10.0.2.2), the host's LAN address, or the host's end of the test's veth.
+// With network allowed, an outside address (a server in another network namespace, standing in
+// for the internet) is reachable; without, it is not.
 func TestEscapeNetwork(t *testing.T) {
 	d := newData(t)
-	ln, err := net.Listen("tcp", ":0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
-	port := ln.Addr().(*net.TCPAddr).Port
-	hosts := []string{"127.0.0.1"}
+	hostPort := serve(t, "tcp", ":0")
+	outside, vethHost := outsideNamespace(t)
+	outsidePort := outside.listen(t)
+	hosts := []string{"127.0.0.1", "10.0.2.2", vethHost}
 	if ip := hostIP(); ip != "" {
 		hosts = append(hosts, ip)
 	}
 	code := fmt.Sprintf(`
 import socket
-for h in %s:
+def attempt(h, p):
     try:
-        socket.create_connection((h, %d), timeout=3).close()
-        print("connected")
+        socket.create_connection((h, p), timeout=3).close()
+        return "connected"
     except OSError as e:
-        print("blocked")
-`, pyList(hosts), port)
+        return "blocked"
+for h in %s:
+    print("host", attempt(h, %d))
+print("outside", attempt(%q, %d))
+`, pyList(hosts), hostPort, outside.addr, outsidePort)
 	for _, allow := range []bool{false, true} {
 		t.Run(fmt.Sprintf("allow=%v", allow), func(t *testing.T) {
 			sb := d.sandbox(t, sandbox.Namespace)
 			sb.AllowNetwork = allow
-			res := run(t, sb, d.env, code, 30*time.Second)
-			want := strings.Repeat(map[bool]string{true: "connected\n", false: "blocked\n"}[allow], len(hosts))
+			res := run(t, sb, d.env, code, 60*time.Second)
+			want := strings.Repeat("host blocked\n", len(hosts)) + "outside " + map[bool]string{true: "connected", false: "blocked"}[allow] + "\n"
 			if string(res.Stdout) != want {
 				t.Errorf("stdout: got %q; want %q", res.Stdout, want)
 			}
 		})
 	}
+}
+
+// serve accepts (and closes) connections on addr until the test ends, and returns its port.
+func serve(t *testing.T, network, addr string) int {
+	t.Helper()
+	ln, err := net.Listen(network, addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go acceptAll(ln)
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+func acceptAll(ln net.Listener) {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		c.Close()
+	}
+}
+
+// outsideNS is a network namespace joined to the host by a veth pair: an address that is not
+// the host's, reachable from it, like a server on the internet.
+type outsideNS struct {
+	name, addr string
+}
+
+// outsideNamespace makes one (removed with the test) and returns it and the host's end address.
+func outsideNamespace(t *testing.T) (outsideNS, string) {
+	t.Helper()
+	if _, err := exec.LookPath("ip"); err != nil {
+		t.Skip("no ip command (iproute2)")
+	}
+	n := os.Getpid() % 200
+	ns := outsideNS{name: fmt.Sprintf("envfabric-outside-%d", os.Getpid()), addr: fmt.Sprintf("10.213.%d.2", n)}
+	host, peer := fmt.Sprintf("efo%dh", os.Getpid()), fmt.Sprintf("efo%dp", os.Getpid())
+	hostAddr := fmt.Sprintf("10.213.%d.1", n)
+	steps := [][]string{
+		{"netns", "add", ns.name},
+		{"link", "add", host, "type", "veth", "peer", "name", peer, "netns", ns.name},
+		{"addr", "add", hostAddr + "/30", "dev", host},
+		{"link", "set", host, "up"},
+		{"-n", ns.name, "addr", "add", ns.addr + "/30", "dev", peer},
+		{"-n", ns.name, "link", "set", peer, "up"},
+		{"-n", ns.name, "link", "set", "lo", "up"},
+	}
+	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", ns.name).Run() })
+	for _, args := range steps {
+		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+			t.Fatalf("ip %s: %v %s", strings.Join(args, " "), err, out)
+		}
+	}
+	return ns, hostAddr
+}
+
+// listen starts a server inside the namespace: a socket belongs to the network namespace of the
+// thread that made it, so one locked thread enters the namespace, listens, and goes back.
+func (o outsideNS) listen(t *testing.T) int {
+	t.Helper()
+	type result struct {
+		ln  net.Listener
+		err error
+	}
+	ch := make(chan result)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread is discarded if it could not go back
+		own, err := os.Open("/proc/thread-self/ns/net")
+		if err != nil {
+			ch <- result{err: err}
+			return
+		}
+		defer own.Close()
+		target, err := os.Open("/run/netns/" + o.name)
+		if err != nil {
+			ch <- result{err: err}
+			return
+		}
+		defer target.Close()
+		if _, _, errno := syscall.RawSyscall(unix.SYS_SETNS, target.Fd(), syscall.CLONE_NEWNET, 0); errno != 0 {
+			ch <- result{err: errno}
+			return
+		}
+		ln, err := net.Listen("tcp", o.addr+":0")
+		if _, _, errno := syscall.RawSyscall(unix.SYS_SETNS, own.Fd(), syscall.CLONE_NEWNET, 0); errno != 0 && err == nil {
+			ln.Close()
+			err = errno
+		}
+		ch <- result{ln, err}
+	}()
+	r := <-ch
+	if r.err != nil {
+		t.Fatalf("listen in %s: %v", o.name, r.err)
+	}
+	t.Cleanup(func() { r.ln.Close() })
+	go acceptAll(r.ln)
+	return r.ln.Addr().(*net.TCPAddr).Port
 }
 
 // An interpreter the run user cannot reach (a pyenv under /root, mode 0700) is a clear

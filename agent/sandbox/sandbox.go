@@ -12,6 +12,7 @@ package sandbox
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -74,9 +75,13 @@ type Config struct {
 	// PIDNamespace gives the process and user tiers a PID namespace (the namespace tier always
 	// has one). An unprivileged agent gets it inside a user namespace mapping only its own ids.
 	PIDNamespace bool
-	// AllowNetwork keeps the host's network in the namespace tier.
+	// AllowNetwork gives the namespace tier's runs the outside network through slirp4netns
+	// (network.go), never the host's own addresses, nor NetworkDeny (CIDRs).
 	AllowNetwork bool
-	Limits       Limits
+	NetworkDeny  []string
+	// Slirp4netns is the slirp4netns binary; empty means the one on PATH.
+	Slirp4netns string
+	Limits      Limits
 	// RunLimits bound the run as a whole through a cgroup per run made under Cgroups (from
 	// FindCgroups), which they need.
 	RunLimits RunLimits
@@ -102,7 +107,7 @@ func (c Config) Describe() string {
 		fmt.Fprintf(&b, " cgroup=%s run_memory_bytes=%d run_processes=%d", c.Cgroups.Describe(), c.RunLimits.MemoryBytes, c.RunLimits.Processes)
 	}
 	if c.Tier == Namespace {
-		b.WriteString(" network=" + map[bool]string{true: "host", false: "none"}[c.AllowNetwork])
+		b.WriteString(" network=" + map[bool]string{true: "slirp4netns(no-host)", false: "none"}[c.AllowNetwork])
 	}
 	return b.String()
 }
@@ -133,6 +138,10 @@ type plan struct {
 	AllowNetwork bool `json:"allow_network,omitempty"`
 	Drop         bool `json:"drop,omitempty"`
 	Filter       bool `json:"filter,omitempty"` // the system-call filter (filter.go)
+	// Slirp: the init stage waits for the agent's user-mode network on goFD, then prohibits
+	// Deny.
+	Slirp bool     `json:"slirp,omitempty"`
+	Deny  []string `json:"deny,omitempty"`
 	// Cgroups are the cgroup.procs files the first stage writes itself into.
 	Cgroups  []string `json:"cgroups,omitempty"`
 	UID      int      `json:"uid"`
@@ -158,6 +167,10 @@ type Cmd struct {
 	cgroups          *Cgroups
 	cgroup           *runCgroup
 	oomKills         uint64
+	// The user-mode network: goW tells the init stage it is ready.
+	slirpBin string
+	goR, goW *os.File
+	slirp    *slirp
 }
 
 // Command prepares p under c. The returned command's process is the leader of a new session
@@ -200,10 +213,7 @@ func (c Config) Command(p Program) (*Cmd, error) {
 		stage = initStage
 		attr.Cloneflags = syscall.CLONE_NEWPID
 		if pl.Namespace {
-			attr.Cloneflags |= syscall.CLONE_NEWNS | syscall.CLONE_NEWIPC | syscall.CLONE_NEWUTS
-			if !pl.AllowNetwork {
-				attr.Cloneflags |= syscall.CLONE_NEWNET
-			}
+			attr.Cloneflags |= syscall.CLONE_NEWNS | syscall.CLONE_NEWIPC | syscall.CLONE_NEWUTS | syscall.CLONE_NEWNET
 		} else if uid, gid := os.Geteuid(), os.Getegid(); uid != 0 {
 			// Only a user namespace lets an unprivileged agent make a PID namespace. It maps
 			// the agent's ids to themselves and nothing else, so the code is no one new, and
@@ -214,24 +224,52 @@ func (c Config) Command(p Program) (*Cmd, error) {
 			attr.GidMappingsEnableSetgroups = false
 		}
 	}
+	var slirpBin string
+	var err error
+	if pl.Namespace && pl.AllowNetwork {
+		if slirpBin, err = exec.LookPath(cmp.Or(c.Slirp4netns, "slirp4netns")); err != nil {
+			return nil, fmt.Errorf("RUN_ALLOW_NETWORK needs slirp4netns (Debian package slirp4netns): %w", err)
+		}
+		if pl.Deny, err = deniedNetworks(c.NetworkDeny); err != nil {
+			return nil, err
+		}
+		pl.Slirp = true
+	}
 	statusR, statusW, err := os.Pipe()
 	if err != nil {
 		return nil, fmt.Errorf("status pipe: %w", err)
+	}
+	files := []*os.File{statusW} // fd 3 in the stage
+	var goR, goW *os.File
+	if pl.Slirp {
+		if goR, goW, err = os.Pipe(); err != nil {
+			statusR.Close()
+			statusW.Close()
+			return nil, fmt.Errorf("network pipe: %w", err)
+		}
+		files = append(files, goR) // goFD
 	}
 	cmd := &exec.Cmd{
 		Path:        "/proc/self/exe",
 		Args:        []string{stage},
 		Dir:         "/",
-		ExtraFiles:  []*os.File{statusW}, // fd 3 in the stage
+		ExtraFiles:  files,
 		SysProcAttr: attr,
 	}
-	return &Cmd{Cmd: cmd, statusR: statusR, statusW: statusW, plan: pl, runLimits: c.RunLimits, cgroups: c.Cgroups}, nil
+	return &Cmd{Cmd: cmd, statusR: statusR, statusW: statusW, plan: pl, runLimits: c.RunLimits, cgroups: c.Cgroups,
+		slirpBin: slirpBin, goR: goR, goW: goW}, nil
 }
 
 // Start makes the run's cgroup (with whole-run limits) and starts the sandbox.
 func (c *Cmd) Start() error {
 	err := c.start()
 	c.statusW.Close()
+	if c.goR != nil {
+		c.goR.Close()
+	}
+	if err == nil && c.plan.Slirp {
+		err = c.startNetwork()
+	}
 	if err != nil {
 		c.statusR.Close()
 		if c.cgroup != nil {
@@ -264,6 +302,26 @@ func (c *Cmd) start() error {
 	return nil
 }
 
+// startNetwork connects the started sandbox's network namespace and lets its init stage go on;
+// if that fails, the sandbox is killed (its init stage sees EOF and gives up too).
+func (c *Cmd) startNetwork() error {
+	s, err := startSlirp(c.slirpBin, c.Process.Pid)
+	if err == nil {
+		c.slirp = s
+		_, err = c.goW.Write([]byte{1})
+	}
+	c.goW.Close()
+	if err != nil {
+		_ = c.Process.Kill()
+		_ = c.Cmd.Wait()
+		if c.slirp != nil {
+			c.slirp.stop()
+		}
+		return fmt.Errorf("network for the run: %w", err)
+	}
+	return nil
+}
+
 // Wait waits for the sandbox to exit and collects what its stages reported.
 func (c *Cmd) Wait() error {
 	err := c.Cmd.Wait()
@@ -275,6 +333,9 @@ func (c *Cmd) Wait() error {
 	_, _ = buf.ReadFrom(c.statusR)
 	c.statusR.Close()
 	c.status = buf.Bytes()
+	if c.slirp != nil {
+		c.slirp.stop()
+	}
 	if c.cgroup != nil {
 		c.oomKills = c.cgroup.oomKills()
 		c.cgroup.remove()

@@ -78,11 +78,17 @@ func runInit(pl plan, status *os.File) int {
 		// The UTS namespace is new either way; a seccomp filter (systemd's ProtectHostname=)
 		// may forbid naming it, which costs nothing but the name.
 		_ = syscall.Sethostname([]byte("sandbox"))
-		if !pl.AllowNetwork {
-			// A network namespace starts with loopback down; code that talks to itself over
-			// 127.0.0.1 (test servers, kernels) expects it up. Nothing else is reachable.
-			if err := loopbackUp(); err != nil {
-				return fail(status, "loopback: %v", err)
+		// A network namespace starts with loopback down; code that talks to itself over
+		// 127.0.0.1 (test servers, kernels) expects it up. It is the run's own.
+		if err := loopbackUp(); err != nil {
+			return fail(status, "loopback: %v", err)
+		}
+		if pl.Slirp {
+			if err := waitForNetwork(); err != nil {
+				return fail(status, "%v", err)
+			}
+			if err := prohibitRoutes(pl.Deny); err != nil {
+				return fail(status, "network: %v", err)
 			}
 		}
 	}
@@ -293,6 +299,11 @@ func setupMounts(pl plan) error {
 	}
 	if err := privateWritable(size); err != nil {
 		return err
+	}
+	if pl.Slirp {
+		if err := slirpResolvConf(); err != nil {
+			return err
+		}
 	}
 	var hidden []string
 	for _, d := range outermost(pl.Hide) {
