@@ -600,14 +600,36 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 }
 
 // BenchmarkRunTier is the cost of a trivial run in each tier (python start-up included), so the
-// price of isolation can be compared with the process tier.
+// price of isolation can be compared with the process tier; "+cgroup" adds the whole-run limits
+// (a cgroup made, joined, read and removed per run), "+network" the user-mode network.
 func BenchmarkRunTier(b *testing.B) {
-	for _, tier := range sandbox.Tiers {
-		b.Run(string(tier), func(b *testing.B) {
+	cases := []struct {
+		name    string
+		tier    sandbox.Tier
+		cgroup  bool
+		network bool
+	}{
+		{"namespace", sandbox.Namespace, false, false},
+		{"user", sandbox.User, false, false},
+		{"process", sandbox.Process, false, false},
+		{"namespace+cgroup", sandbox.Namespace, true, false},
+		{"user+cgroup", sandbox.User, true, false},
+		{"namespace+network", sandbox.Namespace, false, true},
+	}
+	for _, c := range cases {
+		b.Run(c.name, func(b *testing.B) {
 			d := benchData(b)
-			sb := sandbox.Config{Tier: tier, UID: d.uid, GID: d.gid, Hide: []string{d.root}, Limits: sandbox.Limits{MemoryBytes: 1 << 30}}
+			sb := sandbox.Config{Tier: c.tier, UID: d.uid, GID: d.gid, Hide: []string{d.root}, Limits: sandbox.Limits{MemoryBytes: 1 << 30}, AllowNetwork: c.network}
+			if c.cgroup {
+				sb.RunLimits = sandbox.RunLimits{MemoryBytes: 1 << 30, Processes: 64}
+				g, err := sandbox.FindCgroups(sb.RunLimits)
+				if err != nil {
+					b.Skipf("no cgroups: %v", err)
+				}
+				sb.Cgroups = g
+			}
 			if err := sb.Probe(sandbox.Program{}); err != nil {
-				b.Skipf("tier %s unavailable: %v", tier, err)
+				b.Skipf("%s unavailable: %v", c.name, err)
 			}
 			spec := runner.Spec{VenvDir: filepath.Join(d.env, ".venv"), Code: "pass", Timeout: 30 * time.Second, MaxOutput: 1024, Sandbox: sb}
 			for b.Loop() {
