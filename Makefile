@@ -52,8 +52,8 @@ test: uv checkgenerate sandbox-tier ## check generated code, go vet, go test (wh
 # Says which run sandbox tier this machine allows (docs/sandbox.md); with CI=true it fails unless
 # the strongest (namespace) is available, since CI runs on the same kind of machine as production.
 .PHONY: sandbox-tier
-sandbox-tier: ## print the strongest run sandbox tier this machine allows
-	@$(GO) test -count=1 -run '^TestTierAvailable$$' -v ./agent/sandbox/ | grep -E 'sandbox tier|SANDBOX TIER|^(--- |FAIL|ok)'
+sandbox-tier: ## print the strongest run sandbox tier this machine allows, the syscall filter and the cgroup
+	@$(GO) test -count=1 -run '^TestTierAvailable$$' -v ./agent/sandbox/ | grep -E 'sandbox tier|SANDBOX TIER|SYSCALL FILTER|WHOLE-RUN CGROUP|^(--- |FAIL|ok)'
 
 .PHONY: bench
 bench: uv ## run the benchmarks (~15 min; BENCH_QUICK=1 for a short run) into docs/benchmarks.md

@@ -283,7 +283,17 @@ func sandboxConfig(cfg config.Config, logger *slog.Logger) (sandbox.Config, erro
 		UID:          s.UID,
 		GID:          s.GID,
 		AllowNetwork: s.AllowNetwork,
+		NetworkDeny:  s.NetworkDeny,
 		Limits:       s.Limits,
+		RunLimits:    s.RunLimits,
+	}
+	if sb.RunLimits != (sandbox.RunLimits{}) {
+		g, err := sandbox.FindCgroups(sb.RunLimits)
+		if err != nil {
+			return sandbox.Config{}, fmt.Errorf("RUN_LIMIT_TOTAL_MEMORY_BYTES=%d and RUN_LIMIT_TOTAL_PROCESSES=%d cannot be enforced on this host (%w); "+
+				"the agent does not run code without a configured limit: give it cgroups (docs/sandbox.md) or set both to 0", sb.RunLimits.MemoryBytes, sb.RunLimits.Processes, err)
+		}
+		sb.Cgroups = g
 	}
 	// What code must not see: every environment but its own, the cache, the control plane's
 	// database under DATA_ROOT, and the agent's home (uv state, maybe credentials).

@@ -191,6 +191,9 @@ func TestRunRefusesUnavailableSandbox(t *testing.T) {
 			Home: dir, DefaultPython: "3.11", RunMaxOutputBytes: 1 << 20,
 			Sandbox: config.Sandbox{Tier: sandbox.Tier(os.Getenv("APP_TEST_TIER")), User: "nobody"},
 		}
+		if os.Getenv("APP_TEST_RUN_LIMITS") != "" {
+			cfg.Sandbox.RunLimits = sandbox.RunLimits{MemoryBytes: 1 << 30, Processes: 64}
+		}
 		err := app.Run(t.Context(), cfg, testLogger(t))
 		fmt.Printf("RUN RESULT: %v\n", err)
 		return
@@ -203,11 +206,14 @@ func TestRunRefusesUnavailableSandbox(t *testing.T) {
 		t.Skip(err)
 	}
 	for _, tt := range []struct {
-		tier sandbox.Tier
-		want string
+		tier      sandbox.Tier
+		runLimits bool
+		want      string
 	}{
-		{sandbox.Namespace, "RUN_SANDBOX=namespace is not available on this host"},
-		{sandbox.User, "RUN_SANDBOX=user is not available on this host"},
+		{sandbox.Namespace, false, "RUN_SANDBOX=namespace is not available on this host"},
+		{sandbox.User, false, "RUN_SANDBOX=user is not available on this host"},
+		// An unprivileged agent cannot make cgroups: whole-run limits it was given are refused.
+		{sandbox.Process, true, "RUN_LIMIT_TOTAL_MEMORY_BYTES=1073741824 and RUN_LIMIT_TOTAL_PROCESSES=64 cannot be enforced on this host"},
 	} {
 		t.Run(string(tt.tier), func(t *testing.T) {
 			root := t.TempDir()
@@ -218,10 +224,13 @@ func TestRunRefusesUnavailableSandbox(t *testing.T) {
 			}
 			cmd := exec.Command("/proc/self/exe", "-test.run=^TestRunRefusesUnavailableSandbox$", "-test.count=1", "-test.v")
 			cmd.Env = append(os.Environ(), "APP_TEST_UNPRIVILEGED_ROOT="+root, "APP_TEST_TIER="+string(tt.tier))
+			if tt.runLimits {
+				cmd.Env = append(cmd.Env, "APP_TEST_RUN_LIMITS=1")
+			}
 			cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}}
 			out, _ := cmd.CombinedOutput()
 			t.Logf("agent as nobody:\n%s", out)
-			if !strings.Contains(string(out), tt.want) || !strings.Contains(string(out), "does not fall back") {
+			if !strings.Contains(string(out), tt.want) || !strings.Contains(string(out), map[bool]string{false: "does not fall back", true: "does not run code without"}[tt.runLimits]) {
 				t.Errorf("output:\n%s\nwant %q", out, tt.want)
 			}
 		})

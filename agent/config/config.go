@@ -81,9 +81,13 @@ type Sandbox struct {
 	// User is RUN_USER, resolved to UID and GID at load (user and namespace tiers).
 	User     string
 	UID, GID int
-	// AllowNetwork is RUN_ALLOW_NETWORK (namespace tier).
+	// AllowNetwork is RUN_ALLOW_NETWORK (namespace tier); NetworkDeny is RUN_NETWORK_DENY, the
+	// networks (CIDRs) such runs must not reach beyond the host's own addresses.
 	AllowNetwork bool
+	NetworkDeny  []string
 	Limits       sandbox.Limits
+	// RunLimits are RUN_LIMIT_TOTAL_*: the run as a whole, through a cgroup per run.
+	RunLimits sandbox.RunLimits
 }
 
 // Default RUN_LIMIT_* values: backstops behind the run timeout, generous enough for scientific
@@ -95,6 +99,10 @@ const (
 	DefaultRunFileBytes   = 256 << 20
 	DefaultRunOpenFiles   = 1024
 	DefaultRunProcesses   = 512
+	// The whole-run bounds (cgroup) of the user and namespace tiers; the process tier, meant for
+	// agents without root (which usually cannot make cgroups), has none unless they are set.
+	DefaultRunTotalMemoryBytes = 4 << 30
+	DefaultRunTotalProcesses   = 512
 )
 
 // DefaultHTTP are the agent's HTTP_* defaults. Requests that do work (every RPC) get an hour to
@@ -226,6 +234,16 @@ func loadSandbox(r *config.Reader) Sandbox {
 		User:         r.String("RUN_USER", "nobody"),
 		AllowNetwork: r.Bool("RUN_ALLOW_NETWORK", false),
 	}
+	for _, c := range strings.Split(r.String("RUN_NETWORK_DENY", ""), ",") {
+		if c = strings.TrimSpace(c); c == "" {
+			continue
+		}
+		if _, n, err := net.ParseCIDR(c); err != nil || n.IP.To4() == nil {
+			r.Fail("RUN_NETWORK_DENY: %q is not an IPv4 CIDR (runs have no IPv6)", c)
+			continue
+		}
+		s.NetworkDeny = append(s.NetworkDeny, c)
+	}
 	tier, err := sandbox.ParseTier(r.String("RUN_SANDBOX", string(sandbox.Namespace)))
 	if err != nil {
 		r.Fail("RUN_SANDBOX: %v", err)
@@ -245,6 +263,14 @@ func loadSandbox(r *config.Reader) Sandbox {
 		FileBytes:   limit("RUN_LIMIT_FILE_BYTES", DefaultRunFileBytes),
 		OpenFiles:   limit("RUN_LIMIT_OPEN_FILES", DefaultRunOpenFiles),
 		Processes:   limit("RUN_LIMIT_PROCESSES", DefaultRunProcesses),
+	}
+	totalMemory, totalProcesses := DefaultRunTotalMemoryBytes, DefaultRunTotalProcesses
+	if !tier.DropsPrivileges() {
+		totalMemory, totalProcesses = 0, 0
+	}
+	s.RunLimits = sandbox.RunLimits{
+		MemoryBytes: limit("RUN_LIMIT_TOTAL_MEMORY_BYTES", totalMemory),
+		Processes:   limit("RUN_LIMIT_TOTAL_PROCESSES", totalProcesses),
 	}
 	if tier.DropsPrivileges() {
 		uid, gid, err := LookupRunUser(s.User)

@@ -62,7 +62,8 @@ func TestLoad(t *testing.T) {
 					UsageScanInterval: 30 * time.Second, CacheScanInterval: 5 * time.Minute,
 					Sandbox: agentconfig.Sandbox{
 						Tier: sandbox.Namespace, User: "nobody", UID: nobodyUID, GID: nobodyGID,
-						Limits: sandbox.Limits{CPUSeconds: 600, MemoryBytes: 4 << 30, FileBytes: 256 << 20, OpenFiles: 1024, Processes: 512},
+						Limits:    sandbox.Limits{CPUSeconds: 600, MemoryBytes: 4 << 30, FileBytes: 256 << 20, OpenFiles: 1024, Processes: 512},
+						RunLimits: sandbox.RunLimits{MemoryBytes: 4 << 30, Processes: 512},
 					},
 					HTTP: agentconfig.DefaultHTTP,
 				}
@@ -174,15 +175,33 @@ func TestLoad(t *testing.T) {
 			},
 		},
 		{
-			name:  "process tier needs no run user",
-			env:   with("RUN_SANDBOX", "process", "RUN_USER", "no-such-user-x"),
-			check: func(*testing.T, agentconfig.Config) {},
+			name: "process tier needs no run user and has no whole-run bound by default",
+			env:  with("RUN_SANDBOX", "process", "RUN_USER", "no-such-user-x"),
+			check: func(t *testing.T, c agentconfig.Config) {
+				if c.Sandbox.RunLimits != (sandbox.RunLimits{}) {
+					t.Errorf("run limits: got %+v; want none", c.Sandbox.RunLimits)
+				}
+			},
+		},
+		{
+			name: "whole-run bounds",
+			env: with("RUN_SANDBOX", "process", "RUN_LIMIT_TOTAL_MEMORY_BYTES", "1048576", "RUN_LIMIT_TOTAL_PROCESSES", "7",
+				"RUN_NETWORK_DENY", "10.0.0.0/8, 192.168.1.0/24"),
+			check: func(t *testing.T, c agentconfig.Config) {
+				if got := c.Sandbox.NetworkDeny; !reflect.DeepEqual(got, []string{"10.0.0.0/8", "192.168.1.0/24"}) {
+					t.Errorf("network deny: got %q", got)
+				}
+				if want := (sandbox.RunLimits{MemoryBytes: 1 << 20, Processes: 7}); c.Sandbox.RunLimits != want {
+					t.Errorf("run limits: got %+v; want %+v", c.Sandbox.RunLimits, want)
+				}
+			},
 		},
 		{
 			name: "every sandbox problem at once",
 			env: with("RUN_SANDBOX", "chroot", "RUN_LIMIT_PROCESSES", "-1", "RUN_LIMIT_FILE_BYTES", "big",
-				"RUN_ALLOW_NETWORK", "maybe", "UV_WHEELS_ONLY", "perhaps"),
-			wantErr: []string{"RUN_SANDBOX", "RUN_LIMIT_PROCESSES", "RUN_LIMIT_FILE_BYTES", "RUN_ALLOW_NETWORK", "UV_WHEELS_ONLY"},
+				"RUN_ALLOW_NETWORK", "maybe", "UV_WHEELS_ONLY", "perhaps", "RUN_LIMIT_TOTAL_MEMORY_BYTES", "-2",
+				"RUN_NETWORK_DENY", "fd00::/8"),
+			wantErr: []string{"RUN_SANDBOX", "RUN_LIMIT_PROCESSES", "RUN_LIMIT_FILE_BYTES", "RUN_ALLOW_NETWORK", "UV_WHEELS_ONLY", "RUN_LIMIT_TOTAL_MEMORY_BYTES", "RUN_NETWORK_DENY"},
 		},
 		{
 			name:    "run user must exist and not be root",

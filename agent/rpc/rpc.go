@@ -394,7 +394,7 @@ func (s *Server) Run(ctx context.Context, req *connect.Request[agentv1.RunReques
 	if s.cfg.OnRun != nil {
 		s.cfg.OnRun(res.Duration, res.TimedOut)
 	}
-	s.logger.InfoContext(ctx, "ran", "env", key.String(), "exit_code", res.ExitCode, "timed_out", res.TimedOut, "duration", res.Duration)
+	s.logger.InfoContext(ctx, "ran", "env", key.String(), "exit_code", res.ExitCode, "exit_reason", res.ExitReason, "timed_out", res.TimedOut, "duration", res.Duration)
 	return connect.NewResponse(&agentv1.RunResponse{
 		Stdout:          res.Stdout,
 		Stderr:          res.Stderr,
@@ -403,6 +403,7 @@ func (s *Server) Run(ctx context.Context, req *connect.Request[agentv1.RunReques
 		TimedOut:        res.TimedOut,
 		StdoutTruncated: res.StdoutTruncated,
 		StderrTruncated: res.StderrTruncated,
+		ExitReason:      res.ExitReason,
 	}), nil
 }
 

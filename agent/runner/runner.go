@@ -44,6 +44,35 @@ type Result struct {
 	ExitCode                         int
 	Duration                         time.Duration
 	TimedOut                         bool
+	// ExitReason says how the run ended: ExitedNormally, ExitTimeout, ExitMemory or ExitSignal.
+	ExitReason string
+}
+
+// Exit reasons, as the RunResponse's exit_reason carries them.
+const (
+	// ExitedNormally: the program exited by itself, with ExitCode.
+	ExitedNormally = "exited"
+	// ExitTimeout: the timeout killed the run.
+	ExitTimeout = "timeout"
+	// ExitMemory: the run reached its whole-run memory limit, and the kernel killed a process of
+	// it (the program itself, or a child it may have outlived).
+	ExitMemory = "memory"
+	// ExitSignal: a signal ended the program (its own doing, a per-process rlimit, a crash).
+	ExitSignal = "signal"
+)
+
+// exitReason ranks what ended the run: the timeout first (it is what stopped the run, whatever
+// it was doing), then memory, then the program's own end.
+func exitReason(timedOut bool, cmd *sandbox.Cmd) string {
+	switch {
+	case timedOut:
+		return ExitTimeout
+	case cmd.MemoryKilled():
+		return ExitMemory
+	case cmd.ExitCode() == -1:
+		return ExitSignal
+	}
+	return ExitedNormally
 }
 
 // drainGrace bounds how long output pipes are read after the process group was killed: a process
@@ -184,6 +213,7 @@ func Run(ctx context.Context, spec Spec) (Result, error) {
 		return res, fmt.Errorf("run cancelled: %w", ctx.Err())
 	}
 	res.TimedOut = timedOut
+	res.ExitReason = exitReason(timedOut, cmd)
 	return res, nil
 }
 

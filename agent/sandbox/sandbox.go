@@ -12,6 +12,7 @@ package sandbox
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -74,9 +75,17 @@ type Config struct {
 	// PIDNamespace gives the process and user tiers a PID namespace (the namespace tier always
 	// has one). An unprivileged agent gets it inside a user namespace mapping only its own ids.
 	PIDNamespace bool
-	// AllowNetwork keeps the host's network in the namespace tier.
+	// AllowNetwork gives the namespace tier's runs the outside network through slirp4netns
+	// (network.go), never the host's own addresses, nor NetworkDeny (CIDRs).
 	AllowNetwork bool
-	Limits       Limits
+	NetworkDeny  []string
+	// Slirp4netns is the slirp4netns binary; empty means the one on PATH.
+	Slirp4netns string
+	Limits      Limits
+	// RunLimits bound the run as a whole through a cgroup per run made under Cgroups (from
+	// FindCgroups), which they need.
+	RunLimits RunLimits
+	Cgroups   *Cgroups
 	// Hide are directories whose content the namespace tier replaces by an empty read-only tmpfs
 	// (DATA_ROOT, ENVS_BASE_PATH, UV_CACHE_DIR, the agent's HOME); a program's ReadOnly and
 	// Writable directories are mounted back inside them.
@@ -91,8 +100,14 @@ func (c Config) Describe() string {
 		fmt.Fprintf(&b, " uid=%d gid=%d", c.UID, c.GID)
 	}
 	b.WriteString(" pid_namespace=" + strconv.FormatBool(c.pidNamespace()))
+	if c.Tier.DropsPrivileges() {
+		b.WriteString(" syscall_filter=seccomp")
+	}
+	if c.RunLimits.any() {
+		fmt.Fprintf(&b, " cgroup=%s run_memory_bytes=%d run_processes=%d", c.Cgroups.Describe(), c.RunLimits.MemoryBytes, c.RunLimits.Processes)
+	}
 	if c.Tier == Namespace {
-		b.WriteString(" network=" + map[bool]string{true: "host", false: "none"}[c.AllowNetwork])
+		b.WriteString(" network=" + map[bool]string{true: "slirp4netns(no-host)", false: "none"}[c.AllowNetwork])
 	}
 	return b.String()
 }
@@ -118,20 +133,27 @@ type Program struct {
 
 // plan is what the stage processes are told, as JSON in planVar.
 type plan struct {
-	Namespace    bool     `json:"namespace,omitempty"` // mounts and network set-up
-	PIDNamespace bool     `json:"pid_namespace,omitempty"`
-	AllowNetwork bool     `json:"allow_network,omitempty"`
-	Drop         bool     `json:"drop,omitempty"`
-	UID          int      `json:"uid"`
-	GID          int      `json:"gid"`
-	Limits       Limits   `json:"limits"`
-	Hide         []string `json:"hide,omitempty"`
-	ReadOnly     []string `json:"read_only,omitempty"`
-	Writable     []string `json:"writable,omitempty"`
-	Path         string   `json:"path"`
-	Args         []string `json:"args"`
-	Env          []string `json:"env"`
-	Dir          string   `json:"dir"`
+	Namespace    bool `json:"namespace,omitempty"` // mounts and network set-up
+	PIDNamespace bool `json:"pid_namespace,omitempty"`
+	AllowNetwork bool `json:"allow_network,omitempty"`
+	Drop         bool `json:"drop,omitempty"`
+	Filter       bool `json:"filter,omitempty"` // the system-call filter (filter.go)
+	// Slirp: the init stage waits for the agent's user-mode network on goFD, then prohibits
+	// Deny.
+	Slirp bool     `json:"slirp,omitempty"`
+	Deny  []string `json:"deny,omitempty"`
+	// Cgroups are the cgroup.procs files the first stage writes itself into.
+	Cgroups  []string `json:"cgroups,omitempty"`
+	UID      int      `json:"uid"`
+	GID      int      `json:"gid"`
+	Limits   Limits   `json:"limits"`
+	Hide     []string `json:"hide,omitempty"`
+	ReadOnly []string `json:"read_only,omitempty"`
+	Writable []string `json:"writable,omitempty"`
+	Path     string   `json:"path"`
+	Args     []string `json:"args"`
+	Env      []string `json:"env"`
+	Dir      string   `json:"dir"`
 }
 
 // Cmd is a program prepared to run in the sandbox. Set Stdout and Stderr on Cmd.Cmd, then Start
@@ -140,6 +162,15 @@ type Cmd struct {
 	*exec.Cmd
 	statusR, statusW *os.File
 	status           []byte
+	plan             plan
+	runLimits        RunLimits
+	cgroups          *Cgroups
+	cgroup           *runCgroup
+	oomKills         uint64
+	// The user-mode network: goW tells the init stage it is ready.
+	slirpBin string
+	goR, goW *os.File
+	slirp    *slirp
 }
 
 // Command prepares p under c. The returned command's process is the leader of a new session
@@ -151,6 +182,7 @@ func (c Config) Command(p Program) (*Cmd, error) {
 		PIDNamespace: c.pidNamespace(),
 		AllowNetwork: c.AllowNetwork,
 		Drop:         c.Tier.DropsPrivileges(),
+		Filter:       c.Tier.DropsPrivileges(),
 		UID:          c.UID,
 		GID:          c.GID,
 		Limits:       c.Limits,
@@ -165,9 +197,13 @@ func (c Config) Command(p Program) (*Cmd, error) {
 	if pl.Drop && (pl.UID == 0 || pl.GID == 0) {
 		return nil, fmt.Errorf("sandbox tier %s: refusing to run code as uid %d gid %d", c.Tier, pl.UID, pl.GID)
 	}
-	js, err := json.Marshal(pl)
-	if err != nil {
-		return nil, fmt.Errorf("encode sandbox plan: %w", err)
+	if pl.Filter {
+		if _, err := filterProgram(); err != nil {
+			return nil, fmt.Errorf("sandbox tier %s: %w", c.Tier, err)
+		}
+	}
+	if c.RunLimits.any() && c.Cgroups == nil {
+		return nil, fmt.Errorf("whole-run limits (%+v) need the host's cgroups, and none were found", c.RunLimits)
 	}
 	stage := execStage
 	attr := &syscall.SysProcAttr{Setsid: true, Pdeathsig: syscall.SIGKILL}
@@ -177,10 +213,7 @@ func (c Config) Command(p Program) (*Cmd, error) {
 		stage = initStage
 		attr.Cloneflags = syscall.CLONE_NEWPID
 		if pl.Namespace {
-			attr.Cloneflags |= syscall.CLONE_NEWNS | syscall.CLONE_NEWIPC | syscall.CLONE_NEWUTS
-			if !pl.AllowNetwork {
-				attr.Cloneflags |= syscall.CLONE_NEWNET
-			}
+			attr.Cloneflags |= syscall.CLONE_NEWNS | syscall.CLONE_NEWIPC | syscall.CLONE_NEWUTS | syscall.CLONE_NEWNET
 		} else if uid, gid := os.Geteuid(), os.Getegid(); uid != 0 {
 			// Only a user namespace lets an unprivileged agent make a PID namespace. It maps
 			// the agent's ids to themselves and nothing else, so the code is no one new, and
@@ -191,30 +224,100 @@ func (c Config) Command(p Program) (*Cmd, error) {
 			attr.GidMappingsEnableSetgroups = false
 		}
 	}
+	var slirpBin string
+	var err error
+	if pl.Namespace && pl.AllowNetwork {
+		if slirpBin, err = exec.LookPath(cmp.Or(c.Slirp4netns, "slirp4netns")); err != nil {
+			return nil, fmt.Errorf("RUN_ALLOW_NETWORK needs slirp4netns (Debian package slirp4netns): %w", err)
+		}
+		if pl.Deny, err = deniedNetworks(c.NetworkDeny); err != nil {
+			return nil, err
+		}
+		pl.Slirp = true
+	}
 	statusR, statusW, err := os.Pipe()
 	if err != nil {
 		return nil, fmt.Errorf("status pipe: %w", err)
 	}
+	files := []*os.File{statusW} // fd 3 in the stage
+	var goR, goW *os.File
+	if pl.Slirp {
+		if goR, goW, err = os.Pipe(); err != nil {
+			statusR.Close()
+			statusW.Close()
+			return nil, fmt.Errorf("network pipe: %w", err)
+		}
+		files = append(files, goR) // goFD
+	}
 	cmd := &exec.Cmd{
-		Path: "/proc/self/exe",
-		Args: []string{stage},
-		// Only the plan: the stages, and what they start, never see the agent's environment
-		// (AGENT_TOKEN and the like).
-		Env:         []string{planVar + "=" + string(js)},
+		Path:        "/proc/self/exe",
+		Args:        []string{stage},
 		Dir:         "/",
-		ExtraFiles:  []*os.File{statusW}, // fd 3 in the stage
+		ExtraFiles:  files,
 		SysProcAttr: attr,
 	}
-	return &Cmd{Cmd: cmd, statusR: statusR, statusW: statusW}, nil
+	return &Cmd{Cmd: cmd, statusR: statusR, statusW: statusW, plan: pl, runLimits: c.RunLimits, cgroups: c.Cgroups,
+		slirpBin: slirpBin, goR: goR, goW: goW}, nil
 }
 
-// Start starts the sandbox.
+// Start makes the run's cgroup (with whole-run limits) and starts the sandbox.
 func (c *Cmd) Start() error {
-	err := c.Cmd.Start()
+	err := c.start()
 	c.statusW.Close()
+	if c.goR != nil {
+		c.goR.Close()
+	}
+	if err == nil && c.plan.Slirp {
+		err = c.startNetwork()
+	}
 	if err != nil {
 		c.statusR.Close()
+		if c.cgroup != nil {
+			c.cgroup.remove()
+		}
+		return err
+	}
+	return nil
+}
+
+func (c *Cmd) start() error {
+	if c.runLimits.any() {
+		rc, err := c.cgroups.create(c.runLimits)
+		if err != nil {
+			return err
+		}
+		c.cgroup = rc
+		c.plan.Cgroups = rc.procsFiles()
+	}
+	js, err := json.Marshal(c.plan)
+	if err != nil {
+		return fmt.Errorf("encode sandbox plan: %w", err)
+	}
+	// Only the plan: the stages, and what they start, never see the agent's environment
+	// (AGENT_TOKEN and the like).
+	c.Env = []string{planVar + "=" + string(js)}
+	if err := c.Cmd.Start(); err != nil {
 		return fmt.Errorf("start sandbox: %w", err)
+	}
+	return nil
+}
+
+// startNetwork connects the started sandbox's network namespace and lets its init stage go on;
+// if that fails, the sandbox is killed (its init stage sees EOF and gives up too).
+func (c *Cmd) startNetwork() error {
+	s, err := startSlirp(c.slirpBin, c.Process.Pid)
+	if err == nil {
+		c.slirp = s
+		_, err = c.goW.Write([]byte{1})
+	}
+	c.goW.Close()
+	if err != nil {
+		_ = c.Process.Kill()
+		_ = c.Cmd.Wait()
+		if c.slirp != nil {
+			c.slirp.stop()
+		}
+		return fmt.Errorf("network for the run: %w", err)
 	}
 	return nil
 }
@@ -230,8 +333,19 @@ func (c *Cmd) Wait() error {
 	_, _ = buf.ReadFrom(c.statusR)
 	c.statusR.Close()
 	c.status = buf.Bytes()
+	if c.slirp != nil {
+		c.slirp.stop()
+	}
+	if c.cgroup != nil {
+		c.oomKills = c.cgroup.oomKills()
+		c.cgroup.remove()
+	}
 	return err
 }
+
+// MemoryKilled reports whether the kernel killed a process of the run because the run as a whole
+// reached its memory limit (RunLimits.MemoryBytes).
+func (c *Cmd) MemoryKilled() bool { return c.oomKills > 0 }
 
 // ErrSetup is wrapped by SetupError: the sandbox could not be built or the program not started.
 var ErrSetup = errors.New("sandbox set-up failed")

@@ -38,12 +38,18 @@ func TestTierAvailable(t *testing.T) {
 			t.Logf("sandbox tier %s: unavailable: %v", tier, err)
 			continue
 		}
-		t.Logf("sandbox tier %s: available", tier)
+		t.Logf("sandbox tier %s: available: %s", tier, cfg.Describe())
 		if strongest == "" {
 			strongest = tier
 		}
 	}
 	t.Logf("STRONGEST SANDBOX TIER ON THIS MACHINE: %s", strongest)
+	t.Logf("SYSCALL FILTER (user and namespace tiers): %s", sandbox.FilterSummary())
+	g, err := sandbox.FindCgroups(sandbox.RunLimits{MemoryBytes: 1 << 30, Processes: 64})
+	t.Logf("WHOLE-RUN CGROUP: %s (%v)", g.Describe(), err)
+	if err != nil && os.Getenv("CI") == "true" {
+		t.Fatalf("CI=true: the default whole-run limits need cgroups: %v", err)
+	}
 	if strongest != sandbox.Namespace && os.Getenv("CI") == "true" {
 		t.Fatalf("CI=true: the namespace tier must be available (got %q)", strongest)
 	}

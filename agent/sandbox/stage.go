@@ -13,6 +13,8 @@ import (
 	"strings"
 	"syscall"
 	"unsafe"
+
+	"golang.org/x/net/bpf"
 )
 
 // The stages are this binary re-executed under these argv[0] values, with the plan in planVar
@@ -60,6 +62,15 @@ func fail(status *os.File, format string, args ...any) int {
 
 // runInit is pid 1 of the sandbox's PID namespace.
 func runInit(pl plan, status *os.File) int {
+	// First of all: nothing of the run may start outside its cgroup.
+	if err := joinCgroups(pl.Cgroups); err != nil {
+		return fail(status, "%v", err)
+	}
+	// What the agent inherited goes no further than this stage (the exec stage does the same for
+	// every tier).
+	if err := closeExtraFDs(); err != nil {
+		return fail(status, "descriptors: %v", err)
+	}
 	if pl.Namespace {
 		if err := setupMounts(pl); err != nil {
 			return fail(status, "mounts: %v", err)
@@ -67,11 +78,17 @@ func runInit(pl plan, status *os.File) int {
 		// The UTS namespace is new either way; a seccomp filter (systemd's ProtectHostname=)
 		// may forbid naming it, which costs nothing but the name.
 		_ = syscall.Sethostname([]byte("sandbox"))
-		if !pl.AllowNetwork {
-			// A network namespace starts with loopback down; code that talks to itself over
-			// 127.0.0.1 (test servers, kernels) expects it up. Nothing else is reachable.
-			if err := loopbackUp(); err != nil {
-				return fail(status, "loopback: %v", err)
+		// A network namespace starts with loopback down; code that talks to itself over
+		// 127.0.0.1 (test servers, kernels) expects it up. It is the run's own.
+		if err := loopbackUp(); err != nil {
+			return fail(status, "loopback: %v", err)
+		}
+		if pl.Slirp {
+			if err := waitForNetwork(); err != nil {
+				return fail(status, "%v", err)
+			}
+			if err := prohibitRoutes(pl.Deny); err != nil {
+				return fail(status, "network: %v", err)
 			}
 		}
 	}
@@ -118,7 +135,27 @@ const (
 
 // runExec sets the limits, drops privileges and execs the program.
 func runExec(pl plan, status *os.File) int {
-	syscall.CloseOnExec(statusFD)
+	// The filter is installed on this thread (and synchronised to the others), which is the one
+	// that calls execve.
+	runtime.LockOSThread()
+	if !pl.PIDNamespace {
+		// This is the first stage (the init stage joined otherwise).
+		if err := joinCgroups(pl.Cgroups); err != nil {
+			return fail(status, "%v", err)
+		}
+	}
+	var filter []bpf.RawInstruction
+	if pl.Filter {
+		var err error
+		if filter, err = filterProgram(); err != nil {
+			return fail(status, "%v", err)
+		}
+	}
+	// The program gets stdin, stdout and stderr, and not one descriptor more (the status pipe
+	// included).
+	if err := closeExtraFDs(); err != nil {
+		return fail(status, "descriptors: %v", err)
+	}
 	// No setuid binary (su, sudo, ping) can give the code more than it starts with.
 	if _, _, errno := syscall.RawSyscall(syscall.SYS_PRCTL, prSetNoNewPrivs, 1, 0); errno != 0 {
 		return fail(status, "no_new_privs: %v", errno)
@@ -151,6 +188,9 @@ func runExec(pl plan, status *os.File) int {
 			return fail(status, "rlimit %s=%d: %v", l.name, l.value, err)
 		}
 	}
+	if err := joinFreshSessionKeyring(); err != nil {
+		return fail(status, "%v", err)
+	}
 	if pl.Drop {
 		if err := syscall.Setgroups([]int{}); err != nil {
 			return fail(status, "setgroups: %v", err)
@@ -160,6 +200,9 @@ func runExec(pl plan, status *os.File) int {
 		}
 		if err := syscall.Setuid(pl.UID); err != nil {
 			return fail(status, "setuid %d: %v", pl.UID, err)
+		}
+		if err := sealUserKeyrings(); err != nil {
+			return fail(status, "%v", err)
 		}
 	}
 	if err := syscall.Chdir(pl.Dir); err != nil {
@@ -184,6 +227,12 @@ func runExec(pl plan, status *os.File) int {
 	eaccesMsg := fmt.Sprintf("error eacces exec %s as uid %d: permission denied (every directory on the way to it, and the interpreter it links to, must be readable and searchable by the run user)\n", pl.Path, os.Getuid())
 	eagainMsg := fmt.Sprintf("error exec %s: uid %d already has its process limit (RUN_LIMIT_PROCESSES=%d counts every run at once): resource temporarily unavailable\n", pl.Path, os.Getuid(), pl.Limits.Processes)
 	otherMsg := fmt.Sprintf("error exec %s: ", pl.Path)
+	// Last before the limit: from here on the code's rules bind this stage too.
+	if filter != nil {
+		if err := installFilter(filter); err != nil {
+			return fail(status, "%v", err)
+		}
+	}
 	as := syscall.Rlimit{Cur: pl.Limits.MemoryBytes, Max: pl.Limits.MemoryBytes}
 	if pl.Limits.MemoryBytes > 0 {
 		if _, _, errno := syscall.RawSyscall6(syscall.SYS_PRLIMIT64, 0, syscall.RLIMIT_AS, uintptr(unsafe.Pointer(&as)), 0, 0, 0); errno != 0 {
@@ -216,7 +265,8 @@ func rawWrite(fd int, s string) {
 }
 
 // setupMounts builds the program's view of the file system in the new mount namespace: nothing
-// propagates back to the host; /tmp, /var/tmp and /dev/shm are private and empty; every Hide
+// propagates back to the host; the host's file system is read-only; /tmp, /var/tmp, /dev/shm,
+// /run/lock and /dev/mqueue are private and empty; every Hide
 // directory is an empty read-only tmpfs; the ReadOnly and Writable directories are bound back at
 // their own paths; /proc shows only the new PID namespace.
 func setupMounts(pl plan) error {
@@ -237,18 +287,22 @@ func setupMounts(pl plan) error {
 		}
 		binds = append(binds, bind{path: p, fd: fd, ro: i < len(pl.ReadOnly)})
 	}
-	// The private /tmp lives in memory: no bigger than one file may be, and never large.
+	// From here on the host's file system is read-only; what is mounted next is the run's own.
+	if err := readOnlyRoot(); err != nil {
+		return err
+	}
+	// The private writable places live in memory (charged to the run's memory cgroup): each no
+	// bigger than one file may be, and never large.
 	size := uint64(defaultTmpfsSize)
 	if pl.Limits.FileBytes > 0 && pl.Limits.FileBytes < size {
 		size = pl.Limits.FileBytes
 	}
-	for _, d := range []string{"/tmp", "/var/tmp", "/dev/shm"} {
-		if !isDir(d) {
-			continue
-		}
-		opts := "mode=1777,size=" + strconv.FormatUint(size, 10)
-		if err := syscall.Mount("tmpfs", d, "tmpfs", syscall.MS_NOSUID|syscall.MS_NODEV, opts); err != nil {
-			return fmt.Errorf("private %s: %w", d, err)
+	if err := privateWritable(size); err != nil {
+		return err
+	}
+	if pl.Slirp {
+		if err := slirpResolvConf(); err != nil {
+			return err
 		}
 	}
 	var hidden []string
@@ -287,7 +341,7 @@ func setupMounts(pl plan) error {
 	if err := syscall.Mount("proc", "/proc", "proc", syscall.MS_NOSUID|syscall.MS_NODEV|syscall.MS_NOEXEC, ""); err != nil {
 		return fmt.Errorf("mount /proc: %w", err)
 	}
-	return nil
+	return hideKeyList()
 }
 
 // outermost drops the directories that lie inside another of dirs.

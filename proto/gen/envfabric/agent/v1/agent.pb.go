@@ -977,8 +977,11 @@ type RunResponse struct {
 	TimedOut        bool                   `protobuf:"varint,5,opt,name=timed_out,json=timedOut,proto3" json:"timed_out,omitempty"`
 	StdoutTruncated bool                   `protobuf:"varint,6,opt,name=stdout_truncated,json=stdoutTruncated,proto3" json:"stdout_truncated,omitempty"`
 	StderrTruncated bool                   `protobuf:"varint,7,opt,name=stderr_truncated,json=stderrTruncated,proto3" json:"stderr_truncated,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// How the run ended: "exited" (by itself, with exit_code), "timeout", "memory" (the run as a
+	// whole reached its memory limit and the kernel killed a process of it) or "signal".
+	ExitReason    string `protobuf:"bytes,8,opt,name=exit_reason,json=exitReason,proto3" json:"exit_reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RunResponse) Reset() {
@@ -1058,6 +1061,13 @@ func (x *RunResponse) GetStderrTruncated() bool {
 		return x.StderrTruncated
 	}
 	return false
+}
+
+func (x *RunResponse) GetExitReason() string {
+	if x != nil {
+		return x.ExitReason
+	}
+	return ""
 }
 
 type DeleteProjectRequest struct {
@@ -1686,7 +1696,7 @@ const file_envfabric_agent_v1_agent_proto_rawDesc = "" +
 	"\x04code\x18\x02 \x01(\tR\x04code\x12\x1d\n" +
 	"\n" +
 	"timeout_ms\x18\x03 \x01(\x03R\ttimeoutMs\x12(\n" +
-	"\x10max_output_bytes\x18\x04 \x01(\x03R\x0emaxOutputBytes\"\xee\x01\n" +
+	"\x10max_output_bytes\x18\x04 \x01(\x03R\x0emaxOutputBytes\"\x8f\x02\n" +
 	"\vRunResponse\x12\x16\n" +
 	"\x06stdout\x18\x01 \x01(\fR\x06stdout\x12\x16\n" +
 	"\x06stderr\x18\x02 \x01(\fR\x06stderr\x12\x1b\n" +
@@ -1695,7 +1705,9 @@ const file_envfabric_agent_v1_agent_proto_rawDesc = "" +
 	"durationMs\x12\x1b\n" +
 	"\ttimed_out\x18\x05 \x01(\bR\btimedOut\x12)\n" +
 	"\x10stdout_truncated\x18\x06 \x01(\bR\x0fstdoutTruncated\x12)\n" +
-	"\x10stderr_truncated\x18\a \x01(\bR\x0fstderrTruncated\"D\n" +
+	"\x10stderr_truncated\x18\a \x01(\bR\x0fstderrTruncated\x12\x1f\n" +
+	"\vexit_reason\x18\b \x01(\tR\n" +
+	"exitReason\"D\n" +
 	"\x14DeleteProjectRequest\x12,\n" +
 	"\x03env\x18\x01 \x01(\v2\x1a.envfabric.agent.v1.EnvRefR\x03env\"R\n" +
 	"\x15DeleteProjectResponse\x12\x18\n" +
