@@ -643,3 +643,33 @@ func (s *Store) ResignLeadership(ctx context.Context, name, holder string) error
 	}
 	return nil
 }
+
+// AbandonStaleOperations implements store.Store.
+func (s *Store) AbandonStaleOperations(ctx context.Context, startedBefore, now time.Time) (int, error) {
+	now = pgTime(store.OrNow(now))
+	tag, err := s.pool.Exec(ctx, `UPDATE env_operations SET status = $1, error_code = $2, error_message = $3,
+			finished_at = $4,
+			duration_ms = GREATEST(0, floor(EXTRACT(EPOCH FROM ($4::timestamptz - started_at)) * 1000))::bigint
+		WHERE status = $5 AND started_at < $6
+			AND id NOT IN (SELECT operation_id FROM env_leases WHERE expires_at > $4)`,
+		store.OpFailed, store.ErrorCodeInterrupted, store.InterruptedMessage, now, store.OpRunning, pgTime(startedBefore))
+	if err != nil {
+		return 0, fmt.Errorf("close abandoned operations: %w", err)
+	}
+	return int(tag.RowsAffected()), nil
+}
+
+// EnvsToRepair implements store.Store.
+func (s *Store) EnvsToRepair(ctx context.Context, updatedBefore, now time.Time, limit int) ([]store.Env, error) {
+	rows, _ := s.pool.Query(ctx, `SELECT `+envCols+` FROM envs e
+		WHERE state = ANY($1) AND updated_at < $2
+			AND NOT EXISTS (SELECT 1 FROM env_leases l WHERE l.workflow_id = e.workflow_id AND l.node_id = e.node_id
+				AND l.version_id = e.version_id AND l.expires_at > $3)
+		ORDER BY updated_at, workflow_id, node_id, version_id LIMIT $4`,
+		store.RepairStates, pgTime(updatedBefore), pgTime(store.OrNow(now)), sqlLimit(limit))
+	envs, err := collectEnvs(rows)
+	if err != nil {
+		return nil, fmt.Errorf("list environments to repair: %w", err)
+	}
+	return envs, nil
+}

@@ -657,3 +657,44 @@ func (s *Store) ResignLeadership(ctx context.Context, name, holder string) error
 	}
 	return nil
 }
+
+// AbandonStaleOperations implements store.Store.
+func (s *Store) AbandonStaleOperations(ctx context.Context, startedBefore, now time.Time) (int, error) {
+	t := ms(store.OrNow(now))
+	res, err := s.db.ExecContext(ctx, `UPDATE env_operations SET status = ?, error_code = ?, error_message = ?,
+			finished_at = ?, duration_ms = max(0, ? - started_at)
+		WHERE status = ? AND started_at < ?
+			AND id NOT IN (SELECT operation_id FROM env_leases WHERE expires_at > ?)`,
+		store.OpFailed, store.ErrorCodeInterrupted, store.InterruptedMessage, t, t,
+		store.OpRunning, ms(startedBefore), t)
+	if err != nil {
+		return 0, fmt.Errorf("close abandoned operations: %w", err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return 0, fmt.Errorf("close abandoned operations: %w", err)
+	}
+	return int(n), nil
+}
+
+// EnvsToRepair implements store.Store.
+func (s *Store) EnvsToRepair(ctx context.Context, updatedBefore, now time.Time, limit int) ([]store.Env, error) {
+	args := []any{}
+	for _, st := range store.RepairStates {
+		args = append(args, st)
+	}
+	args = append(args, ms(updatedBefore), ms(store.OrNow(now)), sqlLimit(limit))
+	rows, err := s.db.QueryContext(ctx, `SELECT `+envCols+` FROM envs e
+		WHERE state IN (?`+strings.Repeat(", ?", len(store.RepairStates)-1)+`) AND updated_at < ?
+			AND NOT EXISTS (SELECT 1 FROM env_leases l WHERE l.workflow_id = e.workflow_id AND l.node_id = e.node_id
+				AND l.version_id = e.version_id AND l.expires_at > ?)
+		ORDER BY updated_at, workflow_id, node_id, version_id LIMIT ?`, args...)
+	if err != nil {
+		return nil, fmt.Errorf("list environments to repair: %w", err)
+	}
+	envs, err := collect(rows, scanEnv)
+	if err != nil {
+		return nil, fmt.Errorf("list environments to repair: %w", err)
+	}
+	return envs, nil
+}
