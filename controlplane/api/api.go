@@ -343,34 +343,6 @@ func writeJSON(w http.ResponseWriter, status int, body any) {
 	_ = enc.Encode(body)
 }
 
-// fail writes the one error body every error gets.
-func (h *Handler) fail(w http.ResponseWriter, r *http.Request, err error) {
-	var e *errcode.Error
-	if !errors.As(err, &e) {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			e = errcode.New(errcode.RequestTooLarge, fmt.Sprintf("request body larger than %d bytes", mbe.Limit))
-		} else {
-			e = errcode.Wrap(errcode.Internal, err, "internal error: "+err.Error())
-		}
-	}
-	body := map[string]any{}
-	for k, v := range e.Details {
-		body[k] = v
-	}
-	body["code"] = e.Code
-	body["message"] = e.Message
-	body["request_id"] = r.Header.Get("X-Request-ID")
-	status := e.Code.HTTPStatus()
-	level := slog.LevelInfo
-	if status >= 500 {
-		level = slog.LevelError
-	}
-	h.log.Log(r.Context(), level, "request failed", "method", r.Method, "path", r.URL.Path, "status", status,
-		"code", e.Code, "err", err, "request_id", body["request_id"])
-	writeJSON(w, status, map[string]any{"error": body})
-}
-
 // caller is who the audit records: the token's name, or without tokens what X-Actor claims.
 func caller(r *http.Request) envs.Caller {
 	actor := "anonymous"

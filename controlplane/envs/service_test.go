@@ -49,7 +49,7 @@ func (a *fakeAgent) Calls() []string {
 const pyproject = "[project]\nname = \"p\"\nversion = \"0.1.0\"\nrequires-python = \"==3.11.*\"\ndependencies = []\n"
 
 func (a *fakeAgent) Name() string { return "fake" }
-func (a *fakeAgent) Create(ctx context.Context, key envid.Key, python string, pkgs []string) (envs.Created, error) {
+func (a *fakeAgent) Create(ctx context.Context, key envid.Key, python string, pkgs []string, _ int64) (envs.Created, error) {
 	a.record("create")
 	return envs.Created{Files: envs.Files{PyprojectTOML: pyproject, UvLock: "version = 1\n"}, EnvPath: "/envs/" + key.String(), PythonPath: "/usr/bin/python3"}, nil
 }
@@ -57,7 +57,7 @@ func (a *fakeAgent) Mutate(ctx context.Context, m envs.Mutation) (envs.Mutated, 
 	a.record("mutate")
 	return a.mutate(ctx, m)
 }
-func (a *fakeAgent) Sync(context.Context, envid.Key, envs.Files, string) (int, error) {
+func (a *fakeAgent) Sync(context.Context, envs.SyncRequest) (int, error) {
 	a.record("sync")
 	return 0, nil
 }
@@ -192,7 +192,7 @@ func TestPruneCacheWaitsForQuiet(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	res, err := svc.PruneCache(t.Context())
+	res, err := svc.PruneCache(t.Context(), envs.Caller{Actor: "t"})
 	if err != nil || res.Pruned || !strings.Contains(res.Reason, "1 uv operation") {
 		t.Errorf("with a mutation under way: %+v, %v; want postponed", res, err)
 	}
@@ -202,7 +202,7 @@ func TestPruneCacheWaitsForQuiet(t *testing.T) {
 	if err := st.ReleaseLease(t.Context(), lease.ID); err != nil {
 		t.Fatal(err)
 	}
-	if res, err := svc.PruneCache(t.Context()); err != nil || !res.Pruned || !slices.Contains(agent.Calls(), "prune") {
+	if res, err := svc.PruneCache(t.Context(), envs.Caller{Actor: "t"}); err != nil || !res.Pruned || !slices.Contains(agent.Calls(), "prune") {
 		t.Errorf("with the fleet quiet: %+v, %v, calls %v; want pruned", res, err, agent.Calls())
 	}
 }
