@@ -164,6 +164,8 @@ type options struct {
 	databaseURL string
 	indexURL    string // the real index for the end-to-end case; empty: a local one
 	cpEnv       []string
+	// packages are published on the local index beside pyindex.Universe().
+	packages []pyindex.Package
 }
 
 func newFabric(t *testing.T, opt options) *fabric {
@@ -175,7 +177,7 @@ func newFabric(t *testing.T, opt options) *fabric {
 	f.Cache = filepath.Join(f.DataRoot, "uv_cache")
 	indexURL := opt.indexURL
 	if indexURL == "" {
-		f.Index = pyindex.Serve(t, pyindex.Universe())
+		f.Index = pyindex.Serve(t, append(pyindex.Universe(), opt.packages...))
 		f.proxy = newIndexProxy(t, f.Index.URL)
 		indexURL = f.proxy.URL
 	}
