@@ -100,6 +100,8 @@ func connectCode(err error, code errcode.Code) connect.Code {
 		return connect.CodeFailedPrecondition
 	case errcode.ExecutionTimeout:
 		return connect.CodeDeadlineExceeded
+	case errcode.EnvLocked:
+		return connect.CodeAborted // another call holds the project, or a newer operation wrote it
 	}
 	return connect.CodeInternal
 }
