@@ -126,7 +126,6 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		BodyTimeout:  cfg.API.BodyTimeout,
 		Registry:     reg,
 		Tokens:       tokens,
-		Packages:     packages,
 		Ready: map[string]api.Checker{
 			"database": st.Ping,
 			"agent":    agentReady,

@@ -77,15 +77,15 @@ type Mutated struct {
 
 // Disk is an agent's view of an environment on the shared storage.
 type Disk struct {
-	Exists             bool   `json:"exists"`
-	HasPyproject       bool   `json:"pyproject_toml"`
-	HasLock            bool   `json:"uv_lock"`
-	HasVenv            bool   `json:"venv"`
-	FilesMatch         bool   `json:"files_match_revision"`
-	VenvInSync         bool   `json:"venv_in_sync"`
-	InterpreterPresent bool   `json:"interpreter_present"`
-	PackagesInstalled  int    `json:"packages_installed"`
-	EnvPath            string `json:"env_path"`
+	Exists             bool
+	HasPyproject       bool
+	HasLock            bool
+	HasVenv            bool
+	FilesMatch         bool
+	VenvInSync         bool
+	InterpreterPresent bool
+	PackagesInstalled  int
+	EnvPath            string
 }
 
 // RunResult is the outcome of user code.

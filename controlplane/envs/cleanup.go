@@ -19,24 +19,24 @@ type CleanupRequest struct {
 
 // CleanupEntry is one environment cleanup considered.
 type CleanupEntry struct {
-	WorkflowID string    `json:"workflow_id"`
-	NodeID     string    `json:"node_id"`
-	VersionID  string    `json:"version_id"`
-	LastUsedAt time.Time `json:"last_used_at"`
-	BytesFreed int64     `json:"bytes_freed,omitempty"`
-	Reason     string    `json:"reason,omitempty"`
+	WorkflowID string
+	NodeID     string
+	VersionID  string
+	LastUsedAt time.Time
+	BytesFreed int64
+	Reason     string
 }
 
 // CleanupResult is the outcome of a cleanup pass.
 type CleanupResult struct {
-	IdleHours float64        `json:"idle_hours"`
-	DryRun    bool           `json:"dry_run"`
-	Removed   []CleanupEntry `json:"removed"`
-	Skipped   []CleanupEntry `json:"skipped"`
+	IdleHours float64
+	DryRun    bool
+	Removed   []CleanupEntry
+	Skipped   []CleanupEntry
 	// BytesFreed is what the removals freed, or with a dry run what they would free.
-	BytesFreed int64 `json:"bytes_freed"`
+	BytesFreed int64
 	// UsageReports counts the agents whose usage reports were merged before choosing.
-	UsageReports int `json:"usage_reports"`
+	UsageReports int
 }
 
 // Cleanup removes environments unused for longer than the idle limit; each removal is audited
@@ -122,11 +122,11 @@ func (s *Service) CollectUsage(ctx context.Context) int {
 
 // PruneResult is a cache prune.
 type PruneResult struct {
-	Pruned      bool   `json:"pruned"`
-	Reason      string `json:"reason,omitempty"`
-	Agent       string `json:"agent,omitempty"`
-	BytesBefore int64  `json:"bytes_before"`
-	BytesAfter  int64  `json:"bytes_after"`
+	Pruned      bool
+	Reason      string
+	Agent       string
+	BytesBefore int64
+	BytesAfter  int64
 }
 
 // cacheKey is the key the audit rows and the lease of a cache prune carry: the shared uv cache

@@ -18,22 +18,25 @@ type CreateRequest struct {
 	Key           envid.Key
 	PythonVersion string
 	Packages      []string
+	// Requirements is an uploaded requirements file, validated under the same policy as Packages
+	// and added to them.
+	Requirements string
 }
 
 // CreatedEnv is the TRD's create response.
 type CreatedEnv struct {
-	WorkflowID        string             `json:"workflow_id"`
-	NodeID            string             `json:"node_id"`
-	VersionID         string             `json:"version_id"`
-	EnvPath           string             `json:"env_path"`
-	PythonVersion     string             `json:"python_version"`
-	PythonFullVersion string             `json:"python_full_version"`
-	Status            string             `json:"status"`
-	PyprojectTOML     string             `json:"pyproject_toml"`
-	Packages          []string           `json:"packages"`
-	HostConstraints   []hostdeps.Applied `json:"host_constraints_applied"`
-	PackagesInstalled int                `json:"packages_installed"`
-	OperationID       int64              `json:"operation_id"`
+	WorkflowID        string
+	NodeID            string
+	VersionID         string
+	EnvPath           string
+	PythonVersion     string
+	PythonFullVersion string
+	Status            string
+	PyprojectTOML     string
+	Packages          []string
+	HostConstraints   []hostdeps.Applied
+	PackagesInstalled int
+	OperationID       int64
 }
 
 // parsePackages validates request packages and applies the host's constraints.
@@ -57,6 +60,16 @@ func (s *Service) Create(ctx context.Context, c Caller, req CreateRequest) (Crea
 	}
 	if !pythonVersionRe.MatchString(req.PythonVersion) {
 		return res, errcode.New(errcode.InvalidRequest, fmt.Sprintf("python_version %q: want a version like 3.11 or 3.11.7", req.PythonVersion))
+	}
+	if req.Requirements != "" {
+		fromFile, err := s.opt.Packages.ParseRequirementsFile(req.Requirements)
+		if errors.Is(err, reqspec.ErrTooLarge) {
+			return res, errcode.Wrap(errcode.RequestTooLarge, err, "")
+		}
+		if err != nil {
+			return res, errcode.Wrap(errcode.InvalidPackages, err, "")
+		}
+		req.Packages = append(req.Packages, fromFile...)
 	}
 	_, specs, applied, err := s.parsePackages(req.Packages)
 	if err != nil {

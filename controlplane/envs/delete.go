@@ -9,12 +9,12 @@ import (
 
 // DeleteResult answers DELETE /envs/{wf}/{node}.
 type DeleteResult struct {
-	WorkflowID  string `json:"workflow_id"`
-	NodeID      string `json:"node_id"`
-	VersionID   string `json:"version_id"`
-	Status      string `json:"status"`
-	BytesFreed  int64  `json:"bytes_freed"`
-	OperationID int64  `json:"operation_id"`
+	WorkflowID  string
+	NodeID      string
+	VersionID   string
+	Status      string
+	BytesFreed  int64
+	OperationID int64
 }
 
 // Delete removes an environment from the storage and the database (its audit history stays).

@@ -15,16 +15,16 @@ import (
 
 // DepsResult answers every dependency operation: the TRD's deps shape plus what was done.
 type DepsResult struct {
-	WorkflowID      string             `json:"workflow_id"`
-	NodeID          string             `json:"node_id"`
-	VersionID       string             `json:"version_id"`
-	Status          string             `json:"status,omitempty"`
-	Packages        []string           `json:"packages,omitempty"`
-	HostConstraints []hostdeps.Applied `json:"host_constraints_applied,omitempty"`
-	Dependencies    []string           `json:"dependencies"`
-	LockedVersions  map[string]string  `json:"locked_versions"`
-	Revision        int64              `json:"revision"`
-	OperationID     int64              `json:"operation_id,omitempty"`
+	WorkflowID      string
+	NodeID          string
+	VersionID       string
+	Status          string
+	Packages        []string
+	HostConstraints []hostdeps.Applied
+	Dependencies    []string
+	LockedVersions  map[string]string
+	Revision        int64
+	OperationID     int64
 }
 
 func depsOf(key envid.Key, files Files, revision int64) (DepsResult, error) {

@@ -18,17 +18,17 @@ type RunRequest struct {
 
 // RunResponse is the outcome of a run.
 type RunResponse struct {
-	WorkflowID      string `json:"workflow_id"`
-	NodeID          string `json:"node_id"`
-	VersionID       string `json:"version_id"`
-	Stdout          string `json:"stdout"`
-	Stderr          string `json:"stderr"`
-	ExitCode        int    `json:"exit_code"`
-	DurationMS      int64  `json:"duration_ms"`
-	TimedOut        bool   `json:"timed_out"`
-	StdoutTruncated bool   `json:"stdout_truncated"`
-	StderrTruncated bool   `json:"stderr_truncated"`
-	OperationID     int64  `json:"operation_id"`
+	WorkflowID      string
+	NodeID          string
+	VersionID       string
+	Stdout          string
+	Stderr          string
+	ExitCode        int
+	DurationMS      int64
+	TimedOut        bool
+	StdoutTruncated bool
+	StderrTruncated bool
+	OperationID     int64
 }
 
 // MaxCodeBytes bounds the code of one run.

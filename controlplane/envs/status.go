@@ -13,18 +13,18 @@ import (
 
 // EnvView is an environment as the API shows it.
 type EnvView struct {
-	WorkflowID    string    `json:"workflow_id"`
-	NodeID        string    `json:"node_id"`
-	VersionID     string    `json:"version_id"`
-	State         string    `json:"state"`
-	PythonVersion string    `json:"python_version"`
-	PythonPath    string    `json:"python_path"`
-	EnvPath       string    `json:"env_path"`
-	Revision      int64     `json:"revision"`
-	LastError     string    `json:"last_error,omitempty"`
-	CreatedAt     time.Time `json:"created_at"`
-	UpdatedAt     time.Time `json:"updated_at"`
-	LastUsedAt    time.Time `json:"last_used_at"`
+	WorkflowID    string
+	NodeID        string
+	VersionID     string
+	State         string
+	PythonVersion string
+	PythonPath    string
+	EnvPath       string
+	Revision      int64
+	LastError     string
+	CreatedAt     time.Time
+	UpdatedAt     time.Time
+	LastUsedAt    time.Time
 }
 
 func (s *Service) view(e store.Env) EnvView {
@@ -40,12 +40,12 @@ func (s *Service) view(e store.Env) EnvView {
 // Status is GET /envs/{wf}/{node}.
 type Status struct {
 	EnvView
-	Exists     bool      `json:"exists"`
-	Operations []string  `json:"operations_in_progress"`
-	Disk       *Disk     `json:"disk,omitempty"`
-	DiskError  string    `json:"disk_error,omitempty"`
-	InStep     bool      `json:"in_step"`
-	CheckedAt  time.Time `json:"checked_at"`
+	Exists     bool
+	Operations []string
+	Disk       *Disk
+	DiskError  string
+	InStep     bool
+	CheckedAt  time.Time
 }
 
 // Status reports the recorded state and what the agent sees on the storage.
@@ -107,8 +107,8 @@ func transitional(state string) bool {
 
 // ListResult is GET /envs.
 type ListResult struct {
-	Environments []EnvView `json:"environments"`
-	NextCursor   string    `json:"next_cursor,omitempty"`
+	Environments []EnvView
+	NextCursor   string
 }
 
 // List pages through environments, optionally of one workflow.
@@ -138,28 +138,28 @@ func (s *Service) List(ctx context.Context, workflowID string, after envid.Key, 
 
 // OperationView is one audit row.
 type OperationView struct {
-	ID           int64          `json:"id"`
-	Operation    string         `json:"operation"`
-	Status       string         `json:"status"`
-	ErrorCode    string         `json:"error_code,omitempty"`
-	ErrorMessage string         `json:"error_message,omitempty"`
-	Actor        string         `json:"actor"`
-	RequestID    string         `json:"request_id"`
-	Agent        string         `json:"agent"`
-	Params       map[string]any `json:"params"`
-	Result       map[string]any `json:"result,omitempty"`
-	StartedAt    time.Time      `json:"started_at"`
-	FinishedAt   *time.Time     `json:"finished_at,omitempty"`
-	DurationMS   int64          `json:"duration_ms"`
+	ID           int64
+	Operation    string
+	Status       string
+	ErrorCode    string
+	ErrorMessage string
+	Actor        string
+	RequestID    string
+	Agent        string
+	Params       map[string]any
+	Result       map[string]any
+	StartedAt    time.Time
+	FinishedAt   *time.Time
+	DurationMS   int64
 }
 
 // History is GET /envs/{wf}/{node}/operations.
 type History struct {
-	WorkflowID string          `json:"workflow_id"`
-	NodeID     string          `json:"node_id"`
-	VersionID  string          `json:"version_id"`
-	Operations []OperationView `json:"operations"`
-	NextBefore int64           `json:"next_before,omitempty"`
+	WorkflowID string
+	NodeID     string
+	VersionID  string
+	Operations []OperationView
+	NextBefore int64
 }
 
 // Operations returns an environment's audit history, newest first. It works for deleted
@@ -195,12 +195,12 @@ func (s *Service) Operations(ctx context.Context, key envid.Key, before int64, l
 
 // ExportResult is the TRD's export response.
 type ExportResult struct {
-	WorkflowID    string `json:"workflow_id"`
-	NodeID        string `json:"node_id"`
-	VersionID     string `json:"version_id"`
-	PyprojectTOML string `json:"pyproject_toml"`
-	UvLock        string `json:"uv_lock"`
-	Revision      int64  `json:"revision"`
+	WorkflowID    string
+	NodeID        string
+	VersionID     string
+	PyprojectTOML string
+	UvLock        string
+	Revision      int64
 }
 
 // Export returns the current project files, from the database.

@@ -9,13 +9,13 @@ import (
 
 // SyncResult is the TRD's sync response.
 type SyncResult struct {
-	WorkflowID        string `json:"workflow_id"`
-	NodeID            string `json:"node_id"`
-	VersionID         string `json:"version_id"`
-	Status            string `json:"status"`
-	PackagesInstalled int    `json:"packages_installed"`
-	Revision          int64  `json:"revision"`
-	OperationID       int64  `json:"operation_id"`
+	WorkflowID        string
+	NodeID            string
+	VersionID         string
+	Status            string
+	PackagesInstalled int
+	Revision          int64
+	OperationID       int64
 }
 
 // Sync rebuilds the .venv from the recorded uv.lock, rewriting the project files first if the
