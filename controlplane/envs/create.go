@@ -119,7 +119,7 @@ func (s *Service) Create(ctx context.Context, c Caller, req CreateRequest) (Crea
 			PyprojectTOML: created.Files.PyprojectTOML, UvLock: created.Files.UvLock,
 			PythonVersion: req.PythonVersion, PythonPath: created.PythonPath, EnvPath: created.EnvPath,
 		}); err != nil {
-			return nil, dbErr("recording the new environment's files", err)
+			return nil, s.uncommittedCreate(ctx, r, req.Key, err)
 		}
 		res = CreatedEnv{
 			WorkflowID: req.Key.WorkflowID, NodeID: req.Key.NodeID, VersionID: req.Key.VersionID,
@@ -144,4 +144,26 @@ func nonNilApplied(a []hostdeps.Applied) []hostdeps.Applied {
 		return []hostdeps.Applied{}
 	}
 	return a
+}
+
+// uncommittedCreate handles a create whose commit failed after the agent made the project:
+// nothing was acknowledged, so while the lease is held the project and its record go (a failed
+// removal is left to the repair pass, which removes creates that never committed).
+func (s *Service) uncommittedCreate(ctx context.Context, r running, key envid.Key, cause error) error {
+	e := &UncommittedError{Key: key, Err: cause}
+	if errors.Is(cause, store.ErrLeaseLost) || r.lost() {
+		e.LeaseLost = true
+		return e
+	}
+	uctx, cancel := s.uvContext(ctx)
+	defer cancel()
+	if _, err := r.agent.Delete(uctx, key); err != nil {
+		s.log.Error("removing the project of a create that could not be recorded", "env", key.String(), "err", err)
+		return e
+	}
+	if err := s.store.DeleteEnv(ctx, key, r.lease.ID); err != nil {
+		s.log.Error("removing the record of a create that could not be recorded; the repair pass will", "env", key.String(), "err", err)
+	}
+	e.Restored = true // back to no environment at all
+	return e
 }

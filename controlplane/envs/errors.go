@@ -71,6 +71,8 @@ func (e *UncommittedError) ErrorMessage() string {
 	switch {
 	case e.LeaseLost:
 		return fmt.Sprintf("audit database: the change to %s was not recorded: this control plane lost its lease (%v); the change was not published and the next operation writes the last good revision back", e.Key, e.Err)
+	case e.Restored && e.Base == 0:
+		return fmt.Sprintf("audit database: the new environment %s could not be recorded (%v); its project was removed", e.Key, e.Err)
 	case e.Restored:
 		return fmt.Sprintf("audit database: the change to %s could not be recorded (%v); the environment was put back at revision %d", e.Key, e.Err, e.RestoredTo)
 	}

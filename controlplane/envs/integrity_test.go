@@ -64,6 +64,25 @@ func TestRefusedCommitPutsBaseBack(t *testing.T) {
 	}
 }
 
+// TestRefusedCreateRemoved: a create the database refuses to record leaves no project and no
+// record behind.
+func TestRefusedCreateRemoved(t *testing.T) {
+	agent := &fakeAgent{}
+	svc, st, path := newServiceAt(t, agent, &clock{})
+	refuseRevisions(t, path)
+	_, err := svc.Create(t.Context(), envs.Caller{}, envs.CreateRequest{Key: key})
+	var ue *envs.UncommittedError
+	if !errors.As(err, &ue) || errcode.Of(err) != errcode.DBAuditError || !ue.Restored {
+		t.Fatalf("got %v; want DB_AUDIT_ERROR with the project removed", err)
+	}
+	if calls := agent.Calls(); !slices.Equal(calls, []string{"create", "delete"}) {
+		t.Errorf("agent calls %v; want the create, then its removal", calls)
+	}
+	if _, err := st.GetEnv(t.Context(), key); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("the record of the refused create: %v; want none", err)
+	}
+}
+
 // TestRepairPass: the maintenance pass closes running rows whose holder is gone, syncs an
 // environment left mid-operation back to its revision, and removes a create that never
 // committed; each repair is audited.

@@ -28,6 +28,9 @@ type op struct {
 	need *Need
 	// bound, when set, bounds the whole operation instead of the default (see execute).
 	bound time.Duration
+	// withCaller keeps the caller's context: for the repair pass, which has no client to outlive
+	// and must stop with its control plane (an interrupted repair is repaired by the next pass).
+	withCaller bool
 }
 
 // running is an operation in progress: its audit row, its lease and its agent.
@@ -66,7 +69,10 @@ func (s *Service) execute(ctx context.Context, o op, fn func(ctx context.Context
 	if bound <= 0 {
 		bound = s.operationBound()
 	}
-	ctx, cancelAdmitted := context.WithTimeout(context.WithoutCancel(ctx), bound)
+	if !o.withCaller {
+		ctx = context.WithoutCancel(ctx)
+	}
+	ctx, cancelAdmitted := context.WithTimeout(ctx, bound)
 	defer cancelAdmitted()
 
 	// From here the audit row must be completed whatever happens.

@@ -81,7 +81,7 @@ func (s *Service) repair(ctx context.Context, e store.Env) bool {
 		s.log.Debug("no agent can repair an environment now", "env", e.Key.String(), "err", err)
 		return false
 	}
-	o := op{key: e.Key, kind: "repair", exclusive: true, caller: Caller{Actor: "repair"}, need: &need,
+	o := op{key: e.Key, kind: "repair", exclusive: true, caller: Caller{Actor: "repair"}, need: &need, withCaller: true,
 		params: map[string]any{"state": e.State, "revision": e.Revision, "last_error": e.LastError}}
 	err := s.execute(ctx, o, func(ctx context.Context, r running) (any, error) {
 		cur, err := s.store.GetEnv(ctx, e.Key)
