@@ -129,11 +129,12 @@ func (s *Service) Mutate(ctx context.Context, c Caller, key envid.Key, kind Muta
 	if err != nil {
 		return res, err
 	}
-	if _, err := plan(key, kind, reqs, specs, files); err != nil {
+	first, err := plan(key, kind, reqs, specs, files)
+	if err != nil {
 		return res, err
 	}
 	o := op{key: key, kind: name, exclusive: true, state: store.StateInstalling, caller: c, need: &Need{PythonPath: env.PythonPath},
-		params: map[string]any{"packages": packages, "applied_packages": specs, "host_constraints_applied": applied}}
+		params: map[string]any{"packages": packages, "applied_packages": first.Packages, "upgrade": first.Upgrade, "host_constraints_applied": applied}}
 	err = s.execute(ctx, o, func(ctx context.Context, r running) (any, error) {
 		files, base, err := s.currentFiles(ctx, key)
 		if err != nil {
