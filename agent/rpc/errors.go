@@ -78,7 +78,7 @@ func (s *Server) fail(ctx context.Context, op string, err error, restored bool) 
 	}
 	s.logger.WarnContext(ctx, op+" failed", "code", code, "restored", restored, "err", err)
 	ce := connect.NewError(connectCode(err, code), err)
-	if d, derr := connect.NewErrorDetail(&agentv1.ErrorDetail{Code: string(code), UvOutput: output, Restored: restored}); derr == nil {
+	if d, derr := connect.NewErrorDetail(&agentv1.ErrorDetail{ErrorCode: wireCode(code), UvOutput: output, Restored: restored}); derr == nil {
 		ce.AddDetail(d)
 	}
 	return ce
@@ -100,6 +100,17 @@ func connectCode(err error, code errcode.Code) connect.Code {
 		return connect.CodeFailedPrecondition
 	case errcode.ExecutionTimeout:
 		return connect.CodeDeadlineExceeded
+	case errcode.EnvLocked:
+		return connect.CodeAborted // another call holds the project, or a newer operation wrote it
 	}
 	return connect.CodeInternal
+}
+
+// wireCode is the proto enum value of code: the value named ERROR_CODE_<code>, or
+// ERROR_CODE_INTERNAL_ERROR for a code the enum lacks.
+func wireCode(code errcode.Code) agentv1.ErrorCode {
+	if v, ok := agentv1.ErrorCode_value["ERROR_CODE_"+string(code)]; ok {
+		return agentv1.ErrorCode(v)
+	}
+	return agentv1.ErrorCode_ERROR_CODE_INTERNAL_ERROR
 }

@@ -51,7 +51,8 @@ type Config struct {
 
 // Server implements agentv1connect.AgentServiceHandler. The control plane serialises calls on
 // one environment; calls on different environments run concurrently. Calls that write a project
-// also take a local lock (envLocks) so a restore after a cancelled call finishes first.
+// also lock it, in this process (envLocks) and on the shared storage (filelock.go), so that a
+// restore after a cancelled call, or a paused agent that resumes, finishes before the next write.
 type Server struct {
 	cfg    Config
 	uv     *uv.Executor
@@ -79,12 +80,16 @@ func (s *Server) CreateProject(ctx context.Context, req *connect.Request[agentv1
 	if err != nil {
 		return nil, s.fail(ctx, "create", err, false)
 	}
-	unlock, err := s.locks.lock(ctx, key)
+	lock, err := s.lockProject(ctx, key)
 	if err != nil {
 		return nil, s.fail(ctx, "create", err, false)
 	}
-	defer unlock()
+	defer lock.release()
 	defer s.operated(key) // uv read the environment; that is not a workflow using it
+	// A create starts a new life of the environment: what an older one recorded does not count.
+	if err := lock.record(0, 0); err != nil {
+		return nil, s.fail(ctx, "create", err, false)
+	}
 	if err := checkPackages(req.Msg.GetPackages()); err != nil {
 		return nil, s.fail(ctx, "create", err, false)
 	}
@@ -110,6 +115,11 @@ func (s *Server) CreateProject(ctx context.Context, req *connect.Request[agentv1
 	}
 	files, err := readFiles(dir)
 	if err != nil {
+		s.removeProject(key)
+		return nil, s.fail(ctx, "create", err, false)
+	}
+	// The project on disk is what revision 1 will be once the control plane commits it.
+	if err := lock.record(1, req.Msg.GetOperationId()); err != nil {
 		s.removeProject(key)
 		return nil, s.fail(ctx, "create", err, false)
 	}
@@ -169,12 +179,15 @@ func (s *Server) Mutate(ctx context.Context, req *connect.Request[agentv1.Mutate
 	if err != nil {
 		return nil, s.fail(ctx, op, err, false)
 	}
-	unlock, err := s.locks.lock(ctx, key)
+	lock, err := s.lockProject(ctx, key)
 	if err != nil {
 		return nil, s.fail(ctx, op, err, false)
 	}
-	defer unlock()
+	defer lock.release()
 	defer s.operated(key) // uv read the environment; that is not a workflow using it
+	if err := lock.admit(key, m.GetBaseRevision(), m.GetOperationId()); err != nil {
+		return nil, s.fail(ctx, op, err, false)
+	}
 	if err := checkRevision(m.GetBase(), "base"); err != nil {
 		return nil, s.fail(ctx, op, err, false)
 	}
@@ -193,6 +206,20 @@ func (s *Server) Mutate(ctx context.Context, req *connect.Request[agentv1.Mutate
 	} else if wrote {
 		s.logger.WarnContext(ctx, "project files differed from base; base written", "env", key.String())
 	}
+	if err := lock.record(m.GetBaseRevision(), m.GetOperationId()); err != nil {
+		return nil, s.fail(ctx, op, err, false)
+	}
+	// An environment made before project names were reserved may carry a name that a dependency
+	// needs; the mutation relocks the project anyway, so it moves to the safe name here and the
+	// new revision records it. A failure puts the base back, old name included.
+	if renamed, changed, err := pyproject.SetName(m.GetBase().GetPyprojectToml(), key.ProjectName()); err != nil {
+		return nil, s.fail(ctx, op, errcode.Wrap(errcode.InvalidRequest, err, "base pyproject.toml"), false)
+	} else if changed {
+		if err := writeAtomic(filepath.Join(dir, pyprojectFile), []byte(renamed)); err != nil {
+			return nil, s.fail(ctx, op, err, false)
+		}
+		s.logger.InfoContext(ctx, "project renamed to its reserved name", "env", key.String(), "name", key.ProjectName())
+	}
 
 	p := uv.Project{Dir: dir, Python: m.GetPythonPath()}
 	var out string
@@ -210,7 +237,16 @@ func (s *Server) Mutate(ctx context.Context, req *connect.Request[agentv1.Mutate
 	}
 	files, err := readFiles(dir)
 	if err != nil {
-		return nil, s.fail(ctx, op, err, false)
+		s.restore(ctx, key, p, m.GetBase(), err)
+		return nil, s.fail(ctx, op, err, true)
+	}
+	if files.GetPyprojectToml() != m.GetBase().GetPyprojectToml() || files.GetUvLock() != m.GetBase().GetUvLock() {
+		// The disk is now what base_revision+1 will be if the control plane commits it: an older
+		// operation must no longer write base_revision here; this one may still put it back.
+		if err := lock.record(m.GetBaseRevision()+1, m.GetOperationId()); err != nil {
+			s.restore(ctx, key, p, m.GetBase(), err)
+			return nil, s.fail(ctx, op, err, true)
+		}
 	}
 	s.logger.InfoContext(ctx, "mutated", "env", key.String(), "kind", m.GetKind().String(), "packages", m.GetPackages(), "duration", time.Since(start))
 	return connect.NewResponse(&agentv1.MutateResponse{
@@ -278,12 +314,15 @@ func (s *Server) Sync(ctx context.Context, req *connect.Request[agentv1.SyncRequ
 	if err != nil {
 		return nil, s.fail(ctx, "sync", err, false)
 	}
-	unlock, err := s.locks.lock(ctx, key)
+	lock, err := s.lockProject(ctx, key)
 	if err != nil {
 		return nil, s.fail(ctx, "sync", err, false)
 	}
-	defer unlock()
+	defer lock.release()
 	defer s.operated(key) // uv read the environment; that is not a workflow using it
+	if err := lock.admit(key, req.Msg.GetRevision(), req.Msg.GetOperationId()); err != nil {
+		return nil, s.fail(ctx, "sync", err, false)
+	}
 	if err := checkRevision(req.Msg.GetFiles(), "files"); err != nil {
 		return nil, s.fail(ctx, "sync", err, false)
 	}
@@ -296,6 +335,9 @@ func (s *Server) Sync(ctx context.Context, req *connect.Request[agentv1.SyncRequ
 	}
 	restored, err := writeFiles(dir, req.Msg.GetFiles())
 	if err != nil {
+		return nil, s.fail(ctx, "sync", err, false)
+	}
+	if err := lock.record(req.Msg.GetRevision(), req.Msg.GetOperationId()); err != nil {
 		return nil, s.fail(ctx, "sync", err, false)
 	}
 	out, err := s.uv.Sync(ctx, uv.Project{Dir: dir, Python: req.Msg.GetPythonPath()}, true)
@@ -413,11 +455,11 @@ func (s *Server) DeleteProject(ctx context.Context, req *connect.Request[agentv1
 	if err != nil {
 		return nil, s.fail(ctx, "delete", err, false)
 	}
-	unlock, err := s.locks.lock(ctx, key)
+	lock, err := s.lockProject(ctx, key)
 	if err != nil {
 		return nil, s.fail(ctx, "delete", err, false)
 	}
-	defer unlock()
+	defer lock.releaseRemoving()
 	dir := key.Dir(s.cfg.EnvsBasePath)
 	if _, err := os.Lstat(dir); errors.Is(err, os.ErrNotExist) {
 		s.removeEmptyParents(key)

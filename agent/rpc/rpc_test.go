@@ -20,6 +20,7 @@ import (
 	"github.com/envfabric/envfabric/agent/uv"
 	agentv1 "github.com/envfabric/envfabric/proto/gen/envfabric/agent/v1"
 	"github.com/envfabric/envfabric/proto/gen/envfabric/agent/v1/agentv1connect"
+	"github.com/envfabric/envfabric/shared/envid"
 	"github.com/envfabric/envfabric/shared/errcode"
 	"github.com/envfabric/envfabric/shared/testutil/pyindex"
 	"github.com/envfabric/envfabric/shared/testutil/testenv"
@@ -136,8 +137,8 @@ func wantError(t *testing.T, err error, code connect.Code, ec errcode.Code) *age
 		t.Fatalf("got no error; want %s %s", code, ec)
 	}
 	d := detailOf(err)
-	if connect.CodeOf(err) != code || d.GetCode() != string(ec) {
-		t.Fatalf("got %v (detail %q); want %s %s", err, d.GetCode(), code, ec)
+	if connect.CodeOf(err) != code || d.GetErrorCode() != agentv1.ErrorCode(agentv1.ErrorCode_value["ERROR_CODE_"+string(ec)]) {
+		t.Fatalf("got %v (detail %v); want %s %s", err, d.GetErrorCode(), code, ec)
 	}
 	return d
 }
@@ -178,7 +179,8 @@ func TestCreateWithPackages(t *testing.T) {
 	if want := filepath.Join(f.envs, "wf1", "n1", "v1"); r.GetEnvPath() != want {
 		t.Errorf("env_path: got %q; want %q", r.GetEnvPath(), want)
 	}
-	for _, want := range []string{`name = "wf1-n1-v1"`, `requires-python = "==3.11.*"`, `"beta>=1.0.0"`, `"gamma>=1.0.0"`} {
+	name := `name = "` + envid.Key{WorkflowID: "wf1", NodeID: "n1", VersionID: "v1"}.ProjectName() + `"`
+	for _, want := range []string{name, `requires-python = "==3.11.*"`, `"beta>=1.0.0"`, `"gamma>=1.0.0"`} {
 		if !strings.Contains(r.GetFiles().GetPyprojectToml(), want) {
 			t.Errorf("pyproject.toml lacks %s:\n%s", want, r.GetFiles().GetPyprojectToml())
 		}
@@ -460,8 +462,12 @@ func TestDelete(t *testing.T) {
 	if !resp.Msg.GetExisted() || resp.Msg.GetBytesFreed() <= 0 {
 		t.Errorf("got %+v; want existed and bytes freed", resp.Msg)
 	}
-	if entries, err := os.ReadDir(f.envs); err != nil || len(entries) != 0 {
-		t.Errorf("envs dir after delete: %v, %v; want empty", entries, err)
+	// Only the directory of lock files stays, emptied of this environment's.
+	if entries, err := os.ReadDir(f.envs); err != nil || len(entries) != 1 || entries[0].Name() != ".locks" {
+		t.Errorf("envs dir after delete: %v, %v; want only .locks", entries, err)
+	}
+	if locks, err := os.ReadDir(filepath.Join(f.envs, ".locks")); err != nil || len(locks) != 0 {
+		t.Errorf("lock files after delete: %v, %v; want none", locks, err)
 	}
 	resp, err = f.client.DeleteProject(t.Context(), connect.NewRequest(&agentv1.DeleteProjectRequest{Env: ref("d")}))
 	if err != nil || resp.Msg.GetExisted() {

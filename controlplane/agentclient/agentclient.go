@@ -120,7 +120,8 @@ func fromFiles(f *agentv1.ProjectFiles) envs.Files {
 // maxUVOutput bounds the uv output copied into an API error.
 const maxUVOutput = 4000
 
-// mapErr turns an RPC failure into an *errcode.Error.
+// mapErr turns an RPC failure into an *envs.AgentError when the agent said what went wrong, and
+// into an *errcode.Error when it could not say (unreachable, refused, timed out).
 func (c *Client) mapErr(what string, err error) error {
 	if err == nil {
 		return nil
@@ -134,16 +135,13 @@ func (c *Client) mapErr(what string, err error) error {
 		if derr != nil {
 			continue
 		}
-		if det, ok := v.(*agentv1.ErrorDetail); ok && errcode.Code(det.GetCode()).Known() {
-			e := &errcode.Error{Code: errcode.Code(det.GetCode()), Message: ce.Message(), Err: err, Details: map[string]any{}}
+		if det, ok := v.(*agentv1.ErrorDetail); ok && codeOf(det.GetErrorCode()).Known() {
+			e := &envs.AgentError{Code: codeOf(det.GetErrorCode()), Message: ce.Message(), Agent: c.name, Restored: det.GetRestored(), Err: err}
 			if out := strings.TrimSpace(det.GetUvOutput()); out != "" {
 				if len(out) > maxUVOutput {
 					out = "…" + out[len(out)-maxUVOutput:]
 				}
-				e.Details["uv_output"] = out
-			}
-			if det.GetRestored() {
-				e.Details["restored"] = true
+				e.UVOutput = out
 			}
 			return e
 		}
@@ -159,9 +157,19 @@ func (c *Client) mapErr(what string, err error) error {
 	return errcode.Wrap(errcode.UVExecutionError, err, fmt.Sprintf("agent %s: %s: %v", c.url, what, ce.Message()))
 }
 
+// codeOf is the errcode of an agent's ErrorCode: ERROR_CODE_<code> is <code>. Unspecified (an
+// agent that did not say) is not a known code.
+func codeOf(c agentv1.ErrorCode) errcode.Code {
+	if c == agentv1.ErrorCode_ERROR_CODE_UNSPECIFIED {
+		return ""
+	}
+	return errcode.Code(strings.TrimPrefix(c.String(), "ERROR_CODE_"))
+}
+
 // Create implements envs.Agent.
-func (c *Client) Create(ctx context.Context, key envid.Key, python string, packages []string) (envs.Created, error) {
-	resp, err := c.rpc.CreateProject(ctx, connect.NewRequest(&agentv1.CreateProjectRequest{Env: ref(key), PythonVersion: python, Packages: packages}))
+func (c *Client) Create(ctx context.Context, key envid.Key, python string, packages []string, operationID int64) (envs.Created, error) {
+	resp, err := c.rpc.CreateProject(ctx, connect.NewRequest(&agentv1.CreateProjectRequest{Env: ref(key), PythonVersion: python,
+		Packages: packages, OperationId: operationID}))
 	if err != nil {
 		return envs.Created{}, c.mapErr("creating the project", err)
 	}
@@ -177,7 +185,7 @@ func (c *Client) Mutate(ctx context.Context, m envs.Mutation) (envs.Mutated, err
 		envs.Update: agentv1.MutationKind_MUTATION_KIND_UPDATE,
 	}[m.Kind]
 	resp, err := c.rpc.Mutate(ctx, connect.NewRequest(&agentv1.MutateRequest{Env: ref(m.Key), Kind: kind, Base: files(m.Base),
-		PythonPath: m.PythonPath, Packages: m.Packages, UpgradePackages: m.Upgrade}))
+		PythonPath: m.PythonPath, Packages: m.Packages, UpgradePackages: m.Upgrade, BaseRevision: m.BaseRevision, OperationId: m.OperationID}))
 	if err != nil {
 		return envs.Mutated{}, c.mapErr("changing dependencies", err)
 	}
@@ -185,8 +193,9 @@ func (c *Client) Mutate(ctx context.Context, m envs.Mutation) (envs.Mutated, err
 }
 
 // Sync implements envs.Agent.
-func (c *Client) Sync(ctx context.Context, key envid.Key, f envs.Files, pythonPath string) (int, error) {
-	resp, err := c.rpc.Sync(ctx, connect.NewRequest(&agentv1.SyncRequest{Env: ref(key), Files: files(f), PythonPath: pythonPath}))
+func (c *Client) Sync(ctx context.Context, r envs.SyncRequest) (int, error) {
+	resp, err := c.rpc.Sync(ctx, connect.NewRequest(&agentv1.SyncRequest{Env: ref(r.Key), Files: files(r.Files), PythonPath: r.PythonPath,
+		Revision: r.Revision, OperationId: r.OperationID}))
 	if err != nil {
 		return 0, c.mapErr("syncing", err)
 	}

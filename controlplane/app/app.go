@@ -139,7 +139,6 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		BodyTimeout:  cfg.API.BodyTimeout,
 		Registry:     reg,
 		Tokens:       tokens,
-		Packages:     packages,
 		Ready:        ready,
 		Agents:       agentsView,
 	}, log)
@@ -168,6 +167,12 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 			m.run(runCtx)
 		}()
 	}
+	// Every control plane closes abandoned audit rows and repairs interrupted environments.
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		svc.Maintain(runCtx)
+	}()
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	log.Info("control plane serving", "addr", ln.Addr().String(), "instance", cfg.InstanceID,
@@ -284,7 +289,7 @@ func (m *maintainer) tick(ctx context.Context) {
 	if m.pruneEvery <= 0 || time.Since(m.lastPrune) < m.pruneEvery {
 		return
 	}
-	pr, err := m.svc.PruneCache(ctx)
+	pr, err := m.svc.PruneCache(ctx, envs.Caller{Actor: "scheduler"})
 	switch {
 	case err != nil:
 		m.log.Error("pruning the uv cache", "err", err)

@@ -7,11 +7,14 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/envfabric/envfabric/shared/envid"
 )
 
 func lockedVersions(t *testing.T, r response) map[string]string {
@@ -54,7 +57,7 @@ func TestLifecycle(t *testing.T) {
 	if want := f.envDir("wf1", "node1", "v1"); r.str("env_path") != want {
 		t.Errorf("env_path %q; want %q", r.str("env_path"), want)
 	}
-	if !strings.Contains(r.str("pyproject_toml"), `name = "wf1-node1-v1"`) {
+	if !strings.Contains(r.str("pyproject_toml"), `name = "`+(envid.Key{WorkflowID: "wf1", NodeID: "node1", VersionID: "v1"}).ProjectName()+`"`) {
 		t.Errorf("pyproject_toml: %s", r.str("pyproject_toml"))
 	}
 
@@ -377,13 +380,12 @@ func waitGone(t *testing.T, cmdline string) {
 }
 
 // TestConcurrentMutation: one mutation per environment; a second gets 423 at once, naming the
-// holder, and an interrupted mutation leaves the last good files.
+// holder, and a mutation whose caller goes away still completes and is audited as it ended.
 func TestConcurrentMutation(t *testing.T) {
 	t.Parallel()
 	f := newFabric(t, options{})
 	expect(t, f.do(t, "POST", "/envs", map[string]any{"workflow_id": "wf", "node_id": "n", "packages": []string{"alpha==1.0.0"}}), 201, "")
 	pyproject := f.readFile(t, "wf", "n", "pyproject.toml")
-	lock := f.readFile(t, "wf", "n", "uv.lock")
 
 	stalled := f.Index.Stall("delta")
 	ctx, cancel := context.WithCancel(context.Background())
@@ -406,9 +408,10 @@ func TestConcurrentMutation(t *testing.T) {
 	expect(t, f.do(t, "POST", "/envs/wf/n/run", map[string]any{"code": "print(1)"}), 423, "ENV_LOCKED")
 	expect(t, f.do(t, "DELETE", "/envs/wf/n", nil), 423, "ENV_LOCKED")
 
-	// The caller gives up: the add is interrupted (SIGINT to uv) and the files are restored.
+	// The caller gives up; the add, admitted, runs to its end once the index answers.
 	cancel()
 	<-first
+	f.Index.Release("delta")
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		r = f.do(t, "GET", "/envs/wf/n", nil)
@@ -420,10 +423,18 @@ func TestConcurrentMutation(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	// The agent puts the files back after uv stops; a user sees the last good revision.
-	waitFor(t, func() bool {
-		return f.readFile(t, "wf", "n", "pyproject.toml") == pyproject && f.readFile(t, "wf", "n", "uv.lock") == lock
-	})
+	// Its outcome is recorded and published although nobody read the answer.
+	if lockedVersions(t, f.do(t, "GET", "/envs/wf/n/deps", nil))["delta"] == "" || f.readFile(t, "wf", "n", "pyproject.toml") == pyproject {
+		t.Error("the add whose caller went away did not complete")
+	}
+	var outcomes []string
+	for _, o := range f.do(t, "GET", "/envs/wf/n/operations", nil).Body["operations"].([]any) {
+		op := o.(map[string]any)
+		outcomes = append(outcomes, fmt.Sprint(op["operation"], ":", op["status"]))
+	}
+	if !slices.Contains(outcomes, "add:succeeded") || slices.Contains(outcomes, "add:failed") || slices.Contains(outcomes, "add:running") {
+		t.Errorf("audit %v; want the add whose caller went away succeeded", outcomes)
+	}
 	r = f.do(t, "POST", "/envs/wf/n/deps", map[string]any{"packages": []string{"alpha==1.1.0"}})
 	expect(t, r, 200, "")
 

@@ -390,8 +390,9 @@ func TestFleetConcurrentMutations(t *testing.T) {
 	<-stalled
 	// One request is stalled in uv; the other must have been refused already.
 	waitFor(t, func() bool { return results[0].Status == 423 || results[1].Status == 423 })
-	cancel() // abandon the stalled one; its agent restores the project
+	cancel() // its caller gives up; admitted, the add runs on once the index answers
 	wg.Wait()
+	fl.Index.Release("delta")
 	locked := 0
 	for i, r := range results {
 		if r.Status == 423 {

@@ -245,6 +245,8 @@ type options struct {
 	indexURL    string // the real index for the end-to-end case; empty: a local one
 	cpEnv       []string
 	agentEnv    []string // added to the agent's environment
+	// packages are published on the local index beside pyindex.Universe().
+	packages []pyindex.Package
 }
 
 func newFabric(t *testing.T, opt options) *fabric {
@@ -259,7 +261,7 @@ func newFabric(t *testing.T, opt options) *fabric {
 	f.Cache = filepath.Join(f.DataRoot, "uv_cache")
 	indexURL := opt.indexURL
 	if indexURL == "" {
-		f.Index = pyindex.Serve(t, pyindex.Universe())
+		f.Index = pyindex.Serve(t, append(pyindex.Universe(), opt.packages...))
 		f.proxy = newIndexProxy(t, f.Index.URL)
 		indexURL = f.proxy.URL
 	}

@@ -61,3 +61,24 @@ func TestRealIndex(t *testing.T) {
 	}
 	expect(t, f.do(t, "DELETE", "/envs/workflow123/node123", nil), 200, "")
 }
+
+// TestRealIndexOwnName is issue 9's report on the real index: workflow_id=google, node_id=api,
+// version_id=core with google-cloud-core resolves exactly as under other ids (the project's own
+// name once shadowed google-api-core).
+func TestRealIndexOwnName(t *testing.T) {
+	if testing.Short() {
+		t.Skip("needs the real package index")
+	}
+	f := newFabric(t, options{indexURL: realIndex(t)})
+	var locked []map[string]string
+	for _, ids := range [][3]string{{"google", "api", "core"}, {"wf", "n", "v1"}} {
+		expect(t, f.do(t, "POST", "/envs", map[string]any{"workflow_id": ids[0], "node_id": ids[1], "version_id": ids[2],
+			"packages": []string{"google-cloud-core"}}), 201, "")
+		locked = append(locked, lockedVersions(t, f.do(t, "GET", "/envs/"+ids[0]+"/"+ids[1]+"/deps?version_id="+ids[2], nil)))
+	}
+	for _, name := range []string{"google-cloud-core", "google-api-core", "google-auth"} {
+		if locked[0][name] == "" || locked[0][name] != locked[1][name] {
+			t.Errorf("%s: %q under google/api/core, %q under wf/n/v1; want the same", name, locked[0][name], locked[1][name])
+		}
+	}
+}

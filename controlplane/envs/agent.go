@@ -48,12 +48,25 @@ type Created struct {
 
 // Mutation asks an agent to change a project starting from Base, the last good revision.
 type Mutation struct {
-	Key        envid.Key
-	Kind       MutationKind
-	Base       Files
-	PythonPath string
-	Packages   []string
-	Upgrade    []string
+	Key  envid.Key
+	Kind MutationKind
+	Base Files
+	// BaseRevision is Base's number and OperationID the audited operation's id: with them the
+	// agent refuses a holder that lost its lease and comes back with an older base.
+	BaseRevision int64
+	OperationID  int64
+	PythonPath   string
+	Packages     []string
+	Upgrade      []string
+}
+
+// SyncRequest asks an agent to put revision Revision (Files) on disk and install exactly its lock.
+type SyncRequest struct {
+	Key         envid.Key
+	Files       Files
+	Revision    int64
+	OperationID int64
+	PythonPath  string
 }
 
 // Mutated is the project after a successful mutation.
@@ -64,15 +77,15 @@ type Mutated struct {
 
 // Disk is an agent's view of an environment on the shared storage.
 type Disk struct {
-	Exists             bool   `json:"exists"`
-	HasPyproject       bool   `json:"pyproject_toml"`
-	HasLock            bool   `json:"uv_lock"`
-	HasVenv            bool   `json:"venv"`
-	FilesMatch         bool   `json:"files_match_revision"`
-	VenvInSync         bool   `json:"venv_in_sync"`
-	InterpreterPresent bool   `json:"interpreter_present"`
-	PackagesInstalled  int    `json:"packages_installed"`
-	EnvPath            string `json:"env_path"`
+	Exists             bool
+	HasPyproject       bool
+	HasLock            bool
+	HasVenv            bool
+	FilesMatch         bool
+	VenvInSync         bool
+	InterpreterPresent bool
+	PackagesInstalled  int
+	EnvPath            string
 }
 
 // RunResult is the outcome of user code.
@@ -87,12 +100,13 @@ type RunResult struct {
 }
 
 // Agent runs uv and user code on a host that mounts the shared storage. Errors carry an
-// *errcode.Error where the caller must branch (resolution failure, unavailable agent, ...).
+// errcode.Coded (an *AgentError for what the agent reported) where the caller must branch
+// (resolution failure, unavailable agent, ...).
 type Agent interface {
 	Name() string
-	Create(ctx context.Context, key envid.Key, python string, packages []string) (Created, error)
+	Create(ctx context.Context, key envid.Key, python string, packages []string, operationID int64) (Created, error)
 	Mutate(ctx context.Context, m Mutation) (Mutated, error)
-	Sync(ctx context.Context, key envid.Key, files Files, pythonPath string) (installed int, err error)
+	Sync(ctx context.Context, req SyncRequest) (installed int, err error)
 	Inspect(ctx context.Context, key envid.Key, expected Files, pythonPath string) (Disk, error)
 	Run(ctx context.Context, key envid.Key, code string, timeout time.Duration, maxOutput int64) (RunResult, error)
 	Delete(ctx context.Context, key envid.Key) (bytesFreed int64, err error)

@@ -83,174 +83,6 @@ func dbErr(what string, err error) error {
 
 var pythonVersionRe = regexp.MustCompile(`^3\.[0-9]{1,2}(\.[0-9]{1,2})?$`)
 
-// op describes one audited operation.
-type op struct {
-	key       envid.Key
-	kind      string
-	exclusive bool
-	state     string // state while it runs; empty leaves the state alone
-	params    map[string]any
-	caller    Caller
-	// need, when set, picks the agent that does the work once the lease is held.
-	need *Need
-}
-
-// running is an operation in progress: its audit row, its lease and its agent.
-type running struct {
-	id    int64
-	lease store.Lease
-	start time.Time
-	agent Agent
-}
-
-// execute writes the intent, takes the lease, keeps it alive while fn runs, and records the
-// outcome. Nothing of fn happens unless the intent row and the lease were written. fn returns
-// the result to record and the error to answer with.
-func (s *Service) execute(ctx context.Context, o op, fn func(ctx context.Context, r running) (any, error)) error {
-	params, err := json.Marshal(o.params)
-	if err != nil {
-		return fmt.Errorf("encoding parameters: %w", err)
-	}
-	r := running{start: s.now()}
-	r.id, err = s.store.BeginOperation(ctx, store.Operation{
-		Key: o.key, Kind: o.kind, Status: store.OpRunning,
-		Actor: o.caller.Actor, RequestID: o.caller.RequestID,
-		Params: params, StartedAt: r.start,
-	})
-	if err != nil {
-		return dbErr("writing the intent of "+o.kind, err)
-	}
-	// From here the audit row must be completed whatever happens, even if the caller goes away.
-	finish := func(status string, result any, opErr error) {
-		out := store.Outcome{Status: status, FinishedAt: s.now()}
-		s.metrics.observe(o.kind, status, out.FinishedAt.Sub(r.start))
-		if r.agent != nil {
-			out.Agent = r.agent.Name()
-		}
-		out.DurationMS = out.FinishedAt.Sub(r.start).Milliseconds()
-		if result != nil {
-			out.Result, _ = json.Marshal(result)
-		}
-		if opErr != nil {
-			out.ErrorCode = string(errcode.Of(opErr))
-			out.ErrorMessage = truncate(opErr.Error(), 2000)
-		}
-		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-		defer cancel()
-		if err := s.store.FinishOperation(fctx, r.id, out); err != nil {
-			s.log.Error("recording the outcome of an operation", "op_id", r.id, "op", o.kind, "env", o.key.String(), "err", err)
-		}
-	}
-
-	r.lease, err = s.store.AcquireLease(ctx, store.LeaseRequest{
-		Key: o.key, Exclusive: o.exclusive, Holder: s.opt.Instance,
-		Operation: o.kind, OperationID: r.id, TTL: s.opt.LeaseTTL, Now: s.now(),
-	})
-	if err != nil {
-		var locked *store.LockedError
-		if errors.As(err, &locked) {
-			e := &errcode.Error{
-				Code:    errcode.EnvLocked,
-				Message: fmt.Sprintf("environment %s is busy: %s (operation %d) holds it", o.key, locked.Held.Operation, locked.Held.OperationID),
-				Details: map[string]any{"held_by": map[string]any{
-					"operation": locked.Held.Operation, "operation_id": locked.Held.OperationID,
-					"expires_at": locked.Held.ExpiresAt.UTC().Format(time.RFC3339),
-				}},
-				Err: err,
-			}
-			s.metrics.refused.WithLabelValues(o.kind).Inc()
-			finish(store.OpRejected, nil, e)
-			return e
-		}
-		e := dbErr("taking the lease", err)
-		finish(store.OpFailed, nil, e)
-		return e
-	}
-
-	if o.exclusive {
-		// Holding the environment alone, any other operation on it still marked running has lost
-		// its holder (its lease expired): close its audit row as INTERRUPTED. A caller's row written
-		// a moment before its own lease attempt may be caught too; its outcome overwrites this.
-		if n, err := s.store.AbandonOperations(ctx, o.key, r.id, s.now()); err != nil {
-			s.log.Warn("closing abandoned operations", "env", o.key.String(), "err", err)
-		} else if n > 0 {
-			s.log.Warn("closed operations whose holder stopped", "env", o.key.String(), "count", n)
-		}
-	}
-
-	s.metrics.held.Add(1)
-	defer s.metrics.held.Add(-1)
-	opCtx, cancel := context.WithCancelCause(ctx)
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		s.keepLease(opCtx, r.lease, cancel)
-	}()
-	defer func() {
-		cancel(nil)
-		wg.Wait()
-		rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-		defer rcancel()
-		if err := s.store.ReleaseLease(rctx, r.lease.ID); err != nil {
-			s.log.Warn("releasing a lease; it will expire by itself", "lease", r.lease.ID, "err", err)
-		}
-	}()
-
-	if o.need != nil {
-		a, err := s.agents.Pick(opCtx, *o.need)
-		if err != nil {
-			finish(store.OpFailed, nil, err)
-			return err
-		}
-		r.agent = a
-	}
-	if o.state != "" {
-		if err := s.store.SetState(opCtx, o.key, o.state, "", s.now()); err != nil && !errors.Is(err, store.ErrNotFound) {
-			e := dbErr("recording the state", err)
-			finish(store.OpFailed, nil, e)
-			return e
-		}
-	}
-	result, err := fn(opCtx, r)
-	if cause := context.Cause(opCtx); err != nil && errors.Is(cause, store.ErrLeaseLost) {
-		err = dbErr("keeping the lease", cause)
-	}
-	if err != nil {
-		finish(store.OpFailed, result, err)
-		return err
-	}
-	finish(store.OpSucceeded, result, nil)
-	return nil
-}
-
-// keepLease renews the lease until ctx ends; when the lease is lost it cancels the operation, so
-// that a holder that lost its lease stops instead of publishing a result.
-func (s *Service) keepLease(ctx context.Context, l store.Lease, cancel context.CancelCauseFunc) {
-	t := time.NewTicker(s.opt.LeaseTTL / 3)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			err := s.store.RenewLease(ctx, l.ID, s.now(), s.opt.LeaseTTL)
-			switch {
-			case err == nil:
-			case errors.Is(err, store.ErrLeaseLost):
-				s.log.Error("lease lost; stopping the operation", "lease", l.ID, "env", l.Key.String())
-				cancel(store.ErrLeaseLost)
-				return
-			case ctx.Err() != nil:
-				return
-			default:
-				// A transient failure: try again next tick; the lease outlives two missed renewals.
-				s.log.Warn("renewing a lease", "lease", l.ID, "err", err)
-			}
-		}
-	}
-}
-
 // getEnv loads an environment, mapping absence to ENV_NOT_FOUND.
 func (s *Service) getEnv(ctx context.Context, key envid.Key) (store.Env, error) {
 	env, err := s.store.GetEnv(ctx, key)
@@ -280,28 +112,22 @@ func (s *Service) currentFiles(ctx context.Context, key envid.Key) (Files, store
 }
 
 // failState is the state an environment is left in after a failed operation: ACTIVE when the
-// agent put the last good revision back (or nothing was touched), ERROR otherwise.
+// last good revision is back on disk (or nothing was touched), ERROR otherwise (a repair pass
+// syncs it back, see repair.go).
 func failState(err error) (string, string) {
-	var e *errcode.Error
-	if errors.As(err, &e) {
-		if r, _ := e.Details["restored"].(bool); r {
-			return store.StateActive, ""
-		}
-		switch e.Code {
-		case errcode.PackageResolutionFailed, errcode.InvalidPackages, errcode.DependencyNotFound, errcode.EnvLocked:
-			return store.StateActive, ""
-		}
+	var ae *AgentError
+	if errors.As(err, &ae) && ae.Restored {
+		return store.StateActive, ""
+	}
+	var ue *UncommittedError
+	if errors.As(err, &ue) && ue.Restored {
+		return store.StateActive, ""
+	}
+	switch errcode.Of(err) {
+	case errcode.PackageResolutionFailed, errcode.InvalidPackages, errcode.DependencyNotFound, errcode.EnvLocked:
+		return store.StateActive, ""
 	}
 	return store.StateError, truncate(err.Error(), 500)
-}
-
-func (s *Service) setStateAfter(ctx context.Context, key envid.Key, err error) {
-	state, msg := failState(err)
-	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-	defer cancel()
-	if serr := s.store.SetState(sctx, key, state, msg, s.now()); serr != nil {
-		s.log.Error("recording the state after a failure", "env", key.String(), "err", serr)
-	}
 }
 
 func (s *Service) uvContext(ctx context.Context) (context.Context, context.CancelFunc) {

@@ -3,6 +3,7 @@ package envs_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"path/filepath"
 	"slices"
@@ -49,7 +50,7 @@ func (a *fakeAgent) Calls() []string {
 const pyproject = "[project]\nname = \"p\"\nversion = \"0.1.0\"\nrequires-python = \"==3.11.*\"\ndependencies = []\n"
 
 func (a *fakeAgent) Name() string { return "fake" }
-func (a *fakeAgent) Create(ctx context.Context, key envid.Key, python string, pkgs []string) (envs.Created, error) {
+func (a *fakeAgent) Create(ctx context.Context, key envid.Key, python string, pkgs []string, _ int64) (envs.Created, error) {
 	a.record("create")
 	return envs.Created{Files: envs.Files{PyprojectTOML: pyproject, UvLock: "version = 1\n"}, EnvPath: "/envs/" + key.String(), PythonPath: "/usr/bin/python3"}, nil
 }
@@ -57,8 +58,8 @@ func (a *fakeAgent) Mutate(ctx context.Context, m envs.Mutation) (envs.Mutated, 
 	a.record("mutate")
 	return a.mutate(ctx, m)
 }
-func (a *fakeAgent) Sync(context.Context, envid.Key, envs.Files, string) (int, error) {
-	a.record("sync")
+func (a *fakeAgent) Sync(_ context.Context, r envs.SyncRequest) (int, error) {
+	a.record(fmt.Sprintf("sync %d", r.Revision))
 	return 0, nil
 }
 func (a *fakeAgent) Inspect(context.Context, envid.Key, envs.Files, string) (envs.Disk, error) {
@@ -82,7 +83,15 @@ func (a *fakeAgent) PruneCache(context.Context) (int64, int64, error) {
 
 func newService(t *testing.T, agent envs.Agent, c *clock) (*envs.Service, store.Store) {
 	t.Helper()
-	st, err := sqlite.Open(t.Context(), filepath.Join(t.TempDir(), "fabric.db"), slog.New(slog.DiscardHandler))
+	svc, st, _ := newServiceAt(t, agent, c)
+	return svc, st
+}
+
+// newServiceAt is newService that also says where the SQLite file is, for tests that break it.
+func newServiceAt(t *testing.T, agent envs.Agent, c *clock) (*envs.Service, store.Store, string) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "fabric.db")
+	st, err := sqlite.Open(t.Context(), path, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -91,7 +100,7 @@ func newService(t *testing.T, agent envs.Agent, c *clock) (*envs.Service, store.
 		Instance: "test", DefaultPython: "3.11", DefaultTimeout: time.Second, MaxTimeout: time.Minute,
 		MaxOutputBytes: 1 << 20, LeaseTTL: 300 * time.Millisecond, CleanupIdle: time.Hour, Now: c.now,
 	}, slog.New(slog.DiscardHandler))
-	return svc, st
+	return svc, st, path
 }
 
 var key = envid.Key{WorkflowID: "wf", NodeID: "n", VersionID: "v1"}
@@ -141,6 +150,10 @@ func TestLostLeaseNeverPublishes(t *testing.T) {
 			}
 			if rev.Number != 1 || rev.PyprojectTOML != pyproject {
 				t.Errorf("a holder without its lease published revision %d:\n%s", rev.Number, rev.PyprojectTOML)
+			}
+			// Nor did it touch the files: another holder may be writing them.
+			if calls := agent.Calls(); slices.ContainsFunc(calls, func(c string) bool { return strings.HasPrefix(c, "sync") }) {
+				t.Errorf("a holder without its lease restored the files: %v", calls)
 			}
 		})
 	}
@@ -192,7 +205,7 @@ func TestPruneCacheWaitsForQuiet(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	res, err := svc.PruneCache(t.Context())
+	res, err := svc.PruneCache(t.Context(), envs.Caller{Actor: "t"})
 	if err != nil || res.Pruned || !strings.Contains(res.Reason, "1 uv operation") {
 		t.Errorf("with a mutation under way: %+v, %v; want postponed", res, err)
 	}
@@ -202,7 +215,7 @@ func TestPruneCacheWaitsForQuiet(t *testing.T) {
 	if err := st.ReleaseLease(t.Context(), lease.ID); err != nil {
 		t.Fatal(err)
 	}
-	if res, err := svc.PruneCache(t.Context()); err != nil || !res.Pruned || !slices.Contains(agent.Calls(), "prune") {
+	if res, err := svc.PruneCache(t.Context(), envs.Caller{Actor: "t"}); err != nil || !res.Pruned || !slices.Contains(agent.Calls(), "prune") {
 		t.Errorf("with the fleet quiet: %+v, %v, calls %v; want pruned", res, err, agent.Calls())
 	}
 }

@@ -282,9 +282,8 @@ func (f *Fleet) noAgent(need envs.Need, peers []gossip.Peer) error {
 		}
 	}
 	sort.Strings(names)
-	return &errcode.Error{Code: errcode.NoAgentAvailable,
-		Message: fmt.Sprintf("no live agent %s (live agents: %s)", what, strings.Join(names, ", ")),
-		Details: map[string]any{"python_path": need.PythonPath, "python_version": need.PythonVersion}}
+	return &envs.NoAgentError{Need: need,
+		Message: fmt.Sprintf("no live agent %s (live agents: %s)", what, strings.Join(names, ", "))}
 }
 
 // All implements envs.Agents.
@@ -410,9 +409,9 @@ func (c *counted) track() func() {
 	return func() { c.inFlight.Add(-1) }
 }
 
-func (c *counted) Create(ctx context.Context, key envid.Key, python string, pkgs []string) (envs.Created, error) {
+func (c *counted) Create(ctx context.Context, key envid.Key, python string, pkgs []string, operationID int64) (envs.Created, error) {
 	defer c.track()()
-	return c.Client.Create(ctx, key, python, pkgs)
+	return c.Client.Create(ctx, key, python, pkgs, operationID)
 }
 
 func (c *counted) Mutate(ctx context.Context, m envs.Mutation) (envs.Mutated, error) {
@@ -420,9 +419,9 @@ func (c *counted) Mutate(ctx context.Context, m envs.Mutation) (envs.Mutated, er
 	return c.Client.Mutate(ctx, m)
 }
 
-func (c *counted) Sync(ctx context.Context, key envid.Key, files envs.Files, python string) (int, error) {
+func (c *counted) Sync(ctx context.Context, r envs.SyncRequest) (int, error) {
 	defer c.track()()
-	return c.Client.Sync(ctx, key, files, python)
+	return c.Client.Sync(ctx, r)
 }
 
 func (c *counted) Run(ctx context.Context, key envid.Key, code string, timeout time.Duration, maxOut int64) (envs.RunResult, error) {

@@ -257,6 +257,16 @@ type Store interface {
 	AcquireLeadership(ctx context.Context, name, holder string, now time.Time, ttl time.Duration) (bool, error)
 	// ResignLeadership gives the role up if holder has it.
 	ResignLeadership(ctx context.Context, name, holder string) error
+
+	// AbandonStaleOperations closes, fleet-wide, the operations still OpRunning that started
+	// before startedBefore and that no live lease (expires_at > now) carries: their holder is gone.
+	// They are closed as AbandonOperations closes them. startedBefore gives a grace period to an
+	// intent row written a moment before its lease. Returns how many rows were closed.
+	AbandonStaleOperations(ctx context.Context, startedBefore, now time.Time) (int, error)
+	// EnvsToRepair returns environments left behind by an operation that did not finish: in a
+	// transitional state (CREATING, INSTALLING, SYNCING, DELETING) or in ERROR, with no live lease
+	// on their key at now, last updated before updatedBefore; least recently updated first.
+	EnvsToRepair(ctx context.Context, updatedBefore, now time.Time, limit int) ([]Env, error)
 }
 
 // SettingFleetID names the fleet id setting: the identity of the shared storage, adopted from the
@@ -269,3 +279,6 @@ type Prober interface {
 	// ProbeWrite upserts the probe row named name (holder and now recorded in it).
 	ProbeWrite(ctx context.Context, name, holder string, now time.Time) error
 }
+
+// RepairStates are the states EnvsToRepair looks for: every transitional state, and ERROR.
+var RepairStates = []string{StateCreating, StateInstalling, StateSyncing, StateDeleting, StateError}

@@ -7,6 +7,8 @@
 package envid
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"path/filepath"
 )
@@ -92,8 +94,21 @@ func (k Key) Dir(base string) string {
 	return filepath.Join(base, k.WorkflowID, k.NodeID, k.VersionID)
 }
 
-// ProjectName is the [project] name written into pyproject.toml, as in the TRD's example
-// ("workflow123-node123"), with the version appended so that two versions never look alike.
+// ProjectNamePrefix starts every environment's [project] name.
+const ProjectNamePrefix = "envfabric-env-"
+
+// ProjectName is the [project] name written into pyproject.toml: ProjectNamePrefix and 32 hex
+// digits of a SHA-256 of the ids.
+//
+// The name takes part in resolution: uv treats the project as a distribution of that name, so a
+// project named after the ids (the TRD's "workflow123-node123") shadows any real distribution of
+// the same PEP 503 normalised name (google/api/core made "google-api-core", which
+// google-cloud-core needs, and uv settled for a 2017 release that does not). This name is
+// already in normalised form (lower case, single hyphens), the ids reach it only through the
+// hash, so no choice of ids can make it spell a real project's name, and a distribution a
+// dependency needs would have to be named for one environment's 128-bit digest. It stays the
+// same for the life of an environment (the trash directory of a delete is named after it too).
 func (k Key) ProjectName() string {
-	return k.WorkflowID + "-" + k.NodeID + "-" + k.VersionID
+	sum := sha256.Sum256([]byte(k.WorkflowID + "\x00" + k.NodeID + "\x00" + k.VersionID))
+	return ProjectNamePrefix + hex.EncodeToString(sum[:16])
 }

@@ -2,6 +2,7 @@ package envid
 
 import (
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -96,4 +97,44 @@ func FuzzKeyDir(f *testing.F) {
 			t.Fatalf("valid key %v maps to %q, outside /base/<wf>/<node>/<version>", k, dir)
 		}
 	})
+}
+
+// TestProjectName: the project name is in PEP 503 normal form, reserved, distinct per key, and
+// never the ids' own spelling (which could be a real distribution a dependency needs).
+func TestProjectName(t *testing.T) {
+	normalize := func(s string) string {
+		return strings.ToLower(regexp.MustCompile(`[-_.]+`).ReplaceAllString(s, "-"))
+	}
+	tests := []struct {
+		key      Key
+		shadowed string // a real distribution the old wf-node-version name spelled
+	}{
+		{Key{"google", "api", "core"}, "google-api-core"},
+		{Key{"google", "cloud", "storage"}, "google-cloud-storage"},
+		{Key{"Google", "API", "Core"}, "google-api-core"},
+		{Key{"a_b", "c", "v1"}, "a-b-c-v1"},
+		{Key{"a", "b_c", "v1"}, "a-b-c-v1"},
+	}
+	seen := map[string]Key{}
+	for _, tt := range tests {
+		t.Run(tt.key.String(), func(t *testing.T) {
+			got := tt.key.ProjectName()
+			if got != normalize(got) {
+				t.Errorf("got %q; want a name already in PEP 503 normal form", got)
+			}
+			if !strings.HasPrefix(got, ProjectNamePrefix) || len(got) != len(ProjectNamePrefix)+32 {
+				t.Errorf("got %q; want %s and 32 hex digits", got, ProjectNamePrefix)
+			}
+			if normalize(got) == tt.shadowed {
+				t.Errorf("got %q; it normalises to the distribution %s", got, tt.shadowed)
+			}
+			if prev, dup := seen[got]; dup {
+				t.Errorf("%v and %v share the project name %q", prev, tt.key, got)
+			}
+			seen[got] = tt.key
+			if again := tt.key.ProjectName(); again != got {
+				t.Errorf("not stable: %q then %q", got, again)
+			}
+		})
+	}
 }

@@ -97,16 +97,29 @@ func (c Code) Known() bool {
 	return ok
 }
 
-// Error is an error that carries its code. Domain packages return it where a caller must branch
-// on the kind of failure; the REST adapter turns it into the error body.
+// Coded is an error that carries a code and the message to answer with. *Error is the plain
+// one; domain packages define their own types for failures that carry more facts (who holds a
+// lock, whether the environment was restored), which callers reach with errors.As and only the
+// REST adapter renders into the error body.
+type Coded interface {
+	error
+	ErrorCode() Code
+	ErrorMessage() string
+}
+
+// Error is an error that carries its code and nothing else. Domain packages return it where a
+// caller must branch on the kind of failure; the REST adapter turns it into the error body.
 type Error struct {
 	Code    Code
 	Message string
-	// Details go into the error body next to code and message (for example a timed-out run's
-	// partial output, or the operation that holds a lock).
-	Details map[string]any
 	Err     error
 }
+
+// ErrorCode implements Coded.
+func (e *Error) ErrorCode() Code { return e.Code }
+
+// ErrorMessage implements Coded.
+func (e *Error) ErrorMessage() string { return e.Message }
 
 func (e *Error) Error() string {
 	if e.Err != nil && e.Message == "" {
@@ -128,11 +141,11 @@ func Wrap(c Code, err error, msg string) *Error {
 	return &Error{Code: c, Message: msg, Err: err}
 }
 
-// Of returns the code carried by err, or Internal.
+// Of returns the code carried by err (by the outermost Coded error in its chain), or Internal.
 func Of(err error) Code {
-	var e *Error
+	var e Coded
 	if errors.As(err, &e) {
-		return e.Code
+		return e.ErrorCode()
 	}
 	return Internal
 }

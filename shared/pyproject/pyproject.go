@@ -108,3 +108,47 @@ func LockedVersions(lock string) (map[string]string, error) {
 	}
 	return out, nil
 }
+
+var (
+	tableHeader = regexp.MustCompile(`^\s*\[`)
+	projectHead = regexp.MustCompile(`^\s*\[\s*project\s*\]\s*(#.*)?$`)
+	nameLine    = regexp.MustCompile(`^(\s*name\s*=\s*)("[^"\\]*"|'[^']*')(\s*(#.*)?)$`)
+)
+
+// SetName returns content with the [project] name set to name, changing only that line (the
+// rest of the file stays byte for byte), and whether anything changed. name must be a bare
+// project name; content must have a [project] table with a one-line string name.
+func SetName(content, name string) (string, bool, error) {
+	if !IsName(name) {
+		return "", false, fmt.Errorf("%q is not a project name", name)
+	}
+	p, err := Parse(content)
+	if err != nil {
+		return "", false, err
+	}
+	if p.Name == name {
+		return content, false, nil
+	}
+	lines := strings.SplitAfter(content, "\n")
+	inProject := false
+	for i, l := range lines {
+		body := strings.TrimRight(l, "\r\n")
+		switch {
+		case projectHead.MatchString(body):
+			inProject = true
+			continue
+		case tableHeader.MatchString(body):
+			inProject = false
+			continue
+		}
+		if m := nameLine.FindStringSubmatch(body); inProject && m != nil {
+			lines[i] = m[1] + `"` + name + `"` + m[3] + l[len(body):]
+			out := strings.Join(lines, "")
+			if q, err := Parse(out); err != nil || q.Name != name {
+				return "", false, fmt.Errorf("setting the project name: the edited file does not read back with name %q", name)
+			}
+			return out, true, nil
+		}
+	}
+	return "", false, fmt.Errorf("pyproject.toml has no one-line name in its [project] table")
+}

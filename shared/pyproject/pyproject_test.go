@@ -81,3 +81,31 @@ func TestNames(t *testing.T) {
 		}
 	}
 }
+
+func TestSetName(t *testing.T) {
+	const head = "[project]\n"
+	tests := []struct {
+		name, in, want string
+		changed        bool
+		wantErr        bool
+	}{
+		{name: "renames", in: head + "name = \"google-api-core\"\nversion = \"0.1.0\"\n",
+			want: head + "name = \"envfabric-env-x\"\nversion = \"0.1.0\"\n", changed: true},
+		{name: "keeps comments and other tables", in: "[tool.x]\nname = \"keep\"\n" + head + "  name = 'old' # c\r\ndependencies = []\n",
+			want: "[tool.x]\nname = \"keep\"\n" + head + "  name = \"envfabric-env-x\" # c\r\ndependencies = []\n", changed: true},
+		{name: "already named", in: head + "name = \"envfabric-env-x\"\n", want: head + "name = \"envfabric-env-x\"\n"},
+		{name: "no name", in: head + "version = \"1\"\n", wantErr: true},
+		{name: "not toml", in: "[project\n", wantErr: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, changed, err := SetName(tt.in, "envfabric-env-x")
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("err = %v; want error: %v", err, tt.wantErr)
+			}
+			if got != tt.want || changed != tt.changed {
+				t.Errorf("got %q, %v; want %q, %v", got, changed, tt.want, tt.changed)
+			}
+		})
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/envfabric/envfabric/controlplane/store"
@@ -231,4 +232,27 @@ func (s *Store) DeleteEnv(ctx context.Context, key envid.Key, leaseID string) er
 		return fmt.Errorf("delete environment %s: %w", key, err)
 	}
 	return nil
+}
+
+// EnvsToRepair implements store.Store.
+func (s *Store) EnvsToRepair(ctx context.Context, updatedBefore, now time.Time, limit int) ([]store.Env, error) {
+	// An IN list of placeholders: the one form of "state is one of these" both dialects take.
+	args := make([]any, 0, len(store.RepairStates)+3)
+	marks := make([]string, 0, len(store.RepairStates))
+	for i, st := range store.RepairStates {
+		args = append(args, st)
+		marks = append(marks, fmt.Sprintf("$%d", i+1))
+	}
+	n := len(store.RepairStates)
+	args = append(args, s.time(updatedBefore), s.time(orNow(now)), sqlLimit(limit))
+	rows, err := s.read().query(ctx, fmt.Sprintf(`SELECT `+envCols+` FROM envs e
+		WHERE state IN (%s) AND updated_at < $%d
+			AND NOT EXISTS (SELECT 1 FROM env_leases l WHERE l.workflow_id = e.workflow_id AND l.node_id = e.node_id
+				AND l.version_id = e.version_id AND l.expires_at > $%d)
+		ORDER BY updated_at, workflow_id, node_id, version_id LIMIT $%d`, strings.Join(marks, ", "), n+1, n+2, n+3), args...)
+	envs, err := collect(rows, err, s.scanEnv)
+	if err != nil {
+		return nil, fmt.Errorf("list environments to repair: %w", err)
+	}
+	return envs, nil
 }

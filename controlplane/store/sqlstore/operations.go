@@ -117,3 +117,23 @@ func (s *Store) AbandonOperations(ctx context.Context, key envid.Key, except int
 
 // envLockKey names the lock that serialises the transactions on one environment.
 func envLockKey(k envid.Key) []string { return []string{"env", k.WorkflowID, k.NodeID, k.VersionID} }
+
+// AbandonStaleOperations implements store.Store: the fleet-wide form of AbandonOperations, for
+// the maintenance pass.
+func (s *Store) AbandonStaleOperations(ctx context.Context, startedBefore, now time.Time) (int, error) {
+	now = orNow(now)
+	res, err := s.exec(ctx, `UPDATE env_operations SET status = $1, error_code = $2, error_message = $3,
+			finished_at = $4, duration_ms = `+s.d.MillisBetween("started_at", "$4")+`
+		WHERE status = $5 AND started_at < $6
+			AND id NOT IN (SELECT operation_id FROM env_leases WHERE expires_at > $4)`,
+		store.OpFailed, store.ErrorCodeInterrupted, store.InterruptedMessage, s.time(now),
+		store.OpRunning, s.time(startedBefore))
+	if err != nil {
+		return 0, fmt.Errorf("close abandoned operations: %w", err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return 0, fmt.Errorf("close abandoned operations: %w", err)
+	}
+	return int(n), nil
+}

@@ -49,6 +49,8 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"AdoptSetting", testAdoptSetting},
 		{"Leadership", testLeadership},
 		{"ProbeWrite", testProbeWrite},
+		{"AbandonStaleOperations", testAbandonStaleOperations},
+		{"EnvsToRepair", testEnvsToRepair},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -1007,5 +1009,113 @@ func testProbeWrite(t *testing.T, s store.Store) {
 		if err := p.ProbeWrite(t.Context(), "readyz", holder, at(time.Duration(i)*time.Second)); err != nil {
 			t.Fatalf("probe #%d by %s: %v", i+1, holder, err)
 		}
+	}
+}
+
+// testAbandonStaleOperations: the fleet-wide sweep closes running operations of every key that
+// started before the grace cutoff and that no live lease carries.
+func testAbandonStaleOperations(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	old, recent, sweep := at(-2*ttl), at(-time.Second), at(30*time.Second)
+	tests := []struct {
+		name       string
+		key        envid.Key
+		started    time.Time
+		finished   bool
+		liveLease  bool
+		wantClosed bool
+	}{
+		{"old, no lease", keyA, old, false, false, true},
+		{"old, no lease, other key", keyB, old, false, false, true},
+		{"old, live lease", keyA, old, false, true, false},
+		{"within the grace period", keyB, recent, false, false, false},
+		{"finished", keyA, old, true, false, false},
+	}
+	ids := make([]int64, len(tests))
+	wantN := 0
+	for i, tt := range tests {
+		ids[i] = must(s.BeginOperation(ctx, store.Operation{Key: tt.key, Kind: "add", StartedAt: tt.started}))(t)
+		if tt.finished {
+			if err := s.FinishOperation(ctx, ids[i], store.Outcome{Status: store.OpSucceeded, FinishedAt: at(-ttl)}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if tt.liveLease {
+			must(s.AcquireLease(ctx, store.LeaseRequest{Key: tt.key, Holder: "cp-1", Operation: "add", OperationID: ids[i], TTL: ttl, Now: at(0)}))(t)
+		}
+		if tt.wantClosed {
+			wantN++
+		}
+	}
+	if n := must(s.AbandonStaleOperations(ctx, at(-time.Minute/2), sweep))(t); n != wantN {
+		t.Errorf("closed %d operations; want %d", n, wantN)
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			op := must(s.GetOperation(ctx, ids[i]))(t)
+			closed := op.Status == store.OpFailed && op.ErrorCode == store.ErrorCodeInterrupted
+			if closed != tt.wantClosed {
+				t.Errorf("operation = %+v; want closed as interrupted: %v", op, tt.wantClosed)
+			}
+			if closed {
+				sameTime(t, "finished_at", op.FinishedAt, sweep)
+				if op.DurationMS != sweep.Sub(tt.started).Milliseconds() {
+					t.Errorf("duration %d; want %d", op.DurationMS, sweep.Sub(tt.started).Milliseconds())
+				}
+			}
+		})
+	}
+}
+
+// testEnvsToRepair: environments in a transitional state or ERROR, unleased and past the grace
+// period, are the ones a repair pass takes.
+func testEnvsToRepair(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	type env struct {
+		node      string
+		state     string
+		updated   time.Duration
+		liveLease bool
+	}
+	envs := []env{
+		{"installing", store.StateInstalling, 2 * time.Minute, false},
+		{"error", store.StateError, time.Minute, false},
+		{"syncing", store.StateSyncing, 3 * time.Minute, false},
+		{"deleting", store.StateDeleting, 4 * time.Minute, false},
+		{"creating", store.StateCreating, 5 * time.Minute, false},
+		{"active", store.StateActive, time.Minute, false},
+		{"leased", store.StateInstalling, time.Minute, true},
+		{"recent", store.StateError, 20 * time.Minute, false},
+	}
+	keys := map[string]envid.Key{}
+	for _, e := range envs {
+		k := envid.Key{WorkflowID: "repair", NodeID: e.node, VersionID: "v1"}
+		keys[e.node] = k
+		createEnv(t, s, k, at(0))
+		if err := s.SetState(ctx, k, e.state, "", at(e.updated)); err != nil {
+			t.Fatal(err)
+		}
+		if e.liveLease {
+			must(s.AcquireLease(ctx, store.LeaseRequest{Key: k, Exclusive: true, Holder: "cp-1", Operation: "add", OperationID: 1, TTL: time.Hour, Now: at(0)}))(t)
+		}
+	}
+	tests := []struct {
+		name  string
+		limit int
+		want  []string
+	}{
+		{"all, least recently updated first", 0, []string{"error", "installing", "syncing", "deleting", "creating"}},
+		{"limit", 2, []string{"error", "installing"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var got []string
+			for _, e := range must(s.EnvsToRepair(ctx, at(10*time.Minute), at(10*time.Minute), tt.limit))(t) {
+				got = append(got, e.Key.NodeID)
+			}
+			if !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("got %v; want %v", got, tt.want)
+			}
+		})
 	}
 }

@@ -69,6 +69,7 @@ type Index struct {
 	mu       sync.Mutex               // guards stalls
 	stalls   map[string]chan struct{} // normalised name → closed on the first request
 	onceFor  map[string]*sync.Once    // one close per stall
+	releases map[string]chan struct{} // normalised name → closed by Release
 	server   *httptest.Server
 }
 
@@ -82,6 +83,7 @@ func Serve(t testing.TB, pkgs []Package) *Index {
 		stop:     make(chan struct{}),
 		stalls:   map[string]chan struct{}{},
 		onceFor:  map[string]*sync.Once{},
+		releases: map[string]chan struct{}{},
 	}
 	for _, p := range pkgs {
 		build := BuildWheel
@@ -128,7 +130,21 @@ func (ix *Index) Stall(name string) <-chan struct{} {
 	ch := make(chan struct{})
 	ix.stalls[n] = ch
 	ix.onceFor[n] = new(sync.Once)
+	ix.releases[n] = make(chan struct{})
 	return ch
+}
+
+// Release ends a Stall of name: requests waiting for its page, and later ones, are answered.
+func (ix *Index) Release(name string) {
+	ix.mu.Lock()
+	defer ix.mu.Unlock()
+	n := pyproject.Normalize(name)
+	if rel, ok := ix.releases[n]; ok {
+		close(rel)
+		delete(ix.releases, n)
+		delete(ix.stalls, n)
+		delete(ix.onceFor, n)
+	}
 }
 
 func (ix *Index) serveRoot(w http.ResponseWriter, _ *http.Request) {
@@ -149,15 +165,17 @@ func (ix *Index) serveRoot(w http.ResponseWriter, _ *http.Request) {
 func (ix *Index) serveProject(w http.ResponseWriter, r *http.Request) {
 	n := pyproject.Normalize(r.PathValue("project"))
 	ix.mu.Lock()
-	stall, once := ix.stalls[n], ix.onceFor[n]
+	stall, once, release := ix.stalls[n], ix.onceFor[n], ix.releases[n]
 	ix.mu.Unlock()
 	if stall != nil {
 		once.Do(func() { close(stall) })
 		select {
 		case <-r.Context().Done():
+			return
 		case <-ix.stop:
+			return
+		case <-release:
 		}
-		return
 	}
 	wheels, ok := ix.projects[n]
 	if !ok {

@@ -24,6 +24,91 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// ErrorCode is the kind of an agent's failure. Each value has the shared/errcode code of the same
+// name (ERROR_CODE_ENV_NOT_FOUND is ENV_NOT_FOUND); agentclient maps one to the other.
+type ErrorCode int32
+
+const (
+	ErrorCode_ERROR_CODE_UNSPECIFIED               ErrorCode = 0
+	ErrorCode_ERROR_CODE_INTERNAL_ERROR            ErrorCode = 1
+	ErrorCode_ERROR_CODE_INVALID_PACKAGES          ErrorCode = 2
+	ErrorCode_ERROR_CODE_ENV_NOT_FOUND             ErrorCode = 3
+	ErrorCode_ERROR_CODE_PACKAGE_RESOLUTION_FAILED ErrorCode = 4
+	// Another call holds the project on the shared storage, or a newer operation wrote it.
+	ErrorCode_ERROR_CODE_ENV_LOCKED            ErrorCode = 5
+	ErrorCode_ERROR_CODE_UV_EXECUTION_ERROR    ErrorCode = 6
+	ErrorCode_ERROR_CODE_EXECUTION_TIMEOUT     ErrorCode = 7
+	ErrorCode_ERROR_CODE_INVALID_ID            ErrorCode = 8
+	ErrorCode_ERROR_CODE_INVALID_REQUEST       ErrorCode = 9
+	ErrorCode_ERROR_CODE_DEPENDENCY_NOT_FOUND  ErrorCode = 10
+	ErrorCode_ERROR_CODE_ENV_NOT_READY         ErrorCode = 11
+	ErrorCode_ERROR_CODE_PYTHON_UNAVAILABLE    ErrorCode = 12
+	ErrorCode_ERROR_CODE_SOURCE_BUILD_DISABLED ErrorCode = 13
+)
+
+// Enum value maps for ErrorCode.
+var (
+	ErrorCode_name = map[int32]string{
+		0:  "ERROR_CODE_UNSPECIFIED",
+		1:  "ERROR_CODE_INTERNAL_ERROR",
+		2:  "ERROR_CODE_INVALID_PACKAGES",
+		3:  "ERROR_CODE_ENV_NOT_FOUND",
+		4:  "ERROR_CODE_PACKAGE_RESOLUTION_FAILED",
+		5:  "ERROR_CODE_ENV_LOCKED",
+		6:  "ERROR_CODE_UV_EXECUTION_ERROR",
+		7:  "ERROR_CODE_EXECUTION_TIMEOUT",
+		8:  "ERROR_CODE_INVALID_ID",
+		9:  "ERROR_CODE_INVALID_REQUEST",
+		10: "ERROR_CODE_DEPENDENCY_NOT_FOUND",
+		11: "ERROR_CODE_ENV_NOT_READY",
+		12: "ERROR_CODE_PYTHON_UNAVAILABLE",
+		13: "ERROR_CODE_SOURCE_BUILD_DISABLED",
+	}
+	ErrorCode_value = map[string]int32{
+		"ERROR_CODE_UNSPECIFIED":               0,
+		"ERROR_CODE_INTERNAL_ERROR":            1,
+		"ERROR_CODE_INVALID_PACKAGES":          2,
+		"ERROR_CODE_ENV_NOT_FOUND":             3,
+		"ERROR_CODE_PACKAGE_RESOLUTION_FAILED": 4,
+		"ERROR_CODE_ENV_LOCKED":                5,
+		"ERROR_CODE_UV_EXECUTION_ERROR":        6,
+		"ERROR_CODE_EXECUTION_TIMEOUT":         7,
+		"ERROR_CODE_INVALID_ID":                8,
+		"ERROR_CODE_INVALID_REQUEST":           9,
+		"ERROR_CODE_DEPENDENCY_NOT_FOUND":      10,
+		"ERROR_CODE_ENV_NOT_READY":             11,
+		"ERROR_CODE_PYTHON_UNAVAILABLE":        12,
+		"ERROR_CODE_SOURCE_BUILD_DISABLED":     13,
+	}
+)
+
+func (x ErrorCode) Enum() *ErrorCode {
+	p := new(ErrorCode)
+	*p = x
+	return p
+}
+
+func (x ErrorCode) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (ErrorCode) Descriptor() protoreflect.EnumDescriptor {
+	return file_envfabric_agent_v1_agent_proto_enumTypes[0].Descriptor()
+}
+
+func (ErrorCode) Type() protoreflect.EnumType {
+	return &file_envfabric_agent_v1_agent_proto_enumTypes[0]
+}
+
+func (x ErrorCode) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use ErrorCode.Descriptor instead.
+func (ErrorCode) EnumDescriptor() ([]byte, []int) {
+	return file_envfabric_agent_v1_agent_proto_rawDescGZIP(), []int{0}
+}
+
 // MutationKind says which uv command a Mutate call runs.
 type MutationKind int32
 
@@ -64,11 +149,11 @@ func (x MutationKind) String() string {
 }
 
 func (MutationKind) Descriptor() protoreflect.EnumDescriptor {
-	return file_envfabric_agent_v1_agent_proto_enumTypes[0].Descriptor()
+	return file_envfabric_agent_v1_agent_proto_enumTypes[1].Descriptor()
 }
 
 func (MutationKind) Type() protoreflect.EnumType {
-	return &file_envfabric_agent_v1_agent_proto_enumTypes[0]
+	return &file_envfabric_agent_v1_agent_proto_enumTypes[1]
 }
 
 func (x MutationKind) Number() protoreflect.EnumNumber {
@@ -77,7 +162,7 @@ func (x MutationKind) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use MutationKind.Descriptor instead.
 func (MutationKind) EnumDescriptor() ([]byte, []int) {
-	return file_envfabric_agent_v1_agent_proto_rawDescGZIP(), []int{0}
+	return file_envfabric_agent_v1_agent_proto_rawDescGZIP(), []int{1}
 }
 
 // EnvRef names one environment. The agent derives the project directory from it with the shared
@@ -199,8 +284,8 @@ func (x *ProjectFiles) GetUvLock() string {
 // the REST error code without matching strings.
 type ErrorDetail struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// One of the codes in shared/errcode (PACKAGE_RESOLUTION_FAILED, UV_EXECUTION_ERROR, ...).
-	Code string `protobuf:"bytes,1,opt,name=code,proto3" json:"code,omitempty"`
+	// What went wrong, for the control plane to branch on.
+	ErrorCode ErrorCode `protobuf:"varint,4,opt,name=error_code,json=errorCode,proto3,enum=envfabric.agent.v1.ErrorCode" json:"error_code,omitempty"`
 	// uv's combined output, trimmed, when a uv command failed.
 	UvOutput string `protobuf:"bytes,2,opt,name=uv_output,json=uvOutput,proto3" json:"uv_output,omitempty"`
 	// True when the agent put the project files back to the revision it was given after a failure.
@@ -239,11 +324,11 @@ func (*ErrorDetail) Descriptor() ([]byte, []int) {
 	return file_envfabric_agent_v1_agent_proto_rawDescGZIP(), []int{2}
 }
 
-func (x *ErrorDetail) GetCode() string {
+func (x *ErrorDetail) GetErrorCode() ErrorCode {
 	if x != nil {
-		return x.Code
+		return x.ErrorCode
 	}
-	return ""
+	return ErrorCode_ERROR_CODE_UNSPECIFIED
 }
 
 func (x *ErrorDetail) GetUvOutput() string {
@@ -266,7 +351,9 @@ type CreateProjectRequest struct {
 	// "3.11" or "3.11.7"; the agent resolves it to an interpreter it has.
 	PythonVersion string `protobuf:"bytes,2,opt,name=python_version,json=pythonVersion,proto3" json:"python_version,omitempty"`
 	// PEP 508 requirement strings, already validated by the control plane.
-	Packages      []string `protobuf:"bytes,3,rep,name=packages,proto3" json:"packages,omitempty"`
+	Packages []string `protobuf:"bytes,3,rep,name=packages,proto3" json:"packages,omitempty"`
+	// The id of the audited operation (see MutateRequest.operation_id).
+	OperationId   int64 `protobuf:"varint,4,opt,name=operation_id,json=operationId,proto3" json:"operation_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -320,6 +407,13 @@ func (x *CreateProjectRequest) GetPackages() []string {
 		return x.Packages
 	}
 	return nil
+}
+
+func (x *CreateProjectRequest) GetOperationId() int64 {
+	if x != nil {
+		return x.OperationId
+	}
+	return 0
 }
 
 type CreateProjectResponse struct {
@@ -427,8 +521,15 @@ type MutateRequest struct {
 	Packages []string `protobuf:"bytes,4,rep,name=packages,proto3" json:"packages,omitempty"`
 	// Names passed as --upgrade-package (MUTATION_KIND_UPDATE only).
 	UpgradePackages []string `protobuf:"bytes,5,rep,name=upgrade_packages,json=upgradePackages,proto3" json:"upgrade_packages,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// The number of the base revision in the control plane's database, and the id of the audited
+	// operation (ids grow with time). The agent records, per environment, the newest (revision,
+	// operation) that wrote the project and refuses a call from an older operation that would write
+	// the same or an older revision (ERROR_CODE_ENV_LOCKED): a holder that lost its lease while
+	// paused must not write its base over a newer acknowledged revision. 0 means not given.
+	BaseRevision  int64 `protobuf:"varint,7,opt,name=base_revision,json=baseRevision,proto3" json:"base_revision,omitempty"`
+	OperationId   int64 `protobuf:"varint,8,opt,name=operation_id,json=operationId,proto3" json:"operation_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *MutateRequest) Reset() {
@@ -503,6 +604,20 @@ func (x *MutateRequest) GetUpgradePackages() []string {
 	return nil
 }
 
+func (x *MutateRequest) GetBaseRevision() int64 {
+	if x != nil {
+		return x.BaseRevision
+	}
+	return 0
+}
+
+func (x *MutateRequest) GetOperationId() int64 {
+	if x != nil {
+		return x.OperationId
+	}
+	return 0
+}
+
 type MutateResponse struct {
 	state             protoimpl.MessageState `protogen:"open.v1"`
 	Files             *ProjectFiles          `protobuf:"bytes,1,opt,name=files,proto3" json:"files,omitempty"`
@@ -572,10 +687,14 @@ func (x *MutateResponse) GetDurationMs() int64 {
 }
 
 type SyncRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Env           *EnvRef                `protobuf:"bytes,1,opt,name=env,proto3" json:"env,omitempty"`
-	Files         *ProjectFiles          `protobuf:"bytes,2,opt,name=files,proto3" json:"files,omitempty"`
-	PythonPath    string                 `protobuf:"bytes,3,opt,name=python_path,json=pythonPath,proto3" json:"python_path,omitempty"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Env        *EnvRef                `protobuf:"bytes,1,opt,name=env,proto3" json:"env,omitempty"`
+	Files      *ProjectFiles          `protobuf:"bytes,2,opt,name=files,proto3" json:"files,omitempty"`
+	PythonPath string                 `protobuf:"bytes,3,opt,name=python_path,json=pythonPath,proto3" json:"python_path,omitempty"`
+	// The number of the revision files is and the operation's id, with the same guard as
+	// MutateRequest.base_revision.
+	Revision      int64 `protobuf:"varint,4,opt,name=revision,proto3" json:"revision,omitempty"`
+	OperationId   int64 `protobuf:"varint,5,opt,name=operation_id,json=operationId,proto3" json:"operation_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -629,6 +748,20 @@ func (x *SyncRequest) GetPythonPath() string {
 		return x.PythonPath
 	}
 	return ""
+}
+
+func (x *SyncRequest) GetRevision() int64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+func (x *SyncRequest) GetOperationId() int64 {
+	if x != nil {
+		return x.OperationId
+	}
+	return 0
 }
 
 type SyncResponse struct {
@@ -1625,15 +1758,17 @@ const file_envfabric_agent_v1_agent_proto_rawDesc = "" +
 	"version_id\x18\x03 \x01(\tR\tversionId\"N\n" +
 	"\fProjectFiles\x12%\n" +
 	"\x0epyproject_toml\x18\x01 \x01(\tR\rpyprojectToml\x12\x17\n" +
-	"\auv_lock\x18\x02 \x01(\tR\x06uvLock\"Z\n" +
-	"\vErrorDetail\x12\x12\n" +
-	"\x04code\x18\x01 \x01(\tR\x04code\x12\x1b\n" +
+	"\auv_lock\x18\x02 \x01(\tR\x06uvLock\"\x90\x01\n" +
+	"\vErrorDetail\x12<\n" +
+	"\n" +
+	"error_code\x18\x04 \x01(\x0e2\x1d.envfabric.agent.v1.ErrorCodeR\terrorCode\x12\x1b\n" +
 	"\tuv_output\x18\x02 \x01(\tR\buvOutput\x12\x1a\n" +
-	"\brestored\x18\x03 \x01(\bR\brestored\"\x87\x01\n" +
+	"\brestored\x18\x03 \x01(\bR\brestoredJ\x04\b\x01\x10\x02R\x04code\"\xaa\x01\n" +
 	"\x14CreateProjectRequest\x12,\n" +
 	"\x03env\x18\x01 \x01(\v2\x1a.envfabric.agent.v1.EnvRefR\x03env\x12%\n" +
 	"\x0epython_version\x18\x02 \x01(\tR\rpythonVersion\x12\x1a\n" +
-	"\bpackages\x18\x03 \x03(\tR\bpackages\"\xa8\x02\n" +
+	"\bpackages\x18\x03 \x03(\tR\bpackages\x12!\n" +
+	"\foperation_id\x18\x04 \x01(\x03R\voperationId\"\xa8\x02\n" +
 	"\x15CreateProjectResponse\x126\n" +
 	"\x05files\x18\x01 \x01(\v2 .envfabric.agent.v1.ProjectFilesR\x05files\x12\x19\n" +
 	"\benv_path\x18\x02 \x01(\tR\aenvPath\x12\x1f\n" +
@@ -1643,7 +1778,7 @@ const file_envfabric_agent_v1_agent_proto_rawDesc = "" +
 	"\x12packages_installed\x18\x05 \x01(\x05R\x11packagesInstalled\x12\x1b\n" +
 	"\tuv_output\x18\x06 \x01(\tR\buvOutput\x12\x1f\n" +
 	"\vduration_ms\x18\a \x01(\x03R\n" +
-	"durationMs\"\x91\x02\n" +
+	"durationMs\"\xd9\x02\n" +
 	"\rMutateRequest\x12,\n" +
 	"\x03env\x18\x01 \x01(\v2\x1a.envfabric.agent.v1.EnvRefR\x03env\x124\n" +
 	"\x04kind\x18\x06 \x01(\x0e2 .envfabric.agent.v1.MutationKindR\x04kind\x124\n" +
@@ -1651,18 +1786,22 @@ const file_envfabric_agent_v1_agent_proto_rawDesc = "" +
 	"\vpython_path\x18\x03 \x01(\tR\n" +
 	"pythonPath\x12\x1a\n" +
 	"\bpackages\x18\x04 \x03(\tR\bpackages\x12)\n" +
-	"\x10upgrade_packages\x18\x05 \x03(\tR\x0fupgradePackages\"\xb5\x01\n" +
+	"\x10upgrade_packages\x18\x05 \x03(\tR\x0fupgradePackages\x12#\n" +
+	"\rbase_revision\x18\a \x01(\x03R\fbaseRevision\x12!\n" +
+	"\foperation_id\x18\b \x01(\x03R\voperationId\"\xb5\x01\n" +
 	"\x0eMutateResponse\x126\n" +
 	"\x05files\x18\x01 \x01(\v2 .envfabric.agent.v1.ProjectFilesR\x05files\x12-\n" +
 	"\x12packages_installed\x18\x02 \x01(\x05R\x11packagesInstalled\x12\x1b\n" +
 	"\tuv_output\x18\x03 \x01(\tR\buvOutput\x12\x1f\n" +
 	"\vduration_ms\x18\x04 \x01(\x03R\n" +
-	"durationMs\"\x94\x01\n" +
+	"durationMs\"\xd3\x01\n" +
 	"\vSyncRequest\x12,\n" +
 	"\x03env\x18\x01 \x01(\v2\x1a.envfabric.agent.v1.EnvRefR\x03env\x126\n" +
 	"\x05files\x18\x02 \x01(\v2 .envfabric.agent.v1.ProjectFilesR\x05files\x12\x1f\n" +
 	"\vpython_path\x18\x03 \x01(\tR\n" +
-	"pythonPath\"\xa2\x01\n" +
+	"pythonPath\x12\x1a\n" +
+	"\brevision\x18\x04 \x01(\x03R\brevision\x12!\n" +
+	"\foperation_id\x18\x05 \x01(\x03R\voperationId\"\xa2\x01\n" +
 	"\fSyncResponse\x12-\n" +
 	"\x12packages_installed\x18\x01 \x01(\x05R\x11packagesInstalled\x12%\n" +
 	"\x0efiles_restored\x18\x02 \x01(\bR\rfilesRestored\x12\x1b\n" +
@@ -1743,7 +1882,23 @@ const file_envfabric_agent_v1_agent_proto_rawDesc = "" +
 	"\fbytes_before\x18\x01 \x01(\x03R\vbytesBefore\x12\x1f\n" +
 	"\vbytes_after\x18\x02 \x01(\x03R\n" +
 	"bytesAfter\x12\x1b\n" +
-	"\tuv_output\x18\x03 \x01(\tR\buvOutput*x\n" +
+	"\tuv_output\x18\x03 \x01(\tR\buvOutput*\xd6\x03\n" +
+	"\tErrorCode\x12\x1a\n" +
+	"\x16ERROR_CODE_UNSPECIFIED\x10\x00\x12\x1d\n" +
+	"\x19ERROR_CODE_INTERNAL_ERROR\x10\x01\x12\x1f\n" +
+	"\x1bERROR_CODE_INVALID_PACKAGES\x10\x02\x12\x1c\n" +
+	"\x18ERROR_CODE_ENV_NOT_FOUND\x10\x03\x12(\n" +
+	"$ERROR_CODE_PACKAGE_RESOLUTION_FAILED\x10\x04\x12\x19\n" +
+	"\x15ERROR_CODE_ENV_LOCKED\x10\x05\x12!\n" +
+	"\x1dERROR_CODE_UV_EXECUTION_ERROR\x10\x06\x12 \n" +
+	"\x1cERROR_CODE_EXECUTION_TIMEOUT\x10\a\x12\x19\n" +
+	"\x15ERROR_CODE_INVALID_ID\x10\b\x12\x1e\n" +
+	"\x1aERROR_CODE_INVALID_REQUEST\x10\t\x12#\n" +
+	"\x1fERROR_CODE_DEPENDENCY_NOT_FOUND\x10\n" +
+	"\x12\x1c\n" +
+	"\x18ERROR_CODE_ENV_NOT_READY\x10\v\x12!\n" +
+	"\x1dERROR_CODE_PYTHON_UNAVAILABLE\x10\f\x12$\n" +
+	" ERROR_CODE_SOURCE_BUILD_DISABLED\x10\r*x\n" +
 	"\fMutationKind\x12\x1d\n" +
 	"\x19MUTATION_KIND_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11MUTATION_KIND_ADD\x10\x01\x12\x18\n" +
@@ -1775,73 +1930,75 @@ func file_envfabric_agent_v1_agent_proto_rawDescGZIP() []byte {
 	return file_envfabric_agent_v1_agent_proto_rawDescData
 }
 
-var file_envfabric_agent_v1_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_envfabric_agent_v1_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
 var file_envfabric_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
 var file_envfabric_agent_v1_agent_proto_goTypes = []any{
-	(MutationKind)(0),             // 0: envfabric.agent.v1.MutationKind
-	(*EnvRef)(nil),                // 1: envfabric.agent.v1.EnvRef
-	(*ProjectFiles)(nil),          // 2: envfabric.agent.v1.ProjectFiles
-	(*ErrorDetail)(nil),           // 3: envfabric.agent.v1.ErrorDetail
-	(*CreateProjectRequest)(nil),  // 4: envfabric.agent.v1.CreateProjectRequest
-	(*CreateProjectResponse)(nil), // 5: envfabric.agent.v1.CreateProjectResponse
-	(*MutateRequest)(nil),         // 6: envfabric.agent.v1.MutateRequest
-	(*MutateResponse)(nil),        // 7: envfabric.agent.v1.MutateResponse
-	(*SyncRequest)(nil),           // 8: envfabric.agent.v1.SyncRequest
-	(*SyncResponse)(nil),          // 9: envfabric.agent.v1.SyncResponse
-	(*InspectRequest)(nil),        // 10: envfabric.agent.v1.InspectRequest
-	(*InspectResponse)(nil),       // 11: envfabric.agent.v1.InspectResponse
-	(*RunRequest)(nil),            // 12: envfabric.agent.v1.RunRequest
-	(*RunResponse)(nil),           // 13: envfabric.agent.v1.RunResponse
-	(*DeleteProjectRequest)(nil),  // 14: envfabric.agent.v1.DeleteProjectRequest
-	(*DeleteProjectResponse)(nil), // 15: envfabric.agent.v1.DeleteProjectResponse
-	(*InfoRequest)(nil),           // 16: envfabric.agent.v1.InfoRequest
-	(*Interpreter)(nil),           // 17: envfabric.agent.v1.Interpreter
-	(*InfoResponse)(nil),          // 18: envfabric.agent.v1.InfoResponse
-	(*UsageRequest)(nil),          // 19: envfabric.agent.v1.UsageRequest
-	(*EnvUsage)(nil),              // 20: envfabric.agent.v1.EnvUsage
-	(*UsageResponse)(nil),         // 21: envfabric.agent.v1.UsageResponse
-	(*PruneCacheRequest)(nil),     // 22: envfabric.agent.v1.PruneCacheRequest
-	(*PruneCacheResponse)(nil),    // 23: envfabric.agent.v1.PruneCacheResponse
+	(ErrorCode)(0),                // 0: envfabric.agent.v1.ErrorCode
+	(MutationKind)(0),             // 1: envfabric.agent.v1.MutationKind
+	(*EnvRef)(nil),                // 2: envfabric.agent.v1.EnvRef
+	(*ProjectFiles)(nil),          // 3: envfabric.agent.v1.ProjectFiles
+	(*ErrorDetail)(nil),           // 4: envfabric.agent.v1.ErrorDetail
+	(*CreateProjectRequest)(nil),  // 5: envfabric.agent.v1.CreateProjectRequest
+	(*CreateProjectResponse)(nil), // 6: envfabric.agent.v1.CreateProjectResponse
+	(*MutateRequest)(nil),         // 7: envfabric.agent.v1.MutateRequest
+	(*MutateResponse)(nil),        // 8: envfabric.agent.v1.MutateResponse
+	(*SyncRequest)(nil),           // 9: envfabric.agent.v1.SyncRequest
+	(*SyncResponse)(nil),          // 10: envfabric.agent.v1.SyncResponse
+	(*InspectRequest)(nil),        // 11: envfabric.agent.v1.InspectRequest
+	(*InspectResponse)(nil),       // 12: envfabric.agent.v1.InspectResponse
+	(*RunRequest)(nil),            // 13: envfabric.agent.v1.RunRequest
+	(*RunResponse)(nil),           // 14: envfabric.agent.v1.RunResponse
+	(*DeleteProjectRequest)(nil),  // 15: envfabric.agent.v1.DeleteProjectRequest
+	(*DeleteProjectResponse)(nil), // 16: envfabric.agent.v1.DeleteProjectResponse
+	(*InfoRequest)(nil),           // 17: envfabric.agent.v1.InfoRequest
+	(*Interpreter)(nil),           // 18: envfabric.agent.v1.Interpreter
+	(*InfoResponse)(nil),          // 19: envfabric.agent.v1.InfoResponse
+	(*UsageRequest)(nil),          // 20: envfabric.agent.v1.UsageRequest
+	(*EnvUsage)(nil),              // 21: envfabric.agent.v1.EnvUsage
+	(*UsageResponse)(nil),         // 22: envfabric.agent.v1.UsageResponse
+	(*PruneCacheRequest)(nil),     // 23: envfabric.agent.v1.PruneCacheRequest
+	(*PruneCacheResponse)(nil),    // 24: envfabric.agent.v1.PruneCacheResponse
 }
 var file_envfabric_agent_v1_agent_proto_depIdxs = []int32{
-	1,  // 0: envfabric.agent.v1.CreateProjectRequest.env:type_name -> envfabric.agent.v1.EnvRef
-	2,  // 1: envfabric.agent.v1.CreateProjectResponse.files:type_name -> envfabric.agent.v1.ProjectFiles
-	1,  // 2: envfabric.agent.v1.MutateRequest.env:type_name -> envfabric.agent.v1.EnvRef
-	0,  // 3: envfabric.agent.v1.MutateRequest.kind:type_name -> envfabric.agent.v1.MutationKind
-	2,  // 4: envfabric.agent.v1.MutateRequest.base:type_name -> envfabric.agent.v1.ProjectFiles
-	2,  // 5: envfabric.agent.v1.MutateResponse.files:type_name -> envfabric.agent.v1.ProjectFiles
-	1,  // 6: envfabric.agent.v1.SyncRequest.env:type_name -> envfabric.agent.v1.EnvRef
-	2,  // 7: envfabric.agent.v1.SyncRequest.files:type_name -> envfabric.agent.v1.ProjectFiles
-	1,  // 8: envfabric.agent.v1.InspectRequest.env:type_name -> envfabric.agent.v1.EnvRef
-	2,  // 9: envfabric.agent.v1.InspectRequest.expected:type_name -> envfabric.agent.v1.ProjectFiles
-	1,  // 10: envfabric.agent.v1.RunRequest.env:type_name -> envfabric.agent.v1.EnvRef
-	1,  // 11: envfabric.agent.v1.DeleteProjectRequest.env:type_name -> envfabric.agent.v1.EnvRef
-	17, // 12: envfabric.agent.v1.InfoResponse.interpreters:type_name -> envfabric.agent.v1.Interpreter
-	1,  // 13: envfabric.agent.v1.EnvUsage.env:type_name -> envfabric.agent.v1.EnvRef
-	20, // 14: envfabric.agent.v1.UsageResponse.envs:type_name -> envfabric.agent.v1.EnvUsage
-	4,  // 15: envfabric.agent.v1.AgentService.CreateProject:input_type -> envfabric.agent.v1.CreateProjectRequest
-	6,  // 16: envfabric.agent.v1.AgentService.Mutate:input_type -> envfabric.agent.v1.MutateRequest
-	8,  // 17: envfabric.agent.v1.AgentService.Sync:input_type -> envfabric.agent.v1.SyncRequest
-	10, // 18: envfabric.agent.v1.AgentService.Inspect:input_type -> envfabric.agent.v1.InspectRequest
-	12, // 19: envfabric.agent.v1.AgentService.Run:input_type -> envfabric.agent.v1.RunRequest
-	14, // 20: envfabric.agent.v1.AgentService.DeleteProject:input_type -> envfabric.agent.v1.DeleteProjectRequest
-	16, // 21: envfabric.agent.v1.AgentService.Info:input_type -> envfabric.agent.v1.InfoRequest
-	19, // 22: envfabric.agent.v1.AgentService.Usage:input_type -> envfabric.agent.v1.UsageRequest
-	22, // 23: envfabric.agent.v1.AgentService.PruneCache:input_type -> envfabric.agent.v1.PruneCacheRequest
-	5,  // 24: envfabric.agent.v1.AgentService.CreateProject:output_type -> envfabric.agent.v1.CreateProjectResponse
-	7,  // 25: envfabric.agent.v1.AgentService.Mutate:output_type -> envfabric.agent.v1.MutateResponse
-	9,  // 26: envfabric.agent.v1.AgentService.Sync:output_type -> envfabric.agent.v1.SyncResponse
-	11, // 27: envfabric.agent.v1.AgentService.Inspect:output_type -> envfabric.agent.v1.InspectResponse
-	13, // 28: envfabric.agent.v1.AgentService.Run:output_type -> envfabric.agent.v1.RunResponse
-	15, // 29: envfabric.agent.v1.AgentService.DeleteProject:output_type -> envfabric.agent.v1.DeleteProjectResponse
-	18, // 30: envfabric.agent.v1.AgentService.Info:output_type -> envfabric.agent.v1.InfoResponse
-	21, // 31: envfabric.agent.v1.AgentService.Usage:output_type -> envfabric.agent.v1.UsageResponse
-	23, // 32: envfabric.agent.v1.AgentService.PruneCache:output_type -> envfabric.agent.v1.PruneCacheResponse
-	24, // [24:33] is the sub-list for method output_type
-	15, // [15:24] is the sub-list for method input_type
-	15, // [15:15] is the sub-list for extension type_name
-	15, // [15:15] is the sub-list for extension extendee
-	0,  // [0:15] is the sub-list for field type_name
+	0,  // 0: envfabric.agent.v1.ErrorDetail.error_code:type_name -> envfabric.agent.v1.ErrorCode
+	2,  // 1: envfabric.agent.v1.CreateProjectRequest.env:type_name -> envfabric.agent.v1.EnvRef
+	3,  // 2: envfabric.agent.v1.CreateProjectResponse.files:type_name -> envfabric.agent.v1.ProjectFiles
+	2,  // 3: envfabric.agent.v1.MutateRequest.env:type_name -> envfabric.agent.v1.EnvRef
+	1,  // 4: envfabric.agent.v1.MutateRequest.kind:type_name -> envfabric.agent.v1.MutationKind
+	3,  // 5: envfabric.agent.v1.MutateRequest.base:type_name -> envfabric.agent.v1.ProjectFiles
+	3,  // 6: envfabric.agent.v1.MutateResponse.files:type_name -> envfabric.agent.v1.ProjectFiles
+	2,  // 7: envfabric.agent.v1.SyncRequest.env:type_name -> envfabric.agent.v1.EnvRef
+	3,  // 8: envfabric.agent.v1.SyncRequest.files:type_name -> envfabric.agent.v1.ProjectFiles
+	2,  // 9: envfabric.agent.v1.InspectRequest.env:type_name -> envfabric.agent.v1.EnvRef
+	3,  // 10: envfabric.agent.v1.InspectRequest.expected:type_name -> envfabric.agent.v1.ProjectFiles
+	2,  // 11: envfabric.agent.v1.RunRequest.env:type_name -> envfabric.agent.v1.EnvRef
+	2,  // 12: envfabric.agent.v1.DeleteProjectRequest.env:type_name -> envfabric.agent.v1.EnvRef
+	18, // 13: envfabric.agent.v1.InfoResponse.interpreters:type_name -> envfabric.agent.v1.Interpreter
+	2,  // 14: envfabric.agent.v1.EnvUsage.env:type_name -> envfabric.agent.v1.EnvRef
+	21, // 15: envfabric.agent.v1.UsageResponse.envs:type_name -> envfabric.agent.v1.EnvUsage
+	5,  // 16: envfabric.agent.v1.AgentService.CreateProject:input_type -> envfabric.agent.v1.CreateProjectRequest
+	7,  // 17: envfabric.agent.v1.AgentService.Mutate:input_type -> envfabric.agent.v1.MutateRequest
+	9,  // 18: envfabric.agent.v1.AgentService.Sync:input_type -> envfabric.agent.v1.SyncRequest
+	11, // 19: envfabric.agent.v1.AgentService.Inspect:input_type -> envfabric.agent.v1.InspectRequest
+	13, // 20: envfabric.agent.v1.AgentService.Run:input_type -> envfabric.agent.v1.RunRequest
+	15, // 21: envfabric.agent.v1.AgentService.DeleteProject:input_type -> envfabric.agent.v1.DeleteProjectRequest
+	17, // 22: envfabric.agent.v1.AgentService.Info:input_type -> envfabric.agent.v1.InfoRequest
+	20, // 23: envfabric.agent.v1.AgentService.Usage:input_type -> envfabric.agent.v1.UsageRequest
+	23, // 24: envfabric.agent.v1.AgentService.PruneCache:input_type -> envfabric.agent.v1.PruneCacheRequest
+	6,  // 25: envfabric.agent.v1.AgentService.CreateProject:output_type -> envfabric.agent.v1.CreateProjectResponse
+	8,  // 26: envfabric.agent.v1.AgentService.Mutate:output_type -> envfabric.agent.v1.MutateResponse
+	10, // 27: envfabric.agent.v1.AgentService.Sync:output_type -> envfabric.agent.v1.SyncResponse
+	12, // 28: envfabric.agent.v1.AgentService.Inspect:output_type -> envfabric.agent.v1.InspectResponse
+	14, // 29: envfabric.agent.v1.AgentService.Run:output_type -> envfabric.agent.v1.RunResponse
+	16, // 30: envfabric.agent.v1.AgentService.DeleteProject:output_type -> envfabric.agent.v1.DeleteProjectResponse
+	19, // 31: envfabric.agent.v1.AgentService.Info:output_type -> envfabric.agent.v1.InfoResponse
+	22, // 32: envfabric.agent.v1.AgentService.Usage:output_type -> envfabric.agent.v1.UsageResponse
+	24, // 33: envfabric.agent.v1.AgentService.PruneCache:output_type -> envfabric.agent.v1.PruneCacheResponse
+	25, // [25:34] is the sub-list for method output_type
+	16, // [16:25] is the sub-list for method input_type
+	16, // [16:16] is the sub-list for extension type_name
+	16, // [16:16] is the sub-list for extension extendee
+	0,  // [0:16] is the sub-list for field type_name
 }
 
 func init() { file_envfabric_agent_v1_agent_proto_init() }
@@ -1854,7 +2011,7 @@ func file_envfabric_agent_v1_agent_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_envfabric_agent_v1_agent_proto_rawDesc), len(file_envfabric_agent_v1_agent_proto_rawDesc)),
-			NumEnums:      1,
+			NumEnums:      2,
 			NumMessages:   23,
 			NumExtensions: 0,
 			NumServices:   1,

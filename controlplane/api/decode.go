@@ -1,0 +1,345 @@
+package api
+
+// Decoding requests: bodies bounded in size and time, strict query strings, JSON and form data,
+// environment keys, cursors.
+
+import (
+	"bytes"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/envfabric/envfabric/controlplane/envs"
+	"github.com/envfabric/envfabric/controlplane/reqspec"
+	"github.com/envfabric/envfabric/shared/envid"
+	"github.com/envfabric/envfabric/shared/errcode"
+)
+
+// readBody reads the whole body, bounded in size by MaxBodyBytes and in time by BodyTimeout,
+// before the endpoint runs: a client that trickles its body holds a connection for BodyTimeout at
+// most, and the deadline is gone before a long operation (a run) starts.
+func (h *Handler) readBody(w http.ResponseWriter, r *http.Request) error {
+	rc := http.NewResponseController(w)
+	_ = rc.SetReadDeadline(time.Now().Add(h.opt.BodyTimeout))
+	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.opt.MaxBodyBytes))
+	if err != nil {
+		// The deadline stays: the server would otherwise wait for the rest of the body before
+		// answering. The connection is not reused.
+		w.Header().Set("Connection", "close")
+		var mbe *http.MaxBytesError
+		var ne net.Error
+		switch {
+		case errors.As(err, &mbe):
+			return err
+		case errors.As(err, &ne) && ne.Timeout():
+			return errcode.New(errcode.RequestTimeout, fmt.Sprintf("request body not received within %s", h.opt.BodyTimeout))
+		}
+		return errcode.Wrap(errcode.InvalidRequest, err, "reading the request body: "+err.Error())
+	}
+	_ = rc.SetReadDeadline(time.Time{})
+	r.Body = io.NopCloser(bytes.NewReader(b))
+	return nil
+}
+
+// checkQuery refuses query parameters the endpoint does not read, and repeated ones: a parameter
+// that is silently ignored or read as its first copy hides a caller's mistake.
+func checkQuery(r *http.Request, allowed []string) error {
+	q, err := url.ParseQuery(r.URL.RawQuery)
+	if err != nil {
+		return errcode.New(errcode.InvalidRequest, "query string: "+err.Error())
+	}
+	for k, vs := range q {
+		if !slices.Contains(allowed, k) {
+			if len(allowed) == 0 {
+				return errcode.New(errcode.InvalidRequest, fmt.Sprintf("query parameter %q: this endpoint takes none", k))
+			}
+			return errcode.New(errcode.InvalidRequest, fmt.Sprintf("query parameter %q: this endpoint takes only %s", k, strings.Join(allowed, ", ")))
+		}
+		if len(vs) > 1 {
+			return errcode.New(errcode.InvalidRequest, fmt.Sprintf("query parameter %q given %d times", k, len(vs)))
+		}
+	}
+	return nil
+}
+
+// checkBody refuses a body where none is read, and a body whose media type the endpoint does not
+// read, before any of it is read.
+func checkBody(r *http.Request, kind body) error {
+	if r.ContentLength == 0 && len(r.TransferEncoding) == 0 {
+		return nil
+	}
+	if kind == noBody {
+		return errcode.New(errcode.InvalidRequest, fmt.Sprintf("%s %s takes no request body", r.Method, r.URL.Path))
+	}
+	ct := r.Header.Get("Content-Type")
+	mt, _, err := mime.ParseMediaType(ct)
+	if err != nil {
+		mt = ""
+	}
+	switch {
+	case mt == "application/json":
+		return nil
+	case kind == formBody && (mt == "multipart/form-data" || mt == "application/x-www-form-urlencoded"):
+		return nil
+	case kind == formBody:
+		return errcode.New(errcode.UnsupportedMediaType, fmt.Sprintf("Content-Type %q: POST /envs takes application/json, multipart/form-data or application/x-www-form-urlencoded", ct))
+	}
+	return errcode.New(errcode.UnsupportedMediaType, fmt.Sprintf("Content-Type %q: the body must be application/json", ct))
+}
+
+// envKey reads {wf}/{node} from the path and version_id from the query, or from bodyVersion.
+func envKey(r *http.Request, bodyVersion string) (envid.Key, error) {
+	v := r.URL.Query().Get("version_id")
+	if v == "" {
+		v = bodyVersion
+	} else if bodyVersion != "" && bodyVersion != v {
+		return envid.Key{}, errcode.New(errcode.InvalidRequest, fmt.Sprintf("version_id %q in the query and %q in the body disagree", v, bodyVersion))
+	}
+	k, err := envid.New(r.PathValue("workflow_id"), r.PathValue("node_id"), v)
+	if err != nil {
+		return k, errcode.Wrap(errcode.InvalidID, err, "")
+	}
+	return k, nil
+}
+
+// decodeJSON reads an optional JSON object body into v.
+func decodeJSON(r *http.Request, v any) error {
+	b, err := io.ReadAll(r.Body)
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return err
+		}
+		return errcode.Wrap(errcode.InvalidRequest, err, "reading the request body: "+err.Error())
+	}
+	if len(strings.TrimSpace(string(b))) == 0 {
+		return nil
+	}
+	if !utf8.Valid(b) {
+		return errcode.New(errcode.InvalidRequest, "request body: not UTF-8")
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		var coded *errcode.Error
+		if errors.As(err, &coded) {
+			return coded
+		}
+		return errcode.Wrap(errcode.InvalidRequest, err, "request body: "+err.Error())
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return errcode.New(errcode.InvalidRequest, "request body: more than one JSON value")
+	}
+	return nil
+}
+
+// packageList accepts a JSON array of strings, or one string holding a JSON array (the TRD's form
+// encoding), in a JSON body.
+type packageList []string
+
+func (p *packageList) UnmarshalJSON(b []byte) error {
+	var list []string
+	if err := json.Unmarshal(b, &list); err == nil {
+		*p = list
+		return nil
+	}
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return errcode.New(errcode.InvalidPackages, "packages: want an array of strings")
+	}
+	list, err := splitPackages([]string{s})
+	*p = list
+	return err
+}
+
+// splitPackages reads form values: repeated fields, or a single field holding a JSON array.
+func splitPackages(values []string) ([]string, error) {
+	if len(values) == 1 && strings.HasPrefix(strings.TrimSpace(values[0]), "[") {
+		var list []string
+		if err := json.Unmarshal([]byte(values[0]), &list); err != nil {
+			return nil, errcode.New(errcode.InvalidPackages, "packages: not a JSON array of strings: "+err.Error())
+		}
+		return list, nil
+	}
+	var out []string
+	for _, v := range values {
+		if strings.TrimSpace(v) != "" {
+			out = append(out, v)
+		}
+	}
+	return out, nil
+}
+
+// maxSeconds bounds any number of seconds a request may carry: about 31 years, far below where
+// a time.Duration overflows.
+const maxSeconds = 1e9
+
+// formFields are the fields of POST /envs as form data; each once, except packages.
+var formFields = map[string]bool{"workflow_id": false, "node_id": false, "version_id": false,
+	"python_version": false, "packages": true, "requirements_file": false}
+
+// checkForm refuses unknown and repeated form fields, and uploads other than requirements_file.
+func checkForm(r *http.Request) error {
+	for k, vs := range r.PostForm {
+		repeatable, ok := formFields[k]
+		if !ok {
+			return errcode.New(errcode.InvalidRequest, fmt.Sprintf("form field %q: unknown", k))
+		}
+		if len(vs) > 1 && !repeatable {
+			return errcode.New(errcode.InvalidRequest, fmt.Sprintf("form field %q given %d times", k, len(vs)))
+		}
+	}
+	if r.MultipartForm != nil {
+		for k := range r.MultipartForm.File {
+			if k != "requirements_file" {
+				return errcode.New(errcode.InvalidRequest, fmt.Sprintf("form file %q: only requirements_file is read", k))
+			}
+		}
+		if len(r.MultipartForm.File["requirements_file"]) > 0 && len(r.PostForm["requirements_file"]) > 0 {
+			return errcode.New(errcode.InvalidRequest, "requirements_file: send it once, as a file or as a field")
+		}
+	}
+	return nil
+}
+
+// versioned is the version_id an env-scoped JSON body may carry instead of the query.
+type versioned struct {
+	VersionID string `json:"version_id"`
+}
+
+func (v versioned) version() string { return v.VersionID }
+
+// decodeEnvRequest reads an optional JSON body into body and names the environment it is for.
+func decodeEnvRequest(r *http.Request, body interface{ version() string }) (envid.Key, error) {
+	if err := decodeJSON(r, body); err != nil {
+		return envid.Key{}, err
+	}
+	return envKey(r, body.version())
+}
+
+// limit reads ?limit= (default 50, at most 500).
+func limit(r *http.Request) (int, error) {
+	s := r.URL.Query().Get("limit")
+	if s == "" {
+		return 50, nil
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 1 || n > 500 {
+		return 0, errcode.New(errcode.InvalidRequest, "limit: want a whole number from 1 to 500")
+	}
+	return n, nil
+}
+
+func encodeCursor(k envid.Key) string {
+	b, _ := json.Marshal([]string{k.WorkflowID, k.NodeID, k.VersionID})
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+func decodeCursor(c string) (envid.Key, error) {
+	bad := errcode.New(errcode.InvalidRequest, "cursor: not a cursor this API returned")
+	b, err := base64.RawURLEncoding.DecodeString(c)
+	if err != nil {
+		return envid.Key{}, bad
+	}
+	var parts []string
+	if len(c) > 512 || json.Unmarshal(b, &parts) != nil || len(parts) != 3 {
+		return envid.Key{}, bad
+	}
+	k := envid.Key{WorkflowID: parts[0], NodeID: parts[1], VersionID: parts[2]}
+	if k.Validate() != nil {
+		return envid.Key{}, bad
+	}
+	return k, nil
+}
+
+// decodeCreate reads POST /envs: JSON, or form data with an optional requirements_file upload.
+// The requirements file is read here and validated by the service, with the package lists.
+func (h *Handler) decodeCreate(r *http.Request) (envs.CreateRequest, error) {
+	var (
+		wf, node, version, python string
+		packages                  []string
+		requirements              string
+		err                       error
+	)
+	ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	if r.ContentLength == 0 && len(r.TransferEncoding) == 0 {
+		ct = "application/json" // no body: the JSON decoder reports what is missing
+	}
+	switch ct {
+	case "application/json":
+		var body struct {
+			WorkflowID    string      `json:"workflow_id"`
+			NodeID        string      `json:"node_id"`
+			VersionID     string      `json:"version_id"`
+			PythonVersion string      `json:"python_version"`
+			Packages      packageList `json:"packages"`
+			Requirements  string      `json:"requirements"`
+		}
+		if err := decodeJSON(r, &body); err != nil {
+			return envs.CreateRequest{}, err
+		}
+		wf, node, version, python, packages, requirements = body.WorkflowID, body.NodeID, body.VersionID, body.PythonVersion, body.Packages, body.Requirements
+	case "multipart/form-data", "application/x-www-form-urlencoded":
+		if ct == "multipart/form-data" {
+			// All of it in memory (the body is bounded already), so no upload touches the disk.
+			err = r.ParseMultipartForm(h.opt.MaxBodyBytes)
+		} else {
+			err = r.ParseForm()
+		}
+		if err != nil {
+			var mbe *http.MaxBytesError
+			if errors.As(err, &mbe) {
+				return envs.CreateRequest{}, err
+			}
+			return envs.CreateRequest{}, errcode.Wrap(errcode.InvalidRequest, err, "reading form data: "+err.Error())
+		}
+		if err := checkForm(r); err != nil {
+			return envs.CreateRequest{}, err
+		}
+		wf, node, version, python = r.PostFormValue("workflow_id"), r.PostFormValue("node_id"), r.PostFormValue("version_id"), r.PostFormValue("python_version")
+		if packages, err = splitPackages(r.PostForm["packages"]); err != nil {
+			return envs.CreateRequest{}, err
+		}
+		if r.MultipartForm != nil {
+			if fhs := r.MultipartForm.File["requirements_file"]; len(fhs) > 0 {
+				if len(fhs) > 1 {
+					return envs.CreateRequest{}, errcode.New(errcode.InvalidRequest, "requirements_file: send one file")
+				}
+				f, err := fhs[0].Open()
+				if err != nil {
+					return envs.CreateRequest{}, errcode.Wrap(errcode.InvalidRequest, err, "requirements_file: "+err.Error())
+				}
+				b, err := io.ReadAll(io.LimitReader(f, reqspec.MaxRequirementsFile+1))
+				f.Close()
+				if err != nil {
+					return envs.CreateRequest{}, errcode.Wrap(errcode.InvalidRequest, err, "requirements_file: "+err.Error())
+				}
+				requirements = string(b)
+			}
+		}
+		if requirements == "" {
+			requirements = r.PostFormValue("requirements_file")
+		}
+	default:
+		return envs.CreateRequest{}, errcode.New(errcode.UnsupportedMediaType, "POST /envs takes form data (multipart or urlencoded) or a JSON body")
+	}
+	if wf == "" || node == "" {
+		return envs.CreateRequest{}, errcode.New(errcode.InvalidRequest, "workflow_id and node_id are required")
+	}
+	key, err := envid.New(wf, node, version)
+	if err != nil {
+		return envs.CreateRequest{}, errcode.Wrap(errcode.InvalidID, err, "")
+	}
+	return envs.CreateRequest{Key: key, PythonVersion: python, Packages: packages, Requirements: requirements}, nil
+}

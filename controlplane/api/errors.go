@@ -1,0 +1,77 @@
+package api
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/envfabric/envfabric/controlplane/envs"
+	"github.com/envfabric/envfabric/shared/errcode"
+)
+
+// fail writes the one error body every error gets: {"error": {code, message, request_id, ...}}.
+func (h *Handler) fail(w http.ResponseWriter, r *http.Request, err error) {
+	body := errorBody(err)
+	body["request_id"] = r.Header.Get("X-Request-ID")
+	code := body["code"].(errcode.Code)
+	status := code.HTTPStatus()
+	level := slog.LevelInfo
+	if status >= 500 {
+		level = slog.LevelError
+	}
+	h.log.Log(r.Context(), level, "request failed", "method", r.Method, "path", r.URL.Path, "status", status,
+		"code", code, "err", err, "request_id", body["request_id"])
+	writeJSON(w, status, map[string]any{"error": body})
+}
+
+// errorBody renders a failure: its code and message, and the facts its type carries under the
+// keys clients read (held_by, uv_output, restored, failed_agent, restored_by, the partial output
+// of a timed-out run, ...). This is the only place a domain failure becomes wire data.
+func errorBody(err error) map[string]any {
+	var coded errcode.Coded
+	if !errors.As(err, &coded) {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			coded = errcode.New(errcode.RequestTooLarge, fmt.Sprintf("request body larger than %d bytes", mbe.Limit))
+		} else {
+			coded = errcode.Wrap(errcode.Internal, err, "internal error: "+err.Error())
+		}
+	}
+	body := map[string]any{"code": coded.ErrorCode(), "message": coded.ErrorMessage()}
+	switch e := coded.(type) {
+	case *envs.LockedError:
+		body["held_by"] = map[string]any{
+			"operation": e.Holder.Operation, "operation_id": e.Holder.OperationID,
+			"expires_at": e.Holder.ExpiresAt.UTC().Format(time.RFC3339),
+		}
+	case *envs.AgentError:
+		if e.UVOutput != "" {
+			body["uv_output"] = e.UVOutput
+		}
+		if e.Restored {
+			body["restored"] = true
+		}
+		if e.RestoredBy != "" {
+			body["failed_agent"], body["restored_by"] = e.Agent, e.RestoredBy
+		}
+		// A restore by another agent wraps the first agent's own failure: keep its uv output.
+		var inner *envs.AgentError
+		if errors.As(e.Err, &inner) && inner.UVOutput != "" && e.UVOutput == "" {
+			body["uv_output"] = inner.UVOutput
+		}
+	case *envs.UncommittedError:
+		body["restored"] = e.Restored
+		body["base_revision"] = e.Base
+		if e.LeaseLost {
+			body["lease_lost"] = true
+		}
+	case *envs.RunTimeoutError:
+		body["stdout"], body["stderr"] = e.Stdout, e.Stderr
+		body["duration_ms"], body["timeout"] = e.Duration.Milliseconds(), e.Timeout.Seconds()
+	case *envs.NoAgentError:
+		body["python_path"], body["python_version"] = e.Need.PythonPath, e.Need.PythonVersion
+	}
+	return body
+}

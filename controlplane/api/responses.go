@@ -1,0 +1,230 @@
+package api
+
+import (
+	"time"
+
+	"github.com/envfabric/envfabric/controlplane/envs"
+	"github.com/envfabric/envfabric/controlplane/hostdeps"
+)
+
+// The REST responses: the TRD's field names as JSON. envs returns domain values with the same
+// fields and no wire names; each flat one converts to its response type directly (Go ignores
+// struct tags in conversions), so a field added on one side and not the other fails to compile.
+
+// CreatedEnv is the TRD's create response.
+type CreatedEnv struct {
+	WorkflowID        string             `json:"workflow_id"`
+	NodeID            string             `json:"node_id"`
+	VersionID         string             `json:"version_id"`
+	EnvPath           string             `json:"env_path"`
+	PythonVersion     string             `json:"python_version"`
+	PythonFullVersion string             `json:"python_full_version"`
+	Status            string             `json:"status"`
+	PyprojectTOML     string             `json:"pyproject_toml"`
+	Packages          []string           `json:"packages"`
+	HostConstraints   []hostdeps.Applied `json:"host_constraints_applied"`
+	PackagesInstalled int                `json:"packages_installed"`
+	OperationID       int64              `json:"operation_id"`
+}
+
+// DepsResult answers every dependency operation: the TRD's deps shape plus what was done.
+type DepsResult struct {
+	WorkflowID      string             `json:"workflow_id"`
+	NodeID          string             `json:"node_id"`
+	VersionID       string             `json:"version_id"`
+	Status          string             `json:"status,omitempty"`
+	Packages        []string           `json:"packages,omitempty"`
+	HostConstraints []hostdeps.Applied `json:"host_constraints_applied,omitempty"`
+	Dependencies    []string           `json:"dependencies"`
+	LockedVersions  map[string]string  `json:"locked_versions"`
+	Revision        int64              `json:"revision"`
+	OperationID     int64              `json:"operation_id,omitempty"`
+}
+
+// SyncResult is the TRD's sync response.
+type SyncResult struct {
+	WorkflowID        string `json:"workflow_id"`
+	NodeID            string `json:"node_id"`
+	VersionID         string `json:"version_id"`
+	Status            string `json:"status"`
+	PackagesInstalled int    `json:"packages_installed"`
+	Revision          int64  `json:"revision"`
+	OperationID       int64  `json:"operation_id"`
+}
+
+// ExportResult is the TRD's export response.
+type ExportResult struct {
+	WorkflowID    string `json:"workflow_id"`
+	NodeID        string `json:"node_id"`
+	VersionID     string `json:"version_id"`
+	PyprojectTOML string `json:"pyproject_toml"`
+	UvLock        string `json:"uv_lock"`
+	Revision      int64  `json:"revision"`
+}
+
+// RunResponse is the outcome of a run.
+type RunResponse struct {
+	WorkflowID      string `json:"workflow_id"`
+	NodeID          string `json:"node_id"`
+	VersionID       string `json:"version_id"`
+	Stdout          string `json:"stdout"`
+	Stderr          string `json:"stderr"`
+	ExitCode        int    `json:"exit_code"`
+	DurationMS      int64  `json:"duration_ms"`
+	TimedOut        bool   `json:"timed_out"`
+	StdoutTruncated bool   `json:"stdout_truncated"`
+	StderrTruncated bool   `json:"stderr_truncated"`
+	OperationID     int64  `json:"operation_id"`
+}
+
+// DeleteResult answers DELETE /envs/{wf}/{node}.
+type DeleteResult struct {
+	WorkflowID  string `json:"workflow_id"`
+	NodeID      string `json:"node_id"`
+	VersionID   string `json:"version_id"`
+	Status      string `json:"status"`
+	BytesFreed  int64  `json:"bytes_freed"`
+	OperationID int64  `json:"operation_id"`
+}
+
+// EnvView is an environment as the API shows it.
+type EnvView struct {
+	WorkflowID    string    `json:"workflow_id"`
+	NodeID        string    `json:"node_id"`
+	VersionID     string    `json:"version_id"`
+	State         string    `json:"state"`
+	PythonVersion string    `json:"python_version"`
+	PythonPath    string    `json:"python_path"`
+	EnvPath       string    `json:"env_path"`
+	Revision      int64     `json:"revision"`
+	LastError     string    `json:"last_error,omitempty"`
+	CreatedAt     time.Time `json:"created_at"`
+	UpdatedAt     time.Time `json:"updated_at"`
+	LastUsedAt    time.Time `json:"last_used_at"`
+}
+
+// Status is GET /envs/{wf}/{node}.
+type Status struct {
+	EnvView
+	Exists     bool      `json:"exists"`
+	Operations []string  `json:"operations_in_progress"`
+	Disk       *Disk     `json:"disk,omitempty"`
+	DiskError  string    `json:"disk_error,omitempty"`
+	InStep     bool      `json:"in_step"`
+	CheckedAt  time.Time `json:"checked_at"`
+}
+
+// ListResult is GET /envs.
+type ListResult struct {
+	Environments []EnvView `json:"environments"`
+	NextCursor   string    `json:"next_cursor,omitempty"`
+}
+
+// OperationView is one audit row.
+type OperationView struct {
+	ID           int64          `json:"id"`
+	Operation    string         `json:"operation"`
+	Status       string         `json:"status"`
+	ErrorCode    string         `json:"error_code,omitempty"`
+	ErrorMessage string         `json:"error_message,omitempty"`
+	Actor        string         `json:"actor"`
+	RequestID    string         `json:"request_id"`
+	Agent        string         `json:"agent"`
+	Params       map[string]any `json:"params"`
+	Result       map[string]any `json:"result,omitempty"`
+	StartedAt    time.Time      `json:"started_at"`
+	FinishedAt   *time.Time     `json:"finished_at,omitempty"`
+	DurationMS   int64          `json:"duration_ms"`
+}
+
+// History is GET /envs/{wf}/{node}/operations.
+type History struct {
+	WorkflowID string          `json:"workflow_id"`
+	NodeID     string          `json:"node_id"`
+	VersionID  string          `json:"version_id"`
+	Operations []OperationView `json:"operations"`
+	NextBefore int64           `json:"next_before,omitempty"`
+}
+
+// CleanupEntry is one environment cleanup considered.
+type CleanupEntry struct {
+	WorkflowID string    `json:"workflow_id"`
+	NodeID     string    `json:"node_id"`
+	VersionID  string    `json:"version_id"`
+	LastUsedAt time.Time `json:"last_used_at"`
+	BytesFreed int64     `json:"bytes_freed,omitempty"`
+	Reason     string    `json:"reason,omitempty"`
+}
+
+// CleanupResult is the outcome of a cleanup pass.
+type CleanupResult struct {
+	IdleHours float64        `json:"idle_hours"`
+	DryRun    bool           `json:"dry_run"`
+	Removed   []CleanupEntry `json:"removed"`
+	Skipped   []CleanupEntry `json:"skipped"`
+	// BytesFreed is what the removals freed, or with a dry run what they would free.
+	BytesFreed int64 `json:"bytes_freed"`
+	// UsageReports counts the agents whose usage reports were merged before choosing.
+	UsageReports int `json:"usage_reports"`
+}
+
+// PruneResult is a cache prune.
+type PruneResult struct {
+	Pruned      bool   `json:"pruned"`
+	Reason      string `json:"reason,omitempty"`
+	Agent       string `json:"agent,omitempty"`
+	BytesBefore int64  `json:"bytes_before"`
+	BytesAfter  int64  `json:"bytes_after"`
+}
+
+// Disk is an agent's view of an environment on the shared storage.
+type Disk struct {
+	Exists             bool   `json:"exists"`
+	HasPyproject       bool   `json:"pyproject_toml"`
+	HasLock            bool   `json:"uv_lock"`
+	HasVenv            bool   `json:"venv"`
+	FilesMatch         bool   `json:"files_match_revision"`
+	VenvInSync         bool   `json:"venv_in_sync"`
+	InterpreterPresent bool   `json:"interpreter_present"`
+	PackagesInstalled  int    `json:"packages_installed"`
+	EnvPath            string `json:"env_path"`
+}
+
+func statusOf(s envs.Status) Status {
+	out := Status{EnvView: EnvView(s.EnvView), Exists: s.Exists, Operations: s.Operations, DiskError: s.DiskError,
+		InStep: s.InStep, CheckedAt: s.CheckedAt}
+	if s.Disk != nil {
+		d := Disk(*s.Disk)
+		out.Disk = &d
+	}
+	return out
+}
+
+func listOf(l envs.ListResult) ListResult {
+	out := ListResult{Environments: make([]EnvView, 0, len(l.Environments)), NextCursor: l.NextCursor}
+	for _, e := range l.Environments {
+		out.Environments = append(out.Environments, EnvView(e))
+	}
+	return out
+}
+
+func historyOf(h envs.History) History {
+	out := History{WorkflowID: h.WorkflowID, NodeID: h.NodeID, VersionID: h.VersionID,
+		Operations: make([]OperationView, 0, len(h.Operations)), NextBefore: h.NextBefore}
+	for _, o := range h.Operations {
+		out.Operations = append(out.Operations, OperationView(o))
+	}
+	return out
+}
+
+func cleanupOf(c envs.CleanupResult) CleanupResult {
+	out := CleanupResult{IdleHours: c.IdleHours, DryRun: c.DryRun, Removed: make([]CleanupEntry, 0, len(c.Removed)),
+		Skipped: make([]CleanupEntry, 0, len(c.Skipped)), BytesFreed: c.BytesFreed, UsageReports: c.UsageReports}
+	for _, e := range c.Removed {
+		out.Removed = append(out.Removed, CleanupEntry(e))
+	}
+	for _, e := range c.Skipped {
+		out.Skipped = append(out.Skipped, CleanupEntry(e))
+	}
+	return out
+}

@@ -1,0 +1,210 @@
+package envs
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/envfabric/envfabric/controlplane/store"
+	"github.com/envfabric/envfabric/shared/envid"
+	"github.com/envfabric/envfabric/shared/errcode"
+)
+
+// This file is the one choke point every side effect goes through: the intent row, then the
+// lease, then the work, then the outcome row.
+
+// op describes one audited operation.
+type op struct {
+	key       envid.Key
+	kind      string
+	exclusive bool
+	state     string // state while it runs; empty leaves the state alone
+	params    map[string]any
+	caller    Caller
+	// need, when set, picks the agent that does the work once the lease is held.
+	need *Need
+	// bound, when set, bounds the whole operation instead of the default (see execute).
+	bound time.Duration
+	// withCaller keeps the caller's context: for the repair pass, which has no client to outlive
+	// and must stop with its control plane (an interrupted repair is repaired by the next pass).
+	withCaller bool
+}
+
+// running is an operation in progress: its audit row, its lease and its agent.
+type running struct {
+	id    int64
+	lease store.Lease
+	start time.Time
+	agent Agent
+	// lost reports whether the lease was lost: the operation must then publish nothing and touch
+	// no files (another holder may be writing them).
+	lost func() bool
+}
+
+// execute writes the intent, takes the lease, keeps it alive while fn runs, and records the
+// outcome. Nothing of fn happens unless the intent row and the lease were written. fn returns
+// the result to record and the error to answer with.
+//
+// Once the intent row is written the operation is admitted and runs to its end even if the
+// caller goes away: its context is detached from the request's (bounded by the operation's own
+// limit), so a client that disconnects cannot cut a mutation, a restore or the audit in half.
+func (s *Service) execute(ctx context.Context, o op, fn func(ctx context.Context, r running) (any, error)) error {
+	params, err := json.Marshal(o.params)
+	if err != nil {
+		return fmt.Errorf("encoding parameters: %w", err)
+	}
+	r := running{start: s.now()}
+	r.id, err = s.store.BeginOperation(ctx, store.Operation{
+		Key: o.key, Kind: o.kind, Status: store.OpRunning,
+		Actor: o.caller.Actor, RequestID: o.caller.RequestID,
+		Params: params, StartedAt: r.start,
+	})
+	if err != nil {
+		return dbErr("writing the intent of "+o.kind, err)
+	}
+	bound := o.bound
+	if bound <= 0 {
+		bound = s.operationBound()
+	}
+	if !o.withCaller {
+		ctx = context.WithoutCancel(ctx)
+	}
+	ctx, cancelAdmitted := context.WithTimeout(ctx, bound)
+	defer cancelAdmitted()
+
+	// From here the audit row must be completed whatever happens.
+	finish := func(status string, result any, opErr error) {
+		out := store.Outcome{Status: status, FinishedAt: s.now()}
+		s.metrics.observe(o.kind, status, out.FinishedAt.Sub(r.start))
+		if r.agent != nil {
+			out.Agent = r.agent.Name()
+		}
+		out.DurationMS = out.FinishedAt.Sub(r.start).Milliseconds()
+		if result != nil {
+			out.Result, _ = json.Marshal(result)
+		}
+		if opErr != nil {
+			out.ErrorCode = string(errcode.Of(opErr))
+			out.ErrorMessage = truncate(opErr.Error(), 2000)
+		}
+		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		if err := s.store.FinishOperation(fctx, r.id, out); err != nil {
+			// The row stays running; the sweep (repair.go) closes it as interrupted.
+			s.log.Error("recording the outcome of an operation", "op_id", r.id, "op", o.kind, "env", o.key.String(), "err", err)
+		}
+	}
+
+	r.lease, err = s.store.AcquireLease(ctx, store.LeaseRequest{
+		Key: o.key, Exclusive: o.exclusive, Holder: s.opt.Instance,
+		Operation: o.kind, OperationID: r.id, TTL: s.opt.LeaseTTL, Now: s.now(),
+	})
+	if err != nil {
+		var locked *store.LockedError
+		if errors.As(err, &locked) {
+			e := &LockedError{Key: o.key, Holder: locked.Held, Err: err}
+			s.metrics.refused.WithLabelValues(o.kind).Inc()
+			finish(store.OpRejected, nil, e)
+			return e
+		}
+		e := dbErr("taking the lease", err)
+		finish(store.OpFailed, nil, e)
+		return e
+	}
+
+	if o.exclusive {
+		// Holding the environment alone, any other operation on it still marked running has lost
+		// its holder (its lease expired): close its audit row as INTERRUPTED. A caller's row written
+		// a moment before its own lease attempt may be caught too; its outcome overwrites this.
+		if n, err := s.store.AbandonOperations(ctx, o.key, r.id, s.now()); err != nil {
+			s.log.Warn("closing abandoned operations", "env", o.key.String(), "err", err)
+		} else if n > 0 {
+			s.log.Warn("closed operations whose holder stopped", "env", o.key.String(), "count", n)
+		}
+	}
+
+	s.metrics.held.Add(1)
+	defer s.metrics.held.Add(-1)
+	opCtx, cancel := context.WithCancelCause(ctx)
+	r.lost = func() bool { return errors.Is(context.Cause(opCtx), store.ErrLeaseLost) }
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		s.keepLease(opCtx, r.lease, cancel)
+	}()
+	defer func() {
+		cancel(nil)
+		wg.Wait()
+		rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer rcancel()
+		if err := s.store.ReleaseLease(rctx, r.lease.ID); err != nil {
+			s.log.Warn("releasing a lease; it will expire by itself", "lease", r.lease.ID, "err", err)
+		}
+	}()
+
+	if o.need != nil {
+		a, err := s.agents.Pick(opCtx, *o.need)
+		if err != nil {
+			finish(store.OpFailed, nil, err)
+			return err
+		}
+		r.agent = a
+	}
+	if o.state != "" {
+		if err := s.store.SetState(opCtx, o.key, o.state, "", s.now()); err != nil && !errors.Is(err, store.ErrNotFound) {
+			e := dbErr("recording the state", err)
+			finish(store.OpFailed, nil, e)
+			return e
+		}
+	}
+	result, err := fn(opCtx, r)
+	if err != nil && r.lost() {
+		var ue *UncommittedError
+		if !errors.As(err, &ue) {
+			err = dbErr("keeping the lease", context.Cause(opCtx))
+		}
+	}
+	if err != nil {
+		finish(store.OpFailed, result, err)
+		return err
+	}
+	finish(store.OpSucceeded, result, nil)
+	return nil
+}
+
+// operationBound is how long an admitted operation may take in all: one uv operation, one
+// restore after it, and a minute for the database.
+func (s *Service) operationBound() time.Duration {
+	return 2*s.restoreTimeout() + time.Minute
+}
+
+// keepLease renews the lease until ctx ends; when the lease is lost it cancels the operation, so
+// that a holder that lost its lease stops instead of publishing a result.
+func (s *Service) keepLease(ctx context.Context, l store.Lease, cancel context.CancelCauseFunc) {
+	t := time.NewTicker(s.opt.LeaseTTL / 3)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			err := s.store.RenewLease(ctx, l.ID, s.now(), s.opt.LeaseTTL)
+			switch {
+			case err == nil:
+			case errors.Is(err, store.ErrLeaseLost):
+				s.log.Error("lease lost; stopping the operation", "lease", l.ID, "env", l.Key.String())
+				cancel(store.ErrLeaseLost)
+				return
+			case ctx.Err() != nil:
+				return
+			default:
+				// A transient failure: try again next tick; the lease outlives two missed renewals.
+				s.log.Warn("renewing a lease", "lease", l.ID, "err", err)
+			}
+		}
+	}
+}

@@ -1,0 +1,86 @@
+package envs
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/envfabric/envfabric/shared/envid"
+	"github.com/envfabric/envfabric/shared/errcode"
+)
+
+// RunRequest is POST .../run.
+type RunRequest struct {
+	Code    string
+	Timeout time.Duration // 0: the default
+}
+
+// RunResponse is the outcome of a run.
+type RunResponse struct {
+	WorkflowID      string
+	NodeID          string
+	VersionID       string
+	Stdout          string
+	Stderr          string
+	ExitCode        int
+	DurationMS      int64
+	TimedOut        bool
+	StdoutTruncated bool
+	StderrTruncated bool
+	OperationID     int64
+}
+
+// MaxCodeBytes bounds the code of one run.
+const MaxCodeBytes = 1 << 20
+
+// Run runs code with the environment's interpreter. Runs share the environment with other runs
+// but never with a mutation.
+func (s *Service) Run(ctx context.Context, c Caller, key envid.Key, req RunRequest) (RunResponse, error) {
+	var res RunResponse
+	switch {
+	case strings.TrimSpace(req.Code) == "":
+		return res, errcode.New(errcode.InvalidRequest, "code: must not be empty")
+	case len(req.Code) > MaxCodeBytes:
+		return res, errcode.New(errcode.RequestTooLarge, fmt.Sprintf("code: larger than %d bytes", MaxCodeBytes))
+	case req.Timeout < 0:
+		return res, errcode.New(errcode.InvalidRequest, "timeout: must be positive")
+	case req.Timeout > s.opt.MaxTimeout:
+		return res, errcode.New(errcode.InvalidRequest, fmt.Sprintf("timeout: at most %g seconds", s.opt.MaxTimeout.Seconds()))
+	case req.Timeout == 0:
+		req.Timeout = s.opt.DefaultTimeout
+	}
+	env, err := s.getEnv(ctx, key)
+	if err != nil {
+		return res, err
+	}
+	if err := ready(env); err != nil {
+		return res, err
+	}
+	// A run outlives its caller like every admitted operation, bounded by its own timeout.
+	o := op{key: key, kind: "run", exclusive: false, caller: c, need: &Need{PythonPath: env.PythonPath}, bound: req.Timeout + time.Minute, params: map[string]any{
+		"code_sha256": codeDigest(req.Code), "code_bytes": len(req.Code), "timeout_seconds": req.Timeout.Seconds(),
+	}}
+	err = s.execute(ctx, o, func(ctx context.Context, r running) (any, error) {
+		// The agent enforces the timeout; the RPC gets a little longer to report it.
+		rctx, cancel := context.WithTimeout(ctx, req.Timeout+30*time.Second)
+		defer cancel()
+		out, err := r.agent.Run(rctx, key, req.Code, req.Timeout, s.opt.MaxOutputBytes)
+		if terr := s.store.Touch(context.WithoutCancel(ctx), key, s.now()); terr != nil {
+			s.log.Warn("recording the use of an environment", "env", key.String(), "err", terr)
+		}
+		if err != nil {
+			return nil, err
+		}
+		res = RunResponse{WorkflowID: key.WorkflowID, NodeID: key.NodeID, VersionID: key.VersionID,
+			Stdout: out.Stdout, Stderr: out.Stderr, ExitCode: out.ExitCode, DurationMS: out.Duration.Milliseconds(),
+			TimedOut: out.TimedOut, StdoutTruncated: out.StdoutTruncated, StderrTruncated: out.StderrTruncated, OperationID: r.id}
+		result := map[string]any{"exit_code": out.ExitCode, "duration_ms": res.DurationMS, "timed_out": out.TimedOut,
+			"stdout_bytes": len(out.Stdout), "stderr_bytes": len(out.Stderr)}
+		if out.TimedOut {
+			return result, &RunTimeoutError{Timeout: req.Timeout, Stdout: out.Stdout, Stderr: out.Stderr, Duration: out.Duration}
+		}
+		return result, nil
+	})
+	return res, err
+}

@@ -1,0 +1,221 @@
+package envs
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/envfabric/envfabric/controlplane/store"
+	"github.com/envfabric/envfabric/shared/envid"
+	"github.com/envfabric/envfabric/shared/errcode"
+)
+
+// EnvView is an environment as the API shows it.
+type EnvView struct {
+	WorkflowID    string
+	NodeID        string
+	VersionID     string
+	State         string
+	PythonVersion string
+	PythonPath    string
+	EnvPath       string
+	Revision      int64
+	LastError     string
+	CreatedAt     time.Time
+	UpdatedAt     time.Time
+	LastUsedAt    time.Time
+}
+
+func (s *Service) view(e store.Env) EnvView {
+	state := e.State
+	if state == store.StateActive && s.opt.IdleAfter > 0 && s.now().Sub(e.LastUsedAt) > s.opt.IdleAfter {
+		state = store.StateIdle
+	}
+	return EnvView{WorkflowID: e.Key.WorkflowID, NodeID: e.Key.NodeID, VersionID: e.Key.VersionID, State: state,
+		PythonVersion: e.PythonVersion, PythonPath: e.PythonPath, EnvPath: e.EnvPath, Revision: e.Revision,
+		LastError: e.LastError, CreatedAt: e.CreatedAt, UpdatedAt: e.UpdatedAt, LastUsedAt: e.LastUsedAt}
+}
+
+// Status is GET /envs/{wf}/{node}.
+type Status struct {
+	EnvView
+	Exists     bool
+	Operations []string
+	Disk       *Disk
+	DiskError  string
+	InStep     bool
+	CheckedAt  time.Time
+}
+
+// Status reports the recorded state and what the agent sees on the storage.
+func (s *Service) Status(ctx context.Context, key envid.Key) (Status, error) {
+	env, err := s.getEnv(ctx, key)
+	if err != nil {
+		return Status{}, err
+	}
+	st := Status{EnvView: s.view(env), Exists: true, Operations: []string{}, CheckedAt: s.now()}
+	leases, err := s.store.ListLeases(ctx, key, s.now())
+	if err != nil {
+		return st, dbErr("reading leases", err)
+	}
+	exclusive := false
+	for _, l := range leases {
+		st.Operations = append(st.Operations, l.Operation)
+		exclusive = exclusive || l.Exclusive
+		if !l.Exclusive && st.State != store.StateError {
+			st.State = store.StateRunning
+		}
+	}
+	if !exclusive && transitional(env.State) {
+		// The state says an operation is under way but no one holds the environment: its holder
+		// died and its lease expired. The files are at the last recorded revision at best.
+		st.State = store.StateError
+		st.LastError = fmt.Sprintf("interrupted: the %s operation ended without finishing (its control plane or agent stopped); a repair pass puts the last good revision back", strings.ToLower(env.State))
+	}
+	if env.Revision == 0 {
+		return st, nil
+	}
+	files, _, err := s.currentFiles(ctx, key)
+	if err != nil {
+		return st, err
+	}
+	ictx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	agent, err := s.agents.Pick(ictx, Need{PythonPath: env.PythonPath})
+	if err != nil {
+		st.DiskError = err.Error()
+		return st, nil
+	}
+	disk, err := agent.Inspect(ictx, key, files, env.PythonPath)
+	if err != nil {
+		st.DiskError = err.Error()
+		return st, nil
+	}
+	st.Disk = &disk
+	st.InStep = disk.HasPyproject && disk.HasLock && disk.HasVenv && disk.FilesMatch && disk.VenvInSync && disk.InterpreterPresent
+	return st, nil
+}
+
+func transitional(state string) bool {
+	switch state {
+	case store.StateCreating, store.StateInstalling, store.StateSyncing, store.StateDeleting:
+		return true
+	}
+	return false
+}
+
+// ListResult is GET /envs.
+type ListResult struct {
+	Environments []EnvView
+	NextCursor   string
+}
+
+// List pages through environments, optionally of one workflow.
+func (s *Service) List(ctx context.Context, workflowID string, after envid.Key, limit int) (ListResult, []store.Env, error) {
+	if workflowID != "" {
+		if err := envid.ValidateID("workflow_id", workflowID); err != nil {
+			return ListResult{}, nil, errcode.Wrap(errcode.InvalidID, err, "")
+		}
+	}
+	envs, err := s.store.ListEnvs(ctx, store.ListFilter{WorkflowID: workflowID, After: after, Limit: limit + 1})
+	if err != nil {
+		return ListResult{}, nil, dbErr("listing environments", err)
+	}
+	more := len(envs) > limit
+	if more {
+		envs = envs[:limit]
+	}
+	res := ListResult{Environments: make([]EnvView, 0, len(envs))}
+	for _, e := range envs {
+		res.Environments = append(res.Environments, s.view(e))
+	}
+	if !more {
+		envs = nil
+	}
+	return res, envs, nil
+}
+
+// OperationView is one audit row.
+type OperationView struct {
+	ID           int64
+	Operation    string
+	Status       string
+	ErrorCode    string
+	ErrorMessage string
+	Actor        string
+	RequestID    string
+	Agent        string
+	Params       map[string]any
+	Result       map[string]any
+	StartedAt    time.Time
+	FinishedAt   *time.Time
+	DurationMS   int64
+}
+
+// History is GET /envs/{wf}/{node}/operations.
+type History struct {
+	WorkflowID string
+	NodeID     string
+	VersionID  string
+	Operations []OperationView
+	NextBefore int64
+}
+
+// Operations returns an environment's audit history, newest first. It works for deleted
+// environments too: the history outlives them.
+func (s *Service) Operations(ctx context.Context, key envid.Key, before int64, limit int) (History, error) {
+	ops, err := s.store.ListOperations(ctx, key, before, limit+1)
+	if err != nil {
+		return History{}, dbErr("reading operations", err)
+	}
+	h := History{WorkflowID: key.WorkflowID, NodeID: key.NodeID, VersionID: key.VersionID, Operations: []OperationView{}}
+	if len(ops) > limit {
+		ops = ops[:limit]
+		h.NextBefore = ops[len(ops)-1].ID
+	}
+	for _, o := range ops {
+		v := OperationView{ID: o.ID, Operation: o.Kind, Status: o.Status, ErrorCode: o.ErrorCode, ErrorMessage: o.ErrorMessage,
+			Actor: o.Actor, RequestID: o.RequestID, Agent: o.Agent, StartedAt: o.StartedAt, DurationMS: o.DurationMS}
+		_ = unmarshalObject(o.Params, &v.Params)
+		_ = unmarshalObject(o.Result, &v.Result)
+		if !o.FinishedAt.IsZero() {
+			t := o.FinishedAt
+			v.FinishedAt = &t
+		}
+		h.Operations = append(h.Operations, v)
+	}
+	if len(h.Operations) == 0 {
+		if _, err := s.getEnv(ctx, key); err != nil {
+			return h, err
+		}
+	}
+	return h, nil
+}
+
+// ExportResult is the TRD's export response.
+type ExportResult struct {
+	WorkflowID    string
+	NodeID        string
+	VersionID     string
+	PyprojectTOML string
+	UvLock        string
+	Revision      int64
+}
+
+// Export returns the current project files, from the database.
+func (s *Service) Export(ctx context.Context, key envid.Key) (ExportResult, error) {
+	env, err := s.getEnv(ctx, key)
+	if err != nil {
+		return ExportResult{}, err
+	}
+	if err := ready(env); err != nil {
+		return ExportResult{}, err
+	}
+	files, rev, err := s.currentFiles(ctx, key)
+	if err != nil {
+		return ExportResult{}, err
+	}
+	return ExportResult{WorkflowID: key.WorkflowID, NodeID: key.NodeID, VersionID: key.VersionID,
+		PyprojectTOML: files.PyprojectTOML, UvLock: files.UvLock, Revision: rev.Number}, nil
+}
