@@ -170,34 +170,34 @@ func (c *checker) replay(env string, inc *incarnation) {
 			c.add(InvAcknowledged, env, fmt.Sprintf("revisions %d..%d have no succeeded operation in the audit (the database committed what the audit does not record, or the audit records a wrong revision)", prev+1, r-1),
 				inc.sequence()...)
 		}
+		// The mutation that made revision r is one that changes the set; when several do, the
+		// first to finish is the likeliest. Every other mutation answered with r must then be a
+		// no-op on r (it found the set already so): one that is not was committed over, or
+		// answered with a revision it did not make — an acknowledged change lost.
+		prod := cands[0]
 		var changers []AuditRow
 		for _, row := range cands {
 			if !apply(cur, row).equal(cur) {
 				changers = append(changers, row)
 			}
 		}
-		prod := cands[0]
-		switch {
-		case len(changers) == 1:
-			prod = changers[0]
-		case len(changers) > 1:
-			ev := []string{fmt.Sprintf("revision %d = %s", prev, cur)}
-			for _, row := range changers {
-				ev = append(ev, describeRow(row)+" → "+apply(cur, row).String())
-			}
-			c.add(InvAcknowledged, env, fmt.Sprintf("%d mutations each changed the dependencies and all committed as revision %d: all but one were lost", len(changers), r), ev...)
-			// The first to finish is the likeliest to have made the revision; the others wrote
-			// over it or answered it falsely.
+		if len(changers) > 0 {
 			prod = slices.MinFunc(changers, func(a, b AuditRow) int { return finished(a).Compare(finished(b)) })
 		}
 		next := apply(cur, prod)
-		if len(changers) <= 1 {
-			for _, row := range cands {
-				if row.ID != prod.ID && !apply(next, row).equal(next) {
-					c.add(InvAcknowledged, env, fmt.Sprintf("%s %d records revision %d but is not a no-op on it", row.Operation, row.ID, r),
-						describeRow(prod)+" → "+next.String(), describeRow(row))
-				}
+		var lost []AuditRow
+		for _, row := range cands {
+			if row.ID != prod.ID && !apply(next, row).equal(next) {
+				lost = append(lost, row)
 			}
+		}
+		if len(lost) > 0 {
+			ev := []string{fmt.Sprintf("revision %d = %s", prev, cur), describeRow(prod) + " → " + next.String()}
+			for _, row := range lost {
+				ev = append(ev, describeRow(row)+" → "+apply(cur, row).String())
+			}
+			c.add(InvAcknowledged, env, fmt.Sprintf("%d mutations committed as revision %d, and %d of them would change it again: all but one were lost",
+				len(lost)+1, r, len(lost)), ev...)
 		}
 		inc.states[r], inc.producer[r] = next, prod
 		inc.revs = append(inc.revs, r)

@@ -188,6 +188,14 @@ func TestCheck(t *testing.T) {
 			},
 		},
 		{
+			name: "two identical adds answered with the same revision: the second changed nothing",
+			change: func(in *Input) {
+				e := &in.Envs[0]
+				e.Audit = append(e.Audit, row(7, KindAdd, AuditSucceeded, "r7", []string{"cz02==1.0.0"}, 2, 3.2, 5.5))
+				in.History = append(in.History, ack(7, KindAdd, "r7", 7, 2, []string{"cz01==1.0.0", "cz02==1.0.0"}, 3.2, 5.5))
+			},
+		},
+		{
 			name: "an add that claims an earlier revision yet changes the set",
 			change: func(in *Input) {
 				e := &in.Envs[0]
