@@ -14,8 +14,9 @@ import (
 
 // Check judges in and returns every violation found, each with its evidence.
 func Check(in Input) []Violation {
-	c := &checker{in: in, rowsByRequest: map[string][]AuditRow{}, lineages: map[string]*lineage{}}
+	c := &checker{in: in, rowsByRequest: map[string][]AuditRow{}, lineages: map[string]*lineage{}, audit: map[string][]AuditRow{}}
 	for _, e := range in.Envs {
+		c.audit[e.Env] = e.Audit
 		for _, r := range e.Audit {
 			if r.RequestID != "" {
 				c.rowsByRequest[r.RequestID] = append(c.rowsByRequest[r.RequestID], r)
@@ -24,6 +25,7 @@ func Check(in Input) []Violation {
 		c.lineages[e.Env] = c.rebuild(e)
 	}
 	c.checkAnswers()
+	c.flushRuns()
 	for _, e := range in.Envs {
 		c.checkFinal(e)
 		c.checkDisk(e)
@@ -43,7 +45,56 @@ type checker struct {
 	in            Input
 	rowsByRequest map[string][]AuditRow
 	lineages      map[string]*lineage
+	audit         map[string][]AuditRow // env → its rows
 	out           []Violation
+	// Runs that saw the same wrong state make one violation: the state is the finding, each run
+	// one more piece of evidence.
+	badRuns     map[string]*badRun
+	badRunOrder []string
+}
+
+type badRun struct {
+	env, seen  string
+	runs       []string
+	candidates []string
+}
+
+func (c *checker) addBadRun(env, seen, run string, candidates []string) {
+	key := env + " " + seen
+	b := c.badRuns[key]
+	if b == nil {
+		if c.badRuns == nil {
+			c.badRuns = map[string]*badRun{}
+		}
+		b = &badRun{env: env, seen: seen}
+		c.badRuns[key] = b
+		c.badRunOrder = append(c.badRunOrder, key)
+	}
+	b.runs = append(b.runs, run)
+	for _, cand := range candidates {
+		if !slices.Contains(b.candidates, cand) {
+			b.candidates = append(b.candidates, cand)
+		}
+	}
+}
+
+func (c *checker) flushRuns() {
+	const shown = 3
+	for _, key := range c.badRunOrder {
+		b := c.badRuns[key]
+		msg := fmt.Sprintf("%d runs saw %s, which no revision current while they ran has", len(b.runs), b.seen)
+		if len(b.runs) == 1 {
+			msg = fmt.Sprintf("a run saw %s, which no revision current while it ran has", b.seen)
+		}
+		if len(b.candidates) == 0 {
+			msg += " (by the audit no revision was current at all)"
+		}
+		ev := b.runs
+		if len(ev) > shown {
+			ev = append(slices.Clone(ev[:shown]), fmt.Sprintf("… and %d more runs", len(b.runs)-shown))
+		}
+		c.add(InvRunObserved, b.env, msg, append(slices.Clone(ev), b.candidates...)...)
+	}
 }
 
 func (c *checker) add(inv, env, msg string, evidence ...string) {
@@ -357,15 +408,29 @@ func (c *checker) checkRun(op Op) {
 			if maps.Equal(seen, want) {
 				return
 			}
-			candidates = append(candidates, fmt.Sprintf("revision %d of create %d: %v", r, inc.create.ID, want))
+			candidates = append(candidates, fmt.Sprintf("current then: revision %d of create %d: %v", r, inc.create.ID, want))
 		}
 	}
-	if len(candidates) == 0 {
-		c.add(InvRunObserved, op.Env, fmt.Sprintf("run succeeded and saw %v while, by the audit, no revision was current", seen), describeOp(op))
-		return
+	c.addBadRun(op.Env, fmt.Sprint(seen), describeOp(op), append(candidates, c.suspects(op, seen)...))
+}
+
+// suspects are the audit rows that did not succeed yet handed uv a pin a run saw: the likely
+// source of what it should not have seen.
+func (c *checker) suspects(op Op, seen map[string]string) []string {
+	var out []string
+	for _, r := range c.audit[op.Env] {
+		if r.Status == AuditSucceeded || r.StartedAt.After(op.End) {
+			continue
+		}
+		for _, p := range r.appliedPackages() {
+			n, spec := parseDep(p)
+			if v, ok := seen[n]; ok && spec == "=="+v {
+				out = append(out, "suspect: "+describeRow(r))
+				break
+			}
+		}
 	}
-	c.add(InvRunObserved, op.Env, fmt.Sprintf("run saw %v, which no revision current while it ran has", seen),
-		append([]string{describeOp(op)}, candidates...)...)
+	return out
 }
 
 // checkFinal: the final GET deps equals the committed mutations applied from the last create, or

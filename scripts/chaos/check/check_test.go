@@ -429,3 +429,24 @@ func TestDecode(t *testing.T) {
 		})
 	}
 }
+
+// Runs that saw the same uncommitted package are one violation naming them all and the failed
+// add that handed uv the package.
+func TestRunsThatSawOneWrongStateAreOneViolation(t *testing.T) {
+	in := healthy()
+	e := &in.Envs[0]
+	e.Audit = append(e.Audit, row(7, KindAdd, AuditFailed, "r7", []string{"cz03==2.0.0"}, 0, 9.5, 9.8))
+	in.History = append(in.History, failed(7, KindAdd, "r7", 500, "DB_AUDIT_ERROR", 9.5, 9.8))
+	for i, start := range []float64{10, 10.5, 11} {
+		e.Audit = append(e.Audit, row(int64(8+i), KindRun, AuditSucceeded, fmt.Sprint("run", i), nil, 0, start, start+0.2))
+		in.History = append(in.History, Op{Index: 8 + i, RequestID: fmt.Sprint("run", i), Kind: KindRun, Env: env,
+			Start: at(start), End: at(start + 0.2), Status: 200, Stdout: `{"cz02": "1.0.0", "cz03": "2.0.0"}`})
+	}
+	vs := Check(in)
+	if len(vs) != 1 || vs[0].Invariant != InvRunObserved || !strings.HasPrefix(vs[0].Message, "3 runs saw") {
+		t.Fatalf("got %+v; want one run violation for 3 runs", vs)
+	}
+	if ev := strings.Join(vs[0].Evidence, "\n"); !strings.Contains(ev, "suspect: audit 7 add failed") {
+		t.Errorf("evidence does not name the failed add:\n%s", ev)
+	}
+}
