@@ -261,9 +261,16 @@ func (c *client) one(ctx context.Context) {
 		c.lastDeps[node] = op.Deps
 	}
 	c.hist.add(op)
-	if err != nil {
-		// A control plane that is down refuses at once; without a pause the client would fill
-		// the history with refusals instead of operations. Not a retry: the next pick is random.
+	// A control plane that is down refuses at once, and one without its database fails at once;
+	// without a pause the client would fill the history with those instead of operations. A
+	// refusal (423) gets a short one only, so clients keep racing for the same environments. Not
+	// a retry: the next pick is random.
+	switch {
+	case err != nil:
 		sleep(ctx, time.Duration(200+c.rng.IntN(300))*time.Millisecond)
+	case status >= 500:
+		sleep(ctx, time.Duration(100+c.rng.IntN(200))*time.Millisecond)
+	case status >= 400:
+		sleep(ctx, time.Duration(5+c.rng.IntN(30))*time.Millisecond)
 	}
 }

@@ -217,7 +217,7 @@ func run(ctx context.Context, cfg config, log *slog.Logger) (res *result, err er
 	}
 	api := newAPIClient(f.apiSecret, cfg.RequestTimeout)
 	hist := &history{}
-	nem := &nemesis{f: f, rng: rand.New(rand.NewPCG(cfg.Seed, 0)), log: log, pause: cfg.LeaseTTL + 2*time.Second}
+	nem := &nemesis{f: f, rng: rand.New(rand.NewPCG(cfg.Seed, 0)), log: log, pause: cfg.LeaseTTL + time.Second}
 
 	log.Info("running the workload and the nemesis")
 	runCtx, cancel := context.WithTimeout(ctx, cfg.Seconds)

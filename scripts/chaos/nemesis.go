@@ -58,11 +58,19 @@ func (n *nemesis) all() []fault {
 }
 
 func (n *nemesis) run(ctx context.Context) {
+	// Kinds are drawn from a shuffled bag, refilled when empty, so even a short run sees each kind
+	// about as often as the others.
+	var bag []string
 	for {
 		if !sleep(ctx, time.Duration(1000+n.rng.IntN(2000))*time.Millisecond) {
 			return
 		}
-		kind := faultKinds[n.rng.IntN(len(faultKinds))]
+		if len(bag) == 0 {
+			bag = append(bag, faultKinds...)
+			n.rng.Shuffle(len(bag), func(i, j int) { bag[i], bag[j] = bag[j], bag[i] })
+		}
+		kind := bag[0]
+		bag = bag[1:]
 		ft := n.inject(ctx, kind)
 		n.log.Info("fault", "kind", ft.Kind, "target", ft.Target, "took", ft.End.Sub(ft.Start).Round(time.Millisecond), "err", ft.Err)
 		n.record(ft)
@@ -87,7 +95,7 @@ func (n *nemesis) inject(ctx context.Context, kind string) fault {
 		m := n.pick(kind == faultPauseCP)
 		ft.Target = m.name
 		if err = m.pause(); err == nil {
-			sleep(ctx, n.pause+time.Duration(n.rng.IntN(2000))*time.Millisecond)
+			sleep(ctx, n.pause+time.Duration(n.rng.IntN(1000))*time.Millisecond)
 			err = m.resume()
 		}
 	case faultStopDB:

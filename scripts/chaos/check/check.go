@@ -391,6 +391,7 @@ func (c *checker) checkRun(op Op) {
 		return
 	}
 	var candidates []string
+	var current []map[string]string
 	for _, inc := range l.incs {
 		if !inc.overlaps(op.Start, op.End) {
 			continue
@@ -409,22 +410,43 @@ func (c *checker) checkRun(op Op) {
 				return
 			}
 			candidates = append(candidates, fmt.Sprintf("current then: revision %d of create %d: %v", r, inc.create.ID, want))
+			current = append(current, want)
 		}
 	}
-	c.addBadRun(op.Env, fmt.Sprint(seen), describeOp(op), append(candidates, c.suspects(op, seen)...))
+	c.addBadRun(op.Env, fmt.Sprint(seen), describeOp(op), append(candidates, c.suspects(op, seen, current)...))
 }
 
-// suspects are the audit rows that did not succeed yet handed uv a pin a run saw: the likely
-// source of what it should not have seen.
-func (c *checker) suspects(op Op, seen map[string]string) []string {
+// suspects are the audit rows that never succeeded (failed, or still running) yet handed uv what
+// a run saw and no current revision had — a pin it should not have seen, or the removal of a
+// package it should have: the likely source of the wrong state.
+func (c *checker) suspects(op Op, seen map[string]string, current []map[string]string) []string {
+	unexpected, missing := map[string]bool{}, map[string]bool{}
+	for n, v := range seen {
+		found := false
+		for _, cur := range current {
+			found = found || cur[n] == v
+		}
+		if !found {
+			unexpected[n+"=="+v] = true
+		}
+	}
+	for _, cur := range current {
+		for n := range cur {
+			if _, ok := seen[n]; !ok {
+				missing[n] = true
+			}
+		}
+	}
+	rows := slices.Clone(c.audit[op.Env])
+	slices.SortFunc(rows, func(a, b AuditRow) int { return int(a.ID - b.ID) })
 	var out []string
-	for _, r := range c.audit[op.Env] {
-		if r.Status == AuditSucceeded || r.StartedAt.After(op.End) {
+	for _, r := range rows {
+		if (r.Status != AuditFailed && r.Status != AuditRunning) || r.StartedAt.After(op.End) {
 			continue
 		}
 		for _, p := range r.appliedPackages() {
 			n, spec := parseDep(p)
-			if v, ok := seen[n]; ok && spec == "=="+v {
+			if (r.Operation == KindRemove && missing[n]) || (r.Operation != KindRemove && unexpected[n+spec]) {
 				out = append(out, "suspect: "+describeRow(r))
 				break
 			}
@@ -609,6 +631,13 @@ func describeRow(r AuditRow) string {
 	}
 	s := fmt.Sprintf("audit %d %s %s%s revision=%s packages=%v [%s → %s] agent=%s request %s",
 		r.ID, r.Operation, r.Status, codeSuffix(r.ErrorCode), rev, r.appliedPackages(), clock(r.StartedAt), fin, r.Agent, r.RequestID)
+	if r.ErrorMessage != "" {
+		msg := strings.Join(strings.Fields(r.ErrorMessage), " ")
+		if len(msg) > 200 {
+			msg = msg[:200] + "…"
+		}
+		s += ": " + msg
+	}
 	return s
 }
 

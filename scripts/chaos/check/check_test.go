@@ -435,7 +435,10 @@ func TestDecode(t *testing.T) {
 func TestRunsThatSawOneWrongStateAreOneViolation(t *testing.T) {
 	in := healthy()
 	e := &in.Envs[0]
-	e.Audit = append(e.Audit, row(7, KindAdd, AuditFailed, "r7", []string{"cz03==2.0.0"}, 0, 9.5, 9.8))
+	e.Audit = append(e.Audit, row(7, KindAdd, AuditFailed, "r7", []string{"cz03==2.0.0"}, 0, 9.5, 9.8),
+		// Refused before uv ran, or handing uv something else: not suspects.
+		row(20, KindAdd, AuditRejected, "r20", []string{"cz03==2.0.0"}, 0, 9.5, 9.6),
+		row(21, KindAdd, AuditFailed, "r21", []string{"cz02==1.0.0"}, 0, 9.5, 9.6))
 	in.History = append(in.History, failed(7, KindAdd, "r7", 500, "DB_AUDIT_ERROR", 9.5, 9.8))
 	for i, start := range []float64{10, 10.5, 11} {
 		e.Audit = append(e.Audit, row(int64(8+i), KindRun, AuditSucceeded, fmt.Sprint("run", i), nil, 0, start, start+0.2))
@@ -446,7 +449,11 @@ func TestRunsThatSawOneWrongStateAreOneViolation(t *testing.T) {
 	if len(vs) != 1 || vs[0].Invariant != InvRunObserved || !strings.HasPrefix(vs[0].Message, "3 runs saw") {
 		t.Fatalf("got %+v; want one run violation for 3 runs", vs)
 	}
-	if ev := strings.Join(vs[0].Evidence, "\n"); !strings.Contains(ev, "suspect: audit 7 add failed") {
+	ev := strings.Join(vs[0].Evidence, "\n")
+	if !strings.Contains(ev, "suspect: audit 7 add failed") {
 		t.Errorf("evidence does not name the failed add:\n%s", ev)
+	}
+	if strings.Contains(ev, "audit 20") || strings.Contains(ev, "audit 21") {
+		t.Errorf("evidence names an add that is no suspect:\n%s", ev)
 	}
 }

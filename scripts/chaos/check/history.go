@@ -114,17 +114,18 @@ func (o *Op) Decode() {
 
 // AuditRow is one env_operations row as GET /envs/{wf}/{node}/operations shows it.
 type AuditRow struct {
-	ID         int64          `json:"id"`
-	Env        string         `json:"env"`
-	Operation  string         `json:"operation"`
-	Status     string         `json:"status"`
-	ErrorCode  string         `json:"error_code,omitempty"`
-	RequestID  string         `json:"request_id"`
-	Agent      string         `json:"agent"`
-	Params     map[string]any `json:"params"`
-	Result     map[string]any `json:"result,omitempty"`
-	StartedAt  time.Time      `json:"started_at"`
-	FinishedAt *time.Time     `json:"finished_at,omitempty"`
+	ID           int64          `json:"id"`
+	Env          string         `json:"env"`
+	Operation    string         `json:"operation"`
+	Status       string         `json:"status"`
+	ErrorCode    string         `json:"error_code,omitempty"`
+	ErrorMessage string         `json:"error_message,omitempty"`
+	RequestID    string         `json:"request_id"`
+	Agent        string         `json:"agent"`
+	Params       map[string]any `json:"params"`
+	Result       map[string]any `json:"result,omitempty"`
+	StartedAt    time.Time      `json:"started_at"`
+	FinishedAt   *time.Time     `json:"finished_at,omitempty"`
 }
 
 // Audit statuses.
