@@ -255,6 +255,9 @@ func run(ctx context.Context, cfg config, log *slog.Logger) (res *result, err er
 		return nil, err
 	}
 	in.History, in.HealErrors = res.History, healErrs
+	for _, ft := range res.Faults {
+		in.Faults = append(in.Faults, check.Fault{Kind: ft.Kind, Target: ft.Target, Start: ft.Start, End: ft.End})
+	}
 	res.Observed = in
 	res.Violations = check.Check(in)
 	res.Took = time.Since(res.Started)

@@ -302,7 +302,7 @@ func (c *checker) checkAudited(op Op) {
 		for _, r := range rows {
 			ev = append(ev, describeRow(r))
 		}
-		return ev
+		return append(ev, c.faultsDuring(op.Start, op.End)...)
 	}
 	switch op.Outcome() {
 	case Fail:
@@ -413,7 +413,8 @@ func (c *checker) checkRun(op Op) {
 			current = append(current, want)
 		}
 	}
-	c.addBadRun(op.Env, fmt.Sprint(seen), describeOp(op), append(candidates, c.suspects(op, seen, current)...))
+	ev := append(candidates, c.suspects(op, seen, current)...)
+	c.addBadRun(op.Env, fmt.Sprint(seen), describeOp(op), append(ev, c.faultsDuring(op.Start, op.End)...))
 }
 
 // suspects are the audit rows that never succeeded (failed, or still running) yet handed uv what
@@ -596,6 +597,17 @@ func transitional(state string) bool {
 		return true
 	}
 	return false
+}
+
+// faultsDuring lists the faults under way at some point in [from, to].
+func (c *checker) faultsDuring(from, to time.Time) []string {
+	var out []string
+	for _, f := range c.in.Faults {
+		if !f.Start.After(to) && !f.End.Before(from) {
+			out = append(out, fmt.Sprintf("fault under way: %s %s [%s → %s]", f.Kind, f.Target, clock(f.Start), clock(f.End)))
+		}
+	}
+	return out
 }
 
 func describeOp(op Op) string {

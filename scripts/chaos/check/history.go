@@ -213,6 +213,15 @@ type Input struct {
 	Universe map[string]bool
 	// HealErrors are faults the harness could not undo (a program that would not start again).
 	HealErrors []string
+	// Faults are the nemesis's, for evidence only: a violation names the faults under way while
+	// the requests it cites ran.
+	Faults []Fault
+}
+
+// Fault is one fault the nemesis injected, from injection to undo.
+type Fault struct {
+	Kind, Target string
+	Start, End   time.Time
 }
 
 // Violation is one broken promise with the evidence for it.
