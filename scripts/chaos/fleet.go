@@ -398,13 +398,23 @@ func (f *fleet) heal(ctx context.Context) []string {
 			}
 		}
 	}
+	// In parallel: each start waits (bounded) for its program to answer, and control planes
+	// answer ready only once an agent is alive.
+	var mu sync.Mutex
+	var wg sync.WaitGroup
 	for _, m := range f.members() {
-		if !m.up() {
-			if err := m.start(ctx); err != nil {
-				problems = append(problems, fmt.Sprintf("%s did not start again: %v", m.name, err))
-			}
+		if m.up() {
+			continue
 		}
+		wg.Go(func() {
+			if err := m.start(ctx); err != nil {
+				mu.Lock()
+				problems = append(problems, fmt.Sprintf("%s did not start again: %v", m.name, err))
+				mu.Unlock()
+			}
+		})
 	}
+	wg.Wait()
 	return problems
 }
 

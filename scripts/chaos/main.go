@@ -250,7 +250,9 @@ func run(ctx context.Context, cfg config, log *slog.Logger) (res *result, err er
 	}
 
 	log.Info("observing and checking")
-	in, err := f.observe(ctx, newAPIClient(f.apiSecret, 30*time.Second), nodes)
+	octx, ocancel := context.WithTimeout(ctx, 3*time.Minute)
+	defer ocancel()
+	in, err := f.observe(octx, newAPIClient(f.apiSecret, 30*time.Second), nodes)
 	if err != nil {
 		return nil, err
 	}

@@ -144,13 +144,21 @@ func (f *fleet) observe(ctx context.Context, api *apiClient, nodes []string) (ch
 
 func (f *fleet) observeEnv(ctx context.Context, api *apiClient, node string) (check.EnvFinal, error) {
 	e := check.EnvFinal{Env: workflowID + "/" + node}
-	base := f.cps[0].url + "/envs/" + workflowID + "/" + node
 	var deps struct {
 		Dependencies []string          `json:"dependencies"`
 		Locked       map[string]string `json:"locked_versions"`
 		Revision     int64             `json:"revision"`
 	}
-	status, body, err := api.getJSON(ctx, base+"/deps", &deps)
+	// Any control plane will do; the first that answers (one may not have come back).
+	var base, body string
+	var status int
+	var err error
+	for _, cp := range f.cps {
+		base = cp.url + "/envs/" + workflowID + "/" + node
+		if status, body, err = api.getJSON(ctx, base+"/deps", &deps); err == nil {
+			break
+		}
+	}
 	if err != nil {
 		return e, err
 	}
