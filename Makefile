@@ -2,7 +2,8 @@
 #
 #   make run     start the single-host fabric (agent + control plane) on this machine
 #   make fleet   start a local fleet: PostgreSQL, two control planes, three agents, on loopback
-#   make test    everything CI checks: generated code up to date, go vet, go test
+#   make test    everything CI checks: generated code up to date, go vet, go test (with a 30 s chaos run)
+#   make chaos   fault-injection run against a local fleet (CHAOS_SECONDS=120); report in data/chaos/
 #   make bench   benchmarks; writes docs/benchmarks.md and docs/bench/ (not part of make test)
 #
 # Tools the build needs (uv, buf, protoc plugins) are installed under .tools/, pinned.
@@ -54,6 +55,16 @@ test: uv checkgenerate sandbox-tier ## check generated code, go vet, go test (wh
 .PHONY: sandbox-tier
 sandbox-tier: ## print the strongest run sandbox tier this machine allows, the syscall filter and the cgroup
 	@$(GO) test -count=1 -run '^TestTierAvailable$$' -v ./agent/sandbox/ | grep -E 'sandbox tier|SANDBOX TIER|SYSCALL FILTER|WHOLE-RUN CGROUP|^(--- |FAIL|ok)'
+
+# The harness (scripts/chaos) builds the programs, starts PostgreSQL, a local package index, two
+# control planes and three agents, and injects faults while clients work; its last line is the
+# verdict and it exits non-zero on any invariant violation. make test runs it for 30 s as
+# TestChaos in ./scripts/chaos (skipped by go test -short).
+CHAOS_SECONDS ?= 120
+
+.PHONY: chaos
+chaos: uv ## fault-injection run: kill/pause programs, stop PostgreSQL, check invariants (CHAOS_SECONDS=120)
+	UV_BIN=$(UV_BIN) CHAOS_SECONDS=$(CHAOS_SECONDS) $(GO) run ./scripts/chaos
 
 .PHONY: bench
 bench: uv ## run the benchmarks (~15 min; BENCH_QUICK=1 for a short run) into docs/benchmarks.md

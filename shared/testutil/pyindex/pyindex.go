@@ -1,6 +1,6 @@
 // Package pyindex builds small pure-Python wheels and serves them from a PEP 503 simple index on
 // an httptest server, so tests resolve and install real packages without the internet. Import it
-// only from _test.go files.
+// only from _test.go files and from test programs (scripts/chaos); never from a shipped binary.
 package pyindex
 
 import (
@@ -65,7 +65,8 @@ type Index struct {
 	files    map[string][]byte        // wheel file name → bytes
 	projects map[string][]string      // normalised name → wheel file names
 	hashes   map[string]string        // wheel file name → sha256 hex
-	stop     chan struct{}            // closed when the test ends
+	stop     chan struct{}            // closed by Close (at the end of the test)
+	stopOnce sync.Once                // Close runs once
 	mu       sync.Mutex               // guards stalls
 	stalls   map[string]chan struct{} // normalised name → closed on the first request
 	onceFor  map[string]*sync.Once    // one close per stall
@@ -76,6 +77,17 @@ type Index struct {
 // Serve publishes pkgs until the test ends.
 func Serve(t testing.TB, pkgs []Package) *Index {
 	t.Helper()
+	ix, err := Start(pkgs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(ix.Close)
+	return ix
+}
+
+// Start publishes pkgs until Close. It is Serve for a program that has no testing.TB (the chaos
+// harness runs a fleet outside `go test`).
+func Start(pkgs []Package) (*Index, error) {
 	ix := &Index{
 		files:    map[string][]byte{},
 		projects: map[string][]string{},
@@ -92,7 +104,7 @@ func Serve(t testing.TB, pkgs []Package) *Index {
 		}
 		name, data, err := build(p)
 		if err != nil {
-			t.Fatalf("build %s %s: %v", p.Name, p.Version, err)
+			return nil, fmt.Errorf("build %s %s: %w", p.Name, p.Version, err)
 		}
 		sum := sha256.Sum256(data)
 		ix.files[name] = data
@@ -113,11 +125,15 @@ func Serve(t testing.TB, pkgs []Package) *Index {
 	mux.HandleFunc("GET /files/{file}", ix.serveFile)
 	ix.server = httptest.NewServer(mux)
 	ix.URL = ix.server.URL + "/simple/"
-	t.Cleanup(func() {
+	return ix, nil
+}
+
+// Close releases stalled requests and stops the server. Closing twice does nothing.
+func (ix *Index) Close() {
+	ix.stopOnce.Do(func() {
 		close(ix.stop)
 		ix.server.Close()
 	})
-	return ix
 }
 
 // Stall makes every request for project name's page hang until the request is abandoned or the

@@ -1,0 +1,469 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/envfabric/envfabric/shared/testutil/pgtest"
+	"github.com/envfabric/envfabric/shared/testutil/pyindex"
+)
+
+// member is one program of the fleet that the nemesis can kill, pause and start again. Its
+// address stays the same across restarts so clients and gossip find it again.
+type member struct {
+	name    string // cp1, agent2
+	bin     string
+	env     []string
+	url     string // REST (control plane) or Connect (agent) base URL
+	ready   string // the URL that answers 200 once it serves
+	token   string // bearer token for ready, if it needs one
+	logPath string
+
+	mu     sync.Mutex
+	proc   *proc // nil while down
+	paused bool
+	starts int
+}
+
+// proc is one run of a member's program.
+type proc struct {
+	cmd  *exec.Cmd
+	done chan struct{} // closed when the program has exited
+	err  error
+}
+
+func (m *member) up() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.proc != nil && !exited(m.proc)
+}
+
+func exited(p *proc) bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// start runs the program (appending to its log) and waits, bounded, until it answers ready.
+func (m *member) start(ctx context.Context) error {
+	m.mu.Lock()
+	if m.proc != nil && !exited(m.proc) {
+		m.mu.Unlock()
+		return nil
+	}
+	f, err := os.OpenFile(m.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		m.mu.Unlock()
+		return fmt.Errorf("open %s log: %w", m.name, err)
+	}
+	m.starts++
+	fmt.Fprintf(f, "\n===== chaos: %s start %d at %s =====\n", m.name, m.starts, time.Now().Format(time.RFC3339Nano))
+	cmd := exec.Command(m.bin)
+	cmd.Env = m.env
+	cmd.Stdout, cmd.Stderr = f, f
+	// Its own process group, so a pause stops the program and the uv or user code it runs, as a
+	// frozen host would, and the harness can kill whatever is left at the end. Pdeathsig: a
+	// harness that is itself killed takes the fleet with it.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		f.Close()
+		m.mu.Unlock()
+		return fmt.Errorf("start %s: %w", m.name, err)
+	}
+	p := &proc{cmd: cmd, done: make(chan struct{})}
+	go func() {
+		p.err = cmd.Wait()
+		f.Close()
+		close(p.done)
+	}()
+	m.proc, m.paused = p, false
+	m.mu.Unlock()
+	return waitReady(ctx, m, p, 60*time.Second)
+}
+
+// waitReady polls m.ready until it answers 200, p exits, or limit passes.
+func waitReady(ctx context.Context, m *member, p *proc, limit time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, limit)
+	defer cancel()
+	c := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{Proxy: nil}}
+	for {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, m.ready, nil)
+		if m.token != "" {
+			req.Header.Set("Authorization", "Bearer "+m.token)
+		}
+		if resp, err := c.Do(req); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		select {
+		case <-p.done:
+			return fmt.Errorf("%s exited before it was ready: %v (log: %s)", m.name, p.err, m.logPath)
+		case <-ctx.Done():
+			return fmt.Errorf("%s not ready at %s within %s (log: %s)", m.name, m.ready, limit, m.logPath)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// kill is kill -9 of the program (not its group: uv runs with Pdeathsig and must die with it).
+func (m *member) kill() error {
+	m.mu.Lock()
+	p := m.proc
+	m.proc, m.paused = nil, false
+	m.mu.Unlock()
+	if p == nil {
+		return fmt.Errorf("%s is not running", m.name)
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGKILL)
+	select {
+	case <-p.done:
+		return nil
+	case <-time.After(10 * time.Second):
+		return fmt.Errorf("%s did not die within 10s of SIGKILL", m.name)
+	}
+}
+
+// pause and resume send SIGSTOP and SIGCONT to the program's whole process group.
+func (m *member) pause() error  { return m.signalGroup(syscall.SIGSTOP, true) }
+func (m *member) resume() error { return m.signalGroup(syscall.SIGCONT, false) }
+
+func (m *member) signalGroup(sig syscall.Signal, paused bool) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.proc == nil {
+		return fmt.Errorf("%s is not running", m.name)
+	}
+	if err := syscall.Kill(-m.proc.cmd.Process.Pid, sig); err != nil {
+		return fmt.Errorf("%s to %s: %w", sig, m.name, err)
+	}
+	m.paused = paused
+	return nil
+}
+
+// stop ends the program for good: SIGCONT (a paused program cannot exit), SIGTERM, and SIGKILL
+// to its whole group after grace.
+func (m *member) stop(grace time.Duration) {
+	m.mu.Lock()
+	p := m.proc
+	m.proc, m.paused = nil, false
+	m.mu.Unlock()
+	if p == nil {
+		return
+	}
+	pgid := p.cmd.Process.Pid
+	_ = syscall.Kill(-pgid, syscall.SIGCONT)
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(grace):
+		_ = p.cmd.Process.Kill()
+		<-p.done
+	}
+	_ = syscall.Kill(-pgid, syscall.SIGKILL) // uv or user code left in the group
+}
+
+// fleet is the system under test: a private PostgreSQL, a local package index, control planes and
+// agents on loopback sharing one data root.
+type fleet struct {
+	cfg      config
+	log      *slog.Logger
+	dataRoot string
+	envsDir  string
+	logs     string
+
+	pg     *pgtest.Server
+	pgUp   bool
+	pgMu   sync.Mutex
+	dbURL  string
+	index  *pyindex.Index
+	cps    []*member
+	agents []*member
+
+	apiSecret string
+}
+
+// freeAddr finds a free loopback port. It races with anything else binding ports (the programs
+// cannot yet bind port 0 and report their address); the window is small and a clash shows as a
+// program that does not start.
+func freeAddr() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", fmt.Errorf("find a free port: %w", err)
+	}
+	defer l.Close()
+	return l.Addr().String(), nil
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// startFleet builds nothing (bins are given) and starts every part, in the order the fleet needs:
+// database, index, control planes (which agents seed gossip through), agents; then it waits until
+// every control plane is ready and sees every agent alive.
+func startFleet(ctx context.Context, cfg config, bins binaries, log *slog.Logger) (f *fleet, err error) {
+	f = &fleet{cfg: cfg, log: log, dataRoot: filepath.Join(cfg.Workdir, "data"), logs: filepath.Join(cfg.Out, "logs"),
+		apiSecret: randomHex(16)}
+	f.envsDir = filepath.Join(f.dataRoot, "envs")
+	defer func() {
+		if err != nil {
+			f.close()
+		}
+	}()
+	for _, d := range []string{f.dataRoot, f.logs} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return f, err
+		}
+	}
+
+	log.Info("starting PostgreSQL")
+	f.pg, err = pgtest.Start(ctx, func(format string, args ...any) { log.Debug(fmt.Sprintf(format, args...)) })
+	if err != nil {
+		return f, fmt.Errorf("PostgreSQL: %w", err)
+	}
+	f.pgUp = true
+	if err := createDatabase(ctx, f.pg.URL("postgres"), "envfabric"); err != nil {
+		return f, err
+	}
+	f.dbURL = f.pg.URL("envfabric")
+
+	f.index, err = pyindex.Start(universe())
+	if err != nil {
+		return f, fmt.Errorf("package index: %w", err)
+	}
+
+	agentToken := randomHex(32)
+	gossipKey := make([]byte, 32)
+	_, _ = rand.Read(gossipKey)
+	base := append(baseEnv(), "AGENT_TOKEN="+agentToken, "LOG_LEVEL="+cfg.LogLevel,
+		"GOSSIP_KEYS="+base64.StdEncoding.EncodeToString(gossipKey), "GOSSIP_PROFILE=local", "DATA_ROOT="+f.dataRoot)
+	var seeds []string
+	cpGossip := make([]string, cfg.ControlPlanes)
+	for i := range cpGossip {
+		if cpGossip[i], err = freeAddr(); err != nil {
+			return f, err
+		}
+		seeds = append(seeds, cpGossip[i])
+	}
+	for i := range cfg.ControlPlanes {
+		addr, err := freeAddr()
+		if err != nil {
+			return f, err
+		}
+		name := fmt.Sprintf("cp%d", i+1)
+		env := append(append([]string{}, base...), "LISTEN_ADDR="+addr, "DATABASE_URL="+f.dbURL, "INSTANCE_ID="+name,
+			"LEASE_TTL="+cfg.LeaseTTL.String(), "API_TOKENS=chaos:admin:"+f.apiSecret,
+			"GOSSIP_BIND_ADDR="+cpGossip[i], "GOSSIP_SEEDS="+strings.Join(seeds, ","),
+			// Nothing but the clients may change environments: no scheduled cleanup or prune.
+			"CLEANUP_INTERVAL=0", "CACHE_PRUNE_INTERVAL=0", "UV_OPERATION_TIMEOUT=2m")
+		f.cps = append(f.cps, &member{name: name, bin: bins.ControlPlane, env: env, url: "http://" + addr,
+			ready: "http://" + addr + "/readyz", logPath: filepath.Join(f.logs, name+".log")})
+	}
+	for i := range cfg.Agents {
+		addr, err := freeAddr()
+		if err != nil {
+			return f, err
+		}
+		gossip, err := freeAddr()
+		if err != nil {
+			return f, err
+		}
+		name := fmt.Sprintf("agent%d", i+1)
+		env := append(append([]string{}, base...), "AGENT_LISTEN_ADDR="+addr, "AGENT_ID="+name, "UV_BIN="+cfg.UV,
+			"UV_DEFAULT_INDEX="+f.index.URL, "GOSSIP_BIND_ADDR="+gossip, "GOSSIP_SEEDS="+strings.Join(seeds, ","),
+			"RUN_SANDBOX="+cfg.Sandbox)
+		f.agents = append(f.agents, &member{name: name, bin: bins.Agent, env: env, url: "http://" + addr,
+			ready: "http://" + addr + "/healthz", token: agentToken, logPath: filepath.Join(f.logs, name+".log")})
+	}
+
+	// Control planes say ready only once an agent is alive: start them without waiting, then the
+	// agents, then wait for both.
+	log.Info("starting the fleet", "control_planes", len(f.cps), "agents", len(f.agents))
+	errs := make(chan error, len(f.cps))
+	for _, m := range f.cps {
+		go func() { errs <- m.start(ctx) }()
+	}
+	for _, m := range f.agents {
+		if err := m.start(ctx); err != nil {
+			return f, err
+		}
+	}
+	for range f.cps {
+		if err := <-errs; err != nil {
+			return f, err
+		}
+	}
+	return f, f.waitMembership(ctx, 60*time.Second)
+}
+
+// createDatabase makes dbname on the server at url (the maintenance database).
+func createDatabase(ctx context.Context, url, dbname string) error {
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		return fmt.Errorf("connect to PostgreSQL: %w", err)
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{dbname}.Sanitize()); err != nil {
+		return fmt.Errorf("create database %s: %w", dbname, err)
+	}
+	return nil
+}
+
+// waitMembership polls until every control plane answers /readyz and lists every agent alive.
+func (f *fleet) waitMembership(ctx context.Context, limit time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, limit)
+	defer cancel()
+	c := newAPIClient(f.apiSecret, 5*time.Second)
+	var last string
+	for {
+		last = ""
+		for _, cp := range f.cps {
+			if msg := c.membership(ctx, cp.url, len(f.agents)); msg != "" {
+				last = cp.name + ": " + msg
+				break
+			}
+		}
+		if last == "" {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("fleet not whole within %s: %s", limit, last)
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+func (f *fleet) members() []*member { return append(append([]*member{}, f.cps...), f.agents...) }
+
+// stopDB and startDB take PostgreSQL away and bring it back on the same port and data.
+func (f *fleet) stopDB() {
+	f.pgMu.Lock()
+	defer f.pgMu.Unlock()
+	if f.pgUp {
+		f.pg.Stop()
+		f.pgUp = false
+	}
+}
+
+func (f *fleet) startDB(ctx context.Context) error {
+	f.pgMu.Lock()
+	defer f.pgMu.Unlock()
+	if f.pgUp {
+		return nil
+	}
+	if err := f.pg.Start(ctx); err != nil {
+		return fmt.Errorf("start PostgreSQL again: %w", err)
+	}
+	f.pgUp = true
+	return nil
+}
+
+// heal undoes every fault: PostgreSQL up, every paused program continued, every dead one started.
+// It returns what it could not undo.
+func (f *fleet) heal(ctx context.Context) []string {
+	var problems []string
+	if err := f.startDB(ctx); err != nil {
+		problems = append(problems, err.Error())
+	}
+	for _, m := range f.members() {
+		m.mu.Lock()
+		paused := m.paused && m.proc != nil
+		m.mu.Unlock()
+		if paused {
+			if err := m.resume(); err != nil {
+				problems = append(problems, err.Error())
+			}
+		}
+	}
+	// In parallel: each start waits (bounded) for its program to answer, and control planes
+	// answer ready only once an agent is alive.
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for _, m := range f.members() {
+		if m.up() {
+			continue
+		}
+		wg.Go(func() {
+			if err := m.start(ctx); err != nil {
+				mu.Lock()
+				problems = append(problems, fmt.Sprintf("%s did not start again: %v", m.name, err))
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	return problems
+}
+
+// close stops everything it started, whatever state it is in: control planes first (they call
+// the agents), then agents, the index and PostgreSQL.
+func (f *fleet) close() {
+	var wg sync.WaitGroup
+	for _, group := range [][]*member{f.cps, f.agents} {
+		for _, m := range group {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				m.stop(15 * time.Second)
+			}()
+		}
+		wg.Wait()
+	}
+	if f.index != nil {
+		f.index.Close()
+	}
+	if f.pg != nil {
+		f.pg.Close()
+	}
+}
+
+// binaries are the two programs, built once per run.
+type binaries struct {
+	ControlPlane string
+	Agent        string
+}
+
+func buildBinaries(ctx context.Context, root, dir string) (binaries, error) {
+	b := binaries{ControlPlane: filepath.Join(dir, "controlplane"), Agent: filepath.Join(dir, "agent")}
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", dir+"/", "./controlplane/cmd/controlplane", "./agent/cmd/agent")
+	cmd.Dir = root
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return b, fmt.Errorf("go build: %w\n%s", err, out)
+	}
+	return b, nil
+}
+
+// baseEnv is what every program inherits from the harness: nothing but PATH, HOME and TLS or
+// proxy settings (the index is on loopback, but uv may look for interpreters and certificates).
+func baseEnv() []string {
+	env := []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME")}
+	for _, k := range []string{"SSL_CERT_FILE", "SSL_CERT_DIR", "NO_PROXY", "no_proxy"} {
+		if v, ok := os.LookupEnv(k); ok {
+			env = append(env, k+"="+v)
+		}
+	}
+	return env
+}
