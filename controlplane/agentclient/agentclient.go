@@ -221,8 +221,8 @@ func (c *Client) Run(ctx context.Context, key envid.Key, code string, timeout ti
 		return envs.RunResult{}, c.mapErr("running code", err)
 	}
 	m := resp.Msg
-	return envs.RunResult{Stdout: strings.ToValidUTF8(string(m.GetStdout()), "\uFFFD"), Stderr: strings.ToValidUTF8(string(m.GetStderr()), "\uFFFD"),
-		ExitCode: int(m.GetExitCode()), Duration: time.Duration(m.GetDurationMs()) * time.Millisecond, TimedOut: m.GetTimedOut(),
+	return envs.RunResult{Stdout: m.GetStdout(), Stderr: m.GetStderr(),
+		ExitCode: int(m.GetExitCode()), ExitReason: m.GetExitReason(), Duration: time.Duration(m.GetDurationMs()) * time.Millisecond, TimedOut: m.GetTimedOut(),
 		StdoutTruncated: m.GetStdoutTruncated(), StderrTruncated: m.GetStderrTruncated()}, nil
 }
 

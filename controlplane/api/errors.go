@@ -68,7 +68,8 @@ func errorBody(err error) map[string]any {
 			body["lease_lost"] = true
 		}
 	case *envs.RunTimeoutError:
-		body["stdout"], body["stderr"] = e.Stdout, e.Stderr
+		body["stdout"], body["stdout_encoding"] = Output(e.Stdout)
+		body["stderr"], body["stderr_encoding"] = Output(e.Stderr)
 		body["duration_ms"], body["timeout"] = e.Duration.Milliseconds(), e.Timeout.Seconds()
 	case *envs.NoAgentError:
 		body["python_path"], body["python_version"] = e.Need.PythonPath, e.Need.PythonVersion

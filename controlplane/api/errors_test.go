@@ -1,6 +1,8 @@
 package api
 
 import (
+	"bytes"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -29,8 +31,10 @@ func TestErrorBody(t *testing.T) {
 			`{"code":"UV_EXECUTION_ERROR","message":"uv failed","restored":true,"uv_output":"error: boom"}`},
 		{"restored by another agent", &envs.AgentError{Code: errcode.AgentUnavailable, Message: "gone", Agent: "a1", Restored: true, RestoredBy: "a2"},
 			`{"code":"AGENT_UNAVAILABLE","failed_agent":"a1","message":"gone","restored":true,"restored_by":"a2"}`},
-		{"timeout", &envs.RunTimeoutError{Timeout: 2 * time.Second, Stdout: "partial", Stderr: "", Duration: 2100 * time.Millisecond},
-			`{"code":"EXECUTION_TIMEOUT","duration_ms":2100,"message":"code ran past its timeout of 2 seconds and was killed","stderr":"","stdout":"partial","timeout":2}`},
+		{"timeout", &envs.RunTimeoutError{Timeout: 2 * time.Second, Stdout: []byte("partial"), Stderr: nil, Duration: 2100 * time.Millisecond},
+			`{"code":"EXECUTION_TIMEOUT","duration_ms":2100,"message":"code ran past its timeout of 2 seconds and was killed","stderr":"","stderr_encoding":"utf-8","stdout":"partial","stdout_encoding":"utf-8","timeout":2}`},
+		{"timeout with binary output", &envs.RunTimeoutError{Timeout: time.Second, Stdout: []byte{0xff, 0x00, 'a'}, Stderr: []byte("é"), Duration: time.Second},
+			`{"code":"EXECUTION_TIMEOUT","duration_ms":1000,"message":"code ran past its timeout of 1 seconds and was killed","stderr":"é","stderr_encoding":"utf-8","stdout":"/wBh","stdout_encoding":"base64","timeout":1}`},
 		{"not an errcode", errors.New("boom"), `{"code":"INTERNAL_ERROR","message":"internal error: boom"}`},
 	}
 	for _, tt := range tests {
@@ -41,6 +45,44 @@ func TestErrorBody(t *testing.T) {
 			}
 			if string(got) != tt.want {
 				t.Errorf("got %s; want %s", got, tt.want)
+			}
+		})
+	}
+}
+
+// Output keeps every byte: valid UTF-8 stands as text, anything else travels as base64 with a flag.
+func TestOutput(t *testing.T) {
+	high := make([]byte, 128)
+	for i := range high {
+		high[i] = byte(128 + i)
+	}
+	tests := []struct {
+		name         string
+		in           []byte
+		wantText     string
+		wantEncoding string
+	}{
+		{"empty", nil, "", EncodingUTF8},
+		{"ascii", []byte("hello\n"), "hello\n", EncodingUTF8},
+		{"utf-8", []byte("π ≈ 3.14 — ok"), "π ≈ 3.14 — ok", EncodingUTF8},
+		{"the 128 high bytes", high, base64.StdEncoding.EncodeToString(high), EncodingBase64},
+		{"text with one bad byte", []byte("ab\xffcd"), "YWL/Y2Q=", EncodingBase64},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			text, enc := Output(tt.in)
+			if text != tt.wantText || enc != tt.wantEncoding {
+				t.Fatalf("got %q %s; want %q %s", text, enc, tt.wantText, tt.wantEncoding)
+			}
+			back := []byte(text)
+			if enc == EncodingBase64 {
+				var err error
+				if back, err = base64.StdEncoding.DecodeString(text); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if !bytes.Equal(back, tt.in) && len(tt.in) > 0 {
+				t.Errorf("decoded %q; want the input %q back", back, tt.in)
 			}
 		})
 	}

@@ -91,7 +91,7 @@ func (h *Handler) run(w http.ResponseWriter, r *http.Request) (int, any, error) 
 		req.Timeout = time.Duration(*body.Timeout * float64(time.Second))
 	}
 	res, err := h.svc.Run(r.Context(), caller(r), key, req)
-	return http.StatusOK, RunResponse(res), err
+	return http.StatusOK, runResponse(res), err
 }
 
 func (h *Handler) list(w http.ResponseWriter, r *http.Request) (int, any, error) {

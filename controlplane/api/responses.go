@@ -1,7 +1,9 @@
 package api
 
 import (
+	"encoding/base64"
 	"time"
+	"unicode/utf8"
 
 	"github.com/envfabric/envfabric/controlplane/envs"
 	"github.com/envfabric/envfabric/controlplane/hostdeps"
@@ -69,7 +71,11 @@ type RunResponse struct {
 	VersionID       string `json:"version_id"`
 	Stdout          string `json:"stdout"`
 	Stderr          string `json:"stderr"`
+	StdoutEncoding  string `json:"stdout_encoding"` // see Output
+	StderrEncoding  string `json:"stderr_encoding"`
 	ExitCode        int    `json:"exit_code"`
+	ExitReason      string `json:"exit_reason"`
+	Revision        int64  `json:"revision"`
 	DurationMS      int64  `json:"duration_ms"`
 	TimedOut        bool   `json:"timed_out"`
 	StdoutTruncated bool   `json:"stdout_truncated"`
@@ -226,5 +232,30 @@ func cleanupOf(c envs.CleanupResult) CleanupResult {
 	for _, e := range c.Skipped {
 		out.Skipped = append(out.Skipped, CleanupEntry(e))
 	}
+	return out
+}
+
+// The encodings of a run's output in an answer.
+const (
+	EncodingUTF8   = "utf-8"  // the bytes are valid UTF-8 and stand as they are
+	EncodingBase64 = "base64" // they are not: standard base64 of the exact bytes, nothing lost
+)
+
+// Output is how a run's output stream goes into JSON: as text when it is valid UTF-8, otherwise
+// base64 with a flag, so binary output comes back byte for byte instead of losing every invalid
+// byte to U+FFFD.
+func Output(b []byte) (text, encoding string) {
+	if utf8.Valid(b) {
+		return string(b), EncodingUTF8
+	}
+	return base64.StdEncoding.EncodeToString(b), EncodingBase64
+}
+
+func runResponse(r envs.RunResponse) RunResponse {
+	out := RunResponse{WorkflowID: r.WorkflowID, NodeID: r.NodeID, VersionID: r.VersionID,
+		ExitCode: r.ExitCode, ExitReason: r.ExitReason, Revision: r.Revision, DurationMS: r.DurationMS, TimedOut: r.TimedOut,
+		StdoutTruncated: r.StdoutTruncated, StderrTruncated: r.StderrTruncated, OperationID: r.OperationID}
+	out.Stdout, out.StdoutEncoding = Output(r.Stdout)
+	out.Stderr, out.StderrEncoding = Output(r.Stderr)
 	return out
 }

@@ -90,9 +90,12 @@ type Disk struct {
 
 // RunResult is the outcome of user code.
 type RunResult struct {
-	Stdout          string
-	Stderr          string
-	ExitCode        int
+	// Stdout and Stderr are the bytes the code wrote, exactly (not necessarily UTF-8).
+	Stdout   []byte
+	Stderr   []byte
+	ExitCode int
+	// ExitReason says how the run ended: exited, timeout, memory (the run's memory bound) or signal.
+	ExitReason      string
 	Duration        time.Duration
 	TimedOut        bool
 	StdoutTruncated bool

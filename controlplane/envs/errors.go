@@ -82,8 +82,8 @@ func (e *UncommittedError) ErrorMessage() string {
 // RunTimeoutError is EXECUTION_TIMEOUT: user code ran past its timeout and was killed.
 type RunTimeoutError struct {
 	Timeout  time.Duration
-	Stdout   string // what the code wrote before it was killed
-	Stderr   string
+	Stdout   []byte // what the code wrote before it was killed
+	Stderr   []byte
 	Duration time.Duration
 }
 

@@ -18,12 +18,16 @@ type RunRequest struct {
 
 // RunResponse is the outcome of a run.
 type RunResponse struct {
-	WorkflowID      string
-	NodeID          string
-	VersionID       string
-	Stdout          string
-	Stderr          string
-	ExitCode        int
+	WorkflowID string
+	NodeID     string
+	VersionID  string
+	Stdout     []byte // exactly what the code wrote; the API says how it is encoded
+	Stderr     []byte
+	ExitCode   int
+	ExitReason string // exited, timeout, memory or signal
+	// Revision is the environment's revision the code ran against: no change can commit while a
+	// run holds its shared lease.
+	Revision        int64
 	DurationMS      int64
 	TimedOut        bool
 	StdoutTruncated bool
@@ -65,6 +69,11 @@ func (s *Service) Run(ctx context.Context, c Caller, key envid.Key, req RunReque
 		// The agent enforces the timeout; the RPC gets a little longer to report it.
 		rctx, cancel := context.WithTimeout(ctx, req.Timeout+30*time.Second)
 		defer cancel()
+		// Read under the shared lease, which no change can commit through.
+		cur, err := s.store.GetEnv(ctx, key)
+		if err != nil {
+			return nil, dbErr("reading the environment", err)
+		}
 		out, err := r.agent.Run(rctx, key, req.Code, req.Timeout, s.opt.MaxOutputBytes)
 		if terr := s.store.Touch(context.WithoutCancel(ctx), key, s.now()); terr != nil {
 			s.log.Warn("recording the use of an environment", "env", key.String(), "err", terr)
@@ -73,9 +82,11 @@ func (s *Service) Run(ctx context.Context, c Caller, key envid.Key, req RunReque
 			return nil, err
 		}
 		res = RunResponse{WorkflowID: key.WorkflowID, NodeID: key.NodeID, VersionID: key.VersionID,
-			Stdout: out.Stdout, Stderr: out.Stderr, ExitCode: out.ExitCode, DurationMS: out.Duration.Milliseconds(),
-			TimedOut: out.TimedOut, StdoutTruncated: out.StdoutTruncated, StderrTruncated: out.StderrTruncated, OperationID: r.id}
-		result := map[string]any{"exit_code": out.ExitCode, "duration_ms": res.DurationMS, "timed_out": out.TimedOut,
+			Stdout: out.Stdout, Stderr: out.Stderr, ExitCode: out.ExitCode, ExitReason: out.ExitReason, Revision: cur.Revision,
+			DurationMS: out.Duration.Milliseconds(),
+			TimedOut:   out.TimedOut, StdoutTruncated: out.StdoutTruncated, StderrTruncated: out.StderrTruncated, OperationID: r.id}
+		result := map[string]any{"exit_code": out.ExitCode, "exit_reason": out.ExitReason, "revision": cur.Revision,
+			"duration_ms": res.DurationMS, "timed_out": out.TimedOut,
 			"stdout_bytes": len(out.Stdout), "stderr_bytes": len(out.Stderr)}
 		if out.TimedOut {
 			return result, &RunTimeoutError{Timeout: req.Timeout, Stdout: out.Stdout, Stderr: out.Stderr, Duration: out.Duration}

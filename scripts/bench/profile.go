@@ -197,7 +197,7 @@ func (p *profiler) reset() {
 // run runs code in process and checks its output.
 func (p *profiler) run(ctx context.Context, code, want string) error {
 	r, err := p.svc.Run(ctx, envs.Caller{Actor: "bench"}, p.key, envs.RunRequest{Code: code, Timeout: 30 * time.Second})
-	if err == nil && (r.ExitCode != 0 || r.Stdout != want) {
+	if err == nil && (r.ExitCode != 0 || string(r.Stdout) != want) {
 		err = fmt.Errorf("in-process run: exit %d, stdout %q", r.ExitCode, r.Stdout)
 	}
 	return err
