@@ -152,7 +152,7 @@ func (s *Service) PruneCache(ctx context.Context, c Caller) (PruneResult, error)
 	}
 	var res PruneResult
 	o := op{key: cacheKey, kind: "prune_cache", exclusive: true, caller: c, need: &Need{}}
-	err = s.execute(ctx, o, func(ctx context.Context, r running) (any, error) {
+	err = s.execute(ctx, o, func(ctx context.Context, r *running) (any, error) {
 		res.Agent = r.agent.Name()
 		before, after, err := r.agent.PruneCache(ctx)
 		if err != nil {

@@ -83,7 +83,7 @@ func (s *Service) Create(ctx context.Context, c Caller, req CreateRequest) (Crea
 	o := op{key: req.Key, kind: "create", exclusive: true, caller: c, need: &Need{PythonVersion: req.PythonVersion}, params: map[string]any{
 		"python_version": req.PythonVersion, "packages": req.Packages, "applied_packages": specs, "host_constraints_applied": applied,
 	}}
-	err = s.execute(ctx, o, func(ctx context.Context, r running) (any, error) {
+	err = s.execute(ctx, o, func(ctx context.Context, r *running) (any, error) {
 		now := s.now()
 		fresh := store.Env{Key: req.Key, State: store.StateCreating, PythonVersion: req.PythonVersion, CreatedAt: now, UpdatedAt: now, LastUsedAt: now}
 		err := s.store.CreateEnv(ctx, fresh, now)
@@ -121,6 +121,7 @@ func (s *Service) Create(ctx context.Context, c Caller, req CreateRequest) (Crea
 		}); err != nil {
 			return nil, s.uncommittedCreate(ctx, r, req.Key, err)
 		}
+		r.committed = true
 		res = CreatedEnv{
 			WorkflowID: req.Key.WorkflowID, NodeID: req.Key.NodeID, VersionID: req.Key.VersionID,
 			EnvPath: created.EnvPath, PythonVersion: req.PythonVersion, PythonFullVersion: created.PythonFullVersion,
@@ -149,7 +150,7 @@ func nonNilApplied(a []hostdeps.Applied) []hostdeps.Applied {
 // uncommittedCreate handles a create whose commit failed after the agent made the project:
 // nothing was acknowledged, so while the lease is held the project and its record go (a failed
 // removal is left to the repair pass, which removes creates that never committed).
-func (s *Service) uncommittedCreate(ctx context.Context, r running, key envid.Key, cause error) error {
+func (s *Service) uncommittedCreate(ctx context.Context, r *running, key envid.Key, cause error) error {
 	e := &UncommittedError{Key: key, Err: cause}
 	if errors.Is(cause, store.ErrLeaseLost) || r.lost() {
 		e.LeaseLost = true

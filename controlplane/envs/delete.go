@@ -28,7 +28,7 @@ func (s *Service) remove(ctx context.Context, c Caller, key envid.Key, kind stri
 		return res, err
 	}
 	o := op{key: key, kind: kind, exclusive: true, state: store.StateDeleting, caller: c, need: &Need{}, params: params}
-	err := s.execute(ctx, o, func(ctx context.Context, r running) (any, error) {
+	err := s.execute(ctx, o, func(ctx context.Context, r *running) (any, error) {
 		uctx, cancel := s.uvContext(ctx)
 		defer cancel()
 		freed, err := r.agent.Delete(uctx, key)

@@ -135,7 +135,7 @@ func (s *Service) Mutate(ctx context.Context, c Caller, key envid.Key, kind Muta
 	}
 	o := op{key: key, kind: name, exclusive: true, state: store.StateInstalling, caller: c, need: &Need{PythonPath: env.PythonPath},
 		params: map[string]any{"packages": packages, "applied_packages": first.Packages, "upgrade": first.Upgrade, "host_constraints_applied": applied}}
-	err = s.execute(ctx, o, func(ctx context.Context, r running) (any, error) {
+	err = s.execute(ctx, o, func(ctx context.Context, r *running) (any, error) {
 		files, base, err := s.currentFiles(ctx, key)
 		if err != nil {
 			s.leaveState(ctx, key, store.StateActive, "") // nothing was touched
@@ -166,6 +166,7 @@ func (s *Service) Mutate(ctx context.Context, c Caller, key envid.Key, kind Muta
 				return map[string]any{"base_revision": base.Number, "restored": ue.Restored, "lease_lost": ue.LeaseLost}, ue
 			}
 		}
+		r.committed = true
 		res, err = depsOf(key, out.Files, n)
 		if err != nil {
 			return nil, err

@@ -42,6 +42,8 @@ type running struct {
 	// lost reports whether the lease was lost: the operation must then publish nothing and touch
 	// no files (another holder may be writing them).
 	lost func() bool
+	// committed is set once the operation's revision is in the database.
+	committed bool
 }
 
 // execute writes the intent, takes the lease, keeps it alive while fn runs, and records the
@@ -51,7 +53,7 @@ type running struct {
 // Once the intent row is written the operation is admitted and runs to its end even if the
 // caller goes away: its context is detached from the request's (bounded by the operation's own
 // limit), so a client that disconnects cannot cut a mutation, a restore or the audit in half.
-func (s *Service) execute(ctx context.Context, o op, fn func(ctx context.Context, r running) (any, error)) error {
+func (s *Service) execute(ctx context.Context, o op, fn func(ctx context.Context, r *running) (any, error)) error {
 	params, err := json.Marshal(o.params)
 	if err != nil {
 		return fmt.Errorf("encoding parameters: %w", err)
@@ -75,8 +77,10 @@ func (s *Service) execute(ctx context.Context, o op, fn func(ctx context.Context
 	ctx, cancelAdmitted := context.WithTimeout(ctx, bound)
 	defer cancelAdmitted()
 
-	// From here the audit row must be completed whatever happens.
-	finish := func(status string, result any, opErr error) {
+	// From here the audit row must be completed whatever happens. finish reports whether it was:
+	// the outcome of a success is tried again for a while (the database may be back in seconds),
+	// because a caller must not be told of a success the audit does not record.
+	finish := func(status string, result any, opErr error) error {
 		out := store.Outcome{Status: status, FinishedAt: s.now()}
 		s.metrics.observe(o.kind, status, out.FinishedAt.Sub(r.start))
 		if r.agent != nil {
@@ -90,12 +94,19 @@ func (s *Service) execute(ctx context.Context, o op, fn func(ctx context.Context
 			out.ErrorCode = string(errcode.Of(opErr))
 			out.ErrorMessage = truncate(opErr.Error(), 2000)
 		}
-		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		budget := 10 * time.Second
+		if status == store.OpSucceeded {
+			budget = recordBudget
+		}
+		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), budget)
 		defer cancel()
-		if err := s.store.FinishOperation(fctx, r.id, out); err != nil {
-			// The row stays running; the sweep (repair.go) closes it as interrupted.
+		err := retry(fctx, func(ctx context.Context) error { return s.store.FinishOperation(ctx, r.id, out) })
+		if err != nil {
+			// The row stays running; the sweep (repair.go) closes it: as succeeded when its
+			// revision was committed, as interrupted otherwise.
 			s.log.Error("recording the outcome of an operation", "op_id", r.id, "op", o.kind, "env", o.key.String(), "err", err)
 		}
+		return err
 	}
 
 	r.lease, err = s.store.AcquireLease(ctx, store.LeaseRequest{
@@ -161,7 +172,7 @@ func (s *Service) execute(ctx context.Context, o op, fn func(ctx context.Context
 			return e
 		}
 	}
-	result, err := fn(opCtx, r)
+	result, err := fn(opCtx, &r)
 	if err != nil && r.lost() {
 		var ue *UncommittedError
 		if !errors.As(err, &ue) {
@@ -172,8 +183,33 @@ func (s *Service) execute(ctx context.Context, o op, fn func(ctx context.Context
 		finish(store.OpFailed, result, err)
 		return err
 	}
-	finish(store.OpSucceeded, result, nil)
+	if err := finish(store.OpSucceeded, result, nil); err != nil && !r.committed {
+		// The effect happened (code ran, a project was deleted) but the audit cannot say so: the
+		// TRD's rule is DB_AUDIT_ERROR. A committed change is the exception: its revision is the
+		// record, the sweep closes the row from it, and the change is what the caller asked for.
+		return dbErr("recording the outcome of "+o.kind+" (it took effect; the audit row is closed as interrupted later)", err)
+	}
 	return nil
+}
+
+// recordBudget is how long the outcome of a success is tried again while the database is away.
+const recordBudget = 30 * time.Second
+
+// retry calls fn until it succeeds or ctx ends, backing off from 100 ms to 2 s.
+func retry(ctx context.Context, fn func(ctx context.Context) error) error {
+	delay := 100 * time.Millisecond
+	for {
+		err := fn(ctx)
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, 2*time.Second)
+	}
 }
 
 // operationBound is how long an admitted operation may take in all: one uv operation, one

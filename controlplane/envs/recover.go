@@ -19,7 +19,7 @@ import (
 // lock on the shared storage makes the restorer wait until it is done, and the restore then
 // overwrites what it left (agent/rpc/filelock.go). The caller still gets the failure, marked
 // restored when the project is back. A holder that lost its lease restores nothing.
-func (s *Service) recoverFrom(ctx context.Context, r running, key envid.Key, base store.Revision, pythonPath string, cause error) error {
+func (s *Service) recoverFrom(ctx context.Context, r *running, key envid.Key, base store.Revision, pythonPath string, cause error) error {
 	if errcode.Of(cause) != errcode.AgentUnavailable || r.agent == nil || r.lost() {
 		return cause
 	}
@@ -54,7 +54,7 @@ func (s *Service) recoverFrom(ctx context.Context, r running, key envid.Key, bas
 // failure to answer with, after putting the last good revision back on disk when this control
 // plane still holds the lease. With the lease lost it touches nothing: another holder may be
 // writing the project, and that holder writes its own base before it mutates.
-func (s *Service) uncommitted(ctx context.Context, r running, key envid.Key, base store.Revision, pythonPath string, cause error) (int64, *UncommittedError) {
+func (s *Service) uncommitted(ctx context.Context, r *running, key envid.Key, base store.Revision, pythonPath string, cause error) (int64, *UncommittedError) {
 	e := &UncommittedError{Key: key, Base: base.Number, Err: cause}
 	if errors.Is(cause, store.ErrLeaseLost) || r.lost() {
 		e.LeaseLost = true
@@ -90,7 +90,7 @@ func (s *Service) syncOf(key envid.Key, rev store.Revision, pythonPath string, o
 
 // clearAfterDeadAgent removes the half-made directory of a create whose agent died, through another
 // agent, so that the next create of the same environment starts clean.
-func (s *Service) clearAfterDeadAgent(ctx context.Context, r running, key envid.Key, cause error) {
+func (s *Service) clearAfterDeadAgent(ctx context.Context, r *running, key envid.Key, cause error) {
 	if errcode.Of(cause) != errcode.AgentUnavailable || r.agent == nil || !s.agents.Gone(ctx, r.agent.Name()) {
 		return
 	}

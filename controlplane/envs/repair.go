@@ -83,7 +83,7 @@ func (s *Service) repair(ctx context.Context, e store.Env) bool {
 	}
 	o := op{key: e.Key, kind: "repair", exclusive: true, caller: Caller{Actor: "repair"}, need: &need, withCaller: true,
 		params: map[string]any{"state": e.State, "revision": e.Revision, "last_error": e.LastError}}
-	err := s.execute(ctx, o, func(ctx context.Context, r running) (any, error) {
+	err := s.execute(ctx, o, func(ctx context.Context, r *running) (any, error) {
 		cur, err := s.store.GetEnv(ctx, e.Key)
 		if errors.Is(err, store.ErrNotFound) {
 			return map[string]any{"action": "none", "reason": "the environment is gone"}, nil

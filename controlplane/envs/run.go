@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/envfabric/envfabric/controlplane/store"
 	"github.com/envfabric/envfabric/shared/envid"
 	"github.com/envfabric/envfabric/shared/errcode"
 )
@@ -65,7 +66,7 @@ func (s *Service) Run(ctx context.Context, c Caller, key envid.Key, req RunReque
 	o := op{key: key, kind: "run", exclusive: false, caller: c, need: &Need{PythonPath: env.PythonPath}, bound: req.Timeout + time.Minute, params: map[string]any{
 		"code_sha256": codeDigest(req.Code), "code_bytes": len(req.Code), "timeout_seconds": req.Timeout.Seconds(),
 	}}
-	err = s.execute(ctx, o, func(ctx context.Context, r running) (any, error) {
+	err = s.execute(ctx, o, func(ctx context.Context, r *running) (any, error) {
 		// The agent enforces the timeout; the RPC gets a little longer to report it.
 		rctx, cancel := context.WithTimeout(ctx, req.Timeout+30*time.Second)
 		defer cancel()
@@ -73,6 +74,14 @@ func (s *Service) Run(ctx context.Context, c Caller, key envid.Key, req RunReque
 		cur, err := s.store.GetEnv(ctx, key)
 		if err != nil {
 			return nil, dbErr("reading the environment", err)
+		}
+		// A change still marked as under way while we hold a run's lease was interrupted (its
+		// holder lost its lease), and ERROR is a failure that was not put back: either way the
+		// .venv may hold packages no revision has, until the repair pass syncs it. Code must not
+		// run on what the database never recorded.
+		if transitional(cur.State) || cur.State == store.StateError {
+			return nil, errcode.New(errcode.EnvNotReady, fmt.Sprintf(
+				"environment %s is being repaired after an interrupted change (state %s); retry in a few seconds", key, cur.State))
 		}
 		out, err := r.agent.Run(rctx, key, req.Code, req.Timeout, s.opt.MaxOutputBytes)
 		if terr := s.store.Touch(context.WithoutCancel(ctx), key, s.now()); terr != nil {

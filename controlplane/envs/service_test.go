@@ -155,6 +155,15 @@ func TestLostLeaseNeverPublishes(t *testing.T) {
 			if calls := agent.Calls(); slices.ContainsFunc(calls, func(c string) bool { return strings.HasPrefix(c, "sync") }) {
 				t.Errorf("a holder without its lease restored the files: %v", calls)
 			}
+			// Until the repair pass syncs it, the .venv may hold the change no revision has: code
+			// does not run on it.
+			_, err = svc.Run(t.Context(), envs.Caller{Actor: "t"}, key, envs.RunRequest{Code: "print(1)"})
+			if errcode.Of(err) != errcode.EnvNotReady {
+				t.Errorf("run after an interrupted change: %v; want ENV_NOT_READY", err)
+			}
+			if slices.Contains(agent.Calls(), "run") {
+				t.Errorf("code ran on an environment left mid-change: %v", agent.Calls())
+			}
 		})
 	}
 }

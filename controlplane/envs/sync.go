@@ -32,7 +32,7 @@ func (s *Service) Sync(ctx context.Context, c Caller, key envid.Key) (SyncResult
 		return res, err
 	}
 	o := op{key: key, kind: "sync", exclusive: true, state: store.StateSyncing, caller: c, need: &Need{PythonPath: env.PythonPath}}
-	err = s.execute(ctx, o, func(ctx context.Context, r running) (any, error) {
+	err = s.execute(ctx, o, func(ctx context.Context, r *running) (any, error) {
 		n, rev, err := s.syncCurrent(ctx, r, key, env.PythonPath)
 		if err != nil {
 			return map[string]any{"revision": rev.Number}, err
@@ -49,7 +49,7 @@ func (s *Service) Sync(ctx context.Context, c Caller, key envid.Key) (SyncResult
 
 // syncCurrent puts the environment's current revision, read under r's lease, on disk and
 // records it ACTIVE. Sync and the repair pass share it.
-func (s *Service) syncCurrent(ctx context.Context, r running, key envid.Key, pythonPath string) (int, store.Revision, error) {
+func (s *Service) syncCurrent(ctx context.Context, r *running, key envid.Key, pythonPath string) (int, store.Revision, error) {
 	files, rev, err := s.currentFiles(ctx, key)
 	if err != nil {
 		return 0, rev, err

@@ -51,7 +51,11 @@ const (
 const ErrorCodeInterrupted = "INTERRUPTED"
 
 // InterruptedMessage is the error message AbandonOperations records.
-const InterruptedMessage = "the control plane running this operation stopped before recording its outcome"
+const InterruptedMessage = "the outcome of this operation was never recorded: its control plane stopped, lost its lease or could not reach the database before recording it"
+
+// RecoveredMessage is the error message AbandonOperations gives an operation whose outcome was
+// never recorded but whose revision was committed: the revision is the record that it succeeded.
+const RecoveredMessage = "its revision was committed; the outcome was recorded by the sweep after its control plane could not"
 
 // Env is one environment as the control plane records it.
 type Env struct {

@@ -96,13 +96,12 @@ func (s *Store) AbandonOperations(ctx context.Context, key envid.Key, except int
 		if err := s.d.LockKey(ctx, tx, envLockKey(key)...); err != nil {
 			return err
 		}
-		res, err := r.exec(ctx, `UPDATE env_operations SET status = $1, error_code = $2, error_message = $3,
-				finished_at = $4, duration_ms = `+s.d.MillisBetween("started_at", "$4")+`
-			WHERE workflow_id = $5 AND node_id = $6 AND version_id = $7 AND status = $8 AND id <> $9
+		res, err := r.exec(ctx, `UPDATE env_operations SET `+abandonedOutcome(7)+`,
+				finished_at = $1, duration_ms = `+s.d.MillisBetween("started_at", "$1")+`
+			WHERE workflow_id = $2 AND node_id = $3 AND version_id = $4 AND status = $5 AND id <> $6
 				AND id NOT IN (SELECT operation_id FROM env_leases
-					WHERE workflow_id = $5 AND node_id = $6 AND version_id = $7 AND expires_at > $4)`,
-			store.OpFailed, store.ErrorCodeInterrupted, store.InterruptedMessage, s.time(now),
-			key.WorkflowID, key.NodeID, key.VersionID, store.OpRunning, except)
+					WHERE workflow_id = $2 AND node_id = $3 AND version_id = $4 AND expires_at > $1)`,
+			append([]any{s.time(now), key.WorkflowID, key.NodeID, key.VersionID, store.OpRunning, except}, abandonedArgs()...)...)
 		if err != nil {
 			return err
 		}
@@ -115,6 +114,21 @@ func (s *Store) AbandonOperations(ctx context.Context, key envid.Key, except int
 	return int(n), nil
 }
 
+// abandonedOutcome is how an operation whose holder is gone is closed, with its six arguments
+// (abandonedArgs) from placeholder $first: succeeded when a revision carries its id (its commit
+// landed; only the outcome row was never written), failed as INTERRUPTED otherwise.
+func abandonedOutcome(first int) string {
+	committed := "id IN (SELECT operation_id FROM env_revisions)"
+	col := func(name string, i int) string {
+		return fmt.Sprintf("%s = CASE WHEN %s THEN $%d ELSE $%d END", name, committed, first+i, first+i+3)
+	}
+	return col("status", 0) + ", " + col("error_code", 1) + ", " + col("error_message", 2)
+}
+
+func abandonedArgs() []any {
+	return []any{store.OpSucceeded, "", store.RecoveredMessage, store.OpFailed, store.ErrorCodeInterrupted, store.InterruptedMessage}
+}
+
 // envLockKey names the lock that serialises the transactions on one environment.
 func envLockKey(k envid.Key) []string { return []string{"env", k.WorkflowID, k.NodeID, k.VersionID} }
 
@@ -122,12 +136,11 @@ func envLockKey(k envid.Key) []string { return []string{"env", k.WorkflowID, k.N
 // the maintenance pass.
 func (s *Store) AbandonStaleOperations(ctx context.Context, startedBefore, now time.Time) (int, error) {
 	now = orNow(now)
-	res, err := s.exec(ctx, `UPDATE env_operations SET status = $1, error_code = $2, error_message = $3,
-			finished_at = $4, duration_ms = `+s.d.MillisBetween("started_at", "$4")+`
-		WHERE status = $5 AND started_at < $6
-			AND id NOT IN (SELECT operation_id FROM env_leases WHERE expires_at > $4)`,
-		store.OpFailed, store.ErrorCodeInterrupted, store.InterruptedMessage, s.time(now),
-		store.OpRunning, s.time(startedBefore))
+	res, err := s.exec(ctx, `UPDATE env_operations SET `+abandonedOutcome(4)+`,
+			finished_at = $1, duration_ms = `+s.d.MillisBetween("started_at", "$1")+`
+		WHERE status = $2 AND started_at < $3
+			AND id NOT IN (SELECT operation_id FROM env_leases WHERE expires_at > $1)`,
+		append([]any{s.time(now), store.OpRunning, s.time(startedBefore)}, abandonedArgs()...)...)
 	if err != nil {
 		return 0, fmt.Errorf("close abandoned operations: %w", err)
 	}

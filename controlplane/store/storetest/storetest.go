@@ -50,6 +50,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"Leadership", testLeadership},
 		{"ProbeWrite", testProbeWrite},
 		{"AbandonStaleOperations", testAbandonStaleOperations},
+		{"AbandonCommittedOperation", testAbandonCommittedOperation},
 		{"EnvsToRepair", testEnvsToRepair},
 	}
 	for _, tt := range tests {
@@ -1115,6 +1116,42 @@ func testEnvsToRepair(t *testing.T, s store.Store) {
 			}
 			if !reflect.DeepEqual(got, tt.want) {
 				t.Errorf("got %v; want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+// testAbandonCommittedOperation: an operation whose commit landed but whose outcome row was never
+// written (its control plane lost the database just after) is closed as succeeded, by both
+// sweeps: its revision is the record, and the audit must not call a committed change failed.
+func testAbandonCommittedOperation(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	for _, sweep := range []struct {
+		name string
+		run  func(key envid.Key) (int, error)
+	}{
+		{"fleet-wide", func(envid.Key) (int, error) {
+			return s.AbandonStaleOperations(ctx, at(-time.Minute/2), at(30*time.Second))
+		}},
+		{"one environment", func(key envid.Key) (int, error) { return s.AbandonOperations(ctx, key, 0, at(30*time.Second)) }},
+	} {
+		t.Run(sweep.name, func(t *testing.T) {
+			key := envid.Key{WorkflowID: "committed", NodeID: sweep.name[:3], VersionID: "v1"}
+			createEnv(t, s, key, at(-2*ttl))
+			committed := must(s.BeginOperation(ctx, store.Operation{Key: key, Kind: "add", StartedAt: at(-2 * ttl)}))(t)
+			l := must(s.AcquireLease(ctx, store.LeaseRequest{Key: key, Exclusive: true, Holder: "cp-1", Operation: "add",
+				OperationID: committed, TTL: ttl, Now: at(-2 * ttl)}))(t)
+			must(s.CommitRevision(ctx, store.Commit{Key: key, LeaseID: l.ID, Now: at(-2 * ttl), OperationID: committed,
+				PyprojectTOML: "p", UvLock: "l", State: store.StateActive}))(t)
+			lost := must(s.BeginOperation(ctx, store.Operation{Key: key, Kind: "add", StartedAt: at(-2 * ttl)}))(t)
+			if n := must(sweep.run(key))(t); n < 2 {
+				t.Fatalf("closed %d operations; want both", n)
+			}
+			if op := must(s.GetOperation(ctx, committed))(t); op.Status != store.OpSucceeded || op.ErrorCode != "" || op.ErrorMessage != store.RecoveredMessage {
+				t.Errorf("committed operation closed as %+v; want succeeded with %q", op, store.RecoveredMessage)
+			}
+			if op := must(s.GetOperation(ctx, lost))(t); op.Status != store.OpFailed || op.ErrorCode != store.ErrorCodeInterrupted {
+				t.Errorf("uncommitted operation closed as %+v; want failed, %s", op, store.ErrorCodeInterrupted)
 			}
 		})
 	}
