@@ -204,7 +204,14 @@ func (s *Server) Mutate(ctx context.Context, req *connect.Request[agentv1.Mutate
 	if wrote, err := writeFiles(dir, m.GetBase()); err != nil {
 		return nil, s.fail(ctx, op, err, false)
 	} else if wrote {
+		// The disk held a change that was never committed (its holder lost its lease). uv add
+		// syncs the .venv inexactly and would keep what that change installed, so the .venv
+		// goes back to the base exactly first.
 		s.logger.WarnContext(ctx, "project files differed from base; base written", "env", key.String())
+		if out, err := s.uv.Sync(ctx, uv.Project{Dir: dir, Python: m.GetPythonPath()}, true); err != nil {
+			s.logger.ErrorContext(ctx, "syncing .venv to the base", "env", key.String(), "err", err, "uv_output", out)
+			return nil, s.fail(ctx, op, err, false)
+		}
 	}
 	if err := lock.record(m.GetBaseRevision(), m.GetOperationId()); err != nil {
 		return nil, s.fail(ctx, op, err, false)

@@ -522,3 +522,30 @@ func assertFiles(t *testing.T, dir string, want *agentv1.ProjectFiles) {
 		}
 	}
 }
+
+// A change that was never committed (its control plane lost its lease after uv ran) left its
+// files and its package behind; the next mutation starts from the base it is given, .venv
+// included: the leftover package must not survive into the new revision.
+func TestMutateDropsUncommittedLeftovers(t *testing.T) {
+	f := newFixture(t)
+	r := f.create(t, "leftover", "alpha")
+	if _, err := f.mutate(t.Context(), "leftover", agentv1.MutationKind_MUTATION_KIND_ADD, r.GetFiles(), r.GetPythonPath(), []string{"delta"}); err != nil {
+		t.Fatal(err)
+	}
+	if installedVersion(t, r.GetEnvPath(), "delta") == "" {
+		t.Fatal("delta was not installed by the uncommitted change")
+	}
+	m, err := f.mutate(t.Context(), "leftover", agentv1.MutationKind_MUTATION_KIND_ADD, r.GetFiles(), r.GetPythonPath(), []string{"beta"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if locked(m.GetFiles().GetUvLock(), "delta", "0.1.0") || strings.Contains(m.GetFiles().GetPyprojectToml(), "delta") {
+		t.Errorf("the new revision carries the uncommitted delta:\n%s", m.GetFiles().GetPyprojectToml())
+	}
+	if v := installedVersion(t, r.GetEnvPath(), "delta"); v != "" {
+		t.Errorf("delta %s is still installed; want the .venv at the base plus beta", v)
+	}
+	if installedVersion(t, r.GetEnvPath(), "beta") == "" {
+		t.Error("beta is not installed")
+	}
+}
