@@ -328,59 +328,33 @@ func (f *Fleet) Gone(ctx context.Context, name string) bool {
 	}
 }
 
-// AgentView is one agent in GET /agents.
-type AgentView struct {
-	ID         string        `json:"agent_id"`
-	URL        string        `json:"url"`
-	GossipAddr string        `json:"gossip_addr"`
-	State      string        `json:"state"`
-	Load       int           `json:"load"`
-	Fleet      string        `json:"fleet_id"`
-	Sandbox    string        `json:"sandbox,omitempty"`
-	Version    string        `json:"version"`
-	Pythons    []Interpreter `json:"interpreters"`
-}
+var _ envs.Viewer = (*Fleet)(nil)
 
-// Interpreter is one Python an agent offers.
-type Interpreter struct {
-	Version string `json:"version"`
-	Path    string `json:"path"`
-}
-
-// View is the fleet as this control plane sees it, for GET /agents.
-type View struct {
-	Mode          string            `json:"mode"` // "fleet"
-	FleetID       string            `json:"fleet_id"`
-	Self          string            `json:"control_plane"`
-	GossipAddr    string            `json:"gossip_addr"`
-	Agents        []AgentView       `json:"agents"`
-	ControlPlanes []string          `json:"control_planes"`
-	Refused       map[string]string `json:"refused"`
-}
-
-// View describes the fleet.
-func (f *Fleet) View() View {
-	v := View{Mode: "fleet", FleetID: *f.fleetID.Load(), Self: f.cfg.Instance, GossipAddr: f.member.Addr(),
-		Agents: []AgentView{}, ControlPlanes: []string{}, Refused: f.member.Refused()}
+// View implements envs.Viewer: the fleet as this control plane's gossip sees it.
+func (f *Fleet) View(context.Context) envs.AgentsView {
+	m := &envs.FleetMembership{FleetID: *f.fleetID.Load(), ControlPlane: f.cfg.Instance, GossipAddr: f.member.Addr(),
+		ControlPlanes: []string{}, Refused: f.member.Refused()}
+	v := envs.AgentsView{Mode: envs.ModeFleet, Agents: []envs.AgentView{}, Fleet: m}
 	for _, p := range f.agents(true) {
 		c := f.client(p)
-		av := AgentView{ID: p.Meta.ID, URL: p.Meta.URL, GossipAddr: p.Addr, State: p.State,
-			Load: p.Meta.Load + int(c.inFlight.Load()), Fleet: p.Meta.Fleet, Sandbox: p.Meta.Sandbox, Version: p.Meta.Version,
-			Pythons: []Interpreter{}}
+		av := envs.AgentView{ID: p.Meta.ID, URL: p.Meta.URL, State: p.State, Sandbox: p.Meta.Sandbox, Version: p.Meta.Version,
+			Interpreters: []envs.Interpreter{},
+			Gossip:       &envs.AgentGossip{Addr: p.Addr, Load: p.Meta.Load + int(c.inFlight.Load()), FleetID: p.Meta.Fleet}}
 		for _, py := range p.Meta.Pythons {
-			av.Pythons = append(av.Pythons, Interpreter{Version: py.Version, Path: py.Path})
+			av.Interpreters = append(av.Interpreters, envs.Interpreter{Version: py.Version, Path: py.Path})
 		}
+		envs.SortInterpreters(av.Interpreters)
 		v.Agents = append(v.Agents, av)
 	}
 	sort.Slice(v.Agents, func(i, j int) bool { return v.Agents[i].ID < v.Agents[j].ID })
 	for _, p := range f.controlPlanes() {
-		v.ControlPlanes = append(v.ControlPlanes, p.Meta.ID)
+		m.ControlPlanes = append(m.ControlPlanes, p.Meta.ID)
 	}
-	sort.Strings(v.ControlPlanes)
+	sort.Strings(m.ControlPlanes)
 	// Agents of another fleet that slipped in before adoption are refused too.
 	for _, p := range f.member.Peers() {
-		if p.Meta.Role == gossip.RoleAgent && v.FleetID != "" && p.Meta.Fleet != v.FleetID {
-			v.Refused[p.Name] = fmt.Sprintf("wrong storage: fleet %s", p.Meta.Fleet)
+		if p.Meta.Role == gossip.RoleAgent && m.FleetID != "" && p.Meta.Fleet != m.FleetID {
+			m.Refused[p.Name] = fmt.Sprintf("wrong storage: fleet %s", p.Meta.Fleet)
 		}
 	}
 	return v
