@@ -91,7 +91,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		agentReady api.Checker
 		gossipAddr string
 	)
-	if cfg.Fleet() {
+	if cfg.Gossiping() {
 		fl, err := fleet.Join(ctx, fleet.Config{
 			Instance: cfg.InstanceID, Version: Version, AgentToken: cfg.AgentToken, FleetID: cfg.FleetID,
 			Gossip: cfg.Gossip, AgentTLS: agentTLS, AllowPlaintext: cfg.AllowPlaintext,
@@ -164,7 +164,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	log.Info("control plane serving", "addr", ln.Addr().String(), "instance", cfg.InstanceID,
-		"agents", map[bool]string{true: "gossip:" + cfg.Gossip.BindAddr, false: cfg.AgentURL}[cfg.Fleet()],
+		"agents", map[bool]string{true: "gossip:" + cfg.Gossip.BindAddr, false: cfg.AgentURL}[cfg.Gossiping()],
 		"database", map[bool]string{true: "postgresql", false: "sqlite:" + cfg.SQLitePath}[cfg.DatabaseURL != ""])
 	notify := []string{sdnotify.AddrVar + "=" + ln.Addr().String()}
 	if gossipAddr != "" {

@@ -1,7 +1,8 @@
-// Package fleet is the control plane's view of the agents: it joins the gossip cluster, keeps out
-// agents on the wrong storage, picks the agent for each operation (one that has the environment's
-// interpreter at the same path, the least loaded first) and tells the lifecycle when an agent is
-// gone for good.
+// Package fleet is this control plane's membership in the fleet (the agents and control planes
+// that share one storage and one gossip cluster): it joins the gossip cluster, keeps out agents
+// of another fleet (another storage), picks the agent for each operation (one that has the
+// environment's interpreter at the same path, the least loaded first) and tells the lifecycle
+// when an agent is gone for good.
 package fleet
 
 import (
@@ -26,7 +27,7 @@ import (
 	"github.com/envfabric/envfabric/shared/gossip"
 )
 
-// Settings is the part of the store the fleet needs: the adopted fleet id.
+// Settings is the part of the store the membership needs: the fleet id it adopted.
 type Settings interface {
 	AdoptSetting(ctx context.Context, name, value string, now time.Time) (string, error)
 	Setting(ctx context.Context, name string) (string, error)
@@ -42,14 +43,15 @@ type Config struct {
 	// AllowPlaintext).
 	AgentTLS       *fleettls.Source
 	AllowPlaintext bool
-	// FleetID pins the storage identity; empty: adopted from the first agents that join.
+	// FleetID pins the fleet's identity (held by its storage); empty: adopted from the first
+	// agents that join.
 	FleetID string
 	// GoneWait bounds how long Gone waits for gossip to confirm that an agent which stopped
 	// answering is dead (default 20s).
 	GoneWait time.Duration
 }
 
-// Fleet is the gossip-backed envs.Agents.
+// Fleet is this control plane in its fleet: the gossip-backed envs.Agents and envs.Viewer.
 type Fleet struct {
 	cfg      Config
 	settings Settings
@@ -185,7 +187,7 @@ func (f *Fleet) adopt(ctx context.Context) {
 	}
 }
 
-// FleetID is the adopted storage identity ("" until the first agent joins).
+// FleetID is the fleet's identity, adopted from its storage ("" until the first agent joins).
 func (f *Fleet) FleetID() string { return *f.fleetID.Load() }
 
 // Addr is the gossip address this control plane is reached at.
