@@ -126,6 +126,9 @@ func (c *Client) mapErr(what string, err error) error {
 	if err == nil {
 		return nil
 	}
+	if cert := certificateError(c.url, err); cert != nil {
+		return errcode.Wrap(errcode.AgentUnavailable, cert, fmt.Sprintf("%v (%s)", cert, what))
+	}
 	var ce *connect.Error
 	if !errors.As(err, &ce) {
 		return errcode.Wrap(errcode.AgentUnavailable, err, fmt.Sprintf("agent %s: %s: %v", c.url, what, err))
