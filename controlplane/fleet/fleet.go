@@ -61,11 +61,22 @@ type Fleet struct {
 
 	mu      sync.Mutex
 	clients map[string]*counted // by agent id
-	changed chan struct{}
+	// certs is what this control plane found of each agent's certificate (mutual TLS only).
+	certs   map[string]certCheck // by agent id
+	changed chan struct{}        // membership changed: adopt looks again
+	probe   chan struct{}        // membership changed: verifyCertificates looks again
 
 	stop context.CancelFunc
-	done chan struct{}
+	done chan struct{} // adopt and verifyCertificates have returned
 	once sync.Once
+}
+
+// certCheck is the last look at an agent's certificate at url: refused says why this control
+// plane and the agent do not accept each other's certificates ("" accepted).
+type certCheck struct {
+	url     string
+	refused string
+	at      time.Time
 }
 
 var _ envs.Agents = (*Fleet)(nil)
@@ -77,7 +88,7 @@ func Join(ctx context.Context, cfg Config, settings Settings, reg prometheus.Reg
 		cfg.GoneWait = 20 * time.Second
 	}
 	f := &Fleet{cfg: cfg, settings: settings, log: log.With("component", "fleet"), clients: map[string]*counted{},
-		changed: make(chan struct{}, 1), done: make(chan struct{})}
+		certs: map[string]certCheck{}, changed: make(chan struct{}, 1), probe: make(chan struct{}, 1), done: make(chan struct{})}
 	empty := ""
 	f.fleetID.Store(&empty)
 	id := cfg.FleetID
@@ -111,15 +122,22 @@ func Join(ctx context.Context, cfg Config, settings Settings, reg prometheus.Reg
 		reg.MustRegister(
 			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "envfabric_agents_alive", Help: "Agents this control plane sees alive in its fleet."},
 				func() float64 { return float64(len(f.agents(false))) }),
-			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "envfabric_agents_refused", Help: "Members refused: wrong storage or unreadable metadata."},
-				func() float64 { return float64(len(f.member.Refused())) }),
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "envfabric_agents_refused", Help: "Members refused: wrong storage, unreadable metadata, or a certificate refused."},
+				func() float64 { return float64(len(f.member.Refused()) + len(f.certRefused())) }),
 			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "envfabric_controlplanes_alive", Help: "Other control planes seen alive."},
 				func() float64 { return float64(len(f.controlPlanes())) }),
 		)
 	}
 	var lctx context.Context
 	lctx, f.stop = context.WithCancel(context.WithoutCancel(ctx))
-	go f.adopt(lctx)
+	adopted, verified := make(chan struct{}), make(chan struct{})
+	go f.adopt(lctx, adopted)
+	go f.verifyCertificates(lctx, verified)
+	go func() {
+		<-adopted
+		<-verified
+		close(f.done)
+	}()
 	return f, nil
 }
 
@@ -136,17 +154,19 @@ func (f *Fleet) accept(peer gossip.Meta) error {
 }
 
 func (f *Fleet) notify() {
-	select {
-	case f.changed <- struct{}{}:
-	default:
+	for _, c := range []chan struct{}{f.changed, f.probe} {
+		select {
+		case c <- struct{}{}:
+		default:
+		}
 	}
 }
 
 // adopt records the storage identity of the first agents to join, when the database has none
 // yet. The database arbitrates between control planes: the first to adopt wins, the others read
 // its choice.
-func (f *Fleet) adopt(ctx context.Context) {
-	defer close(f.done)
+func (f *Fleet) adopt(ctx context.Context, done chan<- struct{}) {
+	defer close(done)
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
 	for {
@@ -226,7 +246,8 @@ func (f *Fleet) client(p gossip.Peer) *counted {
 	c, ok := f.clients[p.Meta.ID]
 	if !ok || c.URL() != p.Meta.URL {
 		c = &counted{Client: agentclient.Named(p.Meta.ID, p.Meta.URL, f.cfg.AgentToken,
-			agentclient.WithTLS(f.cfg.AgentTLS), agentclient.AllowPlaintext(f.cfg.AllowPlaintext))}
+			agentclient.WithTLS(f.cfg.AgentTLS), agentclient.AllowPlaintext(f.cfg.AllowPlaintext)),
+			note: func(err error) { f.noteCert(p, err) }}
 		f.clients[p.Meta.ID] = c
 	}
 	return c
@@ -240,7 +261,7 @@ func (f *Fleet) Pick(_ context.Context, need envs.Need) (envs.Agent, error) {
 	var best []*counted
 	bestLoad := 0
 	for _, p := range peers {
-		if p.Meta.ID == need.Avoid {
+		if p.Meta.ID == need.Avoid || f.refusedCert(p) != "" {
 			continue
 		}
 		if need.PythonPath != "" && !p.Meta.HasPython(need.PythonPath) {
@@ -292,7 +313,9 @@ func (f *Fleet) noAgent(need envs.Need, peers []gossip.Peer) error {
 func (f *Fleet) All(context.Context) []envs.Agent {
 	var out []envs.Agent
 	for _, p := range f.agents(false) {
-		out = append(out, f.client(p))
+		if f.refusedCert(p) == "" {
+			out = append(out, f.client(p))
+		}
 	}
 	return out
 }
@@ -338,6 +361,10 @@ func (f *Fleet) View(context.Context) envs.AgentsView {
 		ControlPlanes: []string{}, Refused: f.member.Refused()}
 	v := envs.AgentsView{Mode: envs.ModeFleet, Agents: []envs.AgentView{}, Fleet: m}
 	for _, p := range f.agents(true) {
+		if why := f.refusedCert(p); why != "" {
+			m.Refused[p.Meta.ID] = why
+			continue
+		}
 		c := f.client(p)
 		av := envs.AgentView{ID: p.Meta.ID, URL: p.Meta.URL, State: p.State, Sandbox: p.Meta.Sandbox, Version: p.Meta.Version,
 			Interpreters: []envs.Interpreter{},
@@ -378,6 +405,7 @@ func (f *Fleet) Close() error {
 type counted struct {
 	*agentclient.Client
 	inFlight atomic.Int64
+	note     func(error) // what a call says of the certificates (noteCert)
 }
 
 func (c *counted) track() func() {
@@ -387,20 +415,28 @@ func (c *counted) track() func() {
 
 func (c *counted) Create(ctx context.Context, key envid.Key, python string, pkgs []string, operationID int64) (envs.Created, error) {
 	defer c.track()()
-	return c.Client.Create(ctx, key, python, pkgs, operationID)
+	res, err := c.Client.Create(ctx, key, python, pkgs, operationID)
+	c.note(err)
+	return res, err
 }
 
 func (c *counted) Mutate(ctx context.Context, m envs.Mutation) (envs.Mutated, error) {
 	defer c.track()()
-	return c.Client.Mutate(ctx, m)
+	res, err := c.Client.Mutate(ctx, m)
+	c.note(err)
+	return res, err
 }
 
 func (c *counted) Sync(ctx context.Context, r envs.SyncRequest) (int, error) {
 	defer c.track()()
-	return c.Client.Sync(ctx, r)
+	res, err := c.Client.Sync(ctx, r)
+	c.note(err)
+	return res, err
 }
 
 func (c *counted) Run(ctx context.Context, key envid.Key, code string, timeout time.Duration, maxOut int64) (envs.RunResult, error) {
 	defer c.track()()
-	return c.Client.Run(ctx, key, code, timeout, maxOut)
+	res, err := c.Client.Run(ctx, key, code, timeout, maxOut)
+	c.note(err)
+	return res, err
 }
