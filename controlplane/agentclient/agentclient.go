@@ -126,6 +126,9 @@ func (c *Client) mapErr(what string, err error) error {
 	if err == nil {
 		return nil
 	}
+	if cert := certificateError(c.url, err); cert != nil {
+		return errcode.Wrap(errcode.AgentUnavailable, cert, fmt.Sprintf("%v (%s)", cert, what))
+	}
 	var ce *connect.Error
 	if !errors.As(err, &ce) {
 		return errcode.Wrap(errcode.AgentUnavailable, err, fmt.Sprintf("agent %s: %s: %v", c.url, what, err))
@@ -237,33 +240,23 @@ func (c *Client) Delete(ctx context.Context, key envid.Key) (int64, error) {
 
 // Ping implements envs.Agent.
 func (c *Client) Ping(ctx context.Context) error {
-	_, err := c.Info(ctx)
+	_, err := c.Describe(ctx)
 	return err
 }
 
-// Info is the agent's description of itself, for GET /agents.
-type Info struct {
-	URL          string            `json:"url"`
-	AgentID      string            `json:"agent_id"`
-	Version      string            `json:"version"`
-	UVVersion    string            `json:"uv_version"`
-	EnvsBasePath string            `json:"envs_base_path"`
-	UVCacheDir   string            `json:"uv_cache_dir"`
-	LinkMode     string            `json:"link_mode"`
-	Interpreters map[string]string `json:"interpreters"`
-}
+var _ envs.Describer = (*Client)(nil)
 
-// Info asks the agent to describe itself.
-func (c *Client) Info(ctx context.Context) (Info, error) {
+// Describe implements envs.Describer: the agent's description of itself, for GET /agents.
+func (c *Client) Describe(ctx context.Context) (envs.AgentInfo, error) {
 	resp, err := c.rpc.Info(ctx, connect.NewRequest(&agentv1.InfoRequest{}))
 	if err != nil {
-		return Info{URL: c.url}, c.mapErr("describing itself", err)
+		return envs.AgentInfo{URL: c.url}, c.mapErr("describing itself", err)
 	}
 	m := resp.Msg
-	info := Info{URL: c.url, AgentID: m.GetAgentId(), Version: m.GetVersion(), UVVersion: m.GetUvVersion(),
-		EnvsBasePath: m.GetEnvsBasePath(), UVCacheDir: m.GetUvCacheDir(), LinkMode: m.GetLinkMode(), Interpreters: map[string]string{}}
+	info := envs.AgentInfo{ID: m.GetAgentId(), URL: c.url, Version: m.GetVersion(), Interpreters: []envs.Interpreter{},
+		Storage: envs.AgentStorage{UVVersion: m.GetUvVersion(), EnvsBasePath: m.GetEnvsBasePath(), UVCacheDir: m.GetUvCacheDir(), LinkMode: m.GetLinkMode()}}
 	for _, i := range m.GetInterpreters() {
-		info.Interpreters[i.GetVersion()] = i.GetPath()
+		info.Interpreters = append(info.Interpreters, envs.Interpreter{Version: i.GetVersion(), Path: i.GetPath()})
 	}
 	return info, nil
 }

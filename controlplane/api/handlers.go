@@ -168,10 +168,9 @@ func (h *Handler) cleanup(w http.ResponseWriter, r *http.Request) (int, any, err
 
 func (h *Handler) agents(w http.ResponseWriter, r *http.Request) (int, any, error) {
 	if h.opt.Agents == nil {
-		return http.StatusOK, map[string]any{"agents": []any{}}, nil
+		return http.StatusOK, agentsOf(envs.AgentsView{Mode: envs.ModeSingleHost}), nil
 	}
-	// The view is the whole answer: an object with at least an "agents" list.
-	return http.StatusOK, h.opt.Agents(r.Context()), nil
+	return http.StatusOK, agentsOf(h.opt.Agents.View(r.Context())), nil
 }
 
 func (h *Handler) status(r *http.Request, k envid.Key) (any, error) {

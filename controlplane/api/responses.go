@@ -259,3 +259,89 @@ func runResponse(r envs.RunResponse) RunResponse {
 	out.Stderr, out.StderrEncoding = Output(r.Stderr)
 	return out
 }
+
+// AgentsResponse is GET /agents: the same shape in both modes, the single host's a subset of the
+// fleet's (no fleet fields, no gossip fields per agent).
+type AgentsResponse struct {
+	Mode   string       `json:"mode"` // "single-host" or "fleet"
+	Agents []AgentEntry `json:"agents"`
+	*FleetFields
+}
+
+// FleetFields are GET /agents' fields of a fleet.
+type FleetFields struct {
+	FleetID       string            `json:"fleet_id"`
+	ControlPlane  string            `json:"control_plane"`
+	GossipAddr    string            `json:"gossip_addr"`
+	ControlPlanes []string          `json:"control_planes"`
+	Refused       map[string]string `json:"refused"`
+}
+
+// AgentEntry is one agent in GET /agents.
+type AgentEntry struct {
+	ID           string        `json:"agent_id"`
+	URL          string        `json:"url"`
+	State        string        `json:"state"` // alive, suspect, or (single host) unreachable
+	Sandbox      string        `json:"sandbox,omitempty"`
+	Version      string        `json:"version"`
+	Interpreters []Interpreter `json:"interpreters"`
+	*GossipFields
+	*ProbeFields
+}
+
+// Interpreter is one Python an agent offers.
+type Interpreter struct {
+	Version string `json:"version"`
+	Path    string `json:"path"`
+}
+
+// GossipFields are what a fleet gossips about an agent.
+type GossipFields struct {
+	GossipAddr string `json:"gossip_addr"`
+	Load       int    `json:"load"`
+	FleetID    string `json:"fleet_id"`
+}
+
+// ProbeFields are the single host's answer of its agent, asked for this response.
+type ProbeFields struct {
+	Reachable    bool   `json:"reachable"`
+	Error        string `json:"error,omitempty"`
+	UVVersion    string `json:"uv_version,omitempty"`
+	EnvsBasePath string `json:"envs_base_path,omitempty"`
+	UVCacheDir   string `json:"uv_cache_dir,omitempty"`
+	LinkMode     string `json:"link_mode,omitempty"`
+}
+
+func agentsOf(v envs.AgentsView) AgentsResponse {
+	out := AgentsResponse{Mode: v.Mode, Agents: make([]AgentEntry, 0, len(v.Agents))}
+	if m := v.Fleet; m != nil {
+		out.FleetFields = &FleetFields{FleetID: m.FleetID, ControlPlane: m.ControlPlane, GossipAddr: m.GossipAddr,
+			ControlPlanes: nonNil(m.ControlPlanes), Refused: m.Refused}
+		if out.Refused == nil {
+			out.Refused = map[string]string{}
+		}
+	}
+	for _, a := range v.Agents {
+		e := AgentEntry{ID: a.ID, URL: a.URL, State: a.State, Sandbox: a.Sandbox, Version: a.Version,
+			Interpreters: make([]Interpreter, 0, len(a.Interpreters))}
+		for _, p := range a.Interpreters {
+			e.Interpreters = append(e.Interpreters, Interpreter(p))
+		}
+		if g := a.Gossip; g != nil {
+			e.GossipFields = &GossipFields{GossipAddr: g.Addr, Load: g.Load, FleetID: g.FleetID}
+		}
+		if p := a.Probe; p != nil {
+			e.ProbeFields = &ProbeFields{Reachable: p.Reachable, Error: p.Error, UVVersion: p.Storage.UVVersion,
+				EnvsBasePath: p.Storage.EnvsBasePath, UVCacheDir: p.Storage.UVCacheDir, LinkMode: p.Storage.LinkMode}
+		}
+		out.Agents = append(out.Agents, e)
+	}
+	return out
+}
+
+func nonNil[T any](s []T) []T {
+	if s == nil {
+		return []T{}
+	}
+	return s
+}

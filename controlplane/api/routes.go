@@ -27,7 +27,7 @@ type Options struct {
 	MaxBodyBytes int64
 	BodyTimeout  time.Duration      // how long a client may take to send its body
 	Ready        map[string]Checker // name → check, all must pass for /readyz
-	Agents       func(ctx context.Context) any
+	Agents       envs.Viewer        // GET /agents; nil: an empty single-host view
 	Registry     *prometheus.Registry
 	// Tokens are the callers; nil or empty serves an open API whose actor is what X-Actor claims.
 	Tokens *auth.Set

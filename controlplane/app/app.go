@@ -87,11 +87,11 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	// Agents: found by gossip in a fleet, or the one agent at AGENT_URL on a single host.
 	var (
 		agents     envs.Agents
-		agentsView func(context.Context) any
+		agentsView envs.Viewer
 		agentReady api.Checker
 		gossipAddr string
 	)
-	if cfg.Fleet() {
+	if cfg.Gossiping() {
 		fl, err := fleet.Join(ctx, fleet.Config{
 			Instance: cfg.InstanceID, Version: Version, AgentToken: cfg.AgentToken, FleetID: cfg.FleetID,
 			Gossip: cfg.Gossip, AgentTLS: agentTLS, AllowPlaintext: cfg.AllowPlaintext,
@@ -102,7 +102,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		defer fl.Close()
 		agents = fl
 		gossipAddr = fl.Addr()
-		agentsView = func(context.Context) any { return fl.View() }
+		agentsView = fl
 		agentReady = func(ctx context.Context) error {
 			if len(fl.All(ctx)) == 0 {
 				return errors.New("no agent alive in the fleet")
@@ -111,20 +111,8 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		}
 	} else {
 		agent := agentclient.New(cfg.AgentURL, cfg.AgentToken, dial...)
-		agents = envs.One(agent)
-		agentReady = agent.Ping
-		agentsView = func(ctx context.Context) any {
-			ictx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			defer cancel()
-			info, err := agent.Info(ictx)
-			entry := map[string]any{"url": cfg.AgentURL, "reachable": err == nil}
-			if err != nil {
-				entry["error"] = err.Error()
-			} else {
-				entry["info"] = info
-			}
-			return map[string]any{"mode": "single-host", "agents": []any{entry}}
-		}
+		one := envs.One(agent)
+		agents, agentsView, agentReady = one, one, agent.Ping
 	}
 	ready["agent"] = agentReady
 	svc := envs.New(st, agents, host, envs.Options{
@@ -176,7 +164,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	log.Info("control plane serving", "addr", ln.Addr().String(), "instance", cfg.InstanceID,
-		"agents", map[bool]string{true: "gossip:" + cfg.Gossip.BindAddr, false: cfg.AgentURL}[cfg.Fleet()],
+		"agents", map[bool]string{true: "gossip:" + cfg.Gossip.BindAddr, false: cfg.AgentURL}[cfg.Gossiping()],
 		"database", map[bool]string{true: "postgresql", false: "sqlite:" + cfg.SQLitePath}[cfg.DatabaseURL != ""])
 	notify := []string{sdnotify.AddrVar + "=" + ln.Addr().String()}
 	if gossipAddr != "" {

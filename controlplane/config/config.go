@@ -47,9 +47,12 @@ type Config struct {
 	AgentTLS       fleettls.Files
 	AllowPlaintext bool
 
-	// Gossip is the fleet membership: when Enabled, agents are found by gossip and AgentURL is
-	// not used.
-	Gossip  gossip.Config
+	// Gossip is this control plane's membership in a fleet (the agents and control planes that
+	// share one storage and one gossip cluster): when Enabled, agents are found by gossip and
+	// AgentURL is not used.
+	Gossip gossip.Config
+	// FleetID pins the fleet's identity (FLEET_ID), the one its storage holds in
+	// $DATA_ROOT/.envfabric-fleet-id; empty: adopted from the first agents.
 	FleetID string
 	// CachePruneInterval is how often the cleanup leader prunes the uv cache; 0 never.
 	CachePruneInterval time.Duration
@@ -81,8 +84,9 @@ var DefaultHTTP = httpserver.Limits{
 // waits for: audit writes, the lease, a restore after a failure.
 const workMargin = 5 * time.Minute
 
-// Fleet reports whether agents are found by gossip.
-func (c Config) Fleet() bool { return c.Gossip.Enabled() }
+// Gossiping reports whether this control plane is in a fleet: agents found by gossip, not one
+// agent at AGENT_URL.
+func (c Config) Gossiping() bool { return c.Gossip.Enabled() }
 
 // Load reads the configuration from src.
 func Load(src config.Source) (Config, error) {
@@ -123,10 +127,10 @@ func Load(src config.Source) (Config, error) {
 	if c.ReserveBytes < 0 {
 		r.Fail("DATA_ROOT_RESERVE_BYTES must not be negative")
 	}
-	if c.Fleet() && c.AgentToken == "" && !c.AllowRemoteNoToken && !c.Gossip.Loopback() {
+	if c.Gossiping() && c.AgentToken == "" && !c.AllowRemoteNoToken && !c.Gossip.Loopback() {
 		r.Fail("AGENT_TOKEN is required in a fleet beyond loopback: agents accept RPCs only from an authenticated control plane; set AGENT_ALLOW_NO_TOKEN=true to accept that risk")
 	}
-	if c.Fleet() && !c.AgentTLS.Set() && !c.AllowPlaintext && !c.Gossip.Loopback() {
+	if c.Gossiping() && !c.AgentTLS.Set() && !c.AllowPlaintext && !c.Gossip.Loopback() {
 		r.Fail("FLEET_TLS_CERT, FLEET_TLS_KEY and FLEET_TLS_CA are required in a fleet beyond loopback: calls to agents carry the token and user code (make them with envfabric-ca); set AGENT_ALLOW_PLAINTEXT=true to accept plaintext")
 	}
 	if c.CachePruneInterval < 0 {
@@ -156,7 +160,7 @@ func Load(src config.Source) (Config, error) {
 	}
 	if u, err := url.Parse(c.AgentURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		r.Fail("AGENT_URL=%q: want an http:// or https:// URL", c.AgentURL)
-	} else if !c.Fleet() {
+	} else if !c.Gossiping() {
 		if c.AgentToken == "" && !c.AllowRemoteNoToken && !config.IsLoopback(u.Hostname()) {
 			r.Fail("AGENT_TOKEN is required to reach an agent beyond loopback (%s); set AGENT_ALLOW_NO_TOKEN=true to accept that risk", c.AgentURL)
 		}

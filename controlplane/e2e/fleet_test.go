@@ -37,6 +37,8 @@ type fleet struct {
 	base     []string
 	agentBin string
 	uv       string
+	// ca issues every member's certificate when the fleet runs over mutual TLS (nil: plaintext).
+	ca *fleetCA
 }
 
 type fleetAgent struct {
@@ -50,6 +52,9 @@ type fleetOptions struct {
 	agents        int
 	cpEnv         []string
 	agentEnv      []string
+	// tls runs control planes and agents over mutual TLS (FLEET_TLS_*), each with its own
+	// certificate from one fleet CA.
+	tls bool
 }
 
 func newFleet(t *testing.T, opt fleetOptions) *fleet {
@@ -60,6 +65,9 @@ func newFleet(t *testing.T, opt fleetOptions) *fleet {
 		key: base64.StdEncoding.EncodeToString([]byte("envfabric-e2e-gossip-key-32bytes"))}
 	fl.Envs = filepath.Join(fl.DataRoot, "envs")
 	fl.Index = pyindex.Serve(t, pyindex.Universe())
+	if opt.tls {
+		fl.ca = newFleetCA(t)
+	}
 	fl.base = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME"), "AGENT_TOKEN=" + fl.token,
 		"LOG_LEVEL=debug", "GOSSIP_KEYS=" + fl.key, "GOSSIP_PROFILE=local"}
 	// Each control plane takes any free port for REST and gossip and says which in its readiness
@@ -68,6 +76,11 @@ func newFleet(t *testing.T, opt fleetOptions) *fleet {
 		env := append(append([]string{}, fl.base...), "LISTEN_ADDR=127.0.0.1:0", "DATA_ROOT="+fl.DataRoot,
 			"DATABASE_URL="+fl.DB, "INSTANCE_ID="+fmt.Sprintf("cp%d", i), "LEASE_TTL=6s", "API_TOKENS="+apiTokens,
 			"GOSSIP_BIND_ADDR=127.0.0.1:0", "GOSSIP_SEEDS="+strings.Join(fl.cpGossip, ","))
+		if fl.ca != nil {
+			name := fmt.Sprintf("cp%d", i)
+			fl.ca.issue("ca1", "controlplane", name)
+			env = append(env, fl.ca.env(name)...)
+		}
 		env = append(env, opt.cpEnv...)
 		cp := &fabric{DataRoot: fl.DataRoot, Envs: fl.Envs, Index: fl.Index,
 			cpBin: cpBin, client: &http.Client{Timeout: 10 * time.Minute}}
@@ -93,15 +106,22 @@ func newFleet(t *testing.T, opt fleetOptions) *fleet {
 	return fl
 }
 
-// startAgent starts one more agent on the fleet's share; extra overrides its environment.
+// startAgent starts one more agent on the fleet's share; extra overrides its environment. Over
+// mutual TLS it gets a certificate of the fleet's CA (extra may give it other FLEET_TLS_*).
 func (fl *fleet) startAgent(t *testing.T, id string, extra ...string) *fleetAgent {
 	t.Helper()
 	env := append(append([]string{}, fl.base...), "AGENT_LISTEN_ADDR=127.0.0.1:0", "AGENT_ID="+id, "DATA_ROOT="+fl.DataRoot,
 		"UV_BIN="+fl.uv, "UV_DEFAULT_INDEX="+fl.Index.URL, "GOSSIP_BIND_ADDR=127.0.0.1:0",
 		"GOSSIP_SEEDS="+strings.Join(fl.cpGossip, ","), "USAGE_SCAN_INTERVAL=1s")
+	scheme := "http://"
+	if fl.ca != nil {
+		fl.ca.issue("ca1", "agent", id)
+		env = append(env, fl.ca.env(id)...)
+		scheme = "https://"
+	}
 	env = append(env, extra...)
 	a := &fleetAgent{id: id, proc: start(t, id, fl.agentBin, env)}
-	a.url = "http://" + a.proc.addr(t)
+	a.url = scheme + a.proc.addr(t)
 	fl.agents[id] = a
 	return a
 }

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -391,5 +392,73 @@ func TestCertificateRotation(t *testing.T) {
 	}
 	if err := f.info(t, ca.client(ca.pair("cp-old")), f.token); err == nil || connect.CodeOf(err) != connect.CodeUnavailable {
 		t.Errorf("the old-CA caller on a new connection: %v; want the handshake refused", err)
+	}
+}
+
+// TestFleetMutualTLS: two control planes and two agents, each with its own certificate of one
+// fleet CA, find each other by gossip and work over mutual TLS (created through one control plane,
+// run through the other). An agent on the same storage and gossip key but with another CA's
+// certificate is refused by both control planes (listed under refused in GET /agents, never
+// routed to) while the others keep working.
+func TestFleetMutualTLS(t *testing.T) {
+	t.Parallel()
+	fl := newFleet(t, fleetOptions{controlPlanes: 2, agents: 2, tls: true})
+	for i := range 2 {
+		_, _, body := fl.agentsView(t, i)
+		for _, a := range body["agents"].([]any) {
+			if u, _ := a.(map[string]any)["url"].(string); !strings.HasPrefix(u, "https://") {
+				t.Errorf("cp%d sees agent %v; want it reached at an https:// URL", i, a)
+			}
+		}
+	}
+	work := func(name string, nodes int) {
+		t.Helper()
+		for i := range nodes {
+			node := fmt.Sprintf("%s%d", name, i)
+			expect(t, fl.cp(i%2).do(t, "POST", "/envs", map[string]any{"workflow_id": "wf", "node_id": node, "packages": []string{"alpha==1.0.0"}}), 201, "")
+			r := fl.cp(1-i%2).do(t, "POST", "/envs/wf/"+node+"/run", map[string]any{"code": "import alpha; print(alpha.__version__)"})
+			expect(t, r, 200, "")
+			if strings.TrimSpace(r.str("stdout")) != "1.0.0" {
+				t.Errorf("run on %s: %s", node, r.Raw)
+			}
+			for _, op := range opsOf(t, fl.cp(0), "wf", node) {
+				if !strings.HasSuffix(op, "@agent1") && !strings.HasSuffix(op, "@agent2") {
+					t.Errorf("operation %s on %s; want it on agent1 or agent2", op, node)
+				}
+			}
+		}
+	}
+	work("before", 4)
+
+	// Another CA's agent certificate; its bundle trusts the fleet's CA too, so that it accepts
+	// the control planes and only they have a reason to refuse.
+	other := newFleetCA(t)
+	other.issue("ca1", "agent", "foreign")
+	other.run("bundle", "-out", other.path("certs/both.crt"), other.path("ca1/ca.crt"), fl.ca.path("ca1/ca.crt"))
+	fl.startAgent(t, "foreign", "FLEET_TLS_CERT="+other.path("certs/foreign.crt"), "FLEET_TLS_KEY="+other.path("certs/foreign.key"),
+		"FLEET_TLS_CA="+other.path("certs/both.crt"))
+	for i := range 2 {
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			alive, refused, _ := fl.agentsView(t, i)
+			why, _ := refused["foreign"].(string)
+			if strings.Contains(why, "certificate") {
+				if slices.Contains(alive, "foreign") || len(alive) != 2 {
+					t.Errorf("cp%d: alive %v; want agent1 and agent2 only", i, alive)
+				}
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("cp%d did not refuse the agent with another CA's certificate: alive %v, refused %v", i, alive, refused)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		if got := fl.metric(t, i, "envfabric_agents_refused"); got != "1" {
+			t.Errorf("cp%d: envfabric_agents_refused = %q; want the foreign agent counted", i, got)
+		}
+	}
+	work("after", 6)
+	for i := range 4 {
+		expect(t, fl.cp(i%2).do(t, "POST", "/envs/wf/before"+fmt.Sprint(i)+"/run", map[string]any{"code": "import alpha"}), 200, "")
 	}
 }

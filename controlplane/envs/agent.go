@@ -140,7 +140,7 @@ type Need struct {
 	Avoid string
 }
 
-// Agents is the fleet as the lifecycle sees it.
+// Agents are the agents as the lifecycle sees it: a fleet's, found by gossip, or a single host's.
 type Agents interface {
 	// Pick chooses a live agent that meets need, the least loaded first. None: an
 	// *errcode.Error with NO_AGENT_AVAILABLE.
@@ -152,25 +152,34 @@ type Agents interface {
 	Gone(ctx context.Context, name string) bool
 }
 
-// One is the fleet of a single host: one agent at a fixed address (AGENT_URL), no gossip.
-func One(a Agent) Agents { return one{a} }
+// One is a single host: one agent at a fixed address (AGENT_URL), no gossip, no fleet.
+func One(a Agent) *Single { return &Single{a} }
 
-type one struct{ a Agent }
+// Single is the agents of a single host (One).
+type Single struct{ a Agent }
 
-func (o one) Pick(_ context.Context, need Need) (Agent, error) {
-	if need.Avoid == o.a.Name() {
-		return nil, errcode.New(errcode.NoAgentAvailable, fmt.Sprintf("no agent other than %s is configured", o.a.Name()))
+var (
+	_ Agents = (*Single)(nil)
+	_ Viewer = (*Single)(nil)
+)
+
+// Pick implements Agents.
+func (s *Single) Pick(_ context.Context, need Need) (Agent, error) {
+	if need.Avoid == s.a.Name() {
+		return nil, errcode.New(errcode.NoAgentAvailable, fmt.Sprintf("no agent other than %s is configured", s.a.Name()))
 	}
-	return o.a, nil
+	return s.a, nil
 }
 
-func (o one) All(context.Context) []Agent { return []Agent{o.a} }
+// All implements Agents.
+func (s *Single) All(context.Context) []Agent { return []Agent{s.a} }
 
-func (o one) Gone(ctx context.Context, name string) bool {
-	if name != o.a.Name() {
+// Gone implements Agents.
+func (s *Single) Gone(ctx context.Context, name string) bool {
+	if name != s.a.Name() {
 		return true
 	}
 	pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	return o.a.Ping(pctx) != nil
+	return s.a.Ping(pctx) != nil
 }

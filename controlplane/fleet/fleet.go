@@ -1,7 +1,8 @@
-// Package fleet is the control plane's view of the agents: it joins the gossip cluster, keeps out
-// agents on the wrong storage, picks the agent for each operation (one that has the environment's
-// interpreter at the same path, the least loaded first) and tells the lifecycle when an agent is
-// gone for good.
+// Package fleet is this control plane's membership in the fleet (the agents and control planes
+// that share one storage and one gossip cluster): it joins the gossip cluster, keeps out agents
+// of another fleet (another storage), picks the agent for each operation (one that has the
+// environment's interpreter at the same path, the least loaded first) and tells the lifecycle
+// when an agent is gone for good.
 package fleet
 
 import (
@@ -26,7 +27,7 @@ import (
 	"github.com/envfabric/envfabric/shared/gossip"
 )
 
-// Settings is the part of the store the fleet needs: the adopted fleet id.
+// Settings is the part of the store the membership needs: the fleet id it adopted.
 type Settings interface {
 	AdoptSetting(ctx context.Context, name, value string, now time.Time) (string, error)
 	Setting(ctx context.Context, name string) (string, error)
@@ -42,14 +43,15 @@ type Config struct {
 	// AllowPlaintext).
 	AgentTLS       *fleettls.Source
 	AllowPlaintext bool
-	// FleetID pins the storage identity; empty: adopted from the first agents that join.
+	// FleetID pins the fleet's identity (held by its storage); empty: adopted from the first
+	// agents that join.
 	FleetID string
 	// GoneWait bounds how long Gone waits for gossip to confirm that an agent which stopped
 	// answering is dead (default 20s).
 	GoneWait time.Duration
 }
 
-// Fleet is the gossip-backed envs.Agents.
+// Fleet is this control plane in its fleet: the gossip-backed envs.Agents and envs.Viewer.
 type Fleet struct {
 	cfg      Config
 	settings Settings
@@ -59,11 +61,22 @@ type Fleet struct {
 
 	mu      sync.Mutex
 	clients map[string]*counted // by agent id
-	changed chan struct{}
+	// certs is what this control plane found of each agent's certificate (mutual TLS only).
+	certs   map[string]certCheck // by agent id
+	changed chan struct{}        // membership changed: adopt looks again
+	probe   chan struct{}        // membership changed: verifyCertificates looks again
 
 	stop context.CancelFunc
-	done chan struct{}
+	done chan struct{} // adopt and verifyCertificates have returned
 	once sync.Once
+}
+
+// certCheck is the last look at an agent's certificate at url: refused says why this control
+// plane and the agent do not accept each other's certificates ("" accepted).
+type certCheck struct {
+	url     string
+	refused string
+	at      time.Time
 }
 
 var _ envs.Agents = (*Fleet)(nil)
@@ -75,7 +88,7 @@ func Join(ctx context.Context, cfg Config, settings Settings, reg prometheus.Reg
 		cfg.GoneWait = 20 * time.Second
 	}
 	f := &Fleet{cfg: cfg, settings: settings, log: log.With("component", "fleet"), clients: map[string]*counted{},
-		changed: make(chan struct{}, 1), done: make(chan struct{})}
+		certs: map[string]certCheck{}, changed: make(chan struct{}, 1), probe: make(chan struct{}, 1), done: make(chan struct{})}
 	empty := ""
 	f.fleetID.Store(&empty)
 	id := cfg.FleetID
@@ -109,15 +122,22 @@ func Join(ctx context.Context, cfg Config, settings Settings, reg prometheus.Reg
 		reg.MustRegister(
 			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "envfabric_agents_alive", Help: "Agents this control plane sees alive in its fleet."},
 				func() float64 { return float64(len(f.agents(false))) }),
-			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "envfabric_agents_refused", Help: "Members refused: wrong storage or unreadable metadata."},
-				func() float64 { return float64(len(f.member.Refused())) }),
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "envfabric_agents_refused", Help: "Members refused: wrong storage, unreadable metadata, or a certificate refused."},
+				func() float64 { return float64(len(f.member.Refused()) + len(f.certRefused())) }),
 			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "envfabric_controlplanes_alive", Help: "Other control planes seen alive."},
 				func() float64 { return float64(len(f.controlPlanes())) }),
 		)
 	}
 	var lctx context.Context
 	lctx, f.stop = context.WithCancel(context.WithoutCancel(ctx))
-	go f.adopt(lctx)
+	adopted, verified := make(chan struct{}), make(chan struct{})
+	go f.adopt(lctx, adopted)
+	go f.verifyCertificates(lctx, verified)
+	go func() {
+		<-adopted
+		<-verified
+		close(f.done)
+	}()
 	return f, nil
 }
 
@@ -134,17 +154,19 @@ func (f *Fleet) accept(peer gossip.Meta) error {
 }
 
 func (f *Fleet) notify() {
-	select {
-	case f.changed <- struct{}{}:
-	default:
+	for _, c := range []chan struct{}{f.changed, f.probe} {
+		select {
+		case c <- struct{}{}:
+		default:
+		}
 	}
 }
 
 // adopt records the storage identity of the first agents to join, when the database has none
 // yet. The database arbitrates between control planes: the first to adopt wins, the others read
 // its choice.
-func (f *Fleet) adopt(ctx context.Context) {
-	defer close(f.done)
+func (f *Fleet) adopt(ctx context.Context, done chan<- struct{}) {
+	defer close(done)
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
 	for {
@@ -185,7 +207,7 @@ func (f *Fleet) adopt(ctx context.Context) {
 	}
 }
 
-// FleetID is the adopted storage identity ("" until the first agent joins).
+// FleetID is the fleet's identity, adopted from its storage ("" until the first agent joins).
 func (f *Fleet) FleetID() string { return *f.fleetID.Load() }
 
 // Addr is the gossip address this control plane is reached at.
@@ -224,7 +246,8 @@ func (f *Fleet) client(p gossip.Peer) *counted {
 	c, ok := f.clients[p.Meta.ID]
 	if !ok || c.URL() != p.Meta.URL {
 		c = &counted{Client: agentclient.Named(p.Meta.ID, p.Meta.URL, f.cfg.AgentToken,
-			agentclient.WithTLS(f.cfg.AgentTLS), agentclient.AllowPlaintext(f.cfg.AllowPlaintext))}
+			agentclient.WithTLS(f.cfg.AgentTLS), agentclient.AllowPlaintext(f.cfg.AllowPlaintext)),
+			note: func(err error) { f.noteCert(p, err) }}
 		f.clients[p.Meta.ID] = c
 	}
 	return c
@@ -238,7 +261,7 @@ func (f *Fleet) Pick(_ context.Context, need envs.Need) (envs.Agent, error) {
 	var best []*counted
 	bestLoad := 0
 	for _, p := range peers {
-		if p.Meta.ID == need.Avoid {
+		if p.Meta.ID == need.Avoid || f.refusedCert(p) != "" {
 			continue
 		}
 		if need.PythonPath != "" && !p.Meta.HasPython(need.PythonPath) {
@@ -290,7 +313,9 @@ func (f *Fleet) noAgent(need envs.Need, peers []gossip.Peer) error {
 func (f *Fleet) All(context.Context) []envs.Agent {
 	var out []envs.Agent
 	for _, p := range f.agents(false) {
-		out = append(out, f.client(p))
+		if f.refusedCert(p) == "" {
+			out = append(out, f.client(p))
+		}
 	}
 	return out
 }
@@ -328,59 +353,37 @@ func (f *Fleet) Gone(ctx context.Context, name string) bool {
 	}
 }
 
-// AgentView is one agent in GET /agents.
-type AgentView struct {
-	ID         string        `json:"agent_id"`
-	URL        string        `json:"url"`
-	GossipAddr string        `json:"gossip_addr"`
-	State      string        `json:"state"`
-	Load       int           `json:"load"`
-	Fleet      string        `json:"fleet_id"`
-	Sandbox    string        `json:"sandbox,omitempty"`
-	Version    string        `json:"version"`
-	Pythons    []Interpreter `json:"interpreters"`
-}
+var _ envs.Viewer = (*Fleet)(nil)
 
-// Interpreter is one Python an agent offers.
-type Interpreter struct {
-	Version string `json:"version"`
-	Path    string `json:"path"`
-}
-
-// View is the fleet as this control plane sees it, for GET /agents.
-type View struct {
-	Mode          string            `json:"mode"` // "fleet"
-	FleetID       string            `json:"fleet_id"`
-	Self          string            `json:"control_plane"`
-	GossipAddr    string            `json:"gossip_addr"`
-	Agents        []AgentView       `json:"agents"`
-	ControlPlanes []string          `json:"control_planes"`
-	Refused       map[string]string `json:"refused"`
-}
-
-// View describes the fleet.
-func (f *Fleet) View() View {
-	v := View{Mode: "fleet", FleetID: *f.fleetID.Load(), Self: f.cfg.Instance, GossipAddr: f.member.Addr(),
-		Agents: []AgentView{}, ControlPlanes: []string{}, Refused: f.member.Refused()}
+// View implements envs.Viewer: the fleet as this control plane's gossip sees it.
+func (f *Fleet) View(context.Context) envs.AgentsView {
+	m := &envs.FleetMembership{FleetID: *f.fleetID.Load(), ControlPlane: f.cfg.Instance, GossipAddr: f.member.Addr(),
+		ControlPlanes: []string{}, Refused: f.member.Refused()}
+	v := envs.AgentsView{Mode: envs.ModeFleet, Agents: []envs.AgentView{}, Fleet: m}
 	for _, p := range f.agents(true) {
-		c := f.client(p)
-		av := AgentView{ID: p.Meta.ID, URL: p.Meta.URL, GossipAddr: p.Addr, State: p.State,
-			Load: p.Meta.Load + int(c.inFlight.Load()), Fleet: p.Meta.Fleet, Sandbox: p.Meta.Sandbox, Version: p.Meta.Version,
-			Pythons: []Interpreter{}}
-		for _, py := range p.Meta.Pythons {
-			av.Pythons = append(av.Pythons, Interpreter{Version: py.Version, Path: py.Path})
+		if why := f.refusedCert(p); why != "" {
+			m.Refused[p.Meta.ID] = why
+			continue
 		}
+		c := f.client(p)
+		av := envs.AgentView{ID: p.Meta.ID, URL: p.Meta.URL, State: p.State, Sandbox: p.Meta.Sandbox, Version: p.Meta.Version,
+			Interpreters: []envs.Interpreter{},
+			Gossip:       &envs.AgentGossip{Addr: p.Addr, Load: p.Meta.Load + int(c.inFlight.Load()), FleetID: p.Meta.Fleet}}
+		for _, py := range p.Meta.Pythons {
+			av.Interpreters = append(av.Interpreters, envs.Interpreter{Version: py.Version, Path: py.Path})
+		}
+		envs.SortInterpreters(av.Interpreters)
 		v.Agents = append(v.Agents, av)
 	}
 	sort.Slice(v.Agents, func(i, j int) bool { return v.Agents[i].ID < v.Agents[j].ID })
 	for _, p := range f.controlPlanes() {
-		v.ControlPlanes = append(v.ControlPlanes, p.Meta.ID)
+		m.ControlPlanes = append(m.ControlPlanes, p.Meta.ID)
 	}
-	sort.Strings(v.ControlPlanes)
+	sort.Strings(m.ControlPlanes)
 	// Agents of another fleet that slipped in before adoption are refused too.
 	for _, p := range f.member.Peers() {
-		if p.Meta.Role == gossip.RoleAgent && v.FleetID != "" && p.Meta.Fleet != v.FleetID {
-			v.Refused[p.Name] = fmt.Sprintf("wrong storage: fleet %s", p.Meta.Fleet)
+		if p.Meta.Role == gossip.RoleAgent && m.FleetID != "" && p.Meta.Fleet != m.FleetID {
+			m.Refused[p.Name] = fmt.Sprintf("wrong storage: fleet %s", p.Meta.Fleet)
 		}
 	}
 	return v
@@ -402,6 +405,7 @@ func (f *Fleet) Close() error {
 type counted struct {
 	*agentclient.Client
 	inFlight atomic.Int64
+	note     func(error) // what a call says of the certificates (noteCert)
 }
 
 func (c *counted) track() func() {
@@ -411,20 +415,28 @@ func (c *counted) track() func() {
 
 func (c *counted) Create(ctx context.Context, key envid.Key, python string, pkgs []string, operationID int64) (envs.Created, error) {
 	defer c.track()()
-	return c.Client.Create(ctx, key, python, pkgs, operationID)
+	res, err := c.Client.Create(ctx, key, python, pkgs, operationID)
+	c.note(err)
+	return res, err
 }
 
 func (c *counted) Mutate(ctx context.Context, m envs.Mutation) (envs.Mutated, error) {
 	defer c.track()()
-	return c.Client.Mutate(ctx, m)
+	res, err := c.Client.Mutate(ctx, m)
+	c.note(err)
+	return res, err
 }
 
 func (c *counted) Sync(ctx context.Context, r envs.SyncRequest) (int, error) {
 	defer c.track()()
-	return c.Client.Sync(ctx, r)
+	res, err := c.Client.Sync(ctx, r)
+	c.note(err)
+	return res, err
 }
 
 func (c *counted) Run(ctx context.Context, key envid.Key, code string, timeout time.Duration, maxOut int64) (envs.RunResult, error) {
 	defer c.track()()
-	return c.Client.Run(ctx, key, code, timeout, maxOut)
+	res, err := c.Client.Run(ctx, key, code, timeout, maxOut)
+	c.note(err)
+	return res, err
 }

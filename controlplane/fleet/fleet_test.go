@@ -59,9 +59,9 @@ func TestPick(t *testing.T) {
 	member(t, gossipAddr, gossip.Meta{Role: gossip.RoleAgent, ID: "elsewhere", URL: "http://127.0.0.1:4", Fleet: "fleet-b", Pythons: []gossip.Python{py311, py312}})
 
 	deadline := time.Now().Add(15 * time.Second)
-	for len(f.All(t.Context())) != 3 || len(f.View().Refused) != 1 {
+	for len(f.All(t.Context())) != 3 || len(f.View(t.Context()).Fleet.Refused) != 1 {
 		if time.Now().After(deadline) {
-			t.Fatalf("fleet view: %+v", f.View())
+			t.Fatalf("fleet view: %+v", f.View(t.Context()))
 		}
 		time.Sleep(50 * time.Millisecond)
 	}

@@ -33,6 +33,16 @@ type Policy struct {
 // ErrNoPeer is what Peer returns for a request without a client certificate.
 var ErrNoPeer = errors.New("no client certificate")
 
+// RefusedHeader says, on a refusal, which credential was refused: RefusedToken (the bearer
+// token, or the metrics credential used beyond its reach) or RefusedCertificate (the client
+// certificate is missing or not a control plane's of this fleet). Callers branch on it rather than
+// on the message.
+const (
+	RefusedHeader      = "Envfabric-Refused"
+	RefusedToken       = "token"
+	RefusedCertificate = "certificate"
+)
+
 // Connect-style JSON error bodies (the Connect protocol's error shape).
 const (
 	unauthenticatedBody = `{"code":"unauthenticated","message":"missing or invalid bearer token"}`
@@ -54,19 +64,19 @@ func Middleware(p Policy, next http.Handler) http.Handler {
 			isMetrics := ok && len(metrics) > 0 && subtle.ConstantTimeCompare([]byte(got), metrics) == 1
 			switch {
 			case !isFull && !isMetrics:
-				refuse(w, http.StatusUnauthorized, unauthenticatedBody)
+				refuse(w, http.StatusUnauthorized, RefusedToken, unauthenticatedBody)
 				return
 			case isMetrics && !readOnly:
-				refuse(w, http.StatusForbidden, readOnlyBody)
+				refuse(w, http.StatusForbidden, RefusedToken, readOnlyBody)
 				return
 			}
 		}
 		if p.Peer != nil && !readOnly {
 			if err := p.Peer(r.TLS); errors.Is(err, ErrNoPeer) {
-				refuse(w, http.StatusUnauthorized, noCertificateBody)
+				refuse(w, http.StatusUnauthorized, RefusedCertificate, noCertificateBody)
 				return
 			} else if err != nil {
-				refuse(w, http.StatusForbidden, deniedBody)
+				refuse(w, http.StatusForbidden, RefusedCertificate, deniedBody)
 				return
 			}
 		}
@@ -74,8 +84,9 @@ func Middleware(p Policy, next http.Handler) http.Handler {
 	})
 }
 
-func refuse(w http.ResponseWriter, status int, body string) {
+func refuse(w http.ResponseWriter, status int, refused, body string) {
 	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set(RefusedHeader, refused)
 	if status == http.StatusUnauthorized {
 		w.Header().Set("WWW-Authenticate", "Bearer")
 	}

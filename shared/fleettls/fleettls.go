@@ -53,8 +53,23 @@ func (r Role) Usage() x509.ExtKeyUsage {
 	return x509.ExtKeyUsageServerAuth
 }
 
+// RoleError is a certificate that does not carry the fleet role asked for: another role, or none.
+type RoleError struct {
+	Subject string // the certificate's common name
+	Got     Role   // "": no single role
+	Want    Role
+	Usages  []x509.ExtKeyUsage
+}
+
+func (e *RoleError) Error() string {
+	if e.Got == "" {
+		return fmt.Sprintf("certificate %q carries no single fleet role (extended key usage %v): issue it with envfabric-ca", e.Subject, e.Usages)
+	}
+	return fmt.Sprintf("certificate %q is for the %s role; this program needs one for the %s role", e.Subject, e.Got, e.Want)
+}
+
 // RoleOf is the role a certificate carries. A certificate with both usages (or any), as general
-// tools issue by default, has none: it could act as either side.
+// tools issue by default, has none: it could act as either side (a *RoleError).
 func RoleOf(c *x509.Certificate) (Role, error) {
 	client := slices.Contains(c.ExtKeyUsage, x509.ExtKeyUsageClientAuth)
 	server := slices.Contains(c.ExtKeyUsage, x509.ExtKeyUsageServerAuth)
@@ -65,16 +80,20 @@ func RoleOf(c *x509.Certificate) (Role, error) {
 	case server && !client:
 		return Agent, nil
 	}
-	return "", fmt.Errorf("certificate %q carries no single fleet role (extended key usage %v): issue it with envfabric-ca", c.Subject.CommonName, c.ExtKeyUsage)
+	return "", &RoleError{Subject: c.Subject.CommonName, Usages: c.ExtKeyUsage}
 }
 
 func wantRole(c *x509.Certificate, want Role) error {
 	got, err := RoleOf(c)
 	if err != nil {
+		var re *RoleError
+		if errors.As(err, &re) {
+			re.Want = want
+		}
 		return err
 	}
 	if got != want {
-		return fmt.Errorf("certificate %q is for the %s role; this program needs one for the %s role", c.Subject.CommonName, got, want)
+		return &RoleError{Subject: c.Subject.CommonName, Got: got, Want: want, Usages: c.ExtKeyUsage}
 	}
 	return nil
 }

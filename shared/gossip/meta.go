@@ -31,7 +31,7 @@ type Meta struct {
 	Role    string   `json:"r"`
 	ID      string   `json:"i"`
 	URL     string   `json:"u,omitempty"` // an agent's Connect address
-	Fleet   string   `json:"f,omitempty"` // the identity of the shared storage it mounts
+	Fleet   string   `json:"f,omitempty"` // the fleet id: the identity its shared storage holds
 	Pythons []Python `json:"p,omitempty"` // interpreters it can bind an environment to
 	Load    int      `json:"l"`           // operations in flight
 	Sandbox string   `json:"s,omitempty"` // the run sandbox tier

@@ -32,7 +32,9 @@ func TestDependencyDirection(t *testing.T) {
 		{pkg: module + "controlplane/envs", forbidden: []string{"github.com/jackc/pgx", "modernc.org/sqlite", module + "proto/", "connectrpc.com/connect"}},
 		// The shared SQL layer knows database/sql only; each driver stays in its dialect's package.
 		{pkg: module + "controlplane/store/sqlstore", forbidden: []string{"github.com/jackc/pgx", "modernc.org/sqlite"}},
-		{pkg: module + "controlplane/api", forbidden: []string{"github.com/jackc/pgx", "modernc.org/sqlite", module + "proto/"}},
+		{pkg: module + "controlplane/api", forbidden: []string{"github.com/jackc/pgx", "modernc.org/sqlite", module + "proto/", module + "controlplane/fleet", module + "controlplane/agentclient"}},
+		// The agents view is envs' type: the API renders it, the fleet produces it, app wires them.
+		{pkg: module + "controlplane/fleet", forbidden: []string{module + "controlplane/api", module + "controlplane/app"}},
 		{pkg: module + "shared/...", forbidden: []string{module + "controlplane/", module + "agent/"}},
 		{pkg: module + "proto/...", forbidden: []string{module + "shared/", module + "controlplane/", module + "agent/"}},
 		{pkg: module + "agent/...", forbidden: []string{module + "controlplane/", "github.com/jackc/pgx", "modernc.org/sqlite"}},
