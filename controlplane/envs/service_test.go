@@ -2,6 +2,7 @@ package envs_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -217,5 +218,37 @@ func TestPruneCacheWaitsForQuiet(t *testing.T) {
 	}
 	if res, err := svc.PruneCache(t.Context(), envs.Caller{Actor: "t"}); err != nil || !res.Pruned || !slices.Contains(agent.Calls(), "prune") {
 		t.Errorf("with the fleet quiet: %+v, %v, calls %v; want pruned", res, err, agent.Calls())
+	}
+}
+
+// TestCreateAnswersItsRevision: create answers the revision it committed and its audit row
+// records the same, for a first create and for one after a delete (whose revisions went with it).
+func TestCreateAnswersItsRevision(t *testing.T) {
+	svc, st := newService(t, &fakeAgent{}, &clock{})
+	for i := range 2 {
+		res, err := svc.Create(t.Context(), envs.Caller{Actor: "t"}, envs.CreateRequest{Key: key})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cur, err := st.GetRevision(t.Context(), key, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.Revision != cur.Number || res.Revision != 1 {
+			t.Errorf("create %d answered revision %d; the database's current is %d, want 1", i+1, res.Revision, cur.Number)
+		}
+		op, err := st.GetOperation(t.Context(), res.OperationID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var result struct {
+			Revision *int64 `json:"revision"`
+		}
+		if err := json.Unmarshal(op.Result, &result); err != nil || result.Revision == nil || *result.Revision != res.Revision {
+			t.Errorf("create %d's audit result %s; want revision %d", i+1, op.Result, res.Revision)
+		}
+		if _, err := svc.Delete(t.Context(), envs.Caller{Actor: "t"}, key); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
