@@ -90,12 +90,7 @@ func (s *Service) execute(ctx context.Context, o op, fn func(ctx context.Context
 			out.ErrorCode = string(errcode.Of(opErr))
 			out.ErrorMessage = truncate(opErr.Error(), 2000)
 		}
-		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-		defer cancel()
-		if err := s.store.FinishOperation(fctx, r.id, out); err != nil {
-			// The row stays running; the sweep (repair.go) closes it as interrupted.
-			s.log.Error("recording the outcome of an operation", "op_id", r.id, "op", o.kind, "env", o.key.String(), "err", err)
-		}
+		s.recordOutcome(context.WithoutCancel(ctx), o, r.id, out)
 	}
 
 	r.lease, err = s.store.AcquireLease(ctx, store.LeaseRequest{
@@ -174,6 +169,37 @@ func (s *Service) execute(ctx context.Context, o op, fn func(ctx context.Context
 	}
 	finish(store.OpSucceeded, result, nil)
 	return nil
+}
+
+// outcomeRetryFor bounds how long recordOutcome keeps trying, and so how long an answer may wait
+// for the database to come back.
+const outcomeRetryFor = time.Minute
+
+// recordOutcome writes an operation's outcome, trying again while the database is away (a
+// restart, a failover) before the answer goes out. Giving up at once would leave the row running
+// for the sweep (repair.go) to close as INTERRUPTED, "stopped before recording its outcome",
+// while the caller is told the operation succeeded: a run that answered, a mutation that
+// committed. A later write of the true outcome replaces what the sweep wrote. Past
+// outcomeRetryFor the row is left to the sweep.
+func (s *Service) recordOutcome(ctx context.Context, o op, id int64, out store.Outcome) {
+	ctx, cancel := context.WithTimeout(ctx, outcomeRetryFor)
+	defer cancel()
+	for wait := 100 * time.Millisecond; ; wait = min(2*wait, 2*time.Second) {
+		actx, acancel := context.WithTimeout(ctx, 10*time.Second)
+		err := s.store.FinishOperation(actx, id, out)
+		acancel()
+		if err == nil {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			s.log.Error("recording the outcome of an operation; the sweep will close it as interrupted", "op_id", id, "op", o.kind,
+				"env", o.key.String(), "status", out.Status, "err", err)
+			return
+		case <-time.After(wait):
+			s.log.Warn("recording the outcome of an operation; trying again", "op_id", id, "op", o.kind, "env", o.key.String(), "err", err)
+		}
+	}
 }
 
 // operationBound is how long an admitted operation may take in all: one uv operation, one
