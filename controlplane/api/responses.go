@@ -26,6 +26,7 @@ type CreatedEnv struct {
 	Packages          []string           `json:"packages"`
 	HostConstraints   []hostdeps.Applied `json:"host_constraints_applied"`
 	PackagesInstalled int                `json:"packages_installed"`
+	Revision          int64              `json:"revision"` // the revision the create committed
 	OperationID       int64              `json:"operation_id"`
 }
 

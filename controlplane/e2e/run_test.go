@@ -16,6 +16,9 @@ func TestRunOutcomes(t *testing.T) {
 	r := f.do(t, "POST", "/envs", map[string]any{"workflow_id": "wf", "node_id": "n", "packages": []string{"alpha==1.0.0"}})
 	expect(t, r, 201, "")
 	rev := f.do(t, "GET", "/envs/wf/n/deps", nil).Body["revision"]
+	if r.Body["revision"] != rev || rev != float64(1) {
+		t.Errorf("create answered revision %v; GET deps says %v, want 1", r.Body["revision"], rev)
+	}
 
 	high := make([]byte, 128)
 	for i := range high {

@@ -36,7 +36,9 @@ type CreatedEnv struct {
 	Packages          []string
 	HostConstraints   []hostdeps.Applied
 	PackagesInstalled int
-	OperationID       int64
+	// Revision is the environment's first revision, the one the create committed.
+	Revision    int64
+	OperationID int64
 }
 
 // parsePackages validates request packages and applies the host's constraints.
@@ -114,11 +116,12 @@ func (s *Service) Create(ctx context.Context, c Caller, req CreateRequest) (Crea
 			}
 			return nil, err
 		}
-		if _, err := s.store.CommitRevision(ctx, store.Commit{
+		rev, err := s.store.CommitRevision(ctx, store.Commit{
 			Key: req.Key, LeaseID: r.lease.ID, Now: s.now(), OperationID: r.id, State: store.StateActive,
 			PyprojectTOML: created.Files.PyprojectTOML, UvLock: created.Files.UvLock,
 			PythonVersion: req.PythonVersion, PythonPath: created.PythonPath, EnvPath: created.EnvPath,
-		}); err != nil {
+		})
+		if err != nil {
 			return nil, s.uncommittedCreate(ctx, r, req.Key, err)
 		}
 		r.committed = true
@@ -126,9 +129,10 @@ func (s *Service) Create(ctx context.Context, c Caller, req CreateRequest) (Crea
 			WorkflowID: req.Key.WorkflowID, NodeID: req.Key.NodeID, VersionID: req.Key.VersionID,
 			EnvPath: created.EnvPath, PythonVersion: req.PythonVersion, PythonFullVersion: created.PythonFullVersion,
 			Status: "created", PyprojectTOML: created.Files.PyprojectTOML, Packages: nonNil(specs),
-			HostConstraints: nonNilApplied(applied), PackagesInstalled: created.PackagesInstalled, OperationID: r.id,
+			HostConstraints: nonNilApplied(applied), PackagesInstalled: created.PackagesInstalled, Revision: rev, OperationID: r.id,
 		}
-		return map[string]any{"env_path": created.EnvPath, "python_path": created.PythonPath, "packages_installed": created.PackagesInstalled}, nil
+		return map[string]any{"env_path": created.EnvPath, "python_path": created.PythonPath, "packages_installed": created.PackagesInstalled,
+			"revision": rev}, nil
 	})
 	return res, err
 }

@@ -94,19 +94,13 @@ func (s *Service) execute(ctx context.Context, o op, fn func(ctx context.Context
 			out.ErrorCode = string(errcode.Of(opErr))
 			out.ErrorMessage = truncate(opErr.Error(), 2000)
 		}
+		// The outcome of a success is tried again for longer: a caller must not be told of a
+		// success the audit does not record.
 		budget := 10 * time.Second
 		if status == store.OpSucceeded {
-			budget = recordBudget
+			budget = outcomeRetryFor
 		}
-		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), budget)
-		defer cancel()
-		err := retry(fctx, func(ctx context.Context) error { return s.store.FinishOperation(ctx, r.id, out) })
-		if err != nil {
-			// The row stays running; the sweep (repair.go) closes it: as succeeded when its
-			// revision was committed, as interrupted otherwise.
-			s.log.Error("recording the outcome of an operation", "op_id", r.id, "op", o.kind, "env", o.key.String(), "err", err)
-		}
-		return err
+		return s.recordOutcome(context.WithoutCancel(ctx), o, r.id, out, budget)
 	}
 
 	r.lease, err = s.store.AcquireLease(ctx, store.LeaseRequest{
@@ -192,23 +186,33 @@ func (s *Service) execute(ctx context.Context, o op, fn func(ctx context.Context
 	return nil
 }
 
-// recordBudget is how long the outcome of a success is tried again while the database is away.
-const recordBudget = 30 * time.Second
+// outcomeRetryFor bounds how long recordOutcome keeps trying the outcome of a success, and so how
+// long its answer may wait for the database to come back.
+const outcomeRetryFor = time.Minute
 
-// retry calls fn until it succeeds or ctx ends, backing off from 100 ms to 2 s.
-func retry(ctx context.Context, fn func(ctx context.Context) error) error {
-	delay := 100 * time.Millisecond
-	for {
-		err := fn(ctx)
+// recordOutcome writes an operation's outcome, trying again while the database is away (a
+// restart, a failover) before the answer goes out. Giving up at once would leave the row running
+// for the sweep (repair.go) to close as INTERRUPTED while the caller is told the operation
+// succeeded. A later write of the true outcome replaces what the sweep wrote. Past budget the
+// row is left to the sweep, and the error says so.
+func (s *Service) recordOutcome(ctx context.Context, o op, id int64, out store.Outcome, budget time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, budget)
+	defer cancel()
+	for wait := 100 * time.Millisecond; ; wait = min(2*wait, 2*time.Second) {
+		actx, acancel := context.WithTimeout(ctx, 10*time.Second)
+		err := s.store.FinishOperation(actx, id, out)
+		acancel()
 		if err == nil {
 			return nil
 		}
 		select {
 		case <-ctx.Done():
+			s.log.Error("recording the outcome of an operation; the sweep will close it", "op_id", id, "op", o.kind,
+				"env", o.key.String(), "status", out.Status, "err", err)
 			return err
-		case <-time.After(delay):
+		case <-time.After(wait):
+			s.log.Warn("recording the outcome of an operation; trying again", "op_id", id, "op", o.kind, "env", o.key.String(), "err", err)
 		}
-		delay = min(2*delay, 2*time.Second)
 	}
 }
 

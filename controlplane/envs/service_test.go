@@ -2,6 +2,7 @@ package envs_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -226,5 +227,80 @@ func TestPruneCacheWaitsForQuiet(t *testing.T) {
 	}
 	if res, err := svc.PruneCache(t.Context(), envs.Caller{Actor: "t"}); err != nil || !res.Pruned || !slices.Contains(agent.Calls(), "prune") {
 		t.Errorf("with the fleet quiet: %+v, %v, calls %v; want pruned", res, err, agent.Calls())
+	}
+}
+
+// TestCreateAnswersItsRevision: create answers the revision it committed and its audit row
+// records the same, for a first create and for one after a delete (whose revisions went with it).
+func TestCreateAnswersItsRevision(t *testing.T) {
+	svc, st := newService(t, &fakeAgent{}, &clock{})
+	for i := range 2 {
+		res, err := svc.Create(t.Context(), envs.Caller{Actor: "t"}, envs.CreateRequest{Key: key})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cur, err := st.GetRevision(t.Context(), key, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.Revision != cur.Number || res.Revision != 1 {
+			t.Errorf("create %d answered revision %d; the database's current is %d, want 1", i+1, res.Revision, cur.Number)
+		}
+		op, err := st.GetOperation(t.Context(), res.OperationID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var result struct {
+			Revision *int64 `json:"revision"`
+		}
+		if err := json.Unmarshal(op.Result, &result); err != nil || result.Revision == nil || *result.Revision != res.Revision {
+			t.Errorf("create %d's audit result %s; want revision %d", i+1, op.Result, res.Revision)
+		}
+		if _, err := svc.Delete(t.Context(), envs.Caller{Actor: "t"}, key); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// flakyFinish is a store whose FinishOperation fails while failures > 0, as a database that is
+// away for a moment.
+type flakyFinish struct {
+	store.Store
+	failures atomic.Int32
+}
+
+func (f *flakyFinish) FinishOperation(ctx context.Context, id int64, out store.Outcome) error {
+	if f.failures.Add(-1) >= 0 {
+		return errors.New("connection refused")
+	}
+	return f.Store.FinishOperation(ctx, id, out)
+}
+
+// TestOutcomeRecordedAfterTheDatabaseComesBack: a run that answered 200 is recorded as succeeded
+// even when the database refused the first attempts to record it, instead of being left running
+// for the sweep to close as INTERRUPTED ("stopped before recording its outcome") — which the chaos
+// harness found: an acknowledged run with no succeeded audit row.
+func TestOutcomeRecordedAfterTheDatabaseComesBack(t *testing.T) {
+	c := &clock{}
+	_, st := newService(t, &fakeAgent{}, c)
+	flaky := &flakyFinish{Store: st}
+	svc := envs.New(flaky, envs.One(&fakeAgent{}), nil, envs.Options{
+		Instance: "test", DefaultPython: "3.11", DefaultTimeout: time.Second, MaxTimeout: time.Minute,
+		MaxOutputBytes: 1 << 20, LeaseTTL: 300 * time.Millisecond, CleanupIdle: time.Hour, Now: c.now,
+	}, slog.New(slog.DiscardHandler))
+	if _, err := svc.Create(t.Context(), envs.Caller{Actor: "t"}, envs.CreateRequest{Key: key}); err != nil {
+		t.Fatal(err)
+	}
+	flaky.failures.Store(3)
+	res, err := svc.Run(t.Context(), envs.Caller{Actor: "t"}, key, envs.RunRequest{Code: "print(1)"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	op, err := st.GetOperation(t.Context(), res.OperationID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if op.Status != store.OpSucceeded || !strings.Contains(string(op.Result), `"revision":1`) {
+		t.Errorf("audit row %d: %s %s; want succeeded with revision 1", op.ID, op.Status, op.Result)
 	}
 }

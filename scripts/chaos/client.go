@@ -48,7 +48,7 @@ func universeNames() map[string]bool {
 }
 
 // runCode prints the installed distributions as JSON: the checker compares them with the
-// revision current while the run ran.
+// revision the run answered.
 const runCode = `import importlib.metadata as m, json
 print(json.dumps({d.metadata["Name"]: d.version for d in m.distributions()}, sort_keys=True))`
 

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -12,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -19,25 +21,32 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/envfabric/envfabric/shared/sdnotify"
 	"github.com/envfabric/envfabric/shared/testutil/pgtest"
 	"github.com/envfabric/envfabric/shared/testutil/pyindex"
 )
 
-// member is one program of the fleet that the nemesis can kill, pause and start again. Its
-// address stays the same across restarts so clients and gossip find it again.
+// member is one program of the fleet that the nemesis can kill, pause and start again. The first
+// start takes any free port (port 0) for HTTP and gossip and learns from the program's readiness
+// message (sd_notify's READY=1) what it bound; every restart binds those addresses again, so the
+// clients' URLs and the gossip seeds stay valid.
 type member struct {
-	name    string // cp1, agent2
-	bin     string
-	env     []string
-	url     string // REST (control plane) or Connect (agent) base URL
-	ready   string // the URL that answers 200 once it serves
-	token   string // bearer token for ready, if it needs one
-	logPath string
+	name      string // cp1, agent2
+	bin       string
+	env       []string // everything but the addresses and NOTIFY_SOCKET, which start adds
+	listenVar string   // LISTEN_ADDR (control plane) or AGENT_LISTEN_ADDR (agent)
+	readyz    bool     // a restart is over once GET /readyz answers 200 (control planes)
+	logPath   string
+	notify    string // the NOTIFY_SOCKET path (short: a socket path must fit in 108 bytes)
 
-	mu     sync.Mutex
-	proc   *proc // nil while down
-	paused bool
-	starts int
+	mu         sync.Mutex
+	proc       *proc // nil while down
+	paused     bool
+	starts     int
+	seeds      []string // GOSSIP_SEEDS; set before each start by the fleet
+	addr       string   // learned at the first start
+	gossipAddr string
+	url        string // REST (control plane) or Connect (agent) base URL, once addr is known
 }
 
 // proc is one run of a member's program.
@@ -62,7 +71,12 @@ func exited(p *proc) bool {
 	}
 }
 
-// start runs the program (appending to its log) and waits, bounded, until it answers ready.
+// anyPort is what a first start binds: any free loopback port.
+const anyPort = "127.0.0.1:0"
+
+// start runs the program (appending to its log) and waits, bounded, for its READY=1: the program
+// says it once it serves, with the addresses it bound. A first start records them; a restart
+// expects the same ones back.
 func (m *member) start(ctx context.Context) error {
 	m.mu.Lock()
 	if m.proc != nil && !exited(m.proc) {
@@ -74,10 +88,19 @@ func (m *member) start(ctx context.Context) error {
 		m.mu.Unlock()
 		return fmt.Errorf("open %s log: %w", m.name, err)
 	}
+	// A fresh socket per start: nothing a previous run sent can be taken for this one's READY=1.
+	_ = os.Remove(m.notify)
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: m.notify, Net: "unixgram"})
+	if err != nil {
+		f.Close()
+		m.mu.Unlock()
+		return fmt.Errorf("%s notify socket: %w", m.name, err)
+	}
 	m.starts++
 	fmt.Fprintf(f, "\n===== chaos: %s start %d at %s =====\n", m.name, m.starts, time.Now().Format(time.RFC3339Nano))
 	cmd := exec.Command(m.bin)
-	cmd.Env = m.env
+	cmd.Env = append(append([]string{}, m.env...), m.listenVar+"="+or(m.addr, anyPort),
+		"GOSSIP_BIND_ADDR="+or(m.gossipAddr, anyPort), "GOSSIP_SEEDS="+strings.Join(m.seeds, ","), "NOTIFY_SOCKET="+m.notify)
 	cmd.Stdout, cmd.Stderr = f, f
 	// Its own process group, so a pause stops the program and the uv or user code it runs, as a
 	// frozen host would, and the harness can kill whatever is left at the end. Pdeathsig: a
@@ -85,30 +108,100 @@ func (m *member) start(ctx context.Context) error {
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		f.Close()
+		conn.Close()
 		m.mu.Unlock()
 		return fmt.Errorf("start %s: %w", m.name, err)
 	}
 	p := &proc{cmd: cmd, done: make(chan struct{})}
+	ready := make(chan map[string]string, 1)
+	go readNotify(conn, ready)
 	go func() {
 		p.err = cmd.Wait()
 		f.Close()
+		conn.Close() // ends readNotify if READY=1 never came
 		close(p.done)
 	}()
 	m.proc, m.paused = p, false
 	m.mu.Unlock()
-	return waitReady(ctx, m, p, 60*time.Second)
+
+	const limit = 60 * time.Second
+	var vars map[string]string
+	select {
+	case vars = <-ready:
+	case <-p.done:
+		return fmt.Errorf("%s exited before it was ready: %v (log: %s)", m.name, p.err, m.logPath)
+	case <-ctx.Done():
+		return fmt.Errorf("%s: %w", m.name, ctx.Err())
+	case <-time.After(limit):
+		return fmt.Errorf("%s sent no READY=1 within %s (log: %s)", m.name, limit, m.logPath)
+	}
+	return m.learn(vars)
 }
 
-// waitReady polls m.ready until it answers 200, p exits, or limit passes.
-func waitReady(ctx context.Context, m *member, p *proc, limit time.Duration) error {
+// learn records the addresses of a first start's READY=1, or checks that a restart bound the
+// same ones.
+func (m *member) learn(vars map[string]string) error {
+	addr, gossip := vars[sdnotify.AddrVar], vars[sdnotify.GossipAddrVar]
+	if addr == "" || gossip == "" {
+		return fmt.Errorf("%s said READY=1 without %s and %s: %v", m.name, sdnotify.AddrVar, sdnotify.GossipAddrVar, vars)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.addr == "" {
+		m.addr, m.gossipAddr, m.url = addr, gossip, "http://"+addr
+		return nil
+	}
+	if addr != m.addr || gossip != m.gossipAddr {
+		return fmt.Errorf("%s bound %s and gossip %s; it was told %s and %s", m.name, addr, gossip, m.addr, m.gossipAddr)
+	}
+	return nil
+}
+
+// readNotify hands the variables of the first READY=1 message on conn to ready, then closes conn
+// (the program's later STOPPING=1 finds no one listening, which it ignores).
+func readNotify(conn *net.UnixConn, ready chan<- map[string]string) {
+	defer conn.Close()
+	buf := make([]byte, 4096)
+	for {
+		n, err := conn.Read(buf)
+		if err != nil {
+			return
+		}
+		vars := map[string]string{}
+		for _, line := range strings.Split(string(buf[:n]), "\n") {
+			if k, v, ok := strings.Cut(line, "="); ok {
+				vars[k] = v
+			}
+		}
+		if vars["READY"] == "1" {
+			ready <- vars
+			return
+		}
+	}
+}
+
+// restart is start for the nemesis: for a control plane it also waits until /readyz answers
+// 200. READY=1 says the program serves; /readyz says it can work (its database answers and it
+// sees an agent), and only then is the fault undone, so the next one finds the fleet whole.
+func (m *member) restart(ctx context.Context) error {
+	if err := m.start(ctx); err != nil {
+		return err
+	}
+	if !m.readyz {
+		return nil
+	}
+	m.mu.Lock()
+	p, url := m.proc, m.url+"/readyz"
+	m.mu.Unlock()
+	if p == nil {
+		return fmt.Errorf("%s stopped while starting", m.name)
+	}
+	const limit = 60 * time.Second
 	ctx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
 	c := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{Proxy: nil}}
 	for {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, m.ready, nil)
-		if m.token != "" {
-			req.Header.Set("Authorization", "Bearer "+m.token)
-		}
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 		if resp, err := c.Do(req); err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
@@ -119,10 +212,17 @@ func waitReady(ctx context.Context, m *member, p *proc, limit time.Duration) err
 		case <-p.done:
 			return fmt.Errorf("%s exited before it was ready: %v (log: %s)", m.name, p.err, m.logPath)
 		case <-ctx.Done():
-			return fmt.Errorf("%s not ready at %s within %s (log: %s)", m.name, m.ready, limit, m.logPath)
+			return fmt.Errorf("%s not ready at %s within %s (log: %s)", m.name, url, limit, m.logPath)
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
+}
+
+func or(v, def string) string {
+	if v != "" {
+		return v
+	}
+	return def
 }
 
 // kill is kill -9 of the program (not its group: uv runs with Pdeathsig and must die with it).
@@ -200,18 +300,7 @@ type fleet struct {
 	agents []*member
 
 	apiSecret string
-}
-
-// freeAddr finds a free loopback port. It races with anything else binding ports (the programs
-// cannot yet bind port 0 and report their address); the window is small and a clash shows as a
-// program that does not start.
-func freeAddr() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", fmt.Errorf("find a free port: %w", err)
-	}
-	defer l.Close()
-	return l.Addr().String(), nil
+	sockDir   string // the members' notify sockets
 }
 
 func randomHex(n int) string {
@@ -221,8 +310,9 @@ func randomHex(n int) string {
 }
 
 // startFleet builds nothing (bins are given) and starts every part, in the order the fleet needs:
-// database, index, control planes (which agents seed gossip through), agents; then it waits until
-// every control plane is ready and sees every agent alive.
+// database, index, control planes (whose gossip addresses, learned from their READY=1, the
+// agents seed through), agents; then it waits until every control plane is ready and sees every
+// agent alive.
 func startFleet(ctx context.Context, cfg config, bins binaries, log *slog.Logger) (f *fleet, err error) {
 	f = &fleet{cfg: cfg, log: log, dataRoot: filepath.Join(cfg.Workdir, "data"), logs: filepath.Join(cfg.Out, "logs"),
 		apiSecret: randomHex(16)}
@@ -254,66 +344,71 @@ func startFleet(ctx context.Context, cfg config, bins binaries, log *slog.Logger
 		return f, fmt.Errorf("package index: %w", err)
 	}
 
+	// The notify sockets: under a short directory of their own, since a socket path must fit in
+	// 108 bytes and CHAOS_WORKDIR may be long.
+	if f.sockDir, err = os.MkdirTemp("", "efchaos-"); err != nil {
+		return f, err
+	}
 	agentToken := randomHex(32)
 	gossipKey := make([]byte, 32)
 	_, _ = rand.Read(gossipKey)
 	base := append(baseEnv(), "AGENT_TOKEN="+agentToken, "LOG_LEVEL="+cfg.LogLevel,
 		"GOSSIP_KEYS="+base64.StdEncoding.EncodeToString(gossipKey), "GOSSIP_PROFILE=local", "DATA_ROOT="+f.dataRoot)
-	var seeds []string
-	cpGossip := make([]string, cfg.ControlPlanes)
-	for i := range cpGossip {
-		if cpGossip[i], err = freeAddr(); err != nil {
-			return f, err
+	newMember := func(name, bin, listenVar string, env ...string) (*member, error) {
+		m := &member{name: name, bin: bin, env: append(append([]string{}, base...), env...), listenVar: listenVar,
+			logPath: filepath.Join(f.logs, name+".log"), notify: filepath.Join(f.sockDir, name)}
+		if len(m.notify) >= 108 {
+			return nil, fmt.Errorf("notify socket path %s is longer than a socket path may be (set TMPDIR shorter)", m.notify)
 		}
-		seeds = append(seeds, cpGossip[i])
+		return m, nil
 	}
 	for i := range cfg.ControlPlanes {
-		addr, err := freeAddr()
-		if err != nil {
-			return f, err
-		}
 		name := fmt.Sprintf("cp%d", i+1)
-		env := append(append([]string{}, base...), "LISTEN_ADDR="+addr, "DATABASE_URL="+f.dbURL, "INSTANCE_ID="+name,
+		m, err := newMember(name, bins.ControlPlane, "LISTEN_ADDR", "DATABASE_URL="+f.dbURL, "INSTANCE_ID="+name,
 			"LEASE_TTL="+cfg.LeaseTTL.String(), "API_TOKENS=chaos:admin:"+f.apiSecret,
-			"GOSSIP_BIND_ADDR="+cpGossip[i], "GOSSIP_SEEDS="+strings.Join(seeds, ","),
 			// Nothing but the clients may change environments: no scheduled cleanup or prune.
 			"CLEANUP_INTERVAL=0", "CACHE_PRUNE_INTERVAL=0", "UV_OPERATION_TIMEOUT=2m")
-		f.cps = append(f.cps, &member{name: name, bin: bins.ControlPlane, env: env, url: "http://" + addr,
-			ready: "http://" + addr + "/readyz", logPath: filepath.Join(f.logs, name+".log")})
+		if err != nil {
+			return f, err
+		}
+		m.readyz = true
+		f.cps = append(f.cps, m)
 	}
 	for i := range cfg.Agents {
-		addr, err := freeAddr()
-		if err != nil {
-			return f, err
-		}
-		gossip, err := freeAddr()
-		if err != nil {
-			return f, err
-		}
 		name := fmt.Sprintf("agent%d", i+1)
-		env := append(append([]string{}, base...), "AGENT_LISTEN_ADDR="+addr, "AGENT_ID="+name, "UV_BIN="+cfg.UV,
-			"UV_DEFAULT_INDEX="+f.index.URL, "GOSSIP_BIND_ADDR="+gossip, "GOSSIP_SEEDS="+strings.Join(seeds, ","),
-			"RUN_SANDBOX="+cfg.Sandbox)
-		f.agents = append(f.agents, &member{name: name, bin: bins.Agent, env: env, url: "http://" + addr,
-			ready: "http://" + addr + "/healthz", token: agentToken, logPath: filepath.Join(f.logs, name+".log")})
+		m, err := newMember(name, bins.Agent, "AGENT_LISTEN_ADDR", "AGENT_ID="+name, "UV_BIN="+cfg.UV,
+			"UV_DEFAULT_INDEX="+f.index.URL, "RUN_SANDBOX="+cfg.Sandbox)
+		if err != nil {
+			return f, err
+		}
+		f.agents = append(f.agents, m)
 	}
 
-	// Control planes say ready only once an agent is alive: start them without waiting, then the
-	// agents, then wait for both.
+	// Control planes one after the other, each joining gossip through those before it (READY=1
+	// comes once a control plane serves; it needs no agent for that). Then every member's seeds
+	// are all the control planes, for the agents' first start and everyone's restarts.
 	log.Info("starting the fleet", "control_planes", len(f.cps), "agents", len(f.agents))
-	errs := make(chan error, len(f.cps))
+	var seeds []string
 	for _, m := range f.cps {
-		go func() { errs <- m.start(ctx) }()
-	}
-	for _, m := range f.agents {
+		m.seeds = slices.Clone(seeds)
 		if err := m.start(ctx); err != nil {
 			return f, err
 		}
+		seeds = append(seeds, m.gossipAddr)
 	}
-	for range f.cps {
-		if err := <-errs; err != nil {
-			return f, err
-		}
+	for _, m := range f.members() {
+		m.seeds = slices.Clone(seeds)
+	}
+	errs := make(chan error, len(f.agents))
+	for _, m := range f.agents {
+		go func() { errs <- m.start(ctx) }()
+	}
+	var startErrs []error
+	for range f.agents {
+		startErrs = append(startErrs, <-errs)
+	}
+	if err := errors.Join(startErrs...); err != nil {
+		return f, err
 	}
 	return f, f.waitMembership(ctx, 60*time.Second)
 }
@@ -398,8 +493,8 @@ func (f *fleet) heal(ctx context.Context) []string {
 			}
 		}
 	}
-	// In parallel: each start waits (bounded) for its program to answer, and control planes
-	// answer ready only once an agent is alive.
+	// In parallel: each start waits (bounded) for its program's READY=1; waitMembership, after
+	// heal, waits for the fleet to be whole.
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	for _, m := range f.members() {
@@ -437,6 +532,9 @@ func (f *fleet) close() {
 	}
 	if f.pg != nil {
 		f.pg.Close()
+	}
+	if f.sockDir != "" {
+		os.RemoveAll(f.sockDir)
 	}
 }
 

@@ -89,7 +89,7 @@ func (n *nemesis) inject(ctx context.Context, kind string) fault {
 		ft.Target = m.name
 		if err = m.kill(); err == nil {
 			sleep(ctx, time.Duration(500+n.rng.IntN(2500))*time.Millisecond)
-			err = m.start(undoCtx)
+			err = m.restart(undoCtx)
 		}
 	case faultPauseAgent, faultPauseCP:
 		m := n.pick(kind == faultPauseCP)

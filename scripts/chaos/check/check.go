@@ -54,26 +54,29 @@ type checker struct {
 }
 
 type badRun struct {
-	env, seen  string
-	runs       []string
-	candidates []string
+	env, seen string
+	rev       int64
+	want      string // what the revision holds; "" when the audit never committed it
+	runs      []string
+	evidence  []string
 }
 
-func (c *checker) addBadRun(env, seen, run string, candidates []string) {
-	key := env + " " + seen
+// addBadRun records that run, answered at revision rev, saw seen instead of want.
+func (c *checker) addBadRun(env string, rev int64, seen, want, run string, evidence []string) {
+	key := fmt.Sprintf("%s %d %s", env, rev, seen)
 	b := c.badRuns[key]
 	if b == nil {
 		if c.badRuns == nil {
 			c.badRuns = map[string]*badRun{}
 		}
-		b = &badRun{env: env, seen: seen}
+		b = &badRun{env: env, seen: seen, rev: rev, want: want}
 		c.badRuns[key] = b
 		c.badRunOrder = append(c.badRunOrder, key)
 	}
 	b.runs = append(b.runs, run)
-	for _, cand := range candidates {
-		if !slices.Contains(b.candidates, cand) {
-			b.candidates = append(b.candidates, cand)
+	for _, ev := range evidence {
+		if !slices.Contains(b.evidence, ev) {
+			b.evidence = append(b.evidence, ev)
 		}
 	}
 }
@@ -82,18 +85,19 @@ func (c *checker) flushRuns() {
 	const shown = 3
 	for _, key := range c.badRunOrder {
 		b := c.badRuns[key]
-		msg := fmt.Sprintf("%d runs saw %s, which no revision current while they ran has", len(b.runs), b.seen)
+		who := fmt.Sprintf("%d runs", len(b.runs))
 		if len(b.runs) == 1 {
-			msg = fmt.Sprintf("a run saw %s, which no revision current while it ran has", b.seen)
+			who = "a run"
 		}
-		if len(b.candidates) == 0 {
-			msg += " (by the audit no revision was current at all)"
+		msg := fmt.Sprintf("%s answered revision %d and saw %s, but revision %d holds %s", who, b.rev, b.seen, b.rev, b.want)
+		if b.want == "" {
+			msg = fmt.Sprintf("%s answered revision %d and saw %s, but the audit never committed a revision %d of the environment it ran in", who, b.rev, b.seen, b.rev)
 		}
 		ev := b.runs
 		if len(ev) > shown {
 			ev = append(slices.Clone(ev[:shown]), fmt.Sprintf("… and %d more runs", len(b.runs)-shown))
 		}
-		c.add(InvRunObserved, b.env, msg, append(slices.Clone(ev), b.candidates...)...)
+		c.add(InvRunObserved, b.env, msg, append(slices.Clone(ev), b.evidence...)...)
 	}
 }
 
@@ -193,9 +197,11 @@ func (c *checker) rebuild(e EnvFinal) *lineage {
 // exactly one mutation may change the set (the one that made the revision); any other mutation
 // answered with the same revision must have changed nothing.
 func (c *checker) replay(env string, inc *incarnation) {
-	base := int64(1)
-	if r, ok := inc.create.revision(); ok {
-		base = r
+	base, ok := inc.create.revision()
+	if !ok {
+		// Replayed from 1, what a create commits, so the rest of the lineage is still checked.
+		c.add(InvAcknowledged, env, fmt.Sprintf("succeeded create %d records no revision in its result", inc.create.ID), describeRow(inc.create))
+		base = 1
 	}
 	cur := apply(nil, inc.create)
 	inc.states[base], inc.producer[base], inc.revs = cur, inc.create, []int64{base}
@@ -318,12 +324,19 @@ func (c *checker) checkAudited(op Op) {
 		if op.OperationID != 0 && op.OperationID != row.ID {
 			c.add(InvAcknowledged, op.Env, fmt.Sprintf("acknowledged %s names operation %d, the audit row of its request is %d", op.Kind, op.OperationID, row.ID), evidence()...)
 		}
-		if op.Kind != KindAdd && op.Kind != KindRemove && op.Kind != KindUpdate {
+		if op.Kind == KindSync || op.Kind == KindDelete {
 			return
 		}
-		rev, _ := row.revision()
-		if rev != op.Revision {
+		// Create, run and the mutations answer a revision; their audit result records it too.
+		rev, ok := row.revision()
+		switch {
+		case !ok:
+			c.add(InvAcknowledged, op.Env, fmt.Sprintf("acknowledged %s answered revision %d; its audit result records none", op.Kind, op.Revision), evidence()...)
+		case rev != op.Revision:
 			c.add(InvAcknowledged, op.Env, fmt.Sprintf("acknowledged %s answered revision %d, the audit records %d", op.Kind, op.Revision, rev), evidence()...)
+		}
+		if op.Kind == KindCreate || op.Kind == KindRun {
+			return
 		}
 		l := c.lineages[op.Env]
 		if l == nil || l.byAudit[row.ID] == nil || !op.HasDeps {
@@ -370,8 +383,11 @@ func (c *checker) checkRead(op Op) {
 		append([]string{describeOp(op)}, seen...)...)
 }
 
-// checkRun: a run sees the packages of a committed revision current at some point while it ran.
-// The harness's run code prints {name: version} of the installed distributions.
+// checkRun: a successful run sees exactly the packages of the revision it answered, which it
+// read under its shared lease, through which no change can commit. The harness's run code prints
+// {name: version} of the installed distributions. The revision is looked up in the incarnation
+// that lived while the run's audit row was open (a run's read comes after its row is written and
+// before it is closed); if a delete and a create both fell inside, either will do.
 func (c *checker) checkRun(op Op) {
 	if op.ExitCode != 0 {
 		return
@@ -390,31 +406,41 @@ func (c *checker) checkRun(op Op) {
 	if l == nil {
 		return
 	}
-	var candidates []string
-	var current []map[string]string
-	for _, inc := range l.incs {
-		if !inc.overlaps(op.Start, op.End) {
-			continue
-		}
-		for i, r := range inc.revs {
-			from := inc.producer[r].StartedAt
-			to := inc.end
-			if i+1 < len(inc.revs) {
-				to = inc.producer[inc.revs[i+1]].FinishedAt
-			}
-			if from.After(op.End) || (to != nil && to.Before(op.Start)) {
-				continue
-			}
-			want := inc.states[r].pins()
-			if maps.Equal(seen, want) {
-				return
-			}
-			candidates = append(candidates, fmt.Sprintf("current then: revision %d of create %d: %v", r, inc.create.ID, want))
-			current = append(current, want)
+	if op.Revision == 0 {
+		c.add(InvRunObserved, op.Env, "a successful run answered no revision", describeOp(op))
+		return
+	}
+	from, to := op.Start, op.End
+	for _, r := range c.rowsByRequest[op.RequestID] {
+		if r.Status == AuditSucceeded {
+			from, to = r.StartedAt, finished(r)
 		}
 	}
-	ev := append(candidates, c.suspects(op, seen, current)...)
-	c.addBadRun(op.Env, fmt.Sprint(seen), describeOp(op), append(ev, c.faultsDuring(op.Start, op.End)...))
+	var wants []map[string]string
+	var ev []string
+	for _, inc := range l.incs {
+		if !inc.overlaps(from, to) {
+			continue
+		}
+		state, ok := inc.states[op.Revision]
+		if !ok {
+			ev = append(ev, fmt.Sprintf("create %d committed revisions %v only", inc.create.ID, inc.revs))
+			continue
+		}
+		want := state.pins()
+		if maps.Equal(seen, want) {
+			return
+		}
+		wants = append(wants, want)
+		ev = append(ev, fmt.Sprintf("revision %d of create %d: %v by %s", op.Revision, inc.create.ID, want, describeRow(inc.producer[op.Revision])))
+	}
+	parts := make([]string, len(wants))
+	for i, w := range wants {
+		parts[i] = fmt.Sprint(w)
+	}
+	want := strings.Join(parts, " or ")
+	ev = append(ev, c.suspects(op, seen, wants)...)
+	c.addBadRun(op.Env, op.Revision, fmt.Sprint(seen), want, describeOp(op), append(ev, c.faultsDuring(op.Start, op.End)...))
 }
 
 // suspects are the audit rows that never succeeded (failed, or still running) yet handed uv what

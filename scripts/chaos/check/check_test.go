@@ -30,7 +30,7 @@ func row(id int64, kind, status, req string, pkgs []string, rev int64, start, en
 		}
 		r.Params["applied_packages"] = list
 	}
-	if rev > 0 && status == AuditSucceeded && kind != KindCreate {
+	if rev > 0 && status == AuditSucceeded {
 		r.Result = map[string]any{"revision": float64(rev)}
 	}
 	return r
@@ -82,13 +82,13 @@ func healthy() Input {
 		Now:      at(100),
 		Universe: map[string]bool{"cz01": true, "cz02": true, "cz03": true},
 		History: []Op{
-			ack(0, KindCreate, "r0", 1, 0, nil, 0, 2),
+			ack(0, KindCreate, "r0", 1, 1, nil, 0, 2),
 			ack(1, KindAdd, "r1", 2, 2, []string{"cz01==1.0.0", "cz02==1.0.0"}, 3, 5),
 			failed(2, KindAdd, "r2", 423, "ENV_LOCKED", 3.5, 3.6),
 			ack(3, KindRemove, "r3", 4, 3, []string{"cz02==1.0.0"}, 6, 8),
 			ack(4, KindDeps, "r4", 0, 3, []string{"cz02==1.0.0"}, 9, 9.1),
 			{Index: 5, RequestID: "r5", Kind: KindRun, Env: env, Start: at(10), End: at(11), Status: 200, OperationID: 5,
-				Stdout: `{"cz02": "1.0.0"}` + "\n"},
+				Revision: 3, Stdout: `{"cz02": "1.0.0"}` + "\n"},
 			{Index: 6, RequestID: "r6", Kind: KindSync, Env: env, Start: at(12), End: at(13), Status: 503, Code: "AGENT_UNAVAILABLE",
 				Body: `{"error":{"code":"AGENT_UNAVAILABLE"}}`},
 		},
@@ -103,11 +103,24 @@ func healthy() Input {
 				row(2, KindAdd, AuditSucceeded, "r1", []string{"cz02==1.0.0"}, 2, 3, 5),
 				row(3, KindAdd, AuditRejected, "r2", []string{"cz03==1.0.0"}, 0, 3.5, 3.6),
 				row(4, KindRemove, AuditSucceeded, "r3", []string{"cz01"}, 3, 6, 8),
-				row(5, KindRun, AuditSucceeded, "r5", nil, 0, 10, 11),
+				row(5, KindRun, AuditSucceeded, "r5", nil, 3, 10, 11),
 				row(6, KindSync, AuditFailed, "r6", nil, 0, 12, 13),
 			},
 		}},
 	}
+}
+
+// addAt adds to in an acknowledged add of cz03==1.0.0 over healthy's revision 3 that committed
+// rev from start to end, and makes the final state that revision's.
+func addAt(in *Input, rev int64, start, end float64) {
+	e := &in.Envs[0]
+	e.Audit = append(e.Audit, row(7, KindAdd, AuditSucceeded, "r7", []string{"cz03==1.0.0"}, rev, start, end))
+	in.History = append(in.History, ack(7, KindAdd, "r7", 7, rev, []string{"cz02==1.0.0", "cz03==1.0.0"}, start, end))
+	pins := map[string]string{"cz02": "1.0.0", "cz03": "1.0.0"}
+	pp, lk := pyprojectWith("cz02==1.0.0", "cz03==1.0.0"), lock(pins)
+	e.Revision, e.Dependencies, e.Locked = rev, []string{"cz02==1.0.0", "cz03==1.0.0"}, pins
+	e.ExportPyproject, e.ExportLock, e.DiskPyproject, e.DiskLock = pp, lk, ptr(pp), ptr(lk)
+	e.Installed = maps.Clone(pins)
 }
 
 func TestCheck(t *testing.T) {
@@ -215,6 +228,8 @@ func TestCheck(t *testing.T) {
 				in.Envs[0].Audit[3].Result["revision"] = float64(4)
 				in.History[3].Revision = 4
 				in.History[4].Revision = 4
+				in.History[5].Revision = 4
+				in.Envs[0].Audit[4].Result["revision"] = float64(4)
 				in.Envs[0].Revision = 4
 			},
 			want: []string{InvAcknowledged},
@@ -311,6 +326,57 @@ func TestCheck(t *testing.T) {
 			want: []string{InvRunObserved},
 		},
 		{
+			name: "a run sees the packages of the revision it answered, though a change committed while it ran",
+			change: func(in *Input) {
+				// add cz03 made revision 4 between the run's start and end; the run answered 4.
+				addAt(in, 4, 10.2, 10.8)
+				in.History[5].Revision, in.History[5].Stdout = 4, `{"cz02": "1.0.0", "cz03": "1.0.0"}`
+				in.Envs[0].Audit[4].Result["revision"] = float64(4)
+			},
+		},
+		{
+			// The window check took any revision current while the run ran: revision 3 was until
+			// 10.8, so it accepted this run. The run answered revision 4, which holds cz03.
+			name: "a run saw an older revision than the one it answered",
+			change: func(in *Input) {
+				addAt(in, 4, 10.2, 10.8)
+				in.History[5].Revision = 4
+				in.Envs[0].Audit[4].Result["revision"] = float64(4)
+			},
+			want: []string{InvRunObserved},
+		},
+		{
+			// What it saw is revision 3's, current throughout the run, so the window check
+			// accepted it; but no revision 7 was ever committed.
+			name: "a run answered a revision the audit never committed",
+			change: func(in *Input) {
+				in.History[5].Revision = 7
+				in.Envs[0].Audit[4].Result["revision"] = float64(7)
+			},
+			want: []string{InvRunObserved},
+		},
+		{
+			name:   "a run's answer and its audit disagree on the revision",
+			change: func(in *Input) { in.Envs[0].Audit[4].Result["revision"] = float64(2) },
+			want:   []string{InvAcknowledged},
+		},
+		{
+			name:   "a successful run that answered no revision",
+			change: func(in *Input) { in.History[5].Revision = 0 },
+			want:   []string{InvAcknowledged, InvRunObserved},
+		},
+		{
+			name:   "a create's answer and its audit disagree on the revision",
+			change: func(in *Input) { in.History[0].Revision = 2 },
+			want:   []string{InvAcknowledged},
+		},
+		{
+			// The window check replayed from revision 1 without asking; the create must say.
+			name:   "a succeeded create whose audit records no revision",
+			change: func(in *Input) { in.Envs[0].Audit[0].Result = nil },
+			want:   []string{InvAcknowledged},
+		},
+		{
 			name: "a delete reflected: gone from the database and the disk",
 			change: func(in *Input) {
 				e := &in.Envs[0]
@@ -346,10 +412,14 @@ func TestCheck(t *testing.T) {
 					row(8, KindCreate, AuditSucceeded, "r8", []string{"cz03==2.0.0"}, 1, 16, 17),
 					row(9, KindAdd, AuditSucceeded, "r9", []string{"cz01==1.1.0"}, 2, 18, 19))
 				in.History = append(in.History, ack(7, KindDelete, "r7", 7, 0, nil, 14, 15),
-					ack(8, KindCreate, "r8", 8, 0, nil, 16, 17),
+					ack(8, KindCreate, "r8", 8, 1, nil, 16, 17),
 					ack(9, KindAdd, "r9", 9, 2, []string{"cz01==1.1.0", "cz03==2.0.0"}, 18, 19),
 					// A read during the first incarnation's revision 2 and one of the second's.
-					ack(10, KindDeps, "r10", 0, 2, []string{"cz01==1.1.0", "cz03==2.0.0"}, 19.5, 20))
+					ack(10, KindDeps, "r10", 0, 2, []string{"cz01==1.1.0", "cz03==2.0.0"}, 19.5, 20),
+					// A run at the second incarnation's revision 1, which is not the first's.
+					Op{Index: 11, RequestID: "r11", Kind: KindRun, Env: env, Start: at(17.2), End: at(17.8), Status: 200, OperationID: 10,
+						Revision: 1, Stdout: `{"cz03": "2.0.0"}`})
+				e.Audit = append(e.Audit, row(10, KindRun, AuditSucceeded, "r11", nil, 1, 17.3, 17.7))
 				pp, lk := pyprojectWith("cz01==1.1.0", "cz03==2.0.0"), lock(map[string]string{"cz01": "1.1.0", "cz03": "2.0.0"})
 				e.Revision, e.Dependencies = 2, []string{"cz01==1.1.0", "cz03==2.0.0"}
 				e.Locked = map[string]string{"cz01": "1.1.0", "cz03": "2.0.0"}
@@ -441,12 +511,12 @@ func TestRunsThatSawOneWrongStateAreOneViolation(t *testing.T) {
 		row(21, KindAdd, AuditFailed, "r21", []string{"cz02==1.0.0"}, 0, 9.5, 9.6))
 	in.History = append(in.History, failed(7, KindAdd, "r7", 500, "DB_AUDIT_ERROR", 9.5, 9.8))
 	for i, start := range []float64{10, 10.5, 11} {
-		e.Audit = append(e.Audit, row(int64(8+i), KindRun, AuditSucceeded, fmt.Sprint("run", i), nil, 0, start, start+0.2))
+		e.Audit = append(e.Audit, row(int64(8+i), KindRun, AuditSucceeded, fmt.Sprint("run", i), nil, 3, start, start+0.2))
 		in.History = append(in.History, Op{Index: 8 + i, RequestID: fmt.Sprint("run", i), Kind: KindRun, Env: env,
-			Start: at(start), End: at(start + 0.2), Status: 200, Stdout: `{"cz02": "1.0.0", "cz03": "2.0.0"}`})
+			Start: at(start), End: at(start + 0.2), Status: 200, Revision: 3, Stdout: `{"cz02": "1.0.0", "cz03": "2.0.0"}`})
 	}
 	vs := Check(in)
-	if len(vs) != 1 || vs[0].Invariant != InvRunObserved || !strings.HasPrefix(vs[0].Message, "3 runs saw") {
+	if len(vs) != 1 || vs[0].Invariant != InvRunObserved || !strings.HasPrefix(vs[0].Message, "3 runs answered revision 3 and saw") {
 		t.Fatalf("got %+v; want one run violation for 3 runs", vs)
 	}
 	ev := strings.Join(vs[0].Evidence, "\n")

@@ -240,6 +240,6 @@ const (
 	InvAuditOpen    = "audit-open"   // d: no running audit row after quiet
 	InvStuck        = "stuck"        // e: no transitional state after quiet
 	InvErrorBody    = "error-answer" // f: no undocumented error answer
-	InvRunObserved  = "run"          // runs see a committed revision
+	InvRunObserved  = "run"          // a run sees exactly the committed revision it answered
 	InvHeal         = "heal"         // the fleet came back after the faults
 )
