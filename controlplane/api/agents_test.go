@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -42,7 +43,7 @@ func TestAgentsResponse(t *testing.T) {
 	doc := loadDoc(t)
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			h := New(nil, Options{Agents: tt.view, Registry: prometheus.NewRegistry()}, slog.New(slog.DiscardHandler))
+			h := New(nil, Options{Agents: tt.view, Registry: prometheus.NewRegistry(), MaxBodyBytes: 1 << 20, BodyTimeout: time.Minute}, slog.New(slog.DiscardHandler))
 			rec := httptest.NewRecorder()
 			h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/agents", nil))
 			if rec.Code != http.StatusOK {

@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -58,7 +59,7 @@ func newTestHandler(t *testing.T, tokens ...auth.Token) *Handler {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return New(nil, Options{Tokens: set, Registry: prometheus.NewRegistry()}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	return New(nil, Options{Tokens: set, Registry: prometheus.NewRegistry(), MaxBodyBytes: 1 << 20, BodyTimeout: time.Minute}, slog.New(slog.NewTextHandler(io.Discard, nil)))
 }
 
 // TestOpenAPIMatchesRoutes keeps the document true: every registered route and method is in it

@@ -12,11 +12,12 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
 	"github.com/envfabric/envfabric/controlplane/api/auth"
 	"github.com/envfabric/envfabric/controlplane/envs"
 	"github.com/envfabric/envfabric/shared/errcode"
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
 // Checker reports whether a dependency is usable, for /readyz.
@@ -72,14 +73,9 @@ type route struct {
 // The query parameters of env-scoped endpoints.
 var versionQuery = []string{"version_id"}
 
-// New builds the handler and registers its metrics on opt.Registry.
+// New builds the handler and registers its metrics on opt.Registry. Every limit in opt is the
+// caller's (the defaults live in controlplane/config).
 func New(svc *envs.Service, opt Options, log *slog.Logger) *Handler {
-	if opt.MaxBodyBytes <= 0 {
-		opt.MaxBodyBytes = 8 << 20
-	}
-	if opt.BodyTimeout <= 0 {
-		opt.BodyTimeout = time.Minute
-	}
 	h := &Handler{svc: svc, opt: opt, log: log, mux: http.NewServeMux(),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "envfabric_http_requests_total", Help: "REST requests by route, method and status.",
