@@ -388,6 +388,11 @@ func (c *Cmd) ExitCode() int {
 // Probe runs prog (by default a no-op: the agent's own binary) under c and reports why it cannot
 // run there. The agent refuses to start when its configured tier fails this.
 func (c Config) Probe(prog Program) error {
+	// The probe checks the isolation, not the memory bound. The default probe is this Go binary,
+	// whose runtime reserves address space as its threads come and go: under a run's RLIMIT_AS it
+	// failed now and then on a busy machine ("runtime: out of memory" at init), refusing a tier
+	// that works. The limit itself is a raw prlimit that cannot fail for a lower value.
+	c.Limits.MemoryBytes = 0
 	if prog.Path == "" {
 		prog = Program{Path: "/proc/self/exe", Args: []string{probeStage}}
 	}
