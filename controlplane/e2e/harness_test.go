@@ -23,17 +23,18 @@ import (
 	"testing"
 	"time"
 
+	"github.com/envfabric/envfabric/shared/sdnotify"
+	"github.com/envfabric/envfabric/shared/testutil/fabricbin"
 	"github.com/envfabric/envfabric/shared/testutil/pgtest"
 	"github.com/envfabric/envfabric/shared/testutil/pyindex"
 	"github.com/envfabric/envfabric/shared/testutil/testenv"
 )
 
 var bins struct {
-	once         sync.Once
-	dir          string
-	controlplane string
-	agent        string
-	err          error
+	once sync.Once
+	dir  string
+	fabricbin.Binaries
+	err error
 }
 
 // binaries builds both programs once per test binary.
@@ -42,25 +43,14 @@ func binaries(t *testing.T) (controlplane, agent string) {
 	root := testenv.RepoRoot(t)
 	bins.once.Do(func() {
 		bins.dir, bins.err = os.MkdirTemp("", "envfabric-e2e-bin-")
-		if bins.err != nil {
-			return
+		if bins.err == nil {
+			bins.Binaries, bins.err = fabricbin.Build(context.Background(), root, bins.dir)
 		}
-		for name, pkg := range map[string]string{"controlplane": "./controlplane/cmd/controlplane", "agent": "./agent/cmd/agent"} {
-			out := filepath.Join(bins.dir, name)
-			cmd := exec.Command("go", "build", "-o", out, pkg)
-			cmd.Dir = root
-			if b, err := cmd.CombinedOutput(); err != nil {
-				bins.err = fmt.Errorf("go build %s: %v\n%s", pkg, err, b)
-				return
-			}
-		}
-		bins.controlplane = filepath.Join(bins.dir, "controlplane")
-		bins.agent = filepath.Join(bins.dir, "agent")
 	})
 	if bins.err != nil {
 		t.Fatal(bins.err)
 	}
-	return bins.controlplane, bins.agent
+	return bins.ControlPlane, bins.Agent
 }
 
 // sharedPG is the package's one PostgreSQL server, started by the first test that needs it; each test
@@ -118,24 +108,27 @@ func start(t *testing.T, name, bin string, env []string) *proc {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(sockDir) })
-	sock := filepath.Join(sockDir, "notify")
-	notify, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
+	notify, err := sdnotify.Listen(filepath.Join(sockDir, "notify"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(bin)
-	cmd.Env = append(append([]string{}, env...), "NOTIFY_SOCKET="+sock)
+	cmd.Env = append(append([]string{}, env...), "NOTIFY_SOCKET="+notify.Path())
 	cmd.Stdout, cmd.Stderr = f, f
 	if err := cmd.Start(); err != nil {
 		notify.Close()
 		t.Fatalf("starting %s: %v", name, err)
 	}
 	p := &proc{name: name, cmd: cmd, log: logPath, done: make(chan struct{}), ready: make(chan map[string]string, 1)}
-	go p.readNotify(notify)
+	go func() {
+		if vars, err := notify.Ready(); err == nil {
+			p.ready <- vars
+		}
+	}()
 	go func() {
 		p.err = cmd.Wait()
 		f.Close()
-		notify.Close() // ends readNotify
+		notify.Close() // ends the wait for READY=1
 		close(p.done)
 	}()
 	t.Cleanup(func() {
@@ -146,27 +139,6 @@ func start(t *testing.T, name, bin string, env []string) *proc {
 		}
 	})
 	return p
-}
-
-// readNotify hands the variables of the first READY=1 message to p.ready.
-func (p *proc) readNotify(conn *net.UnixConn) {
-	buf := make([]byte, 4096)
-	for {
-		n, err := conn.Read(buf)
-		if err != nil {
-			return
-		}
-		vars := map[string]string{}
-		for _, line := range strings.Split(string(buf[:n]), "\n") {
-			if k, v, ok := strings.Cut(line, "="); ok {
-				vars[k] = v
-			}
-		}
-		if vars["READY"] == "1" {
-			p.ready <- vars
-			return
-		}
-	}
 }
 
 // waitReady waits for the program's READY=1 and returns the variables it sent with it.

@@ -17,23 +17,9 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/envfabric/envfabric/shared/testutil/fabricbin"
 )
-
-// binaries are the two programs, built once per run.
-type binaries struct {
-	ControlPlane string
-	Agent        string
-}
-
-func buildBinaries(ctx context.Context, root, dir string) (binaries, error) {
-	b := binaries{ControlPlane: filepath.Join(dir, "controlplane"), Agent: filepath.Join(dir, "agent")}
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", dir+"/", "./controlplane/cmd/controlplane", "./agent/cmd/agent")
-	cmd.Dir = root
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return b, fmt.Errorf("go build: %w\n%s", err, out)
-	}
-	return b, nil
-}
 
 // index is the package index uv uses, found at run time. Its URL is never written to a file.
 type index struct {
@@ -156,7 +142,7 @@ type fabric struct {
 	AgentURL string
 	Token    string
 	cfg      config
-	bins     binaries
+	bins     fabricbin.Binaries
 	agent    *proc
 	cp       *proc
 	cpEnv    []string
@@ -200,7 +186,7 @@ func (b bearer) RoundTrip(r *http.Request) (*http.Response, error) {
 
 // startFabric starts an agent (uv in linkMode) and a control plane with SQLite under
 // cfg.Workdir/name.
-func startFabric(ctx context.Context, cfg config, bins binaries, name, linkMode string) (*fabric, error) {
+func startFabric(ctx context.Context, cfg config, bins fabricbin.Binaries, name, linkMode string) (*fabric, error) {
 	root := filepath.Join(cfg.Workdir, name)
 	if err := os.MkdirAll(filepath.Join(root, "logs"), 0o755); err != nil {
 		return nil, err

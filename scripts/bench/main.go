@@ -27,6 +27,8 @@ import (
 	"path/filepath"
 	"syscall"
 	"time"
+
+	"github.com/envfabric/envfabric/shared/testutil/fabricbin"
 )
 
 func main() {
@@ -165,7 +167,7 @@ func run(ctx context.Context, cfg config) error {
 	}
 	log.Info("bench starting", "quick", cfg.Quick, "workdir", cfg.Workdir, "out", cfg.Out, "index", cfg.Index.Source)
 
-	bins, err := buildBinaries(ctx, cfg.Root, filepath.Join(cfg.Workdir, "bin"))
+	bins, err := fabricbin.Build(ctx, cfg.Root, filepath.Join(cfg.Workdir, "bin"))
 	if err != nil {
 		return err
 	}
@@ -217,7 +219,7 @@ type bench struct {
 	cfg  config
 	log  *slog.Logger
 	main *fabric
-	bins binaries
+	bins fabricbin.Binaries
 	res  *Results
 
 	python string   // the interpreter the fabric's environments are bound to

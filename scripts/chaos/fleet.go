@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -22,6 +21,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/envfabric/envfabric/shared/sdnotify"
+	"github.com/envfabric/envfabric/shared/testutil/fabricbin"
 	"github.com/envfabric/envfabric/shared/testutil/pgtest"
 	"github.com/envfabric/envfabric/shared/testutil/pyindex"
 )
@@ -89,8 +89,7 @@ func (m *member) start(ctx context.Context) error {
 		return fmt.Errorf("open %s log: %w", m.name, err)
 	}
 	// A fresh socket per start: nothing a previous run sent can be taken for this one's READY=1.
-	_ = os.Remove(m.notify)
-	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: m.notify, Net: "unixgram"})
+	conn, err := sdnotify.Listen(m.notify)
 	if err != nil {
 		f.Close()
 		m.mu.Unlock()
@@ -114,11 +113,15 @@ func (m *member) start(ctx context.Context) error {
 	}
 	p := &proc{cmd: cmd, done: make(chan struct{})}
 	ready := make(chan map[string]string, 1)
-	go readNotify(conn, ready)
+	go func() {
+		if vars, err := conn.Ready(); err == nil {
+			ready <- vars
+		}
+	}()
 	go func() {
 		p.err = cmd.Wait()
 		f.Close()
-		conn.Close() // ends readNotify if READY=1 never came
+		conn.Close() // ends the wait if READY=1 never came
 		close(p.done)
 	}()
 	m.proc, m.paused = p, false
@@ -155,29 +158,6 @@ func (m *member) learn(vars map[string]string) error {
 		return fmt.Errorf("%s bound %s and gossip %s; it was told %s and %s", m.name, addr, gossip, m.addr, m.gossipAddr)
 	}
 	return nil
-}
-
-// readNotify hands the variables of the first READY=1 message on conn to ready, then closes conn
-// (the program's later STOPPING=1 finds no one listening, which it ignores).
-func readNotify(conn *net.UnixConn, ready chan<- map[string]string) {
-	defer conn.Close()
-	buf := make([]byte, 4096)
-	for {
-		n, err := conn.Read(buf)
-		if err != nil {
-			return
-		}
-		vars := map[string]string{}
-		for _, line := range strings.Split(string(buf[:n]), "\n") {
-			if k, v, ok := strings.Cut(line, "="); ok {
-				vars[k] = v
-			}
-		}
-		if vars["READY"] == "1" {
-			ready <- vars
-			return
-		}
-	}
 }
 
 // restart is start for the nemesis: for a control plane it also waits until /readyz answers
@@ -313,7 +293,7 @@ func randomHex(n int) string {
 // database, index, control planes (whose gossip addresses, learned from their READY=1, the
 // agents seed through), agents; then it waits until every control plane is ready and sees every
 // agent alive.
-func startFleet(ctx context.Context, cfg config, bins binaries, log *slog.Logger) (f *fleet, err error) {
+func startFleet(ctx context.Context, cfg config, bins fabricbin.Binaries, log *slog.Logger) (f *fleet, err error) {
 	f = &fleet{cfg: cfg, log: log, dataRoot: filepath.Join(cfg.Workdir, "data"), logs: filepath.Join(cfg.Out, "logs"),
 		apiSecret: randomHex(16)}
 	f.envsDir = filepath.Join(f.dataRoot, "envs")
@@ -536,22 +516,6 @@ func (f *fleet) close() {
 	if f.sockDir != "" {
 		os.RemoveAll(f.sockDir)
 	}
-}
-
-// binaries are the two programs, built once per run.
-type binaries struct {
-	ControlPlane string
-	Agent        string
-}
-
-func buildBinaries(ctx context.Context, root, dir string) (binaries, error) {
-	b := binaries{ControlPlane: filepath.Join(dir, "controlplane"), Agent: filepath.Join(dir, "agent")}
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", dir+"/", "./controlplane/cmd/controlplane", "./agent/cmd/agent")
-	cmd.Dir = root
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return b, fmt.Errorf("go build: %w\n%s", err, out)
-	}
-	return b, nil
 }
 
 // baseEnv is what every program inherits from the harness: nothing but PATH, HOME and TLS or

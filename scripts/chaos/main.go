@@ -38,6 +38,7 @@ import (
 	"time"
 
 	"github.com/envfabric/envfabric/scripts/chaos/check"
+	"github.com/envfabric/envfabric/shared/testutil/fabricbin"
 )
 
 func main() {
@@ -201,7 +202,7 @@ func run(ctx context.Context, cfg config, log *slog.Logger) (res *result, err er
 		"lease_ttl", cfg.LeaseTTL, "out", cfg.Out, "workdir", cfg.Workdir)
 
 	log.Info("building the programs")
-	bins, err := buildBinaries(ctx, cfg.Root, filepath.Join(cfg.Workdir, "bin"))
+	bins, err := fabricbin.Build(ctx, cfg.Root, filepath.Join(cfg.Workdir, "bin"))
 	if err != nil {
 		return nil, err
 	}

@@ -48,3 +48,61 @@ func send(state string) error {
 	}
 	return nil
 }
+
+// Listener is the supervisor's side of the protocol: the NOTIFY_SOCKET a program it starts
+// reports to. systemd is one such supervisor; the end-to-end tests and the chaos harness are
+// others, learning from READY=1 which addresses a program bound.
+type Listener struct {
+	conn *net.UnixConn
+	path string
+}
+
+// Listen makes the socket at path (at most 107 bytes, the limit of a socket path), replacing a
+// stale one.
+func Listen(path string) (*Listener, error) {
+	if len(path) >= 108 {
+		return nil, fmt.Errorf("sd_notify socket %s: longer than a socket path may be (107 bytes)", path)
+	}
+	_ = os.Remove(path)
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
+	if err != nil {
+		return nil, fmt.Errorf("sd_notify socket: %w", err)
+	}
+	return &Listener{conn: conn, path: path}, nil
+}
+
+// Path is what the program's NOTIFY_SOCKET must say.
+func (l *Listener) Path() string { return l.path }
+
+// Ready blocks until a READY=1 message arrives and returns its variables ("READY" among them),
+// or until the listener is closed.
+func (l *Listener) Ready() (map[string]string, error) {
+	buf := make([]byte, 4096)
+	for {
+		n, err := l.conn.Read(buf)
+		if err != nil {
+			return nil, fmt.Errorf("waiting for READY=1: %w", err)
+		}
+		if vars := Parse(buf[:n]); vars["READY"] == "1" {
+			return vars, nil
+		}
+	}
+}
+
+// Close removes the socket; a Ready waiting on it returns.
+func (l *Listener) Close() error {
+	err := l.conn.Close()
+	_ = os.Remove(l.path)
+	return err
+}
+
+// Parse reads one sd_notify message: newline-separated NAME=value assignments.
+func Parse(msg []byte) map[string]string {
+	vars := map[string]string{}
+	for _, line := range strings.Split(string(msg), "\n") {
+		if k, v, ok := strings.Cut(line, "="); ok {
+			vars[k] = v
+		}
+	}
+	return vars
+}

@@ -1,0 +1,27 @@
+// Package fabricbin builds the fabric's two programs from the repository, for the harnesses that
+// run them as real processes: the end-to-end tests, the chaos harness and the benchmarks.
+package fabricbin
+
+import (
+	"context"
+	"fmt"
+	"os/exec"
+	"path/filepath"
+)
+
+// Binaries are the two built programs.
+type Binaries struct {
+	ControlPlane string
+	Agent        string
+}
+
+// Build builds both programs of the repository at root into dir, in one go build.
+func Build(ctx context.Context, root, dir string) (Binaries, error) {
+	b := Binaries{ControlPlane: filepath.Join(dir, "controlplane"), Agent: filepath.Join(dir, "agent")}
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", dir+"/", "./controlplane/cmd/controlplane", "./agent/cmd/agent")
+	cmd.Dir = root
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return b, fmt.Errorf("go build: %w\n%s", err, out)
+	}
+	return b, nil
+}
