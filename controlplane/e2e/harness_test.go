@@ -292,6 +292,12 @@ func (f *fabric) killControlPlane(t *testing.T) {
 // waitHTTP waits until url answers 200.
 func waitHTTP(t *testing.T, p *proc, url string) {
 	t.Helper()
+	waitHTTPWith(t, p, http.DefaultClient, url, "")
+}
+
+// waitHTTPWith is waitHTTP through client c, sending token as a bearer token when it is set.
+func waitHTTPWith(t *testing.T, p *proc, c *http.Client, url, token string) {
+	t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
 	for time.Now().Before(deadline) {
 		select {
@@ -300,8 +306,11 @@ func waitHTTP(t *testing.T, p *proc, url string) {
 			t.Fatalf("%s exited before it was ready: %v\n%s", p.name, p.err, tail(string(b), 4000))
 		default:
 		}
-		resp, err := http.Get(url)
-		if err == nil {
+		req, _ := http.NewRequest(http.MethodGet, url, nil)
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		if resp, err := c.Do(req); err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
 				return

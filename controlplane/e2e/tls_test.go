@@ -144,7 +144,7 @@ func newTLSFabric(t *testing.T) *tlsFabric {
 		"AGENT_METRICS_TOKEN="+f.metricsToken), ca.env("a1")...)
 	f.agent = start(t, "agent", agentBin, env)
 	f.agentURL = "https://" + f.agent.addr(t)
-	waitTLS(t, f.agent, ca.client(nil), f.agentURL+"/healthz", f.metricsToken)
+	waitHTTPWith(t, f.agent, ca.client(nil), f.agentURL+"/healthz", f.metricsToken)
 	f.cp = f.controlPlane(t, "cp", f.agentURL, ca.env("cp1"))
 	return f
 }
@@ -177,29 +177,6 @@ func reachesAgent(t *testing.T, cp *fabric) (bool, string) {
 	a := agents[0].(map[string]any)
 	msg, _ := a["error"].(string)
 	return a["reachable"] == true, msg
-}
-
-func waitTLS(t *testing.T, p *proc, c *http.Client, url, token string) {
-	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for time.Now().Before(deadline) {
-		select {
-		case <-p.done:
-			b, _ := os.ReadFile(p.log)
-			t.Fatalf("%s exited before it was ready: %v\n%s", p.name, p.err, tail(string(b), 4000))
-		default:
-		}
-		req, _ := http.NewRequest(http.MethodGet, url, nil)
-		req.Header.Set("Authorization", "Bearer "+token)
-		if resp, err := c.Do(req); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return
-			}
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatalf("%s not ready at %s within 60s", p.name, url)
 }
 
 // info calls the agent's Info RPC as a client with c and token would.

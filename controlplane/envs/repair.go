@@ -35,12 +35,7 @@ func (s *Service) Maintain(ctx context.Context) {
 // graceAfterLease is how long a row or a state may look abandoned before the pass acts on it:
 // one lease TTL, past which the holder's lease has expired (an intent row is written a moment
 // before its lease, a state is recorded a moment before its lease is released).
-func (s *Service) graceAfterLease() time.Duration {
-	if s.opt.LeaseTTL > 0 {
-		return s.opt.LeaseTTL
-	}
-	return 30 * time.Second
-}
+func (s *Service) graceAfterLease() time.Duration { return s.opt.LeaseTTL }
 
 // MaintainOnce runs one maintenance pass and returns how many audit rows it closed and how many
 // environments it repaired.
