@@ -64,10 +64,7 @@ func WithLockedRetry(r LockedRetry) Option { return func(c *Client) { c.retry = 
 // New makes a client of the control plane at baseURL ("http://127.0.0.1:8080").
 func New(baseURL string, opts ...Option) (*Client, error) {
 	u, err := url.Parse(strings.TrimRight(baseURL, "/"))
-	if err != nil {
-		return nil, fmt.Errorf("control plane URL %q: %w", baseURL, err)
-	}
-	if u.Scheme != "http" && u.Scheme != "https" || u.Host == "" {
+	if err != nil || u.Scheme != "http" && u.Scheme != "https" || u.Host == "" {
 		return nil, fmt.Errorf("control plane URL %q: want http://host:port or https://host:port", baseURL)
 	}
 	if u.RawQuery != "" || u.Fragment != "" {
@@ -121,10 +118,13 @@ func WithRequestID(ctx context.Context, id string) context.Context {
 func (c *Client) call(ctx context.Context, method, path string, q url.Values, in, out any) error {
 	var body []byte
 	if in != nil {
-		var err error
-		if body, err = json.Marshal(in); err != nil {
+		var buf bytes.Buffer
+		enc := json.NewEncoder(&buf)
+		enc.SetEscapeHTML(false) // specifiers such as "numpy>=2" stay readable on the wire
+		if err := enc.Encode(in); err != nil {
 			return fmt.Errorf("encoding the %s %s body: %w", method, path, err)
 		}
+		body = bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
 	}
 	status, raw, err := c.send(ctx, method, path, q, body, "application/json")
 	if err != nil {
