@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"os"
@@ -11,6 +12,10 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/envfabric/envfabric/client"
+	"github.com/envfabric/envfabric/shared/errcode"
 )
 
 // cliRun is what a user sees of one envfabric command: its exit status and its two streams.
@@ -245,5 +250,121 @@ func TestCLI(t *testing.T) {
 	cli("status", "wf", "n").want(t, 1)
 	if _, err := os.Stat(f.envDir("wf", "n", "v1")); !os.IsNotExist(err) {
 		t.Errorf("the deleted environment's directory: %v", err)
+	}
+}
+
+// TestClient: the typed client against a real fabric — typed answers, run output as bytes, and
+// failures as *client.Error with the facts their codes carry, the 423 retry included.
+func TestClient(t *testing.T) {
+	t.Parallel()
+	f := newFabric(t, options{})
+	ctx := context.Background()
+	c, err := client.New(f.URL, client.WithToken(adminSecret))
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := client.Env{WorkflowID: "wf", NodeID: "n"}
+	created, err := c.Create(ctx, client.CreateRequest{WorkflowID: "wf", NodeID: "n", Packages: []string{"alpha==1.0.0"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if created.Status != "created" || created.Revision != 1 || created.VersionID != "v1" || created.OperationID == 0 {
+		t.Errorf("create: %+v", created)
+	}
+
+	high := make([]byte, 128)
+	for i := range high {
+		high[i] = byte(128 + i)
+	}
+	run, err := c.Run(ctx, env, client.RunRequest{Code: "import sys; sys.stdout.buffer.write(bytes(range(128, 256))); sys.exit(4)"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(run.Stdout, high) || run.StdoutEncoding != client.EncodingBase64 || run.ExitCode != 4 || run.Revision != 1 {
+		t.Errorf("run: stdout %q (%s), exit %d, revision %d", run.Stdout, run.StdoutEncoding, run.ExitCode, run.Revision)
+	}
+	_, err = c.Run(ctx, env, client.RunRequest{Code: "import sys, time; sys.stdout.buffer.write(b'\\xffpartial'); sys.stdout.flush(); time.sleep(60)", Timeout: time.Second})
+	var apiErr *client.Error
+	if !errors.As(err, &apiErr) || apiErr.Code != errcode.ExecutionTimeout || apiErr.StatusCode != 504 {
+		t.Fatalf("a run past its timeout: %v", err)
+	}
+	if partial, ok := apiErr.RunTimeout(); !ok || string(partial.Stdout) != "\xffpartial" || partial.Timeout != 1 {
+		t.Errorf("the timed-out run's partial output: %+v, %t", partial, ok)
+	}
+
+	_, err = c.Deps(client.WithRequestID(ctx, "client-e2e-1"), client.Env{WorkflowID: "wf", NodeID: "missing"})
+	if !errors.As(err, &apiErr) || apiErr.Code != errcode.EnvNotFound || apiErr.StatusCode != 404 || apiErr.RequestID != "client-e2e-1" {
+		t.Errorf("deps of a missing environment: %#v", err)
+	}
+
+	// An add stalled on the index holds the environment: a sync is refused at once, naming it;
+	// a client that retries 423 gets through once the add has ended.
+	stalled := f.Index.Stall("delta")
+	added := make(chan error, 1)
+	go func() {
+		_, err := c.Add(ctx, env, []string{"delta"})
+		added <- err
+	}()
+	select {
+	case <-stalled:
+	case <-time.After(60 * time.Second):
+		t.Fatal("the add never reached the index")
+	}
+	_, err = c.Sync(ctx, env)
+	if !errors.As(err, &apiErr) || apiErr.Code != errcode.EnvLocked {
+		t.Fatalf("a sync while an add holds the environment: %v", err)
+	}
+	if held, ok := apiErr.HeldBy(); !ok || held.Operation != "add" {
+		t.Errorf("held_by: %+v, %t", held, ok)
+	}
+	patient, _ := client.New(f.URL, client.WithToken(adminSecret),
+		client.WithLockedRetry(client.LockedRetry{Attempts: 100, Wait: 100 * time.Millisecond}))
+	synced := make(chan error, 1)
+	go func() {
+		_, err := patient.Sync(ctx, env)
+		synced <- err
+	}()
+	// The patient sync has been refused at least once (the audit records refusals) before the add
+	// may go on.
+	deadline := time.Now().Add(60 * time.Second)
+	for refused := 0; refused < 2; {
+		h, err := c.Operations(ctx, env, client.OperationsOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		refused = 0
+		for _, op := range h.Operations {
+			if op.Operation == "sync" && op.ErrorCode == string(errcode.EnvLocked) {
+				refused++
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the patient sync was never refused: %+v", h.Operations)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	f.Index.Release("delta")
+	if err := <-added; err != nil {
+		t.Fatalf("the add: %v", err)
+	}
+	if err := <-synced; err != nil {
+		t.Fatalf("the sync retried on 423: %v", err)
+	}
+	deps, err := c.Deps(ctx, env)
+	if err != nil || deps.LockedVersions["delta"] == "" {
+		t.Errorf("deps after the add: %+v, %v", deps, err)
+	}
+
+	all, err := c.ListAll(ctx, client.ListOptions{WorkflowID: "wf", Limit: 1})
+	if err != nil || len(all) != 1 || all[0].State == "" {
+		t.Errorf("ListAll: %+v, %v", all, err)
+	}
+	agents, err := c.Agents(ctx)
+	if err != nil || agents.Mode != "single-host" || len(agents.Agents) != 1 || agents.Agents[0].State != "alive" {
+		t.Errorf("agents: %+v, %v", agents, err)
+	}
+	ready, err := c.Readyz(ctx)
+	if err != nil || !ready.Ready {
+		t.Errorf("readyz: %+v, %v", ready, err)
 	}
 }
