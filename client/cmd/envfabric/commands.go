@@ -314,8 +314,8 @@ func (c *cli) sync(inv *invocation) error {
 		return err
 	}
 	return c.answered(r, func() {
-		fmt.Fprintf(c.stdout, "%s %s: revision %d, %d packages installed\n", r.Status,
-			envName(r.WorkflowID, r.NodeID, r.VersionID), r.Revision, r.PackagesInstalled)
+		fmt.Fprintf(c.stdout, "%s %s: revision %d, %s installed\n", r.Status,
+			envName(r.WorkflowID, r.NodeID, r.VersionID), r.Revision, count(r.PackagesInstalled, "package"))
 	})
 }
 
@@ -400,6 +400,14 @@ func (c *cli) cleanup(inv *invocation) error {
 		return err
 	}
 	return c.answered(r, func() { c.printCleanup(r) })
+}
+
+// count is "1 package", "2 packages".
+func count(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
 }
 
 func envName(wf, node, version string) string { return wf + "/" + node + "/" + version }

@@ -38,8 +38,8 @@ func (c *cli) table() *tabwriter.Writer {
 }
 
 func (c *cli) printCreated(r *client.CreatedEnv) {
-	fmt.Fprintf(c.stdout, "%s %s: Python %s, revision %d, %d packages installed\n", r.Status,
-		envName(r.WorkflowID, r.NodeID, r.VersionID), r.PythonFullVersion, r.Revision, r.PackagesInstalled)
+	fmt.Fprintf(c.stdout, "%s %s: Python %s, revision %d, %s installed\n", r.Status,
+		envName(r.WorkflowID, r.NodeID, r.VersionID), r.PythonFullVersion, r.Revision, count(r.PackagesInstalled, "package"))
 	for _, h := range r.HostConstraints {
 		fmt.Fprintf(c.stdout, "host constraint: %s -> %s\n", h.Requested, h.Applied)
 	}
@@ -49,9 +49,11 @@ func (c *cli) printCreated(r *client.CreatedEnv) {
 // namePrefix is a requirement's distribution name (PEP 508: it comes first).
 var namePrefix = regexp.MustCompile(`^\s*([A-Za-z0-9][A-Za-z0-9._-]*)`)
 
+var separators = regexp.MustCompile(`[-_.]+`)
+
 // normalize is PEP 503's normal form of a name, the form uv.lock's names have.
 func normalize(name string) string {
-	return strings.ToLower(regexp.MustCompile(`[-_.]+`).ReplaceAllString(name, "-"))
+	return strings.ToLower(separators.ReplaceAllString(name, "-"))
 }
 
 func (c *cli) printDeps(r *client.DepsResult) {
@@ -122,7 +124,7 @@ func (c *cli) printStatus(r *client.Status) {
 	if d := r.Disk; d != nil {
 		row("disk", fmt.Sprintf("pyproject.toml %s, uv.lock %s, .venv %s, files match revision %s, venv in sync %s, interpreter %s",
 			yes(d.HasPyproject), yes(d.HasLock), yes(d.HasVenv), yes(d.FilesMatch), yes(d.VenvInSync), yes(d.InterpreterPresent)))
-		row("installed", strconv.Itoa(d.PackagesInstalled)+" packages")
+		row("installed", count(d.PackagesInstalled, "package"))
 	}
 	if r.DiskError != "" {
 		row("disk error", r.DiskError)
@@ -199,7 +201,7 @@ func (c *cli) printCleanup(r *client.CleanupResult) {
 	if r.DryRun {
 		verb = "would remove"
 	}
-	fmt.Fprintf(c.stdout, "%s %d environments unused for %gh, freeing %s; skipped %d\n", verb, len(r.Removed), r.IdleHours, humanBytes(r.BytesFreed), len(r.Skipped))
+	fmt.Fprintf(c.stdout, "%s %s unused for %gh, freeing %s; skipped %d\n", verb, count(len(r.Removed), "environment"), r.IdleHours, humanBytes(r.BytesFreed), len(r.Skipped))
 	if len(r.Removed)+len(r.Skipped) == 0 {
 		return
 	}
