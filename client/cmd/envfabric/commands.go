@@ -61,7 +61,7 @@ func (c *cli) exitCode(err error) int {
 	case errors.As(err, &usage):
 		return c.usageFailure(usage)
 	case errors.As(err, &apiErr):
-		if c.inv.opt.json && len(apiErr.Body) > 0 {
+		if c.inv.opt.json && apiErr.Code != "" {
 			c.printJSON(map[string]json.RawMessage{"error": apiErr.Body})
 		}
 		fmt.Fprintf(c.stderr, "envfabric: %s\n", apiErr.Error())
