@@ -31,7 +31,7 @@ help: ## show this help
 
 .PHONY: build
 build: ## build ./bin/controlplane, ./bin/agent and ./bin/envfabric-ca (the fleet's certificates)
-	$(GO) build -o bin/ ./controlplane/cmd/controlplane ./agent/cmd/agent ./controlplane/cmd/envfabric-ca
+	$(GO) build -o bin/ ./controlplane/cmd/controlplane ./agent/cmd/agent ./controlplane/cmd/envfabric-ca ./client/cmd/envfabric
 
 .PHONY: uv
 uv: ## install the pinned uv into .tools/uv
