@@ -1,5 +1,8 @@
 // Command controlplane serves Environment Fabric's REST API: it records every operation in the
 // audit database, leases environments, and delegates uv and code execution to an agent.
+//
+//	controlplane              serve (configuration from the environment)
+//	controlplane migrate ...  copy a single host's SQLite database into PostgreSQL (migrate -h)
 package main
 
 import (
@@ -18,6 +21,11 @@ import (
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if len(os.Args) > 1 && os.Args[1] == "migrate" {
+		code := migrate(ctx, os.Args[2:], os.Stdout, os.Stderr)
+		stop()
+		os.Exit(code)
+	}
 	cfg, err := config.Load(sharedconfig.Env())
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "controlplane: configuration:\n%v\n", err)
