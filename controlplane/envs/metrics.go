@@ -51,6 +51,9 @@ func newMetrics(reg prometheus.Registerer, s *Service) *metrics {
 		m.errors.WithLabelValues("run", string(code))
 	}
 	m.errors.WithLabelValues("create", string(errcode.DBAuditError))
+	for _, kind := range []string{"create", "delete", "add", "update", "remove", "sync", "run"} {
+		m.refused.WithLabelValues(kind)
+	}
 	if reg == nil {
 		return m
 	}
