@@ -106,6 +106,19 @@ func TestMetricsComplete(t *testing.T) {
 		t.Errorf("GET /envs/wf/n says %q; the metric says IDLE", r.str("state"))
 	}
 
+	// One /agents shape: the single host's agent has every field the fleet's has but what gossip
+	// alone knows, the sandbox tier included.
+	one := f.do(t, "GET", "/agents", nil).Body["agents"].([]any)[0].(map[string]any)
+	_, _, fleetBody := fl.agentsView(t, 0)
+	for k := range fleetBody["agents"].([]any)[0].(map[string]any) {
+		if _, ok := one[k]; !ok && k != "gossip_addr" && k != "load" && k != "fleet_id" { // gossip's own
+			t.Errorf("the single host's GET /agents has no %q, the fleet's has", k)
+		}
+	}
+	if one["sandbox"] == "" || one["sandbox"] == nil {
+		t.Errorf("the single host's agent does not say its sandbox: %v", one)
+	}
+
 	// Every name deploy/ refers to is a family (or a histogram's _bucket, _sum, _count) that a
 	// live single host or fleet exports.
 	exported := map[string]string{}
