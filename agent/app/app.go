@@ -52,6 +52,7 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 	}
 	sweepTrash(cfg.EnvsBasePath, 10*time.Minute, logger)
 	met := newMetrics()
+	met.watchStorage(cfg.EnvsBasePath)
 	sb, err := sandboxConfig(cfg, logger)
 	if err != nil {
 		return err

@@ -3,9 +3,11 @@ package app
 import (
 	"context"
 	"log/slog"
+	"math"
 	"net/http"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -117,6 +119,28 @@ func (m *metrics) watchCertificate(src *fleettls.Source) {
 	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "envfabric_agent_tls_certificate_expiry_timestamp_seconds", Help: "When the agent's TLS certificate in force expires.",
 	}, func() float64 { return float64(src.NotAfter().Unix()) }))
+}
+
+// watchStorage exports the size and free space of the filesystem holding the environments (the
+// shared storage; the uv cache is on the same one), measured at scrape time, for the disk alert.
+func (m *metrics) watchStorage(dir string) {
+	statfs := func(f func(st *syscall.Statfs_t) uint64) func() float64 {
+		return func() float64 {
+			var st syscall.Statfs_t
+			if err := syscall.Statfs(dir, &st); err != nil {
+				return math.NaN()
+			}
+			return float64(f(&st))
+		}
+	}
+	m.reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "envfabric_agent_storage_free_bytes", Help: "Bytes free to unprivileged writers on the filesystem of ENVS_BASE_PATH (and the uv cache).",
+		}, statfs(func(st *syscall.Statfs_t) uint64 { return st.Bavail * uint64(st.Bsize) })),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "envfabric_agent_storage_size_bytes", Help: "Size in bytes of the filesystem of ENVS_BASE_PATH (and the uv cache).",
+		}, statfs(func(st *syscall.Statfs_t) uint64 { return st.Blocks * uint64(st.Bsize) })),
+	)
 }
 
 // measureCache refreshes the cache gauges every interval until ctx ends.

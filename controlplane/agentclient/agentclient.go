@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"strings"
@@ -26,9 +27,11 @@ import (
 
 // Client talks to one agent.
 type Client struct {
-	name string
-	url  string
-	rpc  agentv1connect.AgentServiceClient
+	name  string
+	url   string
+	token string
+	http  *http.Client
+	rpc   agentv1connect.AgentServiceClient
 }
 
 // Option says how a client reaches its agent.
@@ -55,7 +58,8 @@ func New(url, token string, opts ...Option) *Client {
 	if token != "" {
 		opt = append(opt, connect.WithInterceptors(agentauth.ClientInterceptor(token)))
 	}
-	return &Client{name: url, url: url, rpc: agentv1connect.NewAgentServiceClient(httpClient(d), url, opt...)}
+	hc := httpClient(d)
+	return &Client{name: url, url: url, token: token, http: hc, rpc: agentv1connect.NewAgentServiceClient(hc, url, opt...)}
 }
 
 func httpClient(d dialing) *http.Client {
@@ -258,7 +262,34 @@ func (c *Client) Describe(ctx context.Context) (envs.AgentInfo, error) {
 	for _, i := range m.GetInterpreters() {
 		info.Interpreters = append(info.Interpreters, envs.Interpreter{Version: i.GetVersion(), Path: i.GetPath()})
 	}
+	info.Sandbox = c.sandbox(ctx)
 	return info, nil
+}
+
+// sandbox is the agent's run sandbox tier, as its /readyz says it ("sandbox: <tier> <details>"),
+// or "" when it does not say. A fleet learns it from gossip; InfoResponse has no field for it.
+func (c *Client) sandbox(ctx context.Context) string {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(c.url, "/")+"/readyz", nil)
+	if err != nil {
+		return ""
+	}
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return ""
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 16<<10))
+	for _, line := range strings.Split(string(body), "\n") {
+		if rest, ok := strings.CutPrefix(line, "sandbox: "); ok {
+			if f := strings.Fields(rest); len(f) > 0 {
+				return f[0]
+			}
+		}
+	}
+	return ""
 }
 
 // DiskUsage implements envs.Agent.

@@ -55,16 +55,29 @@ type fleetOptions struct {
 	// tls runs control planes and agents over mutual TLS (FLEET_TLS_*), each with its own
 	// certificate from one fleet CA.
 	tls bool
+	// dataRoot, db and index, when set, are the share, the database and the package index to use
+	// instead of new ones (a fleet taking over a single host's data: TestMigrateToFleet).
+	dataRoot string
+	db       string
+	index    *pyindex.Index
 }
 
 func newFleet(t *testing.T, opt fleetOptions) *fleet {
 	t.Helper()
 	cpBin, agentBin := binaries(t)
-	fl := &fleet{DataRoot: t.TempDir(), DB: database(t), agents: map[string]*fleetAgent{},
+	fl := &fleet{DataRoot: opt.dataRoot, DB: opt.db, Index: opt.index, agents: map[string]*fleetAgent{},
 		token: "fleet-token-" + fmt.Sprint(time.Now().UnixNano()), agentBin: agentBin, uv: testenv.UV(t),
 		key: base64.StdEncoding.EncodeToString([]byte("envfabric-e2e-gossip-key-32bytes"))}
+	if fl.DataRoot == "" {
+		fl.DataRoot = t.TempDir()
+	}
+	if fl.DB == "" {
+		fl.DB = database(t)
+	}
+	if fl.Index == nil {
+		fl.Index = pyindex.Serve(t, pyindex.Universe())
+	}
 	fl.Envs = filepath.Join(fl.DataRoot, "envs")
-	fl.Index = pyindex.Serve(t, pyindex.Universe())
 	if opt.tls {
 		fl.ca = newFleetCA(t)
 	}

@@ -65,7 +65,10 @@ func (s *Service) execute(ctx context.Context, o op, fn func(ctx context.Context
 		Params: params, StartedAt: r.start,
 	})
 	if err != nil {
-		return dbErr("writing the intent of "+o.kind, err)
+		e := dbErr("writing the intent of "+o.kind, err)
+		s.metrics.auditFailed(auditIntent)
+		s.metrics.failed(o.kind, e)
+		return e
 	}
 	bound := o.bound
 	if bound <= 0 {
@@ -83,6 +86,7 @@ func (s *Service) execute(ctx context.Context, o op, fn func(ctx context.Context
 	finish := func(status string, result any, opErr error) error {
 		out := store.Outcome{Status: status, FinishedAt: s.now()}
 		s.metrics.observe(o.kind, status, out.FinishedAt.Sub(r.start))
+		s.metrics.failed(o.kind, opErr)
 		if r.agent != nil {
 			out.Agent = r.agent.Name()
 		}
@@ -209,6 +213,7 @@ func (s *Service) recordOutcome(ctx context.Context, o op, id int64, out store.O
 		case <-ctx.Done():
 			s.log.Error("recording the outcome of an operation; the sweep will close it", "op_id", id, "op", o.kind,
 				"env", o.key.String(), "status", out.Status, "err", err)
+			s.metrics.auditFailed(auditOutcome)
 			return err
 		case <-time.After(wait):
 			s.log.Warn("recording the outcome of an operation; trying again", "op_id", id, "op", o.kind, "env", o.key.String(), "err", err)

@@ -64,8 +64,9 @@ func New(st store.Store, agents Agents, host *hostdeps.Constraints, opt Options,
 	if host == nil {
 		host = &hostdeps.Constraints{}
 	}
-	return &Service{store: st, agents: agents, host: host, opt: opt, log: log, usageSince: map[string]time.Time{},
-		metrics: newMetrics(opt.Registry, st)}
+	s := &Service{store: st, agents: agents, host: host, opt: opt, log: log, usageSince: map[string]time.Time{}}
+	s.metrics = newMetrics(opt.Registry, s)
+	return s
 }
 
 // Caller says who asked, for the audit.

@@ -110,6 +110,17 @@ func (s *Store) IdleEnvs(ctx context.Context, cutoff time.Time, limit int) ([]st
 	return envs, nil
 }
 
+// CountIdleEnvs counts the ACTIVE environments last used before unusedSince: the ones the API
+// reports IDLE (the metrics' IDLE series).
+func (s *Store) CountIdleEnvs(ctx context.Context, unusedSince time.Time) (int, error) {
+	var n int
+	if err := s.read().row(ctx, `SELECT count(*) FROM envs WHERE state = $1 AND last_used_at < $2`,
+		store.StateActive, s.time(unusedSince)).Scan(&n); err != nil {
+		return 0, fmt.Errorf("count idle envs: %w", err)
+	}
+	return n, nil
+}
+
 // CountEnvs implements store.Store.
 func (s *Store) CountEnvs(ctx context.Context) (map[string]int, error) {
 	rows, err := s.read().query(ctx, `SELECT state, count(*) FROM envs GROUP BY state`)
