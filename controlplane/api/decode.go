@@ -5,7 +5,6 @@ package api
 
 import (
 	"bytes"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -241,24 +240,12 @@ func limit(r *http.Request) (int, error) {
 	return n, nil
 }
 
-func encodeCursor(k envid.Key) string {
-	b, _ := json.Marshal([]string{k.WorkflowID, k.NodeID, k.VersionID})
-	return base64.RawURLEncoding.EncodeToString(b)
-}
+func encodeCursor(k envid.Key) string { return k.Cursor() }
 
 func decodeCursor(c string) (envid.Key, error) {
-	bad := errcode.New(errcode.InvalidRequest, "cursor: not a cursor this API returned")
-	b, err := base64.RawURLEncoding.DecodeString(c)
+	k, err := envid.ParseCursor(c)
 	if err != nil {
-		return envid.Key{}, bad
-	}
-	var parts []string
-	if len(c) > 512 || json.Unmarshal(b, &parts) != nil || len(parts) != 3 {
-		return envid.Key{}, bad
-	}
-	k := envid.Key{WorkflowID: parts[0], NodeID: parts[1], VersionID: parts[2]}
-	if k.Validate() != nil {
-		return envid.Key{}, bad
+		return envid.Key{}, errcode.New(errcode.InvalidRequest, err.Error())
 	}
 	return k, nil
 }
