@@ -40,10 +40,18 @@ type AgentError struct {
 	Restored bool
 	// RestoredBy names the agent that restored the environment when it is not Agent.
 	RestoredBy string
-	Err        error
+	// Detail is the agent's whole account of the failure (uv's command line, its paths), for
+	// the logs and the audit; API callers see Message and UVOutput only.
+	Detail string
+	Err    error
 }
 
-func (e *AgentError) Error() string           { return string(e.Code) + ": " + e.Message }
+func (e *AgentError) Error() string {
+	if e.Detail != "" && e.Detail != e.Message {
+		return string(e.Code) + ": " + e.Message + " [agent: " + e.Detail + "]"
+	}
+	return string(e.Code) + ": " + e.Message
+}
 func (e *AgentError) Unwrap() error           { return e.Err }
 func (e *AgentError) ErrorCode() errcode.Code { return e.Code }
 func (e *AgentError) ErrorMessage() string    { return e.Message }
