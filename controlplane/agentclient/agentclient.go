@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"syscall"
 	"time"
 
 	"connectrpc.com/connect"
@@ -129,6 +130,11 @@ func (c *Client) mapErr(what string, err error) error {
 	}
 	if cert := certificateError(c.url, err); cert != nil {
 		return errcode.Wrap(errcode.AgentUnavailable, cert, fmt.Sprintf("%v (%s)", cert, what))
+	}
+	if errors.Is(err, syscall.ECONNREFUSED) {
+		// Nothing listens at the agent's address: the call never reached it (envs may retry it).
+		return errcode.Wrap(errcode.AgentUnavailable, fmt.Errorf("%w: %w", envs.ErrNotStarted, err),
+			fmt.Sprintf("agent %s: %s: the agent refused the connection (it is not running)", c.url, what))
 	}
 	var ce *connect.Error
 	if !errors.As(err, &ce) {
