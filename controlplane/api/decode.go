@@ -225,7 +225,9 @@ func listedNames(s string) []string {
 	return parts
 }
 
-func isAlnum(c byte) bool { return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' }
+func isAlnum(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
+}
 
 func quotedList(names []string) string {
 	b, _ := json.Marshal(names)
