@@ -288,18 +288,22 @@ func (c *Console) env(r *http.Request) (envPage, error) {
 		}
 		p.Older = envPath(key) + "?" + v.Encode()
 	}
-	// Revisions are the committed results in the history shown: each names the revision it made.
+	// Revisions are what the history's changes committed: each names the revision it made. A
+	// change that changed nothing names its base, which the oldest operation naming it made.
 	seen := map[int64]bool{}
-	for _, o := range p.History.Operations {
+	for _, o := range slices.Backward(p.History.Operations) {
 		n, ok := o.Result["revision"].(float64)
-		if !ok || o.Status != store.OpSucceeded || seen[int64(n)] {
+		if !ok || o.Status != store.OpSucceeded || !committing[o.Operation] || seen[int64(n)] {
 			continue
 		}
 		seen[int64(n)] = true
-		p.Revisions = append(p.Revisions, revision{Number: int64(n), Operation: o.Operation, ID: o.ID, Actor: o.Actor, At: o.StartedAt})
+		p.Revisions = append([]revision{{Number: int64(n), Operation: o.Operation, ID: o.ID, Actor: o.Actor, At: o.StartedAt}}, p.Revisions...)
 	}
 	return p, nil
 }
+
+// committing are the operations that commit a revision (a run or a sync records the one it used).
+var committing = map[string]bool{"create": true, "add": true, "remove": true, "update": true}
 
 // agentsPage is the agents view.
 type agentsPage struct{ envs.AgentsView }

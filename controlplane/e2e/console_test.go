@@ -195,13 +195,11 @@ func TestConsoleInBrowser(t *testing.T) {
 			t.Errorf("history %q; the API says %q (run, add, create)", gotOps, wantOps)
 		}
 		var revs []string
-		for _, row := range elements(doc, "data-revision") {
-			if row.Data == "tr" {
-				revs = append(revs, attrOf(row, "data-revision"))
-			}
+		for _, row := range elements(doc, "data-by") {
+			revs = append(revs, attrOf(row, "data-revision")+" "+attrOf(row, "data-by"))
 		}
-		if !slices.Contains(revs, fmt.Sprint(st.Body["revision"])) || len(revs) != 2 {
-			t.Errorf("revisions %q; want the create's and the add's, the current one (%v) among them", revs, st.Body["revision"])
+		if want := []string{fmt.Sprint(st.Body["revision"]) + " add", "1 create"}; !slices.Equal(revs, want) {
+			t.Errorf("revisions %q; want %q (the add's is the current one)", revs, want)
 		}
 	})
 
