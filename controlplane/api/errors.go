@@ -27,7 +27,7 @@ func (h *Handler) fail(w http.ResponseWriter, r *http.Request, err error) {
 		w.Header().Set("Retry-After", strconv.Itoa(retryAfter(err, time.Now())))
 	}
 	h.log.Log(r.Context(), level, "request failed", "method", r.Method, "path", r.URL.Path, "status", status,
-		"code", code, "err", err, "request_id", body["request_id"])
+		"code", code, "err", envs.AuditMessage(err), "request_id", body["request_id"])
 	writeJSON(w, status, map[string]any{"error": body})
 }
 

@@ -1,6 +1,7 @@
 package envs
 
 import (
+	"errors"
 	"fmt"
 	"time"
 
@@ -46,11 +47,16 @@ type AgentError struct {
 	Err    error
 }
 
-func (e *AgentError) Error() string {
-	if e.Detail != "" && e.Detail != e.Message {
-		return string(e.Code) + ": " + e.Message + " [agent: " + e.Detail + "]"
+func (e *AgentError) Error() string { return string(e.Code) + ": " + e.Message }
+
+// AuditMessage is err's text for the audit and the logs: its message and, for an agent's failure,
+// the agent's whole account (Detail), which API answers and recorded states leave out.
+func AuditMessage(err error) string {
+	var ae *AgentError
+	if errors.As(err, &ae) && ae.Detail != "" {
+		return err.Error() + " [agent: " + ae.Detail + "]"
 	}
-	return string(e.Code) + ": " + e.Message
+	return err.Error()
 }
 func (e *AgentError) Unwrap() error           { return e.Err }
 func (e *AgentError) ErrorCode() errcode.Code { return e.Code }
