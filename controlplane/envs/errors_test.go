@@ -32,4 +32,3 @@ func TestAgentErrorDetail(t *testing.T) {
 		t.Errorf("AuditMessage of a plain error = %q; want %q", envs.AuditMessage(plain), plain.Error())
 	}
 }
-
