@@ -144,6 +144,46 @@ func (e *ExitError) Error() string {
 	return fmt.Sprintf("uv %s exited with status %d: %s", strings.Join(e.Args, " "), e.ExitCode, summary(e.Output))
 }
 
+// Public says what failed without the command line (its paths and flags are the agent's, for
+// its log): the subcommand, its exit status and the heart of uv's output.
+func (e *ExitError) Public() string {
+	sub := subcommand(e.Args)
+	if e.ExitCode < 0 {
+		return fmt.Sprintf("uv %s was stopped before it finished: %s", sub, summary(e.Output))
+	}
+	return fmt.Sprintf("uv %s failed (exit status %d): %s", sub, e.ExitCode, summary(e.Output))
+}
+
+// Trim is the part of uv's output that concerns the request: from uv's first error line
+// ("error:" or "×") on, without what comes before it (the interpreter found, packages resolved)
+// and without uv's hints to pass a flag (`--frozen`, ...), which the fabric chooses, not its
+// caller. Output without an error line is kept whole, less those hints.
+func Trim(out string) string {
+	lines := strings.Split(strings.TrimRight(out, "\n"), "\n")
+	for i, l := range lines {
+		if t := strings.TrimSpace(l); strings.HasPrefix(t, "error:") || strings.HasPrefix(t, "×") {
+			lines = lines[i:]
+			break
+		}
+	}
+	var kept []string
+	inHint := false
+	for _, l := range lines {
+		t := strings.TrimSpace(l)
+		switch {
+		case strings.HasPrefix(t, "hint:") || strings.HasPrefix(t, "help:"):
+			// A hint runs to the next blank line; one that tells the user to pass a flag is dropped.
+			inHint = strings.Contains(t, "`--")
+		case t == "":
+			inHint = false
+		}
+		if !inHint {
+			kept = append(kept, l)
+		}
+	}
+	return strings.TrimSpace(strings.Join(kept, "\n"))
+}
+
 // OutputOf returns the uv output carried by err, if any.
 func OutputOf(err error) string {
 	var ee *ExitError
@@ -229,11 +269,11 @@ func (e *Executor) findPython(ctx context.Context, version string) (path, fullVe
 		if ctx.Err() != nil {
 			return "", "", err
 		}
-		return "", "", errcode.Wrap(errcode.PythonUnavailable, err, fmt.Sprintf("no Python %s on this host", version))
+		return "", "", errcode.Wrap(errcode.PythonUnavailable, err, e.noPython(ctx, version))
 	}
 	path = lastLine(string(out))
 	if path == "" {
-		return "", "", errcode.New(errcode.PythonUnavailable, fmt.Sprintf("no Python %s on this host", version))
+		return "", "", errcode.New(errcode.PythonUnavailable, e.noPython(ctx, version))
 	}
 	cmd := exec.CommandContext(ctx, path, "-c", "import platform; print(platform.python_version())")
 	cmd.Env = []string{"PATH=" + e.cfg.Path}
@@ -242,6 +282,37 @@ func (e *Executor) findPython(ctx context.Context, version string) (path, fullVe
 		return "", "", errcode.Wrap(errcode.PythonUnavailable, err, fmt.Sprintf("interpreter %s does not answer", path))
 	}
 	return path, strings.TrimSpace(string(ver)), nil
+}
+
+// noPython says that no interpreter satisfies version, and which versions this host has.
+func (e *Executor) noPython(ctx context.Context, version string) string {
+	listed, err := e.ListPythons(ctx)
+	if err != nil {
+		return fmt.Sprintf("no Python %s on this host", version)
+	}
+	return fmt.Sprintf("no Python %s on this host; python_version may be one of: %s", version, strings.Join(Minors(listed), ", "))
+}
+
+// Minors are the distinct major.minor versions of ps, in version order ("3.9" before "3.11").
+func Minors(ps []Python) []string {
+	seen := map[[2]int]bool{}
+	var vs [][2]int
+	for _, p := range ps {
+		var v [2]int
+		if _, err := fmt.Sscanf(p.Version, "%d.%d", &v[0], &v[1]); err == nil && !seen[v] {
+			seen[v] = true
+			vs = append(vs, v)
+		}
+	}
+	sort.Slice(vs, func(i, j int) bool { return vs[i][0] < vs[j][0] || vs[i][0] == vs[j][0] && vs[i][1] < vs[j][1] })
+	out := make([]string, 0, len(vs))
+	for _, v := range vs {
+		out = append(out, fmt.Sprintf("%d.%d", v[0], v[1]))
+	}
+	if len(out) == 0 {
+		return []string{"none"}
+	}
+	return out
 }
 
 // Python is one interpreter uv can see.
@@ -367,7 +438,8 @@ func (e *Executor) wait(ctx context.Context, cmd *exec.Cmd, args []string, out *
 	if code == errcode.SourceBuildDisabled {
 		return errcode.Wrap(code, ee, "this agent installs wheels only (UV_WHEELS_ONLY=true) and a package has no wheel for this platform, only a source distribution, whose build would run its code; "+summary(ee.Output))
 	}
-	return errcode.Wrap(code, ee, "")
+	// The message is the failure without the command line; the command line stays in ee.
+	return errcode.Wrap(code, ee, ee.Public())
 }
 
 // Classify maps a failed uv command's exit status and output to an error code.
@@ -398,13 +470,30 @@ func summary(out string) string {
 		if !strings.HasPrefix(t, "error:") && !strings.HasPrefix(t, "×") {
 			continue
 		}
+		// uv's account is an error line, its causes ("cause: ..." or "Caused by: ...") and their
+		// continuation lines; its advice ("hint: ...") follows and is left out.
 		var parts []string
-		for _, l := range lines[i:min(i+6, len(lines))] {
-			if l = strings.TrimSpace(l); l != "" && !strings.HasPrefix(l, "hint:") {
-				parts = append(parts, l)
+		for _, l := range lines[i:min(i+8, len(lines))] {
+			l = strings.TrimSpace(l)
+			if strings.HasPrefix(l, "hint:") || strings.HasPrefix(l, "help:") {
+				break
+			}
+			if l == "" {
+				continue
+			}
+			cause := false
+			for _, p := range []string{"error:", "×", "cause:", "Caused by:", "╰─▶"} {
+				if strings.HasPrefix(l, p) {
+					l, cause = strings.TrimSpace(strings.TrimPrefix(l, p)), true
+				}
+			}
+			if cause || len(parts) == 0 {
+				parts = append(parts, strings.TrimSuffix(l, ":"))
+			} else {
+				parts[len(parts)-1] += " " + l
 			}
 		}
-		return strings.Join(parts, " ")
+		return strings.Join(parts, ": ")
 	}
 	return lastLine(out)
 }

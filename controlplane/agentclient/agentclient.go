@@ -11,9 +11,11 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"syscall"
 	"time"
 
 	"connectrpc.com/connect"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/envfabric/envfabric/controlplane/envs"
 	agentv1 "github.com/envfabric/envfabric/proto/gen/envfabric/agent/v1"
@@ -133,25 +135,43 @@ func (c *Client) mapErr(what string, err error) error {
 	if cert := certificateError(c.url, err); cert != nil {
 		return errcode.Wrap(errcode.AgentUnavailable, cert, fmt.Sprintf("%v (%s)", cert, what))
 	}
+	if errors.Is(err, syscall.ECONNREFUSED) {
+		// Nothing listens at the agent's address: the call never reached it (envs may retry it).
+		return errcode.Wrap(errcode.AgentUnavailable, fmt.Errorf("%w: %w", envs.ErrNotStarted, err),
+			fmt.Sprintf("agent %s: %s: the agent refused the connection (it is not running)", c.url, what))
+	}
 	var ce *connect.Error
 	if !errors.As(err, &ce) {
 		return errcode.Wrap(errcode.AgentUnavailable, err, fmt.Sprintf("agent %s: %s: %v", c.url, what, err))
 	}
+	var (
+		agentErr *envs.AgentError
+		detail   string // the agent's whole account, for the logs and the audit
+	)
 	for _, d := range ce.Details() {
 		v, derr := d.Value()
 		if derr != nil {
 			continue
 		}
-		if det, ok := v.(*agentv1.ErrorDetail); ok && codeOf(det.GetErrorCode()).Known() {
-			e := &envs.AgentError{Code: codeOf(det.GetErrorCode()), Message: ce.Message(), Agent: c.name, Restored: det.GetRestored(), Err: err}
+		switch det := v.(type) {
+		case *agentv1.ErrorDetail:
+			if !codeOf(det.GetErrorCode()).Known() {
+				continue
+			}
+			agentErr = &envs.AgentError{Code: codeOf(det.GetErrorCode()), Message: ce.Message(), Agent: c.name, Restored: det.GetRestored(), Err: err}
 			if out := strings.TrimSpace(det.GetUvOutput()); out != "" {
 				if len(out) > maxUVOutput {
 					out = "…" + out[len(out)-maxUVOutput:]
 				}
-				e.UVOutput = out
+				agentErr.UVOutput = out
 			}
-			return e
+		case *wrapperspb.StringValue:
+			detail = det.GetValue()
 		}
+	}
+	if agentErr != nil {
+		agentErr.Detail = detail
+		return agentErr
 	}
 	switch ce.Code() {
 	case connect.CodeUnavailable, connect.CodeUnknown:

@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/envfabric/envfabric/controlplane/api/auth"
+	"github.com/envfabric/envfabric/controlplane/console"
 	"github.com/envfabric/envfabric/controlplane/envs"
 	"github.com/envfabric/envfabric/shared/errcode"
 )
@@ -114,6 +115,12 @@ func New(svc *envs.Service, opt Options, log *slog.Logger) *Handler {
 	h.handle("/healthz", map[string]endpoint{"GET": {fn: h.healthz}})
 	h.handle("/readyz", map[string]endpoint{"GET": {fn: h.readyz}})
 	h.handle("/openapi.json", map[string]endpoint{"GET": {raw: http.HandlerFunc(serveOpenAPI)}})
+	// The operator console: HTML pages behind the read role (console.Credential says how a
+	// browser carries its token).
+	pages := console.New(svc, opt.Agents, log)
+	for _, p := range console.Pages() {
+		h.handle(p.Pattern, map[string]endpoint{"GET": {role: auth.Read, query: p.Query, raw: pages}})
+	}
 	if opt.Registry != nil {
 		h.handle("/metrics", map[string]endpoint{"GET": {role: auth.Read, raw: promhttp.HandlerFor(opt.Registry, promhttp.HandlerOpts{})}})
 	}

@@ -245,7 +245,7 @@ func TestErrors(t *testing.T) {
 		{"URL as a package", "POST", "/envs/wf/n/deps", map[string]any{"packages": []string{"alpha @ http://127.0.0.1:1/alpha.whl"}}, 400, "INVALID_PACKAGES"},
 		{"path as a package", "POST", "/envs/wf/n/deps", map[string]any{"packages": []string{"../../etc"}}, 400, "INVALID_PACKAGES"},
 		{"no packages", "POST", "/envs/wf/n/deps", map[string]any{"packages": []string{}}, 400, "INVALID_PACKAGES"},
-		{"packages not a list", "POST", "/envs/wf/n/deps", map[string]any{"packages": 7}, 400, "INVALID_PACKAGES"},
+		{"packages not a list", "POST", "/envs/wf/n/deps", map[string]any{"packages": 7}, 400, "INVALID_REQUEST"},
 		{"unknown environment", "GET", "/envs/wf/nope/deps", nil, 404, "ENV_NOT_FOUND"},
 		{"unknown version", "POST", "/envs/wf/n/run?version_id=v9", map[string]any{"code": "print(1)"}, 404, "ENV_NOT_FOUND"},
 		{"exists", "POST", "/envs", map[string]any{"workflow_id": "wf", "node_id": "n"}, 409, "ENV_ALREADY_EXISTS"},

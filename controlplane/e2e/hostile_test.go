@@ -204,9 +204,12 @@ func hostileCases() []hostile {
 		many[i] = fmt.Sprintf("pkg%d", i)
 	}
 	add(hostile{name: "5000 packages", path: "/envs/wf/n/deps", body: jsonBytes(map[string]any{"packages": many}), status: 400, code: "INVALID_PACKAGES"})
-	add(hostile{name: "packages as a number", path: "/envs/wf/n/deps", body: []byte(`{"packages": 7}`), status: 400, code: "INVALID_PACKAGES"})
-	add(hostile{name: "packages as objects", path: "/envs/wf/n/deps", body: []byte(`{"packages": [{"name": "alpha"}]}`), status: 400, code: "INVALID_PACKAGES"})
-	add(hostile{name: "packages as a broken JSON string", path: "/envs/wf/n/deps", body: []byte(`{"packages": "[\"alpha\""}`), status: 400, code: "INVALID_PACKAGES"})
+	add(hostile{name: "packages as a number", path: "/envs/wf/n/deps", body: []byte(`{"packages": 7}`), status: 400, code: "INVALID_REQUEST"})
+	add(hostile{name: "packages as objects", path: "/envs/wf/n/deps", body: []byte(`{"packages": [{"name": "alpha"}]}`), status: 400, code: "INVALID_REQUEST"})
+	add(hostile{name: "packages as a broken JSON string", path: "/envs/wf/n/deps", body: []byte(`{"packages": "[\"alpha\""}`), status: 400, code: "INVALID_REQUEST"})
+	add(hostile{name: "packages as a JSON array in a string", path: "/envs/wf/n/deps", body: []byte(`{"packages": "[\"alpha\"]"}`), status: 400, code: "INVALID_REQUEST"})
+	add(hostile{name: "packages as one name", path: "/envs/wf/n/deps", body: []byte(`{"packages": "alpha"}`), status: 400, code: "INVALID_REQUEST"})
+	add(hostile{name: "two packages in one item", path: "/envs/wf/n/deps", body: []byte(`{"packages": ["alpha,beta"]}`), status: 400, code: "INVALID_PACKAGES"})
 	add(hostile{name: "no packages", path: "/envs/wf/n/deps", body: []byte(`{"packages": []}`), status: 400, code: "INVALID_PACKAGES"})
 	manyFields := [][2]string{{"workflow_id", "wf"}, {"node_id", "fresh"}}
 	for i := 0; i < 300; i++ {

@@ -13,6 +13,9 @@ import (
 	"github.com/envfabric/envfabric/shared/pyproject"
 )
 
+// StatusUnchanged is the status of a mutation that left the project files as they were.
+const StatusUnchanged = "unchanged"
+
 // DepsResult answers every dependency operation: the TRD's deps shape plus what was done.
 type DepsResult struct {
 	WorkflowID      string
@@ -172,6 +175,11 @@ func (s *Service) Mutate(ctx context.Context, c Caller, key envid.Key, kind Muta
 			return nil, err
 		}
 		res.Status, res.Packages, res.HostConstraints, res.OperationID = status, m.Packages, applied, r.id
+		if out.Files == files {
+			// uv left both files as they were (an update with nothing newer allowed, an add of
+			// what is there): say so rather than "updated".
+			res.Status = StatusUnchanged
+		}
 		return map[string]any{"base_revision": base.Number, "revision": n, "packages_installed": out.PackagesInstalled,
 			"applied_packages": m.Packages, "upgrade": m.Upgrade}, nil
 	})

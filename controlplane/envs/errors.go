@@ -1,6 +1,7 @@
 package envs
 
 import (
+	"errors"
 	"fmt"
 	"time"
 
@@ -40,10 +41,23 @@ type AgentError struct {
 	Restored bool
 	// RestoredBy names the agent that restored the environment when it is not Agent.
 	RestoredBy string
-	Err        error
+	// Detail is the agent's whole account of the failure (uv's command line, its paths), for
+	// the logs and the audit; API callers see Message and UVOutput only.
+	Detail string
+	Err    error
 }
 
-func (e *AgentError) Error() string           { return string(e.Code) + ": " + e.Message }
+func (e *AgentError) Error() string { return string(e.Code) + ": " + e.Message }
+
+// AuditMessage is err's text for the audit and the logs: its message and, for an agent's failure,
+// the agent's whole account (Detail), which API answers and recorded states leave out.
+func AuditMessage(err error) string {
+	var ae *AgentError
+	if errors.As(err, &ae) && ae.Detail != "" {
+		return err.Error() + " [agent: " + ae.Detail + "]"
+	}
+	return err.Error()
+}
 func (e *AgentError) Unwrap() error           { return e.Err }
 func (e *AgentError) ErrorCode() errcode.Code { return e.Code }
 func (e *AgentError) ErrorMessage() string    { return e.Message }

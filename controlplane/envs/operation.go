@@ -96,7 +96,7 @@ func (s *Service) execute(ctx context.Context, o op, fn func(ctx context.Context
 		}
 		if opErr != nil {
 			out.ErrorCode = string(errcode.Of(opErr))
-			out.ErrorMessage = truncate(opErr.Error(), 2000)
+			out.ErrorMessage = truncate(AuditMessage(opErr), 2000)
 		}
 		// The outcome of a success is tried again for longer: a caller must not be told of a
 		// success the audit does not record.

@@ -83,7 +83,11 @@ func (s *Service) Run(ctx context.Context, c Caller, key envid.Key, req RunReque
 			return nil, errcode.New(errcode.EnvNotReady, fmt.Sprintf(
 				"environment %s is being repaired after an interrupted change (state %s); retry in a few seconds", key, cur.State))
 		}
-		out, err := r.agent.Run(rctx, key, req.Code, req.Timeout, s.opt.MaxOutputBytes)
+		run := func(a Agent) (RunResult, error) { return a.Run(rctx, key, req.Code, req.Timeout, s.opt.MaxOutputBytes) }
+		out, err := run(r.agent)
+		if err != nil {
+			out, err = s.runAgain(rctx, r, Need{PythonPath: env.PythonPath}, err, run)
+		}
 		if terr := s.store.Touch(context.WithoutCancel(ctx), key, s.now()); terr != nil {
 			s.log.Warn("recording the use of an environment", "env", key.String(), "err", terr)
 		}

@@ -153,6 +153,18 @@ type OperationView struct {
 	DurationMS   int64
 }
 
+func operationView(o store.Operation) OperationView {
+	v := OperationView{ID: o.ID, Operation: o.Kind, Status: o.Status, ErrorCode: o.ErrorCode, ErrorMessage: o.ErrorMessage,
+		Actor: o.Actor, RequestID: o.RequestID, Agent: o.Agent, StartedAt: o.StartedAt, DurationMS: o.DurationMS}
+	_ = unmarshalObject(o.Params, &v.Params)
+	_ = unmarshalObject(o.Result, &v.Result)
+	if !o.FinishedAt.IsZero() {
+		t := o.FinishedAt
+		v.FinishedAt = &t
+	}
+	return v
+}
+
 // History is GET /envs/{wf}/{node}/operations.
 type History struct {
 	WorkflowID string
@@ -175,15 +187,7 @@ func (s *Service) Operations(ctx context.Context, key envid.Key, before int64, l
 		h.NextBefore = ops[len(ops)-1].ID
 	}
 	for _, o := range ops {
-		v := OperationView{ID: o.ID, Operation: o.Kind, Status: o.Status, ErrorCode: o.ErrorCode, ErrorMessage: o.ErrorMessage,
-			Actor: o.Actor, RequestID: o.RequestID, Agent: o.Agent, StartedAt: o.StartedAt, DurationMS: o.DurationMS}
-		_ = unmarshalObject(o.Params, &v.Params)
-		_ = unmarshalObject(o.Result, &v.Result)
-		if !o.FinishedAt.IsZero() {
-			t := o.FinishedAt
-			v.FinishedAt = &t
-		}
-		h.Operations = append(h.Operations, v)
+		h.Operations = append(h.Operations, operationView(o))
 	}
 	if len(h.Operations) == 0 {
 		if _, err := s.getEnv(ctx, key); err != nil {

@@ -206,6 +206,10 @@ type Store interface {
 	ListOperations(ctx context.Context, key envid.Key, beforeID int64, limit int) ([]Operation, error)
 	// GetOperation returns one operation by id.
 	GetOperation(ctx context.Context, id int64) (Operation, error)
+	// ListOperationsOfKind returns the operations of one kind ("cleanup", ...) on every
+	// environment, newest first; beforeID > 0 pages on (id < beforeID). For the operator console's
+	// fleet-wide views.
+	ListOperationsOfKind(ctx context.Context, kind string, beforeID int64, limit int) ([]Operation, error)
 	// AbandonOperations closes key's operations that are still OpRunning but whose holder is gone:
 	// no live lease (expires_at > now) carries their id. They get Status OpFailed, ErrorCode
 	// "INTERRUPTED", an ErrorMessage saying the holder stopped before recording an outcome, and

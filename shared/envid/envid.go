@@ -8,7 +8,10 @@ package envid
 
 import (
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/hex"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"path/filepath"
 )
@@ -111,4 +114,35 @@ const ProjectNamePrefix = "envfabric-env-"
 func (k Key) ProjectName() string {
 	sum := sha256.Sum256([]byte(k.WorkflowID + "\x00" + k.NodeID + "\x00" + k.VersionID))
 	return ProjectNamePrefix + hex.EncodeToString(sum[:16])
+}
+
+// Cursor encodes k as the opaque page cursor of an environment listing (the REST API's
+// next_cursor, the console's next page): URL-safe, and read back by ParseCursor.
+func (k Key) Cursor() string {
+	b, _ := json.Marshal([]string{k.WorkflowID, k.NodeID, k.VersionID})
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+// ErrBadCursor is what ParseCursor returns for anything Cursor did not make.
+var ErrBadCursor = errors.New("cursor: not a cursor this API returned")
+
+// ParseCursor reads a cursor made by Key.Cursor; anything else, or one naming an invalid key,
+// is ErrBadCursor.
+func ParseCursor(c string) (Key, error) {
+	if len(c) > 512 {
+		return Key{}, ErrBadCursor
+	}
+	b, err := base64.RawURLEncoding.DecodeString(c)
+	if err != nil {
+		return Key{}, ErrBadCursor
+	}
+	var parts []string
+	if json.Unmarshal(b, &parts) != nil || len(parts) != 3 {
+		return Key{}, ErrBadCursor
+	}
+	k := Key{WorkflowID: parts[0], NodeID: parts[1], VersionID: parts[2]}
+	if k.Validate() != nil {
+		return Key{}, ErrBadCursor
+	}
+	return k, nil
 }

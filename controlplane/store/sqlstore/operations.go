@@ -78,6 +78,18 @@ func (s *Store) ListOperations(ctx context.Context, key envid.Key, beforeID int6
 	return ops, nil
 }
 
+// ListOperationsOfKind implements store.Store.
+func (s *Store) ListOperationsOfKind(ctx context.Context, kind string, beforeID int64, limit int) ([]store.Operation, error) {
+	rows, err := s.read().query(ctx, `SELECT `+opCols+` FROM env_operations
+		WHERE operation = $1 AND (CAST($2 AS bigint) <= 0 OR id < $2)
+		ORDER BY id DESC LIMIT $3`, kind, beforeID, sqlLimit(limit))
+	ops, err := collect(rows, err, s.scanOp)
+	if err != nil {
+		return nil, fmt.Errorf("list %s operations: %w", kind, err)
+	}
+	return ops, nil
+}
+
 // GetOperation implements store.Store.
 func (s *Store) GetOperation(ctx context.Context, id int64) (store.Operation, error) {
 	op, err := s.scanOp(s.read().row(ctx, `SELECT `+opCols+` FROM env_operations WHERE id = $1`, id))

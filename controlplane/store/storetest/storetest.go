@@ -24,6 +24,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"Ping", testPing},
 		{"Operations", testOperations},
 		{"ListOperations", testListOperations},
+		{"ListOperationsOfKind", testListOperationsOfKind},
 		{"AbandonOperations", testAbandonOperations},
 		{"LeaseConflicts", testLeaseConflicts},
 		{"LockedError", testLockedError},
@@ -223,6 +224,41 @@ func testListOperations(t *testing.T, s store.Store) {
 			ops := must(s.ListOperations(ctx, keyA, tt.beforeID, tt.limit))(t)
 			var got []int64
 			for _, op := range ops {
+				got = append(got, op.ID)
+			}
+			if !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("got %v; want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+func testListOperationsOfKind(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	var cleanups []int64 // oldest first, across environments
+	for i, k := range []envid.Key{keyA, keyB, keyA, keyB} {
+		must(s.BeginOperation(ctx, store.Operation{Key: k, Kind: "sync", StartedAt: at(time.Duration(i) * time.Second)}))(t)
+		cleanups = append(cleanups, must(s.BeginOperation(ctx, store.Operation{Key: k, Kind: "cleanup", StartedAt: at(time.Duration(i) * time.Second)}))(t))
+	}
+	tests := []struct {
+		name     string
+		kind     string
+		beforeID int64
+		limit    int
+		want     []int64
+	}{
+		{"every environment", "cleanup", 0, 0, []int64{cleanups[3], cleanups[2], cleanups[1], cleanups[0]}},
+		{"first page", "cleanup", 0, 3, []int64{cleanups[3], cleanups[2], cleanups[1]}},
+		{"next page", "cleanup", cleanups[1], 3, []int64{cleanups[0]}},
+		{"no such kind", "delete", 0, 0, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var got []int64
+			for _, op := range must(s.ListOperationsOfKind(ctx, tt.kind, tt.beforeID, tt.limit))(t) {
+				if op.Kind != tt.kind {
+					t.Errorf("operation %d is %q; want %q", op.ID, op.Kind, tt.kind)
+				}
 				got = append(got, op.ID)
 			}
 			if !reflect.DeepEqual(got, tt.want) {
