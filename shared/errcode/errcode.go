@@ -37,6 +37,10 @@ const (
 	// SourceBuildDisabled: the agent installs wheels only (UV_WHEELS_ONLY) and a requested
 	// package, or one it depends on, has no wheel for this platform.
 	SourceBuildDisabled Code = "SOURCE_BUILD_DISABLED"
+	// BuildMissing: a build an agent was asked to use does not exist complete (removed by
+	// hibernation or cleanup). Between agent and control plane only: the control plane builds it
+	// again and retries, so it is never an answer of the REST API and has no HTTP status here.
+	BuildMissing Code = "BUILD_MISSING"
 
 	// Authentication and transport strictness.
 	Unauthenticated      Code = "UNAUTHENTICATED"
