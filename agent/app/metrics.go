@@ -75,8 +75,8 @@ func (m *metrics) observeRun(d time.Duration, timedOut bool) {
 	}
 }
 
-// loadBearing are the procedures that count as load: they run uv or user code.
-var loadBearing = map[string]bool{"CreateProject": true, "Mutate": true, "Sync": true, "Run": true, "DeleteProject": true}
+// loadBearing are the procedures that count as load: they run uv or user code, or walk a tree.
+var loadBearing = map[string]bool{"Lock": true, "Build": true, "Switch": true, "Run": true, "DeleteProject": true, "RemoveBuild": true}
 
 // count wraps the RPC handler: requests by procedure and status, and the in-flight load.
 func (m *metrics) count(next http.Handler) http.Handler {
