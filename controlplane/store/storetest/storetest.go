@@ -53,6 +53,13 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"AbandonStaleOperations", testAbandonStaleOperations},
 		{"AbandonCommittedOperation", testAbandonCommittedOperation},
 		{"EnvsToRepair", testEnvsToRepair},
+		{"RecordBuild", testRecordBuild},
+		{"CommitBuild", testCommitBuild},
+		{"BuildStates", testBuildStates},
+		{"ListBuilds", testListBuilds},
+		{"TouchBuild", testTouchBuild},
+		{"EnvsBehindDisk", testEnvsBehindDisk},
+		{"SharedContents", testSharedContents},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
