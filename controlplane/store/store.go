@@ -8,6 +8,8 @@ package store
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -24,6 +26,8 @@ var (
 	ErrLeaseLost = errors.New("lease lost")
 	// ErrStaleBase: a commit's base revision is no longer the environment's current one.
 	ErrStaleBase = errors.New("base revision is no longer current")
+	// ErrUnknownBuild: a commit names a build that was never recorded (RecordBuild).
+	ErrUnknownBuild = errors.New("build not recorded")
 )
 
 // Environment states (DESIGN.md §3 lifecycle).
@@ -63,6 +67,31 @@ const (
 	// LeaseDelete (delete, cleanup of the environment) excludes every other lease.
 	LeaseDelete LeaseMode = "delete"
 )
+
+// LeaseModes are every mode, for the stores, which turn Conflicts into the set of held modes a
+// request must not meet (the one rule, not a second copy of it in SQL).
+var LeaseModes = []LeaseMode{LeaseRun, LeaseChange, LeaseDelete}
+
+// Valid reports whether m is one of LeaseModes.
+func (m LeaseMode) Valid() bool {
+	for _, v := range LeaseModes {
+		if m == v {
+			return true
+		}
+	}
+	return false
+}
+
+// ConflictingModes are the modes of the live leases that stand in the way of a request of mode m.
+func (m LeaseMode) ConflictingModes() []LeaseMode {
+	var out []LeaseMode
+	for _, held := range LeaseModes {
+		if m.Conflicts(held) {
+			out = append(out, held)
+		}
+	}
+	return out
+}
 
 // Conflicts reports whether a lease of mode m may not be granted while one of mode held is live.
 func (m LeaseMode) Conflicts(held LeaseMode) bool {
@@ -107,7 +136,10 @@ type Env struct {
 	BuildID string
 	// DiskRevision is the revision last switched onto the project directory (Switch): when it
 	// is behind Revision, the maintenance pass switches the directory again. Runs through the API
-	// do not depend on it (they run the build by id).
+	// do not depend on it (they run the build by id). A commit that keeps the files but changes
+	// the build moves it below Revision (the directory's build link is stale until the next
+	// MarkOnDisk); a commit without a build (the layout before builds, installed in place) sets it
+	// to the new Revision.
 	DiskRevision int64
 	LastError    string
 	CreatedAt    time.Time
@@ -115,7 +147,15 @@ type Env struct {
 	LastUsedAt   time.Time
 }
 
-// Revision is one recorded version of an environment's project files.
+// Digest names a project file's content in the contents table and in Build.LockDigest: the
+// SHA-256 of its bytes in lower-case hex (migration 0005 computes the same in SQL).
+func Digest(body string) string {
+	sum := sha256.Sum256([]byte(body))
+	return hex.EncodeToString(sum[:])
+}
+
+// Revision is one recorded version of an environment's project files. The store keeps each
+// distinct file once (contents, by Digest); a revision carries the texts joined on read.
 type Revision struct {
 	Key           envid.Key
 	Number        int64
@@ -258,7 +298,10 @@ type Commit struct {
 	PyprojectTOML string
 	UvLock        string
 	// BuildID is the build the revision is installed as; it must have been recorded
-	// (RecordBuild) as BuildReady.
+	// (RecordBuild), else the commit fails with ErrUnknownBuild. Should the build be recorded
+	// BuildRemoved by the time of the commit (hibernated meanwhile), an ACTIVE or IDLE State is
+	// recorded as StateHibernated, so that the next run wakes it. Empty: the layout before builds
+	// (installed in place), whose directory is then at the new revision (DiskRevision).
 	BuildID     string
 	OperationID int64
 	State       string // the state the environment is left in, normally StateActive
@@ -310,7 +353,8 @@ type Store interface {
 	ListEnvs(ctx context.Context, f ListFilter) ([]Env, error)
 	// SetState changes an environment's state and last error (empty clears it).
 	SetState(ctx context.Context, key envid.Key, state, lastError string, now time.Time) error
-	// Touch records a use of the environment at t (only moves last_used_at forward).
+	// Touch records a use of the environment at t (only moves last_used_at forward), and of its
+	// current build (Build.LastUsedAt, which hibernation goes by).
 	Touch(ctx context.Context, key envid.Key, t time.Time) error
 	// CommitRevision stores a successful mutation's files and state in one transaction, fenced by
 	// the lease (ErrLeaseLost when c.LeaseID is no longer live) and compare-and-set on c.Base
@@ -318,7 +362,8 @@ type Store interface {
 	CommitRevision(ctx context.Context, c Commit) (int64, error)
 	// GetRevision returns revision number n of key; n == 0 means the current one.
 	GetRevision(ctx context.Context, key envid.Key, n int64) (Revision, error)
-	// DeleteEnv removes the environment and its revisions, fenced by leaseID. Operations stay.
+	// DeleteEnv removes the environment and its revisions, fenced by leaseID, and the contents no
+	// other revision references. Operations and builds stay (cleanup removes unreferenced builds).
 	DeleteEnv(ctx context.Context, key envid.Key, leaseID string) error
 	// IdleEnvs returns environments whose last use is before cutoff, oldest first.
 	IdleEnvs(ctx context.Context, cutoff time.Time, limit int) ([]Env, error)
@@ -329,7 +374,9 @@ type Store interface {
 	CountLeases(ctx context.Context, now time.Time, changesOnly bool) (int, error)
 
 	// RecordBuild inserts or updates a build (by ID). Recording a build BuildReady moves the
-	// environments whose current build it is from StateHibernated to StateActive.
+	// environments whose current build it is from StateHibernated to StateActive. LastUsedAt
+	// becomes the later of the recorded one and b.LastUsedAt (now when zero): a build just
+	// materialised is not the least recently used. CreatedAt is kept on update unless set.
 	RecordBuild(ctx context.Context, b Build, now time.Time) error
 	// GetBuild returns one build (with CurrentEnvs) or ErrNotFound.
 	GetBuild(ctx context.Context, id string) (Build, error)
@@ -337,10 +384,10 @@ type Store interface {
 	ListBuilds(ctx context.Context, f BuildFilter) ([]Build, error)
 	// SetBuildState changes a build's state in one transaction with its environments: BuildRemoved
 	// moves the environments whose current build it is to StateHibernated (from ACTIVE or IDLE),
-	// BuildReady moves them back to StateActive.
+	// BuildReady moves them back to StateActive. ErrNotFound when the build is not recorded.
 	SetBuildState(ctx context.Context, id, state string, now time.Time) error
 	// MarkOnDisk records that key's project directory was switched to revision (only moves
-	// DiskRevision forward, never past Revision).
+	// DiskRevision forward, never past Revision). ErrNotFound when key is not recorded.
 	MarkOnDisk(ctx context.Context, key envid.Key, revision int64, now time.Time) error
 	// EnvsBehindDisk returns environments whose DiskRevision is behind Revision, with no live
 	// change or delete lease at now, last updated before updatedBefore; least recently updated first.
