@@ -2,8 +2,6 @@ package envs
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"path/filepath"
 	"time"
@@ -41,17 +39,12 @@ func (s *Service) recordBuild(ctx context.Context, b Build, files Files) error {
 		created = now
 	}
 	err := s.store.RecordBuild(ctx, store.Build{ID: b.ID, PythonPath: b.PythonPath, PythonFullVersion: b.PythonFullVersion,
-		LockDigest: digest(files.UvLock), State: store.BuildReady, PackagesInstalled: b.PackagesInstalled, Bytes: b.ExclusiveBytes,
+		LockDigest: store.Digest(files.UvLock), State: store.BuildReady, PackagesInstalled: b.PackagesInstalled, Bytes: b.ExclusiveBytes,
 		CreatedAt: created, LastUsedAt: now}, now)
 	if err != nil {
 		return dbErr("recording the build", err)
 	}
 	return nil
-}
-
-func digest(s string) string {
-	sum := sha256.Sum256([]byte(s))
-	return hex.EncodeToString(sum[:])
 }
 
 // publish commits a change (compare-and-set on c.Base, fenced by the lease) and then switches
