@@ -174,6 +174,14 @@ func (s *Service) execute(ctx context.Context, o op, fn func(ctx context.Context
 		}
 	}
 	result, err := fn(opCtx, &r)
+	if err != nil && r.agent != nil && errcode.Of(err) == errcode.AgentUnavailable {
+		// Before the answer, wait (bounded) for the fleet to see a dead agent gone, so that the
+		// caller's next operation is not sent to it again.
+		gctx, gcancel := context.WithTimeout(opCtx, 30*time.Second)
+		gone := s.agents.Gone(gctx, r.agent.Name())
+		gcancel()
+		s.log.Warn("an agent stopped answering during an operation", "agent", r.agent.Name(), "op", o.kind, "env", o.key.String(), "gone", gone)
+	}
 	if err != nil && r.lost() {
 		var ue *UncommittedError
 		if !errors.As(err, &ue) {
