@@ -162,11 +162,11 @@ func TestBuildsRunsDuringChange(t *testing.T) {
 	if id, _, _ := statusBuild(t, f, env); id != before {
 		t.Errorf("after the rollback the build is %q; want revision 1's %q", id, before)
 	}
-	if r := runCode(t, f, env, hasDelta); r.str("stdout") != "no delta\n" {
-		t.Errorf("a run after the rollback: %s", r.Raw)
-	}
 	if op := lastOperation(t, f, "wf", "n"); op["operation"] != "rollback" || op["status"] != "succeeded" {
 		t.Errorf("audit of the rollback: %v", op)
+	}
+	if r := runCode(t, f, env, hasDelta); r.str("stdout") != "no delta\n" {
+		t.Errorf("a run after the rollback: %s", r.Raw)
 	}
 	expect(t, f.do(t, "POST", env+"/rollback", map[string]any{"revision": 9}), 400, "INVALID_REQUEST")
 }

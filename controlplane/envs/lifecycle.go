@@ -106,12 +106,23 @@ func (s *Service) Hibernate(ctx context.Context) []BuildEntry {
 	return out
 }
 
-// cleanupBuilds removes the builds no environment's current revision references, unused for
-// longer than an operation may take (a change materialises its build a while before it commits
-// it). With dryRun it only lists them. Builds a run holds are skipped.
+// cleanupBuilds removes the builds no environment's current revision references (never one a
+// run holds: the agent refuses). With dryRun it only lists them. A change materialises its build
+// a moment before it commits it, when nothing references the build yet: so builds are removed
+// only while no change is under way in the fleet, and only those unused for a lease TTL.
 func (s *Service) cleanupBuilds(ctx context.Context, dryRun bool) (removed, skipped []BuildEntry, err error) {
 	removed, skipped = []BuildEntry{}, []BuildEntry{}
-	cutoff := s.now().Add(-s.operationBound())
+	if !dryRun {
+		n, err := s.store.CountLeases(ctx, s.now(), true)
+		if err != nil {
+			return removed, skipped, dbErr("counting leases", err)
+		}
+		if n > 0 {
+			s.log.Info("builds cleanup postponed: changes are under way", "changes", n)
+			return removed, skipped, nil
+		}
+	}
+	cutoff := s.now().Add(-s.graceAfterLease())
 	builds, err := s.store.ListBuilds(ctx, store.BuildFilter{Unreferenced: true, UnusedBefore: cutoff, Limit: 1000})
 	if err != nil {
 		return removed, skipped, dbErr("listing unreferenced builds", err)
