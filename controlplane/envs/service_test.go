@@ -34,6 +34,9 @@ type fakeAgent struct {
 	mu    sync.Mutex
 	calls []string
 	lock  func(ctx context.Context, r envs.LockRequest) (envs.Locked, error)
+	// check, when set, is the verification Inspect reports; inUse makes RemoveBuild refuse.
+	check *envs.BuildCheck
+	inUse atomic.Bool
 }
 
 func (a *fakeAgent) record(s string) {
@@ -74,8 +77,13 @@ func (a *fakeAgent) Switch(_ context.Context, r envs.SwitchRequest) (bool, error
 	a.record(fmt.Sprintf("switch %d", r.Revision))
 	return true, nil
 }
-func (a *fakeAgent) Inspect(context.Context, envs.InspectRequest) (envs.Disk, error) {
-	return envs.Disk{}, nil
+func (a *fakeAgent) Inspect(_ context.Context, r envs.InspectRequest) (envs.Disk, error) {
+	if r.Verify {
+		a.record("verify " + r.ExpectedBuildID)
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return envs.Disk{Check: a.check}, nil
 }
 func (a *fakeAgent) Run(_ context.Context, r envs.RunSpec) (envs.RunResult, error) {
 	a.record("run " + r.BuildID)
@@ -95,7 +103,7 @@ func (a *fakeAgent) PruneCache(context.Context) (int64, int64, error) {
 func (a *fakeAgent) ListBuilds(context.Context) ([]envs.Build, error) { return nil, nil }
 func (a *fakeAgent) RemoveBuild(_ context.Context, id string) (envs.RemovedBuild, error) {
 	a.record("remove_build " + id)
-	return envs.RemovedBuild{Existed: true}, nil
+	return envs.RemovedBuild{Existed: true, InUse: a.inUse.Load()}, nil
 }
 
 func newService(t *testing.T, agent envs.Agent, c *clock) (*envs.Service, store.Store) {
