@@ -2,6 +2,8 @@ package e2e
 
 import (
 	"context"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -247,8 +249,14 @@ func TestBuildsShared(t *testing.T) {
 	if b["intact"] != false || len(damaged) != 1 || damaged[0].(map[string]any)["name"] != "delta" || st.Body["in_step"] != false {
 		t.Errorf("status after deleting delta's directory: %s; want the build damaged in delta", st.Raw)
 	}
+	if m := metrics(t, f); !strings.Contains(m, "\nenvfabric_builds_damaged 1\n") {
+		t.Errorf("metrics after the damage was found: want envfabric_builds_damaged 1\n%s", grepLines(m, "envfabric_builds"))
+	}
 	r = f.do(t, "POST", "/envs/wf/n3/sync", nil)
 	expect(t, r, 200, "")
+	if m := metrics(t, f); !strings.Contains(m, "\nenvfabric_builds_damaged 0\n") {
+		t.Errorf("metrics after the repair: want envfabric_builds_damaged 0\n%s", grepLines(m, "envfabric_builds"))
+	}
 	if r.Body["repaired"] != true {
 		t.Errorf("sync of a damaged build: %s; want repaired", r.Raw)
 	}
@@ -436,4 +444,28 @@ func TestBuildsUpgradeInPlace(t *testing.T) {
 	if _, b, _ := statusBuild(t, f, env); b == nil || b["intact"] != true {
 		t.Errorf("status after the move: %v", b)
 	}
+}
+
+// metrics is the control plane's /metrics text.
+func metrics(t *testing.T, f *fabric) string {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, f.URL+"/metrics", nil)
+	req.Header.Set("Authorization", "Bearer "+adminSecret)
+	resp, err := f.client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
+}
+
+func grepLines(s, prefix string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.HasPrefix(l, prefix) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }
