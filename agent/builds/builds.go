@@ -163,7 +163,9 @@ func (s *Store) Identity(ctx context.Context, lock, python string) (Identity, er
 
 // Ensure makes sure the build of (pyproject, lock, python) exists complete, materialising it
 // under the build's exclusive lock if not; several agents may call it at once, one
-// materialises and the others wait (bounded by ctx) and answer the same build. A half build left
+// materialises and the others wait (bounded by ctx) and answer the same build. A repair
+// (replaceDamaged) takes the exclusive lock too, so it waits for the runs holding the damaged
+// build to end. A half build left
 // by an interrupted materialisation is removed and materialised again. With replaceDamaged, a
 // complete build whose files no longer match its packages' RECORD is set aside and materialised
 // afresh. It returns the build and uv's output.
@@ -173,6 +175,11 @@ func (s *Store) Ensure(ctx context.Context, pyproject, lock, python string, repl
 		return Info{}, "", err
 	}
 	id := ident.ID()
+	// A complete build is never modified, so finding it needs no lock; taking the exclusive one
+	// would wait for every run holding the build shared.
+	if !replaceDamaged && s.marker(id) != nil {
+		return s.stat(id, false), "", nil
+	}
 	l, err := flock.Wait(ctx, s.lockPath(id), flock.Exclusive)
 	if err != nil {
 		return Info{}, "", s.busy(err, id)
