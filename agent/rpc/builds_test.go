@@ -1,10 +1,17 @@
 package rpc_test
 
 import (
+	"context"
 	"io/fs"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 
@@ -329,5 +336,95 @@ func waitHeld(t *testing.T, envs, id string) {
 		default:
 		}
 		syscall.Nanosleep(&syscall.Timespec{Nsec: 10e6}, nil)
+	}
+}
+
+// TestCancelledMaterialisation: while a build is being materialised it is not usable (no run,
+// no switch), a materialisation cancelled midway (uv stopped while it downloads) leaves no
+// complete build, and the next Build materialises it in full.
+func TestCancelledMaterialisation(t *testing.T) {
+	f := newFixture(t)
+	e := f.create(t, "cut", "delta==0.1.0")
+	// The lock's wheels are served through a proxy that can hold downloads: a host the cache has
+	// never seen, so uv must download.
+	var stalling atomic.Bool
+	stalling.Store(true)
+	reached := make(chan struct{})
+	var once sync.Once
+	target, _ := url.Parse(f.index.URL)
+	proxy := httputil.NewSingleHostReverseProxy(&url.URL{Scheme: target.Scheme, Host: target.Host})
+	ps := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if stalling.Load() && strings.HasPrefix(r.URL.Path, "/files/") {
+			once.Do(func() { close(reached) })
+			<-r.Context().Done()
+			return
+		}
+		proxy.ServeHTTP(w, r)
+	}))
+	t.Cleanup(ps.Close)
+	next, err := f.lock(t.Context(), &agentv1.LockRequest{Env: ref("cut"), Kind: agentv1.LockKind_LOCK_KIND_ADD, Base: e.files, PythonPath: e.python, Packages: []string{"alpha==1.1.0"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	files := &agentv1.ProjectFiles{
+		PyprojectToml: next.GetFiles().GetPyprojectToml(),
+		UvLock:        strings.ReplaceAll(next.GetFiles().GetUvLock(), "http://"+target.Host, ps.URL),
+	}
+
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		// Called directly, so the call returns only once uv is gone.
+		_, err := f.server.Build(ctx, connect.NewRequest(&agentv1.BuildRequest{Files: files, PythonPath: e.python}))
+		done <- err
+	}()
+	select {
+	case <-reached:
+	case err := <-done:
+		t.Fatalf("the build ended before downloading: %v", err)
+	}
+	list, err := f.client.ListBuilds(t.Context(), connect.NewRequest(&agentv1.ListBuildsRequest{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var id string
+	for _, b := range list.Msg.GetBuilds() {
+		if b.GetId() != e.build.GetId() {
+			id = b.GetId()
+			if b.GetCompletedUnixMs() != 0 {
+				t.Errorf("a build being materialised is listed complete: %+v", b)
+			}
+		}
+	}
+	if id == "" {
+		t.Fatal("the build being materialised is not listed")
+	}
+	_, err = f.client.Run(t.Context(), connect.NewRequest(&agentv1.RunRequest{Env: ref("cut"), BuildId: id, Code: "print(1)"}))
+	wantError(t, err, connect.CodeFailedPrecondition, errcode.BuildMissing)
+	_, err = f.switchTo(t.Context(), "cut", files, id, 2, 2)
+	wantError(t, err, connect.CodeFailedPrecondition, errcode.BuildMissing)
+
+	cancel()
+	if err := <-done; connect.CodeOf(err) != connect.CodeCanceled {
+		t.Fatalf("cancelled build: %v; want canceled", err)
+	}
+	if _, err := os.Stat(filepath.Join(f.envs, ".builds", id, "BUILD.json")); !os.IsNotExist(err) {
+		t.Errorf("a cancelled build has a marker (stat: %v)", err)
+	}
+	if got := python(t, e.path, "import delta; print(delta.__version__)"); got != "0.1.0" {
+		t.Errorf("the environment's current build was touched: %q", got)
+	}
+
+	stalling.Store(false)
+	b := f.mustBuild(t, files, e.python)
+	if b.GetBuild().GetId() != id || !b.GetBuild().GetCreated() || b.GetBuild().GetPackagesInstalled() != 2 {
+		t.Errorf("build after the cancelled one: %+v", b.GetBuild())
+	}
+	if _, err := f.switchTo(t.Context(), "cut", files, id, 2, 2); err != nil {
+		t.Fatal(err)
+	}
+	if got := python(t, e.path, "import alpha, delta; print(alpha.__version__)"); got != "1.1.0" {
+		t.Errorf("after the rebuild: %q", got)
 	}
 }
