@@ -93,6 +93,7 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 		RunMaxOutputBytes: cfg.RunMaxOutputBytes,
 		Usage:             tracker,
 		OnRun:             met.observeRun,
+		OnBuild:           met.observeBuild,
 		Sandbox:           sb,
 	}, ex, logger)
 	sweepTrash(cfg.EnvsBasePath, 10*time.Minute, logger)
