@@ -19,6 +19,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -136,7 +137,21 @@ type Store struct {
 	root   string
 	uv     *uv.Executor
 	logger *slog.Logger
+
+	mu        sync.Mutex
+	exclusive map[string]measured // build id → its last measured exclusive bytes
 }
+
+// measured is a walk's result. A complete build's files never change, but their link counts do
+// (a cache prune leaves a build's file its only link), so a measure is reused for a while only:
+// listing every build must not walk every file of every build each time.
+type measured struct {
+	bytes int64
+	at    time.Time
+}
+
+// measureTTL bounds how long a build's exclusive bytes are reused.
+const measureTTL = 10 * time.Minute
 
 // New returns the store of the builds under envsBase.
 func New(envsBase string, ex *uv.Executor, logger *slog.Logger) *Store {
@@ -244,6 +259,7 @@ func (s *Store) replace(ctx context.Context, id string, ident Identity, pyprojec
 // setAside renames build id's directory out of the way (an atomic step: a reader sees the build
 // or nothing), then removes it when remove is set.
 func (s *Store) setAside(id, prefix string, remove bool) error {
+	s.forget(id)
 	aside := filepath.Join(s.root, fmt.Sprintf("%s%s-%d", prefix, id, time.Now().UnixNano()))
 	if err := os.Rename(s.Dir(id), aside); err != nil {
 		return fmt.Errorf("setting build %s aside: %w", id, err)
@@ -325,13 +341,39 @@ func (s *Store) marker(id string) *Marker {
 // stat describes build id as it is on disk.
 func (s *Store) stat(id string, created bool) Info {
 	info := Info{ID: id, Dir: s.Dir(id), Venv: s.Venv(id), Marker: s.marker(id), Created: created}
-	info.ExclusiveBytes = ExclusiveBytes(info.Dir)
+	info.ExclusiveBytes = s.exclusiveBytes(id, info.Marker != nil && !created)
 	if info.Marker != nil {
 		if fi, err := os.Stat(s.lockPath(id)); err == nil && fi.ModTime().UnixMilli() > info.Marker.CompletedUnixMs {
 			info.LastUsed = fi.ModTime()
 		}
 	}
 	return info
+}
+
+// exclusiveBytes measures build id, reusing a recent measure of a complete build when reuse is
+// set.
+func (s *Store) exclusiveBytes(id string, reuse bool) int64 {
+	s.mu.Lock()
+	m, ok := s.exclusive[id]
+	s.mu.Unlock()
+	if reuse && ok && time.Since(m.at) < measureTTL {
+		return m.bytes
+	}
+	n := ExclusiveBytes(s.Dir(id))
+	s.mu.Lock()
+	if s.exclusive == nil {
+		s.exclusive = map[string]measured{}
+	}
+	s.exclusive[id] = measured{bytes: n, at: time.Now()}
+	s.mu.Unlock()
+	return n
+}
+
+// forget drops what is remembered of build id (it was removed or set aside).
+func (s *Store) forget(id string) {
+	s.mu.Lock()
+	delete(s.exclusive, id)
+	s.mu.Unlock()
 }
 
 // Stat describes build id; ok is false when it has no directory.
@@ -420,6 +462,7 @@ func (s *Store) Remove(ctx context.Context, id string) (Removed, error) {
 		return Removed{}, nil
 	}
 	freed := ExclusiveBytes(dir)
+	s.forget(id)
 	aside := filepath.Join(s.root, fmt.Sprintf("%s%s-%d", trashPrefix, id, time.Now().UnixNano()))
 	if err := os.Rename(dir, aside); err != nil {
 		return Removed{}, fmt.Errorf("removing build %s: %w", id, err)
