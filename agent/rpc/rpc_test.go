@@ -507,7 +507,10 @@ func TestInspect(t *testing.T) {
 		}
 		return resp.Msg
 	}
+	buildBefore := snapshot(t, filepath.Join(f.envs, ".builds", e.build.GetId()))
 	in := inspect()
+	// Inspecting (uv sync --dry-run in the build, the verification) modifies no build.
+	sameSnapshot(t, "build", buildBefore, snapshot(t, filepath.Join(f.envs, ".builds", e.build.GetId())))
 	if !in.GetExists() || !in.GetHasPyproject() || !in.GetHasLock() || !in.GetHasVenv() || !in.GetFilesMatch() ||
 		!in.GetVenvInSync() || !in.GetInterpreterPresent() || in.GetPackagesInstalled() != 4 || in.GetBuildId() != e.build.GetId() {
 		t.Errorf("inspect after create: %+v", in)
