@@ -166,6 +166,9 @@ func (s *Store) Venv(id string) string { return filepath.Join(s.root, id, VenvDi
 
 func (s *Store) lockPath(id string) string { return filepath.Join(s.root, lockDirName, id+".lock") }
 
+// gatePath is build id's gate: closed (held exclusive) by a repair so that new runs wait for it.
+func (s *Store) gatePath(id string) string { return filepath.Join(s.root, lockDirName, id+".gate") }
+
 // Identity is the identity of a build of lock for the interpreter at python, with this agent's
 // install settings.
 func (s *Store) Identity(ctx context.Context, lock, python string) (Identity, error) {
@@ -178,42 +181,38 @@ func (s *Store) Identity(ctx context.Context, lock, python string) (Identity, er
 
 // Ensure makes sure the build of (pyproject, lock, python) exists complete, materialising it
 // under the build's exclusive lock if not; several agents may call it at once, one
-// materialises and the others wait (bounded by ctx) and answer the same build. A repair
-// (replaceDamaged) takes the exclusive lock too, so it waits for the runs holding the damaged
-// build to end. A half build left
+// materialises and the others wait (bounded by ctx) and answer the same build. A half build left
 // by an interrupted materialisation is removed and materialised again. With replaceDamaged, a
 // complete build whose files no longer match its packages' RECORD is set aside and materialised
-// afresh. It returns the build and uv's output.
+// afresh at the same id (see repair). It returns the build and uv's output.
 func (s *Store) Ensure(ctx context.Context, pyproject, lock, python string, replaceDamaged bool) (Info, string, error) {
 	ident, err := s.Identity(ctx, lock, python)
 	if err != nil {
 		return Info{}, "", err
 	}
 	id := ident.ID()
-	// A complete build is never modified, so finding it needs no lock; taking the exclusive one
-	// would wait for every run holding the build shared.
-	if !replaceDamaged && s.marker(id) != nil {
-		return s.stat(id, false), "", nil
+	// A complete build is never modified, so finding it (and verifying it) needs no exclusive
+	// lock; taking one would wait for every run holding the build shared.
+	if m := s.marker(id); m != nil {
+		if !replaceDamaged {
+			return s.stat(id, false), "", nil
+		}
+		check, err := s.Verify(ctx, id)
+		if err != nil {
+			return Info{}, "", err
+		}
+		if check.Intact {
+			return s.stat(id, false), "", nil
+		}
+		return s.repair(ctx, id, ident, pyproject)
 	}
 	l, err := flock.Wait(ctx, s.lockPath(id), flock.Exclusive)
 	if err != nil {
 		return Info{}, "", s.busy(err, id)
 	}
 	defer l.Release()
-	if m := s.marker(id); m != nil {
-		if !replaceDamaged {
-			return s.stat(id, false), "", nil
-		}
-		check := s.verify(ctx, id, m)
-		if check.Intact {
-			return s.stat(id, false), "", nil
-		}
-		s.logger.WarnContext(ctx, "replacing a damaged build", "build", id, "damaged", check.DamagedNames())
-		out, err := s.replace(ctx, id, ident, pyproject, check)
-		if err != nil {
-			return Info{}, out, err
-		}
-		return s.stat(id, true), out, nil
+	if s.marker(id) != nil { // another agent materialised it while we waited
+		return s.stat(id, false), "", nil
 	}
 	if _, err := os.Lstat(s.Dir(id)); err == nil {
 		// Nobody materialises it (we hold the lock): an interrupted materialisation left it.
@@ -229,13 +228,46 @@ func (s *Store) Ensure(ctx context.Context, pyproject, lock, python string, repl
 	return s.stat(id, true), out, nil
 }
 
+// repair replaces damaged build id. It needs the exclusive lock, which the runs holding the
+// build shared keep from it, and new runs keep coming: so it first closes the build's gate
+// (an exclusive flock that Hold passes through shared before it takes the build's lock), which
+// makes new runs wait, then waits for the runs under way to end, all bounded by ctx. A crashed
+// repairer's flocks go with its process, so the gate never stays closed.
+func (s *Store) repair(ctx context.Context, id string, ident Identity, pyproject string) (Info, string, error) {
+	gate, err := flock.Wait(ctx, s.gatePath(id), flock.Exclusive)
+	if err != nil {
+		return Info{}, "", s.busy(err, id)
+	}
+	defer gate.Release()
+	l, err := flock.Wait(ctx, s.lockPath(id), flock.Exclusive)
+	if err != nil {
+		return Info{}, "", s.busy(err, id)
+	}
+	defer l.Release()
+	m := s.marker(id)
+	if m != nil {
+		check := s.verify(ctx, id, m)
+		if check.Intact { // repaired by another agent while we waited
+			return s.stat(id, false), "", nil
+		}
+		s.logger.WarnContext(ctx, "replacing a damaged build", "build", id, "damaged", check.DamagedNames())
+	}
+	out, err := s.replace(ctx, id, ident, pyproject)
+	if err != nil {
+		return Info{}, out, err
+	}
+	return s.stat(id, true), out, nil
+}
+
 // replace sets a damaged build aside and materialises it again. Damage done through a hardlink
 // (a file truncated in place) is damage of the uv cache's copy too, which a plain
 // materialisation would link again: when the fresh build is still damaged, the damaged
 // packages' cache entries are cleaned and it is materialised once more.
-func (s *Store) replace(ctx context.Context, id string, ident Identity, pyproject string, check Check) (string, error) {
-	if err := s.setAside(id, damagedPrefix, true); err != nil {
-		return "", err
+func (s *Store) replace(ctx context.Context, id string, ident Identity, pyproject string) (string, error) {
+	if _, err := os.Lstat(s.Dir(id)); err == nil {
+		if err := s.setAside(id, damagedPrefix, true); err != nil {
+			return "", err
+		}
 	}
 	out, err := s.materialise(ctx, id, ident, pyproject)
 	if err != nil {
@@ -402,6 +434,12 @@ func (s *Store) Hold(ctx context.Context, id string) (release func(), err error)
 	if s.marker(id) == nil {
 		return nil, missing(id)
 	}
+	// Through the gate first: a repair under way makes new runs wait for the repaired build.
+	gate, err := flock.Wait(ctx, s.gatePath(id), flock.Shared)
+	if err != nil {
+		return nil, s.busy(err, id)
+	}
+	gate.Release()
 	l, err := flock.Wait(ctx, s.lockPath(id), flock.Shared)
 	if err != nil {
 		return nil, s.busy(err, id)
@@ -457,6 +495,7 @@ func (s *Store) Remove(ctx context.Context, id string) (Removed, error) {
 		return Removed{}, err
 	}
 	defer l.ReleaseRemoving()
+	defer os.Remove(s.gatePath(id))
 	dir := s.Dir(id)
 	if _, err := os.Lstat(dir); errors.Is(err, os.ErrNotExist) {
 		return Removed{}, nil

@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -426,5 +427,86 @@ func TestCancelledMaterialisation(t *testing.T) {
 	}
 	if got := python(t, e.path, "import alpha, delta; print(alpha.__version__)"); got != "1.1.0" {
 		t.Errorf("after the rebuild: %q", got)
+	}
+}
+
+// TestRepairClosesTheGate: a repair waits for the runs under way on the damaged build, and runs
+// that start meanwhile wait for it and run on the repaired build, instead of keeping the damaged
+// one busy forever.
+func TestRepairClosesTheGate(t *testing.T) {
+	f := newFixture(t)
+	e := f.create(t, "gate", "alpha==1.0.0")
+	sp, _ := filepath.Glob(filepath.Join(e.build.GetVenvPath(), "lib", "python*", "site-packages"))
+	if len(sp) != 1 {
+		t.Fatal("no site-packages")
+	}
+	data := filepath.Join(sp[0], "alpha", "data.txt")
+	full, err := os.Stat(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The damage: the file replaced by a shorter one (an editor's save), not the cache's copy.
+	if err := os.Remove(data); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(data, []byte("short"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	gate := filepath.Join(t.TempDir(), "go")
+	first := make(chan error, 1)
+	go func() {
+		_, err := f.client.Run(t.Context(), connect.NewRequest(&agentv1.RunRequest{Env: ref("gate"), BuildId: e.build.GetId(),
+			Code: "import os, time\nwhile not os.path.exists(" + pyString(gate) + "):\n    time.sleep(0.02)\n", TimeoutMs: 60000}))
+		first <- err
+	}()
+	waitHeld(t, f.envs, e.build.GetId())
+	repaired := make(chan error, 1)
+	go func() {
+		_, err := f.client.Build(t.Context(), connect.NewRequest(&agentv1.BuildRequest{Files: e.files, PythonPath: e.python, ReplaceDamaged: true}))
+		repaired <- err
+	}()
+	waitClosed(t, filepath.Join(f.envs, ".builds", ".locks", e.build.GetId()+".gate"))
+	second := make(chan *agentv1.RunResponse, 1)
+	go func() {
+		resp, err := f.client.Run(t.Context(), connect.NewRequest(&agentv1.RunRequest{Env: ref("gate"), BuildId: e.build.GetId(),
+			Code: "import alpha, os\nprint(os.path.getsize(os.path.join(os.path.dirname(alpha.__file__), 'data.txt')))", TimeoutMs: 60000}))
+		if err != nil {
+			t.Errorf("the run started during the repair: %v", err)
+		}
+		second <- resp.Msg
+	}()
+	if err := os.WriteFile(gate, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-first; err != nil {
+		t.Fatalf("the run on the damaged build: %v", err)
+	}
+	if err := <-repaired; err != nil {
+		t.Fatalf("repair: %v", err)
+	}
+	if got := strings.TrimSpace(string((<-second).GetStdout())); got != strconv.FormatInt(full.Size(), 10) {
+		t.Errorf("the run started during the repair saw data.txt of %s bytes; want the repaired %d", got, full.Size())
+	}
+}
+
+// waitClosed waits until some process holds the lock file at path exclusively.
+func waitClosed(t *testing.T, path string) {
+	t.Helper()
+	for {
+		fh, err := os.Open(path)
+		if err == nil {
+			err = syscall.Flock(int(fh.Fd()), syscall.LOCK_SH|syscall.LOCK_NB)
+			fh.Close()
+			if err != nil {
+				return
+			}
+		}
+		select {
+		case <-t.Context().Done():
+			t.Fatal("nobody closed the gate")
+		default:
+		}
+		syscall.Nanosleep(&syscall.Timespec{Nsec: 10e6}, nil)
 	}
 }
