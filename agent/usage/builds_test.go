@@ -71,3 +71,30 @@ func TestUseOfEnvironmentsSharingABuild(t *testing.T) {
 		t.Errorf("after starting one environment's python: %+v; want one interpreter use of %s", uses, used)
 	}
 }
+
+// TestScriptOfAnEnvironment: a console script of an environment's bin/ runs the build's
+// interpreter (its shebang) with the script's path as argv[1]: the process is that environment's
+// use. A run of the build's interpreter itself (the API's) is no environment's.
+func TestScriptOfAnEnvironment(t *testing.T) {
+	base := "/nas/envs"
+	proc := t.TempDir()
+	build := base + "/.builds/" + strings.Repeat("e", 32) + "/.venv/bin/python"
+	for pid, argv := range map[string][]string{
+		"101": {build, base + "/wf/n/v1/.venv/bin/tool", "--flag"},
+		"102": {build, "main.py"},
+	} {
+		os.MkdirAll(filepath.Join(proc, pid), 0o755)
+		if err := os.WriteFile(filepath.Join(proc, pid, "cmdline"), []byte(strings.Join(argv, "\x00")+"\x00"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tr := New(base, slog.New(slog.DiscardHandler))
+	tr.proc = proc
+	now := time.Now()
+	tr.scanProcesses(now)
+	uses, _ := tr.Since(time.Time{})
+	want := envid.Key{WorkflowID: "wf", NodeID: "n", VersionID: "v1"}
+	if len(uses) != 1 || uses[0].Key != want || uses[0].Source != SourceProcess {
+		t.Errorf("uses: %+v; want one process use of %s", uses, want)
+	}
+}

@@ -207,9 +207,16 @@ func (t *Tracker) scanProcesses(now time.Time) {
 		if err != nil || len(cmdline) == 0 {
 			continue
 		}
-		argv0, _, _ := bytes.Cut(cmdline, []byte{0})
-		if key, ok := t.keyOf(string(argv0), prefix); ok {
-			t.Used(key, now, SourceProcess)
+		// argv[0], or argv[1] for a script of the environment's bin/ started through its
+		// shebang: that names the build's interpreter (<build>/.venv/bin/python), and the kernel
+		// passes the script's path, the environment's, as the first argument.
+		argv0, rest, _ := bytes.Cut(cmdline, []byte{0})
+		argv1, _, _ := bytes.Cut(rest, []byte{0})
+		for _, arg := range [][]byte{argv0, argv1} {
+			if key, ok := t.keyOf(string(arg), prefix); ok {
+				t.Used(key, now, SourceProcess)
+				break
+			}
 		}
 	}
 }
