@@ -36,11 +36,12 @@ import (
 var Version = "dev"
 
 // shutdownTimeout bounds the graceful stop: cancelled uv commands get their SIGINT grace period
-// and failed mutations their restore.
+// (a cancelled materialisation leaves a half build, never used, which the next Build replaces).
 const shutdownTimeout = 60 * time.Second
 
 // Run serves until ctx is cancelled, then stops gracefully. In-flight requests see their context
-// cancelled, so running uv commands are interrupted and their projects restored.
+// cancelled, so running uv commands are interrupted; nothing an environment runs on was being
+// modified (changes resolve in staging copies and build beside), so nothing needs restoring.
 func Run(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 	for _, d := range []string{cfg.EnvsBasePath, cfg.UVCacheDir} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
@@ -93,6 +94,7 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 		RunMaxOutputBytes: cfg.RunMaxOutputBytes,
 		Usage:             tracker,
 		OnRun:             met.observeRun,
+		OnBuild:           met.observeBuild,
 		Sandbox:           sb,
 	}, ex, logger)
 	sweepTrash(cfg.EnvsBasePath, 10*time.Minute, logger)

@@ -19,6 +19,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -136,7 +137,21 @@ type Store struct {
 	root   string
 	uv     *uv.Executor
 	logger *slog.Logger
+
+	mu        sync.Mutex
+	exclusive map[string]measured // build id → its last measured exclusive bytes
 }
+
+// measured is a walk's result. A complete build's files never change, but their link counts do
+// (a cache prune leaves a build's file its only link), so a measure is reused for a while only:
+// listing every build must not walk every file of every build each time.
+type measured struct {
+	bytes int64
+	at    time.Time
+}
+
+// measureTTL bounds how long a build's exclusive bytes are reused.
+const measureTTL = 10 * time.Minute
 
 // New returns the store of the builds under envsBase.
 func New(envsBase string, ex *uv.Executor, logger *slog.Logger) *Store {
@@ -150,6 +165,9 @@ func (s *Store) Dir(id string) string { return filepath.Join(s.root, id) }
 func (s *Store) Venv(id string) string { return filepath.Join(s.root, id, VenvDir) }
 
 func (s *Store) lockPath(id string) string { return filepath.Join(s.root, lockDirName, id+".lock") }
+
+// gatePath is build id's gate: closed (held exclusive) by a repair so that new runs wait for it.
+func (s *Store) gatePath(id string) string { return filepath.Join(s.root, lockDirName, id+".gate") }
 
 // Identity is the identity of a build of lock for the interpreter at python, with this agent's
 // install settings.
@@ -166,32 +184,35 @@ func (s *Store) Identity(ctx context.Context, lock, python string) (Identity, er
 // materialises and the others wait (bounded by ctx) and answer the same build. A half build left
 // by an interrupted materialisation is removed and materialised again. With replaceDamaged, a
 // complete build whose files no longer match its packages' RECORD is set aside and materialised
-// afresh. It returns the build and uv's output.
+// afresh at the same id (see repair). It returns the build and uv's output.
 func (s *Store) Ensure(ctx context.Context, pyproject, lock, python string, replaceDamaged bool) (Info, string, error) {
 	ident, err := s.Identity(ctx, lock, python)
 	if err != nil {
 		return Info{}, "", err
 	}
 	id := ident.ID()
+	// A complete build is never modified, so finding it (and verifying it) needs no exclusive
+	// lock; taking one would wait for every run holding the build shared.
+	if m := s.marker(id); m != nil {
+		if !replaceDamaged {
+			return s.stat(id, false), "", nil
+		}
+		check, err := s.Verify(ctx, id)
+		if err != nil {
+			return Info{}, "", err
+		}
+		if check.Intact {
+			return s.stat(id, false), "", nil
+		}
+		return s.repair(ctx, id, ident, pyproject)
+	}
 	l, err := flock.Wait(ctx, s.lockPath(id), flock.Exclusive)
 	if err != nil {
 		return Info{}, "", s.busy(err, id)
 	}
 	defer l.Release()
-	if m := s.marker(id); m != nil {
-		if !replaceDamaged {
-			return s.stat(id, false), "", nil
-		}
-		check := s.verify(ctx, id, m)
-		if check.Intact {
-			return s.stat(id, false), "", nil
-		}
-		s.logger.WarnContext(ctx, "replacing a damaged build", "build", id, "damaged", check.DamagedNames())
-		out, err := s.replace(ctx, id, ident, pyproject, check)
-		if err != nil {
-			return Info{}, out, err
-		}
-		return s.stat(id, true), out, nil
+	if s.marker(id) != nil { // another agent materialised it while we waited
+		return s.stat(id, false), "", nil
 	}
 	if _, err := os.Lstat(s.Dir(id)); err == nil {
 		// Nobody materialises it (we hold the lock): an interrupted materialisation left it.
@@ -207,13 +228,46 @@ func (s *Store) Ensure(ctx context.Context, pyproject, lock, python string, repl
 	return s.stat(id, true), out, nil
 }
 
+// repair replaces damaged build id. It needs the exclusive lock, which the runs holding the
+// build shared keep from it, and new runs keep coming: so it first closes the build's gate
+// (an exclusive flock that Hold passes through shared before it takes the build's lock), which
+// makes new runs wait, then waits for the runs under way to end, all bounded by ctx. A crashed
+// repairer's flocks go with its process, so the gate never stays closed.
+func (s *Store) repair(ctx context.Context, id string, ident Identity, pyproject string) (Info, string, error) {
+	gate, err := flock.Wait(ctx, s.gatePath(id), flock.Exclusive)
+	if err != nil {
+		return Info{}, "", s.busy(err, id)
+	}
+	defer gate.Release()
+	l, err := flock.Wait(ctx, s.lockPath(id), flock.Exclusive)
+	if err != nil {
+		return Info{}, "", s.busy(err, id)
+	}
+	defer l.Release()
+	m := s.marker(id)
+	if m != nil {
+		check := s.verify(ctx, id, m)
+		if check.Intact { // repaired by another agent while we waited
+			return s.stat(id, false), "", nil
+		}
+		s.logger.WarnContext(ctx, "replacing a damaged build", "build", id, "damaged", check.DamagedNames())
+	}
+	out, err := s.replace(ctx, id, ident, pyproject)
+	if err != nil {
+		return Info{}, out, err
+	}
+	return s.stat(id, true), out, nil
+}
+
 // replace sets a damaged build aside and materialises it again. Damage done through a hardlink
 // (a file truncated in place) is damage of the uv cache's copy too, which a plain
 // materialisation would link again: when the fresh build is still damaged, the damaged
 // packages' cache entries are cleaned and it is materialised once more.
-func (s *Store) replace(ctx context.Context, id string, ident Identity, pyproject string, check Check) (string, error) {
-	if err := s.setAside(id, damagedPrefix, true); err != nil {
-		return "", err
+func (s *Store) replace(ctx context.Context, id string, ident Identity, pyproject string) (string, error) {
+	if _, err := os.Lstat(s.Dir(id)); err == nil {
+		if err := s.setAside(id, damagedPrefix, true); err != nil {
+			return "", err
+		}
 	}
 	out, err := s.materialise(ctx, id, ident, pyproject)
 	if err != nil {
@@ -237,6 +291,7 @@ func (s *Store) replace(ctx context.Context, id string, ident Identity, pyprojec
 // setAside renames build id's directory out of the way (an atomic step: a reader sees the build
 // or nothing), then removes it when remove is set.
 func (s *Store) setAside(id, prefix string, remove bool) error {
+	s.forget(id)
 	aside := filepath.Join(s.root, fmt.Sprintf("%s%s-%d", prefix, id, time.Now().UnixNano()))
 	if err := os.Rename(s.Dir(id), aside); err != nil {
 		return fmt.Errorf("setting build %s aside: %w", id, err)
@@ -318,13 +373,39 @@ func (s *Store) marker(id string) *Marker {
 // stat describes build id as it is on disk.
 func (s *Store) stat(id string, created bool) Info {
 	info := Info{ID: id, Dir: s.Dir(id), Venv: s.Venv(id), Marker: s.marker(id), Created: created}
-	info.ExclusiveBytes = ExclusiveBytes(info.Dir)
+	info.ExclusiveBytes = s.exclusiveBytes(id, info.Marker != nil && !created)
 	if info.Marker != nil {
 		if fi, err := os.Stat(s.lockPath(id)); err == nil && fi.ModTime().UnixMilli() > info.Marker.CompletedUnixMs {
 			info.LastUsed = fi.ModTime()
 		}
 	}
 	return info
+}
+
+// exclusiveBytes measures build id, reusing a recent measure of a complete build when reuse is
+// set.
+func (s *Store) exclusiveBytes(id string, reuse bool) int64 {
+	s.mu.Lock()
+	m, ok := s.exclusive[id]
+	s.mu.Unlock()
+	if reuse && ok && time.Since(m.at) < measureTTL {
+		return m.bytes
+	}
+	n := ExclusiveBytes(s.Dir(id))
+	s.mu.Lock()
+	if s.exclusive == nil {
+		s.exclusive = map[string]measured{}
+	}
+	s.exclusive[id] = measured{bytes: n, at: time.Now()}
+	s.mu.Unlock()
+	return n
+}
+
+// forget drops what is remembered of build id (it was removed or set aside).
+func (s *Store) forget(id string) {
+	s.mu.Lock()
+	delete(s.exclusive, id)
+	s.mu.Unlock()
 }
 
 // Stat describes build id; ok is false when it has no directory.
@@ -353,6 +434,12 @@ func (s *Store) Hold(ctx context.Context, id string) (release func(), err error)
 	if s.marker(id) == nil {
 		return nil, missing(id)
 	}
+	// Through the gate first: a repair under way makes new runs wait for the repaired build.
+	gate, err := flock.Wait(ctx, s.gatePath(id), flock.Shared)
+	if err != nil {
+		return nil, s.busy(err, id)
+	}
+	gate.Release()
 	l, err := flock.Wait(ctx, s.lockPath(id), flock.Shared)
 	if err != nil {
 		return nil, s.busy(err, id)
@@ -408,11 +495,13 @@ func (s *Store) Remove(ctx context.Context, id string) (Removed, error) {
 		return Removed{}, err
 	}
 	defer l.ReleaseRemoving()
+	defer os.Remove(s.gatePath(id))
 	dir := s.Dir(id)
 	if _, err := os.Lstat(dir); errors.Is(err, os.ErrNotExist) {
 		return Removed{}, nil
 	}
 	freed := ExclusiveBytes(dir)
+	s.forget(id)
 	aside := filepath.Join(s.root, fmt.Sprintf("%s%s-%d", trashPrefix, id, time.Now().UnixNano()))
 	if err := os.Rename(dir, aside); err != nil {
 		return Removed{}, fmt.Errorf("removing build %s: %w", id, err)

@@ -182,6 +182,16 @@ func (s *Server) Build(ctx context.Context, req *connect.Request[agentv1.BuildRe
 		return nil, s.fail(ctx, "build", err)
 	}
 	info, out, err := s.builds.Ensure(ctx, m.GetFiles().GetPyprojectToml(), m.GetFiles().GetUvLock(), m.GetPythonPath(), m.GetReplaceDamaged())
+	if s.cfg.OnBuild != nil {
+		outcome := "existing"
+		switch {
+		case err != nil:
+			outcome = "error"
+		case info.Created:
+			outcome = "created"
+		}
+		s.cfg.OnBuild(outcome, time.Since(start))
+	}
 	if err != nil {
 		return nil, s.fail(ctx, "build", err)
 	}

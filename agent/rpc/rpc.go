@@ -46,6 +46,9 @@ type Config struct {
 	Usage *usage.Tracker
 	// OnRun, when set, is told the duration and whether the code timed out, for the metrics.
 	OnRun func(d time.Duration, timedOut bool)
+	// OnBuild, when set, is told the outcome of every Build call ("created", "existing" or
+	// "error") and its duration, for the metrics.
+	OnBuild func(outcome string, d time.Duration)
 	// Sandbox isolates every run (agent/sandbox); the zero value is the process tier.
 	Sandbox sandbox.Config
 }

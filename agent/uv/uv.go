@@ -379,8 +379,8 @@ func (e *Executor) command(ctx context.Context, dir string, args []string) *exec
 	cmd.Env = e.env
 	cmd.Stdin = nil
 	cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }
-	// If the agent dies (kill -9, OOM), uv must die with it: a uv add left running by a dead agent
-	// would keep writing a project that the control plane restores through another agent.
+	// If the agent dies (kill -9, OOM), uv must die with it: a uv sync left running by a dead
+	// agent would keep writing a build that another agent, once the lock is free, replaces.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	cmd.WaitDelay = e.cfg.WaitDelay
 	return cmd
