@@ -335,6 +335,34 @@ func TestCheck(t *testing.T) {
 			},
 		},
 		{
+			// Runs are not excluded by changes: one that started before a change committed
+			// revision 4 and ran revision 3's build answers revision 3, and is right.
+			name: "a run answers the revision it started on while a change commits the next",
+			change: func(in *Input) {
+				addAt(in, 4, 10.2, 10.8)
+			},
+		},
+		{
+			// Revision 4 was committed (its add answered) before the run started: the run read a
+			// revision that was no longer current, though it saw that revision's packages.
+			name: "a run answered a revision replaced before it started",
+			change: func(in *Input) {
+				addAt(in, 4, 8.5, 9.5)
+			},
+			want: []string{InvRunObserved},
+		},
+		{
+			// The run answered revision 4 and saw its packages, but the add that committed
+			// revision 4 started after the run had ended.
+			name: "a run answered a revision committed after it ended",
+			change: func(in *Input) {
+				addAt(in, 4, 12, 12.5)
+				in.History[5].Revision, in.History[5].Stdout = 4, `{"cz02": "1.0.0", "cz03": "1.0.0"}`
+				in.Envs[0].Audit[4].Result["revision"] = float64(4)
+			},
+			want: []string{InvRunObserved},
+		},
+		{
 			// The window check took any revision current while the run ran: revision 3 was until
 			// 10.8, so it accepted this run. The run answered revision 4, which holds cz03.
 			name: "a run saw an older revision than the one it answered",
