@@ -127,6 +127,18 @@ type incarnation struct {
 
 func (i *incarnation) last() int64 { return i.revs[len(i.revs)-1] }
 
+// effect is what one succeeded mutation does to d: a rollback makes its target revision's set
+// current (unchanged when that revision is unknown; replay reports it), the others apply.
+func (i *incarnation) effect(d depSet, row AuditRow) depSet {
+	if row.Operation != KindRollback {
+		return apply(d, row)
+	}
+	if t, ok := row.rollbackTarget(); ok && i.states[t] != nil {
+		return maps.Clone(i.states[t])
+	}
+	return d
+}
+
 // clockSlack covers the audit's millisecond times against the client's finer ones.
 const clockSlack = time.Millisecond
 
@@ -199,7 +211,7 @@ func (c *checker) rebuild(e EnvFinal) *lineage {
 				}
 				l.byAudit[row.ID] = cur
 			}
-		case KindAdd, KindRemove, KindUpdate:
+		case KindAdd, KindRemove, KindUpdate, KindRollback:
 			if cur == nil || cur.end != nil {
 				c.add(InvAcknowledged, e.Env, fmt.Sprintf("%s %d succeeded while no environment existed", row.Operation, row.ID), describeRow(row))
 				continue
@@ -244,6 +256,16 @@ func (c *checker) replay(env string, inc *incarnation) {
 	prev := base
 	for _, r := range slices.Sorted(maps.Keys(inc.pending)) {
 		cands := inc.pending[r]
+		for _, row := range cands {
+			if row.Operation != KindRollback {
+				continue
+			}
+			if t, ok := row.rollbackTarget(); !ok || inc.states[t] == nil {
+				c.add(InvAcknowledged, env, fmt.Sprintf("rollback %d to revision %d recorded revision %d, but revision %d had not been committed before it",
+					row.ID, t, r, t), append([]string{describeRow(row)}, inc.sequence()...)...)
+			}
+		}
+		apply := func(d depSet, row AuditRow) depSet { return inc.effect(d, row) }
 		if r < base {
 			for _, row := range cands {
 				c.add(InvAcknowledged, env, fmt.Sprintf("%s %d records revision %d, before the create's revision %d", row.Operation, row.ID, r, base), describeRow(row))

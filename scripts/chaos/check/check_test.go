@@ -123,6 +123,23 @@ func addAt(in *Input, rev int64, start, end float64) {
 	e.Installed = maps.Clone(pins)
 }
 
+// rollbackTo adds to in an acknowledged rollback to revision target (answered with deps) that
+// committed revision 4, and makes the final state cz01's (healthy's revision 1).
+func rollbackTo(in *Input, target int64, deps []string) {
+	e := &in.Envs[0]
+	r := row(7, KindRollback, AuditSucceeded, "r7", nil, 4, 14, 15)
+	r.Params["revision"] = float64(target)
+	e.Audit = append(e.Audit, r)
+	op := ack(7, KindRollback, "r7", 7, 4, deps, 14, 15)
+	op.Target = target
+	in.History = append(in.History, op)
+	pins := map[string]string{"cz01": "1.0.0"}
+	pp, lk := pyprojectWith("cz01==1.0.0"), lock(pins)
+	e.Revision, e.Dependencies, e.Locked = 4, []string{"cz01==1.0.0"}, pins
+	e.ExportPyproject, e.ExportLock, e.DiskPyproject, e.DiskLock = pp, lk, ptr(pp), ptr(lk)
+	e.Installed = maps.Clone(pins)
+}
+
 func TestCheck(t *testing.T) {
 	tests := []struct {
 		name   string
@@ -130,6 +147,26 @@ func TestCheck(t *testing.T) {
 		want   []string // invariants violated, sorted, unique
 	}{
 		{name: "healthy", change: func(*Input) {}},
+		{
+			name:   "a rollback to revision 1 commits revision 1's dependencies as revision 4",
+			change: func(in *Input) { rollbackTo(in, 1, []string{"cz01==1.0.0"}) },
+		},
+		{
+			name:   "a rollback answered with other dependencies than its target revision's",
+			change: func(in *Input) { rollbackTo(in, 1, []string{"cz02==1.0.0"}) },
+			want:   []string{InvAcknowledged},
+		},
+		{
+			// Revision 2 holds cz01 and cz02; the final state (cz01 alone) is not it.
+			name:   "the state after a rollback is not its target revision's",
+			change: func(in *Input) { rollbackTo(in, 2, []string{"cz01==1.0.0", "cz02==1.0.0"}) },
+			want:   []string{InvAcknowledged},
+		},
+		{
+			name:   "a rollback to a revision never committed",
+			change: func(in *Input) { rollbackTo(in, 9, []string{"cz01==1.0.0"}) },
+			want:   []string{InvAcknowledged},
+		},
 		{
 			name: "two adds committed as one revision (lost update)",
 			change: func(in *Input) {
