@@ -8,6 +8,12 @@
 //     so after seeing a use the tracker "arms" the file again by setting atime back to mtime; the
 //     next start then moves atime forward. noatime mounts give nothing here.
 //   - live processes whose argv[0] is inside an environment (a long job is in use the whole time).
+//
+// Both are per environment although environments share builds (agent/builds): each environment's
+// .venv holds its own copy of pyvenv.cfg, which CPython reads when started as
+// <env_path>/.venv/bin/python, and that path is the process's argv[0]. Runs through the API start
+// the build's interpreter instead and are recorded by the agent (Used, and the build's lock file).
+// The walk skips everything whose name is not an id (.builds, .staging, .locks, .trash-*).
 package usage
 
 import (
