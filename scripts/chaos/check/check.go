@@ -128,7 +128,8 @@ type incarnation struct {
 func (i *incarnation) last() int64 { return i.revs[len(i.revs)-1] }
 
 // effect is what one succeeded mutation does to d: a rollback makes its target revision's set
-// current (unchanged when that revision is unknown; replay reports it), the others apply.
+// current (d itself when the target is the revision being replayed, which a rollback to the
+// current revision records, or unknown, which replay reports), the others apply.
 func (i *incarnation) effect(d depSet, row AuditRow) depSet {
 	if row.Operation != KindRollback {
 		return apply(d, row)
@@ -260,7 +261,8 @@ func (c *checker) replay(env string, inc *incarnation) {
 			if row.Operation != KindRollback {
 				continue
 			}
-			if t, ok := row.rollbackTarget(); !ok || inc.states[t] == nil {
+			// A rollback to the current revision changes nothing and records that revision.
+			if t, ok := row.rollbackTarget(); !ok || t > r || (t < r && inc.states[t] == nil) {
 				c.add(InvAcknowledged, env, fmt.Sprintf("rollback %d to revision %d recorded revision %d, but revision %d had not been committed before it",
 					row.ID, t, r, t), append([]string{describeRow(row)}, inc.sequence()...)...)
 			}

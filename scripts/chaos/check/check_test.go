@@ -152,6 +152,16 @@ func TestCheck(t *testing.T) {
 			change: func(in *Input) { rollbackTo(in, 1, []string{"cz01==1.0.0"}) },
 		},
 		{
+			// Revision 3 is current: the rollback changes nothing and answers revision 3.
+			name: "a rollback to the current revision",
+			change: func(in *Input) {
+				r := row(7, KindRollback, AuditSucceeded, "r7", nil, 3, 14, 15)
+				r.Params["revision"] = float64(3)
+				in.Envs[0].Audit = append(in.Envs[0].Audit, r)
+				in.History = append(in.History, ack(7, KindRollback, "r7", 7, 3, []string{"cz02==1.0.0"}, 14, 15))
+			},
+		},
+		{
 			name:   "a rollback answered with other dependencies than its target revision's",
 			change: func(in *Input) { rollbackTo(in, 1, []string{"cz02==1.0.0"}) },
 			want:   []string{InvAcknowledged},
