@@ -1,8 +1,10 @@
 package envs_test
 
 import (
+	"context"
 	"log/slog"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -76,5 +78,49 @@ func TestVerifyBuilds(t *testing.T) {
 	}
 	if b, err := st.GetBuild(t.Context(), id); err != nil || b.State != store.BuildDamaged {
 		t.Errorf("build %+v, %v; want DAMAGED", b, err)
+	}
+}
+
+// TestDiskBudget: beyond DISK_BUDGET_BYTES the least recently used builds are hibernated first,
+// until the rest fits.
+func TestDiskBudget(t *testing.T) {
+	c := &clock{}
+	agent := &fakeAgent{lock: func(_ context.Context, r envs.LockRequest) (envs.Locked, error) {
+		return envs.Locked{Files: envs.Files{PyprojectTOML: r.Base.PyprojectTOML, UvLock: r.Base.UvLock + "# " + strings.Join(r.Packages, " ") + "\n"}}, nil
+	}}
+	_, st := newService(t, agent, c)
+	svc := envs.New(st, envs.One(agent), nil, envs.Options{
+		Instance: "test", DefaultPython: "3.11", DefaultTimeout: time.Second, MaxTimeout: time.Minute,
+		MaxOutputBytes: 1 << 20, LeaseTTL: 300 * time.Millisecond, CleanupIdle: time.Hour, Now: c.now,
+		DiskBudgetBytes: 2500, // the fake builds hold 1000 bytes each
+	}, slog.New(slog.DiscardHandler))
+	var ids []string
+	for _, node := range []string{"old", "mid", "new"} {
+		k := envid.Key{WorkflowID: "wf", NodeID: node, VersionID: "v1"}
+		if _, err := svc.Create(t.Context(), envs.Caller{}, envs.CreateRequest{Key: k}); err != nil {
+			t.Fatal(err)
+		}
+		// A lock of its own, so a build of its own.
+		res, err := svc.Mutate(t.Context(), envs.Caller{}, k, envs.Add, []string{node}, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, res.BuildID)
+		c.advance(time.Minute)
+		if err := st.Touch(t.Context(), k, c.now()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Four builds (the shared first one, unused now, and three) hold 4000 bytes: two must go.
+	got := svc.Hibernate(t.Context())
+	var removed []string
+	for _, e := range got {
+		removed = append(removed, e.BuildID)
+	}
+	if len(removed) != 2 || slices.Contains(removed, ids[2]) || !slices.Contains(removed, ids[0]) {
+		t.Errorf("removed %v; want two, the least recently used %s among them and not the newest %s", removed, ids[0], ids[2])
+	}
+	if env, _ := st.GetEnv(t.Context(), envid.Key{WorkflowID: "wf", NodeID: "old", VersionID: "v1"}); env.State != store.StateHibernated {
+		t.Errorf("the least recently used environment is %s; want HIBERNATED", env.State)
 	}
 }

@@ -71,7 +71,7 @@ func (a *fakeAgent) Lock(ctx context.Context, r envs.LockRequest) (envs.Locked, 
 func (a *fakeAgent) Build(_ context.Context, r envs.BuildRequest) (envs.Build, error) {
 	a.record("build")
 	id := buildID(r.Files)
-	return envs.Build{ID: id, VenvPath: "/envs/.builds/" + id + "/.venv", PythonPath: r.PythonPath, Created: true}, nil
+	return envs.Build{ID: id, VenvPath: "/envs/.builds/" + id + "/.venv", PythonPath: r.PythonPath, Created: true, ExclusiveBytes: 1000}, nil
 }
 func (a *fakeAgent) Switch(_ context.Context, r envs.SwitchRequest) (bool, error) {
 	a.record(fmt.Sprintf("switch %d", r.Revision))
