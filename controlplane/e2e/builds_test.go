@@ -171,6 +171,7 @@ func TestBuildsRunsDuringChange(t *testing.T) {
 		t.Errorf("a run after the rollback: %s", r.Raw)
 	}
 	expect(t, f.do(t, "POST", env+"/rollback", map[string]any{"revision": 9}), 400, "INVALID_REQUEST")
+	expect(t, f.do(t, "POST", env+"/rollback", map[string]any{}), 400, "INVALID_REQUEST")
 }
 
 // du is the disk usage of paths in KiB, each hardlinked file counted once.
