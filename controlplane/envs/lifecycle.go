@@ -96,7 +96,8 @@ func (s *Service) Hibernate(ctx context.Context) []BuildEntry {
 		for _, b := range ready {
 			total += b.Bytes
 		}
-		for i := 0; i < len(ready) && total > s.opt.DiskBudgetBytes && len(out) < 10*hibernateBatch; i++ {
+		// Bounded attempts per pass: builds that runs hold are skipped and tried again next pass.
+		for i := 0; i < len(ready) && i < 10*hibernateBatch && total > s.opt.DiskBudgetBytes; i++ {
 			if e, ok := s.removeBuild(ctx, ready[i], "hibernate: beyond DISK_BUDGET_BYTES"); ok {
 				total -= ready[i].Bytes
 				out = append(out, e)
