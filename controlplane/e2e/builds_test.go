@@ -375,7 +375,7 @@ func TestBuildsAgentKilledMidBuild(t *testing.T) {
 // HIBERNATED; the next run wakes it transparently (the answer says so).
 func TestBuildsHibernation(t *testing.T) {
 	t.Parallel()
-	f := newFabric(t, options{cpEnv: []string{"HIBERNATE_AFTER=2s", "LEASE_TTL=3s"}})
+	f := newFabric(t, options{cpEnv: []string{"HIBERNATE_AFTER=5s", "LEASE_TTL=3s"}})
 	const env = "/envs/wf/n"
 	r := f.do(t, "POST", "/envs", map[string]any{"workflow_id": "wf", "node_id": "n", "packages": []string{"alpha==1.1.0"}})
 	expect(t, r, 201, "")
@@ -391,11 +391,15 @@ func TestBuildsHibernation(t *testing.T) {
 	if r.Status != 200 || r.str("stdout") != "1.1.0\n" || r.Body["woke"] != true {
 		t.Errorf("a run of a hibernated environment: %s; want it woken and answered", r.Raw)
 	}
-	if st := f.do(t, "GET", env, nil); st.str("state") != "ACTIVE" && st.str("state") != "HIBERNATED" {
-		t.Errorf("status after the wake: %s", st.Raw)
+	// Used a moment ago, it stays awake for HIBERNATE_AFTER.
+	if st := f.do(t, "GET", env, nil); st.str("state") != "ACTIVE" {
+		t.Errorf("status after the wake: %s; want ACTIVE", st.Raw)
 	}
-	if r := runCode(t, f, env, "print(1)"); r.Status != 200 {
-		t.Errorf("a second run: %s", r.Raw)
+	if r := runCode(t, f, env, "print(1)"); r.Status != 200 || r.Body["woke"] != nil {
+		t.Errorf("a second run: %s; want it answered without a wake", r.Raw)
+	}
+	if _, err := os.Stat(filepath.Join(f.Envs, ".builds", id, "BUILD.json")); err != nil {
+		t.Errorf("the woken build is not complete on disk: %v", err)
 	}
 }
 
