@@ -275,7 +275,9 @@ func TestBuildsShared(t *testing.T) {
 	expect(t, solo, 201, "")
 	old := solo.str("build_id")
 	running := make(chan response, 1)
-	go func() { running <- runCode(t, f, "/envs/wf/solo", "import time; time.sleep(12); import alpha; print(alpha.__version__)") }()
+	go func() {
+		running <- runCode(t, f, "/envs/wf/solo", "import time; time.sleep(12); import alpha; print(alpha.__version__)")
+	}()
 	waitFor(t, func() bool {
 		ops, _ := f.do(t, "GET", "/envs/wf/solo", nil).Body["operations_in_progress"].([]any)
 		return len(ops) == 1
