@@ -274,6 +274,18 @@ func (c *Client) Update(ctx context.Context, env Env, packages []string) (*DepsR
 	return c.mutate(ctx, http.MethodPut, env, packages)
 }
 
+// Rollback makes revision an earlier revision's files and build current again, as a new revision.
+func (c *Client) Rollback(ctx context.Context, env Env, revision int64) (*RollbackResult, error) {
+	var out RollbackResult
+	body := struct {
+		Revision int64 `json:"revision"`
+	}{revision}
+	if err := c.call(ctx, http.MethodPost, env.path("/rollback"), env.query(), body, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
 // RunRequest is POST run: Python code and its timeout (zero: the server's EXECUTION_TIMEOUT).
 type RunRequest struct {
 	Code    string

@@ -59,6 +59,14 @@ type DepsResult struct {
 	OperationID     int64             `json:"operation_id,omitempty"`
 }
 
+// RollbackResult answers POST rollback: the deps of the new current revision, the revision whose
+// files and build it took, and whether that build had to be materialised again.
+type RollbackResult struct {
+	DepsResult
+	RolledBackTo int64 `json:"rolled_back_to"`
+	Rebuilt      bool  `json:"rebuilt"`
+}
+
 // SyncResult answers POST sync.
 type SyncResult struct {
 	Raw
@@ -103,6 +111,7 @@ type RunResult struct {
 	ExitCode        int    // -1 when a signal ended the code
 	ExitReason      string // exited, timeout, memory or signal
 	Revision        int64  // the revision the code ran against
+	Woke            bool   // the environment was hibernated: its build was materialised again first
 	DurationMS      int64
 	TimedOut        bool
 	StdoutTruncated bool
@@ -122,6 +131,7 @@ type runWire struct {
 	ExitCode        int    `json:"exit_code"`
 	ExitReason      string `json:"exit_reason"`
 	Revision        int64  `json:"revision"`
+	Woke            bool   `json:"woke,omitempty"`
 	DurationMS      int64  `json:"duration_ms"`
 	TimedOut        bool   `json:"timed_out"`
 	StdoutTruncated bool   `json:"stdout_truncated"`
@@ -146,7 +156,7 @@ func (r *RunResult) UnmarshalJSON(b []byte) error {
 	raw := r.Raw
 	*r = RunResult{Raw: raw, WorkflowID: w.WorkflowID, NodeID: w.NodeID, VersionID: w.VersionID,
 		Stdout: stdout, Stderr: stderr, StdoutEncoding: w.StdoutEncoding, StderrEncoding: w.StderrEncoding,
-		ExitCode: w.ExitCode, ExitReason: w.ExitReason, Revision: w.Revision, DurationMS: w.DurationMS,
+		ExitCode: w.ExitCode, ExitReason: w.ExitReason, Revision: w.Revision, Woke: w.Woke, DurationMS: w.DurationMS,
 		TimedOut: w.TimedOut, StdoutTruncated: w.StdoutTruncated, StderrTruncated: w.StderrTruncated,
 		OperationID: w.OperationID}
 	return nil

@@ -58,8 +58,8 @@ func checkNames(names []string) error {
 	return nil
 }
 
-// checkInterpreter refuses to touch an environment whose interpreter this host lacks: uv would
-// delete and recreate the shared .venv.
+// checkInterpreter refuses to resolve or build for an interpreter this host lacks: uv would
+// pick another one.
 func checkInterpreter(python string) error {
 	if python == "" {
 		return nil
@@ -77,7 +77,7 @@ func checkInterpreter(python string) error {
 // or uv's hints to pass flags the fabric chooses, and with the storage's paths named by their
 // settings. The whole error, command line included, goes to this agent's log and, as a second
 // detail (a StringValue), to the control plane for its log and the audit.
-func (s *Server) fail(ctx context.Context, op string, err error, restored bool) error {
+func (s *Server) fail(ctx context.Context, op string, err error) error {
 	code := errcode.Of(err)
 	output := uv.OutputOf(err)
 	if code == errcode.Internal && output != "" {
@@ -94,9 +94,9 @@ func (s *Server) fail(ctx context.Context, op string, err error, restored bool) 
 		internal = append(internal, "command: uv "+strings.Join(ee.Args, " "))
 	}
 	detail := strings.Join(internal, "; ")
-	s.logger.WarnContext(ctx, op+" failed", "code", code, "restored", restored, "err", err, "detail", detail)
+	s.logger.WarnContext(ctx, op+" failed", "code", code, "err", err, "detail", detail)
 	ce := connect.NewError(connectCode(err, code), errors.New(s.redact(public)))
-	if d, derr := connect.NewErrorDetail(&agentv1.ErrorDetail{ErrorCode: wireCode(code), UvOutput: s.redact(uv.Trim(output)), Restored: restored}); derr == nil {
+	if d, derr := connect.NewErrorDetail(&agentv1.ErrorDetail{ErrorCode: wireCode(code), UvOutput: s.redact(uv.Trim(output))}); derr == nil {
 		ce.AddDetail(d)
 	}
 	if detail != "" {
@@ -143,7 +143,8 @@ func connectCode(err error, code errcode.Code) connect.Code {
 		return connect.CodeInvalidArgument
 	case errcode.EnvNotFound, errcode.DependencyNotFound:
 		return connect.CodeNotFound
-	case errcode.EnvNotReady, errcode.PackageResolutionFailed, errcode.PythonUnavailable, errcode.SourceBuildDisabled:
+	case errcode.EnvNotReady, errcode.PackageResolutionFailed, errcode.PythonUnavailable, errcode.SourceBuildDisabled,
+		errcode.BuildMissing:
 		return connect.CodeFailedPrecondition
 	case errcode.ExecutionTimeout:
 		return connect.CodeDeadlineExceeded

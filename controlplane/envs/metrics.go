@@ -61,6 +61,9 @@ func newMetrics(reg prometheus.Registerer, s *Service) *metrics {
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "envfabric_leases_held", Help: "Leases this control plane holds now."},
 			func() float64 { return float64(m.held.Load()) }),
 		&envCollector{s: s, desc: prometheus.NewDesc("envfabric_environments", "Environments by state, as GET /envs reports them (IDLE: ACTIVE and unused for IDLE_AFTER).", []string{"state"}, nil)},
+		&buildCollector{st: s.store, damaged: prometheus.NewDesc("envfabric_builds_damaged",
+			"Builds whose files no longer match their packages' RECORD (found by status, sync or the periodic verifier); a sync of their environments replaces them.", nil, nil),
+			byState: prometheus.NewDesc("envfabric_builds", "Builds recorded, by state.", []string{"state"}, nil)},
 	)
 	if single, ok := s.agents.(*Single); ok {
 		// The fleet registers these from gossip (package fleet); a single host has one agent, alive
@@ -133,7 +136,7 @@ func (c *envCollector) Collect(ch chan<- prometheus.Metric) {
 		counts[store.StateActive] -= idle
 	}
 	for _, state := range []string{store.StateCreating, store.StateActive, store.StateInstalling, store.StateSyncing,
-		store.StateRunning, store.StateIdle, store.StateDeleting, store.StateError} {
+		store.StateRunning, store.StateIdle, store.StateDeleting, store.StateError, store.StateHibernated} {
 		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(counts[state]), state)
 	}
 }
@@ -150,4 +153,29 @@ func (c *envCollector) countIdle(ctx context.Context, unusedSince time.Time) (in
 		}
 	}
 	return n, err
+}
+
+// buildCollector counts builds by state at scrape time.
+type buildCollector struct {
+	st      store.Store
+	damaged *prometheus.Desc
+	byState *prometheus.Desc
+}
+
+func (c *buildCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.damaged; ch <- c.byState }
+
+func (c *buildCollector) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for _, state := range []string{store.BuildReady, store.BuildRemoved, store.BuildDamaged} {
+		bs, err := c.st.ListBuilds(ctx, store.BuildFilter{State: state, Limit: 100000})
+		if err != nil {
+			ch <- prometheus.NewInvalidMetric(c.byState, err)
+			return
+		}
+		ch <- prometheus.MustNewConstMetric(c.byState, prometheus.GaugeValue, float64(len(bs)), state)
+		if state == store.BuildDamaged {
+			ch <- prometheus.MustNewConstMetric(c.damaged, prometheus.GaugeValue, float64(len(bs)))
+		}
+	}
 }
