@@ -1,0 +1,46 @@
+package store
+
+import (
+	"context"
+
+	"github.com/envfabric/envfabric/shared/envid"
+)
+
+// PackageIndex is the package index of the fleet (issue 14): the packages of each distinct
+// uv.lock (by Digest), written in the transaction that commits a revision with a lock not
+// indexed yet, and each environment's current lock digest. Questions across the fleet ("which
+// environments hold idna<3.7") are answered in two steps: the few distinct versions of a name
+// (evaluated by the caller, in PEP 440), then the environments whose current lock holds one,
+// paged by key.
+type PackageIndex interface {
+	// PackageVersions returns the distinct versions of the normalised names in the index, by
+	// name; nil names means every package.
+	PackageVersions(ctx context.Context, names []string) (map[string][]string, error)
+	// PackageLocks returns the index rows of the named packages (normalised names).
+	PackageLocks(ctx context.Context, names []string) ([]LockPackage, error)
+	// LockEnvCounts returns how many environments' current revision has each lock digest.
+	LockEnvCounts(ctx context.Context) (map[string]int, error)
+	// EnvsByLock pages the environments whose current lock is one of digests, ordered by key,
+	// strictly after after.
+	EnvsByLock(ctx context.Context, digests []string, after envid.Key, limit int) ([]EnvLock, error)
+	// EnvPackages returns the packages of key's current lock (ErrNotFound for no environment).
+	EnvPackages(ctx context.Context, key envid.Key) ([]LockPackage, error)
+	// IndexLocks indexes the current locks that have no index rows yet (the backfill after an
+	// upgrade; Open runs it), at most limit of them; it returns how many it indexed.
+	IndexLocks(ctx context.Context, limit int) (int, error)
+}
+
+// LockPackage is one package of one lock in the index.
+type LockPackage struct {
+	LockDigest string
+	Name       string // PEP 503 normalised
+	Version    string
+	// Direct: the project declares it (a dependency of the lock's root package).
+	Direct bool
+}
+
+// EnvLock is an environment and its current lock digest.
+type EnvLock struct {
+	Key        envid.Key
+	LockDigest string
+}

@@ -1,0 +1,179 @@
+package sqlstore
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"strings"
+
+	"github.com/envfabric/envfabric/controlplane/store"
+	"github.com/envfabric/envfabric/controlplane/uvlock"
+	"github.com/envfabric/envfabric/shared/envid"
+)
+
+// indexLock writes the package index rows of one lock unless they exist, inside the caller's
+// transaction (the commit of a revision with that lock). Two commits of the same new lock at
+// once both insert; ON CONFLICT keeps one set. A lock that does not parse is indexed with no
+// packages (and logged): uv wrote it, and a commit must not fail for the index's sake.
+func (s *Store) indexLock(ctx context.Context, r runner, digest, lock string) error {
+	var done bool
+	if err := r.row(ctx, `SELECT EXISTS (SELECT 1 FROM locks_indexed WHERE lock_digest = $1)`, digest).Scan(&done); err != nil || done {
+		return err
+	}
+	l, err := uvlock.Parse(lock)
+	if err != nil {
+		s.log.Warn("indexing a uv.lock that does not parse: no packages indexed for it", "lock_digest", digest, "err", err)
+	}
+	seen := map[[2]string]bool{}
+	n := 0
+	for _, p := range l.Packages {
+		k := [2]string{p.Name, p.Version}
+		if seen[k] {
+			continue
+		}
+		seen[k] = true
+		n++
+		if _, err := r.exec(ctx, `INSERT INTO lock_packages (lock_digest, name, version, direct) VALUES ($1, $2, $3, $4)
+			ON CONFLICT (lock_digest, name, version) DO NOTHING`, digest, p.Name, p.Version, p.Direct); err != nil {
+			return fmt.Errorf("index lock %s: %w", digest, err)
+		}
+	}
+	if _, err := r.exec(ctx, `INSERT INTO locks_indexed (lock_digest, packages) VALUES ($1, $2)
+		ON CONFLICT (lock_digest) DO NOTHING`, digest, n); err != nil {
+		return fmt.Errorf("index lock %s: %w", digest, err)
+	}
+	return nil
+}
+
+// IndexLocks implements store.PackageIndex.
+func (s *Store) IndexLocks(ctx context.Context, limit int) (int, error) {
+	rows, err := s.read().query(ctx, `SELECT DISTINCT e.lock_digest FROM envs e
+		WHERE e.lock_digest <> '' AND NOT EXISTS (SELECT 1 FROM locks_indexed i WHERE i.lock_digest = e.lock_digest)
+		LIMIT $1`, sqlLimit(limit))
+	digests, err := collect(rows, err, func(r scanner) (d string, err error) { return d, r.Scan(&d) })
+	if err != nil {
+		return 0, fmt.Errorf("list locks to index: %w", err)
+	}
+	for _, d := range digests {
+		err := s.tx(ctx, func(tx *sql.Tx, r runner) error {
+			var body string
+			if err := r.row(ctx, `SELECT body FROM contents WHERE digest = $1`, d).Scan(&body); err != nil {
+				return notFound(err)
+			}
+			return s.indexLock(ctx, r, d, body)
+		})
+		if err != nil {
+			return 0, fmt.Errorf("index lock %s: %w", d, err)
+		}
+	}
+	return len(digests), nil
+}
+
+// marks returns "$from, $from+1, ..." for n arguments.
+func marks(from, n int) string {
+	m := make([]string, n)
+	for i := range m {
+		m[i] = fmt.Sprintf("$%d", from+i)
+	}
+	return strings.Join(m, ", ")
+}
+
+func anys(ss []string) []any {
+	out := make([]any, len(ss))
+	for i, s := range ss {
+		out[i] = s
+	}
+	return out
+}
+
+// PackageVersions implements store.PackageIndex.
+func (s *Store) PackageVersions(ctx context.Context, names []string) (map[string][]string, error) {
+	q := `SELECT DISTINCT name, version FROM lock_packages`
+	if names != nil {
+		if len(names) == 0 {
+			return map[string][]string{}, nil
+		}
+		q += ` WHERE name IN (` + marks(1, len(names)) + `)`
+	}
+	rows, err := s.read().query(ctx, q, anys(names)...)
+	pairs, err := collect(rows, err, func(r scanner) (p [2]string, err error) { return p, r.Scan(&p[0], &p[1]) })
+	if err != nil {
+		return nil, fmt.Errorf("list package versions: %w", err)
+	}
+	out := map[string][]string{}
+	for _, p := range pairs {
+		out[p[0]] = append(out[p[0]], p[1])
+	}
+	return out, nil
+}
+
+func scanLockPackage(r scanner) (p store.LockPackage, err error) {
+	return p, r.Scan(&p.LockDigest, &p.Name, &p.Version, &p.Direct)
+}
+
+// PackageLocks implements store.PackageIndex.
+func (s *Store) PackageLocks(ctx context.Context, names []string) ([]store.LockPackage, error) {
+	if len(names) == 0 {
+		return nil, nil
+	}
+	rows, err := s.read().query(ctx, `SELECT lock_digest, name, version, direct FROM lock_packages
+		WHERE name IN (`+marks(1, len(names))+`)`, anys(names)...)
+	out, err := collect(rows, err, scanLockPackage)
+	if err != nil {
+		return nil, fmt.Errorf("list the locks of packages: %w", err)
+	}
+	return out, nil
+}
+
+// LockEnvCounts implements store.PackageIndex (one pass over the envs_lock index).
+func (s *Store) LockEnvCounts(ctx context.Context) (map[string]int, error) {
+	rows, err := s.read().query(ctx, `SELECT lock_digest, count(*) FROM envs WHERE lock_digest <> '' GROUP BY lock_digest`)
+	type count struct {
+		d string
+		n int
+	}
+	cs, err := collect(rows, err, func(r scanner) (c count, err error) { return c, r.Scan(&c.d, &c.n) })
+	if err != nil {
+		return nil, fmt.Errorf("count environments by lock: %w", err)
+	}
+	out := make(map[string]int, len(cs))
+	for _, c := range cs {
+		out[c.d] = c.n
+	}
+	return out, nil
+}
+
+// EnvsByLock implements store.PackageIndex.
+func (s *Store) EnvsByLock(ctx context.Context, digests []string, after envid.Key, limit int) ([]store.EnvLock, error) {
+	if len(digests) == 0 {
+		return nil, nil
+	}
+	args := append(anys(digests), after.WorkflowID, after.NodeID, after.VersionID, sqlLimit(limit))
+	n := len(digests)
+	rows, err := s.read().query(ctx, fmt.Sprintf(`SELECT workflow_id, node_id, version_id, lock_digest FROM envs
+		WHERE lock_digest IN (%s) AND (workflow_id, node_id, version_id) > ($%d, $%d, $%d)
+		ORDER BY workflow_id, node_id, version_id LIMIT $%d`, marks(1, n), n+1, n+2, n+3, n+4), args...)
+	out, err := collect(rows, err, func(r scanner) (e store.EnvLock, err error) {
+		return e, r.Scan(&e.Key.WorkflowID, &e.Key.NodeID, &e.Key.VersionID, &e.LockDigest)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list environments by lock: %w", err)
+	}
+	return out, nil
+}
+
+// EnvPackages implements store.PackageIndex.
+func (s *Store) EnvPackages(ctx context.Context, key envid.Key) ([]store.LockPackage, error) {
+	var digest string
+	if err := s.read().row(ctx, `SELECT lock_digest FROM envs WHERE workflow_id = $1 AND node_id = $2 AND version_id = $3`,
+		key.WorkflowID, key.NodeID, key.VersionID).Scan(&digest); err != nil {
+		return nil, fmt.Errorf("packages of %s: %w", key, notFound(err))
+	}
+	rows, err := s.read().query(ctx, `SELECT lock_digest, name, version, direct FROM lock_packages WHERE lock_digest = $1
+		ORDER BY name, version`, digest)
+	out, err := collect(rows, err, scanLockPackage)
+	if err != nil {
+		return nil, fmt.Errorf("packages of %s: %w", key, err)
+	}
+	return out, nil
+}
