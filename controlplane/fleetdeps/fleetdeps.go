@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"slices"
 	"sort"
+	"sync"
 	"time"
 
 	"github.com/envfabric/envfabric/controlplane/osv"
@@ -35,6 +36,12 @@ type Store interface {
 
 // Service answers the questions. It is safe for concurrent use.
 type Service struct {
+	mu      sync.Mutex
+	locks   map[string][]store.LockPackage // lock digest → its index rows (immutable)
+	memoDB  *osv.DB
+	memo    map[string][]lockHit // lock digest → advisories hitting it, for memoDB
+	samples map[string]*sample   // lock digest → its first environments
+
 	st      Store
 	current func() *osv.DB
 	version string
@@ -49,7 +56,7 @@ func New(st Store, advisories func() *osv.DB, version string, log *slog.Logger) 
 		empty := osv.Empty()
 		advisories = func() *osv.DB { return empty }
 	}
-	return &Service{st: st, current: advisories, version: version, log: log, now: time.Now}
+	return &Service{locks: map[string][]store.LockPackage{}, samples: map[string]*sample{}, st: st, current: advisories, version: version, log: log, now: time.Now}
 }
 
 // Advisories is the advisory DB loaded now.
@@ -173,114 +180,262 @@ type Finding struct {
 	Envs     []Installed
 }
 
-// hits is, for the fleet's package versions, the advisories affecting each lock.
+// hits is, for the locks of the current environments, the advisories affecting each.
 type hits struct {
 	// byAdvisory: advisory id → the affected index rows.
 	byAdvisory map[string][]store.LockPackage
 	adv        map[string]*osv.Advisory
 	fixed      map[[2]string][]string // advisory id, package → fixed versions
+	// refs: lock digest → the environments whose current lock it is.
+	refs map[string]store.LockRef
 }
 
-// fleetHits evaluates every advisory against the distinct package versions of the index.
-func (s *Service) fleetHits(ctx context.Context, db *osv.DB) (hits, error) {
-	h := hits{byAdvisory: map[string][]store.LockPackage{}, adv: map[string]*osv.Advisory{}, fixed: map[[2]string][]string{}}
-	names := db.Packages()
-	if len(names) == 0 {
-		return h, nil
-	}
-	versions, err := s.st.PackageVersions(ctx, nil)
-	if err != nil {
-		return h, dbErr("reading the package index", err)
-	}
-	affected := map[[2]string][]osv.Match{} // (name, version) → advisories
-	var wanted []string
-	for name, vs := range versions {
-		for _, v := range vs {
-			if ms := db.Affecting(name, v); len(ms) > 0 {
-				if _, ok := affected[[2]string{name, ""}]; !ok {
-					affected[[2]string{name, ""}] = nil
-					wanted = append(wanted, name)
-				}
-				affected[[2]string{name, v}] = ms
-			}
+// lockPackages returns the index rows of digests. A lock's content never changes, so its rows
+// are cached for the life of the process (bounded: a few thousand distinct locks at most in a
+// fleet; the cache is dropped when it grows past maxCachedLocks).
+func (s *Service) lockPackages(ctx context.Context, digests []string) (map[string][]store.LockPackage, error) {
+	out := make(map[string][]store.LockPackage, len(digests))
+	var missing []string
+	s.mu.Lock()
+	for _, d := range digests {
+		if rows, ok := s.locks[d]; ok {
+			out[d] = rows
+		} else {
+			missing = append(missing, d)
 		}
 	}
-	if len(wanted) == 0 {
-		return h, nil
+	s.mu.Unlock()
+	if len(missing) == 0 {
+		return out, nil
 	}
-	sort.Strings(wanted)
-	rows, err := s.st.PackageLocks(ctx, wanted)
+	rows, err := s.st.LockPackagesOf(ctx, missing)
 	if err != nil {
-		return h, dbErr("reading the package index", err)
+		return nil, dbErr("reading the package index", err)
+	}
+	loaded := make(map[string][]store.LockPackage, len(missing))
+	for _, d := range missing {
+		loaded[d] = []store.LockPackage{}
 	}
 	for _, r := range rows {
-		for _, m := range affected[[2]string{r.Name, r.Version}] {
-			id := m.Advisory.ID
-			h.adv[id] = m.Advisory
-			h.byAdvisory[id] = append(h.byAdvisory[id], r)
-			h.fixed[[2]string{id, r.Name}] = m.Fixed
+		loaded[r.LockDigest] = append(loaded[r.LockDigest], r)
+	}
+	s.mu.Lock()
+	if len(s.locks)+len(loaded) > maxCachedLocks {
+		s.locks = map[string][]store.LockPackage{}
+	}
+	for d, rows := range loaded {
+		s.locks[d] = rows
+		out[d] = rows
+	}
+	s.mu.Unlock()
+	return out, nil
+}
+
+const maxCachedLocks = 20000
+
+// lockHit is one advisory matching one package of a lock.
+type lockHit struct {
+	row   store.LockPackage
+	match osv.Match
+}
+
+// lockHits evaluates the advisories against one lock's packages, once per loaded DB: a lock's
+// content never changes, so neither does the answer until the advisories are reloaded.
+func (s *Service) lockHits(db *osv.DB, digest string, rows []store.LockPackage) []lockHit {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.memoDB != db {
+		s.memoDB, s.memo = db, map[string][]lockHit{}
+	}
+	hs, ok := s.memo[digest]
+	if !ok {
+		for _, r := range rows {
+			for _, m := range db.Affecting(r.Name, r.Version) {
+				hs = append(hs, lockHit{row: r, match: m})
+			}
+		}
+		s.memo[digest] = hs
+	}
+	return hs
+}
+
+// fleetHits evaluates every advisory against the locks of the current environments.
+func (s *Service) fleetHits(ctx context.Context, db *osv.DB) (hits, error) {
+	h := hits{byAdvisory: map[string][]store.LockPackage{}, adv: map[string]*osv.Advisory{}, fixed: map[[2]string][]string{}}
+	if db.Len() == 0 {
+		return h, nil
+	}
+	refs, err := s.st.LockRefs(ctx)
+	if err != nil {
+		return h, dbErr("reading the environments of each lock", err)
+	}
+	h.refs = refs
+	locks, err := s.lockPackages(ctx, sortedKeys(refs))
+	if err != nil {
+		return h, err
+	}
+	for d, rows := range locks {
+		for _, lh := range s.lockHits(db, d, rows) {
+			id := lh.match.Advisory.ID
+			h.adv[id] = lh.match.Advisory
+			h.byAdvisory[id] = append(h.byAdvisory[id], lh.row)
+			h.fixed[[2]string{id, lh.row.Name}] = lh.match.Fixed
 		}
 	}
 	return h, nil
 }
 
+// sample is the first environments of one lock by key, read at one generation of it.
+type sample struct {
+	generation int64
+	perLock    int
+	keys       []envid.Key
+}
+
+// firstEnvs returns the first perLock environments by key of each lock, sorted by key, reading
+// again only the locks whose generation moved since they were read (a lock's set of
+// environments changes only with its generation).
+func (s *Service) firstEnvs(ctx context.Context, refs map[string]store.LockRef, digests []string, perLock int) ([]store.EnvLock, error) {
+	var stale []string
+	var out []store.EnvLock
+	s.mu.Lock()
+	for _, d := range digests {
+		sm, ok := s.samples[d]
+		if ok && sm.generation == refs[d].Generation && (sm.perLock >= perLock || len(sm.keys) < sm.perLock) {
+			for _, k := range sm.keys[:min(perLock, len(sm.keys))] {
+				out = append(out, store.EnvLock{Key: k, LockDigest: d})
+			}
+		} else {
+			stale = append(stale, d)
+		}
+	}
+	s.mu.Unlock()
+	if len(stale) > 0 {
+		envs, err := s.st.FirstEnvsByLock(ctx, stale, perLock)
+		if err != nil {
+			return nil, dbErr("reading the package index", err)
+		}
+		fresh := map[string]*sample{}
+		for _, d := range stale {
+			fresh[d] = &sample{generation: refs[d].Generation, perLock: perLock}
+		}
+		for _, e := range envs {
+			fresh[e.LockDigest].keys = append(fresh[e.LockDigest].keys, e.Key)
+		}
+		out = append(out, envs...)
+		s.mu.Lock()
+		if len(s.samples)+len(fresh) > maxCachedLocks {
+			s.samples = map[string]*sample{}
+		}
+		for d, sm := range fresh {
+			// A generation read before the sample may be older than the sample: then the next
+			// read finds it stale and reads again, never the other way round.
+			s.samples[d] = sm
+		}
+		s.mu.Unlock()
+	}
+	slices.SortFunc(out, func(a, b store.EnvLock) int { return compareKeys(a.Key, b.Key) })
+	return out, nil
+}
+
+// VulnQuery pages the vulnerabilities view.
+type VulnQuery struct {
+	Limit    int // advisories per page
+	EnvLimit int // environments listed per advisory (EnvCount counts them all)
+	// After is the cursor: the last advisory of the previous page.
+	After VulnCursor
+}
+
+// VulnCursor is a position in the view's order: severity (highest first), then id.
+type VulnCursor struct {
+	Rank int
+	ID   string
+}
+
+// VulnPage is one page of the view.
+type VulnPage struct {
+	Findings []Finding
+	Next     *VulnCursor // nil on the last page
+}
+
 // Vulnerabilities lists every advisory that hits at least one current environment, the most
-// severe first (then the most environments), each with up to envLimit environments by key.
-func (s *Service) Vulnerabilities(ctx context.Context, envLimit int) ([]Finding, error) {
-	envLimit = min(max(envLimit, 0), MaxLimit)
+// severe first, then by id, each with its first EnvLimit environments by key.
+func (s *Service) Vulnerabilities(ctx context.Context, q VulnQuery) (VulnPage, error) {
+	q.Limit = min(max(q.Limit, 1), MaxLimit)
+	q.EnvLimit = min(max(q.EnvLimit, 0), MaxLimit)
+	page := VulnPage{Findings: []Finding{}}
 	h, err := s.fleetHits(ctx, s.Advisories())
 	if err != nil {
-		return nil, err
+		return page, err
 	}
-	if len(h.byAdvisory) == 0 {
-		return []Finding{}, nil
+	ids := sortedKeys(h.byAdvisory)
+	slices.SortStableFunc(ids, func(a, b string) int {
+		return -cmp.Compare(osv.Rank(h.adv[a].Severity), osv.Rank(h.adv[b].Severity))
+	})
+	if q.After.ID != "" {
+		i := 0
+		for i < len(ids) {
+			r := osv.Rank(h.adv[ids[i]].Severity)
+			if r < q.After.Rank || r == q.After.Rank && ids[i] > q.After.ID {
+				break
+			}
+			i++
+		}
+		ids = ids[i:]
 	}
-	counts, err := s.st.LockEnvCounts(ctx)
-	if err != nil {
-		return nil, dbErr("counting environments by lock", err)
+	if len(ids) > q.Limit {
+		ids = ids[:q.Limit]
+		last := ids[len(ids)-1]
+		page.Next = &VulnCursor{Rank: osv.Rank(h.adv[last].Severity), ID: last}
 	}
-	out := []Finding{}
-	for id, rows := range h.byAdvisory {
+	// The first EnvLimit environments of every lock of the page, in one read: an advisory's
+	// first EnvLimit (by key) are among the first EnvLimit of each of its locks.
+	var samples []store.EnvLock // sorted by key
+	if q.EnvLimit > 0 {
+		hit := map[string]bool{}
+		for _, id := range ids {
+			for _, r := range h.byAdvisory[id] {
+				hit[r.LockDigest] = true
+			}
+		}
+		envs, err := s.firstEnvs(ctx, h.refs, sortedKeys(hit), q.EnvLimit)
+		if err != nil {
+			return page, err
+		}
+		samples = envs
+	}
+	for _, id := range ids {
 		f := Finding{Advisory: h.adv[id], Envs: []Installed{}}
 		locks := map[string][]store.LockPackage{}
 		pkgs := map[string]map[string]bool{}
-		for _, r := range rows {
-			if counts[r.LockDigest] == 0 {
-				continue // a lock no current environment has
-			}
+		for _, r := range h.byAdvisory[id] {
 			locks[r.LockDigest] = append(locks[r.LockDigest], r)
 			if pkgs[r.Name] == nil {
 				pkgs[r.Name] = map[string]bool{}
 			}
 			pkgs[r.Name][r.Version] = true
 		}
-		if len(locks) == 0 {
-			continue
-		}
 		for d := range locks {
-			f.EnvCount += counts[d]
+			f.EnvCount += h.refs[d].Envs
 		}
 		for _, name := range sortedKeys(pkgs) {
 			f.Packages = append(f.Packages, AffectedPackage{Name: name, Versions: sortVersions(sortedKeys(pkgs[name])), Fixed: nonNil(h.fixed[[2]string{id, name}])})
 		}
-		if envLimit > 0 {
-			envs, err := s.st.EnvsByLock(ctx, sortedKeys(locks), envid.Key{}, envLimit)
-			if err != nil {
-				return nil, dbErr("reading the package index", err)
+		listed := 0
+		for _, e := range samples {
+			if listed == q.EnvLimit {
+				break
 			}
-			for _, e := range envs {
-				for _, p := range locks[e.LockDigest] {
+			if ps, ok := locks[e.LockDigest]; ok {
+				listed++
+				for _, p := range ps {
 					f.Envs = append(f.Envs, Installed{Key: e.Key, Package: p.Name, Version: p.Version})
 				}
 			}
 		}
-		out = append(out, f)
+		page.Findings = append(page.Findings, f)
 	}
-	slices.SortFunc(out, func(a, b Finding) int {
-		return cmp.Or(-cmp.Compare(osv.Rank(a.Advisory.Severity), osv.Rank(b.Advisory.Severity)),
-			-cmp.Compare(a.EnvCount, b.EnvCount), cmp.Compare(a.Advisory.ID, b.Advisory.ID))
-	})
-	return out, nil
+	return page, nil
 }
 
 // EnvFinding is one advisory hitting one environment.
@@ -348,6 +503,12 @@ func (s *Service) keyErr(key envid.Key, what string, err error) error {
 		return errcode.Wrap(errcode.EnvNotFound, err, fmt.Sprintf("environment %s not found", key))
 	}
 	return dbErr(what, err)
+}
+
+// compareKeys orders keys as the store pages them (workflow, node, version; bytewise, as
+// both databases compare these ASCII identifiers).
+func compareKeys(a, b envid.Key) int {
+	return cmp.Or(cmp.Compare(a.WorkflowID, b.WorkflowID), cmp.Compare(a.NodeID, b.NodeID), cmp.Compare(a.VersionID, b.VersionID))
 }
 
 func nonNil(s []string) []string {

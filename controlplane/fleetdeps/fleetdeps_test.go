@@ -137,10 +137,11 @@ func TestFleet(t *testing.T) {
 	}
 
 	// The fleet's vulnerabilities.
-	found, err := f.svc.Vulnerabilities(ctx, 100)
+	page, err := f.svc.Vulnerabilities(ctx, fleetdeps.VulnQuery{Limit: 10, EnvLimit: 100})
 	if err != nil {
 		t.Fatal(err)
 	}
+	found := page.Findings
 	var got []string
 	for _, fd := range found {
 		var envs []string
@@ -157,8 +158,19 @@ func TestFleet(t *testing.T) {
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Errorf("Vulnerabilities =\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
-	if capped, _ := f.svc.Vulnerabilities(ctx, 1); len(capped[0].Envs) != 1 || capped[0].EnvCount != 3 {
-		t.Errorf("with a limit of 1: %d environments listed, count %d; want 1 and 3", len(capped[0].Envs), capped[0].EnvCount)
+	p1, err := f.svc.Vulnerabilities(ctx, fleetdeps.VulnQuery{Limit: 1, EnvLimit: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(p1.Findings) != 1 || len(p1.Findings[0].Envs) != 1 || p1.Findings[0].EnvCount != 3 || p1.Next == nil {
+		t.Fatalf("a page of 1 advisory with 1 environment: %+v", p1)
+	}
+	p2, err := f.svc.Vulnerabilities(ctx, fleetdeps.VulnQuery{Limit: 1, EnvLimit: 1, After: *p1.Next})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(p2.Findings) != 1 || p2.Findings[0].Advisory.ID != "PYSEC-2099-2" || p2.Next != nil {
+		t.Errorf("the second page: %+v; want PYSEC-2099-2 and no next page", p2)
 	}
 
 	// One environment's.
@@ -191,5 +203,16 @@ func TestFleet(t *testing.T) {
 	}
 	if counts[osv.Critical] != 3 || counts[osv.Medium] != 2 || counts[osv.High] != 0 || counts[osv.Low] != 0 {
 		t.Errorf("VulnerableEnvs = %v; want CRITICAL 3, MEDIUM 2", counts)
+	}
+
+	// An upgrade moves the environment out of the advisory, in the next answer (what the view
+	// keeps between requests follows the database).
+	f.commit(t, key("wf1", "a"), []string{"alpha==1.1.0"})
+	page, err = f.svc.Vulnerabilities(ctx, fleetdeps.VulnQuery{Limit: 1, EnvLimit: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fd := page.Findings[0]; fd.EnvCount != 2 || len(fd.Envs) != 2 || fd.Envs[0].Key != key("wf1", "c") {
+		t.Errorf("after wf1/a upgraded alpha: %d environments %+v; want wf1/c and wf2/c", fd.EnvCount, fd.Envs)
 	}
 }

@@ -29,12 +29,8 @@ func (s *Service) VulnerableEnvs(ctx context.Context) (map[string]int, error) {
 			}
 		}
 	}
-	counts, err := s.st.LockEnvCounts(ctx)
-	if err != nil {
-		return out, dbErr("counting environments by lock", err)
-	}
 	for d, r := range worst {
-		out[osv.Severities[r]] += counts[d]
+		out[osv.Severities[r]] += h.refs[d].Envs
 	}
 	return out, nil
 }

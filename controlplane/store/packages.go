@@ -18,11 +18,17 @@ type PackageIndex interface {
 	PackageVersions(ctx context.Context, names []string) (map[string][]string, error)
 	// PackageLocks returns the index rows of the named packages (normalised names).
 	PackageLocks(ctx context.Context, names []string) ([]LockPackage, error)
-	// LockEnvCounts returns how many environments' current revision has each lock digest.
-	LockEnvCounts(ctx context.Context) (map[string]int, error)
+	// LockPackagesOf returns the index rows of the locks digests.
+	LockPackagesOf(ctx context.Context, digests []string) ([]LockPackage, error)
+	// LockRefs returns, for every lock some environment's current revision has, how many do,
+	// and the lock's generation, which changes whenever that set of environments does.
+	LockRefs(ctx context.Context) (map[string]LockRef, error)
 	// EnvsByLock pages the environments whose current lock is one of digests, ordered by key,
 	// strictly after after.
 	EnvsByLock(ctx context.Context, digests []string, after envid.Key, limit int) ([]EnvLock, error)
+	// FirstEnvsByLock returns, for each of digests, its first perLock environments by key: the
+	// samples the vulnerabilities view merges per advisory, in one statement.
+	FirstEnvsByLock(ctx context.Context, digests []string, perLock int) ([]EnvLock, error)
 	// EnvPackages returns the packages of key's current lock (ErrNotFound for no environment).
 	EnvPackages(ctx context.Context, key envid.Key) ([]LockPackage, error)
 	// IndexLocks indexes the current locks that have no index rows yet (the backfill after an
@@ -43,4 +49,11 @@ type LockPackage struct {
 type EnvLock struct {
 	Key        envid.Key
 	LockDigest string
+}
+
+// LockRef is how many environments' current revision has a lock; Generation changes (grows)
+// with every change of that set, so a reader can keep what it read of it until then.
+type LockRef struct {
+	Envs       int
+	Generation int64
 }

@@ -227,6 +227,9 @@ func (s *Store) CommitRevision(ctx context.Context, c store.Commit) (int64, erro
 			if err := s.indexLock(ctx, r, ld, c.UvLock); err != nil { // packages.go
 				return err
 			}
+			if err := s.moveLockRef(ctx, r, curLock.String, ld); err != nil { // packages.go
+				return err
+			}
 			rev++
 			if _, err := r.exec(ctx, `INSERT INTO env_revisions (workflow_id, node_id, version_id, revision,
 				pyproject_digest, lock_digest, build_id, operation_id, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
@@ -321,12 +324,20 @@ func (s *Store) DeleteEnv(ctx context.Context, key envid.Key, leaseID string) er
 		if err := s.lockContents(ctx, tx, digests); err != nil {
 			return err
 		}
+		var lock string
+		if err := r.row(ctx, `SELECT lock_digest FROM envs WHERE workflow_id = $1 AND node_id = $2 AND version_id = $3`,
+			key.WorkflowID, key.NodeID, key.VersionID).Scan(&lock); err != nil {
+			return notFound(err)
+		}
 		res, err := r.exec(ctx, `DELETE FROM envs WHERE workflow_id = $1 AND node_id = $2 AND version_id = $3`,
 			key.WorkflowID, key.NodeID, key.VersionID)
 		if err != nil {
 			return err
 		}
 		if err := oneRow(res); err != nil {
+			return err
+		}
+		if err := s.moveLockRef(ctx, r, lock, ""); err != nil { // packages.go
 			return err
 		}
 		for _, d := range digests {

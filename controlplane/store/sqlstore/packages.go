@@ -45,6 +45,30 @@ func (s *Store) indexLock(ctx context.Context, r runner, digest, lock string) er
 	return nil
 }
 
+// moveLockRef records that one environment's current lock went from old to new ("" for none)
+// in lock_refs, in the caller's transaction. The two rows are updated in digest order, so two
+// commits moving environments in opposite directions cannot deadlock.
+func (s *Store) moveLockRef(ctx context.Context, r runner, old, new string) error {
+	if old == new {
+		return nil
+	}
+	steps := [][2]any{{old, -1}, {new, 1}}
+	if new < old {
+		steps[0], steps[1] = steps[1], steps[0]
+	}
+	for _, st := range steps {
+		if st[0] == "" {
+			continue
+		}
+		if _, err := r.exec(ctx, `INSERT INTO lock_refs (lock_digest, envs, generation) VALUES ($1, $2, 1)
+			ON CONFLICT (lock_digest) DO UPDATE SET envs = lock_refs.envs + $2, generation = lock_refs.generation + 1`,
+			st[0], st[1]); err != nil {
+			return fmt.Errorf("count the environments of lock %s: %w", st[0], err)
+		}
+	}
+	return nil
+}
+
 // IndexLocks implements store.PackageIndex.
 func (s *Store) IndexLocks(ctx context.Context, limit int) (int, error) {
 	rows, err := s.read().query(ctx, `SELECT DISTINCT e.lock_digest FROM envs e
@@ -125,20 +149,37 @@ func (s *Store) PackageLocks(ctx context.Context, names []string) ([]store.LockP
 	return out, nil
 }
 
-// LockEnvCounts implements store.PackageIndex (one pass over the envs_lock index).
-func (s *Store) LockEnvCounts(ctx context.Context) (map[string]int, error) {
-	rows, err := s.read().query(ctx, `SELECT lock_digest, count(*) FROM envs WHERE lock_digest <> '' GROUP BY lock_digest`)
-	type count struct {
+// LockPackagesOf implements store.PackageIndex.
+func (s *Store) LockPackagesOf(ctx context.Context, digests []string) ([]store.LockPackage, error) {
+	var out []store.LockPackage
+	for len(digests) > 0 {
+		part := digests[:min(500, len(digests))]
+		digests = digests[len(part):]
+		rows, err := s.read().query(ctx, `SELECT lock_digest, name, version, direct FROM lock_packages
+			WHERE lock_digest IN (`+marks(1, len(part))+`)`, anys(part)...)
+		got, err := collect(rows, err, scanLockPackage)
+		if err != nil {
+			return nil, fmt.Errorf("read the packages of locks: %w", err)
+		}
+		out = append(out, got...)
+	}
+	return out, nil
+}
+
+// LockRefs implements store.PackageIndex.
+func (s *Store) LockRefs(ctx context.Context) (map[string]store.LockRef, error) {
+	rows, err := s.read().query(ctx, `SELECT lock_digest, envs, generation FROM lock_refs WHERE envs > 0`)
+	type ref struct {
 		d string
-		n int
+		r store.LockRef
 	}
-	cs, err := collect(rows, err, func(r scanner) (c count, err error) { return c, r.Scan(&c.d, &c.n) })
+	refs, err := collect(rows, err, func(r scanner) (x ref, err error) { return x, r.Scan(&x.d, &x.r.Envs, &x.r.Generation) })
 	if err != nil {
-		return nil, fmt.Errorf("count environments by lock: %w", err)
+		return nil, fmt.Errorf("read the environments of each lock: %w", err)
 	}
-	out := make(map[string]int, len(cs))
-	for _, c := range cs {
-		out[c.d] = c.n
+	out := make(map[string]store.LockRef, len(refs))
+	for _, x := range refs {
+		out[x.d] = x.r
 	}
 	return out, nil
 }
@@ -158,6 +199,49 @@ func (s *Store) EnvsByLock(ctx context.Context, digests []string, after envid.Ke
 	})
 	if err != nil {
 		return nil, fmt.Errorf("list environments by lock: %w", err)
+	}
+	return out, nil
+}
+
+// FirstEnvsByLock implements store.PackageIndex: one index range per lock. An embedded
+// database has no round trips but parses slowly, so it runs one prepared single-range
+// statement per lock; a server answers a UNION ALL of up to 100 ranges per round trip.
+func (s *Store) FirstEnvsByLock(ctx context.Context, digests []string, perLock int) ([]store.EnvLock, error) {
+	batch := 100
+	if s.d.Embedded() {
+		batch = 1
+	}
+	var out []store.EnvLock
+	stmts := map[int]*sql.Stmt{}
+	defer func() {
+		for _, st := range stmts {
+			st.Close()
+		}
+	}()
+	for len(digests) > 0 {
+		part := digests[:min(batch, len(digests))]
+		digests = digests[len(part):]
+		st, ok := stmts[len(part)]
+		if !ok {
+			branches := make([]string, len(part))
+			for i := range part {
+				branches[i] = fmt.Sprintf(`SELECT * FROM (SELECT workflow_id, node_id, version_id, lock_digest FROM envs
+					WHERE lock_digest = $%d ORDER BY workflow_id, node_id, version_id LIMIT $%d) AS b%d`, i+1, len(part)+1, i)
+			}
+			var err error
+			if st, err = s.db.PrepareContext(ctx, s.d.Rebind(strings.Join(branches, " UNION ALL "))); err != nil {
+				return nil, fmt.Errorf("list the first environments of locks: %w", err)
+			}
+			stmts[len(part)] = st
+		}
+		rows, err := st.QueryContext(ctx, append(anys(part), sqlLimit(perLock))...)
+		envs, err := collect(rows, err, func(r scanner) (e store.EnvLock, err error) {
+			return e, r.Scan(&e.Key.WorkflowID, &e.Key.NodeID, &e.Key.VersionID, &e.LockDigest)
+		})
+		if err != nil {
+			return nil, fmt.Errorf("list the first environments of locks: %w", err)
+		}
+		out = append(out, envs...)
 	}
 	return out, nil
 }

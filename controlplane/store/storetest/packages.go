@@ -73,8 +73,9 @@ func testPackageIndex(t *testing.T, s store.Store) {
 	if want := "numpy 1.26.4 lock2 false|numpy 2.0.0 lock2 false|requests 2.31.0 lock1 true"; strings.Join(got, "|") != want {
 		t.Errorf("PackageLocks = %q; want %q (names normalised, direct from the root's dependencies)", strings.Join(got, "|"), want)
 	}
-	if c := must(s.LockEnvCounts(ctx))(t); c[d1] != 2 || c[d2] != 1 || len(c) != 2 {
-		t.Errorf("LockEnvCounts = %v; want lock1: 2, lock2: 1", c)
+	refs := must(s.LockRefs(ctx))(t)
+	if refs[d1].Envs != 2 || refs[d2].Envs != 1 || len(refs) != 2 {
+		t.Errorf("LockRefs = %v; want lock1: 2 environments, lock2: 1", refs)
 	}
 	// Paging by key: keyA < keyB < keyC.
 	page1 := must(s.EnvsByLock(ctx, []string{d1, d2}, envid.Key{}, 2))(t)
@@ -85,6 +86,11 @@ func testPackageIndex(t *testing.T, s store.Store) {
 	}
 	if only := must(s.EnvsByLock(ctx, []string{d2}, envid.Key{}, 10))(t); len(only) != 1 || only[0].Key != keyB {
 		t.Errorf("EnvsByLock(lock2) = %v; want keyB only", only)
+	}
+	first := must(s.FirstEnvsByLock(ctx, []string{d1, d2, "no-such-lock"}, 1))(t)
+	sort.Slice(first, func(i, j int) bool { return first[i].LockDigest == d1 })
+	if len(first) != 2 || first[0] != (store.EnvLock{Key: keyA, LockDigest: d1}) || first[1] != (store.EnvLock{Key: keyB, LockDigest: d2}) {
+		t.Errorf("FirstEnvsByLock(1 per lock) = %v; want keyA for lock1, keyB for lock2", first)
 	}
 	pk := must(s.EnvPackages(ctx, keyB))(t)
 	if len(pk) != 3 || pk[0].Name != "idna" || pk[0].Version != "3.7" || !pk[0].Direct || pk[1].Name != "numpy" {
@@ -98,8 +104,10 @@ func testPackageIndex(t *testing.T, s store.Store) {
 	if err := s.DeleteEnv(ctx, keyC, l.ID); err != nil {
 		t.Fatal(err)
 	}
-	if c := must(s.LockEnvCounts(ctx))(t); c[d1] != 1 {
-		t.Errorf("after deleting keyC, lock1 counts %d environments; want 1", c[d1])
+	after := must(s.LockRefs(ctx))(t)
+	if after[d1].Envs != 1 || after[d1].Generation <= refs[d1].Generation || after[d2] != refs[d2] {
+		t.Errorf("after deleting keyC: lock1 %+v (was %+v), lock2 %+v (was %+v); want lock1 at 1 environment in a later generation, lock2 unchanged",
+			after[d1], refs[d1], after[d2], refs[d2])
 	}
 	if n := must(s.IndexLocks(ctx, 0))(t); n != 0 {
 		t.Errorf("IndexLocks found %d locks to index; want 0 (commits index their locks)", n)
@@ -108,5 +116,8 @@ func testPackageIndex(t *testing.T, s store.Store) {
 	commitLock(t, s, keyA, 1, "not [toml", at(3*time.Second))
 	if pk := must(s.EnvPackages(ctx, keyA))(t); len(pk) != 0 {
 		t.Errorf("packages of an unparsable lock = %v; want none", pk)
+	}
+	if refs := must(s.LockRefs(ctx))(t); refs[d1].Envs != 0 || refs[store.Digest("not [toml")].Envs != 1 {
+		t.Errorf("after keyA moved to another lock: %v; want lock1 without environments (left out)", refs)
 	}
 }
