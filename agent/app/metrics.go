@@ -21,6 +21,7 @@ type metrics struct {
 	uv        *prometheus.HistogramVec
 	runs      prometheus.Histogram
 	timeouts  prometheus.Counter
+	builds    *prometheus.HistogramVec
 	rpcs      *prometheus.CounterVec
 	inFlight  atomic.Int64
 	cache     *prometheus.GaugeVec
@@ -41,6 +42,10 @@ func newMetrics() *metrics {
 		timeouts: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "envfabric_agent_run_timeouts_total", Help: "User code runs killed at their timeout.",
 		}),
+		builds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "envfabric_agent_build_duration_seconds", Help: "Duration of Build calls by outcome: created (materialised here), existing (found complete, nothing installed) or error.",
+			Buckets: []float64{.01, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 180, 600},
+		}, []string{"outcome"}),
 		rpcs: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "envfabric_agent_rpc_requests_total", Help: "RPCs received, by procedure and HTTP status.",
 		}, []string{"procedure", "status"}),
@@ -56,7 +61,7 @@ func newMetrics() *metrics {
 		Name: "envfabric_agent_operations_in_flight", Help: "uv operations and runs under way on this agent (its gossiped load).",
 	}, func() float64 { return float64(m.inFlight.Load()) })
 	m.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		m.uv, m.runs, m.timeouts, m.rpcs, m.cache, m.cacheScan, inFlight)
+		m.uv, m.runs, m.timeouts, m.builds, m.rpcs, m.cache, m.cacheScan, inFlight)
 	return m
 }
 
@@ -68,6 +73,10 @@ func (m *metrics) observeUV(command string, d time.Duration, err error) {
 	m.uv.WithLabelValues(command, outcome).Observe(d.Seconds())
 }
 
+func (m *metrics) observeBuild(outcome string, d time.Duration) {
+	m.builds.WithLabelValues(outcome).Observe(d.Seconds())
+}
+
 func (m *metrics) observeRun(d time.Duration, timedOut bool) {
 	m.runs.Observe(d.Seconds())
 	if timedOut {
@@ -75,8 +84,8 @@ func (m *metrics) observeRun(d time.Duration, timedOut bool) {
 	}
 }
 
-// loadBearing are the procedures that count as load: they run uv or user code.
-var loadBearing = map[string]bool{"CreateProject": true, "Mutate": true, "Sync": true, "Run": true, "DeleteProject": true}
+// loadBearing are the procedures that count as load: they run uv or user code, or walk a tree.
+var loadBearing = map[string]bool{"Lock": true, "Build": true, "Switch": true, "Run": true, "DeleteProject": true, "RemoveBuild": true}
 
 // count wraps the RPC handler: requests by procedure and status, and the in-flight load.
 func (m *metrics) count(next http.Handler) http.Handler {

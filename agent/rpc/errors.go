@@ -57,8 +57,8 @@ func checkNames(names []string) error {
 	return nil
 }
 
-// checkInterpreter refuses to touch an environment whose interpreter this host lacks: uv would
-// delete and recreate the shared .venv.
+// checkInterpreter refuses to resolve or build for an interpreter this host lacks: uv would
+// pick another one.
 func checkInterpreter(python string) error {
 	if python == "" {
 		return nil
@@ -70,15 +70,15 @@ func checkInterpreter(python string) error {
 }
 
 // fail logs err and turns it into a Connect error carrying an ErrorDetail.
-func (s *Server) fail(ctx context.Context, op string, err error, restored bool) error {
+func (s *Server) fail(ctx context.Context, op string, err error) error {
 	code := errcode.Of(err)
 	output := uv.OutputOf(err)
 	if code == errcode.Internal && output != "" {
 		code = errcode.UVExecutionError
 	}
-	s.logger.WarnContext(ctx, op+" failed", "code", code, "restored", restored, "err", err)
+	s.logger.WarnContext(ctx, op+" failed", "code", code, "err", err)
 	ce := connect.NewError(connectCode(err, code), err)
-	if d, derr := connect.NewErrorDetail(&agentv1.ErrorDetail{ErrorCode: wireCode(code), UvOutput: output, Restored: restored}); derr == nil {
+	if d, derr := connect.NewErrorDetail(&agentv1.ErrorDetail{ErrorCode: wireCode(code), UvOutput: output}); derr == nil {
 		ce.AddDetail(d)
 	}
 	return ce
@@ -96,7 +96,8 @@ func connectCode(err error, code errcode.Code) connect.Code {
 		return connect.CodeInvalidArgument
 	case errcode.EnvNotFound, errcode.DependencyNotFound:
 		return connect.CodeNotFound
-	case errcode.EnvNotReady, errcode.PackageResolutionFailed, errcode.PythonUnavailable, errcode.SourceBuildDisabled:
+	case errcode.EnvNotReady, errcode.PackageResolutionFailed, errcode.PythonUnavailable, errcode.SourceBuildDisabled,
+		errcode.BuildMissing:
 		return connect.CodeFailedPrecondition
 	case errcode.ExecutionTimeout:
 		return connect.CodeDeadlineExceeded

@@ -131,6 +131,9 @@ func (e *Executor) Env() []string { return append([]string(nil), e.env...) }
 type Project struct {
 	Dir    string
 	Python string
+	// NoSync makes add and remove change pyproject.toml and uv.lock only (--no-sync): no .venv
+	// is created or touched, which is how a change resolves in a staging copy.
+	NoSync bool
 }
 
 // ExitError is a uv command that ran and failed, with what it printed.
@@ -159,6 +162,9 @@ func (e *Executor) Add(ctx context.Context, p Project, pkgs, upgrade []string) (
 	for _, u := range upgrade {
 		args = append(args, "--upgrade-package", u)
 	}
+	if p.NoSync {
+		args = append(args, "--no-sync")
+	}
 	args = append(args, "--")
 	args = append(args, pkgs...)
 	return e.project(ctx, p, "add", args...)
@@ -166,7 +172,17 @@ func (e *Executor) Add(ctx context.Context, p Project, pkgs, upgrade []string) (
 
 // Remove runs `uv remove -- names` in p.
 func (e *Executor) Remove(ctx context.Context, p Project, names []string) (string, error) {
-	return e.project(ctx, p, "remove", append([]string{"--"}, names...)...)
+	var args []string
+	if p.NoSync {
+		args = append(args, "--no-sync")
+	}
+	args = append(args, "--")
+	return e.project(ctx, p, "remove", append(args, names...)...)
+}
+
+// Lock runs `uv lock` in p: it resolves pyproject.toml into uv.lock and installs nothing.
+func (e *Executor) Lock(ctx context.Context, p Project) (string, error) {
+	return e.project(ctx, p, "lock")
 }
 
 // Sync runs `uv sync` in p; frozen installs exactly the lock without re-resolving.
@@ -235,13 +251,60 @@ func (e *Executor) findPython(ctx context.Context, version string) (path, fullVe
 	if path == "" {
 		return "", "", errcode.New(errcode.PythonUnavailable, fmt.Sprintf("no Python %s on this host", version))
 	}
+	full, err := e.askVersion(ctx, path)
+	return path, full, err
+}
+
+// PythonVersion is the full version ("3.11.7") of the interpreter at path, which takes part in a
+// build's identity. Answers are kept like FindPython's, keyed by path.
+func (e *Executor) PythonVersion(ctx context.Context, path string) (string, error) {
+	key := "path:" + path
+	e.pyMu.Lock()
+	hit, ok := e.pythons[key]
+	e.pyMu.Unlock()
+	if ok && time.Since(hit.at) < pythonCacheTTL {
+		if _, err := os.Stat(path); err == nil {
+			return hit.full, nil
+		}
+	}
+	if _, err := os.Stat(path); err != nil {
+		return "", errcode.Wrap(errcode.PythonUnavailable, err, fmt.Sprintf("interpreter %s is not on this host", path))
+	}
+	full, err := e.askVersion(ctx, path)
+	if err != nil {
+		return "", err
+	}
+	e.pyMu.Lock()
+	if e.pythons == nil {
+		e.pythons = map[string]foundPython{}
+	}
+	e.pythons[key] = foundPython{path: path, full: full, at: time.Now()}
+	e.pyMu.Unlock()
+	return full, nil
+}
+
+// askVersion asks the interpreter at path for its full version.
+func (e *Executor) askVersion(ctx context.Context, path string) (string, error) {
 	cmd := exec.CommandContext(ctx, path, "-c", "import platform; print(platform.python_version())")
 	cmd.Env = []string{"PATH=" + e.cfg.Path}
 	ver, err := cmd.Output()
 	if err != nil {
-		return "", "", errcode.Wrap(errcode.PythonUnavailable, err, fmt.Sprintf("interpreter %s does not answer", path))
+		return "", errcode.Wrap(errcode.PythonUnavailable, err, fmt.Sprintf("interpreter %s does not answer", path))
 	}
-	return path, strings.TrimSpace(string(ver)), nil
+	return strings.TrimSpace(string(ver)), nil
+}
+
+// InstallSettings are the settings of this executor that change what an install writes, part of
+// a build's identity: two builds of one lock differ when these do.
+type InstallSettings struct {
+	LinkMode        string
+	NoBuild         bool
+	CompileBytecode string // UV_COMPILE_BYTECODE as passed through ("" when unset)
+}
+
+// InstallSettings returns the executor's install settings.
+func (e *Executor) InstallSettings() InstallSettings {
+	return InstallSettings{LinkMode: e.cfg.LinkMode, NoBuild: e.cfg.NoBuild, CompileBytecode: e.cfg.Passthrough["UV_COMPILE_BYTECODE"]}
 }
 
 // Python is one interpreter uv can see.
@@ -316,8 +379,8 @@ func (e *Executor) command(ctx context.Context, dir string, args []string) *exec
 	cmd.Env = e.env
 	cmd.Stdin = nil
 	cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }
-	// If the agent dies (kill -9, OOM), uv must die with it: a uv add left running by a dead agent
-	// would keep writing a project that the control plane restores through another agent.
+	// If the agent dies (kill -9, OOM), uv must die with it: a uv sync left running by a dead
+	// agent would keep writing a build that another agent, once the lock is free, replaces.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	cmd.WaitDelay = e.cfg.WaitDelay
 	return cmd

@@ -169,57 +169,88 @@ func codeOf(c agentv1.ErrorCode) errcode.Code {
 	return errcode.Code(strings.TrimPrefix(c.String(), "ERROR_CODE_"))
 }
 
-// Create implements envs.Agent.
-func (c *Client) Create(ctx context.Context, key envid.Key, python string, packages []string, operationID int64) (envs.Created, error) {
-	resp, err := c.rpc.CreateProject(ctx, connect.NewRequest(&agentv1.CreateProjectRequest{Env: ref(key), PythonVersion: python,
-		Packages: packages, OperationId: operationID}))
+var lockKinds = map[envs.MutationKind]agentv1.LockKind{
+	envs.CreateLock: agentv1.LockKind_LOCK_KIND_CREATE,
+	envs.Add:        agentv1.LockKind_LOCK_KIND_ADD,
+	envs.Remove:     agentv1.LockKind_LOCK_KIND_REMOVE,
+	envs.Update:     agentv1.LockKind_LOCK_KIND_UPDATE,
+}
+
+// Lock implements envs.Agent.
+func (c *Client) Lock(ctx context.Context, r envs.LockRequest) (envs.Locked, error) {
+	req := &agentv1.LockRequest{Env: ref(r.Key), Kind: lockKinds[r.Kind], PythonPath: r.PythonPath, PythonVersion: r.PythonVersion,
+		Packages: r.Packages, UpgradePackages: r.Upgrade, OperationId: r.OperationID}
+	if r.Kind != envs.CreateLock {
+		req.Base = files(r.Base)
+	}
+	resp, err := c.rpc.Lock(ctx, connect.NewRequest(req))
 	if err != nil {
-		return envs.Created{}, c.mapErr("creating the project", err)
+		return envs.Locked{}, c.mapErr("resolving", err)
 	}
 	m := resp.Msg
-	return envs.Created{Files: fromFiles(m.GetFiles()), EnvPath: m.GetEnvPath(), PythonPath: m.GetPythonPath(),
-		PythonFullVersion: m.GetPythonFullVersion(), PackagesInstalled: int(m.GetPackagesInstalled())}, nil
+	return envs.Locked{Files: fromFiles(m.GetFiles()), PythonPath: m.GetPythonPath(), PythonFullVersion: m.GetPythonFullVersion()}, nil
 }
 
-// Mutate implements envs.Agent.
-func (c *Client) Mutate(ctx context.Context, m envs.Mutation) (envs.Mutated, error) {
-	kind := map[envs.MutationKind]agentv1.MutationKind{
-		envs.Add: agentv1.MutationKind_MUTATION_KIND_ADD, envs.Remove: agentv1.MutationKind_MUTATION_KIND_REMOVE,
-		envs.Update: agentv1.MutationKind_MUTATION_KIND_UPDATE,
-	}[m.Kind]
-	resp, err := c.rpc.Mutate(ctx, connect.NewRequest(&agentv1.MutateRequest{Env: ref(m.Key), Kind: kind, Base: files(m.Base),
-		PythonPath: m.PythonPath, Packages: m.Packages, UpgradePackages: m.Upgrade, BaseRevision: m.BaseRevision, OperationId: m.OperationID}))
-	if err != nil {
-		return envs.Mutated{}, c.mapErr("changing dependencies", err)
+func unixMs(ms int64) time.Time {
+	if ms <= 0 {
+		return time.Time{}
 	}
-	return envs.Mutated{Files: fromFiles(resp.Msg.GetFiles()), PackagesInstalled: int(resp.Msg.GetPackagesInstalled())}, nil
+	return time.UnixMilli(ms).UTC()
 }
 
-// Sync implements envs.Agent.
-func (c *Client) Sync(ctx context.Context, r envs.SyncRequest) (int, error) {
-	resp, err := c.rpc.Sync(ctx, connect.NewRequest(&agentv1.SyncRequest{Env: ref(r.Key), Files: files(r.Files), PythonPath: r.PythonPath,
+func buildOf(b *agentv1.BuildInfo) envs.Build {
+	return envs.Build{ID: b.GetId(), VenvPath: b.GetVenvPath(), PythonPath: b.GetPythonPath(), PythonFullVersion: b.GetPythonFullVersion(),
+		PackagesInstalled: int(b.GetPackagesInstalled()), ExclusiveBytes: b.GetExclusiveBytes(), Created: b.GetCreated(),
+		CompletedAt: unixMs(b.GetCompletedUnixMs()), LastUsedAt: unixMs(b.GetLastUsedUnixMs())}
+}
+
+// Build implements envs.Agent.
+func (c *Client) Build(ctx context.Context, r envs.BuildRequest) (envs.Build, error) {
+	resp, err := c.rpc.Build(ctx, connect.NewRequest(&agentv1.BuildRequest{Files: files(r.Files), PythonPath: r.PythonPath,
+		OperationId: r.OperationID, ReplaceDamaged: r.ReplaceDamaged}))
+	if err != nil {
+		return envs.Build{}, c.mapErr("materialising a build", err)
+	}
+	return buildOf(resp.Msg.GetBuild()), nil
+}
+
+// Switch implements envs.Agent.
+func (c *Client) Switch(ctx context.Context, r envs.SwitchRequest) (bool, error) {
+	resp, err := c.rpc.Switch(ctx, connect.NewRequest(&agentv1.SwitchRequest{Env: ref(r.Key), Files: files(r.Files), BuildId: r.BuildID,
 		Revision: r.Revision, OperationId: r.OperationID}))
 	if err != nil {
-		return 0, c.mapErr("syncing", err)
+		return false, c.mapErr("switching the project", err)
 	}
-	return int(resp.Msg.GetPackagesInstalled()), nil
+	return resp.Msg.GetChanged(), nil
 }
 
 // Inspect implements envs.Agent.
-func (c *Client) Inspect(ctx context.Context, key envid.Key, expected envs.Files, pythonPath string) (envs.Disk, error) {
-	resp, err := c.rpc.Inspect(ctx, connect.NewRequest(&agentv1.InspectRequest{Env: ref(key), Expected: files(expected), PythonPath: pythonPath}))
+func (c *Client) Inspect(ctx context.Context, r envs.InspectRequest) (envs.Disk, error) {
+	resp, err := c.rpc.Inspect(ctx, connect.NewRequest(&agentv1.InspectRequest{Env: ref(r.Key), Expected: files(r.Expected), PythonPath: r.PythonPath,
+		Verify: r.Verify, ExpectedBuildId: r.ExpectedBuildID}))
 	if err != nil {
 		return envs.Disk{}, c.mapErr("inspecting", err)
 	}
 	m := resp.Msg
-	return envs.Disk{Exists: m.GetExists(), HasPyproject: m.GetHasPyproject(), HasLock: m.GetHasLock(), HasVenv: m.GetHasVenv(),
+	d := envs.Disk{Exists: m.GetExists(), HasPyproject: m.GetHasPyproject(), HasLock: m.GetHasLock(), HasVenv: m.GetHasVenv(),
 		FilesMatch: m.GetFilesMatch(), VenvInSync: m.GetVenvInSync(), InterpreterPresent: m.GetInterpreterPresent(),
-		PackagesInstalled: int(m.GetPackagesInstalled()), EnvPath: m.GetEnvPath()}, nil
+		PackagesInstalled: int(m.GetPackagesInstalled()), EnvPath: m.GetEnvPath(), BuildID: m.GetBuildId()}
+	if bc := m.GetBuildCheck(); bc != nil {
+		chk := &envs.BuildCheck{BuildID: bc.GetBuildId(), Complete: bc.GetComplete(), Intact: bc.GetIntact(),
+			FilesChecked: bc.GetFilesChecked(), BytesChecked: bc.GetBytesChecked(), Damaged: []envs.PackageDamage{}}
+		for _, p := range bc.GetDamaged() {
+			chk.Damaged = append(chk.Damaged, envs.PackageDamage{Name: p.GetName(), Version: p.GetVersion(),
+				Missing: p.GetMissing(), WrongSize: p.GetWrongSize(), MissingCount: int(p.GetMissingCount()), WrongSizeCount: int(p.GetWrongSizeCount())})
+		}
+		d.Check = chk
+	}
+	return d, nil
 }
 
 // Run implements envs.Agent.
-func (c *Client) Run(ctx context.Context, key envid.Key, code string, timeout time.Duration, maxOutput int64) (envs.RunResult, error) {
-	resp, err := c.rpc.Run(ctx, connect.NewRequest(&agentv1.RunRequest{Env: ref(key), Code: code, TimeoutMs: timeout.Milliseconds(), MaxOutputBytes: maxOutput}))
+func (c *Client) Run(ctx context.Context, r envs.RunSpec) (envs.RunResult, error) {
+	resp, err := c.rpc.Run(ctx, connect.NewRequest(&agentv1.RunRequest{Env: ref(r.Key), Code: r.Code, TimeoutMs: r.Timeout.Milliseconds(),
+		MaxOutputBytes: r.MaxOutput, BuildId: r.BuildID}))
 	if err != nil {
 		return envs.RunResult{}, c.mapErr("running code", err)
 	}
@@ -227,6 +258,29 @@ func (c *Client) Run(ctx context.Context, key envid.Key, code string, timeout ti
 	return envs.RunResult{Stdout: m.GetStdout(), Stderr: m.GetStderr(),
 		ExitCode: int(m.GetExitCode()), ExitReason: m.GetExitReason(), Duration: time.Duration(m.GetDurationMs()) * time.Millisecond, TimedOut: m.GetTimedOut(),
 		StdoutTruncated: m.GetStdoutTruncated(), StderrTruncated: m.GetStderrTruncated()}, nil
+}
+
+// ListBuilds implements envs.Agent.
+func (c *Client) ListBuilds(ctx context.Context) ([]envs.Build, error) {
+	resp, err := c.rpc.ListBuilds(ctx, connect.NewRequest(&agentv1.ListBuildsRequest{}))
+	if err != nil {
+		return nil, c.mapErr("listing builds", err)
+	}
+	out := make([]envs.Build, 0, len(resp.Msg.GetBuilds()))
+	for _, b := range resp.Msg.GetBuilds() {
+		out = append(out, buildOf(b))
+	}
+	return out, nil
+}
+
+// RemoveBuild implements envs.Agent.
+func (c *Client) RemoveBuild(ctx context.Context, id string) (envs.RemovedBuild, error) {
+	resp, err := c.rpc.RemoveBuild(ctx, connect.NewRequest(&agentv1.RemoveBuildRequest{BuildId: id}))
+	if err != nil {
+		return envs.RemovedBuild{}, c.mapErr("removing a build", err)
+	}
+	m := resp.Msg
+	return envs.RemovedBuild{Existed: m.GetExisted(), InUse: m.GetInUse(), BytesFreed: m.GetBytesFreed()}, nil
 }
 
 // Delete implements envs.Agent.

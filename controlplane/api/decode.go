@@ -270,6 +270,7 @@ func (h *Handler) decodeCreate(r *http.Request) (envs.CreateRequest, error) {
 		wf, node, version, python string
 		packages                  []string
 		requirements              string
+		from                      *envid.Key
 		err                       error
 	)
 	ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
@@ -285,9 +286,24 @@ func (h *Handler) decodeCreate(r *http.Request) (envs.CreateRequest, error) {
 			PythonVersion string      `json:"python_version"`
 			Packages      packageList `json:"packages"`
 			Requirements  string      `json:"requirements"`
+			From          *struct {
+				WorkflowID string `json:"workflow_id"`
+				NodeID     string `json:"node_id"`
+				VersionID  string `json:"version_id"`
+			} `json:"from"`
 		}
 		if err := decodeJSON(r, &body); err != nil {
 			return envs.CreateRequest{}, err
+		}
+		if f := body.From; f != nil {
+			if f.WorkflowID == "" || f.NodeID == "" {
+				return envs.CreateRequest{}, errcode.New(errcode.InvalidRequest, "from: workflow_id and node_id are required")
+			}
+			k, err := envid.New(f.WorkflowID, f.NodeID, f.VersionID)
+			if err != nil {
+				return envs.CreateRequest{}, errcode.Wrap(errcode.InvalidID, err, "from: "+err.Error())
+			}
+			from = &k
 		}
 		wf, node, version, python, packages, requirements = body.WorkflowID, body.NodeID, body.VersionID, body.PythonVersion, body.Packages, body.Requirements
 	case "multipart/form-data", "application/x-www-form-urlencoded":
@@ -341,5 +357,5 @@ func (h *Handler) decodeCreate(r *http.Request) (envs.CreateRequest, error) {
 	if err != nil {
 		return envs.CreateRequest{}, errcode.Wrap(errcode.InvalidID, err, "")
 	}
-	return envs.CreateRequest{Key: key, PythonVersion: python, Packages: packages, Requirements: requirements}, nil
+	return envs.CreateRequest{Key: key, PythonVersion: python, Packages: packages, Requirements: requirements, From: from}, nil
 }

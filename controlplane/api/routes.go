@@ -108,6 +108,7 @@ func New(svc *envs.Service, opt Options, log *slog.Logger) *Handler {
 		"DELETE": {role: auth.Write, query: versionQuery, body: jsonBody, fn: h.mutate(envs.Remove)},
 		"PUT":    {role: auth.Write, query: versionQuery, body: jsonBody, fn: h.mutate(envs.Update)},
 	})
+	h.handle("/envs/{workflow_id}/{node_id}/rollback", map[string]endpoint{"POST": {role: auth.Write, query: versionQuery, body: jsonBody, fn: h.rollback}})
 	h.handle("/envs/{workflow_id}/{node_id}/run", map[string]endpoint{"POST": {role: auth.Write, query: versionQuery, body: jsonBody, fn: h.run}})
 	h.handle("/envs/{workflow_id}/{node_id}/operations", map[string]endpoint{"GET": read(h.operations, "version_id", "limit", "before")})
 	h.handle("/agents", map[string]endpoint{"GET": read(h.agents)})

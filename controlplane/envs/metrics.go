@@ -34,6 +34,9 @@ func newMetrics(reg prometheus.Registerer, st store.Store) *metrics {
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "envfabric_leases_held", Help: "Leases this control plane holds now."},
 			func() float64 { return float64(m.held.Load()) }),
 		&envCollector{st: st, desc: prometheus.NewDesc("envfabric_environments", "Environments recorded, by state.", []string{"state"}, nil)},
+		&buildCollector{st: st, damaged: prometheus.NewDesc("envfabric_builds_damaged",
+			"Builds whose files no longer match their packages' RECORD (found by status, sync or the periodic verifier); a sync of their environments replaces them.", nil, nil),
+			byState: prometheus.NewDesc("envfabric_builds", "Builds recorded, by state.", []string{"state"}, nil)},
 	)
 	return m
 }
@@ -59,7 +62,32 @@ func (c *envCollector) Collect(ch chan<- prometheus.Metric) {
 		return
 	}
 	for _, state := range []string{store.StateCreating, store.StateActive, store.StateInstalling, store.StateSyncing,
-		store.StateRunning, store.StateDeleting, store.StateError} {
+		store.StateRunning, store.StateDeleting, store.StateError, store.StateHibernated} {
 		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(counts[state]), state)
+	}
+}
+
+// buildCollector counts builds by state at scrape time.
+type buildCollector struct {
+	st      store.Store
+	damaged *prometheus.Desc
+	byState *prometheus.Desc
+}
+
+func (c *buildCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.damaged; ch <- c.byState }
+
+func (c *buildCollector) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for _, state := range []string{store.BuildReady, store.BuildRemoved, store.BuildDamaged} {
+		bs, err := c.st.ListBuilds(ctx, store.BuildFilter{State: state, Limit: 100000})
+		if err != nil {
+			ch <- prometheus.NewInvalidMetric(c.byState, err)
+			return
+		}
+		ch <- prometheus.MustNewConstMetric(c.byState, prometheus.GaugeValue, float64(len(bs)), state)
+		if state == store.BuildDamaged {
+			ch <- prometheus.MustNewConstMetric(c.damaged, prometheus.GaugeValue, float64(len(bs)))
+		}
 	}
 }

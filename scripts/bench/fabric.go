@@ -185,8 +185,8 @@ func (b bearer) RoundTrip(r *http.Request) (*http.Response, error) {
 }
 
 // startFabric starts an agent (uv in linkMode) and a control plane with SQLite under
-// cfg.Workdir/name.
-func startFabric(ctx context.Context, cfg config, bins fabricbin.Binaries, name, linkMode string) (*fabric, error) {
+// cfg.Workdir/name; cpSettings (KEY=value) are added to the control plane's environment.
+func startFabric(ctx context.Context, cfg config, bins fabricbin.Binaries, name, linkMode string, cpSettings ...string) (*fabric, error) {
 	root := filepath.Join(cfg.Workdir, name)
 	if err := os.MkdirAll(filepath.Join(root, "logs"), 0o755); err != nil {
 		return nil, err
@@ -227,6 +227,7 @@ func startFabric(ctx context.Context, cfg config, bins fabricbin.Binaries, name,
 	// The scheduled cleanup is off: nothing should move under the measurements.
 	f.cpEnv = append(append([]string{}, base...), "LISTEN_ADDR="+cpAddr, "AGENT_URL=http://"+agentAddr,
 		"CLEANUP_INTERVAL=0", "API_TOKENS=bench:admin:"+hex.EncodeToString(apiSecret))
+	f.cpEnv = append(f.cpEnv, cpSettings...)
 	f.URL = "http://" + cpAddr
 	if err := f.StartControlPlane(ctx); err != nil {
 		f.Stop()
