@@ -15,6 +15,8 @@ import (
 // The dependency questions of the fleet (issue 14): GET /packages/{name},
 // GET /vulnerabilities, GET /envs/{wf}/{node}/vulnerabilities and GET /envs/{wf}/{node}/sbom.
 
+var errNoDeps = errcode.New(errcode.Internal, "the package index is not configured in this handler")
+
 type packageHolder struct {
 	WorkflowID string `json:"workflow_id"`
 	NodeID     string `json:"node_id"`
@@ -31,6 +33,9 @@ type packageResponse struct {
 }
 
 func (h *Handler) packageHolders(w http.ResponseWriter, r *http.Request) (int, any, error) {
+	if h.opt.Deps == nil {
+		return 0, nil, errNoDeps
+	}
 	n, err := limit(r)
 	if err != nil {
 		return 0, nil, err
@@ -103,6 +108,9 @@ type vulnerabilitiesResponse struct {
 }
 
 func (h *Handler) vulnerabilities(w http.ResponseWriter, r *http.Request) (int, any, error) {
+	if h.opt.Deps == nil {
+		return 0, nil, errNoDeps
+	}
 	n, err := limit(r)
 	if err != nil {
 		return 0, nil, err
@@ -178,6 +186,9 @@ type envVulnerabilitiesResponse struct {
 }
 
 func (h *Handler) envVulnerabilities(r *http.Request, key envid.Key) (any, error) {
+	if h.opt.Deps == nil {
+		return nil, errNoDeps
+	}
 	fs, err := h.opt.Deps.EnvVulnerabilities(r.Context(), key)
 	if err != nil {
 		return nil, err
@@ -191,5 +202,8 @@ func (h *Handler) envVulnerabilities(r *http.Request, key envid.Key) (any, error
 }
 
 func (h *Handler) sbom(r *http.Request, key envid.Key) (any, error) {
+	if h.opt.Deps == nil {
+		return nil, errNoDeps
+	}
 	return h.opt.Deps.SBOM(r.Context(), key)
 }

@@ -31,7 +31,8 @@ type Options struct {
 	Ready        map[string]Checker // name → check, all must pass for /readyz
 	Agents       envs.Viewer        // GET /agents; nil: an empty single-host view
 	Registry     *prometheus.Registry
-	// Deps answers the fleet's dependency questions (packages.go); nil leaves those routes out.
+	// Deps answers the fleet's dependency questions (packages.go); nil answers them with
+	// INTERNAL_ERROR (only tests that do not ask leave it out).
 	Deps *fleetdeps.Service
 	// Tokens are the callers; nil or empty serves an open API whose actor is what X-Actor claims.
 	Tokens *auth.Set
@@ -114,7 +115,7 @@ func New(svc *envs.Service, opt Options, log *slog.Logger) *Handler {
 	h.handle("/envs/{workflow_id}/{node_id}/rollback", map[string]endpoint{"POST": {role: auth.Write, query: versionQuery, body: jsonBody, fn: h.rollback}})
 	h.handle("/envs/{workflow_id}/{node_id}/run", map[string]endpoint{"POST": {role: auth.Write, query: versionQuery, body: jsonBody, fn: h.run}})
 	h.handle("/envs/{workflow_id}/{node_id}/operations", map[string]endpoint{"GET": read(h.operations, "version_id", "limit", "before")})
-	if opt.Deps != nil { // packages.go: the dependency questions of the fleet
+	{ // packages.go: the dependency questions of the fleet
 		h.handle("/packages/{name}", map[string]endpoint{"GET": read(h.packageHolders, "specifier", "limit", "cursor")})
 		h.handle("/vulnerabilities", map[string]endpoint{"GET": read(h.vulnerabilities, "limit", "env_limit", "cursor")})
 		h.handle("/envs/{workflow_id}/{node_id}/vulnerabilities", map[string]endpoint{"GET": read(keyed(h.envVulnerabilities), versionQuery...)})
