@@ -1,57 +1,16 @@
 package sbom_test
 
 import (
-	"bytes"
 	"encoding/json"
 	"os"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/santhosh-tekuri/jsonschema/v6"
-
 	"github.com/envfabric/envfabric/controlplane/sbom"
+	"github.com/envfabric/envfabric/controlplane/sbom/sbomtest"
 	"github.com/envfabric/envfabric/controlplane/uvlock"
 )
-
-// Validator compiles the pinned CycloneDX 1.5 schema (testdata/cyclonedx, see its README).
-func validator(t *testing.T) *jsonschema.Schema {
-	t.Helper()
-	c := jsonschema.NewCompiler()
-	for file, url := range map[string]string{
-		"bom-1.5.SNAPSHOT.schema.json":  "http://cyclonedx.org/schema/bom-1.5.schema.json",
-		"spdx.SNAPSHOT.schema.json":     "http://cyclonedx.org/schema/spdx.SNAPSHOT.schema.json",
-		"jsf-0.82.SNAPSHOT.schema.json": "http://cyclonedx.org/schema/jsf-0.82.SNAPSHOT.schema.json",
-	} {
-		b, err := os.ReadFile("testdata/cyclonedx/" + file)
-		if err != nil {
-			t.Fatal(err)
-		}
-		doc, err := jsonschema.UnmarshalJSON(bytes.NewReader(b))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := c.AddResource(url, doc); err != nil {
-			t.Fatal(err)
-		}
-	}
-	c.AssertFormat()
-	s, err := c.Compile("http://cyclonedx.org/schema/bom-1.5.schema.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s
-}
-
-// Validate checks a document against the CycloneDX 1.5 schema.
-func validate(t *testing.T, s *jsonschema.Schema, doc []byte) error {
-	t.Helper()
-	v, err := jsonschema.UnmarshalJSON(bytes.NewReader(doc))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s.Validate(v)
-}
 
 func TestGenerateValidates(t *testing.T) {
 	b, err := os.ReadFile("../uvlock/testdata/uv.lock")
@@ -68,8 +27,7 @@ func TestGenerateValidates(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	schema := validator(t)
-	if err := validate(t, schema, doc); err != nil {
+	if err := sbomtest.Validate(t, doc); err != nil {
 		t.Fatalf("the SBOM does not validate against CycloneDX 1.5: %v\n%s", err, doc)
 	}
 	// What a user checks: every locked package with its purl and hashes, and the graph.
@@ -112,12 +70,12 @@ func TestGenerateValidates(t *testing.T) {
 		t.Errorf("serial numbers differ: %s, %s", again.SerialNumber, got.SerialNumber)
 	}
 	// The schema is really checked: a document without its format is refused.
-	if err := validate(t, schema, []byte(`{"bomFormat": "SPDX", "specVersion": "1.5"}`)); err == nil {
+	if err := sbomtest.Validate(t, []byte(`{"bomFormat": "SPDX", "specVersion": "1.5"}`)); err == nil {
 		t.Error("a document with a wrong bomFormat validates; the schema is not being applied")
 	}
 	// An empty lock is a valid, empty SBOM.
 	empty, _ := sbom.Generate(uvlock.Lock{}, sbom.Subject{Name: "x"}).JSON()
-	if err := validate(t, schema, empty); err != nil {
+	if err := sbomtest.Validate(t, empty); err != nil {
 		t.Errorf("empty SBOM: %v", err)
 	}
 }
