@@ -260,9 +260,9 @@ func TestParseSetRefuses(t *testing.T) {
 	tests := []struct{ in, want string }{
 		{"1.0", "not a version specifier"},
 		{"=1.0", "not a version specifier"},
-		{">=1.*", "no .* prefix"},
-		{"~=1.*", "no .* prefix"},
-		{"~=1", "two release components"},
+		{">=1.*", ".* follows only == and !="},
+		{"~=1.*", ".* follows only == and !="},
+		{"~=1", "two parts"},
 		{">=1.0+local", "no local version"},
 		{"~=1.0+local", "no local version"},
 		{"==1.0+local.*", "public version"},

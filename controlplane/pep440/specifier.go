@@ -60,7 +60,7 @@ func ParseSpecifier(s string) (Specifier, error) {
 	}
 	if base, ok := strings.CutSuffix(vs, ".*"); ok {
 		if op != "==" && op != "!=" {
-			return fail(op + " takes no .* prefix")
+			return fail("not a PEP 440 version (.* follows only == and !=)")
 		}
 		vs, sp.Prefix = base, true
 	}
@@ -73,7 +73,7 @@ func ParseSpecifier(s string) (Specifier, error) {
 	case sp.Prefix && (v.Local != nil || v.HasDev):
 		return fail("a prefix match takes a public version without a dev release before .*")
 	case op == "~=" && len(v.Release) < 2:
-		return fail("~= needs a version with at least two release components")
+		return fail("~= needs a version with at least two parts")
 	case op != "==" && op != "!=" && v.Local != nil:
 		return fail(op + " takes no local version label")
 	}
