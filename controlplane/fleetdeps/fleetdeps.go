@@ -8,6 +8,7 @@ package fleetdeps
 
 import (
 	"cmp"
+	"container/heap"
 	"context"
 	"errors"
 	"fmt"
@@ -292,50 +293,90 @@ type sample struct {
 	keys       []envid.Key
 }
 
-// firstEnvs returns the first perLock environments by key of each lock, sorted by key, reading
-// again only the locks whose generation moved since they were read (a lock's set of
-// environments changes only with its generation).
-func (s *Service) firstEnvs(ctx context.Context, refs map[string]store.LockRef, digests []string, perLock int) ([]store.EnvLock, error) {
+// firstEnvs returns the first perLock environments by key of each lock, reading again only the
+// locks whose generation moved since they were read (a lock's set of environments changes only
+// with its generation).
+func (s *Service) firstEnvs(ctx context.Context, refs map[string]store.LockRef, digests []string, perLock int) (map[string][]envid.Key, error) {
 	var stale []string
-	var out []store.EnvLock
+	out := make(map[string][]envid.Key, len(digests))
 	s.mu.Lock()
 	for _, d := range digests {
 		sm, ok := s.samples[d]
 		if ok && sm.generation == refs[d].Generation && (sm.perLock >= perLock || len(sm.keys) < sm.perLock) {
-			for _, k := range sm.keys[:min(perLock, len(sm.keys))] {
-				out = append(out, store.EnvLock{Key: k, LockDigest: d})
-			}
+			out[d] = sm.keys[:min(perLock, len(sm.keys))]
 		} else {
 			stale = append(stale, d)
 		}
 	}
 	s.mu.Unlock()
-	if len(stale) > 0 {
-		envs, err := s.st.FirstEnvsByLock(ctx, stale, perLock)
-		if err != nil {
-			return nil, dbErr("reading the package index", err)
-		}
-		fresh := map[string]*sample{}
-		for _, d := range stale {
-			fresh[d] = &sample{generation: refs[d].Generation, perLock: perLock}
-		}
-		for _, e := range envs {
-			fresh[e.LockDigest].keys = append(fresh[e.LockDigest].keys, e.Key)
-		}
-		out = append(out, envs...)
-		s.mu.Lock()
-		if len(s.samples)+len(fresh) > maxCachedLocks {
-			s.samples = map[string]*sample{}
-		}
-		for d, sm := range fresh {
-			// A generation read before the sample may be older than the sample: then the next
-			// read finds it stale and reads again, never the other way round.
-			s.samples[d] = sm
-		}
-		s.mu.Unlock()
+	if len(stale) == 0 {
+		return out, nil
 	}
-	slices.SortFunc(out, func(a, b store.EnvLock) int { return compareKeys(a.Key, b.Key) })
+	envs, err := s.st.FirstEnvsByLock(ctx, stale, perLock)
+	if err != nil {
+		return nil, dbErr("reading the package index", err)
+	}
+	fresh := map[string]*sample{}
+	for _, d := range stale {
+		fresh[d] = &sample{generation: refs[d].Generation, perLock: perLock}
+	}
+	for _, e := range envs {
+		fresh[e.LockDigest].keys = append(fresh[e.LockDigest].keys, e.Key)
+	}
+	s.mu.Lock()
+	if len(s.samples)+len(fresh) > maxCachedLocks {
+		s.samples = map[string]*sample{}
+	}
+	for d, sm := range fresh {
+		// The database's collation may order keys otherwise than bytes do; merging wants bytes.
+		slices.SortFunc(sm.keys, compareKeys)
+		// A generation read before the sample may be older than the sample: then the next
+		// read finds it stale and reads again, never the other way round.
+		s.samples[d] = sm
+		out[d] = sm.keys
+	}
+	s.mu.Unlock()
 	return out, nil
+}
+
+// mergeFirst merges the sorted key lists of locks and returns the first n by key.
+func mergeFirst(lists map[string][]envid.Key, locks []string, n int) []store.EnvLock {
+	h := &keyHeap{}
+	for _, d := range locks {
+		if l := lists[d]; len(l) > 0 {
+			*h = append(*h, cursor{digest: d, keys: l})
+		}
+	}
+	heap.Init(h)
+	var out []store.EnvLock
+	for len(out) < n && h.Len() > 0 {
+		c := &(*h)[0]
+		out = append(out, store.EnvLock{Key: c.keys[0], LockDigest: c.digest})
+		if c.keys = c.keys[1:]; len(c.keys) == 0 {
+			heap.Pop(h)
+		} else {
+			heap.Fix(h, 0)
+		}
+	}
+	return out
+}
+
+type cursor struct {
+	digest string
+	keys   []envid.Key
+}
+
+type keyHeap []cursor
+
+func (h keyHeap) Len() int           { return len(h) }
+func (h keyHeap) Less(i, j int) bool { return compareKeys(h[i].keys[0], h[j].keys[0]) < 0 }
+func (h keyHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *keyHeap) Push(x any)        { *h = append(*h, x.(cursor)) }
+func (h *keyHeap) Pop() any {
+	old := *h
+	x := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return x
 }
 
 // VulnQuery pages the vulnerabilities view.
@@ -390,7 +431,7 @@ func (s *Service) Vulnerabilities(ctx context.Context, q VulnQuery) (VulnPage, e
 	}
 	// The first EnvLimit environments of every lock of the page, in one read: an advisory's
 	// first EnvLimit (by key) are among the first EnvLimit of each of its locks.
-	var samples []store.EnvLock // sorted by key
+	var samples map[string][]envid.Key // lock digest → its first environments by key
 	if q.EnvLimit > 0 {
 		hit := map[string]bool{}
 		for _, id := range ids {
@@ -421,16 +462,9 @@ func (s *Service) Vulnerabilities(ctx context.Context, q VulnQuery) (VulnPage, e
 		for _, name := range sortedKeys(pkgs) {
 			f.Packages = append(f.Packages, AffectedPackage{Name: name, Versions: sortVersions(sortedKeys(pkgs[name])), Fixed: nonNil(h.fixed[[2]string{id, name}])})
 		}
-		listed := 0
-		for _, e := range samples {
-			if listed == q.EnvLimit {
-				break
-			}
-			if ps, ok := locks[e.LockDigest]; ok {
-				listed++
-				for _, p := range ps {
-					f.Envs = append(f.Envs, Installed{Key: e.Key, Package: p.Name, Version: p.Version})
-				}
+		for _, e := range mergeFirst(samples, sortedKeys(locks), q.EnvLimit) {
+			for _, p := range locks[e.LockDigest] {
+				f.Envs = append(f.Envs, Installed{Key: e.Key, Package: p.Name, Version: p.Version})
 			}
 		}
 		page.Findings = append(page.Findings, f)
