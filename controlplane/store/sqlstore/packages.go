@@ -189,11 +189,25 @@ func (s *Store) EnvsByLock(ctx context.Context, digests []string, after envid.Ke
 	if len(digests) == 0 {
 		return nil, nil
 	}
-	args := append(anys(digests), after.WorkflowID, after.NodeID, after.VersionID, sqlLimit(limit))
 	n := len(digests)
+	// Two plans, chosen by how many environments the locks hold (lock_refs, a few hundred rows):
+	// few, and the envs_lock index finds them and they are sorted; many (over 1 in 20), and
+	// walking the primary key in order stops at the limit after some twenty rows per row
+	// answered, where sorting them all would read most of the table. The filter on an
+	// expression (lock_digest || '') is what keeps both planners off the envs_lock index.
+	var matched, total int64
+	if err := s.read().row(ctx, fmt.Sprintf(`SELECT COALESCE(sum(CASE WHEN lock_digest IN (%s) THEN envs ELSE 0 END), 0),
+		COALESCE(sum(envs), 0) FROM lock_refs`, marks(1, n)), anys(digests)...).Scan(&matched, &total); err != nil {
+		return nil, fmt.Errorf("list environments by lock: %w", err)
+	}
+	col := "lock_digest"
+	if matched*20 > total {
+		col = "(lock_digest || '')"
+	}
+	args := append(anys(digests), after.WorkflowID, after.NodeID, after.VersionID, sqlLimit(limit))
 	rows, err := s.read().query(ctx, fmt.Sprintf(`SELECT workflow_id, node_id, version_id, lock_digest FROM envs
-		WHERE lock_digest IN (%s) AND (workflow_id, node_id, version_id) > ($%d, $%d, $%d)
-		ORDER BY workflow_id, node_id, version_id LIMIT $%d`, marks(1, n), n+1, n+2, n+3, n+4), args...)
+		WHERE %s IN (%s) AND (workflow_id, node_id, version_id) > ($%d, $%d, $%d)
+		ORDER BY workflow_id, node_id, version_id LIMIT $%d`, col, marks(1, n), n+1, n+2, n+3, n+4), args...)
 	out, err := collect(rows, err, func(r scanner) (e store.EnvLock, err error) {
 		return e, r.Scan(&e.Key.WorkflowID, &e.Key.NodeID, &e.Key.VersionID, &e.LockDigest)
 	})
