@@ -11,6 +11,10 @@ import (
 	"github.com/envfabric/envfabric/shared/envid"
 )
 
+// packageIndexMigration is the migration that adds the package index (0006_packages.sql);
+// before it, there is nothing to backfill into (the schema tests open older schemas).
+const packageIndexMigration = 6
+
 // indexLock writes the package index rows of one lock unless they exist, inside the caller's
 // transaction (the commit of a revision with that lock). Two commits of the same new lock at
 // once both insert; ON CONFLICT keeps one set. A lock that does not parse is indexed with no
