@@ -10,14 +10,14 @@ CREATE TABLE lock_packages (
 	version     TEXT    NOT NULL,
 	direct      INTEGER NOT NULL, -- declared by the project (its dependencies in the lock)
 	PRIMARY KEY (lock_digest, name, version)
-);
+) WITHOUT ROWID;
 -- The package query: the versions of a name, then the locks holding chosen versions.
 CREATE INDEX lock_packages_name ON lock_packages (name, version, lock_digest, direct);
 
 CREATE TABLE locks_indexed (
 	lock_digest TEXT    PRIMARY KEY,
 	packages    INTEGER NOT NULL
-);
+) WITHOUT ROWID;
 
 ALTER TABLE envs ADD COLUMN lock_digest TEXT NOT NULL DEFAULT '';
 UPDATE envs SET lock_digest = COALESCE((SELECT r.lock_digest FROM env_revisions r
@@ -33,6 +33,6 @@ CREATE TABLE lock_refs (
 	lock_digest TEXT    PRIMARY KEY,
 	envs        INTEGER NOT NULL,
 	generation  INTEGER NOT NULL
-);
+) WITHOUT ROWID;
 INSERT INTO lock_refs (lock_digest, envs, generation)
 	SELECT lock_digest, count(*), 1 FROM envs WHERE lock_digest <> '' GROUP BY lock_digest;
