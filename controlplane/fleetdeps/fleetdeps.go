@@ -552,20 +552,32 @@ func nonNil(s []string) []string {
 	return s
 }
 
-// sortVersions orders versions by PEP 440 (strings that are not versions last, as strings).
+// sortVersions orders versions by PEP 440 (strings that are not versions last, as strings),
+// each parsed once.
 func sortVersions(vs []string) []string {
-	slices.SortFunc(vs, func(a, b string) int {
-		va, ea := pep440.Parse(a)
-		vb, eb := pep440.Parse(b)
+	type parsed struct {
+		s  string
+		v  pep440.Version
+		ok bool
+	}
+	ps := make([]parsed, len(vs))
+	for i, s := range vs {
+		v, err := pep440.Parse(s)
+		ps[i] = parsed{s, v, err == nil}
+	}
+	slices.SortFunc(ps, func(a, b parsed) int {
 		switch {
-		case ea == nil && eb == nil:
-			return va.Compare(vb)
-		case ea == nil:
+		case a.ok && b.ok:
+			return a.v.Compare(b.v)
+		case a.ok:
 			return -1
-		case eb == nil:
+		case b.ok:
 			return 1
 		}
-		return cmp.Compare(a, b)
+		return cmp.Compare(a.s, b.s)
 	})
+	for i, p := range ps {
+		vs[i] = p.s
+	}
 	return vs
 }
