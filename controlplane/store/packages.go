@@ -9,16 +9,13 @@ import (
 // PackageIndex is the package index of the fleet (issue 14): the packages of each distinct
 // uv.lock (by Digest), written in the transaction that commits a revision with a lock not
 // indexed yet, and each environment's current lock digest. Questions across the fleet ("which
-// environments hold idna<3.7") are answered in two steps: the few distinct versions of a name
-// (evaluated by the caller, in PEP 440), then the environments whose current lock holds one,
-// paged by key.
+// environments hold idna<3.7") are answered in two steps: the index rows of a name, whose few
+// distinct versions the caller evaluates (in PEP 440), then the environments whose current lock
+// is one of the matching locks, paged by key.
 type PackageIndex interface {
-	// PackageVersions returns the distinct versions of the normalised names in the index, by
-	// name; nil names means every package.
-	PackageVersions(ctx context.Context, names []string) (map[string][]string, error)
 	// PackageLocks returns the index rows of the named packages (normalised names).
 	PackageLocks(ctx context.Context, names []string) ([]LockPackage, error)
-	// LockPackagesOf returns the index rows of the locks digests.
+	// LockPackagesOf returns the index rows of the locks named by digests.
 	LockPackagesOf(ctx context.Context, digests []string) ([]LockPackage, error)
 	// LockRefs returns, for every lock some environment's current revision has, how many do,
 	// and the lock's generation, which changes whenever that set of environments does.

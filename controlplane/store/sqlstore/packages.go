@@ -114,27 +114,6 @@ func anys(ss []string) []any {
 	return out
 }
 
-// PackageVersions implements store.PackageIndex.
-func (s *Store) PackageVersions(ctx context.Context, names []string) (map[string][]string, error) {
-	q := `SELECT DISTINCT name, version FROM lock_packages`
-	if names != nil {
-		if len(names) == 0 {
-			return map[string][]string{}, nil
-		}
-		q += ` WHERE name IN (` + marks(1, len(names)) + `)`
-	}
-	rows, err := s.read().query(ctx, q, anys(names)...)
-	pairs, err := collect(rows, err, func(r scanner) (p [2]string, err error) { return p, r.Scan(&p[0], &p[1]) })
-	if err != nil {
-		return nil, fmt.Errorf("list package versions: %w", err)
-	}
-	out := map[string][]string{}
-	for _, p := range pairs {
-		out[p[0]] = append(out[p[0]], p[1])
-	}
-	return out, nil
-}
-
 func scanLockPackage(r scanner) (p store.LockPackage, err error) {
 	return p, r.Scan(&p.LockDigest, &p.Name, &p.Version, &p.Direct)
 }
