@@ -6,7 +6,7 @@ import (
 	"net/http"
 	"strconv"
 
-	"github.com/envfabric/envfabric/controlplane/fleetdeps"
+	"github.com/envfabric/envfabric/controlplane/depintel"
 	"github.com/envfabric/envfabric/controlplane/osv"
 	"github.com/envfabric/envfabric/shared/envid"
 	"github.com/envfabric/envfabric/shared/errcode"
@@ -115,10 +115,10 @@ func (h *Handler) vulnerabilities(w http.ResponseWriter, r *http.Request) (int, 
 	if err != nil {
 		return 0, nil, err
 	}
-	q := fleetdeps.VulnQuery{Limit: n, EnvLimit: 20}
+	q := depintel.VulnQuery{Limit: n, EnvLimit: 20}
 	if s := r.URL.Query().Get("env_limit"); s != "" {
 		v, err := strconv.Atoi(s)
-		if err != nil || v < 0 || v > fleetdeps.MaxLimit {
+		if err != nil || v < 0 || v > depintel.MaxLimit {
 			return 0, nil, errcode.New(errcode.InvalidRequest, "env_limit: want a whole number from 0 to 1000")
 		}
 		q.EnvLimit = v
@@ -151,24 +151,24 @@ func (h *Handler) vulnerabilities(w http.ResponseWriter, r *http.Request) (int, 
 	return http.StatusOK, res, nil
 }
 
-func encodeVulnCursor(c fleetdeps.VulnCursor) string {
+func encodeVulnCursor(c depintel.VulnCursor) string {
 	b, _ := json.Marshal([]any{c.Rank, c.ID})
 	return base64.RawURLEncoding.EncodeToString(b)
 }
 
-func decodeVulnCursor(s string) (fleetdeps.VulnCursor, error) {
+func decodeVulnCursor(s string) (depintel.VulnCursor, error) {
 	bad := errcode.New(errcode.InvalidRequest, "cursor: not a cursor this API returned")
 	b, err := base64.RawURLEncoding.DecodeString(s)
 	var parts []any
 	if err != nil || len(s) > 512 || json.Unmarshal(b, &parts) != nil || len(parts) != 2 {
-		return fleetdeps.VulnCursor{}, bad
+		return depintel.VulnCursor{}, bad
 	}
 	rank, ok1 := parts[0].(float64)
 	id, ok2 := parts[1].(string)
 	if !ok1 || !ok2 || id == "" {
-		return fleetdeps.VulnCursor{}, bad
+		return depintel.VulnCursor{}, bad
 	}
-	return fleetdeps.VulnCursor{Rank: int(rank), ID: id}, nil
+	return depintel.VulnCursor{Rank: int(rank), ID: id}, nil
 }
 
 type envVulnerability struct {

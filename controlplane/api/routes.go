@@ -16,8 +16,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/envfabric/envfabric/controlplane/api/auth"
+	"github.com/envfabric/envfabric/controlplane/depintel"
 	"github.com/envfabric/envfabric/controlplane/envs"
-	"github.com/envfabric/envfabric/controlplane/fleetdeps"
 	"github.com/envfabric/envfabric/shared/errcode"
 )
 
@@ -33,7 +33,7 @@ type Options struct {
 	Registry     *prometheus.Registry
 	// Deps answers the fleet's dependency questions (packages.go); nil answers them with
 	// INTERNAL_ERROR (only tests that do not ask leave it out).
-	Deps *fleetdeps.Service
+	Deps *depintel.Service
 	// Tokens are the callers; nil or empty serves an open API whose actor is what X-Actor claims.
 	Tokens *auth.Set
 }

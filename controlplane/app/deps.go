@@ -8,7 +8,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/envfabric/envfabric/controlplane/config"
-	"github.com/envfabric/envfabric/controlplane/fleetdeps"
+	"github.com/envfabric/envfabric/controlplane/depintel"
 	"github.com/envfabric/envfabric/controlplane/osv"
 	"github.com/envfabric/envfabric/controlplane/pkgpolicy"
 	"github.com/envfabric/envfabric/controlplane/store"
@@ -20,8 +20,8 @@ import (
 type deps struct {
 	watcher *osv.Watcher
 	policy  *pkgpolicy.Policy
-	svc     *fleetdeps.Service
-	metrics *fleetdeps.Metrics
+	svc     *depintel.Service
+	metrics *depintel.Metrics
 }
 
 // metricsEvery is how often the vulnerable-environments gauge is recomputed without a reload.
@@ -47,7 +47,7 @@ func dependencyIntel(cfg config.Config, st store.Store, reg prometheus.Registere
 	if d.policy.DenySeverity != "" && cfg.OSVData == "" {
 		return nil, fmt.Errorf("PACKAGE_POLICY=%s denies advisories of severity %s or more, but OSV_DATA names no advisories", cfg.PackagePolicy, d.policy.DenySeverity)
 	}
-	d.svc = fleetdeps.New(st, d.watcher.Current, Version, log.With("component", "packages"))
-	d.metrics = fleetdeps.NewMetrics(d.svc, metricsEvery, reg)
+	d.svc = depintel.New(st, d.watcher.Current, Version, log.With("component", "packages"))
+	d.metrics = depintel.NewMetrics(d.svc, metricsEvery, reg)
 	return d, nil
 }

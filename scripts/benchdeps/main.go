@@ -29,7 +29,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/envfabric/envfabric/controlplane/fleetdeps"
+	"github.com/envfabric/envfabric/controlplane/depintel"
 	"github.com/envfabric/envfabric/controlplane/osv"
 	"github.com/envfabric/envfabric/controlplane/store"
 	"github.com/envfabric/envfabric/controlplane/store/postgres"
@@ -277,7 +277,7 @@ func sumEnvs(refs map[string]store.LockRef) int {
 }
 
 func queries(ctx context.Context, name string, st store.Store, ds *dataset, db *osv.DB, n int, log *slog.Logger) error {
-	svc := fleetdeps.New(st, func() *osv.DB { return db }, "bench", log)
+	svc := depintel.New(st, func() *osv.DB { return db }, "bench", log)
 
 	r := rand.New(rand.NewPCG(3, 4))
 	specs := []func(vs []string) string{
@@ -326,7 +326,7 @@ func queries(ctx context.Context, name string, st store.Store, ds *dataset, db *
 	// The first view after start reads every lock's packages and samples (a control plane's
 	// metrics loop does this at start); it is reported apart from the steady state.
 	t0 := time.Now()
-	if _, err := svc.Vulnerabilities(ctx, fleetdeps.VulnQuery{Limit: 100, EnvLimit: 20}); err != nil {
+	if _, err := svc.Vulnerabilities(ctx, depintel.VulnQuery{Limit: 100, EnvLimit: 20}); err != nil {
 		return err
 	}
 	cold := time.Since(t0)
@@ -335,7 +335,7 @@ func queries(ctx context.Context, name string, st store.Store, ds *dataset, db *
 	cpu0 := cpuTime()
 	for v := 0; v < views; v++ {
 		t0 := time.Now()
-		p, err := svc.Vulnerabilities(ctx, fleetdeps.VulnQuery{Limit: 100, EnvLimit: 20})
+		p, err := svc.Vulnerabilities(ctx, depintel.VulnQuery{Limit: 100, EnvLimit: 20})
 		if err != nil {
 			return err
 		}

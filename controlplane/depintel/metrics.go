@@ -1,4 +1,4 @@
-package fleetdeps
+package depintel
 
 import (
 	"context"

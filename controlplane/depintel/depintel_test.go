@@ -1,4 +1,4 @@
-package fleetdeps_test
+package depintel_test
 
 import (
 	"errors"
@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/envfabric/envfabric/controlplane/fleetdeps"
+	"github.com/envfabric/envfabric/controlplane/depintel"
 	"github.com/envfabric/envfabric/controlplane/osv"
 	"github.com/envfabric/envfabric/controlplane/osv/osvtest"
 	"github.com/envfabric/envfabric/controlplane/store"
@@ -21,7 +21,7 @@ import (
 
 type fixture struct {
 	st  store.Store
-	svc *fleetdeps.Service
+	svc *depintel.Service
 }
 
 func newFixture(t *testing.T) *fixture {
@@ -38,7 +38,7 @@ func newFixture(t *testing.T) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &fixture{st: st, svc: fleetdeps.New(st, func() *osv.DB { return db }, "test", log)}
+	return &fixture{st: st, svc: depintel.New(st, func() *osv.DB { return db }, "test", log)}
 }
 
 // commit makes key's current lock hold direct and indirect ("name==version").
@@ -67,7 +67,7 @@ func (f *fixture) commit(t *testing.T, key envid.Key, direct []string, indirect 
 
 func key(wf, node string) envid.Key { return envid.Key{WorkflowID: wf, NodeID: node, VersionID: "v1"} }
 
-func holders(p fleetdeps.HoldersPage) string {
+func holders(p depintel.HoldersPage) string {
 	var out []string
 	for _, h := range p.Holders {
 		s := h.Key.WorkflowID + "/" + h.Key.NodeID + "=" + h.Version
@@ -137,7 +137,7 @@ func TestFleet(t *testing.T) {
 	}
 
 	// The fleet's vulnerabilities.
-	page, err := f.svc.Vulnerabilities(ctx, fleetdeps.VulnQuery{Limit: 10, EnvLimit: 100})
+	page, err := f.svc.Vulnerabilities(ctx, depintel.VulnQuery{Limit: 10, EnvLimit: 100})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -158,14 +158,14 @@ func TestFleet(t *testing.T) {
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Errorf("Vulnerabilities =\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
-	p1, err := f.svc.Vulnerabilities(ctx, fleetdeps.VulnQuery{Limit: 1, EnvLimit: 1})
+	p1, err := f.svc.Vulnerabilities(ctx, depintel.VulnQuery{Limit: 1, EnvLimit: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(p1.Findings) != 1 || len(p1.Findings[0].Envs) != 1 || p1.Findings[0].EnvCount != 3 || p1.Next == nil {
 		t.Fatalf("a page of 1 advisory with 1 environment: %+v", p1)
 	}
-	p2, err := f.svc.Vulnerabilities(ctx, fleetdeps.VulnQuery{Limit: 1, EnvLimit: 1, After: *p1.Next})
+	p2, err := f.svc.Vulnerabilities(ctx, depintel.VulnQuery{Limit: 1, EnvLimit: 1, After: *p1.Next})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -208,7 +208,7 @@ func TestFleet(t *testing.T) {
 	// An upgrade moves the environment out of the advisory, in the next answer (what the view
 	// keeps between requests follows the database).
 	f.commit(t, key("wf1", "a"), []string{"alpha==1.1.0"})
-	page, err = f.svc.Vulnerabilities(ctx, fleetdeps.VulnQuery{Limit: 1, EnvLimit: 10})
+	page, err = f.svc.Vulnerabilities(ctx, depintel.VulnQuery{Limit: 1, EnvLimit: 10})
 	if err != nil {
 		t.Fatal(err)
 	}

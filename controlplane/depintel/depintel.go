@@ -1,10 +1,10 @@
-// Package fleetdeps answers the dependency questions of a whole fleet from the database: which
+// Package depintel answers the dependency questions of a whole fleet from the database: which
 // environments hold a package (in a PEP 440 range), which are hit by a known advisory (offline
 // OSV data), and the SBOM of one environment. It reads the store's package index (one row set
 // per distinct lock) and evaluates versions in Go: the distinct versions of a name are few, so
 // a specifier or an advisory's ranges are evaluated over them once, and only the environments
 // holding a matching version are read, paged by key.
-package fleetdeps
+package depintel
 
 import (
 	"cmp"
