@@ -139,7 +139,7 @@ func (c *Client) mapErr(what string, err error) error {
 			continue
 		}
 		if det, ok := v.(*agentv1.ErrorDetail); ok && codeOf(det.GetErrorCode()).Known() {
-			e := &envs.AgentError{Code: codeOf(det.GetErrorCode()), Message: ce.Message(), Agent: c.name, Restored: det.GetRestored(), Err: err}
+			e := &envs.AgentError{Code: codeOf(det.GetErrorCode()), Message: ce.Message(), Agent: c.name, Err: err}
 			if out := strings.TrimSpace(det.GetUvOutput()); out != "" {
 				if len(out) > maxUVOutput {
 					out = "…" + out[len(out)-maxUVOutput:]

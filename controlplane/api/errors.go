@@ -27,7 +27,7 @@ func (h *Handler) fail(w http.ResponseWriter, r *http.Request, err error) {
 }
 
 // errorBody renders a failure: its code and message, and the facts its type carries under the
-// keys clients read (held_by, uv_output, restored, failed_agent, restored_by, the partial output
+// keys clients read (held_by, uv_output, restored, the partial output
 // of a timed-out run, ...). This is the only place a domain failure becomes wire data.
 func errorBody(err error) map[string]any {
 	var coded errcode.Coded
@@ -49,17 +49,6 @@ func errorBody(err error) map[string]any {
 	case *envs.AgentError:
 		if e.UVOutput != "" {
 			body["uv_output"] = e.UVOutput
-		}
-		if e.Restored {
-			body["restored"] = true
-		}
-		if e.RestoredBy != "" {
-			body["failed_agent"], body["restored_by"] = e.Agent, e.RestoredBy
-		}
-		// A restore by another agent wraps the first agent's own failure: keep its uv output.
-		var inner *envs.AgentError
-		if errors.As(e.Err, &inner) && inner.UVOutput != "" && e.UVOutput == "" {
-			body["uv_output"] = inner.UVOutput
 		}
 	case *envs.UncommittedError:
 		body["restored"] = e.Restored

@@ -73,7 +73,7 @@ type Config struct {
 	// BuildVerifyInterval is how often the maintenance pass verifies a few builds against their
 	// packages' RECORD files (BUILD_VERIFY_INTERVAL; 0: never).
 	BuildVerifyInterval time.Duration
-	API                API // callers and package references the REST API admits (apiauth.go)
+	API                 API // callers and package references the REST API admits (apiauth.go)
 
 	// MinFreeBytes is the free space under DATA_ROOT below which /readyz fails; 0 turns the check off.
 	MinFreeBytes int64

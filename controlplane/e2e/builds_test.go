@@ -275,7 +275,9 @@ func TestBuildsShared(t *testing.T) {
 	expect(t, solo, 201, "")
 	old := solo.str("build_id")
 	running := make(chan response, 1)
-	go func() { running <- runCode(t, f, "/envs/wf/solo", "import time; time.sleep(12); import alpha; print(alpha.__version__)") }()
+	go func() {
+		running <- runCode(t, f, "/envs/wf/solo", "import time; time.sleep(12); import alpha; print(alpha.__version__)")
+	}()
 	waitFor(t, func() bool {
 		ops, _ := f.do(t, "GET", "/envs/wf/solo", nil).Body["operations_in_progress"].([]any)
 		return len(ops) == 1
@@ -375,7 +377,7 @@ func TestBuildsAgentKilledMidBuild(t *testing.T) {
 // HIBERNATED; the next run wakes it transparently (the answer says so).
 func TestBuildsHibernation(t *testing.T) {
 	t.Parallel()
-	f := newFabric(t, options{cpEnv: []string{"HIBERNATE_AFTER=2s", "LEASE_TTL=3s"}})
+	f := newFabric(t, options{cpEnv: []string{"HIBERNATE_AFTER=5s", "LEASE_TTL=3s"}})
 	const env = "/envs/wf/n"
 	r := f.do(t, "POST", "/envs", map[string]any{"workflow_id": "wf", "node_id": "n", "packages": []string{"alpha==1.1.0"}})
 	expect(t, r, 201, "")
@@ -391,33 +393,43 @@ func TestBuildsHibernation(t *testing.T) {
 	if r.Status != 200 || r.str("stdout") != "1.1.0\n" || r.Body["woke"] != true {
 		t.Errorf("a run of a hibernated environment: %s; want it woken and answered", r.Raw)
 	}
-	if st := f.do(t, "GET", env, nil); st.str("state") != "ACTIVE" && st.str("state") != "HIBERNATED" {
-		t.Errorf("status after the wake: %s", st.Raw)
+	// Used a moment ago, it stays awake for HIBERNATE_AFTER.
+	if st := f.do(t, "GET", env, nil); st.str("state") != "ACTIVE" {
+		t.Errorf("status after the wake: %s; want ACTIVE", st.Raw)
 	}
-	if r := runCode(t, f, env, "print(1)"); r.Status != 200 {
-		t.Errorf("a second run: %s", r.Raw)
+	if r := runCode(t, f, env, "print(1)"); r.Status != 200 || r.Body["woke"] != nil {
+		t.Errorf("a second run: %s; want it answered without a wake", r.Raw)
+	}
+	if _, err := os.Stat(filepath.Join(f.Envs, ".builds", id, "BUILD.json")); err != nil {
+		t.Errorf("the woken build is not complete on disk: %v", err)
 	}
 }
 
 // TestBuildsUpgradeInPlace: an environment of the layout before builds (its own full .venv, no
-// build id in the database) runs as before, and POST .../sync moves it to a build.
+// build id in the database) runs as before, and moves to a build on its next change or on
+// POST .../sync.
 func TestBuildsUpgradeInPlace(t *testing.T) {
 	t.Parallel()
 	f := newFabric(t, options{})
-	const env = "/envs/wf/n"
-	r := f.do(t, "POST", "/envs", map[string]any{"workflow_id": "wf", "node_id": "n", "packages": []string{"alpha==1.0.0"}})
-	expect(t, r, 201, "")
-	id := r.str("build_id")
-	st := f.do(t, "GET", env, nil)
-	// Make it what the layout before builds left: a full .venv of its own, no build recorded.
-	dir := f.envDir("wf", "n", "v1")
-	if err := os.RemoveAll(filepath.Join(dir, ".venv")); err != nil {
-		t.Fatal(err)
+	var ids []string
+	for _, node := range []string{"n", "m"} {
+		r := f.do(t, "POST", "/envs", map[string]any{"workflow_id": "wf", "node_id": node, "packages": []string{"alpha==1.0.0"}})
+		expect(t, r, 201, "")
+		ids = append(ids, r.str("build_id"))
 	}
-	cmd := exec.CommandContext(context.Background(), testenv.UV(t), "sync", "--frozen", "--project", dir, "--python", st.str("python_path"))
-	cmd.Env = append(os.Environ(), "UV_CACHE_DIR="+f.Cache, "UV_DEFAULT_INDEX="+f.proxy.URL, "UV_PROJECT_ENVIRONMENT=")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("uv sync of the old layout: %v\n%s", err, out)
+	id := ids[0]
+	st := f.do(t, "GET", "/envs/wf/n", nil)
+	// Make both what the layout before builds left: a full .venv of their own, no build recorded.
+	for _, node := range []string{"n", "m"} {
+		dir := f.envDir("wf", node, "v1")
+		if err := os.RemoveAll(filepath.Join(dir, ".venv")); err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.CommandContext(context.Background(), testenv.UV(t), "sync", "--frozen", "--project", dir, "--python", st.str("python_path"))
+		cmd.Env = append(os.Environ(), "UV_CACHE_DIR="+f.Cache, "UV_DEFAULT_INDEX="+f.proxy.URL, "UV_PROJECT_ENVIRONMENT=")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("uv sync of the old layout: %v\n%s", err, out)
+		}
 	}
 	db := openSQLite(t, f)
 	for _, q := range []string{`UPDATE envs SET build_id = ''`, `UPDATE env_revisions SET build_id = ''`} {
@@ -425,25 +437,37 @@ func TestBuildsUpgradeInPlace(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if r := runCode(t, f, env, "import sys, alpha; print(alpha.__version__, sys.prefix)"); r.Status != 200 || !strings.HasPrefix(r.str("stdout"), "1.0.0 ") {
-		t.Errorf("a run of the old layout: %s", r.Raw)
+	for _, env := range []string{"/envs/wf/n", "/envs/wf/m"} {
+		if r := runCode(t, f, env, "import alpha; print(alpha.__version__)"); r.Status != 200 || r.str("stdout") != "1.0.0\n" {
+			t.Errorf("a run of the old layout: %s", r.Raw)
+		}
+		if b, _, st := statusBuild(t, f, env); b != "" || st.Body["build"] != nil {
+			t.Errorf("status of the old layout: %s; want no build", st.Raw)
+		}
 	}
-	if b, _, st := statusBuild(t, f, env); b != "" || st.Body["build"] != nil {
-		t.Errorf("status of the old layout: %s; want no build", st.Raw)
-	}
-	r = f.do(t, "POST", env+"/sync", nil)
+	// POST .../sync, the documented command, moves n to a build.
+	r := f.do(t, "POST", "/envs/wf/n/sync", nil)
 	expect(t, r, 200, "")
 	if r.str("build_id") != id {
 		t.Errorf("sync of the old layout: %s; want build %s", r.Raw, id)
 	}
-	if link, err := os.Readlink(filepath.Join(dir, ".venv", "build")); err != nil || !strings.Contains(link, id) {
-		t.Errorf("after the sync the .venv's build link is %q (%v); want it at build %s", link, err, id)
+	// Its next change moves m.
+	r = f.do(t, "POST", "/envs/wf/m/deps", map[string]any{"packages": []string{"delta"}})
+	expect(t, r, 200, "")
+	for env, want := range map[string]string{"n": id, "m": r.str("build_id")} {
+		dir := f.envDir("wf", env, "v1")
+		if link, err := os.Readlink(filepath.Join(dir, ".venv", "build")); err != nil || want == "" || !strings.Contains(link, want) {
+			t.Errorf("%s: after the move the .venv's build link is %q (%v); want it at build %s", env, link, err, want)
+		}
+		if _, b, _ := statusBuild(t, f, "/envs/wf/"+env); b == nil || b["intact"] != true {
+			t.Errorf("%s: status after the move: %v", env, b)
+		}
 	}
-	if r := runCode(t, f, env, "import alpha; print(alpha.__version__)"); r.str("stdout") != "1.0.0\n" {
+	if r := runCode(t, f, "/envs/wf/n", "import alpha; print(alpha.__version__)"); r.str("stdout") != "1.0.0\n" {
 		t.Errorf("a run after the move to builds: %s", r.Raw)
 	}
-	if _, b, _ := statusBuild(t, f, env); b == nil || b["intact"] != true {
-		t.Errorf("status after the move: %v", b)
+	if r := runCode(t, f, "/envs/wf/m", hasDelta); r.str("stdout") != "delta\n" {
+		t.Errorf("a run after the change that moved m: %s", r.Raw)
 	}
 }
 

@@ -297,6 +297,20 @@ func TestFleetAgentDiesMidAdd(t *testing.T) {
 	pyproject := cp.readFile(t, "wf", "n", "pyproject.toml")
 	lock := cp.readFile(t, "wf", "n", "uv.lock")
 
+	// loaded is the agents with work in flight, as gossip (and this control plane) sees them.
+	loaded := func() []string {
+		var ids []string
+		_, _, body := fl.agentsView(t, 0)
+		for _, a := range body["agents"].([]any) {
+			if m := a.(map[string]any); m["load"].(float64) > 0 {
+				ids = append(ids, m["agent_id"].(string))
+			}
+		}
+		return ids
+	}
+	// The create is two calls (resolve, build), perhaps on two agents: wait until gossip shows
+	// them done, so that the one loaded below is the one doing the add.
+	waitFor(t, func() bool { return len(loaded()) == 0 })
 	stalled := fl.Index.Stall("delta")
 	result := make(chan response, 1)
 	go func() { result <- cp.do(t, "POST", "/envs/wf/n/deps", map[string]any{"packages": []string{"delta"}}) }()
@@ -307,15 +321,13 @@ func TestFleetAgentDiesMidAdd(t *testing.T) {
 	}
 	// The agent doing the add is the one with work in flight.
 	var busy string
-	_, _, body := fl.agentsView(t, 0)
-	for _, a := range body["agents"].([]any) {
-		if m := a.(map[string]any); m["load"].(float64) > 0 {
-			busy = m["agent_id"].(string)
+	waitFor(t, func() bool {
+		ids := loaded()
+		if len(ids) == 1 {
+			busy = ids[0]
 		}
-	}
-	if busy == "" {
-		t.Fatalf("no agent shows the add in flight: %v", body["agents"])
-	}
+		return busy != ""
+	})
 	_ = fl.agents[busy].proc.cmd.Process.Kill()
 	<-fl.agents[busy].proc.done
 

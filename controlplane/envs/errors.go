@@ -35,12 +35,7 @@ type AgentError struct {
 	Agent string
 	// UVOutput is uv's output, trimmed, when a uv command failed.
 	UVOutput string
-	// Restored: the agent says it put the project files back (agents before builds; a change
-	// now never touches them before its commit).
-	Restored bool
-	// RestoredBy names the agent that restored the environment when it is not Agent.
-	RestoredBy string
-	Err        error
+	Err      error
 }
 
 func (e *AgentError) Error() string           { return string(e.Code) + ": " + e.Message }

@@ -55,7 +55,7 @@ type running struct {
 //
 // Once the intent row is written the operation is admitted and runs to its end even if the
 // caller goes away: its context is detached from the request's (bounded by the operation's own
-// limit), so a client that disconnects cannot cut a mutation, a restore or the audit in half.
+// limit), so a client that disconnects cannot cut a change or the audit in half.
 func (s *Service) execute(ctx context.Context, o op, fn func(ctx context.Context, r *running) (any, error)) error {
 	params, err := json.Marshal(o.params)
 	if err != nil {

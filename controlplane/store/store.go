@@ -331,8 +331,10 @@ type Store interface {
 	// AbandonOperations closes key's operations that are still OpRunning but whose holder is gone:
 	// no live lease (expires_at > now) carries their id. They get Status OpFailed, ErrorCode
 	// "INTERRUPTED", an ErrorMessage saying the holder stopped before recording an outcome, and
-	// FinishedAt = now (DurationMS = now - StartedAt). except is never touched (the caller's own
-	// operation). Returns how many rows were closed.
+	// FinishedAt = now (DurationMS = now - StartedAt); or, when a revision carries their id (the
+	// commit landed), Status OpSucceeded, ErrorMessage RecoveredMessage and Result
+	// {"revision": N}, as the holder would have recorded it. except is never touched (the
+	// caller's own operation). Returns how many rows were closed.
 	AbandonOperations(ctx context.Context, key envid.Key, except int64, now time.Time) (int, error)
 
 	// AcquireLease grants a lease or returns a *LockedError. Expired leases are ignored (and may be

@@ -142,7 +142,7 @@ func (b *bench) buildsChange(ctx context.Context, f *fabric, res *BuildsResults)
 	wg.Go(func() {
 		close(started)
 		addTook, addErr = timed(func() error {
-			return f.call(ctx, http.MethodPost, k.path()+"/add", map[string]any{"packages": []string{res.ChangePackage}}, http.StatusOK, nil)
+			return f.call(ctx, http.MethodPost, k.path()+"/deps", map[string]any{"packages": []string{res.ChangePackage}}, http.StatusOK, nil)
 		})
 		addDone.Store(true)
 	})

@@ -167,6 +167,9 @@ func (Dialect) MillisBetween(start, end string) string {
 	return "max(0, " + end + " - " + start + ")"
 }
 
+// JSON is text as it is: JSON columns are TEXT.
+func (Dialect) JSON(text string) string { return text }
+
 // RowLock is nothing: an IMMEDIATE transaction holds the database's one write lock from BEGIN.
 func (Dialect) RowLock(string) string { return "" }
 

@@ -1194,7 +1194,10 @@ func testAbandonCommittedOperation(t *testing.T, s store.Store) {
 			committed := must(s.BeginOperation(ctx, store.Operation{Key: key, Kind: "add", StartedAt: at(-2 * ttl)}))(t)
 			l := must(s.AcquireLease(ctx, store.LeaseRequest{Key: key, Mode: store.LeaseChange, Holder: "cp-1", Operation: "add",
 				OperationID: committed, TTL: ttl, Now: at(-2 * ttl)}))(t)
-			must(s.CommitRevision(ctx, store.Commit{Key: key, LeaseID: l.ID, Now: at(-2 * ttl), OperationID: committed,
+			// Revision 1 by an earlier operation, revision 2 by the one whose outcome is lost.
+			must(s.CommitRevision(ctx, store.Commit{Key: key, LeaseID: l.ID, Now: at(-2 * ttl), OperationID: committed - 1,
+				PyprojectTOML: "p0", UvLock: "l0", State: store.StateActive}))(t)
+			must(s.CommitRevision(ctx, store.Commit{Key: key, LeaseID: l.ID, Base: 1, Now: at(-2 * ttl), OperationID: committed,
 				PyprojectTOML: "p", UvLock: "l", State: store.StateActive}))(t)
 			lost := must(s.BeginOperation(ctx, store.Operation{Key: key, Kind: "add", StartedAt: at(-2 * ttl)}))(t)
 			if n := must(sweep.run(key))(t); n < 2 {
@@ -1202,9 +1205,14 @@ func testAbandonCommittedOperation(t *testing.T, s store.Store) {
 			}
 			if op := must(s.GetOperation(ctx, committed))(t); op.Status != store.OpSucceeded || op.ErrorCode != "" || op.ErrorMessage != store.RecoveredMessage {
 				t.Errorf("committed operation closed as %+v; want succeeded with %q", op, store.RecoveredMessage)
+			} else {
+				// Its revision is its result, as its holder would have recorded it.
+				sameJSON(t, "result", op.Result, json.RawMessage(`{"revision": 2}`))
 			}
 			if op := must(s.GetOperation(ctx, lost))(t); op.Status != store.OpFailed || op.ErrorCode != store.ErrorCodeInterrupted {
 				t.Errorf("uncommitted operation closed as %+v; want failed, %s", op, store.ErrorCodeInterrupted)
+			} else {
+				sameJSON(t, "result", op.Result, nil)
 			}
 		})
 	}
