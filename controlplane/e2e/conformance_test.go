@@ -386,12 +386,27 @@ func newChecked(t *testing.T, f *fabric) *checked {
 	return &checked{f: f, doc: parseAPIDoc(t, raw), seen: map[string]bool{}}
 }
 
-// observe checks one answer already received.
+// observe checks one answer already received. The problems of one answer are reported together,
+// those of every element of an array once ($.environments[*].state).
 func (c *checked) observe(t *testing.T, method, urlPath string, r response, contentType string) {
 	t.Helper()
-	c.seen[fmt.Sprintf("%s %s %d", method, c.doc.template(urlPath), r.Status)] = true
+	tmpl := c.doc.template(urlPath)
+	if tmpl == "" {
+		tmpl = urlPath + " (no such path)"
+	}
+	c.seen[fmt.Sprintf("%s %s %d", method, tmpl, r.Status)] = true
+	index := regexp.MustCompile(`\[\d+\]`)
+	var problems []string
+	seen := map[string]bool{}
 	for _, p := range c.doc.checkAnswer(method, urlPath, r.Status, contentType, []byte(r.Raw)) {
-		t.Errorf("openapi.json does not describe the answer: %s\nbody: %s", p, tail(r.Raw, 1500))
+		if p = index.ReplaceAllString(p, "[*]"); !seen[p] {
+			seen[p] = true
+			problems = append(problems, p)
+		}
+	}
+	if len(problems) > 0 {
+		t.Errorf("openapi.json does not describe the answer to %s %s:\n  %s\nbody: %s", method, urlPath,
+			strings.Join(problems, "\n  "), tail(r.Raw, 800))
 	}
 }
 
@@ -508,7 +523,7 @@ func TestOpenAPIDescribesEveryAnswer(t *testing.T) {
 	expect(t, c.do(t, "POST", "/envs", map[string]any{"workflow_id": "../x", "node_id": "a"}), 400, "INVALID_ID")
 	expect(t, c.do(t, "POST", "/envs", map[string]any{"workflow_id": "wf", "node_id": "b", "packages": []string{"--index-url=x"}}), 400, "INVALID_PACKAGES")
 	expect(t, c.do(t, "POST", "/envs", map[string]any{"workflow_id": "wf", "node_id": "b", "packages": []string{"alpha>=9"}}), 422, "PACKAGE_RESOLUTION_FAILED")
-	expect(t, c.do(t, "POST", "/envs", map[string]any{"workflow_id": "wf", "node_id": "b", "python_version": "2.1"}), 422, "PYTHON_UNAVAILABLE")
+	expect(t, c.do(t, "POST", "/envs", map[string]any{"workflow_id": "wf", "node_id": "b", "python_version": "3.99"}), 422, "PYTHON_UNAVAILABLE")
 	expect(t, c.do(t, "POST", "/envs", map[string]any{"workflow_id": "wf", "node_id": "b", "colour": "red"}), 400, "INVALID_REQUEST")
 	expect(t, c.do(t, "GET", "/envs/wf/nope", nil), 404, "ENV_NOT_FOUND")
 	expect(t, c.do(t, "GET", "/envs/wf/nope/deps", nil), 404, "ENV_NOT_FOUND")
@@ -548,18 +563,19 @@ func TestOpenAPIDescribesEveryAnswer(t *testing.T) {
 	expect(t, c.do(t, "POST", "/envs/cleanup", map[string]any{"idle_hours": 0}), 200, "")
 	expect(t, c.do(t, "POST", "/envs/cleanup", nil), 200, "")
 	expect(t, c.do(t, "POST", "/envs", map[string]any{"workflow_id": "wf", "node_id": "last"}), 201, "")
+	expect(t, c.do(t, "POST", "/envs", map[string]any{"workflow_id": "wf", "node_id": "kept"}), 201, "")
 	expect(t, c.do(t, "DELETE", "/envs/wf/last", nil), 200, "")
 	expect(t, c.do(t, "GET", "/envs/wf/last/operations", nil), 200, "")
 	expect(t, c.do(t, "DELETE", "/envs/wf/last", nil), 404, "ENV_NOT_FOUND")
 
 	// Without its agent: the fabric says so.
 	f.agent.stop(t)
-	expect(t, c.do(t, "POST", "/envs/wf/form/run?version_id=v2", map[string]any{"code": "print(1)"}), 503, "AGENT_UNAVAILABLE")
+	expect(t, c.do(t, "POST", "/envs/wf/kept/run", map[string]any{"code": "print(1)"}), 503, "AGENT_UNAVAILABLE")
 	if r := c.do(t, "GET", "/readyz", nil); r.Status != 503 {
 		t.Errorf("readyz without an agent: %d %s", r.Status, r.Raw)
 	}
 	c.do(t, "GET", "/agents", nil)
-	c.do(t, "GET", "/envs/wf/form?version_id=v2", nil)
+	c.do(t, "GET", "/envs/wf/kept", nil)
 
 	seen := make([]string, 0, len(c.seen))
 	for k := range c.seen {
