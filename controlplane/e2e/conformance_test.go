@@ -13,6 +13,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -408,6 +409,21 @@ func (c *checked) observe(t *testing.T, method, urlPath string, r response, cont
 		t.Errorf("openapi.json does not describe the answer to %s %s:\n  %s\nbody: %s", method, urlPath,
 			strings.Join(problems, "\n  "), tail(r.Raw, 800))
 	}
+}
+
+// embeddedDoc is the document the control plane binary serves (it embeds the same file), for
+// checking the answers of every e2e test (fabric.send calls conformsToDoc).
+var embeddedDoc struct {
+	once sync.Once
+	doc  *apiDoc
+}
+
+// conformsToDoc checks one answer of any e2e test against openapi.json: a test that meets an
+// answer the document does not describe fails, naming the field.
+func conformsToDoc(t *testing.T, method, urlPath string, r response, contentType string) {
+	t.Helper()
+	embeddedDoc.once.Do(func() { embeddedDoc.doc = parseAPIDoc(t, api.OpenAPI()) })
+	(&checked{doc: embeddedDoc.doc, seen: map[string]bool{}}).observe(t, method, urlPath, r, contentType)
 }
 
 // do sends a JSON request (or none) and checks the answer.

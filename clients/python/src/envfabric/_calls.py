@@ -27,6 +27,8 @@ class Call(Generic[T]):
     json: Optional[Dict[str, Any]] = None
     # When set, an error answer is turned into the exception by this instead of error_for.
     on_error: Optional[Callable[[FabricError], FabricError]] = None
+    # Seconds the server may take on top of the client's request timeout (a run's own timeout).
+    extra_time: float = 0.0
 
 
 def env_path(workflow_id: str, node_id: str, suffix: str = "") -> str:
@@ -85,7 +87,7 @@ def run(workflow_id: str, node_id: str, code: str, timeout: Optional[float],
         if isinstance(err, ExecutionTimeout):
             d = err.details
             err.result = models.run_result({
-                "workflow_id": workflow_id, "node_id": node_id, "version_id": version_id or "",
+                "workflow_id": workflow_id, "node_id": node_id, "version_id": version_id or "v1",  # the server's default
                 "stdout": d.get("stdout", ""), "stdout_encoding": d.get("stdout_encoding", "utf-8"),
                 "stderr": d.get("stderr", ""), "stderr_encoding": d.get("stderr_encoding", "utf-8"),
                 "exit_code": -1, "exit_reason": "timeout", "duration_ms": int(d.get("duration_ms", 0)),
@@ -93,7 +95,7 @@ def run(workflow_id: str, node_id: str, code: str, timeout: Optional[float],
         return err
 
     return Call("POST", env_path(workflow_id, node_id, "/run"), models.run_result,
-                params=versioned(version_id), json=body, on_error=timed_out)
+                params=versioned(version_id), json=body, on_error=timed_out, extra_time=timeout or 0.0)
 
 
 def export(workflow_id: str, node_id: str, version_id: Optional[str]) -> Call[models.Export]:

@@ -57,6 +57,7 @@ class Client:
         self.url = base
         self.retry_locked = retry_locked
         self.max_retry_wait = max_retry_wait
+        self.timeout = timeout
         self._http = httpx.Client(base_url=base, headers=headers, timeout=timeout, transport=transport)
 
     def close(self) -> None:
@@ -71,7 +72,8 @@ class Client:
     def _call(self, call: Call[T]) -> T:
         attempt = 0
         while True:
-            resp = self._http.request(call.method, call.path, params=call.params, json=call.json)
+            resp = self._http.request(call.method, call.path, params=call.params, json=call.json,
+                                      timeout=self.timeout + call.extra_time)
             try:
                 return _read(call, resp)
             except FabricError as err:
@@ -155,6 +157,7 @@ class AsyncClient:
         self.url = base
         self.retry_locked = retry_locked
         self.max_retry_wait = max_retry_wait
+        self.timeout = timeout
         self._http = httpx.AsyncClient(base_url=base, headers=headers, timeout=timeout, transport=transport)
 
     async def aclose(self) -> None:
@@ -169,7 +172,8 @@ class AsyncClient:
     async def _call(self, call: Call[T]) -> T:
         attempt = 0
         while True:
-            resp = await self._http.request(call.method, call.path, params=call.params, json=call.json)
+            resp = await self._http.request(call.method, call.path, params=call.params, json=call.json,
+                                            timeout=self.timeout + call.extra_time)
             try:
                 return _read(call, resp)
             except FabricError as err:
