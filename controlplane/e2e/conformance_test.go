@@ -327,8 +327,9 @@ func jsonKind(v any) string {
 func (d *apiDoc) checkAnswer(method, urlPath string, status int, contentType string, body []byte) []string {
 	tmpl := d.template(urlPath)
 	if tmpl == "" {
-		// No route: the mux's 404 in the one error shape.
-		if status != http.StatusNotFound {
+		// No route (the mux's 404) or a path refused before routing (400 for one that is not
+		// canonical): an error in the one error shape. Anything else is a path left out.
+		if status < 400 {
 			return []string{fmt.Sprintf("%s %s → %d: no path of the document matches", method, urlPath, status)}
 		}
 		schema, _ := d.resolve("#/components/schemas/Error")
