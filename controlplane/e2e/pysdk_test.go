@@ -70,7 +70,7 @@ func python(t *testing.T, py, dir string, env []string, args ...string) string {
 	home := t.TempDir()
 	cmd.Env = append([]string{"PATH=" + filepath.Dir(py) + ":" + os.Getenv("PATH"), "HOME=" + home,
 		"PYTHONDONTWRITEBYTECODE=1", "PYTHONUNBUFFERED=1", "NO_COLOR=1"}, env...)
-	for _, k := range []string{"SSL_CERT_FILE", "SSL_CERT_DIR", "PIP_CERT", "PIP_INDEX_URL", "PIP_FIND_LINKS", "PIP_DEFAULT_TIMEOUT"} {
+	for _, k := range []string{"SSL_CERT_FILE", "SSL_CERT_DIR"} {
 		if v, ok := os.LookupEnv(k); ok {
 			cmd.Env = append(cmd.Env, k+"="+v)
 		}
@@ -116,6 +116,10 @@ func TestPythonSDK(t *testing.T) {
 	python(t, py, sdk, []string{"MYPY_CACHE_DIR=" + mypyCache(t, py, "sdk")}, "-m", "mypy", "--strict", "src", "tests", "examples")
 
 	site := installSDK(t, py)
+	env := []string{"PYTHONPATH=" + site}
+	if got := strings.TrimSpace(python(t, py, sdk, env, "-c", "import envfabric; print(envfabric.__file__)")); !strings.HasPrefix(got, site) {
+		t.Fatalf("the tests would import envfabric from %s, not from the installed copy in %s", got, site)
+	}
 	f := newFabric(t, options{})
 	out := python(t, py, sdk, []string{"PYTHONPATH=" + site, "ENVFABRIC_URL=" + f.URL, "ENVFABRIC_TOKEN=" + adminSecret,
 		"ENVFABRIC_READ_TOKEN=" + readerSecret},
