@@ -23,8 +23,13 @@ import (
 // This file holds the proof that the OpenAPI document is exact: every field of every response
 // body the end-to-end flow sees is declared, with its type, for that path, method and status;
 // every required field is there; a null only where the document says nullable. A generated client
-// (pyclient_test.go) relies on exactly that. An endpoint added without its schema fails here, with
+// (pysdk_test.go) relies on exactly that. An endpoint added without its schema fails here, with
 // the path of the undeclared field and the schema that should declare it.
+//
+// Two nets: TestOpenAPIDescribesEveryAnswer walks the whole flow (a new endpoint adds its calls
+// there, success and error answers both), and every answer any e2e test reads through
+// fabric.send is checked the same way (conformsToDoc), so a new endpoint's own tests check its
+// document too.
 
 // apiDoc is the served OpenAPI document, read as plain JSON for checking answers against it.
 type apiDoc struct {

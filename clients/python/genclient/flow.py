@@ -1,5 +1,5 @@
 """The end-to-end flow through a client generated from the fabric's own /openapi.json
-(openapi-python-client; controlplane/e2e/pyclient_test.go generates the fabric_api package and
+(openapi-python-client; controlplane/e2e/pysdk_test.go generates the fabric_api package and
 runs this with ENVFABRIC_URL and ENVFABRIC_TOKEN set). Every answer must parse into the typed model
 the document names, with attribute access; the test also checks this file with mypy --strict
 against the generated package, so a field the document leaves out or mistypes fails here.
