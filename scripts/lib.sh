@@ -8,7 +8,7 @@ die() {
 }
 
 # prepare_binaries: the pinned uv (exported as UV_BIN), curl, and freshly built bin/agent,
-# bin/controlplane and bin/envfabric-ca.
+# bin/controlplane, bin/envfabric-ca and bin/envfabric (the CLI).
 prepare_binaries() {
 	if [[ -z ${UV_BIN:-} ]]; then
 		UV_BIN="$(bash "$root/scripts/install-uv.sh")"
@@ -17,8 +17,8 @@ prepare_binaries() {
 	export UV_BIN
 	command -v go >/dev/null || die "go is not on PATH; install Go (see go.mod for the version)"
 	command -v curl >/dev/null || die "need curl to check health (apt-get install curl)"
-	say "building bin/agent, bin/controlplane and bin/envfabric-ca"
-	(cd "$root" && go build -o bin/ ./controlplane/cmd/controlplane ./agent/cmd/agent ./controlplane/cmd/envfabric-ca)
+	say "building bin/agent, bin/controlplane, bin/envfabric-ca and bin/envfabric"
+	(cd "$root" && go build -o bin/ ./controlplane/cmd/controlplane ./agent/cmd/agent ./controlplane/cmd/envfabric-ca ./client/cmd/envfabric)
 }
 
 # use_pip_index: uv never reads pip's configuration. When no index is given to uv but pip has

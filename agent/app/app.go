@@ -36,11 +36,12 @@ import (
 var Version = "dev"
 
 // shutdownTimeout bounds the graceful stop: cancelled uv commands get their SIGINT grace period
-// and failed mutations their restore.
+// (a cancelled materialisation leaves a half build, never used, which the next Build replaces).
 const shutdownTimeout = 60 * time.Second
 
 // Run serves until ctx is cancelled, then stops gracefully. In-flight requests see their context
-// cancelled, so running uv commands are interrupted and their projects restored.
+// cancelled, so running uv commands are interrupted; nothing an environment runs on was being
+// modified (changes resolve in staging copies and build beside), so nothing needs restoring.
 func Run(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 	for _, d := range []string{cfg.EnvsBasePath, cfg.UVCacheDir} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
@@ -50,8 +51,8 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 	if err := checkLinks(cfg, logger); err != nil {
 		return err
 	}
-	sweepTrash(cfg.EnvsBasePath, 10*time.Minute, logger)
 	met := newMetrics()
+	met.watchStorage(cfg.EnvsBasePath)
 	sb, err := sandboxConfig(cfg, logger)
 	if err != nil {
 		return err
@@ -94,8 +95,11 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 		RunMaxOutputBytes: cfg.RunMaxOutputBytes,
 		Usage:             tracker,
 		OnRun:             met.observeRun,
+		OnBuild:           met.observeBuild,
 		Sandbox:           sb,
 	}, ex, logger)
+	sweepTrash(cfg.EnvsBasePath, 10*time.Minute, logger)
+	svc.Builds().Sweep(10 * time.Minute)
 
 	// Background work, each loop owned here and waited for before Run returns.
 	bgCtx, stopBG := context.WithCancel(ctx)
@@ -342,27 +346,33 @@ func checkDefaultPython(ctx context.Context, ex *uv.Executor, sb sandbox.Config,
 }
 
 // sweepTrash removes what deletes left behind when their agent died between renaming an
-// environment out of sight (.trash-*) and removing it. Only entries older than minAge go, so a
-// delete under way on another host is not raced.
+// environment out of sight (.trash-*) and removing it, and the staging copies of Lock calls
+// whose agent died (.staging/*). Only entries older than minAge go, so a delete or a Lock under
+// way on another host is not raced. Builds sweep their own leftovers (agent/builds.Sweep).
 func sweepTrash(base string, minAge time.Duration, logger *slog.Logger) {
-	entries, err := os.ReadDir(base)
-	if err != nil {
-		return
-	}
-	for _, e := range entries {
-		if !strings.HasPrefix(e.Name(), ".trash-") {
-			continue
+	var found []string
+	if entries, err := os.ReadDir(base); err == nil {
+		for _, e := range entries {
+			if strings.HasPrefix(e.Name(), ".trash-") {
+				found = append(found, filepath.Join(base, e.Name()))
+			}
 		}
-		fi, err := e.Info()
+	}
+	if entries, err := os.ReadDir(filepath.Join(base, ".staging")); err == nil {
+		for _, e := range entries {
+			found = append(found, filepath.Join(base, ".staging", e.Name()))
+		}
+	}
+	for _, p := range found {
+		fi, err := os.Lstat(p)
 		if err != nil || time.Since(fi.ModTime()) < minAge {
 			continue
 		}
-		p := filepath.Join(base, e.Name())
 		if err := os.RemoveAll(p); err != nil {
-			logger.Warn("removing a deleted environment left behind", "path", p, "err", err)
+			logger.Warn("removing what an interrupted delete or lock left behind", "path", p, "err", err)
 			continue
 		}
-		logger.Info("removed a deleted environment left behind by an interrupted delete", "path", p)
+		logger.Info("removed what an interrupted delete or lock left behind", "path", p)
 	}
 }
 

@@ -241,16 +241,19 @@ func TestSweepTrash(t *testing.T) {
 	base := t.TempDir()
 	old := filepath.Join(base, ".trash-1-wf-n-v1")
 	fresh := filepath.Join(base, ".trash-2-wf-m-v1")
+	oldStaging := filepath.Join(base, ".staging", "7-123")
+	freshStaging := filepath.Join(base, ".staging", "8-456")
 	env := filepath.Join(base, "wf")
-	for _, d := range []string{filepath.Join(old, ".venv"), fresh, env} {
+	for _, d := range []string{filepath.Join(old, ".venv"), fresh, filepath.Join(oldStaging, "x"), freshStaging, env} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			t.Fatal(err)
 		}
 	}
 	past := time.Now().Add(-time.Hour)
 	os.Chtimes(old, past, past)
+	os.Chtimes(oldStaging, past, past)
 	app.SweepTrash(base, 10*time.Minute, testLogger(t))
-	for p, want := range map[string]bool{old: false, fresh: true, env: true} {
+	for p, want := range map[string]bool{old: false, fresh: true, oldStaging: false, freshStaging: true, env: true} {
 		if _, err := os.Stat(p); (err == nil) != want {
 			t.Errorf("%s exists = %v; want %v", p, err == nil, want)
 		}

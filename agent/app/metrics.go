@@ -3,9 +3,11 @@ package app
 import (
 	"context"
 	"log/slog"
+	"math"
 	"net/http"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -21,6 +23,7 @@ type metrics struct {
 	uv        *prometheus.HistogramVec
 	runs      prometheus.Histogram
 	timeouts  prometheus.Counter
+	builds    *prometheus.HistogramVec
 	rpcs      *prometheus.CounterVec
 	inFlight  atomic.Int64
 	cache     *prometheus.GaugeVec
@@ -41,6 +44,10 @@ func newMetrics() *metrics {
 		timeouts: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "envfabric_agent_run_timeouts_total", Help: "User code runs killed at their timeout.",
 		}),
+		builds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "envfabric_agent_build_duration_seconds", Help: "Duration of Build calls by outcome: created (materialised here), existing (found complete, nothing installed) or error.",
+			Buckets: []float64{.01, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 180, 600},
+		}, []string{"outcome"}),
 		rpcs: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "envfabric_agent_rpc_requests_total", Help: "RPCs received, by procedure and HTTP status.",
 		}, []string{"procedure", "status"}),
@@ -56,7 +63,7 @@ func newMetrics() *metrics {
 		Name: "envfabric_agent_operations_in_flight", Help: "uv operations and runs under way on this agent (its gossiped load).",
 	}, func() float64 { return float64(m.inFlight.Load()) })
 	m.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		m.uv, m.runs, m.timeouts, m.rpcs, m.cache, m.cacheScan, inFlight)
+		m.uv, m.runs, m.timeouts, m.builds, m.rpcs, m.cache, m.cacheScan, inFlight)
 	return m
 }
 
@@ -68,6 +75,10 @@ func (m *metrics) observeUV(command string, d time.Duration, err error) {
 	m.uv.WithLabelValues(command, outcome).Observe(d.Seconds())
 }
 
+func (m *metrics) observeBuild(outcome string, d time.Duration) {
+	m.builds.WithLabelValues(outcome).Observe(d.Seconds())
+}
+
 func (m *metrics) observeRun(d time.Duration, timedOut bool) {
 	m.runs.Observe(d.Seconds())
 	if timedOut {
@@ -75,8 +86,8 @@ func (m *metrics) observeRun(d time.Duration, timedOut bool) {
 	}
 }
 
-// loadBearing are the procedures that count as load: they run uv or user code.
-var loadBearing = map[string]bool{"CreateProject": true, "Mutate": true, "Sync": true, "Run": true, "DeleteProject": true}
+// loadBearing are the procedures that count as load: they run uv or user code, or walk a tree.
+var loadBearing = map[string]bool{"Lock": true, "Build": true, "Switch": true, "Run": true, "DeleteProject": true, "RemoveBuild": true}
 
 // count wraps the RPC handler: requests by procedure and status, and the in-flight load.
 func (m *metrics) count(next http.Handler) http.Handler {
@@ -117,6 +128,28 @@ func (m *metrics) watchCertificate(src *fleettls.Source) {
 	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "envfabric_agent_tls_certificate_expiry_timestamp_seconds", Help: "When the agent's TLS certificate in force expires.",
 	}, func() float64 { return float64(src.NotAfter().Unix()) }))
+}
+
+// watchStorage exports the size and free space of the filesystem holding the environments (the
+// shared storage; the uv cache is on the same one), measured at scrape time, for the disk alert.
+func (m *metrics) watchStorage(dir string) {
+	statfs := func(f func(st *syscall.Statfs_t) uint64) func() float64 {
+		return func() float64 {
+			var st syscall.Statfs_t
+			if err := syscall.Statfs(dir, &st); err != nil {
+				return math.NaN()
+			}
+			return float64(f(&st))
+		}
+	}
+	m.reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "envfabric_agent_storage_free_bytes", Help: "Bytes free to unprivileged writers on the filesystem of ENVS_BASE_PATH (and the uv cache).",
+		}, statfs(func(st *syscall.Statfs_t) uint64 { return st.Bavail * uint64(st.Bsize) })),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "envfabric_agent_storage_size_bytes", Help: "Size in bytes of the filesystem of ENVS_BASE_PATH (and the uv cache).",
+		}, statfs(func(st *syscall.Statfs_t) uint64 { return st.Blocks * uint64(st.Bsize) })),
+	)
 }
 
 // measureCache refreshes the cache gauges every interval until ctx ends.

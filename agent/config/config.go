@@ -107,7 +107,7 @@ const (
 
 // DefaultHTTP are the agent's HTTP_* defaults. Requests that do work (every RPC) get an hour to
 // answer: longer than the control planes' defaults for a run (MAX_EXECUTION_TIMEOUT 10m) and a uv
-// operation (UV_OPERATION_TIMEOUT 30m) with their restore, so HTTP_WORK_TIMEOUT needs raising
+// operation (UV_OPERATION_TIMEOUT 30m) with room, so HTTP_WORK_TIMEOUT needs raising
 // only with those. The connection cap is for a few control planes and Prometheus, with room.
 var DefaultHTTP = httpserver.Limits{
 	ReadHeaderTimeout: 10 * time.Second,

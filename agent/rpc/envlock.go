@@ -7,10 +7,10 @@ import (
 	"github.com/envfabric/envfabric/shared/envid"
 )
 
-// envLocks serialises the calls that write one project on this host. The control plane's lease
-// already allows one mutation per environment, but a caller that gives up (its RPC cancelled)
-// releases its lease while this agent is still putting the project back after SIGINT; the next
-// writer waits here until that restore is done.
+// envLocks serialises the calls that write one project on this host (Switch, delete). The
+// control plane's lease already allows one change per environment, but a caller that gives up
+// (its RPC cancelled) releases its lease while this agent may still be writing; the next writer
+// waits here until that call is done, before it even tries the lock on the shared storage.
 type envLocks struct {
 	mu   sync.Mutex
 	held map[envid.Key]chan struct{} // closed when the holder unlocks

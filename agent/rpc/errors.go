@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"connectrpc.com/connect"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/envfabric/envfabric/agent/uv"
 	agentv1 "github.com/envfabric/envfabric/proto/gen/envfabric/agent/v1"
@@ -57,8 +58,8 @@ func checkNames(names []string) error {
 	return nil
 }
 
-// checkInterpreter refuses to touch an environment whose interpreter this host lacks: uv would
-// delete and recreate the shared .venv.
+// checkInterpreter refuses to resolve or build for an interpreter this host lacks: uv would
+// pick another one.
 func checkInterpreter(python string) error {
 	if python == "" {
 		return nil
@@ -70,18 +71,64 @@ func checkInterpreter(python string) error {
 }
 
 // fail logs err and turns it into a Connect error carrying an ErrorDetail.
-func (s *Server) fail(ctx context.Context, op string, err error, restored bool) error {
+//
+// The error's message and its uv output are what the control plane shows API callers: what
+// failed and uv's account of why, without uv's command line (its flags and this host's paths)
+// or uv's hints to pass flags the fabric chooses, and with the storage's paths named by their
+// settings. The whole error, command line included, goes to this agent's log and, as a second
+// detail (a StringValue), to the control plane for its log and the audit.
+func (s *Server) fail(ctx context.Context, op string, err error) error {
 	code := errcode.Of(err)
 	output := uv.OutputOf(err)
 	if code == errcode.Internal && output != "" {
 		code = errcode.UVExecutionError
 	}
-	s.logger.WarnContext(ctx, op+" failed", "code", code, "restored", restored, "err", err)
-	ce := connect.NewError(connectCode(err, code), err)
-	if d, derr := connect.NewErrorDetail(&agentv1.ErrorDetail{ErrorCode: wireCode(code), UvOutput: output, Restored: restored}); derr == nil {
+	public := publicMessage(err)
+	// What the public message leaves out: the whole error text, and uv's command line.
+	var internal []string
+	if full := err.Error(); full != public && full != string(code)+": "+public {
+		internal = append(internal, full)
+	}
+	var ee *uv.ExitError
+	if errors.As(err, &ee) {
+		internal = append(internal, "command: uv "+strings.Join(ee.Args, " "))
+	}
+	detail := strings.Join(internal, "; ")
+	s.logger.WarnContext(ctx, op+" failed", "code", code, "err", err, "detail", detail)
+	ce := connect.NewError(connectCode(err, code), errors.New(s.redact(public)))
+	if d, derr := connect.NewErrorDetail(&agentv1.ErrorDetail{ErrorCode: wireCode(code), UvOutput: s.redact(uv.Trim(output))}); derr == nil {
 		ce.AddDetail(d)
 	}
+	if detail != "" {
+		if d, derr := connect.NewErrorDetail(wrapperspb.String(detail)); derr == nil {
+			ce.AddDetail(d)
+		}
+	}
 	return ce
+}
+
+// publicMessage is err's message for the API: a coded error's own message (without its code,
+// which travels in the detail), else a uv failure told without its command line.
+func publicMessage(err error) string {
+	var coded errcode.Coded
+	if errors.As(err, &coded) && coded.ErrorMessage() != "" {
+		return coded.ErrorMessage()
+	}
+	var ee *uv.ExitError
+	if errors.As(err, &ee) {
+		return ee.Public()
+	}
+	return err.Error()
+}
+
+// redact names the shared storage's directories by their settings instead of this host's paths.
+func (s *Server) redact(msg string) string {
+	for _, d := range []struct{ path, name string }{{s.cfg.EnvsBasePath, "$ENVS_BASE_PATH"}, {s.cfg.UVCacheDir, "$UV_CACHE_DIR"}} {
+		if d.path != "" && d.path != "/" {
+			msg = strings.ReplaceAll(msg, strings.TrimRight(d.path, "/"), d.name)
+		}
+	}
+	return msg
 }
 
 func connectCode(err error, code errcode.Code) connect.Code {
@@ -96,7 +143,8 @@ func connectCode(err error, code errcode.Code) connect.Code {
 		return connect.CodeInvalidArgument
 	case errcode.EnvNotFound, errcode.DependencyNotFound:
 		return connect.CodeNotFound
-	case errcode.EnvNotReady, errcode.PackageResolutionFailed, errcode.PythonUnavailable, errcode.SourceBuildDisabled:
+	case errcode.EnvNotReady, errcode.PackageResolutionFailed, errcode.PythonUnavailable, errcode.SourceBuildDisabled,
+		errcode.BuildMissing:
 		return connect.CodeFailedPrecondition
 	case errcode.ExecutionTimeout:
 		return connect.CodeDeadlineExceeded

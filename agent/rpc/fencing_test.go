@@ -4,7 +4,6 @@ import (
 	"context"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
@@ -12,80 +11,66 @@ import (
 
 	"github.com/envfabric/envfabric/agent/rpc"
 	agentv1 "github.com/envfabric/envfabric/proto/gen/envfabric/agent/v1"
-	"github.com/envfabric/envfabric/shared/envid"
 	"github.com/envfabric/envfabric/shared/errcode"
-	"github.com/envfabric/envfabric/shared/pyproject"
 )
 
-// TestOlderOperationRefused: once an operation changed a project from revision 1, a call of an
-// older operation (a control plane that lost its lease while paused) may not write revision 1
-// back, while the operation itself may (its restore after a failed commit) and a newer one may
-// write anything (it read the database under its lease).
+// TestOlderOperationRefused: once an operation switched a project to revision 2, a Switch of an
+// older operation (a control plane that lost its lease while paused) may not write an older or
+// equal revision, while the operation itself may switch again and a newer one may write anything.
 func TestOlderOperationRefused(t *testing.T) {
 	f := newFixture(t)
-	c := f.create(t, "fence", "alpha==1.0.0")
-	base := c.GetFiles()
-	mut, err := f.client.Mutate(t.Context(), connect.NewRequest(&agentv1.MutateRequest{
-		Env: ref("fence"), Kind: agentv1.MutationKind_MUTATION_KIND_ADD, Base: base, PythonPath: c.GetPythonPath(),
-		Packages: []string{"delta"}, BaseRevision: 1, OperationId: 10,
-	}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	sync := func(files *agentv1.ProjectFiles, rev, op int64) error {
-		_, err := f.client.Sync(t.Context(), connect.NewRequest(&agentv1.SyncRequest{
-			Env: ref("fence"), Files: files, PythonPath: c.GetPythonPath(), Revision: rev, OperationId: op,
-		}))
-		return err
-	}
+	first := f.create(t, "fence", "alpha==1.0.0")
+	second := f.change(t, first, agentv1.LockKind_LOCK_KIND_ADD, []string{"delta"}) // revision 2, operation 2
 	pyprojectOnDisk := func() string {
-		b, err := os.ReadFile(filepath.Join(c.GetEnvPath(), "pyproject.toml"))
+		b, err := os.ReadFile(filepath.Join(first.path, "pyproject.toml"))
 		if err != nil {
 			t.Fatal(err)
 		}
 		return string(b)
 	}
-
-	wantError(t, sync(base, 1, 9), connect.CodeAborted, errcode.EnvLocked)
-	if got := pyprojectOnDisk(); got != mut.Msg.GetFiles().GetPyprojectToml() {
-		t.Fatalf("a refused call wrote the project:\n%s", got)
-	}
-	_, err = f.client.Mutate(t.Context(), connect.NewRequest(&agentv1.MutateRequest{
-		Env: ref("fence"), Kind: agentv1.MutationKind_MUTATION_KIND_ADD, Base: base, PythonPath: c.GetPythonPath(),
-		Packages: []string{"beta"}, BaseRevision: 1, OperationId: 9,
-	}))
+	_, err := f.client.Switch(t.Context(), connect.NewRequest(&agentv1.SwitchRequest{Env: ref("fence"), Files: first.files,
+		BuildId: first.build.GetId(), Revision: 2, OperationId: 1}))
 	wantError(t, err, connect.CodeAborted, errcode.EnvLocked)
-
-	if err := sync(base, 1, 10); err != nil {
-		t.Fatalf("the operation's own restore: %v", err)
+	_, err = f.switchTo(t.Context(), "fence", first.files, first.build.GetId(), 1, 1)
+	wantError(t, err, connect.CodeAborted, errcode.EnvLocked)
+	if got := pyprojectOnDisk(); got != second.files.GetPyprojectToml() {
+		t.Fatalf("a refused switch wrote the project:\n%s", got)
 	}
-	if got := pyprojectOnDisk(); got != base.GetPyprojectToml() {
-		t.Errorf("the restore did not put the base back:\n%s", got)
+	if got := python(t, first.path, "import delta; print('ok')"); got != "ok" {
+		t.Fatalf("a refused switch moved the build link: %q", got)
 	}
-	if err := sync(mut.Msg.GetFiles(), 2, 11); err != nil {
-		t.Fatalf("a newer operation: %v", err)
+	if r, err := f.switchTo(t.Context(), "fence", second.files, second.build.GetId(), 2, 2); err != nil || r.GetChanged() {
+		t.Fatalf("the operation's own switch again: %+v, %v; want accepted and unchanged", r, err)
+	}
+	if r, err := f.switchTo(t.Context(), "fence", first.files, first.build.GetId(), 3, 3); err != nil || !r.GetChanged() {
+		t.Fatalf("a newer operation: %+v, %v", r, err)
+	}
+	if got := pyprojectOnDisk(); got != first.files.GetPyprojectToml() {
+		t.Errorf("the newer switch did not write its revision:\n%s", got)
 	}
 }
 
-// TestWaitsForTheStorageLock: a call on a project whose lock another process holds waits, and
+// TestWaitsForTheStorageLock: a Switch of a project whose lock another process holds waits, and
 // gives up when its caller does, without touching the project.
 func TestWaitsForTheStorageLock(t *testing.T) {
 	f := newFixture(t)
-	c := f.create(t, "held", "alpha==1.0.0")
-	key := envid.Key{WorkflowID: "wf1", NodeID: "held", VersionID: "v1"}
-	release := rpc.HoldLock(t, f.envs, key)
+	first := f.create(t, "held", "alpha==1.0.0")
+	l, err := f.lock(t.Context(), &agentv1.LockRequest{Env: ref("held"), Kind: agentv1.LockKind_LOCK_KIND_ADD, Base: first.files, PythonPath: first.python, Packages: []string{"delta"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := f.mustBuild(t, l.GetFiles(), first.python)
+	release := rpc.HoldLock(t, f.envs, keyOf("held"))
 	ctx, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
 	defer cancel()
-	_, err := f.mutate(ctx, "held", agentv1.MutationKind_MUTATION_KIND_ADD, c.GetFiles(), c.GetPythonPath(), []string{"delta"})
+	_, err = f.switchTo(ctx, "held", l.GetFiles(), b.GetBuild().GetId(), 2, 2)
 	if connect.CodeOf(err) != connect.CodeDeadlineExceeded {
 		t.Fatalf("got %v; want the call to wait for the lock until its caller gave up", err)
 	}
-	b, _ := os.ReadFile(filepath.Join(c.GetEnvPath(), "pyproject.toml"))
-	if p, _ := pyproject.Parse(string(b)); strings.Contains(strings.Join(p.Dependencies, ","), "delta") {
-		t.Error("the project was changed while the lock was held elsewhere")
-	}
+	assertFiles(t, first.path, first.files)
 	release()
-	if _, err := f.mutate(t.Context(), "held", agentv1.MutationKind_MUTATION_KIND_ADD, c.GetFiles(), c.GetPythonPath(), []string{"delta"}); err != nil {
+	if _, err := f.switchTo(t.Context(), "held", l.GetFiles(), b.GetBuild().GetId(), 2, 2); err != nil {
 		t.Fatalf("after the lock was released: %v", err)
 	}
+	assertFiles(t, first.path, l.GetFiles())
 }

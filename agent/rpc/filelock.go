@@ -10,9 +10,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
-	"time"
 
+	"github.com/envfabric/envfabric/agent/flock"
 	"github.com/envfabric/envfabric/shared/envid"
 	"github.com/envfabric/envfabric/shared/errcode"
 )
@@ -21,14 +20,13 @@ import (
 //
 // The lease serialises control planes, envLocks serialises the calls inside one agent process,
 // but nothing serialises two agents. An agent paused (SIGSTOP, a frozen VM) in the middle of a
-// mutation keeps running uv when it resumes, long after the control plane gave up on it, took a
-// new lease and sent the next mutation, or a restore, to another agent. Both would write the same
-// project. So every call that writes a project (create, mutate with its restore, sync, delete)
-// holds an exclusive flock on a lock file on the shared storage for its whole length: the other
-// agent waits for the resumed one to finish (bounded by its caller's context) and then writes its
-// own base over whatever the resumed one left. A process killed with -9 loses its flock with its
-// descriptors (the kernel releases it); on NFS the Linux client maps flock to a whole-file POSIX
-// lock that the server drops when the client's lease lapses.
+// Switch keeps writing when it resumes, long after the control plane gave up on it, took a new
+// lease and sent the next Switch to another agent. Both would write the same project. So every
+// call that writes a project directory (Switch, delete) holds an exclusive flock on a lock file
+// on the shared storage for its whole length (agent/flock): the other agent waits for the
+// resumed one to finish (bounded by its caller's context) and then writes its own revision.
+// Lock and Build write nothing of a project (a staging copy and a build), so they take no
+// project lock; builds have locks of their own (agent/builds).
 //
 // The lock files live in one directory beside the projects (<ENVS_BASE_PATH>/.locks), not inside
 // the project directory: delete renames the directory away, and a lock inside it would move with
@@ -41,12 +39,19 @@ const lockDirName = ".locks"
 
 // lockPath is key's lock file: a hash of the ids keeps the name short and flat.
 func (s *Server) lockPath(key envid.Key) string {
+	return filepath.Join(s.cfg.EnvsBasePath, lockDirName, keyHash(key)+".lock")
+}
+
+// keyHash is 32 hex digits of a SHA-256 of key's ids: a flat name per environment (its lock file,
+// the trash directory of its delete).
+func keyHash(key envid.Key) string {
 	sum := sha256.Sum256([]byte(key.WorkflowID + "\x00" + key.NodeID + "\x00" + key.VersionID))
-	return filepath.Join(s.cfg.EnvsBasePath, lockDirName, hex.EncodeToString(sum[:16])+".lock")
+	return hex.EncodeToString(sum[:16])
 }
 
 // projectLock is a held lock on one project, in this process and on the shared storage.
 type projectLock struct {
+	fl     *flock.Lock
 	f      *os.File
 	path   string
 	unlock func() // the in-process lock
@@ -60,26 +65,30 @@ func (s *Server) lockProject(ctx context.Context, key envid.Key) (*projectLock, 
 		return nil, fmt.Errorf("waiting for this agent's other call on %s: %w", key, err)
 	}
 	path := s.lockPath(key)
-	f, err := flockWait(ctx, path)
+	fl, err := flock.Wait(ctx, path, flock.Exclusive)
 	if err != nil {
 		unlock()
+		if errors.Is(err, flock.ErrBusy) {
+			return nil, errcode.Wrap(errcode.EnvLocked, err,
+				fmt.Sprintf("another agent is still working on this environment (lock %s): %v", path, context.Cause(ctx)))
+		}
 		return nil, err
 	}
-	return &projectLock{f: f, path: path, unlock: unlock}, nil
+	return &projectLock{fl: fl, f: fl.File(), path: path, unlock: unlock}, nil
 }
 
 // release drops both locks.
 func (l *projectLock) release() {
-	l.f.Close() // closing the descriptor drops the flock
+	l.fl.Release()
 	l.unlock()
 }
 
 // releaseRemoving deletes the lock file, then drops both locks: for delete, so that lock files do
-// not outlive their environments. A waiter that opened the removed file notices (flockWait
+// not outlive their environments. A waiter that opened the removed file notices (agent/flock
 // compares inodes) and locks the path's new file instead.
 func (l *projectLock) releaseRemoving() {
-	_ = os.Remove(l.path)
-	l.release()
+	l.fl.ReleaseRemoving()
+	l.unlock()
 }
 
 // written is the newest (revision, operation) recorded in the lock file; zeros when none is.
@@ -124,49 +133,4 @@ func (l *projectLock) admit(key envid.Key, rev, op int64) error {
 			key, haveRev, haveOp, op, rev))
 	}
 	return nil
-}
-
-// flockWait opens path (creating it) and takes an exclusive flock on it, polling until ctx ends.
-// flock(2) itself cannot be interrupted by a context, so it is tried without blocking.
-func flockWait(ctx context.Context, path string) (*os.File, error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return nil, fmt.Errorf("creating the lock directory: %w", err)
-	}
-	delay := 5 * time.Millisecond
-	for {
-		f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
-		if err != nil {
-			return nil, fmt.Errorf("opening the lock file %s: %w", path, err)
-		}
-		err = syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
-		if err == nil {
-			if sameFile(f, path) {
-				return f, nil
-			}
-			// The file was removed (the environment deleted) after we opened it: lock the new one.
-			f.Close()
-			continue
-		}
-		f.Close()
-		if !errors.Is(err, syscall.EWOULDBLOCK) && !errors.Is(err, syscall.EINTR) {
-			return nil, fmt.Errorf("locking %s: %w", path, err)
-		}
-		select {
-		case <-ctx.Done():
-			return nil, errcode.Wrap(errcode.EnvLocked, context.Cause(ctx),
-				fmt.Sprintf("another agent is still working on this environment (lock %s): %v", path, context.Cause(ctx)))
-		case <-time.After(delay):
-		}
-		delay = min(2*delay, 200*time.Millisecond)
-	}
-}
-
-// sameFile reports whether f is still the file at path.
-func sameFile(f *os.File, path string) bool {
-	a, err := f.Stat()
-	if err != nil {
-		return false
-	}
-	b, err := os.Stat(path)
-	return err == nil && os.SameFile(a, b)
 }

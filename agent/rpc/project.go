@@ -2,15 +2,14 @@ package rpc
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
 
+	"github.com/envfabric/envfabric/agent/builds"
 	agentv1 "github.com/envfabric/envfabric/proto/gen/envfabric/agent/v1"
 )
 
@@ -69,37 +68,12 @@ func writeFiles(dir string, files *agentv1.ProjectFiles) (bool, error) {
 	return wrote, nil
 }
 
-// writeAtomic replaces path with data through a temporary file in the same directory, mode 0644.
-func writeAtomic(path string, data []byte) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	_, err = f.Write(data)
-	err = errors.Join(err, f.Chmod(0o644), f.Sync(), f.Close())
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	return nil
-}
-
-// sitePackages is the venv's site-packages directory, or "" when there is none.
-func sitePackages(dir string) string {
-	m, _ := filepath.Glob(filepath.Join(dir, venvDir, "lib", "python*", "site-packages"))
-	if len(m) == 0 {
-		return ""
-	}
-	return m[0]
-}
+// writeAtomic replaces path with data by a rename (agent/builds.WriteAtomic).
+func writeAtomic(path string, data []byte) error { return builds.WriteAtomic(path, data) }
 
 // packagesInstalled counts the distributions installed in the project's venv.
 func packagesInstalled(dir string) int32 {
-	sp := sitePackages(dir)
+	sp := builds.SitePackages(filepath.Join(dir, venvDir))
 	if sp == "" {
 		return 0
 	}
@@ -107,10 +81,16 @@ func packagesInstalled(dir string) int32 {
 	return int32(len(m))
 }
 
-// lastUsed is the latest access time of the venv's pyvenv.cfg or bin/python, 0 if neither exists.
-func lastUsed(dir string) time.Time {
+// lastUsed is the latest access time of the environment's own pyvenv.cfg, and, in the layout
+// before builds, of its bin/python (with builds that file is the build's, shared by every
+// environment on it); 0 if none exists.
+func lastUsed(dir string, linked bool) time.Time {
+	paths := []string{filepath.Join(dir, venvDir, "pyvenv.cfg")}
+	if !linked {
+		paths = append(paths, filepath.Join(dir, venvDir, "bin", "python"))
+	}
 	var latest time.Time
-	for _, p := range []string{filepath.Join(dir, venvDir, "pyvenv.cfg"), filepath.Join(dir, venvDir, "bin", "python")} {
+	for _, p := range paths {
 		fi, err := os.Lstat(p)
 		if err != nil {
 			continue
@@ -133,24 +113,4 @@ func markUsed(dir string) error {
 		return err
 	}
 	return os.Chtimes(p, time.Now(), fi.ModTime())
-}
-
-// uniquelyOwnedBytes sums the sizes of regular files under dir with one link: what deleting dir
-// really frees (hardlinked files stay in the cache).
-func uniquelyOwnedBytes(dir string) int64 {
-	var total int64
-	_ = filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
-		if err != nil || !d.Type().IsRegular() {
-			return nil
-		}
-		fi, err := d.Info()
-		if err != nil {
-			return nil
-		}
-		if st, ok := fi.Sys().(*syscall.Stat_t); ok && st.Nlink == 1 {
-			total += fi.Size()
-		}
-		return nil
-	})
-	return total
 }

@@ -9,24 +9,22 @@ import (
 
 	agentv1 "github.com/envfabric/envfabric/proto/gen/envfabric/agent/v1"
 	"github.com/envfabric/envfabric/shared/errcode"
-	"github.com/envfabric/envfabric/shared/testutil/pyindex"
 )
 
-// With UV_WHEELS_ONLY an sdist-only package is refused with SOURCE_BUILD_DISABLED and leaves no
-// project behind; wheels still install.
-func TestCreateWheelsOnly(t *testing.T) {
-	f := newFixtureWith(t, fixtureOptions{extra: []pyindex.Package{{Name: "zeta", Version: "1.0.0", Sdist: true}}, noBuild: true})
-	client, envs := f.client, f.envs
-
-	_, err := client.CreateProject(t.Context(), connect.NewRequest(&agentv1.CreateProjectRequest{Env: ref("z"), PythonVersion: "3.11", Packages: []string{"alpha", "zeta"}}))
+// With UV_WHEELS_ONLY an sdist-only package is refused with SOURCE_BUILD_DISABLED (by the
+// resolution, or else by the build) and leaves no build behind; wheels still install.
+func TestWheelsOnly(t *testing.T) {
+	f := newFixtureWith(t, fixtureOptions{noBuild: true})
+	l, err := f.lock(t.Context(), &agentv1.LockRequest{Env: ref("z"), Kind: agentv1.LockKind_LOCK_KIND_CREATE, PythonVersion: "3.11", Packages: []string{"alpha", "zeta"}})
+	if err == nil {
+		_, err = f.client.Build(t.Context(), connect.NewRequest(&agentv1.BuildRequest{Files: l.GetFiles(), PythonPath: l.GetPythonPath()}))
+	}
 	d := wantError(t, err, connect.CodeFailedPrecondition, errcode.SourceBuildDisabled)
 	if d.GetUvOutput() == "" {
 		t.Errorf("want uv's output in the error detail")
 	}
-	if _, err := os.Stat(filepath.Join(envs, "wf1", "z")); !os.IsNotExist(err) {
-		t.Errorf("a refused create left %s behind (stat: %v)", filepath.Join(envs, "wf1", "z"), err)
+	if builds, _ := os.ReadDir(filepath.Join(f.envs, ".builds")); len(builds) > 1 { // .locks only
+		t.Errorf("a refused build left %v behind", builds)
 	}
-	if _, err := client.CreateProject(t.Context(), connect.NewRequest(&agentv1.CreateProjectRequest{Env: ref("w"), PythonVersion: "3.11", Packages: []string{"alpha"}})); err != nil {
-		t.Fatalf("wheels still install: %v", err)
-	}
+	f.create(t, "w", "alpha")
 }

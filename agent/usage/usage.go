@@ -8,6 +8,12 @@
 //     so after seeing a use the tracker "arms" the file again by setting atime back to mtime; the
 //     next start then moves atime forward. noatime mounts give nothing here.
 //   - live processes whose argv[0] is inside an environment (a long job is in use the whole time).
+//
+// Both are per environment although environments share builds (agent/builds): each environment's
+// .venv holds its own copy of pyvenv.cfg, which CPython reads when started as
+// <env_path>/.venv/bin/python, and that path is the process's argv[0]. Runs through the API start
+// the build's interpreter instead and are recorded by the agent (Used, and the build's lock file).
+// The walk skips everything whose name is not an id (.builds, .staging, .locks, .trash-*).
 package usage
 
 import (
@@ -201,9 +207,16 @@ func (t *Tracker) scanProcesses(now time.Time) {
 		if err != nil || len(cmdline) == 0 {
 			continue
 		}
-		argv0, _, _ := bytes.Cut(cmdline, []byte{0})
-		if key, ok := t.keyOf(string(argv0), prefix); ok {
-			t.Used(key, now, SourceProcess)
+		// argv[0], or argv[1] for a script of the environment's bin/ started through its
+		// shebang: that names the build's interpreter (<build>/.venv/bin/python), and the kernel
+		// passes the script's path, the environment's, as the first argument.
+		argv0, rest, _ := bytes.Cut(cmdline, []byte{0})
+		argv1, _, _ := bytes.Cut(rest, []byte{0})
+		for _, arg := range [][]byte{argv0, argv1} {
+			if key, ok := t.keyOf(string(arg), prefix); ok {
+				t.Used(key, now, SourceProcess)
+				break
+			}
 		}
 	}
 }

@@ -114,6 +114,8 @@ func TestKeyOf(t *testing.T) {
 		{"/nas/envs/../etc/wf/n/v1/.venv/bin/python", false},
 		{"/other/wf/n/v1/.venv/bin/python", false},
 		{"/nas/envs/.trash-1/n/v1/.venv/bin/python", false},
+		{"/nas/envs/.builds/0123456789abcdef0123456789abcdef/.venv/bin/python", false},
+		{"/nas/envs/.staging/1-x/.venv/bin/python", false},
 	}
 	for _, tt := range tests {
 		if _, ok := tr.keyOf(tt.path, "/nas/envs/"); ok != tt.ok {

@@ -31,3 +31,10 @@ func subcommand(args []string) string {
 func (e *Executor) PruneCache(ctx context.Context) (string, error) {
 	return e.run(ctx, "", "cache", "prune")
 }
+
+// CleanCache runs `uv cache clean -- names`, which drops those packages' cache entries, so the
+// next install downloads and unpacks them afresh (used when a build's damage is the cache's
+// too). Like prune it takes the cache's lock exclusively while it runs.
+func (e *Executor) CleanCache(ctx context.Context, names []string) (string, error) {
+	return e.run(ctx, "", append([]string{"cache", "clean", "--"}, names...)...)
+}

@@ -131,6 +131,9 @@ func (e *Executor) Env() []string { return append([]string(nil), e.env...) }
 type Project struct {
 	Dir    string
 	Python string
+	// NoSync makes add and remove change pyproject.toml and uv.lock only (--no-sync): no .venv
+	// is created or touched, which is how a change resolves in a staging copy.
+	NoSync bool
 }
 
 // ExitError is a uv command that ran and failed, with what it printed.
@@ -142,6 +145,46 @@ type ExitError struct {
 
 func (e *ExitError) Error() string {
 	return fmt.Sprintf("uv %s exited with status %d: %s", strings.Join(e.Args, " "), e.ExitCode, summary(e.Output))
+}
+
+// Public says what failed without the command line (its paths and flags are the agent's, for
+// its log): the subcommand, its exit status and the heart of uv's output.
+func (e *ExitError) Public() string {
+	sub := subcommand(e.Args)
+	if e.ExitCode < 0 {
+		return fmt.Sprintf("uv %s was stopped before it finished: %s", sub, summary(e.Output))
+	}
+	return fmt.Sprintf("uv %s failed (exit status %d): %s", sub, e.ExitCode, summary(e.Output))
+}
+
+// Trim is the part of uv's output that concerns the request: from uv's first error line
+// ("error:" or "×") on, without what comes before it (the interpreter found, packages resolved)
+// and without uv's hints to pass a flag (`--frozen`, ...), which the fabric chooses, not its
+// caller. Output without an error line is kept whole, less those hints.
+func Trim(out string) string {
+	lines := strings.Split(strings.TrimRight(out, "\n"), "\n")
+	for i, l := range lines {
+		if t := strings.TrimSpace(l); strings.HasPrefix(t, "error:") || strings.HasPrefix(t, "×") {
+			lines = lines[i:]
+			break
+		}
+	}
+	var kept []string
+	inHint := false
+	for _, l := range lines {
+		t := strings.TrimSpace(l)
+		switch {
+		case strings.HasPrefix(t, "hint:") || strings.HasPrefix(t, "help:"):
+			// A hint runs to the next blank line; one that tells the user to pass a flag is dropped.
+			inHint = strings.Contains(t, "`--")
+		case t == "":
+			inHint = false
+		}
+		if !inHint {
+			kept = append(kept, l)
+		}
+	}
+	return strings.TrimSpace(strings.Join(kept, "\n"))
 }
 
 // OutputOf returns the uv output carried by err, if any.
@@ -159,6 +202,9 @@ func (e *Executor) Add(ctx context.Context, p Project, pkgs, upgrade []string) (
 	for _, u := range upgrade {
 		args = append(args, "--upgrade-package", u)
 	}
+	if p.NoSync {
+		args = append(args, "--no-sync")
+	}
 	args = append(args, "--")
 	args = append(args, pkgs...)
 	return e.project(ctx, p, "add", args...)
@@ -166,7 +212,17 @@ func (e *Executor) Add(ctx context.Context, p Project, pkgs, upgrade []string) (
 
 // Remove runs `uv remove -- names` in p.
 func (e *Executor) Remove(ctx context.Context, p Project, names []string) (string, error) {
-	return e.project(ctx, p, "remove", append([]string{"--"}, names...)...)
+	var args []string
+	if p.NoSync {
+		args = append(args, "--no-sync")
+	}
+	args = append(args, "--")
+	return e.project(ctx, p, "remove", append(args, names...)...)
+}
+
+// Lock runs `uv lock` in p: it resolves pyproject.toml into uv.lock and installs nothing.
+func (e *Executor) Lock(ctx context.Context, p Project) (string, error) {
+	return e.project(ctx, p, "lock")
 }
 
 // Sync runs `uv sync` in p; frozen installs exactly the lock without re-resolving.
@@ -229,19 +285,97 @@ func (e *Executor) findPython(ctx context.Context, version string) (path, fullVe
 		if ctx.Err() != nil {
 			return "", "", err
 		}
-		return "", "", errcode.Wrap(errcode.PythonUnavailable, err, fmt.Sprintf("no Python %s on this host", version))
+		return "", "", errcode.Wrap(errcode.PythonUnavailable, err, e.noPython(ctx, version))
 	}
 	path = lastLine(string(out))
 	if path == "" {
-		return "", "", errcode.New(errcode.PythonUnavailable, fmt.Sprintf("no Python %s on this host", version))
+		return "", "", errcode.New(errcode.PythonUnavailable, e.noPython(ctx, version))
 	}
+	full, err := e.askVersion(ctx, path)
+	return path, full, err
+}
+
+// PythonVersion is the full version ("3.11.7") of the interpreter at path, which takes part in a
+// build's identity. Answers are kept like FindPython's, keyed by path.
+func (e *Executor) PythonVersion(ctx context.Context, path string) (string, error) {
+	key := "path:" + path
+	e.pyMu.Lock()
+	hit, ok := e.pythons[key]
+	e.pyMu.Unlock()
+	if ok && time.Since(hit.at) < pythonCacheTTL {
+		if _, err := os.Stat(path); err == nil {
+			return hit.full, nil
+		}
+	}
+	if _, err := os.Stat(path); err != nil {
+		return "", errcode.Wrap(errcode.PythonUnavailable, err, fmt.Sprintf("interpreter %s is not on this host", path))
+	}
+	full, err := e.askVersion(ctx, path)
+	if err != nil {
+		return "", err
+	}
+	e.pyMu.Lock()
+	if e.pythons == nil {
+		e.pythons = map[string]foundPython{}
+	}
+	e.pythons[key] = foundPython{path: path, full: full, at: time.Now()}
+	e.pyMu.Unlock()
+	return full, nil
+}
+
+// askVersion asks the interpreter at path for its full version.
+func (e *Executor) askVersion(ctx context.Context, path string) (string, error) {
 	cmd := exec.CommandContext(ctx, path, "-c", "import platform; print(platform.python_version())")
 	cmd.Env = []string{"PATH=" + e.cfg.Path}
 	ver, err := cmd.Output()
 	if err != nil {
-		return "", "", errcode.Wrap(errcode.PythonUnavailable, err, fmt.Sprintf("interpreter %s does not answer", path))
+		return "", errcode.Wrap(errcode.PythonUnavailable, err, fmt.Sprintf("interpreter %s does not answer", path))
 	}
-	return path, strings.TrimSpace(string(ver)), nil
+	return strings.TrimSpace(string(ver)), nil
+}
+
+// InstallSettings are the settings of this executor that change what an install writes, part of
+// a build's identity: two builds of one lock differ when these do.
+type InstallSettings struct {
+	LinkMode        string
+	NoBuild         bool
+	CompileBytecode string // UV_COMPILE_BYTECODE as passed through ("" when unset)
+}
+
+// InstallSettings returns the executor's install settings.
+func (e *Executor) InstallSettings() InstallSettings {
+	return InstallSettings{LinkMode: e.cfg.LinkMode, NoBuild: e.cfg.NoBuild, CompileBytecode: e.cfg.Passthrough["UV_COMPILE_BYTECODE"]}
+}
+
+// noPython says that no interpreter satisfies version, and which versions this host has.
+func (e *Executor) noPython(ctx context.Context, version string) string {
+	listed, err := e.ListPythons(ctx)
+	if err != nil {
+		return fmt.Sprintf("no Python %s on this host", version)
+	}
+	return fmt.Sprintf("no Python %s on this host; python_version may be one of: %s", version, strings.Join(Minors(listed), ", "))
+}
+
+// Minors are the distinct major.minor versions of ps, in version order ("3.9" before "3.11").
+func Minors(ps []Python) []string {
+	seen := map[[2]int]bool{}
+	var vs [][2]int
+	for _, p := range ps {
+		var v [2]int
+		if _, err := fmt.Sscanf(p.Version, "%d.%d", &v[0], &v[1]); err == nil && !seen[v] {
+			seen[v] = true
+			vs = append(vs, v)
+		}
+	}
+	sort.Slice(vs, func(i, j int) bool { return vs[i][0] < vs[j][0] || vs[i][0] == vs[j][0] && vs[i][1] < vs[j][1] })
+	out := make([]string, 0, len(vs))
+	for _, v := range vs {
+		out = append(out, fmt.Sprintf("%d.%d", v[0], v[1]))
+	}
+	if len(out) == 0 {
+		return []string{"none"}
+	}
+	return out
 }
 
 // Python is one interpreter uv can see.
@@ -316,8 +450,8 @@ func (e *Executor) command(ctx context.Context, dir string, args []string) *exec
 	cmd.Env = e.env
 	cmd.Stdin = nil
 	cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }
-	// If the agent dies (kill -9, OOM), uv must die with it: a uv add left running by a dead agent
-	// would keep writing a project that the control plane restores through another agent.
+	// If the agent dies (kill -9, OOM), uv must die with it: a uv sync left running by a dead
+	// agent would keep writing a build that another agent, once the lock is free, replaces.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	cmd.WaitDelay = e.cfg.WaitDelay
 	return cmd
@@ -367,7 +501,8 @@ func (e *Executor) wait(ctx context.Context, cmd *exec.Cmd, args []string, out *
 	if code == errcode.SourceBuildDisabled {
 		return errcode.Wrap(code, ee, "this agent installs wheels only (UV_WHEELS_ONLY=true) and a package has no wheel for this platform, only a source distribution, whose build would run its code; "+summary(ee.Output))
 	}
-	return errcode.Wrap(code, ee, "")
+	// The message is the failure without the command line; the command line stays in ee.
+	return errcode.Wrap(code, ee, ee.Public())
 }
 
 // Classify maps a failed uv command's exit status and output to an error code.
@@ -398,13 +533,30 @@ func summary(out string) string {
 		if !strings.HasPrefix(t, "error:") && !strings.HasPrefix(t, "×") {
 			continue
 		}
+		// uv's account is an error line, its causes ("cause: ..." or "Caused by: ...") and their
+		// continuation lines; its advice ("hint: ...") follows and is left out.
 		var parts []string
-		for _, l := range lines[i:min(i+6, len(lines))] {
-			if l = strings.TrimSpace(l); l != "" && !strings.HasPrefix(l, "hint:") {
-				parts = append(parts, l)
+		for _, l := range lines[i:min(i+8, len(lines))] {
+			l = strings.TrimSpace(l)
+			if strings.HasPrefix(l, "hint:") || strings.HasPrefix(l, "help:") {
+				break
+			}
+			if l == "" {
+				continue
+			}
+			cause := false
+			for _, p := range []string{"error:", "×", "cause:", "Caused by:", "╰─▶"} {
+				if strings.HasPrefix(l, p) {
+					l, cause = strings.TrimSpace(strings.TrimPrefix(l, p)), true
+				}
+			}
+			if cause || len(parts) == 0 {
+				parts = append(parts, strings.TrimSuffix(l, ":"))
+			} else {
+				parts[len(parts)-1] += " " + l
 			}
 		}
-		return strings.Join(parts, " ")
+		return strings.Join(parts, ": ")
 	}
 	return lastLine(out)
 }

@@ -322,3 +322,41 @@ func TestWheelsOnly(t *testing.T) {
 		})
 	}
 }
+
+// TestLockOnly: with NoSync, add and remove change pyproject.toml and uv.lock and create no
+// .venv; Lock resolves without installing; PythonVersion answers the interpreter's version.
+func TestLockOnly(t *testing.T) {
+	ix := pyindex.Serve(t, pyindex.Universe())
+	e := newExecutor(t, ix.URL)
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "pyproject.toml"), []byte("[project]\nname = \"p\"\nversion = \"0.1.0\"\nrequires-python = \">=3.11\"\ndependencies = []\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	py, full, err := e.FindPython(t.Context(), "3.11")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := e.PythonVersion(t.Context(), py); err != nil || got != full {
+		t.Errorf("PythonVersion(%s) = %q, %v; want %q", py, got, err, full)
+	}
+	if _, err := e.PythonVersion(t.Context(), "/no/such/python"); errcode.Of(err) != errcode.PythonUnavailable {
+		t.Errorf("PythonVersion of a missing interpreter: %v", err)
+	}
+	p := uv.Project{Dir: dir, Python: py, NoSync: true}
+	if _, err := e.Lock(t.Context(), p); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.Add(t.Context(), p, []string{"beta"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	lock, _ := os.ReadFile(filepath.Join(dir, "uv.lock"))
+	if !strings.Contains(string(lock), `name = "beta"`) {
+		t.Errorf("uv.lock after add --no-sync:\n%s", lock)
+	}
+	if _, err := e.Remove(t.Context(), p, []string{"beta"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, ".venv")); !os.IsNotExist(err) {
+		t.Errorf("a .venv was created (stat: %v)", err)
+	}
+}

@@ -7,12 +7,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"strings"
+	"syscall"
 	"time"
 
 	"connectrpc.com/connect"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/envfabric/envfabric/controlplane/envs"
 	agentv1 "github.com/envfabric/envfabric/proto/gen/envfabric/agent/v1"
@@ -26,9 +29,11 @@ import (
 
 // Client talks to one agent.
 type Client struct {
-	name string
-	url  string
-	rpc  agentv1connect.AgentServiceClient
+	name  string
+	url   string
+	token string
+	http  *http.Client
+	rpc   agentv1connect.AgentServiceClient
 }
 
 // Option says how a client reaches its agent.
@@ -55,7 +60,8 @@ func New(url, token string, opts ...Option) *Client {
 	if token != "" {
 		opt = append(opt, connect.WithInterceptors(agentauth.ClientInterceptor(token)))
 	}
-	return &Client{name: url, url: url, rpc: agentv1connect.NewAgentServiceClient(httpClient(d), url, opt...)}
+	hc := httpClient(d)
+	return &Client{name: url, url: url, token: token, http: hc, rpc: agentv1connect.NewAgentServiceClient(hc, url, opt...)}
 }
 
 func httpClient(d dialing) *http.Client {
@@ -129,25 +135,43 @@ func (c *Client) mapErr(what string, err error) error {
 	if cert := certificateError(c.url, err); cert != nil {
 		return errcode.Wrap(errcode.AgentUnavailable, cert, fmt.Sprintf("%v (%s)", cert, what))
 	}
+	if errors.Is(err, syscall.ECONNREFUSED) {
+		// Nothing listens at the agent's address: the call never reached it (envs may retry it).
+		return errcode.Wrap(errcode.AgentUnavailable, fmt.Errorf("%w: %w", envs.ErrNotStarted, err),
+			fmt.Sprintf("agent %s: %s: the agent refused the connection (it is not running)", c.url, what))
+	}
 	var ce *connect.Error
 	if !errors.As(err, &ce) {
 		return errcode.Wrap(errcode.AgentUnavailable, err, fmt.Sprintf("agent %s: %s: %v", c.url, what, err))
 	}
+	var (
+		agentErr *envs.AgentError
+		detail   string // the agent's whole account, for the logs and the audit
+	)
 	for _, d := range ce.Details() {
 		v, derr := d.Value()
 		if derr != nil {
 			continue
 		}
-		if det, ok := v.(*agentv1.ErrorDetail); ok && codeOf(det.GetErrorCode()).Known() {
-			e := &envs.AgentError{Code: codeOf(det.GetErrorCode()), Message: ce.Message(), Agent: c.name, Restored: det.GetRestored(), Err: err}
+		switch det := v.(type) {
+		case *agentv1.ErrorDetail:
+			if !codeOf(det.GetErrorCode()).Known() {
+				continue
+			}
+			agentErr = &envs.AgentError{Code: codeOf(det.GetErrorCode()), Message: ce.Message(), Agent: c.name, Err: err}
 			if out := strings.TrimSpace(det.GetUvOutput()); out != "" {
 				if len(out) > maxUVOutput {
 					out = "…" + out[len(out)-maxUVOutput:]
 				}
-				e.UVOutput = out
+				agentErr.UVOutput = out
 			}
-			return e
+		case *wrapperspb.StringValue:
+			detail = det.GetValue()
 		}
+	}
+	if agentErr != nil {
+		agentErr.Detail = detail
+		return agentErr
 	}
 	switch ce.Code() {
 	case connect.CodeUnavailable, connect.CodeUnknown:
@@ -169,57 +193,88 @@ func codeOf(c agentv1.ErrorCode) errcode.Code {
 	return errcode.Code(strings.TrimPrefix(c.String(), "ERROR_CODE_"))
 }
 
-// Create implements envs.Agent.
-func (c *Client) Create(ctx context.Context, key envid.Key, python string, packages []string, operationID int64) (envs.Created, error) {
-	resp, err := c.rpc.CreateProject(ctx, connect.NewRequest(&agentv1.CreateProjectRequest{Env: ref(key), PythonVersion: python,
-		Packages: packages, OperationId: operationID}))
+var lockKinds = map[envs.MutationKind]agentv1.LockKind{
+	envs.CreateLock: agentv1.LockKind_LOCK_KIND_CREATE,
+	envs.Add:        agentv1.LockKind_LOCK_KIND_ADD,
+	envs.Remove:     agentv1.LockKind_LOCK_KIND_REMOVE,
+	envs.Update:     agentv1.LockKind_LOCK_KIND_UPDATE,
+}
+
+// Lock implements envs.Agent.
+func (c *Client) Lock(ctx context.Context, r envs.LockRequest) (envs.Locked, error) {
+	req := &agentv1.LockRequest{Env: ref(r.Key), Kind: lockKinds[r.Kind], PythonPath: r.PythonPath, PythonVersion: r.PythonVersion,
+		Packages: r.Packages, UpgradePackages: r.Upgrade, OperationId: r.OperationID}
+	if r.Kind != envs.CreateLock {
+		req.Base = files(r.Base)
+	}
+	resp, err := c.rpc.Lock(ctx, connect.NewRequest(req))
 	if err != nil {
-		return envs.Created{}, c.mapErr("creating the project", err)
+		return envs.Locked{}, c.mapErr("resolving", err)
 	}
 	m := resp.Msg
-	return envs.Created{Files: fromFiles(m.GetFiles()), EnvPath: m.GetEnvPath(), PythonPath: m.GetPythonPath(),
-		PythonFullVersion: m.GetPythonFullVersion(), PackagesInstalled: int(m.GetPackagesInstalled())}, nil
+	return envs.Locked{Files: fromFiles(m.GetFiles()), PythonPath: m.GetPythonPath(), PythonFullVersion: m.GetPythonFullVersion()}, nil
 }
 
-// Mutate implements envs.Agent.
-func (c *Client) Mutate(ctx context.Context, m envs.Mutation) (envs.Mutated, error) {
-	kind := map[envs.MutationKind]agentv1.MutationKind{
-		envs.Add: agentv1.MutationKind_MUTATION_KIND_ADD, envs.Remove: agentv1.MutationKind_MUTATION_KIND_REMOVE,
-		envs.Update: agentv1.MutationKind_MUTATION_KIND_UPDATE,
-	}[m.Kind]
-	resp, err := c.rpc.Mutate(ctx, connect.NewRequest(&agentv1.MutateRequest{Env: ref(m.Key), Kind: kind, Base: files(m.Base),
-		PythonPath: m.PythonPath, Packages: m.Packages, UpgradePackages: m.Upgrade, BaseRevision: m.BaseRevision, OperationId: m.OperationID}))
-	if err != nil {
-		return envs.Mutated{}, c.mapErr("changing dependencies", err)
+func unixMs(ms int64) time.Time {
+	if ms <= 0 {
+		return time.Time{}
 	}
-	return envs.Mutated{Files: fromFiles(resp.Msg.GetFiles()), PackagesInstalled: int(resp.Msg.GetPackagesInstalled())}, nil
+	return time.UnixMilli(ms).UTC()
 }
 
-// Sync implements envs.Agent.
-func (c *Client) Sync(ctx context.Context, r envs.SyncRequest) (int, error) {
-	resp, err := c.rpc.Sync(ctx, connect.NewRequest(&agentv1.SyncRequest{Env: ref(r.Key), Files: files(r.Files), PythonPath: r.PythonPath,
+func buildOf(b *agentv1.BuildInfo) envs.Build {
+	return envs.Build{ID: b.GetId(), VenvPath: b.GetVenvPath(), PythonPath: b.GetPythonPath(), PythonFullVersion: b.GetPythonFullVersion(),
+		PackagesInstalled: int(b.GetPackagesInstalled()), ExclusiveBytes: b.GetExclusiveBytes(), Created: b.GetCreated(),
+		CompletedAt: unixMs(b.GetCompletedUnixMs()), LastUsedAt: unixMs(b.GetLastUsedUnixMs())}
+}
+
+// Build implements envs.Agent.
+func (c *Client) Build(ctx context.Context, r envs.BuildRequest) (envs.Build, error) {
+	resp, err := c.rpc.Build(ctx, connect.NewRequest(&agentv1.BuildRequest{Files: files(r.Files), PythonPath: r.PythonPath,
+		OperationId: r.OperationID, ReplaceDamaged: r.ReplaceDamaged}))
+	if err != nil {
+		return envs.Build{}, c.mapErr("materialising a build", err)
+	}
+	return buildOf(resp.Msg.GetBuild()), nil
+}
+
+// Switch implements envs.Agent.
+func (c *Client) Switch(ctx context.Context, r envs.SwitchRequest) (bool, error) {
+	resp, err := c.rpc.Switch(ctx, connect.NewRequest(&agentv1.SwitchRequest{Env: ref(r.Key), Files: files(r.Files), BuildId: r.BuildID,
 		Revision: r.Revision, OperationId: r.OperationID}))
 	if err != nil {
-		return 0, c.mapErr("syncing", err)
+		return false, c.mapErr("switching the project", err)
 	}
-	return int(resp.Msg.GetPackagesInstalled()), nil
+	return resp.Msg.GetChanged(), nil
 }
 
 // Inspect implements envs.Agent.
-func (c *Client) Inspect(ctx context.Context, key envid.Key, expected envs.Files, pythonPath string) (envs.Disk, error) {
-	resp, err := c.rpc.Inspect(ctx, connect.NewRequest(&agentv1.InspectRequest{Env: ref(key), Expected: files(expected), PythonPath: pythonPath}))
+func (c *Client) Inspect(ctx context.Context, r envs.InspectRequest) (envs.Disk, error) {
+	resp, err := c.rpc.Inspect(ctx, connect.NewRequest(&agentv1.InspectRequest{Env: ref(r.Key), Expected: files(r.Expected), PythonPath: r.PythonPath,
+		Verify: r.Verify, ExpectedBuildId: r.ExpectedBuildID}))
 	if err != nil {
 		return envs.Disk{}, c.mapErr("inspecting", err)
 	}
 	m := resp.Msg
-	return envs.Disk{Exists: m.GetExists(), HasPyproject: m.GetHasPyproject(), HasLock: m.GetHasLock(), HasVenv: m.GetHasVenv(),
+	d := envs.Disk{Exists: m.GetExists(), HasPyproject: m.GetHasPyproject(), HasLock: m.GetHasLock(), HasVenv: m.GetHasVenv(),
 		FilesMatch: m.GetFilesMatch(), VenvInSync: m.GetVenvInSync(), InterpreterPresent: m.GetInterpreterPresent(),
-		PackagesInstalled: int(m.GetPackagesInstalled()), EnvPath: m.GetEnvPath()}, nil
+		PackagesInstalled: int(m.GetPackagesInstalled()), EnvPath: m.GetEnvPath(), BuildID: m.GetBuildId()}
+	if bc := m.GetBuildCheck(); bc != nil {
+		chk := &envs.BuildCheck{BuildID: bc.GetBuildId(), Complete: bc.GetComplete(), Intact: bc.GetIntact(),
+			FilesChecked: bc.GetFilesChecked(), BytesChecked: bc.GetBytesChecked(), Damaged: []envs.PackageDamage{}}
+		for _, p := range bc.GetDamaged() {
+			chk.Damaged = append(chk.Damaged, envs.PackageDamage{Name: p.GetName(), Version: p.GetVersion(),
+				Missing: p.GetMissing(), WrongSize: p.GetWrongSize(), MissingCount: int(p.GetMissingCount()), WrongSizeCount: int(p.GetWrongSizeCount())})
+		}
+		d.Check = chk
+	}
+	return d, nil
 }
 
 // Run implements envs.Agent.
-func (c *Client) Run(ctx context.Context, key envid.Key, code string, timeout time.Duration, maxOutput int64) (envs.RunResult, error) {
-	resp, err := c.rpc.Run(ctx, connect.NewRequest(&agentv1.RunRequest{Env: ref(key), Code: code, TimeoutMs: timeout.Milliseconds(), MaxOutputBytes: maxOutput}))
+func (c *Client) Run(ctx context.Context, r envs.RunSpec) (envs.RunResult, error) {
+	resp, err := c.rpc.Run(ctx, connect.NewRequest(&agentv1.RunRequest{Env: ref(r.Key), Code: r.Code, TimeoutMs: r.Timeout.Milliseconds(),
+		MaxOutputBytes: r.MaxOutput, BuildId: r.BuildID}))
 	if err != nil {
 		return envs.RunResult{}, c.mapErr("running code", err)
 	}
@@ -227,6 +282,29 @@ func (c *Client) Run(ctx context.Context, key envid.Key, code string, timeout ti
 	return envs.RunResult{Stdout: m.GetStdout(), Stderr: m.GetStderr(),
 		ExitCode: int(m.GetExitCode()), ExitReason: m.GetExitReason(), Duration: time.Duration(m.GetDurationMs()) * time.Millisecond, TimedOut: m.GetTimedOut(),
 		StdoutTruncated: m.GetStdoutTruncated(), StderrTruncated: m.GetStderrTruncated()}, nil
+}
+
+// ListBuilds implements envs.Agent.
+func (c *Client) ListBuilds(ctx context.Context) ([]envs.Build, error) {
+	resp, err := c.rpc.ListBuilds(ctx, connect.NewRequest(&agentv1.ListBuildsRequest{}))
+	if err != nil {
+		return nil, c.mapErr("listing builds", err)
+	}
+	out := make([]envs.Build, 0, len(resp.Msg.GetBuilds()))
+	for _, b := range resp.Msg.GetBuilds() {
+		out = append(out, buildOf(b))
+	}
+	return out, nil
+}
+
+// RemoveBuild implements envs.Agent.
+func (c *Client) RemoveBuild(ctx context.Context, id string) (envs.RemovedBuild, error) {
+	resp, err := c.rpc.RemoveBuild(ctx, connect.NewRequest(&agentv1.RemoveBuildRequest{BuildId: id}))
+	if err != nil {
+		return envs.RemovedBuild{}, c.mapErr("removing a build", err)
+	}
+	m := resp.Msg
+	return envs.RemovedBuild{Existed: m.GetExisted(), InUse: m.GetInUse(), BytesFreed: m.GetBytesFreed()}, nil
 }
 
 // Delete implements envs.Agent.
@@ -258,7 +336,34 @@ func (c *Client) Describe(ctx context.Context) (envs.AgentInfo, error) {
 	for _, i := range m.GetInterpreters() {
 		info.Interpreters = append(info.Interpreters, envs.Interpreter{Version: i.GetVersion(), Path: i.GetPath()})
 	}
+	info.Sandbox = c.sandbox(ctx)
 	return info, nil
+}
+
+// sandbox is the agent's run sandbox tier, as its /readyz says it ("sandbox: <tier> <details>"),
+// or "" when it does not say. A fleet learns it from gossip; InfoResponse has no field for it.
+func (c *Client) sandbox(ctx context.Context) string {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(c.url, "/")+"/readyz", nil)
+	if err != nil {
+		return ""
+	}
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return ""
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 16<<10))
+	for _, line := range strings.Split(string(body), "\n") {
+		if rest, ok := strings.CutPrefix(line, "sandbox: "); ok {
+			if f := strings.Fields(rest); len(f) > 0 {
+				return f[0]
+			}
+		}
+	}
+	return ""
 }
 
 // DiskUsage implements envs.Agent.

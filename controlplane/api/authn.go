@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/envfabric/envfabric/controlplane/api/auth"
+	"github.com/envfabric/envfabric/controlplane/console"
 	"github.com/envfabric/envfabric/shared/errcode"
 )
 
@@ -28,7 +29,16 @@ func (h *Handler) authenticate(r *http.Request) (*http.Request, error) {
 		return r, nil // whatever Authorization says: a probe never fails for a stale token
 	}
 	values := r.Header.Values("Authorization")
+	if len(values) == 0 && console.IsPath(r.URL.Path) {
+		// A browser on the console carries its token in a cookie (or once in ?token=).
+		if secret := console.Credential(r); secret != "" {
+			values = []string{"Bearer " + secret}
+		}
+	}
 	if len(values) == 0 {
+		if console.IsPath(r.URL.Path) {
+			return r, errcode.New(errcode.Unauthenticated, "missing token: open "+console.Prefix+"?token=<a read token> once; the console keeps it in a cookie")
+		}
 		return r, errcode.New(errcode.Unauthenticated, "missing bearer token: send Authorization: Bearer <token>")
 	}
 	if len(values) > 1 {

@@ -5,7 +5,6 @@ package api
 
 import (
 	"bytes"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -90,10 +89,17 @@ func checkBody(r *http.Request, kind body) error {
 	switch {
 	case mt == "application/json":
 		return nil
+	case ct == "" && len(r.Header.Values("Content-Type")) == 0:
+		// No Content-Type at all: the body is read as JSON, the API's own media type (the
+		// decoder says what is wrong with it if it is not).
+		return nil
 	case kind == formBody && (mt == "multipart/form-data" || mt == "application/x-www-form-urlencoded"):
 		return nil
 	case kind == formBody:
 		return errcode.New(errcode.UnsupportedMediaType, fmt.Sprintf("Content-Type %q: POST /envs takes application/json, multipart/form-data or application/x-www-form-urlencoded", ct))
+	}
+	if mt == "application/x-www-form-urlencoded" {
+		return errcode.New(errcode.UnsupportedMediaType, fmt.Sprintf("Content-Type %q: the body must be JSON; send Content-Type: application/json (curl -d sends form data unless told otherwise)", ct))
 	}
 	return errcode.New(errcode.UnsupportedMediaType, fmt.Sprintf("Content-Type %q: the body must be application/json", ct))
 }
@@ -144,23 +150,22 @@ func decodeJSON(r *http.Request, v any) error {
 	return nil
 }
 
-// packageList accepts a JSON array of strings, or one string holding a JSON array (the TRD's form
-// encoding), in a JSON body.
+// packageList is a JSON body's packages: an array of strings, as the document declares. A string
+// (even one holding a JSON array, which form data may send) is refused, not guessed at.
 type packageList []string
 
 func (p *packageList) UnmarshalJSON(b []byte) error {
 	var list []string
-	if err := json.Unmarshal(b, &list); err == nil {
-		*p = list
-		return nil
+	if err := json.Unmarshal(b, &list); err != nil {
+		return errcode.New(errcode.InvalidRequest, `packages: want a JSON array of strings, one package each, e.g. ["numpy>=1.24", "pandas"]`)
 	}
-	var s string
-	if err := json.Unmarshal(b, &s); err != nil {
-		return errcode.New(errcode.InvalidPackages, "packages: want an array of strings")
+	for _, s := range list {
+		if names := listedNames(s); names != nil {
+			return errcode.New(errcode.InvalidPackages, fmt.Sprintf("packages: %q names %d packages; give each its own array item: %s", s, len(names), quotedList(names)))
+		}
 	}
-	list, err := splitPackages([]string{s})
 	*p = list
-	return err
+	return nil
 }
 
 // splitPackages reads form values: repeated fields, or a single field holding a JSON array.
@@ -174,11 +179,59 @@ func splitPackages(values []string) ([]string, error) {
 	}
 	var out []string
 	for _, v := range values {
+		if names := listedNames(v); names != nil {
+			return nil, errcode.New(errcode.InvalidPackages, fmt.Sprintf(
+				"packages: %q names %d packages; send a JSON array (packages=%s) or repeat the field (%s)",
+				v, len(names), quotedList(names), "packages="+strings.Join(names, "&packages=")))
+		}
 		if strings.TrimSpace(v) != "" {
 			out = append(out, v)
 		}
 	}
 	return out, nil
+}
+
+// listedNames splits a package string that is really a comma-separated list of packages
+// ("numpy,pandas") into its items, or returns nil. A comma inside a requirement separates version
+// clauses ("numpy>=1,<2") or extras ("pkg[a,b]"): only one at the top level followed by a
+// name (a letter or digit, not an operator) separates packages.
+func listedNames(s string) []string {
+	var parts []string
+	depth, start := 0, 0
+	for i := 0; i < len(s); i++ {
+		switch s[i] {
+		case '[', '(':
+			depth++
+		case ']', ')':
+			depth--
+		case ';':
+			i = len(s) // a marker follows: its commas are not the list's
+		case ',':
+			if depth == 0 {
+				parts = append(parts, strings.TrimSpace(s[start:i]))
+				start = i + 1
+			}
+		}
+	}
+	if len(parts) == 0 {
+		return nil
+	}
+	parts = append(parts, strings.TrimSpace(s[start:]))
+	for _, p := range parts[1:] {
+		if p == "" || !isAlnum(p[0]) {
+			return nil
+		}
+	}
+	return parts
+}
+
+func isAlnum(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
+}
+
+func quotedList(names []string) string {
+	b, _ := json.Marshal(names)
+	return string(b)
 }
 
 // maxSeconds bounds any number of seconds a request may carry: about 31 years, far below where
@@ -241,26 +294,29 @@ func limit(r *http.Request) (int, error) {
 	return n, nil
 }
 
-func encodeCursor(k envid.Key) string {
-	b, _ := json.Marshal([]string{k.WorkflowID, k.NodeID, k.VersionID})
-	return base64.RawURLEncoding.EncodeToString(b)
-}
+func encodeCursor(k envid.Key) string { return k.Cursor() }
 
 func decodeCursor(c string) (envid.Key, error) {
-	bad := errcode.New(errcode.InvalidRequest, "cursor: not a cursor this API returned")
-	b, err := base64.RawURLEncoding.DecodeString(c)
+	k, err := envid.ParseCursor(c)
 	if err != nil {
-		return envid.Key{}, bad
-	}
-	var parts []string
-	if len(c) > 512 || json.Unmarshal(b, &parts) != nil || len(parts) != 3 {
-		return envid.Key{}, bad
-	}
-	k := envid.Key{WorkflowID: parts[0], NodeID: parts[1], VersionID: parts[2]}
-	if k.Validate() != nil {
-		return envid.Key{}, bad
+		return envid.Key{}, errcode.New(errcode.InvalidRequest, err.Error())
 	}
 	return k, nil
+}
+
+// refuseJSONAsForm says what to do with a JSON object sent as urlencoded form data, what curl -d
+// does without -H 'Content-Type: application/json': read as a form, its text is one unknown field.
+func refuseJSONAsForm(r *http.Request) error {
+	b, err := io.ReadAll(r.Body)
+	if err != nil {
+		return errcode.Wrap(errcode.InvalidRequest, err, "reading the request body: "+err.Error())
+	}
+	r.Body = io.NopCloser(bytes.NewReader(b))
+	if t := bytes.TrimSpace(b); len(t) > 0 && t[0] == '{' && json.Valid(t) {
+		return errcode.New(errcode.UnsupportedMediaType, "the body is JSON but Content-Type says application/x-www-form-urlencoded "+
+			"(curl -d's default): send Content-Type: application/json")
+	}
+	return nil
 }
 
 // decodeCreate reads POST /envs: JSON, or form data with an optional requirements_file upload.
@@ -270,11 +326,12 @@ func (h *Handler) decodeCreate(r *http.Request) (envs.CreateRequest, error) {
 		wf, node, version, python string
 		packages                  []string
 		requirements              string
+		from                      *envid.Key
 		err                       error
 	)
 	ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
-	if r.ContentLength == 0 && len(r.TransferEncoding) == 0 {
-		ct = "application/json" // no body: the JSON decoder reports what is missing
+	if r.ContentLength == 0 && len(r.TransferEncoding) == 0 || len(r.Header.Values("Content-Type")) == 0 {
+		ct = "application/json" // no body, or no media type: the JSON decoder reports what is wrong
 	}
 	switch ct {
 	case "application/json":
@@ -285,9 +342,24 @@ func (h *Handler) decodeCreate(r *http.Request) (envs.CreateRequest, error) {
 			PythonVersion string      `json:"python_version"`
 			Packages      packageList `json:"packages"`
 			Requirements  string      `json:"requirements"`
+			From          *struct {
+				WorkflowID string `json:"workflow_id"`
+				NodeID     string `json:"node_id"`
+				VersionID  string `json:"version_id"`
+			} `json:"from"`
 		}
 		if err := decodeJSON(r, &body); err != nil {
 			return envs.CreateRequest{}, err
+		}
+		if f := body.From; f != nil {
+			if f.WorkflowID == "" || f.NodeID == "" {
+				return envs.CreateRequest{}, errcode.New(errcode.InvalidRequest, "from: workflow_id and node_id are required")
+			}
+			k, err := envid.New(f.WorkflowID, f.NodeID, f.VersionID)
+			if err != nil {
+				return envs.CreateRequest{}, errcode.Wrap(errcode.InvalidID, err, "from: "+err.Error())
+			}
+			from = &k
 		}
 		wf, node, version, python, packages, requirements = body.WorkflowID, body.NodeID, body.VersionID, body.PythonVersion, body.Packages, body.Requirements
 	case "multipart/form-data", "application/x-www-form-urlencoded":
@@ -295,6 +367,9 @@ func (h *Handler) decodeCreate(r *http.Request) (envs.CreateRequest, error) {
 			// All of it in memory (the body is bounded already), so no upload touches the disk.
 			err = r.ParseMultipartForm(h.opt.MaxBodyBytes)
 		} else {
+			if err := refuseJSONAsForm(r); err != nil {
+				return envs.CreateRequest{}, err
+			}
 			err = r.ParseForm()
 		}
 		if err != nil {
@@ -341,5 +416,5 @@ func (h *Handler) decodeCreate(r *http.Request) (envs.CreateRequest, error) {
 	if err != nil {
 		return envs.CreateRequest{}, errcode.Wrap(errcode.InvalidID, err, "")
 	}
-	return envs.CreateRequest{Key: key, PythonVersion: python, Packages: packages, Requirements: requirements}, nil
+	return envs.CreateRequest{Key: key, PythonVersion: python, Packages: packages, Requirements: requirements, From: from}, nil
 }

@@ -4,7 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/envfabric/envfabric/controlplane/envs"
@@ -21,13 +23,27 @@ func (h *Handler) fail(w http.ResponseWriter, r *http.Request, err error) {
 	if status >= 500 {
 		level = slog.LevelError
 	}
+	if status == http.StatusLocked {
+		w.Header().Set("Retry-After", strconv.Itoa(retryAfter(err, time.Now())))
+	}
 	h.log.Log(r.Context(), level, "request failed", "method", r.Method, "path", r.URL.Path, "status", status,
-		"code", code, "err", err, "request_id", body["request_id"])
+		"code", code, "err", envs.AuditMessage(err), "request_id", body["request_id"])
 	writeJSON(w, status, map[string]any{"error": body})
 }
 
+// retryAfter is the Retry-After of a 423: the whole seconds until the lease in the way expires
+// (its holder renews it while it works, so this is when to look again, not a promise), at least
+// 1; 1 when the holder is not a lease (an agent still writing the project).
+func retryAfter(err error, now time.Time) int {
+	var le *envs.LockedError
+	if !errors.As(err, &le) {
+		return 1
+	}
+	return max(1, int(math.Ceil(le.Holder.ExpiresAt.Sub(now).Seconds())))
+}
+
 // errorBody renders a failure: its code and message, and the facts its type carries under the
-// keys clients read (held_by, uv_output, restored, failed_agent, restored_by, the partial output
+// keys clients read (held_by, uv_output, restored, the partial output
 // of a timed-out run, ...). This is the only place a domain failure becomes wire data.
 func errorBody(err error) map[string]any {
 	var coded errcode.Coded
@@ -49,17 +65,6 @@ func errorBody(err error) map[string]any {
 	case *envs.AgentError:
 		if e.UVOutput != "" {
 			body["uv_output"] = e.UVOutput
-		}
-		if e.Restored {
-			body["restored"] = true
-		}
-		if e.RestoredBy != "" {
-			body["failed_agent"], body["restored_by"] = e.Agent, e.RestoredBy
-		}
-		// A restore by another agent wraps the first agent's own failure: keep its uv output.
-		var inner *envs.AgentError
-		if errors.As(e.Err, &inner) && inner.UVOutput != "" && e.UVOutput == "" {
-			body["uv_output"] = inner.UVOutput
 		}
 	case *envs.UncommittedError:
 		body["restored"] = e.Restored

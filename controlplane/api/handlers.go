@@ -50,14 +50,34 @@ func (h *Handler) mutate(kind envs.MutationKind) handlerFunc {
 		var body struct {
 			versioned
 			Packages packageList `json:"packages"`
+			DryRun   bool        `json:"dry_run"`
 		}
 		key, err := decodeEnvRequest(r, &body)
 		if err != nil {
 			return 0, nil, err
 		}
-		res, err := h.svc.Mutate(r.Context(), caller(r), key, kind, body.Packages)
+		res, err := h.svc.Mutate(r.Context(), caller(r), key, kind, body.Packages, body.DryRun)
+		if res.DryRun {
+			return http.StatusOK, dryRunOf(res), err
+		}
 		return http.StatusOK, DepsResult(res), err
 	}
+}
+
+func (h *Handler) rollback(w http.ResponseWriter, r *http.Request) (int, any, error) {
+	var body struct {
+		versioned
+		Revision *int64 `json:"revision"`
+	}
+	key, err := decodeEnvRequest(r, &body)
+	if err != nil {
+		return 0, nil, err
+	}
+	if body.Revision == nil {
+		return 0, nil, errcode.New(errcode.InvalidRequest, "revision: required (the revision to make current again)")
+	}
+	res, err := h.svc.Rollback(r.Context(), caller(r), key, *body.Revision)
+	return http.StatusOK, RollbackResult{DepsResult: DepsResult(res), RolledBackTo: res.RolledBackTo, Rebuilt: res.Rebuilt}, err
 }
 
 func (h *Handler) sync(w http.ResponseWriter, r *http.Request) (int, any, error) {

@@ -28,6 +28,7 @@ type CreatedEnv struct {
 	PackagesInstalled int                `json:"packages_installed"`
 	Revision          int64              `json:"revision"` // the revision the create committed
 	OperationID       int64              `json:"operation_id"`
+	BuildID           string             `json:"build_id"`
 }
 
 // DepsResult answers every dependency operation: the TRD's deps shape plus what was done.
@@ -42,6 +43,43 @@ type DepsResult struct {
 	LockedVersions  map[string]string  `json:"locked_versions"`
 	Revision        int64              `json:"revision"`
 	OperationID     int64              `json:"operation_id,omitempty"`
+	// Shown by the wrappers below, only where they apply.
+	DryRun       bool                 `json:"-"`
+	Changes      []envs.PackageChange `json:"-"`
+	RolledBackTo int64                `json:"-"`
+	Rebuilt      bool                 `json:"-"`
+	BuildID      string               `json:"build_id,omitempty"`
+}
+
+// DryRunResult answers a change with "dry_run": true: the deps the change would leave, the
+// revision it would start from (unchanged), and the difference of the locks.
+type DryRunResult struct {
+	DepsResult
+	DryRun  bool            `json:"dry_run"`
+	Changes []PackageChange `json:"changes"`
+}
+
+// PackageChange is one locked package a change adds (from null), removes (to null) or moves.
+type PackageChange struct {
+	Name string  `json:"name"`
+	From *string `json:"from"`
+	To   *string `json:"to"`
+}
+
+func dryRunOf(r envs.DepsResult) DryRunResult {
+	out := DryRunResult{DepsResult: DepsResult(r), DryRun: true, Changes: make([]PackageChange, 0, len(r.Changes))}
+	for _, c := range r.Changes {
+		out.Changes = append(out.Changes, PackageChange(c))
+	}
+	return out
+}
+
+// RollbackResult answers POST .../rollback: the deps shape of the new current revision, which
+// revision's files and build it took, and whether that build had to be materialised again.
+type RollbackResult struct {
+	DepsResult
+	RolledBackTo int64 `json:"rolled_back_to"`
+	Rebuilt      bool  `json:"rebuilt"`
 }
 
 // SyncResult is the TRD's sync response.
@@ -53,6 +91,9 @@ type SyncResult struct {
 	PackagesInstalled int    `json:"packages_installed"`
 	Revision          int64  `json:"revision"`
 	OperationID       int64  `json:"operation_id"`
+	BuildID           string `json:"build_id"`
+	Repaired          bool   `json:"repaired"` // the build was damaged and was replaced
+	Rebuilt           bool   `json:"rebuilt"`  // the build was materialised by this sync
 }
 
 // ExportResult is the TRD's export response.
@@ -77,6 +118,7 @@ type RunResponse struct {
 	ExitCode        int    `json:"exit_code"`
 	ExitReason      string `json:"exit_reason"`
 	Revision        int64  `json:"revision"`
+	Woke            bool   `json:"woke,omitempty"` // the build was hibernated and was materialised again first
 	DurationMS      int64  `json:"duration_ms"`
 	TimedOut        bool   `json:"timed_out"`
 	StdoutTruncated bool   `json:"stdout_truncated"`
@@ -104,6 +146,8 @@ type EnvView struct {
 	PythonPath    string    `json:"python_path"`
 	EnvPath       string    `json:"env_path"`
 	Revision      int64     `json:"revision"`
+	BuildID       string    `json:"build_id"`
+	DiskRevision  int64     `json:"disk_revision"`
 	LastError     string    `json:"last_error,omitempty"`
 	CreatedAt     time.Time `json:"created_at"`
 	UpdatedAt     time.Time `json:"updated_at"`
@@ -119,6 +163,29 @@ type Status struct {
 	DiskError  string    `json:"disk_error,omitempty"`
 	InStep     bool      `json:"in_step"`
 	CheckedAt  time.Time `json:"checked_at"`
+	Build      *Build    `json:"build,omitempty"`
+}
+
+// Build is an environment's current build in its status, with what verifying it found.
+type Build struct {
+	ID                string          `json:"id"`
+	State             string          `json:"state"`
+	PackagesInstalled int             `json:"packages"`
+	SharedWith        int             `json:"shared_with"`
+	Verified          bool            `json:"verified"`
+	Intact            bool            `json:"intact"`
+	Damaged           []PackageDamage `json:"damaged"`
+	FilesChecked      int64           `json:"files_checked"`
+}
+
+// PackageDamage is one installed package whose files do not match its RECORD.
+type PackageDamage struct {
+	Name           string   `json:"name"`
+	Version        string   `json:"version"`
+	Missing        []string `json:"missing"`
+	WrongSize      []string `json:"wrong_size"`
+	MissingCount   int      `json:"missing_count"`
+	WrongSizeCount int      `json:"wrong_size_count"`
 }
 
 // ListResult is GET /envs.
@@ -173,6 +240,19 @@ type CleanupResult struct {
 	BytesFreed int64 `json:"bytes_freed"`
 	// UsageReports counts the agents whose usage reports were merged before choosing.
 	UsageReports int `json:"usage_reports"`
+	// BuildsRemoved are the builds no environment's current revision referenced; BuildsSkipped
+	// those a run held.
+	BuildsRemoved []BuildEntry `json:"builds_removed"`
+	BuildsSkipped []BuildEntry `json:"builds_skipped"`
+}
+
+// BuildEntry is one build a cleanup considered.
+type BuildEntry struct {
+	BuildID     string    `json:"build_id"`
+	CurrentEnvs int       `json:"current_envs"`
+	LastUsedAt  time.Time `json:"last_used_at"`
+	BytesFreed  int64     `json:"bytes_freed"`
+	Reason      string    `json:"reason,omitempty"`
 }
 
 // PruneResult is a cache prune.
@@ -186,15 +266,17 @@ type PruneResult struct {
 
 // Disk is an agent's view of an environment on the shared storage.
 type Disk struct {
-	Exists             bool   `json:"exists"`
-	HasPyproject       bool   `json:"pyproject_toml"`
-	HasLock            bool   `json:"uv_lock"`
-	HasVenv            bool   `json:"venv"`
-	FilesMatch         bool   `json:"files_match_revision"`
-	VenvInSync         bool   `json:"venv_in_sync"`
-	InterpreterPresent bool   `json:"interpreter_present"`
-	PackagesInstalled  int    `json:"packages_installed"`
-	EnvPath            string `json:"env_path"`
+	Exists             bool             `json:"exists"`
+	HasPyproject       bool             `json:"pyproject_toml"`
+	HasLock            bool             `json:"uv_lock"`
+	HasVenv            bool             `json:"venv"`
+	FilesMatch         bool             `json:"files_match_revision"`
+	VenvInSync         bool             `json:"venv_in_sync"`
+	InterpreterPresent bool             `json:"interpreter_present"`
+	PackagesInstalled  int              `json:"packages_installed"`
+	EnvPath            string           `json:"env_path"`
+	BuildID            string           `json:"build_id"` // the build the .venv points at ("" before builds)
+	Check              *envs.BuildCheck `json:"-"`
 }
 
 func statusOf(s envs.Status) Status {
@@ -203,6 +285,14 @@ func statusOf(s envs.Status) Status {
 	if s.Disk != nil {
 		d := Disk(*s.Disk)
 		out.Disk = &d
+	}
+	if b := s.Build; b != nil {
+		out.Build = &Build{ID: b.ID, State: b.State, PackagesInstalled: b.PackagesInstalled, SharedWith: b.SharedWith,
+			Verified: b.Verified, Intact: b.Intact, FilesChecked: b.FilesChecked, Damaged: make([]PackageDamage, 0, len(b.Damaged))}
+		for _, p := range b.Damaged {
+			out.Build.Damaged = append(out.Build.Damaged, PackageDamage{Name: p.Name, Version: p.Version, Missing: nonNil(p.Missing),
+				WrongSize: nonNil(p.WrongSize), MissingCount: p.MissingCount, WrongSizeCount: p.WrongSizeCount})
+		}
 	}
 	return out
 }
@@ -233,6 +323,13 @@ func cleanupOf(c envs.CleanupResult) CleanupResult {
 	for _, e := range c.Skipped {
 		out.Skipped = append(out.Skipped, CleanupEntry(e))
 	}
+	out.BuildsRemoved, out.BuildsSkipped = make([]BuildEntry, 0, len(c.BuildsRemoved)), make([]BuildEntry, 0, len(c.BuildsSkipped))
+	for _, b := range c.BuildsRemoved {
+		out.BuildsRemoved = append(out.BuildsRemoved, BuildEntry(b))
+	}
+	for _, b := range c.BuildsSkipped {
+		out.BuildsSkipped = append(out.BuildsSkipped, BuildEntry(b))
+	}
 	return out
 }
 
@@ -254,7 +351,7 @@ func Output(b []byte) (text, encoding string) {
 
 func runResponse(r envs.RunResponse) RunResponse {
 	out := RunResponse{WorkflowID: r.WorkflowID, NodeID: r.NodeID, VersionID: r.VersionID,
-		ExitCode: r.ExitCode, ExitReason: r.ExitReason, Revision: r.Revision, DurationMS: r.DurationMS, TimedOut: r.TimedOut,
+		ExitCode: r.ExitCode, ExitReason: r.ExitReason, Revision: r.Revision, Woke: r.Woke, DurationMS: r.DurationMS, TimedOut: r.TimedOut,
 		StdoutTruncated: r.StdoutTruncated, StderrTruncated: r.StderrTruncated, OperationID: r.OperationID}
 	out.Stdout, out.StdoutEncoding = Output(r.Stdout)
 	out.Stderr, out.StderrEncoding = Output(r.Stderr)

@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/envfabric/envfabric/controlplane/api/auth"
+	"github.com/envfabric/envfabric/controlplane/console"
 	"github.com/envfabric/envfabric/controlplane/envs"
 	"github.com/envfabric/envfabric/shared/errcode"
 )
@@ -108,12 +109,19 @@ func New(svc *envs.Service, opt Options, log *slog.Logger) *Handler {
 		"DELETE": {role: auth.Write, query: versionQuery, body: jsonBody, fn: h.mutate(envs.Remove)},
 		"PUT":    {role: auth.Write, query: versionQuery, body: jsonBody, fn: h.mutate(envs.Update)},
 	})
+	h.handle("/envs/{workflow_id}/{node_id}/rollback", map[string]endpoint{"POST": {role: auth.Write, query: versionQuery, body: jsonBody, fn: h.rollback}})
 	h.handle("/envs/{workflow_id}/{node_id}/run", map[string]endpoint{"POST": {role: auth.Write, query: versionQuery, body: jsonBody, fn: h.run}})
 	h.handle("/envs/{workflow_id}/{node_id}/operations", map[string]endpoint{"GET": read(h.operations, "version_id", "limit", "before")})
 	h.handle("/agents", map[string]endpoint{"GET": read(h.agents)})
 	h.handle("/healthz", map[string]endpoint{"GET": {fn: h.healthz}})
 	h.handle("/readyz", map[string]endpoint{"GET": {fn: h.readyz}})
 	h.handle("/openapi.json", map[string]endpoint{"GET": {raw: http.HandlerFunc(serveOpenAPI)}})
+	// The operator console: HTML pages behind the read role (console.Credential says how a
+	// browser carries its token).
+	pages := console.New(svc, opt.Agents, log)
+	for _, p := range console.Pages() {
+		h.handle(p.Pattern, map[string]endpoint{"GET": {role: auth.Read, query: p.Query, raw: pages}})
+	}
 	if opt.Registry != nil {
 		h.handle("/metrics", map[string]endpoint{"GET": {role: auth.Read, raw: promhttp.HandlerFor(opt.Registry, promhttp.HandlerOpts{})}})
 	}

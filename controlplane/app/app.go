@@ -120,6 +120,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		DefaultTimeout: cfg.ExecutionTimeout, MaxTimeout: cfg.MaxExecutionTime, MaxOutputBytes: cfg.MaxOutputBytes,
 		LeaseTTL: cfg.LeaseTTL, OperationTimeout: cfg.OperationTimeout,
 		IdleAfter: cfg.IdleAfter, CleanupIdle: cfg.CleanupIdle, Registry: reg, Packages: packages,
+		HibernateAfter: cfg.HibernateAfter, DiskBudgetBytes: cfg.DiskBudgetBytes, BuildVerifyInterval: cfg.BuildVerifyInterval,
 	}, log)
 
 	handler := api.New(svc, api.Options{
@@ -155,7 +156,8 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 			m.run(runCtx)
 		}()
 	}
-	// Every control plane closes abandoned audit rows and repairs interrupted environments.
+	// Every control plane closes abandoned audit rows, settles interrupted environments, switches
+	// project directories behind their revision, hibernates builds and verifies a few of them.
 	wg.Add(1)
 	go func() {
 		defer wg.Done()

@@ -56,7 +56,16 @@ type Config struct {
 	FleetID string
 	// CachePruneInterval is how often the cleanup leader prunes the uv cache; 0 never.
 	CachePruneInterval time.Duration
-	API                API // callers and package references the REST API admits (apiauth.go)
+	// HibernateAfter: a build unused this long is removed and its environments show HIBERNATED
+	// until their next run or sync wakes them (HIBERNATE_AFTER; 0, the default: never).
+	HibernateAfter time.Duration
+	// DiskBudgetBytes: beyond this many bytes held by builds the least recently used are
+	// hibernated first (DISK_BUDGET_BYTES; 0, the default: no budget).
+	DiskBudgetBytes int64
+	// BuildVerifyInterval is how often the maintenance pass verifies a few builds against their
+	// packages' RECORD files (BUILD_VERIFY_INTERVAL; 0: never).
+	BuildVerifyInterval time.Duration
+	API                 API // callers and package references the REST API admits (apiauth.go)
 
 	// MinFreeBytes is the free space under DATA_ROOT below which /readyz fails; 0 turns the check off.
 	MinFreeBytes int64
@@ -119,6 +128,18 @@ func Load(src config.Source) (Config, error) {
 	c.Gossip.NodeName = c.InstanceID
 	c.FleetID = r.String("FLEET_ID", "")
 	c.CachePruneInterval = r.Duration("CACHE_PRUNE_INTERVAL", 24*time.Hour)
+	c.HibernateAfter = r.Duration("HIBERNATE_AFTER", 0)
+	c.DiskBudgetBytes = int64(r.Int("DISK_BUDGET_BYTES", 0))
+	c.BuildVerifyInterval = r.Duration("BUILD_VERIFY_INTERVAL", time.Hour)
+	if c.HibernateAfter < 0 {
+		r.Fail("HIBERNATE_AFTER must not be negative (0 never hibernates)")
+	}
+	if c.DiskBudgetBytes < 0 {
+		r.Fail("DISK_BUDGET_BYTES must not be negative (0 is no budget)")
+	}
+	if c.BuildVerifyInterval < 0 {
+		r.Fail("BUILD_VERIFY_INTERVAL must not be negative (0 never verifies)")
+	}
 	c.MinFreeBytes = int64(r.Int("DATA_ROOT_MIN_FREE_BYTES", 512<<20))
 	c.ReserveBytes = int64(r.Int("DATA_ROOT_RESERVE_BYTES", 16<<20))
 	if c.MinFreeBytes < 0 {

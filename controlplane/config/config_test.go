@@ -54,6 +54,24 @@ func TestLoad(t *testing.T) {
 			},
 		},
 		{
+			name: "build settings: defaults, then overrides",
+			env:  map[string]string{"HIBERNATE_AFTER": "72h", "DISK_BUDGET_BYTES": "1073741824", "BUILD_VERIFY_INTERVAL": "0"},
+			check: func(t *testing.T, c Config) {
+				if c.HibernateAfter != 72*time.Hour || c.DiskBudgetBytes != 1<<30 || c.BuildVerifyInterval != 0 {
+					t.Errorf("got HibernateAfter %s, DiskBudgetBytes %d, BuildVerifyInterval %s", c.HibernateAfter, c.DiskBudgetBytes, c.BuildVerifyInterval)
+				}
+				def, err := Load(config.Map(map[string]string{}))
+				if err != nil || def.HibernateAfter != 0 || def.DiskBudgetBytes != 0 || def.BuildVerifyInterval != time.Hour {
+					t.Errorf("defaults: %s, %d, %s, %v; want never, none, 1h", def.HibernateAfter, def.DiskBudgetBytes, def.BuildVerifyInterval, err)
+				}
+			},
+		},
+		{
+			name:    "negative build settings",
+			env:     map[string]string{"HIBERNATE_AFTER": "-1s", "DISK_BUDGET_BYTES": "-1", "BUILD_VERIFY_INTERVAL": "-1m"},
+			wantErr: []string{"HIBERNATE_AFTER", "DISK_BUDGET_BYTES", "BUILD_VERIFY_INTERVAL"},
+		},
+		{
 			name:    "negative disk space settings",
 			env:     map[string]string{"DATA_ROOT_MIN_FREE_BYTES": "-1", "DATA_ROOT_RESERVE_BYTES": "-2"},
 			wantErr: []string{"DATA_ROOT_MIN_FREE_BYTES", "DATA_ROOT_RESERVE_BYTES"},

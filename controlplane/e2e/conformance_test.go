@@ -518,6 +518,12 @@ func TestOpenAPIDescribesEveryAnswer(t *testing.T) {
 	expect(t, c.do(t, "POST", "/envs/wf/a/run", map[string]any{
 		"code": "import time\nprint('partial', flush=True)\ntime.sleep(60)", "timeout": 1}), 504, "EXECUTION_TIMEOUT")
 
+	expect(t, c.do(t, "POST", "/envs/wf/a/deps", map[string]any{"packages": []string{"gamma"}, "dry_run": true}), 200, "")
+	expect(t, c.do(t, "DELETE", "/envs/wf/a/deps", map[string]any{"packages": []string{"delta"}, "dry_run": true}), 200, "")
+	expect(t, c.do(t, "PUT", "/envs/wf/a/deps", map[string]any{"packages": []string{"delta==0.1.0"}, "dry_run": true}), 200, "")
+	expect(t, c.do(t, "POST", "/envs/wf/a/rollback", map[string]any{"revision": 1}), 200, "")
+	expect(t, c.do(t, "POST", "/envs/wf/a/rollback", map[string]any{"revision": 99}), 400, "INVALID_REQUEST")
+	expect(t, c.do(t, "POST", "/envs", map[string]any{"workflow_id": "wf", "node_id": "copy", "from": map[string]any{"workflow_id": "wf", "node_id": "a"}}), 201, "")
 	expect(t, c.do(t, "GET", "/envs/wf/a/export", nil), 200, "")
 	expect(t, c.do(t, "GET", "/envs/wf/form/export?version_id=v2", nil), 200, "")
 	expect(t, c.do(t, "POST", "/envs/wf/a/sync", nil), 200, "")
@@ -539,6 +545,12 @@ func TestOpenAPIDescribesEveryAnswer(t *testing.T) {
 	expect(t, c.do(t, "GET", "/readyz", nil), 200, "")
 	req, _ = http.NewRequest("GET", f.URL+"/metrics", nil)
 	c.send(t, req)
+	for _, page := range []string{"/console", "/console/envs/wf/a", "/console/agents", "/console/cleanups"} {
+		req, _ = http.NewRequest("GET", f.URL+page, nil)
+		if r := c.send(t, req); r.Status != 200 {
+			t.Errorf("GET %s: %d", page, r.Status)
+		}
+	}
 
 	// The error answers.
 	expect(t, c.do(t, "POST", "/envs", map[string]any{"workflow_id": "wf", "node_id": "a"}), 409, "ENV_ALREADY_EXISTS")
@@ -674,7 +686,8 @@ func TestOpenAPIResponsesTyped(t *testing.T) {
 	for tmpl, ops := range d.root["paths"].(map[string]any) {
 		for method, op := range ops.(map[string]any) {
 			for status, resp := range op.(map[string]any)["responses"].(map[string]any) {
-				for mt, media := range resp.(map[string]any)["content"].(map[string]any) {
+				content, _ := resp.(map[string]any)["content"].(map[string]any) // none: an answer without a body
+				for mt, media := range content {
 					where := fmt.Sprintf("%s %s → %s (%s)", strings.ToUpper(method), tmpl, status, mt)
 					schema, ok := media.(map[string]any)["schema"].(map[string]any)
 					if !ok {

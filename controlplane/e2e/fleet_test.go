@@ -55,16 +55,29 @@ type fleetOptions struct {
 	// tls runs control planes and agents over mutual TLS (FLEET_TLS_*), each with its own
 	// certificate from one fleet CA.
 	tls bool
+	// dataRoot, db and index, when set, are the share, the database and the package index to use
+	// instead of new ones (a fleet taking over a single host's data: TestMigrateToFleet).
+	dataRoot string
+	db       string
+	index    *pyindex.Index
 }
 
 func newFleet(t *testing.T, opt fleetOptions) *fleet {
 	t.Helper()
 	cpBin, agentBin := binaries(t)
-	fl := &fleet{DataRoot: t.TempDir(), DB: database(t), agents: map[string]*fleetAgent{},
+	fl := &fleet{DataRoot: opt.dataRoot, DB: opt.db, Index: opt.index, agents: map[string]*fleetAgent{},
 		token: "fleet-token-" + fmt.Sprint(time.Now().UnixNano()), agentBin: agentBin, uv: testenv.UV(t),
 		key: base64.StdEncoding.EncodeToString([]byte("envfabric-e2e-gossip-key-32bytes"))}
+	if fl.DataRoot == "" {
+		fl.DataRoot = t.TempDir()
+	}
+	if fl.DB == "" {
+		fl.DB = database(t)
+	}
+	if fl.Index == nil {
+		fl.Index = pyindex.Serve(t, pyindex.Universe())
+	}
 	fl.Envs = filepath.Join(fl.DataRoot, "envs")
-	fl.Index = pyindex.Serve(t, pyindex.Universe())
 	if opt.tls {
 		fl.ca = newFleetCA(t)
 	}
@@ -287,8 +300,8 @@ func TestFleetMembership(t *testing.T) {
 }
 
 // TestFleetAgentDiesMidAdd: kill -9 of the agent in the middle of an add. The request fails with a
-// clear error, the lease is released, the environment is back at its last good revision, and the
-// next operation works on the other agent.
+// clear error, the lease is released, the environment never left its last good revision (the add
+// resolved in a staging copy: nothing to put back), and the next operation works on the other agent.
 func TestFleetAgentDiesMidAdd(t *testing.T) {
 	t.Parallel()
 	fl := newFleet(t, fleetOptions{controlPlanes: 1, agents: 2})
@@ -297,6 +310,20 @@ func TestFleetAgentDiesMidAdd(t *testing.T) {
 	pyproject := cp.readFile(t, "wf", "n", "pyproject.toml")
 	lock := cp.readFile(t, "wf", "n", "uv.lock")
 
+	// loaded is the agents with work in flight, as gossip (and this control plane) sees them.
+	loaded := func() []string {
+		var ids []string
+		_, _, body := fl.agentsView(t, 0)
+		for _, a := range body["agents"].([]any) {
+			if m := a.(map[string]any); m["load"].(float64) > 0 {
+				ids = append(ids, m["agent_id"].(string))
+			}
+		}
+		return ids
+	}
+	// The create is two calls (resolve, build), perhaps on two agents: wait until gossip shows
+	// them done, so that the one loaded below is the one doing the add.
+	waitFor(t, func() bool { return len(loaded()) == 0 })
 	stalled := fl.Index.Stall("delta")
 	result := make(chan response, 1)
 	go func() { result <- cp.do(t, "POST", "/envs/wf/n/deps", map[string]any{"packages": []string{"delta"}}) }()
@@ -307,15 +334,13 @@ func TestFleetAgentDiesMidAdd(t *testing.T) {
 	}
 	// The agent doing the add is the one with work in flight.
 	var busy string
-	_, _, body := fl.agentsView(t, 0)
-	for _, a := range body["agents"].([]any) {
-		if m := a.(map[string]any); m["load"].(float64) > 0 {
-			busy = m["agent_id"].(string)
+	waitFor(t, func() bool {
+		ids := loaded()
+		if len(ids) == 1 {
+			busy = ids[0]
 		}
-	}
-	if busy == "" {
-		t.Fatalf("no agent shows the add in flight: %v", body["agents"])
-	}
+		return busy != ""
+	})
 	_ = fl.agents[busy].proc.cmd.Process.Kill()
 	<-fl.agents[busy].proc.done
 
@@ -326,9 +351,6 @@ func TestFleetAgentDiesMidAdd(t *testing.T) {
 		t.Fatal("the add did not answer after its agent died")
 	}
 	expect(t, r, 503, "AGENT_UNAVAILABLE")
-	if e := r.Body["error"].(map[string]any); e["restored"] != true || e["failed_agent"] != busy {
-		t.Errorf("error body %s; want restored by the other agent after %s failed", r.Raw, busy)
-	}
 	if cp.readFile(t, "wf", "n", "pyproject.toml") != pyproject || cp.readFile(t, "wf", "n", "uv.lock") != lock {
 		t.Error("the project files are not at the last good revision after the agent died")
 	}

@@ -205,6 +205,8 @@ type fabric struct {
 	cpBin    string
 	cpEnv    []string
 	agent    *proc
+	agentBin string
+	agentEnv []string
 	client   *http.Client
 
 	// The agent's own address and bearer token, for tests that talk to it directly.
@@ -256,6 +258,7 @@ func newFabric(t *testing.T, opt options) *fabric {
 	agentEnv = append(agentEnv, opt.agentEnv...)
 	f.agent = start(t, "agent", agentBin, agentEnv)
 	agentAddr := f.agent.addr(t)
+	f.agentBin, f.agentEnv = agentBin, append(agentEnv, "AGENT_LISTEN_ADDR="+agentAddr) // a restart takes the same address
 	f.AgentURL, f.AgentToken = "http://"+agentAddr, token
 
 	cpEnv := append(append([]string{}, base...), "LISTEN_ADDR=127.0.0.1:0", "AGENT_URL=http://"+agentAddr, "LEASE_TTL=6s", "API_TOKENS="+apiTokens)
@@ -442,10 +445,55 @@ func expect(t *testing.T, r response, status int, code string) {
 	}
 }
 
-// indexProxy sits in front of the local index so a test can break one file on purpose.
+// restartAgent starts the agent again (after a test killed it) on the same address.
+func (f *fabric) restartAgent(t *testing.T) {
+	t.Helper()
+	f.agent = start(t, "agent-restarted", f.agentBin, f.agentEnv)
+	f.agent.waitReady(t)
+}
+
+// indexProxy sits in front of the local index so a test can break one file on purpose, or hold
+// the downloads of some files (stallFiles).
 type indexProxy struct {
 	URL     string
 	corrupt atomic.Value // file name whose bytes are replaced, or ""
+	stallMu sync.Mutex
+	stall   *fileStall
+}
+
+type fileStall struct {
+	prefix  string
+	reached chan struct{}
+	once    sync.Once
+	release chan struct{}
+}
+
+// stallFiles holds every download of a file whose name starts with prefix until release is called
+// (or the request is abandoned); reached is closed at the first such download.
+func (p *indexProxy) stallFiles(t *testing.T, prefix string) (reached <-chan struct{}, release func()) {
+	s := &fileStall{prefix: prefix, reached: make(chan struct{}), release: make(chan struct{})}
+	p.stallMu.Lock()
+	p.stall = s
+	p.stallMu.Unlock()
+	var once sync.Once
+	release = func() { once.Do(func() { close(s.release) }) }
+	t.Cleanup(release)
+	return s.reached, release
+}
+
+func (p *indexProxy) hold(r *http.Request) {
+	p.stallMu.Lock()
+	s := p.stall
+	p.stallMu.Unlock()
+	if s == nil || !strings.HasPrefix(filepath.Base(r.URL.Path), s.prefix) || !strings.Contains(r.URL.Path, "/files/") ||
+		strings.HasSuffix(r.URL.Path, ".metadata") {
+		return
+	}
+	s.once.Do(func() { close(s.reached) })
+	select {
+	case <-s.release:
+	case <-r.Context().Done():
+	}
 }
 
 func newIndexProxy(t *testing.T, target string) *indexProxy {
@@ -462,6 +510,7 @@ func newIndexProxy(t *testing.T, target string) *indexProxy {
 		t.Fatal(err)
 	}
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p.hold(r)
 		if name := p.corrupt.Load().(string); name != "" && strings.HasSuffix(r.URL.Path, "/"+name) {
 			w.Header().Set("Content-Type", "application/octet-stream")
 			w.Write([]byte("this is not a wheel"))

@@ -204,9 +204,12 @@ func hostileCases() []hostile {
 		many[i] = fmt.Sprintf("pkg%d", i)
 	}
 	add(hostile{name: "5000 packages", path: "/envs/wf/n/deps", body: jsonBytes(map[string]any{"packages": many}), status: 400, code: "INVALID_PACKAGES"})
-	add(hostile{name: "packages as a number", path: "/envs/wf/n/deps", body: []byte(`{"packages": 7}`), status: 400, code: "INVALID_PACKAGES"})
-	add(hostile{name: "packages as objects", path: "/envs/wf/n/deps", body: []byte(`{"packages": [{"name": "alpha"}]}`), status: 400, code: "INVALID_PACKAGES"})
-	add(hostile{name: "packages as a broken JSON string", path: "/envs/wf/n/deps", body: []byte(`{"packages": "[\"alpha\""}`), status: 400, code: "INVALID_PACKAGES"})
+	add(hostile{name: "packages as a number", path: "/envs/wf/n/deps", body: []byte(`{"packages": 7}`), status: 400, code: "INVALID_REQUEST"})
+	add(hostile{name: "packages as objects", path: "/envs/wf/n/deps", body: []byte(`{"packages": [{"name": "alpha"}]}`), status: 400, code: "INVALID_REQUEST"})
+	add(hostile{name: "packages as a broken JSON string", path: "/envs/wf/n/deps", body: []byte(`{"packages": "[\"alpha\""}`), status: 400, code: "INVALID_REQUEST"})
+	add(hostile{name: "packages as a JSON array in a string", path: "/envs/wf/n/deps", body: []byte(`{"packages": "[\"alpha\"]"}`), status: 400, code: "INVALID_REQUEST"})
+	add(hostile{name: "packages as one name", path: "/envs/wf/n/deps", body: []byte(`{"packages": "alpha"}`), status: 400, code: "INVALID_REQUEST"})
+	add(hostile{name: "two packages in one item", path: "/envs/wf/n/deps", body: []byte(`{"packages": ["alpha,beta"]}`), status: 400, code: "INVALID_PACKAGES"})
 	add(hostile{name: "no packages", path: "/envs/wf/n/deps", body: []byte(`{"packages": []}`), status: 400, code: "INVALID_PACKAGES"})
 	manyFields := [][2]string{{"workflow_id", "wf"}, {"node_id", "fresh"}}
 	for i := 0; i < 300; i++ {
@@ -237,8 +240,16 @@ func hostileCases() []hostile {
 	add(hostile{name: "truncated multipart", path: "/envs", body: []byte("--XYZ\r\nContent-Disposition: form-data; name=\"workflow_id\"\r\n\r\nwf"), contentType: "multipart/form-data; boundary=XYZ", status: 400, code: "INVALID_REQUEST"})
 	add(hostile{name: "urlencoded with a bad escape", path: "/envs", body: []byte("workflow_id=%zz&node_id=n"), contentType: "application/x-www-form-urlencoded", status: 400, code: "INVALID_REQUEST"})
 	add(hostile{name: "urlencoded, ids missing", path: "/envs", body: []byte("python_version=3.11"), contentType: "application/x-www-form-urlencoded", status: 400, code: "INVALID_REQUEST"})
+	// Builds: rollback and from.
+	add(hostile{name: "rollback without a revision", path: "/envs/wf/n/rollback", body: []byte(`{}`), status: 400, code: "INVALID_REQUEST"})
+	add(hostile{name: "rollback to revision 0", path: "/envs/wf/n/rollback", body: []byte(`{"revision": 0}`), status: 400, code: "INVALID_REQUEST"})
+	add(hostile{name: "rollback to a string", path: "/envs/wf/n/rollback", body: []byte(`{"revision": "1"}`), status: 400, code: "INVALID_REQUEST"})
+	add(hostile{name: "from with a bad id", path: "/envs", body: []byte(`{"workflow_id": "wf", "node_id": "x", "from": {"workflow_id": "..", "node_id": "n"}}`), status: 400, code: "INVALID_ID"})
+	add(hostile{name: "from with packages", path: "/envs", body: []byte(`{"workflow_id": "wf", "node_id": "x", "packages": ["alpha"], "from": {"workflow_id": "wf", "node_id": "n"}}`), status: 400, code: "INVALID_REQUEST"})
+	add(hostile{name: "from with an unknown field", path: "/envs", body: []byte(`{"workflow_id": "wf", "node_id": "x", "from": {"workflow_id": "wf", "node_id": "n", "path": "/etc"}}`), status: 400, code: "INVALID_REQUEST"})
+	add(hostile{name: "dry_run not a boolean", path: "/envs/wf/n/deps", body: []byte(`{"packages": ["alpha"], "dry_run": "yes"}`), status: 400, code: "INVALID_REQUEST"})
 	// Bodies: media types, JSON shape, sizes.
-	for _, ep := range []struct{ method, path string }{{"POST", "/envs"}, {"POST", "/envs/wf/n/deps"}, {"PUT", "/envs/wf/n/deps"}, {"DELETE", "/envs/wf/n/deps"}, {"POST", "/envs/wf/n/run"}, {"POST", "/envs/wf/n/sync"}, {"POST", "/envs/cleanup"}} {
+	for _, ep := range []struct{ method, path string }{{"POST", "/envs"}, {"POST", "/envs/wf/n/deps"}, {"PUT", "/envs/wf/n/deps"}, {"DELETE", "/envs/wf/n/deps"}, {"POST", "/envs/wf/n/run"}, {"POST", "/envs/wf/n/sync"}, {"POST", "/envs/wf/n/rollback"}, {"POST", "/envs/cleanup"}} {
 		on := ep.method + " " + ep.path
 		add(hostile{name: "text/plain to " + on, method: ep.method, path: ep.path, body: []byte(`{}`), contentType: "text/plain", status: 415, code: "UNSUPPORTED_MEDIA_TYPE"})
 		add(hostile{name: "XML to " + on, method: ep.method, path: ep.path, body: []byte(`<a/>`), contentType: "application/xml", status: 415, code: "UNSUPPORTED_MEDIA_TYPE"})

@@ -17,6 +17,7 @@ import (
 
 	_ "modernc.org/sqlite" // the test's own connection to the control plane's SQLite file
 
+	"github.com/envfabric/envfabric/controlplane/store"
 	"github.com/envfabric/envfabric/shared/envid"
 	"github.com/envfabric/envfabric/shared/testutil/pyindex"
 )
@@ -175,11 +176,19 @@ func TestOwnNameNeverResolves(t *testing.T) {
 	expect(t, f.do(t, "POST", "/envs", map[string]any{"workflow_id": "google", "node_id": "api", "version_id": "old"}), 201, "")
 	key := envid.Key{WorkflowID: "google", NodeID: "api", VersionID: "old"}
 	db := openSQLite(t, f)
-	for _, col := range []string{"pyproject_toml", "uv_lock"} {
-		if _, err := db.Exec(`UPDATE env_revisions SET `+col+` = replace(`+col+`, ?, 'google-api-core')
-			WHERE workflow_id = 'google' AND node_id = 'api' AND version_id = 'old'`, key.ProjectName()); err != nil {
+	// Revisions reference their files by digest in contents (one row per distinct content).
+	cur := f.do(t, "GET", "/envs/google/api/export?version_id=old", nil)
+	digests := map[string]string{}
+	for col, body := range map[string]string{"pyproject_digest": cur.str("pyproject_toml"), "lock_digest": cur.str("uv_lock")} {
+		renamed := strings.ReplaceAll(body, key.ProjectName(), "google-api-core")
+		digests[col] = store.Digest(renamed)
+		if _, err := db.Exec(`INSERT OR IGNORE INTO contents (digest, body) VALUES (?, ?)`, digests[col], renamed); err != nil {
 			t.Fatal(err)
 		}
+	}
+	if _, err := db.Exec(`UPDATE env_revisions SET pyproject_digest = ?, lock_digest = ?
+		WHERE workflow_id = 'google' AND node_id = 'api' AND version_id = 'old'`, digests["pyproject_digest"], digests["lock_digest"]); err != nil {
+		t.Fatal(err)
 	}
 	old := f.do(t, "GET", "/envs/google/api/export?version_id=old", nil)
 	if !strings.Contains(old.str("pyproject_toml"), `name = "google-api-core"`) {

@@ -15,14 +15,16 @@ type Files struct {
 	UvLock        string
 }
 
-// MutationKind is the uv command a mutation runs.
+// MutationKind is the uv command a change resolves with (in a staging copy, never in place).
 type MutationKind int
 
-// The mutations.
+// The kinds of resolution.
 const (
 	Add MutationKind = iota + 1
 	Remove
 	Update
+	// CreateLock is the resolution of a new environment: a fresh pyproject.toml, then uv add.
+	CreateLock
 )
 
 // names returns the audit name and the response status of a mutation.
@@ -32,47 +34,78 @@ func (k MutationKind) names() (string, string) {
 		return "add", "added"
 	case Remove:
 		return "remove", "removed"
+	case CreateLock:
+		return "create", "created"
 	default:
 		return "update", "updated"
 	}
 }
 
-// Created is what an agent reports after creating a project.
-type Created struct {
+// LockRequest asks an agent for a resolution in a private staging copy: nothing of the
+// environment or of any build is written.
+type LockRequest struct {
+	Key  envid.Key
+	Kind MutationKind
+	// Base is the revision the change starts from (empty for CreateLock).
+	Base Files
+	// PythonPath is the interpreter an existing environment is bound to; PythonVersion the
+	// version a create resolves for.
+	PythonPath    string
+	PythonVersion string
+	Packages      []string
+	Upgrade       []string
+	OperationID   int64
+}
+
+// Locked is the outcome of a resolution: the new revision's files.
+type Locked struct {
 	Files             Files
-	EnvPath           string
+	PythonPath        string
+	PythonFullVersion string
+}
+
+// BuildRequest asks an agent to make sure the build of Files for PythonPath exists complete.
+type BuildRequest struct {
+	Files       Files
+	PythonPath  string
+	OperationID int64
+	// ReplaceDamaged sets a damaged build of the same identity aside and materialises it afresh.
+	ReplaceDamaged bool
+}
+
+// Build is an installed environment materialised once for an identity (lock content,
+// interpreter, install settings) on the shared storage, never modified once complete.
+type Build struct {
+	ID                string
+	VenvPath          string // <ENVS_BASE_PATH>/.builds/<id>/.venv
 	PythonPath        string
 	PythonFullVersion string
 	PackagesInstalled int
+	ExclusiveBytes    int64
+	// Created: this call materialised it (false: it existed complete already).
+	Created     bool
+	CompletedAt time.Time
+	LastUsedAt  time.Time
 }
 
-// Mutation asks an agent to change a project starting from Base, the last good revision.
-type Mutation struct {
-	Key  envid.Key
-	Kind MutationKind
-	Base Files
-	// BaseRevision is Base's number and OperationID the audited operation's id: with them the
-	// agent refuses a holder that lost its lease and comes back with an older base.
-	BaseRevision int64
-	OperationID  int64
-	PythonPath   string
-	Packages     []string
-	Upgrade      []string
-}
-
-// SyncRequest asks an agent to put revision Revision (Files) on disk and install exactly its lock.
-type SyncRequest struct {
+// SwitchRequest points an environment's project directory at a committed revision and its build.
+type SwitchRequest struct {
 	Key         envid.Key
 	Files       Files
+	BuildID     string
 	Revision    int64
 	OperationID int64
-	PythonPath  string
 }
 
-// Mutated is the project after a successful mutation.
-type Mutated struct {
-	Files             Files
-	PackagesInstalled int
+// InspectRequest asks what an agent sees of an environment on the shared storage.
+type InspectRequest struct {
+	Key        envid.Key
+	Expected   Files
+	PythonPath string
+	// Verify checks the build (ExpectedBuildID, else the one the .venv points at) against every
+	// installed package's RECORD.
+	Verify          bool
+	ExpectedBuildID string
 }
 
 // Disk is an agent's view of an environment on the shared storage.
@@ -86,6 +119,41 @@ type Disk struct {
 	InterpreterPresent bool
 	PackagesInstalled  int
 	EnvPath            string
+	// BuildID is the build the .venv points at ("" for the layout before builds).
+	BuildID string
+	// Check is the verification of the build, when asked for.
+	Check *BuildCheck
+}
+
+// BuildCheck is a build verified against its packages' RECORD files (presence and size).
+type BuildCheck struct {
+	BuildID      string
+	Complete     bool
+	Intact       bool
+	Damaged      []PackageDamage
+	FilesChecked int64
+	BytesChecked int64
+}
+
+// PackageDamage is one installed distribution whose files do not match its RECORD.
+type PackageDamage struct {
+	Name           string
+	Version        string
+	Missing        []string // at most 20, relative to site-packages
+	WrongSize      []string
+	MissingCount   int
+	WrongSizeCount int
+}
+
+// RunSpec is one run of user code.
+type RunSpec struct {
+	Key envid.Key
+	// BuildID is the build to run with ("" runs the environment's own .venv, the layout before
+	// builds). A build that is not complete fails with BUILD_MISSING.
+	BuildID   string
+	Code      string
+	Timeout   time.Duration
+	MaxOutput int64
 }
 
 // RunResult is the outcome of user code.
@@ -102,16 +170,26 @@ type RunResult struct {
 	StderrTruncated bool
 }
 
+// RemovedBuild is the outcome of RemoveBuild.
+type RemovedBuild struct {
+	Existed bool
+	// InUse: a run holds the build; nothing was removed.
+	InUse      bool
+	BytesFreed int64
+}
+
 // Agent runs uv and user code on a host that mounts the shared storage. Errors carry an
 // errcode.Coded (an *AgentError for what the agent reported) where the caller must branch
-// (resolution failure, unavailable agent, ...).
+// (resolution failure, unavailable agent, a missing build, ...).
 type Agent interface {
 	Name() string
-	Create(ctx context.Context, key envid.Key, python string, packages []string, operationID int64) (Created, error)
-	Mutate(ctx context.Context, m Mutation) (Mutated, error)
-	Sync(ctx context.Context, req SyncRequest) (installed int, err error)
-	Inspect(ctx context.Context, key envid.Key, expected Files, pythonPath string) (Disk, error)
-	Run(ctx context.Context, key envid.Key, code string, timeout time.Duration, maxOutput int64) (RunResult, error)
+	// Lock resolves a change in a staging copy; Build materialises the build of the result
+	// beside every other; Switch points the project directory at a committed revision.
+	Lock(ctx context.Context, req LockRequest) (Locked, error)
+	Build(ctx context.Context, req BuildRequest) (Build, error)
+	Switch(ctx context.Context, req SwitchRequest) (changed bool, err error)
+	Inspect(ctx context.Context, req InspectRequest) (Disk, error)
+	Run(ctx context.Context, spec RunSpec) (RunResult, error)
 	Delete(ctx context.Context, key envid.Key) (bytesFreed int64, err error)
 	// DiskUsage is what deleting the environment would free (files hardlinked from the cache stay).
 	DiskUsage(ctx context.Context, key envid.Key) (int64, error)
@@ -119,6 +197,10 @@ type Agent interface {
 	Usage(ctx context.Context, since time.Time) ([]Use, error)
 	// PruneCache removes unused entries from the shared uv cache.
 	PruneCache(ctx context.Context) (before, after int64, err error)
+	// ListBuilds lists every build directory on the shared storage, complete or not.
+	ListBuilds(ctx context.Context) ([]Build, error)
+	// RemoveBuild removes a build no run holds.
+	RemoveBuild(ctx context.Context, id string) (RemovedBuild, error)
 	Ping(ctx context.Context) error
 }
 
@@ -132,7 +214,7 @@ type Use struct {
 // Need says what an agent must offer to take an operation.
 type Need struct {
 	// PythonPath is the interpreter an existing environment is bound to: only an agent with that
-	// exact path may touch it (elsewhere uv would delete and recreate the shared .venv).
+	// exact path may build or run it.
 	PythonPath string
 	// PythonVersion is the version a create asks for.
 	PythonVersion string

@@ -37,10 +37,16 @@ type CleanupResult struct {
 	BytesFreed int64
 	// UsageReports counts the agents whose usage reports were merged before choosing.
 	UsageReports int
+	// BuildsRemoved are the builds no environment's current revision referenced, removed (or,
+	// with a dry run, that would be); BuildsSkipped those a run held.
+	BuildsRemoved []BuildEntry
+	BuildsSkipped []BuildEntry
 }
 
 // Cleanup removes environments unused for longer than the idle limit; each removal is audited
-// as "cleanup". Environments busy with another operation are skipped, not waited for.
+// as "cleanup". Environments busy with another operation are skipped, not waited for. Then it
+// removes the builds no environment's current revision references (never one a run holds),
+// each audited as remove_build.
 func (s *Service) Cleanup(ctx context.Context, c Caller, req CleanupRequest) (CleanupResult, error) {
 	if req.IdleFor < 0 {
 		req.IdleFor = s.opt.CleanupIdle
@@ -83,7 +89,11 @@ func (s *Service) Cleanup(ctx context.Context, c Caller, req CleanupRequest) (Cl
 		res.BytesFreed += d.BytesFreed
 		res.Removed = append(res.Removed, entry)
 	}
-	return res, nil
+	res.BuildsRemoved, res.BuildsSkipped, err = s.cleanupBuilds(ctx, req.DryRun)
+	for _, b := range res.BuildsRemoved {
+		res.BytesFreed += b.BytesFreed
+	}
+	return res, err
 }
 
 // CollectUsage merges the last uses every live agent reports into the database, and returns how
@@ -151,7 +161,7 @@ func (s *Service) PruneCache(ctx context.Context, c Caller) (PruneResult, error)
 		return PruneResult{Reason: err.Error()}, nil
 	}
 	var res PruneResult
-	o := op{key: cacheKey, kind: "prune_cache", exclusive: true, caller: c, need: &Need{}}
+	o := op{key: cacheKey, kind: "prune_cache", mode: store.LeaseChange, caller: c, need: &Need{}}
 	err = s.execute(ctx, o, func(ctx context.Context, r *running) (any, error) {
 		res.Agent = r.agent.Name()
 		before, after, err := r.agent.PruneCache(ctx)

@@ -1,6 +1,7 @@
 package envs
 
 import (
+	"errors"
 	"fmt"
 	"time"
 
@@ -35,33 +36,40 @@ type AgentError struct {
 	Agent string
 	// UVOutput is uv's output, trimmed, when a uv command failed.
 	UVOutput string
-	// Restored: the environment is back at its last good revision (the agent put its base back,
-	// or another agent did, see RestoredBy).
-	Restored bool
-	// RestoredBy names the agent that restored the environment when it is not Agent.
-	RestoredBy string
-	Err        error
+	// Detail is the agent's whole account of the failure (uv's command line, its paths), for
+	// the logs and the audit; API callers see Message and UVOutput only.
+	Detail string
+	Err    error
 }
 
-func (e *AgentError) Error() string           { return string(e.Code) + ": " + e.Message }
+func (e *AgentError) Error() string { return string(e.Code) + ": " + e.Message }
+
+// AuditMessage is err's text for the audit and the logs: its message and, for an agent's failure,
+// the agent's whole account (Detail), which API answers and recorded states leave out.
+func AuditMessage(err error) string {
+	var ae *AgentError
+	if errors.As(err, &ae) && ae.Detail != "" {
+		return err.Error() + " [agent: " + ae.Detail + "]"
+	}
+	return err.Error()
+}
 func (e *AgentError) Unwrap() error           { return e.Err }
 func (e *AgentError) ErrorCode() errcode.Code { return e.Code }
 func (e *AgentError) ErrorMessage() string    { return e.Message }
 
-// UncommittedError is DB_AUDIT_ERROR after the agent made a change that could not be published:
-// the commit failed, the database was unreachable, the base was no longer current, or the lease
-// was lost. The change is never acknowledged.
+// UncommittedError is DB_AUDIT_ERROR after a change could not be committed: the commit failed,
+// the database was unreachable, the base was no longer current, or the lease was lost. The change
+// is never acknowledged, and nothing of it was switched: the environment keeps its current build.
 type UncommittedError struct {
 	Key envid.Key
-	// Base is the revision the change started from.
+	// Base is the revision the change started from (0 for a create).
 	Base int64
-	// LeaseLost: this control plane no longer held the environment, so it left the files alone
-	// (another holder may be writing them; the next one writes its base first).
+	// LeaseLost: this control plane no longer held the environment, so it settled nothing.
 	LeaseLost bool
-	// Restored: the agent put revision RestoredTo back (files and .venv) before this answer.
-	Restored   bool
-	RestoredTo int64
-	Err        error
+	// Restored: the environment is recorded at rest on its current revision (a create's record
+	// is gone).
+	Restored bool
+	Err      error
 }
 
 func (e *UncommittedError) Error() string           { return string(e.ErrorCode()) + ": " + e.ErrorMessage() }
@@ -70,13 +78,13 @@ func (e *UncommittedError) ErrorCode() errcode.Code { return errcode.DBAuditErro
 func (e *UncommittedError) ErrorMessage() string {
 	switch {
 	case e.LeaseLost:
-		return fmt.Sprintf("audit database: the change to %s was not recorded: this control plane lost its lease (%v); the change was not published and the next operation writes the last good revision back", e.Key, e.Err)
-	case e.Restored && e.Base == 0:
-		return fmt.Sprintf("audit database: the new environment %s could not be recorded (%v); its project was removed", e.Key, e.Err)
-	case e.Restored:
-		return fmt.Sprintf("audit database: the change to %s could not be recorded (%v); the environment was put back at revision %d", e.Key, e.Err, e.RestoredTo)
+		return fmt.Sprintf("audit database: the change to %s was not recorded: this control plane lost its lease (%v); the change was not published and the environment keeps its current build", e.Key, e.Err)
+	case e.Base == 0 && e.Restored:
+		return fmt.Sprintf("audit database: the new environment %s could not be recorded (%v); nothing of it was published", e.Key, e.Err)
+	case e.Base == 0:
+		return fmt.Sprintf("audit database: the new environment %s could not be recorded (%v); the repair pass removes its record", e.Key, e.Err)
 	}
-	return fmt.Sprintf("audit database: the change to %s could not be recorded (%v), and putting revision %d back failed; a repair pass will", e.Key, e.Err, e.Base)
+	return fmt.Sprintf("audit database: the change to %s could not be recorded (%v); the environment stays at revision %d on its current build", e.Key, e.Err, e.Base)
 }
 
 // RunTimeoutError is EXECUTION_TIMEOUT: user code ran past its timeout and was killed.

@@ -14,9 +14,9 @@ import (
 	"github.com/envfabric/envfabric/shared/errcode"
 )
 
-// changed is what a fake mutation leaves on disk.
-func changed(ctx context.Context, m envs.Mutation) (envs.Mutated, error) {
-	return envs.Mutated{Files: envs.Files{PyprojectTOML: m.Base.PyprojectTOML + "# changed\n", UvLock: m.Base.UvLock + "# changed\n"}}, nil
+// changed is what a fake resolution answers.
+func changed(_ context.Context, r envs.LockRequest) (envs.Locked, error) {
+	return envs.Locked{Files: envs.Files{PyprojectTOML: r.Base.PyprojectTOML + "# changed\n", UvLock: r.Base.UvLock + "# changed\n"}}, nil
 }
 
 // refuseRevisions makes the database refuse every new revision, as a full disk or a broken
@@ -33,39 +33,40 @@ func refuseRevisions(t *testing.T, path string) {
 	}
 }
 
-// TestRefusedCommitPutsBaseBack: a change the database refuses is answered DB_AUDIT_ERROR, the
-// agent is asked to put the base revision back before the answer, the environment stays ACTIVE
-// at its revision, and the audit row says what happened.
-func TestRefusedCommitPutsBaseBack(t *testing.T) {
-	agent := &fakeAgent{mutate: changed}
+// TestRefusedCommitTouchesNothing: a change the database refuses is answered DB_AUDIT_ERROR and
+// nothing was switched (the change was built beside the current build, which keeps serving); the
+// environment stays ACTIVE at its revision, and the audit row says what happened.
+func TestRefusedCommitTouchesNothing(t *testing.T) {
+	agent := &fakeAgent{}
 	svc, st, path := newServiceAt(t, agent, &clock{})
 	if _, err := svc.Create(t.Context(), envs.Caller{}, envs.CreateRequest{Key: key}); err != nil {
 		t.Fatal(err)
 	}
 	refuseRevisions(t, path)
-	_, err := svc.Mutate(t.Context(), envs.Caller{}, key, envs.Add, []string{"alpha"})
+	_, err := svc.Mutate(t.Context(), envs.Caller{}, key, envs.Add, []string{"alpha"}, false)
 	var ue *envs.UncommittedError
-	if !errors.As(err, &ue) || errcode.Of(err) != errcode.DBAuditError || !ue.Restored || ue.RestoredTo != 1 || ue.LeaseLost {
-		t.Fatalf("got %#v; want DB_AUDIT_ERROR, restored to revision 1", err)
+	if !errors.As(err, &ue) || errcode.Of(err) != errcode.DBAuditError || !ue.Restored || ue.LeaseLost {
+		t.Fatalf("got %#v; want DB_AUDIT_ERROR, the environment at rest", err)
 	}
-	if calls := agent.Calls(); !slices.Equal(calls, []string{"create", "mutate", "sync 1"}) {
-		t.Errorf("agent calls %v; want the mutation, then a sync of revision 1", calls)
+	if calls := agent.Calls(); !slices.Equal(calls, []string{"lock create", "build", "switch 1", "lock", "build"}) {
+		t.Errorf("agent calls %v; want the create, then the change's resolution and build and no switch", calls)
 	}
 	env, err := st.GetEnv(t.Context(), key)
-	if err != nil || env.State != store.StateActive || env.Revision != 1 {
-		t.Errorf("environment %+v, %v; want ACTIVE at revision 1", env, err)
+	if err != nil || env.State != store.StateActive || env.Revision != 1 || env.DiskRevision != 1 {
+		t.Errorf("environment %+v, %v; want ACTIVE at revision 1, on disk", env, err)
 	}
 	ops, err := st.ListOperations(t.Context(), key, 0, 1)
 	if err != nil || len(ops) != 1 || ops[0].Kind != "add" || ops[0].Status != store.OpFailed || ops[0].ErrorCode != string(errcode.DBAuditError) {
 		t.Fatalf("audit %+v, %v; want the add failed with DB_AUDIT_ERROR", ops, err)
 	}
-	if got := string(ops[0].Result); got != `{"base_revision":1,"lease_lost":false,"restored":true}` {
-		t.Errorf("audit result %s; want it to record the restore", got)
+	want := `{"base_revision":1,"build_id":"` + buildID(envs.Files{UvLock: "version = 1\n# changed\n"}) + `","lease_lost":false,"restored":true}`
+	if got := string(ops[0].Result); got != want {
+		t.Errorf("audit result %s; want %s", got, want)
 	}
 }
 
-// TestRefusedCreateRemoved: a create the database refuses to record leaves no project and no
-// record behind.
+// TestRefusedCreateRemoved: a create the database refuses to record leaves no record behind, and
+// no project directory was ever made (the switch comes after the commit).
 func TestRefusedCreateRemoved(t *testing.T) {
 	agent := &fakeAgent{}
 	svc, st, path := newServiceAt(t, agent, &clock{})
@@ -73,22 +74,22 @@ func TestRefusedCreateRemoved(t *testing.T) {
 	_, err := svc.Create(t.Context(), envs.Caller{}, envs.CreateRequest{Key: key})
 	var ue *envs.UncommittedError
 	if !errors.As(err, &ue) || errcode.Of(err) != errcode.DBAuditError || !ue.Restored {
-		t.Fatalf("got %v; want DB_AUDIT_ERROR with the project removed", err)
+		t.Fatalf("got %v; want DB_AUDIT_ERROR with the record removed", err)
 	}
-	if calls := agent.Calls(); !slices.Equal(calls, []string{"create", "delete"}) {
-		t.Errorf("agent calls %v; want the create, then its removal", calls)
+	if calls := agent.Calls(); !slices.Equal(calls, []string{"lock create", "build"}) {
+		t.Errorf("agent calls %v; want the resolution and the build, and no switch", calls)
 	}
 	if _, err := st.GetEnv(t.Context(), key); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("the record of the refused create: %v; want none", err)
 	}
 }
 
-// TestRepairPass: the maintenance pass closes running rows whose holder is gone, syncs an
-// environment left mid-operation back to its revision, and removes a create that never
-// committed; each repair is audited.
+// TestRepairPass: the maintenance pass closes running rows whose holder is gone, settles an
+// environment left mid-change at rest on its current build (nothing to put back), and removes a
+// create that never committed; each repair is audited.
 func TestRepairPass(t *testing.T) {
 	c := &clock{}
-	agent := &fakeAgent{mutate: changed}
+	agent := &fakeAgent{}
 	svc, st := newService(t, agent, c)
 	if _, err := svc.Create(t.Context(), envs.Caller{}, envs.CreateRequest{Key: key}); err != nil {
 		t.Fatal(err)
@@ -123,8 +124,8 @@ func TestRepairPass(t *testing.T) {
 	if _, err := st.GetEnv(t.Context(), unfinished); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("the unfinished create: %v; want it removed", err)
 	}
-	if calls := agent.Calls(); !slices.Contains(calls, "sync 1") || !slices.Contains(calls, "delete") {
-		t.Errorf("agent calls %v; want a sync of revision 1 and a delete", calls)
+	if calls := agent.Calls(); !slices.Equal(calls, []string{"lock create", "build", "switch 1", "delete"}) {
+		t.Errorf("agent calls %v; want only the delete of the unfinished create (nothing to resolve, build or switch again)", calls)
 	}
 	for _, k := range []envid.Key{key, unfinished} {
 		ops, err := st.ListOperations(t.Context(), k, 0, 1)

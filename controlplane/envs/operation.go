@@ -18,12 +18,15 @@ import (
 
 // op describes one audited operation.
 type op struct {
-	key       envid.Key
-	kind      string
-	exclusive bool
-	state     string // state while it runs; empty leaves the state alone
-	params    map[string]any
-	caller    Caller
+	key  envid.Key
+	kind string
+	// mode is the lease the operation takes (run, change or delete); noLease takes none (a dry
+	// run, which writes nothing and reads its base in one consistent read).
+	mode    store.LeaseMode
+	noLease bool
+	state   string // state while it runs; empty leaves the state alone
+	params  map[string]any
+	caller  Caller
 	// need, when set, picks the agent that does the work once the lease is held.
 	need *Need
 	// bound, when set, bounds the whole operation instead of the default (see execute).
@@ -52,7 +55,7 @@ type running struct {
 //
 // Once the intent row is written the operation is admitted and runs to its end even if the
 // caller goes away: its context is detached from the request's (bounded by the operation's own
-// limit), so a client that disconnects cannot cut a mutation, a restore or the audit in half.
+// limit), so a client that disconnects cannot cut a change or the audit in half.
 func (s *Service) execute(ctx context.Context, o op, fn func(ctx context.Context, r *running) (any, error)) error {
 	params, err := json.Marshal(o.params)
 	if err != nil {
@@ -65,7 +68,10 @@ func (s *Service) execute(ctx context.Context, o op, fn func(ctx context.Context
 		Params: params, StartedAt: r.start,
 	})
 	if err != nil {
-		return dbErr("writing the intent of "+o.kind, err)
+		e := dbErr("writing the intent of "+o.kind, err)
+		s.metrics.auditFailed(auditIntent)
+		s.metrics.failed(o.kind, e)
+		return e
 	}
 	bound := o.bound
 	if bound <= 0 {
@@ -83,6 +89,7 @@ func (s *Service) execute(ctx context.Context, o op, fn func(ctx context.Context
 	finish := func(status string, result any, opErr error) error {
 		out := store.Outcome{Status: status, FinishedAt: s.now()}
 		s.metrics.observe(o.kind, status, out.FinishedAt.Sub(r.start))
+		s.metrics.failed(o.kind, opErr)
 		if r.agent != nil {
 			out.Agent = r.agent.Name()
 		}
@@ -92,7 +99,7 @@ func (s *Service) execute(ctx context.Context, o op, fn func(ctx context.Context
 		}
 		if opErr != nil {
 			out.ErrorCode = string(errcode.Of(opErr))
-			out.ErrorMessage = truncate(opErr.Error(), 2000)
+			out.ErrorMessage = truncate(AuditMessage(opErr), 2000)
 		}
 		// The outcome of a success is tried again for longer: a caller must not be told of a
 		// success the audit does not record.
@@ -103,8 +110,11 @@ func (s *Service) execute(ctx context.Context, o op, fn func(ctx context.Context
 		return s.recordOutcome(context.WithoutCancel(ctx), o, r.id, out, budget)
 	}
 
+	if o.noLease {
+		return s.executeUnleased(ctx, o, &r, finish, fn)
+	}
 	r.lease, err = s.store.AcquireLease(ctx, store.LeaseRequest{
-		Key: o.key, Exclusive: o.exclusive, Holder: s.opt.Instance,
+		Key: o.key, Mode: o.mode, Holder: s.opt.Instance,
 		Operation: o.kind, OperationID: r.id, TTL: s.opt.LeaseTTL, Now: s.now(),
 	})
 	if err != nil {
@@ -120,9 +130,10 @@ func (s *Service) execute(ctx context.Context, o op, fn func(ctx context.Context
 		return e
 	}
 
-	if o.exclusive {
-		// Holding the environment alone, any other operation on it still marked running has lost
-		// its holder (its lease expired): close its audit row as INTERRUPTED. A caller's row written
+	if o.mode != store.LeaseRun {
+		// Holding the environment against every other change, any other operation on it still
+		// marked running without a live lease has lost its holder: close its audit row as
+		// INTERRUPTED (runs under way hold live leases and are left alone). A caller's row written
 		// a moment before its own lease attempt may be caught too; its outcome overwrites this.
 		if n, err := s.store.AbandonOperations(ctx, o.key, r.id, s.now()); err != nil {
 			s.log.Warn("closing abandoned operations", "env", o.key.String(), "err", err)
@@ -167,6 +178,14 @@ func (s *Service) execute(ctx context.Context, o op, fn func(ctx context.Context
 		}
 	}
 	result, err := fn(opCtx, &r)
+	if err != nil && r.agent != nil && errcode.Of(err) == errcode.AgentUnavailable {
+		// Before the answer, wait (bounded) for the fleet to see a dead agent gone, so that the
+		// caller's next operation is not sent to it again.
+		gctx, gcancel := context.WithTimeout(opCtx, 30*time.Second)
+		gone := s.agents.Gone(gctx, r.agent.Name())
+		gcancel()
+		s.log.Warn("an agent stopped answering during an operation", "agent", r.agent.Name(), "op", o.kind, "env", o.key.String(), "gone", gone)
+	}
 	if err != nil && r.lost() {
 		var ue *UncommittedError
 		if !errors.As(err, &ue) {
@@ -182,6 +201,30 @@ func (s *Service) execute(ctx context.Context, o op, fn func(ctx context.Context
 		// TRD's rule is DB_AUDIT_ERROR. A committed change is the exception: its revision is the
 		// record, the sweep closes the row from it, and the change is what the caller asked for.
 		return dbErr("recording the outcome of "+o.kind+" (it took effect; the audit row is closed as interrupted later)", err)
+	}
+	return nil
+}
+
+// executeUnleased runs fn of an operation that takes no lease (it writes nothing an environment
+// depends on), with the agent it needs, and records the outcome.
+func (s *Service) executeUnleased(ctx context.Context, o op, r *running, finish func(string, any, error) error,
+	fn func(ctx context.Context, r *running) (any, error)) error {
+	r.lost = func() bool { return false }
+	if o.need != nil {
+		a, err := s.agents.Pick(ctx, *o.need)
+		if err != nil {
+			finish(store.OpFailed, nil, err)
+			return err
+		}
+		r.agent = a
+	}
+	result, err := fn(ctx, r)
+	if err != nil {
+		finish(store.OpFailed, result, err)
+		return err
+	}
+	if err := finish(store.OpSucceeded, result, nil); err != nil {
+		return dbErr("recording the outcome of "+o.kind, err)
 	}
 	return nil
 }
@@ -209,6 +252,7 @@ func (s *Service) recordOutcome(ctx context.Context, o op, id int64, out store.O
 		case <-ctx.Done():
 			s.log.Error("recording the outcome of an operation; the sweep will close it", "op_id", id, "op", o.kind,
 				"env", o.key.String(), "status", out.Status, "err", err)
+			s.metrics.auditFailed(auditOutcome)
 			return err
 		case <-time.After(wait):
 			s.log.Warn("recording the outcome of an operation; trying again", "op_id", id, "op", o.kind, "env", o.key.String(), "err", err)
@@ -216,10 +260,10 @@ func (s *Service) recordOutcome(ctx context.Context, o op, id int64, out store.O
 	}
 }
 
-// operationBound is how long an admitted operation may take in all: one uv operation, one
-// restore after it, and a minute for the database.
+// operationBound is how long an admitted operation may take in all: two uv operations (a
+// resolution and a build, or a build and a run that woke it), and a minute for the database.
 func (s *Service) operationBound() time.Duration {
-	return 2*s.restoreTimeout() + time.Minute
+	return 2*s.uvTimeout() + time.Minute
 }
 
 // keepLease renews the lease until ctx ends; when the lease is lost it cancels the operation, so

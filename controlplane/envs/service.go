@@ -1,6 +1,7 @@
 // Package envs holds the lifecycle rules of environments: validation, the audit trail written
-// before and after every side effect, the leases that make one mutation per environment the rule,
-// revisions that let a failed mutation fall back to the last good project files, and idle cleanup.
+// before and after every side effect, the leases that make one change per environment the rule,
+// builds (an environment never changes in place: a change builds beside the current build, then
+// commits and switches a pointer; see docs/builds.md), hibernation and idle cleanup.
 // It knows neither SQL nor the wire: it talks to a store.Store and an Agent.
 package envs
 
@@ -36,8 +37,17 @@ type Options struct {
 	OperationTimeout time.Duration // bound on one uv operation
 	IdleAfter        time.Duration // an ACTIVE environment unused this long is reported IDLE
 	CleanupIdle      time.Duration // environments unused this long are removed by cleanup
-	Now              func() time.Time
-	Packages         reqspec.Policy // what package references beyond the index an operator allows
+	// HibernateAfter: a build unused this long is removed and its environments show HIBERNATED
+	// until their next run or sync (0: never).
+	HibernateAfter time.Duration
+	// DiskBudgetBytes: beyond this many bytes held by builds, the least recently used are
+	// removed (hibernated) first (0: no budget).
+	DiskBudgetBytes int64
+	// BuildVerifyInterval: how often the maintenance pass verifies a few builds against their
+	// packages' RECORD files (0: never).
+	BuildVerifyInterval time.Duration
+	Now                 func() time.Time
+	Packages            reqspec.Policy // what package references beyond the index an operator allows
 	// Registry, when set, receives the lifecycle's metrics.
 	Registry prometheus.Registerer
 }
@@ -54,6 +64,10 @@ type Service struct {
 
 	usageMu    sync.Mutex
 	usageSince map[string]time.Time // agent name → the newest use already merged from it
+
+	verifyMu   sync.Mutex
+	lastVerify time.Time // when the maintenance pass last verified builds
+	verifyFrom envid.Key // keyset cursor through the environments, for the next verification
 }
 
 // New makes a Service.
@@ -64,8 +78,9 @@ func New(st store.Store, agents Agents, host *hostdeps.Constraints, opt Options,
 	if host == nil {
 		host = &hostdeps.Constraints{}
 	}
-	return &Service{store: st, agents: agents, host: host, opt: opt, log: log, usageSince: map[string]time.Time{},
-		metrics: newMetrics(opt.Registry, st)}
+	s := &Service{store: st, agents: agents, host: host, opt: opt, log: log, usageSince: map[string]time.Time{}}
+	s.metrics = newMetrics(opt.Registry, s)
+	return s
 }
 
 // Caller says who asked, for the audit.
@@ -111,23 +126,28 @@ func (s *Service) currentFiles(ctx context.Context, key envid.Key) (Files, store
 	return Files{PyprojectTOML: rev.PyprojectTOML, UvLock: rev.UvLock}, rev, nil
 }
 
-// failState is the state an environment is left in after a failed operation: ACTIVE when the
-// last good revision is back on disk (or nothing was touched), ERROR otherwise (a repair pass
-// syncs it back, see repair.go).
-func failState(err error) (string, string) {
-	var ae *AgentError
-	if errors.As(err, &ae) && ae.Restored {
-		return store.StateActive, ""
+// settle records the state a change that did not commit leaves an environment in: at rest on
+// its current build, which the change never touched (see restingState).
+func (s *Service) settle(ctx context.Context, key envid.Key) {
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	state := s.restingState(sctx, key)
+	if err := s.store.SetState(sctx, key, state, "", s.now()); err != nil && !errors.Is(err, store.ErrNotFound) {
+		s.log.Error("recording the state after a change that did not commit; the maintenance pass will", "env", key.String(), "state", state, "err", err)
 	}
-	var ue *UncommittedError
-	if errors.As(err, &ue) && ue.Restored {
-		return store.StateActive, ""
+}
+
+// restingState is the state of an environment no operation holds: HIBERNATED when its current
+// build was removed, ACTIVE otherwise (an environment of the layout before builds too).
+func (s *Service) restingState(ctx context.Context, key envid.Key) string {
+	env, err := s.store.GetEnv(ctx, key)
+	if err != nil || env.BuildID == "" {
+		return store.StateActive
 	}
-	switch errcode.Of(err) {
-	case errcode.PackageResolutionFailed, errcode.InvalidPackages, errcode.DependencyNotFound, errcode.EnvLocked:
-		return store.StateActive, ""
+	if b, err := s.store.GetBuild(ctx, env.BuildID); err == nil && b.State == store.BuildRemoved {
+		return store.StateHibernated
 	}
-	return store.StateError, truncate(err.Error(), 500)
+	return store.StateActive
 }
 
 func (s *Service) uvContext(ctx context.Context) (context.Context, context.CancelFunc) {

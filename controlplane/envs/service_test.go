@@ -29,11 +29,14 @@ type clock struct{ offset atomic.Int64 }
 func (c *clock) now() time.Time          { return time.Now().Add(time.Duration(c.offset.Load())) }
 func (c *clock) advance(d time.Duration) { c.offset.Add(int64(d)) }
 
-// fakeAgent creates projects instantly and lets a test decide how Mutate behaves.
+// fakeAgent resolves and builds instantly and lets a test decide how Lock behaves.
 type fakeAgent struct {
-	mu     sync.Mutex
-	calls  []string
-	mutate func(ctx context.Context, m envs.Mutation) (envs.Mutated, error)
+	mu    sync.Mutex
+	calls []string
+	lock  func(ctx context.Context, r envs.LockRequest) (envs.Locked, error)
+	// check, when set, is the verification Inspect reports; inUse makes RemoveBuild refuse.
+	check *envs.BuildCheck
+	inUse atomic.Bool
 }
 
 func (a *fakeAgent) record(s string) {
@@ -50,24 +53,40 @@ func (a *fakeAgent) Calls() []string {
 
 const pyproject = "[project]\nname = \"p\"\nversion = \"0.1.0\"\nrequires-python = \"==3.11.*\"\ndependencies = []\n"
 
+// buildID is the fake identity of a build: a digest of its lock.
+func buildID(f envs.Files) string { return store.Digest(f.UvLock)[:32] }
+
 func (a *fakeAgent) Name() string { return "fake" }
-func (a *fakeAgent) Create(ctx context.Context, key envid.Key, python string, pkgs []string, _ int64) (envs.Created, error) {
-	a.record("create")
-	return envs.Created{Files: envs.Files{PyprojectTOML: pyproject, UvLock: "version = 1\n"}, EnvPath: "/envs/" + key.String(), PythonPath: "/usr/bin/python3"}, nil
+func (a *fakeAgent) Lock(ctx context.Context, r envs.LockRequest) (envs.Locked, error) {
+	if r.Kind == envs.CreateLock {
+		a.record("lock create")
+		return envs.Locked{Files: envs.Files{PyprojectTOML: pyproject, UvLock: "version = 1\n"}, PythonPath: "/usr/bin/python3"}, nil
+	}
+	a.record("lock")
+	if a.lock == nil {
+		return changed(ctx, r)
+	}
+	return a.lock(ctx, r)
 }
-func (a *fakeAgent) Mutate(ctx context.Context, m envs.Mutation) (envs.Mutated, error) {
-	a.record("mutate")
-	return a.mutate(ctx, m)
+func (a *fakeAgent) Build(_ context.Context, r envs.BuildRequest) (envs.Build, error) {
+	a.record("build")
+	id := buildID(r.Files)
+	return envs.Build{ID: id, VenvPath: "/envs/.builds/" + id + "/.venv", PythonPath: r.PythonPath, Created: true, ExclusiveBytes: 1000}, nil
 }
-func (a *fakeAgent) Sync(_ context.Context, r envs.SyncRequest) (int, error) {
-	a.record(fmt.Sprintf("sync %d", r.Revision))
-	return 0, nil
+func (a *fakeAgent) Switch(_ context.Context, r envs.SwitchRequest) (bool, error) {
+	a.record(fmt.Sprintf("switch %d", r.Revision))
+	return true, nil
 }
-func (a *fakeAgent) Inspect(context.Context, envid.Key, envs.Files, string) (envs.Disk, error) {
-	return envs.Disk{}, nil
+func (a *fakeAgent) Inspect(_ context.Context, r envs.InspectRequest) (envs.Disk, error) {
+	if r.Verify {
+		a.record("verify " + r.ExpectedBuildID)
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return envs.Disk{Check: a.check}, nil
 }
-func (a *fakeAgent) Run(context.Context, envid.Key, string, time.Duration, int64) (envs.RunResult, error) {
-	a.record("run")
+func (a *fakeAgent) Run(_ context.Context, r envs.RunSpec) (envs.RunResult, error) {
+	a.record("run " + r.BuildID)
 	return envs.RunResult{}, nil
 }
 func (a *fakeAgent) Delete(context.Context, envid.Key) (int64, error) {
@@ -80,6 +99,11 @@ func (a *fakeAgent) Usage(context.Context, time.Time) ([]envs.Use, error) { retu
 func (a *fakeAgent) PruneCache(context.Context) (int64, int64, error) {
 	a.record("prune")
 	return 0, 0, nil
+}
+func (a *fakeAgent) ListBuilds(context.Context) ([]envs.Build, error) { return nil, nil }
+func (a *fakeAgent) RemoveBuild(_ context.Context, id string) (envs.RemovedBuild, error) {
+	a.record("remove_build " + id)
+	return envs.RemovedBuild{Existed: true, InUse: a.inUse.Load()}, nil
 }
 
 func newService(t *testing.T, agent envs.Agent, c *clock) (*envs.Service, store.Store) {
@@ -108,27 +132,27 @@ var key = envid.Key{WorkflowID: "wf", NodeID: "n", VersionID: "v1"}
 
 func TestLostLeaseNeverPublishes(t *testing.T) {
 	tests := []struct {
-		name   string
-		mutate func(c *clock) func(ctx context.Context, m envs.Mutation) (envs.Mutated, error)
+		name string
+		lock func(c *clock) func(ctx context.Context, r envs.LockRequest) (envs.Locked, error)
 	}{
 		{
 			// The renewal finds the lease gone and cancels the agent call.
 			name: "agent honours cancellation",
-			mutate: func(c *clock) func(ctx context.Context, m envs.Mutation) (envs.Mutated, error) {
-				return func(ctx context.Context, m envs.Mutation) (envs.Mutated, error) {
+			lock: func(c *clock) func(ctx context.Context, r envs.LockRequest) (envs.Locked, error) {
+				return func(ctx context.Context, r envs.LockRequest) (envs.Locked, error) {
 					c.advance(time.Hour)
 					<-ctx.Done()
-					return envs.Mutated{}, ctx.Err()
+					return envs.Locked{}, ctx.Err()
 				}
 			},
 		},
 		{
 			// The agent finishes anyway, after the lease expired: the commit is fenced.
 			name: "agent ignores cancellation",
-			mutate: func(c *clock) func(ctx context.Context, m envs.Mutation) (envs.Mutated, error) {
-				return func(ctx context.Context, m envs.Mutation) (envs.Mutated, error) {
+			lock: func(c *clock) func(ctx context.Context, r envs.LockRequest) (envs.Locked, error) {
+				return func(ctx context.Context, r envs.LockRequest) (envs.Locked, error) {
 					c.advance(time.Hour)
-					return envs.Mutated{Files: envs.Files{PyprojectTOML: pyproject + "# changed\n", UvLock: "version = 1\n# changed\n"}}, nil
+					return changed(ctx, r)
 				}
 			},
 		},
@@ -136,12 +160,12 @@ func TestLostLeaseNeverPublishes(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			c := &clock{}
-			agent := &fakeAgent{mutate: tt.mutate(c)}
+			agent := &fakeAgent{lock: tt.lock(c)}
 			svc, st := newService(t, agent, c)
 			if _, err := svc.Create(t.Context(), envs.Caller{Actor: "t"}, envs.CreateRequest{Key: key}); err != nil {
 				t.Fatal(err)
 			}
-			_, err := svc.Mutate(t.Context(), envs.Caller{Actor: "t"}, key, envs.Add, []string{"alpha"})
+			_, err := svc.Mutate(t.Context(), envs.Caller{Actor: "t"}, key, envs.Add, []string{"alpha"}, false)
 			if errcode.Of(err) != errcode.DBAuditError || !errors.Is(err, store.ErrLeaseLost) {
 				t.Fatalf("got %v; want DB_AUDIT_ERROR wrapping ErrLeaseLost", err)
 			}
@@ -152,18 +176,16 @@ func TestLostLeaseNeverPublishes(t *testing.T) {
 			if rev.Number != 1 || rev.PyprojectTOML != pyproject {
 				t.Errorf("a holder without its lease published revision %d:\n%s", rev.Number, rev.PyprojectTOML)
 			}
-			// Nor did it touch the files: another holder may be writing them.
-			if calls := agent.Calls(); slices.ContainsFunc(calls, func(c string) bool { return strings.HasPrefix(c, "sync") }) {
-				t.Errorf("a holder without its lease restored the files: %v", calls)
+			// Nor did it switch anything: the project stays on revision 1's build.
+			if calls := agent.Calls(); slices.Contains(calls, "switch 2") {
+				t.Errorf("a holder without its lease switched the project: %v", calls)
 			}
-			// Until the repair pass syncs it, the .venv may hold the change no revision has: code
-			// does not run on it.
-			_, err = svc.Run(t.Context(), envs.Caller{Actor: "t"}, key, envs.RunRequest{Code: "print(1)"})
-			if errcode.Of(err) != errcode.EnvNotReady {
-				t.Errorf("run after an interrupted change: %v; want ENV_NOT_READY", err)
+			// The current build was never touched: code runs on it at once, no repair needed.
+			if _, err := svc.Run(t.Context(), envs.Caller{Actor: "t"}, key, envs.RunRequest{Code: "print(1)"}); err != nil {
+				t.Errorf("run after an interrupted change: %v; want it to run on the current build", err)
 			}
-			if slices.Contains(agent.Calls(), "run") {
-				t.Errorf("code ran on an environment left mid-change: %v", agent.Calls())
+			if want := "run " + rev.BuildID; rev.BuildID == "" || !slices.Contains(agent.Calls(), want) {
+				t.Errorf("calls %v; want %q (revision 1's build)", agent.Calls(), want)
 			}
 		})
 	}
@@ -171,7 +193,7 @@ func TestLostLeaseNeverPublishes(t *testing.T) {
 
 func TestNoIntentNoSideEffect(t *testing.T) {
 	c := &clock{}
-	agent := &fakeAgent{mutate: func(context.Context, envs.Mutation) (envs.Mutated, error) { return envs.Mutated{}, nil }}
+	agent := &fakeAgent{}
 	svc, st := newService(t, agent, c)
 	if _, err := svc.Create(t.Context(), envs.Caller{}, envs.CreateRequest{Key: key}); err != nil {
 		t.Fatal(err)
@@ -180,7 +202,7 @@ func TestNoIntentNoSideEffect(t *testing.T) {
 	calls := len(agent.Calls())
 	for name, call := range map[string]func() error{
 		"add": func() error {
-			_, err := svc.Mutate(t.Context(), envs.Caller{}, key, envs.Add, []string{"alpha"})
+			_, err := svc.Mutate(t.Context(), envs.Caller{}, key, envs.Add, []string{"alpha"}, false)
 			return err
 		},
 		"sync": func() error { _, err := svc.Sync(t.Context(), envs.Caller{}, key); return err },
@@ -211,7 +233,7 @@ func TestPruneCacheWaitsForQuiet(t *testing.T) {
 	c := &clock{}
 	svc, st := newService(t, agent, c)
 	lease, err := st.AcquireLease(t.Context(), store.LeaseRequest{Key: envid.Key{WorkflowID: "wf", NodeID: "busy", VersionID: "v1"},
-		Exclusive: true, Holder: "another-control-plane", Operation: "add", TTL: time.Minute, Now: c.now()})
+		Mode: store.LeaseChange, Holder: "another-control-plane", Operation: "add", TTL: time.Minute, Now: c.now()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -21,10 +21,14 @@ type EnvView struct {
 	PythonPath    string
 	EnvPath       string
 	Revision      int64
-	LastError     string
-	CreatedAt     time.Time
-	UpdatedAt     time.Time
-	LastUsedAt    time.Time
+	// BuildID is the current revision's build ("" for the layout before builds); DiskRevision
+	// the revision the project directory was last switched to.
+	BuildID      string
+	DiskRevision int64
+	LastError    string
+	CreatedAt    time.Time
+	UpdatedAt    time.Time
+	LastUsedAt   time.Time
 }
 
 func (s *Service) view(e store.Env) EnvView {
@@ -34,7 +38,7 @@ func (s *Service) view(e store.Env) EnvView {
 	}
 	return EnvView{WorkflowID: e.Key.WorkflowID, NodeID: e.Key.NodeID, VersionID: e.Key.VersionID, State: state,
 		PythonVersion: e.PythonVersion, PythonPath: e.PythonPath, EnvPath: e.EnvPath, Revision: e.Revision,
-		LastError: e.LastError, CreatedAt: e.CreatedAt, UpdatedAt: e.UpdatedAt, LastUsedAt: e.LastUsedAt}
+		BuildID: e.BuildID, DiskRevision: e.DiskRevision, LastError: e.LastError, CreatedAt: e.CreatedAt, UpdatedAt: e.UpdatedAt, LastUsedAt: e.LastUsedAt}
 }
 
 // Status is GET /envs/{wf}/{node}.
@@ -46,6 +50,23 @@ type Status struct {
 	DiskError  string
 	InStep     bool
 	CheckedAt  time.Time
+	// Build is the current build and what verifying it found (nil for the layout before builds).
+	Build *BuildStatus
+}
+
+// BuildStatus is the current build of an environment in its status.
+type BuildStatus struct {
+	ID                string
+	State             string // READY, REMOVED (hibernated) or DAMAGED
+	PackagesInstalled int
+	// SharedWith is how many other environments run on it.
+	SharedWith int
+	// Verified: the agent checked every file every package's RECORD lists (presence and size);
+	// Intact is the outcome and Damaged the packages that failed.
+	Verified     bool
+	Intact       bool
+	Damaged      []PackageDamage
+	FilesChecked int64
 }
 
 // Status reports the recorded state and what the agent sees on the storage.
@@ -59,19 +80,20 @@ func (s *Service) Status(ctx context.Context, key envid.Key) (Status, error) {
 	if err != nil {
 		return st, dbErr("reading leases", err)
 	}
-	exclusive := false
+	changing := false
 	for _, l := range leases {
 		st.Operations = append(st.Operations, l.Operation)
-		exclusive = exclusive || l.Exclusive
-		if !l.Exclusive && st.State != store.StateError {
+		changing = changing || l.Mode != store.LeaseRun
+		if l.Mode == store.LeaseRun && (st.State == store.StateActive || st.State == store.StateIdle) {
 			st.State = store.StateRunning
 		}
 	}
-	if !exclusive && transitional(env.State) {
-		// The state says an operation is under way but no one holds the environment: its holder
-		// died and its lease expired. The files are at the last recorded revision at best.
-		st.State = store.StateError
-		st.LastError = fmt.Sprintf("interrupted: the %s operation ended without finishing (its control plane or agent stopped); a repair pass puts the last good revision back", strings.ToLower(env.State))
+	if !changing && transitional(env.State) && env.Revision > 0 {
+		// The state says a change is under way but no one holds the environment: its holder died
+		// and its lease expired before its commit. Nothing of it was switched: the current build
+		// keeps serving, and the maintenance pass settles the state (audited as repair).
+		st.State = s.restingState(ctx, key)
+		st.LastError = fmt.Sprintf("interrupted: a %s operation ended without finishing (its control plane or agent stopped); the current build keeps serving and the maintenance pass settles it", strings.ToLower(env.State))
 	}
 	if env.Revision == 0 {
 		return st, nil
@@ -80,20 +102,37 @@ func (s *Service) Status(ctx context.Context, key envid.Key) (Status, error) {
 	if err != nil {
 		return st, err
 	}
-	ictx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	if env.BuildID != "" {
+		st.Build = &BuildStatus{ID: env.BuildID, Damaged: []PackageDamage{}}
+		if b, err := s.store.GetBuild(ctx, env.BuildID); err == nil {
+			st.Build.State, st.Build.PackagesInstalled, st.Build.SharedWith = b.State, b.PackagesInstalled, max(0, b.CurrentEnvs-1)
+		}
+	}
+	ictx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
 	agent, err := s.agents.Pick(ictx, Need{PythonPath: env.PythonPath})
 	if err != nil {
 		st.DiskError = err.Error()
 		return st, nil
 	}
-	disk, err := agent.Inspect(ictx, key, files, env.PythonPath)
+	disk, err := agent.Inspect(ictx, InspectRequest{Key: key, Expected: files, PythonPath: env.PythonPath,
+		Verify: env.BuildID != "", ExpectedBuildID: env.BuildID})
 	if err != nil {
 		st.DiskError = err.Error()
 		return st, nil
 	}
 	st.Disk = &disk
-	st.InStep = disk.HasPyproject && disk.HasLock && disk.HasVenv && disk.FilesMatch && disk.VenvInSync && disk.InterpreterPresent
+	st.InStep = disk.HasPyproject && disk.HasLock && disk.HasVenv && disk.FilesMatch && disk.VenvInSync && disk.InterpreterPresent &&
+		disk.BuildID == env.BuildID
+	if c := disk.Check; c != nil && st.Build != nil {
+		st.Build.Verified, st.Build.Intact, st.Build.FilesChecked = c.Complete, c.Complete && c.Intact, c.FilesChecked
+		st.Build.Damaged = append(st.Build.Damaged, c.Damaged...)
+		st.InStep = st.InStep && st.Build.Intact
+		if c.Complete && !c.Intact && st.Build.State == store.BuildReady {
+			s.recordCheck(ctx, c)
+			st.Build.State = store.BuildDamaged
+		}
+	}
 	return st, nil
 }
 
@@ -153,6 +192,18 @@ type OperationView struct {
 	DurationMS   int64
 }
 
+func operationView(o store.Operation) OperationView {
+	v := OperationView{ID: o.ID, Operation: o.Kind, Status: o.Status, ErrorCode: o.ErrorCode, ErrorMessage: o.ErrorMessage,
+		Actor: o.Actor, RequestID: o.RequestID, Agent: o.Agent, StartedAt: o.StartedAt, DurationMS: o.DurationMS}
+	_ = unmarshalObject(o.Params, &v.Params)
+	_ = unmarshalObject(o.Result, &v.Result)
+	if !o.FinishedAt.IsZero() {
+		t := o.FinishedAt
+		v.FinishedAt = &t
+	}
+	return v
+}
+
 // History is GET /envs/{wf}/{node}/operations.
 type History struct {
 	WorkflowID string
@@ -175,15 +226,7 @@ func (s *Service) Operations(ctx context.Context, key envid.Key, before int64, l
 		h.NextBefore = ops[len(ops)-1].ID
 	}
 	for _, o := range ops {
-		v := OperationView{ID: o.ID, Operation: o.Kind, Status: o.Status, ErrorCode: o.ErrorCode, ErrorMessage: o.ErrorMessage,
-			Actor: o.Actor, RequestID: o.RequestID, Agent: o.Agent, StartedAt: o.StartedAt, DurationMS: o.DurationMS}
-		_ = unmarshalObject(o.Params, &v.Params)
-		_ = unmarshalObject(o.Result, &v.Result)
-		if !o.FinishedAt.IsZero() {
-			t := o.FinishedAt
-			v.FinishedAt = &t
-		}
-		h.Operations = append(h.Operations, v)
+		h.Operations = append(h.Operations, operationView(o))
 	}
 	if len(h.Operations) == 0 {
 		if _, err := s.getEnv(ctx, key); err != nil {

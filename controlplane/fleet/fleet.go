@@ -21,7 +21,6 @@ import (
 	"github.com/envfabric/envfabric/controlplane/agentclient"
 	"github.com/envfabric/envfabric/controlplane/envs"
 	"github.com/envfabric/envfabric/controlplane/store"
-	"github.com/envfabric/envfabric/shared/envid"
 	"github.com/envfabric/envfabric/shared/errcode"
 	"github.com/envfabric/envfabric/shared/fleettls"
 	"github.com/envfabric/envfabric/shared/gossip"
@@ -413,30 +412,23 @@ func (c *counted) track() func() {
 	return func() { c.inFlight.Add(-1) }
 }
 
-func (c *counted) Create(ctx context.Context, key envid.Key, python string, pkgs []string, operationID int64) (envs.Created, error) {
+func (c *counted) Lock(ctx context.Context, r envs.LockRequest) (envs.Locked, error) {
 	defer c.track()()
-	res, err := c.Client.Create(ctx, key, python, pkgs, operationID)
+	res, err := c.Client.Lock(ctx, r)
 	c.note(err)
 	return res, err
 }
 
-func (c *counted) Mutate(ctx context.Context, m envs.Mutation) (envs.Mutated, error) {
+func (c *counted) Build(ctx context.Context, r envs.BuildRequest) (envs.Build, error) {
 	defer c.track()()
-	res, err := c.Client.Mutate(ctx, m)
+	res, err := c.Client.Build(ctx, r)
 	c.note(err)
 	return res, err
 }
 
-func (c *counted) Sync(ctx context.Context, r envs.SyncRequest) (int, error) {
+func (c *counted) Run(ctx context.Context, r envs.RunSpec) (envs.RunResult, error) {
 	defer c.track()()
-	res, err := c.Client.Sync(ctx, r)
-	c.note(err)
-	return res, err
-}
-
-func (c *counted) Run(ctx context.Context, key envid.Key, code string, timeout time.Duration, maxOut int64) (envs.RunResult, error) {
-	defer c.track()()
-	res, err := c.Client.Run(ctx, key, code, timeout, maxOut)
+	res, err := c.Client.Run(ctx, r)
 	c.note(err)
 	return res, err
 }

@@ -8,6 +8,8 @@ package store
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -24,6 +26,8 @@ var (
 	ErrLeaseLost = errors.New("lease lost")
 	// ErrStaleBase: a commit's base revision is no longer the environment's current one.
 	ErrStaleBase = errors.New("base revision is no longer current")
+	// ErrUnknownBuild: a commit names a build that was never recorded (RecordBuild).
+	ErrUnknownBuild = errors.New("build not recorded")
 )
 
 // Environment states (DESIGN.md §3 lifecycle).
@@ -36,7 +40,69 @@ const (
 	StateIdle       = "IDLE"
 	StateDeleting   = "DELETING"
 	StateError      = "ERROR"
+	// StateHibernated: the environment's current build was removed (unused for HIBERNATE_AFTER,
+	// or beyond DISK_BUDGET_BYTES); its project files and revisions stay, and its next run or
+	// sync materialises the build again from the recorded lock.
+	StateHibernated = "HIBERNATED"
 )
+
+// Build states (builds table). A build is an installed environment materialised once for an
+// identity (lock content, interpreter, install settings) and never modified after it is complete.
+const (
+	BuildReady   = "READY"   // complete on the shared storage
+	BuildRemoved = "REMOVED" // removed (hibernation, disk budget or cleanup); can be materialised again
+	BuildDamaged = "DAMAGED" // its files no longer match its packages' RECORD; a sync replaces it
+)
+
+// LeaseMode says what a lease excludes. Runs never wait for a change: a run uses the build that
+// was current when it started, and a change builds beside it and switches a pointer.
+type LeaseMode string
+
+const (
+	// LeaseRun (runs) excludes only LeaseDelete.
+	LeaseRun LeaseMode = "run"
+	// LeaseChange (create, add, remove, update, sync, rollback, repair) excludes LeaseChange and
+	// LeaseDelete: changes of one environment are serialised, runs go on.
+	LeaseChange LeaseMode = "change"
+	// LeaseDelete (delete, cleanup of the environment) excludes every other lease.
+	LeaseDelete LeaseMode = "delete"
+)
+
+// LeaseModes are every mode, for the stores, which turn Conflicts into the set of held modes a
+// request must not meet (the one rule, not a second copy of it in SQL).
+var LeaseModes = []LeaseMode{LeaseRun, LeaseChange, LeaseDelete}
+
+// Valid reports whether m is one of LeaseModes.
+func (m LeaseMode) Valid() bool {
+	for _, v := range LeaseModes {
+		if m == v {
+			return true
+		}
+	}
+	return false
+}
+
+// ConflictingModes are the modes of the live leases that stand in the way of a request of mode m.
+func (m LeaseMode) ConflictingModes() []LeaseMode {
+	var out []LeaseMode
+	for _, held := range LeaseModes {
+		if m.Conflicts(held) {
+			out = append(out, held)
+		}
+	}
+	return out
+}
+
+// Conflicts reports whether a lease of mode m may not be granted while one of mode held is live.
+func (m LeaseMode) Conflicts(held LeaseMode) bool {
+	switch {
+	case m == LeaseDelete || held == LeaseDelete:
+		return true
+	case m == LeaseChange && held == LeaseChange:
+		return true
+	}
+	return false
+}
 
 // Operation statuses in env_operations.
 const (
@@ -65,20 +131,68 @@ type Env struct {
 	PythonPath    string // the interpreter the .venv is bound to
 	EnvPath       string
 	Revision      int64 // current revision number; 0 while CREATING
-	LastError     string
-	CreatedAt     time.Time
-	UpdatedAt     time.Time
-	LastUsedAt    time.Time
+	// BuildID is the current revision's build ("" for an environment of the layout before
+	// builds, whose .venv is its own until its next change).
+	BuildID string
+	// DiskRevision is the revision last switched onto the project directory (Switch): when it
+	// is behind Revision, the maintenance pass switches the directory again. Runs through the API
+	// do not depend on it (they run the build by id). A commit that keeps the files but changes
+	// the build moves it below Revision (the directory's build link is stale until the next
+	// MarkOnDisk); a commit without a build (the layout before builds, installed in place) sets it
+	// to the new Revision.
+	DiskRevision int64
+	LastError    string
+	CreatedAt    time.Time
+	UpdatedAt    time.Time
+	LastUsedAt   time.Time
 }
 
-// Revision is one recorded version of an environment's project files.
+// Digest names a project file's content in the contents table and in Build.LockDigest: the
+// SHA-256 of its bytes in lower-case hex (migration 0005 computes the same in SQL).
+func Digest(body string) string {
+	sum := sha256.Sum256([]byte(body))
+	return hex.EncodeToString(sum[:])
+}
+
+// Revision is one recorded version of an environment's project files. The store keeps each
+// distinct file once (contents, by Digest); a revision carries the texts joined on read.
 type Revision struct {
 	Key           envid.Key
 	Number        int64
 	PyprojectTOML string
 	UvLock        string
 	OperationID   int64
-	CreatedAt     time.Time
+	// BuildID is the build the revision was installed as ("" before builds). Several revisions
+	// (and environments) may share one.
+	BuildID   string
+	CreatedAt time.Time
+}
+
+// Build is one row of the builds table.
+type Build struct {
+	ID                string // 32 hex digits of the SHA-256 of the identity
+	PythonPath        string
+	PythonFullVersion string
+	// LockDigest is the SHA-256 (hex) of the uv.lock it installs.
+	LockDigest        string
+	State             string // BuildReady, BuildRemoved, BuildDamaged
+	PackagesInstalled int
+	Bytes             int64 // held only by the build (files hardlinked from the cache not counted)
+	CreatedAt         time.Time
+	LastUsedAt        time.Time // a run of an environment whose current build it is
+	// CurrentEnvs is how many environments' current revision references it (read-only: computed
+	// by ListBuilds and GetBuild).
+	CurrentEnvs int
+}
+
+// BuildFilter selects builds for ListBuilds; ordered by last_used_at, oldest first.
+type BuildFilter struct {
+	State string // empty: any
+	// Unreferenced: only builds no environment's current revision references.
+	Unreferenced bool
+	// UnusedBefore: only builds whose LastUsedAt is before it (zero: any).
+	UnusedBefore time.Time
+	Limit        int
 }
 
 // Operation is one row of env_operations: written as intent before the side effect, completed with
@@ -113,10 +227,8 @@ type Outcome struct {
 
 // LeaseRequest asks for a lease on one environment.
 type LeaseRequest struct {
-	Key envid.Key
-	// Exclusive leases (mutations) exclude every other lease; shared ones (runs) exclude only
-	// exclusive ones.
-	Exclusive   bool
+	Key         envid.Key
+	Mode        LeaseMode
 	Holder      string // which control plane instance
 	Operation   string // operation kind, shown to a refused caller
 	OperationID int64
@@ -128,7 +240,7 @@ type LeaseRequest struct {
 type Lease struct {
 	ID          string
 	Key         envid.Key
-	Exclusive   bool
+	Mode        LeaseMode
 	Holder      string
 	Operation   string
 	OperationID int64
@@ -180,11 +292,19 @@ type Commit struct {
 	// current revision is another.
 	Base int64
 	Now  time.Time
-	// Files of the new revision. When both equal the current revision's, no revision is added.
+	// Files of the new revision. When both equal the current revision's, no revision is added
+	// (the current revision's build becomes BuildID when that differs: a sync that replaced a
+	// damaged build, or an interpreter upgraded in place).
 	PyprojectTOML string
 	UvLock        string
-	OperationID   int64
-	State         string // the state the environment is left in, normally StateActive
+	// BuildID is the build the revision is installed as; it must have been recorded
+	// (RecordBuild), else the commit fails with ErrUnknownBuild. Should the build be recorded
+	// BuildRemoved by the time of the commit (hibernated meanwhile), an ACTIVE or IDLE State is
+	// recorded as StateHibernated, so that the next run wakes it. Empty: the layout before builds
+	// (installed in place), whose directory is then at the new revision (DiskRevision).
+	BuildID     string
+	OperationID int64
+	State       string // the state the environment is left in, normally StateActive
 	// Set on create; ignored when empty.
 	PythonVersion string
 	PythonPath    string
@@ -206,11 +326,17 @@ type Store interface {
 	ListOperations(ctx context.Context, key envid.Key, beforeID int64, limit int) ([]Operation, error)
 	// GetOperation returns one operation by id.
 	GetOperation(ctx context.Context, id int64) (Operation, error)
+	// ListOperationsOfKind returns the operations of one kind ("cleanup", ...) on every
+	// environment, newest first; beforeID > 0 pages on (id < beforeID). For the operator console's
+	// fleet-wide views.
+	ListOperationsOfKind(ctx context.Context, kind string, beforeID int64, limit int) ([]Operation, error)
 	// AbandonOperations closes key's operations that are still OpRunning but whose holder is gone:
 	// no live lease (expires_at > now) carries their id. They get Status OpFailed, ErrorCode
 	// "INTERRUPTED", an ErrorMessage saying the holder stopped before recording an outcome, and
-	// FinishedAt = now (DurationMS = now - StartedAt). except is never touched (the caller's own
-	// operation). Returns how many rows were closed.
+	// FinishedAt = now (DurationMS = now - StartedAt); or, when a revision carries their id (the
+	// commit landed), Status OpSucceeded, ErrorMessage RecoveredMessage and Result
+	// {"revision": N}, as the holder would have recorded it. except is never touched (the
+	// caller's own operation). Returns how many rows were closed.
 	AbandonOperations(ctx context.Context, key envid.Key, except int64, now time.Time) (int, error)
 
 	// AcquireLease grants a lease or returns a *LockedError. Expired leases are ignored (and may be
@@ -233,7 +359,8 @@ type Store interface {
 	ListEnvs(ctx context.Context, f ListFilter) ([]Env, error)
 	// SetState changes an environment's state and last error (empty clears it).
 	SetState(ctx context.Context, key envid.Key, state, lastError string, now time.Time) error
-	// Touch records a use of the environment at t (only moves last_used_at forward).
+	// Touch records a use of the environment at t (only moves last_used_at forward), and of its
+	// current build (Build.LastUsedAt, which hibernation goes by).
 	Touch(ctx context.Context, key envid.Key, t time.Time) error
 	// CommitRevision stores a successful mutation's files and state in one transaction, fenced by
 	// the lease (ErrLeaseLost when c.LeaseID is no longer live) and compare-and-set on c.Base
@@ -241,15 +368,36 @@ type Store interface {
 	CommitRevision(ctx context.Context, c Commit) (int64, error)
 	// GetRevision returns revision number n of key; n == 0 means the current one.
 	GetRevision(ctx context.Context, key envid.Key, n int64) (Revision, error)
-	// DeleteEnv removes the environment and its revisions, fenced by leaseID. Operations stay.
+	// DeleteEnv removes the environment and its revisions, fenced by leaseID, and the contents no
+	// other revision references. Operations and builds stay (cleanup removes unreferenced builds).
 	DeleteEnv(ctx context.Context, key envid.Key, leaseID string) error
 	// IdleEnvs returns environments whose last use is before cutoff, oldest first.
 	IdleEnvs(ctx context.Context, cutoff time.Time, limit int) ([]Env, error)
 	// CountEnvs returns how many environments are in each recorded state.
 	CountEnvs(ctx context.Context) (map[string]int, error)
-	// CountLeases returns how many leases are live fleet-wide at now; exclusiveOnly counts only
-	// the mutations' leases.
-	CountLeases(ctx context.Context, now time.Time, exclusiveOnly bool) (int, error)
+	// CountLeases returns how many leases are live fleet-wide at now; changesOnly counts only
+	// the leases of changes and deletes (not runs).
+	CountLeases(ctx context.Context, now time.Time, changesOnly bool) (int, error)
+
+	// RecordBuild inserts or updates a build (by ID). Recording a build BuildReady moves the
+	// environments whose current build it is from StateHibernated to StateActive. LastUsedAt
+	// becomes the later of the recorded one and b.LastUsedAt (now when zero): a build just
+	// materialised is not the least recently used. CreatedAt is kept on update unless set.
+	RecordBuild(ctx context.Context, b Build, now time.Time) error
+	// GetBuild returns one build (with CurrentEnvs) or ErrNotFound.
+	GetBuild(ctx context.Context, id string) (Build, error)
+	// ListBuilds returns builds matching f (with CurrentEnvs).
+	ListBuilds(ctx context.Context, f BuildFilter) ([]Build, error)
+	// SetBuildState changes a build's state in one transaction with its environments: BuildRemoved
+	// moves the environments whose current build it is to StateHibernated (from ACTIVE or IDLE),
+	// BuildReady moves them back to StateActive. ErrNotFound when the build is not recorded.
+	SetBuildState(ctx context.Context, id, state string, now time.Time) error
+	// MarkOnDisk records that key's project directory was switched to revision (only moves
+	// DiskRevision forward, never past Revision). ErrNotFound when key is not recorded.
+	MarkOnDisk(ctx context.Context, key envid.Key, revision int64, now time.Time) error
+	// EnvsBehindDisk returns environments whose DiskRevision is behind Revision, with no live
+	// change or delete lease at now, last updated before updatedBefore; least recently updated first.
+	EnvsBehindDisk(ctx context.Context, updatedBefore, now time.Time, limit int) ([]Env, error)
 
 	// AdoptSetting records value under name unless a value is recorded already, and returns the
 	// recorded one: the first control plane to adopt wins, every later one reads its choice.

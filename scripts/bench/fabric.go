@@ -1,14 +1,11 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"os"
@@ -18,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/envfabric/envfabric/client"
 	"github.com/envfabric/envfabric/shared/testutil/fabricbin"
 )
 
@@ -146,7 +144,8 @@ type fabric struct {
 	agent    *proc
 	cp       *proc
 	cpEnv    []string
-	client   *http.Client
+	client   *http.Client   // the bench's HTTP client of the control plane (bearer token, loopback)
+	api      *client.Client // the API through f.client
 }
 
 func freeAddr() (string, error) {
@@ -185,8 +184,8 @@ func (b bearer) RoundTrip(r *http.Request) (*http.Response, error) {
 }
 
 // startFabric starts an agent (uv in linkMode) and a control plane with SQLite under
-// cfg.Workdir/name.
-func startFabric(ctx context.Context, cfg config, bins fabricbin.Binaries, name, linkMode string) (*fabric, error) {
+// cfg.Workdir/name; cpSettings (KEY=value) are added to the control plane's environment.
+func startFabric(ctx context.Context, cfg config, bins fabricbin.Binaries, name, linkMode string, cpSettings ...string) (*fabric, error) {
 	root := filepath.Join(cfg.Workdir, name)
 	if err := os.MkdirAll(filepath.Join(root, "logs"), 0o755); err != nil {
 		return nil, err
@@ -227,7 +226,12 @@ func startFabric(ctx context.Context, cfg config, bins fabricbin.Binaries, name,
 	// The scheduled cleanup is off: nothing should move under the measurements.
 	f.cpEnv = append(append([]string{}, base...), "LISTEN_ADDR="+cpAddr, "AGENT_URL=http://"+agentAddr,
 		"CLEANUP_INTERVAL=0", "API_TOKENS=bench:admin:"+hex.EncodeToString(apiSecret))
+	f.cpEnv = append(f.cpEnv, cpSettings...)
 	f.URL = "http://" + cpAddr
+	if f.api, err = client.New(f.URL, client.WithHTTPClient(f.client), client.WithActor("bench")); err != nil {
+		f.Stop()
+		return nil, err
+	}
 	if err := f.StartControlPlane(ctx); err != nil {
 		f.Stop()
 		return nil, err
@@ -294,70 +298,17 @@ func waitHTTP(ctx context.Context, p *proc, url string, c *http.Client) error {
 	return fmt.Errorf("%s not ready at %s within 60s\n%s", p.name, url, p.tail())
 }
 
-// apiError is a response other than the one expected.
-type apiError struct {
-	Method, Path string
-	Status       int
-	Body         string
-}
-
-func (e *apiError) Error() string {
-	b := e.Body
-	if len(b) > 600 {
-		b = b[:600] + "…"
-	}
-	return fmt.Sprintf("%s %s: status %d: %s", e.Method, e.Path, e.Status, b)
-}
-
-// call sends a JSON request and decodes a JSON answer into out (when not nil). A status other
-// than want is an *apiError.
-func (f *fabric) call(ctx context.Context, method, path string, body any, want int, out any) error {
-	var rd io.Reader
-	if body != nil {
-		b, err := json.Marshal(body)
-		if err != nil {
-			return err
-		}
-		rd = bytes.NewReader(b)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, f.URL+path, rd)
-	if err != nil {
-		return err
-	}
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	req.Header.Set("X-Actor", "bench")
-	resp, err := f.client.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	raw, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return err
-	}
-	if resp.StatusCode != want {
-		return &apiError{Method: method, Path: path, Status: resp.StatusCode, Body: string(raw)}
-	}
-	if out != nil {
-		if err := json.Unmarshal(raw, out); err != nil {
-			return fmt.Errorf("%s %s: decoding the answer: %w", method, path, err)
-		}
-	}
-	return nil
-}
-
 // envKey names an environment (version v1, the default).
 type envKey struct{ WF, Node string }
 
 func (k envKey) path() string { return "/envs/" + k.WF + "/" + k.Node }
 
+func (k envKey) env() client.Env { return client.Env{WorkflowID: k.WF, NodeID: k.Node} }
+
 // create makes an environment through POST /envs.
 func (f *fabric) create(ctx context.Context, k envKey, pkgs []string) error {
-	return f.call(ctx, http.MethodPost, "/envs", map[string]any{
-		"workflow_id": k.WF, "node_id": k.Node, "packages": pkgs,
-	}, http.StatusCreated, nil)
+	_, err := f.api.Create(ctx, client.CreateRequest{WorkflowID: k.WF, NodeID: k.Node, Packages: pkgs})
+	return err
 }
 
 // runResult is the part of POST .../run the bench checks.
@@ -370,11 +321,11 @@ type runResult struct {
 
 // run runs code through POST .../run and checks that it printed want.
 func (f *fabric) run(ctx context.Context, k envKey, code, want string) (runResult, error) {
-	var r runResult
-	if err := f.call(ctx, http.MethodPost, k.path()+"/run", map[string]any{"code": code, "timeout": 120},
-		http.StatusOK, &r); err != nil {
-		return r, err
+	res, err := f.api.Run(ctx, k.env(), client.RunRequest{Code: code, Timeout: 120 * time.Second})
+	if err != nil {
+		return runResult{}, err
 	}
+	r := runResult{Stdout: string(res.Stdout), Stderr: string(res.Stderr), ExitCode: res.ExitCode, DurationMS: float64(res.DurationMS)}
 	if r.ExitCode != 0 || r.Stdout != want {
 		return r, fmt.Errorf("run in %s: exit %d, stdout %q (want %q), stderr %q", k.path(), r.ExitCode, r.Stdout, want, r.Stderr)
 	}
@@ -383,10 +334,8 @@ func (f *fabric) run(ctx context.Context, k envKey, code, want string) (runResul
 
 // pythonPath asks the control plane which interpreter an environment is bound to.
 func (f *fabric) pythonPath(ctx context.Context, k envKey) (string, error) {
-	var st struct {
-		PythonPath string `json:"python_path"`
-	}
-	if err := f.call(ctx, http.MethodGet, k.path(), nil, http.StatusOK, &st); err != nil {
+	st, err := f.api.Status(ctx, k.env())
+	if err != nil {
 		return "", err
 	}
 	if st.PythonPath == "" {

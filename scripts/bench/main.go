@@ -76,7 +76,7 @@ type config struct {
 
 func loadConfig() (config, error) {
 	var c config
-	only := flag.String("only", "", "comma-separated sections to run: create,run,disk,concurrency,read (default all)")
+	only := flag.String("only", "", "comma-separated sections to run: create,run,disk,concurrency,read,builds (default all)")
 	flag.Parse()
 	c.log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	c.Quick = os.Getenv("BENCH_QUICK") == "1"
@@ -191,6 +191,7 @@ func run(ctx context.Context, cfg config) error {
 		{"concurrency", b.concurrencySection},
 		{"read", b.readSection},
 		{"disk", b.diskSection},
+		{"builds", b.buildsSection},
 	}
 	for _, s := range steps {
 		if !cfg.want(s.name) {

@@ -103,9 +103,9 @@ type timedAgent struct {
 	rpc, runner Samples
 }
 
-func (a *timedAgent) Run(ctx context.Context, key envid.Key, code string, timeout time.Duration, maxOutput int64) (envs.RunResult, error) {
+func (a *timedAgent) Run(ctx context.Context, spec envs.RunSpec) (envs.RunResult, error) {
 	start := time.Now()
-	r, err := a.Agent.Run(ctx, key, code, timeout, maxOutput)
+	r, err := a.Agent.Run(ctx, spec)
 	d := time.Since(start)
 	a.mu.Lock()
 	a.rpc.add(d)
@@ -117,7 +117,7 @@ func (a *timedAgent) Run(ctx context.Context, key envid.Key, code string, timeou
 // seedEnv records an existing environment in st as the control plane would after a create.
 func seedEnv(ctx context.Context, st store.Store, key envid.Key, files envs.Files, python, envPath string) error {
 	now := time.Now()
-	lease, err := st.AcquireLease(ctx, store.LeaseRequest{Key: key, Exclusive: true, Holder: "bench",
+	lease, err := st.AcquireLease(ctx, store.LeaseRequest{Key: key, Mode: store.LeaseChange, Holder: "bench",
 		Operation: "create", TTL: time.Minute, Now: now})
 	if err != nil {
 		return err

@@ -216,12 +216,16 @@ func report(cfg config, r *Results) string {
 		p("\n%s\n", diskNotes(r))
 	}
 
+	if bl := r.Builds; bl != nil {
+		w.WriteString(buildsReport(bl))
+	}
+
 	p("## Reproducing\n\n")
 	p("`make bench` installs the pinned uv, builds both programs and runs `go run ./scripts/bench`, which rewrites\n")
 	p("this page, `docs/bench/*.png` and `docs/bench/results.json`. It needs Go, Python 3.11 with `venv` and pip,\n")
 	p("the real package index (uv's `UV_DEFAULT_INDEX`, else pip's index, else uv's default) and about 12 GB free\n")
 	p("for the copy-mode environments. `BENCH_QUICK=1` runs a few repetitions at small sizes and writes to a\n")
-	p("temporary directory (`BENCH_OUT` overrides); `-only create,run,concurrency,read,disk` picks sections;\n")
+	p("temporary directory (`BENCH_OUT` overrides); `-only create,run,concurrency,read,disk,builds` picks sections;\n")
 	p("`BENCH_KEEP=1` keeps the fabrics' data. The charts are drawn by `scripts/bench/charts.py` with matplotlib,\n")
 	p("installed by uv into a throw-away environment.\n")
 	return w.String()

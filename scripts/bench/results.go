@@ -16,14 +16,15 @@ import (
 
 // Results is everything one run measured; written as bench/results.json next to the report.
 type Results struct {
-	Meta        Meta         `json:"meta"`
-	Create      []CreateCase `json:"create"`
-	Run         []RunCase    `json:"run"`
-	RunProfile  *RunProfile  `json:"run_profile,omitempty"`
-	Concurrency *ConcResults `json:"concurrency,omitempty"`
-	Read        *ReadResults `json:"read,omitempty"`
-	Disk        *DiskResults `json:"disk,omitempty"`
-	Targets     []Target     `json:"targets"`
+	Meta        Meta           `json:"meta"`
+	Create      []CreateCase   `json:"create"`
+	Run         []RunCase      `json:"run"`
+	RunProfile  *RunProfile    `json:"run_profile,omitempty"`
+	Concurrency *ConcResults   `json:"concurrency,omitempty"`
+	Read        *ReadResults   `json:"read,omitempty"`
+	Disk        *DiskResults   `json:"disk,omitempty"`
+	Builds      *BuildsResults `json:"builds,omitempty"`
+	Targets     []Target       `json:"targets"`
 }
 
 // Meta says where and how the figures were taken.
@@ -133,6 +134,7 @@ func evaluateTargets(r *Results) {
 				Met:      x <= 1.1})
 		}
 	}
+	evaluateBuildsTargets(r)
 	if r.Concurrency != nil || r.Read != nil {
 		failed, total := 0, 0
 		if c := r.Concurrency; c != nil {

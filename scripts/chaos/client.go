@@ -168,6 +168,7 @@ type client struct {
 	hist     *history
 	seq      int
 	lastDeps map[string][]string // node → dependencies last answered, to aim removes and updates
+	lastRev  map[string]int64    // node → revision last answered, to aim rollbacks
 }
 
 // weights of each kind, out of their sum.
@@ -176,7 +177,7 @@ var weights = []struct {
 	weight int
 }{
 	{check.KindAdd, 30}, {check.KindRemove, 12}, {check.KindUpdate, 12}, {check.KindSync, 8},
-	{check.KindRun, 12}, {check.KindDeps, 10}, {check.KindCreate, 8}, {check.KindDelete, 4},
+	{check.KindRun, 12}, {check.KindDeps, 10}, {check.KindCreate, 8}, {check.KindDelete, 4}, {check.KindRollback, 6},
 }
 
 func (c *client) pickKind() string {
@@ -248,6 +249,11 @@ func (c *client) one(ctx context.Context) {
 		method, url = http.MethodGet, envURL+"/deps"
 	case check.KindDelete:
 		method, url = http.MethodDelete, envURL
+	case check.KindRollback:
+		// Any revision up to the last this client saw: the current one (a no-op), an earlier
+		// one, or one a recreated environment no longer has (refused).
+		op.Target = 1 + c.rng.Int64N(max(c.lastRev[node], 1))
+		method, url, body = http.MethodPost, envURL+"/rollback", map[string]any{"revision": op.Target}
 	}
 	op.Start = time.Now()
 	status, raw, err := c.api.do(ctx, method, url, op.RequestID, body)
@@ -259,6 +265,9 @@ func (c *client) one(ctx context.Context) {
 	op.Decode()
 	if op.HasDeps {
 		c.lastDeps[node] = op.Deps
+	}
+	if op.Revision > 0 {
+		c.lastRev[node] = op.Revision
 	}
 	c.hist.add(op)
 	// A control plane that is down refuses at once, and one without its database fails at once;

@@ -226,7 +226,7 @@ func run(ctx context.Context, cfg config, log *slog.Logger) (res *result, err er
 	wg.Go(func() { nem.run(runCtx) })
 	for i := range cfg.Clients {
 		c := &client{id: i + 1, rng: rand.New(rand.NewPCG(cfg.Seed, uint64(i+1))), api: api, cps: f.cps, envs: nodes,
-			hist: hist, lastDeps: map[string][]string{}}
+			hist: hist, lastDeps: map[string][]string{}, lastRev: map[string]int64{}}
 		wg.Go(func() { c.loop(ctx, runCtx) })
 	}
 	<-runCtx.Done()

@@ -7,8 +7,9 @@
 package envid
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"path/filepath"
 )
@@ -94,21 +95,57 @@ func (k Key) Dir(base string) string {
 	return filepath.Join(base, k.WorkflowID, k.NodeID, k.VersionID)
 }
 
-// ProjectNamePrefix starts every environment's [project] name.
+// ProjectNamePrefix starts the reserved [project] name.
 const ProjectNamePrefix = "envfabric-env-"
 
-// ProjectName is the [project] name written into pyproject.toml: ProjectNamePrefix and 32 hex
-// digits of a SHA-256 of the ids.
+// ProjectName is the [project] name written into every environment's pyproject.toml:
+// ProjectNamePrefix and 32 hex digits of a fixed SHA-256.
 //
 // The name takes part in resolution: uv treats the project as a distribution of that name, so a
 // project named after the ids (the TRD's "workflow123-node123") shadows any real distribution of
 // the same PEP 503 normalised name (google/api/core made "google-api-core", which
 // google-cloud-core needs, and uv settled for a 2017 release that does not). This name is
-// already in normalised form (lower case, single hyphens), the ids reach it only through the
-// hash, so no choice of ids can make it spell a real project's name, and a distribution a
-// dependency needs would have to be named for one environment's 128-bit digest. It stays the
-// same for the life of an environment (the trash directory of a delete is named after it too).
-func (k Key) ProjectName() string {
-	sum := sha256.Sum256([]byte(k.WorkflowID + "\x00" + k.NodeID + "\x00" + k.VersionID))
-	return ProjectNamePrefix + hex.EncodeToString(sum[:16])
+// already in normalised form (lower case, single hyphens), and a distribution a dependency
+// needs would have to be named for a 128-bit digest, so no real project spells it.
+//
+// It is one constant for every environment, not one per environment (as it was before builds):
+// the name is written into pyproject.toml and uv.lock, so only with one name do two environments
+// with the same requirements get byte-identical files, share one build (agent/builds) and have
+// their contents stored once. No id reaches it, so no choice of ids can make it spell anything.
+// The value is ProjectNamePrefix + hex(SHA-256("envfabric environment"))[:32], checked by a test.
+const ProjectName = ProjectNamePrefix + "129ca41e96a65137c63403cad160d3b4"
+
+// ProjectName is the reserved project name, the same for every key (kept for callers written
+// when each environment had its own).
+func (k Key) ProjectName() string { return ProjectName }
+
+// Cursor encodes k as the opaque page cursor of an environment listing (the REST API's
+// next_cursor, the console's next page): URL-safe, and read back by ParseCursor.
+func (k Key) Cursor() string {
+	b, _ := json.Marshal([]string{k.WorkflowID, k.NodeID, k.VersionID})
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+// ErrBadCursor is what ParseCursor returns for anything Cursor did not make.
+var ErrBadCursor = errors.New("cursor: not a cursor this API returned")
+
+// ParseCursor reads a cursor made by Key.Cursor; anything else, or one naming an invalid key,
+// is ErrBadCursor.
+func ParseCursor(c string) (Key, error) {
+	if len(c) > 512 {
+		return Key{}, ErrBadCursor
+	}
+	b, err := base64.RawURLEncoding.DecodeString(c)
+	if err != nil {
+		return Key{}, ErrBadCursor
+	}
+	var parts []string
+	if json.Unmarshal(b, &parts) != nil || len(parts) != 3 {
+		return Key{}, ErrBadCursor
+	}
+	k := Key{WorkflowID: parts[0], NodeID: parts[1], VersionID: parts[2]}
+	if k.Validate() != nil {
+		return Key{}, ErrBadCursor
+	}
+	return k, nil
 }

@@ -37,6 +37,10 @@ const (
 	// SourceBuildDisabled: the agent installs wheels only (UV_WHEELS_ONLY) and a requested
 	// package, or one it depends on, has no wheel for this platform.
 	SourceBuildDisabled Code = "SOURCE_BUILD_DISABLED"
+	// BuildMissing: the build a run named is not complete on the shared storage (hibernated or
+	// removed); the control plane materialises it again and retries, so callers see it only when
+	// that failed too.
+	BuildMissing Code = "BUILD_MISSING"
 
 	// Authentication and transport strictness.
 	Unauthenticated      Code = "UNAUTHENTICATED"
@@ -72,6 +76,7 @@ var status = map[Code]int{
 	UnsupportedMediaType: http.StatusUnsupportedMediaType,
 	RequestTimeout:       http.StatusRequestTimeout,
 	SourceBuildDisabled:  http.StatusUnprocessableEntity,
+	BuildMissing:         http.StatusServiceUnavailable,
 }
 
 // All lists every code, for documentation and tests.

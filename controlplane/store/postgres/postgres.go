@@ -94,6 +94,9 @@ func (Dialect) MillisBetween(start, end string) string {
 
 func (Dialect) RowLock(clause string) string { return " " + clause }
 
+// JSON casts text to jsonb, the JSON columns' type.
+func (Dialect) JSON(text string) string { return "CAST(" + text + " AS jsonb)" }
+
 // LockKey takes a transaction-scoped advisory lock, released at COMMIT or ROLLBACK.
 func (Dialect) LockKey(ctx context.Context, tx *sql.Tx, parts ...string) error {
 	_, err := tx.ExecContext(ctx, "SELECT pg_advisory_xact_lock($1)", lockKey(parts...))

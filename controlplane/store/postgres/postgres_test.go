@@ -49,6 +49,29 @@ func TestStore(t *testing.T) {
 	storetest.Run(t, func(t *testing.T) store.Store { return open(t) })
 }
 
+func TestSchema(t *testing.T) {
+	storetest.RunSchema(t, func(t *testing.T) storetest.Schema {
+		if srv == nil {
+			pgtest.Unavailable(t, startErr)
+		}
+		url := srv.NewDatabase(t)
+		db, err := sql.Open("pgx", url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { db.Close() })
+		return storetest.Schema{DB: db, Dialect: postgres.Dialect{}, Migrations: postgres.Migrations,
+			Open: func(t *testing.T) store.Store {
+				s, err := postgres.Open(t.Context(), url, slog.New(slog.NewTextHandler(t.Output(), nil)))
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { s.Close() })
+				return s
+			}}
+	})
+}
+
 // TestConcurrentOpen checks that control planes starting together on one database migrate it once.
 func TestConcurrentOpen(t *testing.T) {
 	if srv == nil {

@@ -11,6 +11,7 @@ package sqlite
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"embed"
 	"errors"
 	"fmt"
@@ -31,6 +32,24 @@ import (
 
 //go:embed migrations/*.sql
 var migrations embed.FS
+
+// sha256_hex(text) is store.Digest in SQL, for migration 0005, which moves the project files
+// of existing revisions into contents by digest (PostgreSQL has sha256 built in).
+func init() {
+	err := sqlite.RegisterDeterministicScalarFunction("sha256_hex", 1, func(_ *sqlite.FunctionContext, args []driver.Value) (driver.Value, error) {
+		switch v := args[0].(type) {
+		case string:
+			return store.Digest(v), nil
+		case []byte:
+			return store.Digest(string(v)), nil
+		default:
+			return nil, fmt.Errorf("sha256_hex: want TEXT, got %T", v)
+		}
+	})
+	if err != nil {
+		panic(fmt.Sprintf("register sha256_hex: %v", err))
+	}
+}
 
 // Store is the SQLite store. It is safe for concurrent use.
 type Store struct {
@@ -144,6 +163,9 @@ func (Dialect) Precision() time.Duration { return time.Millisecond }
 func (Dialect) MillisBetween(start, end string) string {
 	return "max(0, " + end + " - " + start + ")"
 }
+
+// JSON is text as it is: JSON columns are TEXT.
+func (Dialect) JSON(text string) string { return text }
 
 // RowLock is nothing: an IMMEDIATE transaction holds the database's one write lock from BEGIN.
 func (Dialect) RowLock(string) string { return "" }

@@ -1,6 +1,7 @@
 package sqlite_test
 
 import (
+	"database/sql"
 	"fmt"
 	"log/slog"
 	"os"
@@ -25,6 +26,26 @@ func open(t *testing.T) store.Store {
 
 func TestStore(t *testing.T) {
 	storetest.Run(t, open)
+}
+
+func TestSchema(t *testing.T) {
+	storetest.RunSchema(t, func(t *testing.T) storetest.Schema {
+		path := filepath.Join(t.TempDir(), "envfabric.db")
+		db, err := sql.Open("sqlite", path+"?_txlock=immediate&_busy_timeout=10000&_journal_mode=WAL&_foreign_keys=1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { db.Close() })
+		return storetest.Schema{DB: db, Dialect: sqlite.Dialect{}, Migrations: sqlite.Migrations,
+			Open: func(t *testing.T) store.Store {
+				s, err := sqlite.Open(t.Context(), path, slog.New(slog.NewTextHandler(t.Output(), nil)))
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { s.Close() })
+				return s
+			}}
+	})
 }
 
 // TestReopen checks that opening an existing database applies no migration twice and keeps the data.

@@ -28,6 +28,10 @@ type Dialect interface {
 	// time column or placeholder), never negative.
 	MillisBetween(start, end string) string
 
+	// JSON is text, an SQL expression of a JSON document, as a value of a JSON column
+	// (env_operations.params and result).
+	JSON(text string) string
+
 	// RowLock is clause (FOR UPDATE OF e, FOR SHARE) for a SELECT inside a transaction, or ""
 	// where the transaction itself already excludes every other writer.
 	RowLock(clause string) string

@@ -5,17 +5,18 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/envfabric/envfabric/controlplane/store"
 	"github.com/envfabric/envfabric/shared/envid"
 )
 
-const leaseCols = `id, workflow_id, node_id, version_id, exclusive, holder, operation, operation_id, acquired_at, expires_at`
+const leaseCols = `id, workflow_id, node_id, version_id, mode, holder, operation, operation_id, acquired_at, expires_at`
 
 func (s *Store) scanLease(r scanner) (store.Lease, error) {
 	var l store.Lease
-	err := r.Scan(&l.ID, &l.Key.WorkflowID, &l.Key.NodeID, &l.Key.VersionID, &l.Exclusive, &l.Holder,
+	err := r.Scan(&l.ID, &l.Key.WorkflowID, &l.Key.NodeID, &l.Key.VersionID, &l.Mode, &l.Holder,
 		&l.Operation, &l.OperationID, s.scanTime(&l.AcquiredAt), s.scanTime(&l.ExpiresAt))
 	return l, err
 }
@@ -25,8 +26,11 @@ func (s *Store) scanLease(r scanner) (store.Lease, error) {
 func (s *Store) AcquireLease(ctx context.Context, req store.LeaseRequest) (store.Lease, error) {
 	now := s.round(orNow(req.Now))
 	k := req.Key
+	if !req.Mode.Valid() {
+		return store.Lease{}, fmt.Errorf("acquire lease on %s: unknown lease mode %q", k, req.Mode)
+	}
 	l := store.Lease{
-		ID: newLeaseID(), Key: k, Exclusive: req.Exclusive, Holder: req.Holder, Operation: req.Operation,
+		ID: newLeaseID(), Key: k, Mode: req.Mode, Holder: req.Holder, Operation: req.Operation,
 		OperationID: req.OperationID, AcquiredAt: now, ExpiresAt: s.round(now.Add(req.TTL)),
 	}
 	err := s.tx(ctx, func(tx *sql.Tx, r runner) error {
@@ -38,10 +42,13 @@ func (s *Store) AcquireLease(ctx context.Context, req store.LeaseRequest) (store
 			k.WorkflowID, k.NodeID, k.VersionID, s.time(now)); err != nil {
 			return err
 		}
-		// An exclusive request conflicts with any lease, a shared one only with an exclusive one.
+		// The held modes in the way are store.LeaseMode.Conflicts's; a change or delete in the
+		// way is named before a run (it says more about how long the wait is).
+		in, args := modeIn(5, req.Mode.ConflictingModes())
 		held, err := s.scanLease(r.row(ctx, `SELECT `+leaseCols+` FROM env_leases
-			WHERE workflow_id = $1 AND node_id = $2 AND version_id = $3 AND ($4 OR exclusive)
-			ORDER BY exclusive DESC, acquired_at LIMIT 1`, k.WorkflowID, k.NodeID, k.VersionID, req.Exclusive))
+			WHERE workflow_id = $1 AND node_id = $2 AND version_id = $3 AND mode IN (`+in+`)
+			ORDER BY CASE WHEN mode = $4 THEN 1 ELSE 0 END, acquired_at, id LIMIT 1`,
+			append([]any{k.WorkflowID, k.NodeID, k.VersionID, string(store.LeaseRun)}, args...)...))
 		if err == nil {
 			return &store.LockedError{Held: held}
 		}
@@ -49,7 +56,7 @@ func (s *Store) AcquireLease(ctx context.Context, req store.LeaseRequest) (store
 			return err
 		}
 		_, err = r.exec(ctx, `INSERT INTO env_leases (`+leaseCols+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`,
-			l.ID, k.WorkflowID, k.NodeID, k.VersionID, l.Exclusive, l.Holder, l.Operation, l.OperationID,
+			l.ID, k.WorkflowID, k.NodeID, k.VersionID, string(l.Mode), l.Holder, l.Operation, l.OperationID,
 			s.time(l.AcquiredAt), s.time(l.ExpiresAt))
 		return err
 	})
@@ -97,10 +104,10 @@ func (s *Store) ListLeases(ctx context.Context, key envid.Key, now time.Time) ([
 }
 
 // CountLeases implements store.Store.
-func (s *Store) CountLeases(ctx context.Context, now time.Time, exclusiveOnly bool) (int, error) {
+func (s *Store) CountLeases(ctx context.Context, now time.Time, changesOnly bool) (int, error) {
 	var n int
-	err := s.read().row(ctx, `SELECT count(*) FROM env_leases WHERE expires_at > $1 AND (exclusive OR NOT $2)`,
-		s.time(orNow(now)), exclusiveOnly).Scan(&n)
+	err := s.read().row(ctx, `SELECT count(*) FROM env_leases WHERE expires_at > $1 AND (mode <> $2 OR NOT $3)`,
+		s.time(orNow(now)), string(store.LeaseRun), changesOnly).Scan(&n)
 	if err != nil {
 		return 0, fmt.Errorf("count leases: %w", err)
 	}
@@ -118,4 +125,20 @@ func (s *Store) fence(ctx context.Context, r runner, key envid.Key, leaseID stri
 		return store.ErrLeaseLost
 	}
 	return err
+}
+
+// modeIn is a list of placeholders $first, $first+1, ... for modes (an IN list, the one form of
+// "one of these" both dialects take), and the arguments they stand for. An empty list is never
+// true: IN (”) matches no mode.
+func modeIn(first int, modes []store.LeaseMode) (string, []any) {
+	if len(modes) == 0 {
+		return fmt.Sprintf("$%d", first), []any{""}
+	}
+	marks := make([]string, len(modes))
+	args := make([]any, len(modes))
+	for i, m := range modes {
+		marks[i] = fmt.Sprintf("$%d", first+i)
+		args[i] = string(m)
+	}
+	return strings.Join(marks, ", "), args
 }

@@ -78,6 +78,18 @@ func (s *Store) ListOperations(ctx context.Context, key envid.Key, beforeID int6
 	return ops, nil
 }
 
+// ListOperationsOfKind implements store.Store.
+func (s *Store) ListOperationsOfKind(ctx context.Context, kind string, beforeID int64, limit int) ([]store.Operation, error) {
+	rows, err := s.read().query(ctx, `SELECT `+opCols+` FROM env_operations
+		WHERE operation = $1 AND (CAST($2 AS bigint) <= 0 OR id < $2)
+		ORDER BY id DESC LIMIT $3`, kind, beforeID, sqlLimit(limit))
+	ops, err := collect(rows, err, s.scanOp)
+	if err != nil {
+		return nil, fmt.Errorf("list %s operations: %w", kind, err)
+	}
+	return ops, nil
+}
+
 // GetOperation implements store.Store.
 func (s *Store) GetOperation(ctx context.Context, id int64) (store.Operation, error) {
 	op, err := s.scanOp(s.read().row(ctx, `SELECT `+opCols+` FROM env_operations WHERE id = $1`, id))
@@ -96,7 +108,7 @@ func (s *Store) AbandonOperations(ctx context.Context, key envid.Key, except int
 		if err := s.d.LockKey(ctx, tx, envLockKey(key)...); err != nil {
 			return err
 		}
-		res, err := r.exec(ctx, `UPDATE env_operations SET `+abandonedOutcome(7)+`,
+		res, err := r.exec(ctx, `UPDATE env_operations SET `+s.abandonedOutcome(7)+`,
 				finished_at = $1, duration_ms = `+s.d.MillisBetween("started_at", "$1")+`
 			WHERE workflow_id = $2 AND node_id = $3 AND version_id = $4 AND status = $5 AND id <> $6
 				AND id NOT IN (SELECT operation_id FROM env_leases
@@ -116,13 +128,17 @@ func (s *Store) AbandonOperations(ctx context.Context, key envid.Key, except int
 
 // abandonedOutcome is how an operation whose holder is gone is closed, with its six arguments
 // (abandonedArgs) from placeholder $first: succeeded when a revision carries its id (its commit
-// landed; only the outcome row was never written), failed as INTERRUPTED otherwise.
-func abandonedOutcome(first int) string {
+// landed; only the outcome row was never written), with that revision as its result, as the
+// holder would have recorded it; failed as INTERRUPTED otherwise.
+func (s *Store) abandonedOutcome(first int) string {
 	committed := "id IN (SELECT operation_id FROM env_revisions)"
 	col := func(name string, i int) string {
 		return fmt.Sprintf("%s = CASE WHEN %s THEN $%d ELSE $%d END", name, committed, first+i, first+i+3)
 	}
-	return col("status", 0) + ", " + col("error_code", 1) + ", " + col("error_message", 2)
+	revision := `(SELECT max(r.revision) FROM env_revisions r WHERE r.operation_id = env_operations.id)`
+	result := fmt.Sprintf(`result = CASE WHEN %s THEN %s ELSE result END`, committed,
+		s.d.JSON(`'{"revision": ' || CAST(`+revision+` AS text) || '}'`))
+	return col("status", 0) + ", " + col("error_code", 1) + ", " + col("error_message", 2) + ", " + result
 }
 
 func abandonedArgs() []any {
@@ -136,7 +152,7 @@ func envLockKey(k envid.Key) []string { return []string{"env", k.WorkflowID, k.N
 // the maintenance pass.
 func (s *Store) AbandonStaleOperations(ctx context.Context, startedBefore, now time.Time) (int, error) {
 	now = orNow(now)
-	res, err := s.exec(ctx, `UPDATE env_operations SET `+abandonedOutcome(4)+`,
+	res, err := s.exec(ctx, `UPDATE env_operations SET `+s.abandonedOutcome(4)+`,
 			finished_at = $1, duration_ms = `+s.d.MillisBetween("started_at", "$1")+`
 		WHERE status = $2 AND started_at < $3
 			AND id NOT IN (SELECT operation_id FROM env_leases WHERE expires_at > $1)`,

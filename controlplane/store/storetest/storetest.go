@@ -24,9 +24,11 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"Ping", testPing},
 		{"Operations", testOperations},
 		{"ListOperations", testListOperations},
+		{"ListOperationsOfKind", testListOperationsOfKind},
 		{"AbandonOperations", testAbandonOperations},
 		{"LeaseConflicts", testLeaseConflicts},
 		{"LockedError", testLockedError},
+		{"LockedErrorPrefersChange", testLockedErrorPrefersChange},
 		{"LeaseExpiry", testLeaseExpiry},
 		{"RenewLease", testRenewLease},
 		{"ReleaseLease", testReleaseLease},
@@ -52,6 +54,13 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"AbandonStaleOperations", testAbandonStaleOperations},
 		{"AbandonCommittedOperation", testAbandonCommittedOperation},
 		{"EnvsToRepair", testEnvsToRepair},
+		{"RecordBuild", testRecordBuild},
+		{"CommitBuild", testCommitBuild},
+		{"BuildStates", testBuildStates},
+		{"ListBuilds", testListBuilds},
+		{"TouchBuild", testTouchBuild},
+		{"EnvsBehindDisk", testEnvsBehindDisk},
+		{"SharedContents", testSharedContents},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -67,6 +76,7 @@ var t0 = time.Date(2025, 3, 4, 5, 6, 7, 8e6, time.UTC)
 var (
 	keyA = envid.Key{WorkflowID: "wf1", NodeID: "node1", VersionID: "v1"}
 	keyB = envid.Key{WorkflowID: "wf1", NodeID: "node2", VersionID: "v1"}
+	keyC = envid.Key{WorkflowID: "wf2", NodeID: "node1", VersionID: "v1"}
 )
 
 const ttl = time.Minute
@@ -121,10 +131,10 @@ func must[T any](v T, err error) func(t *testing.T) T {
 	}
 }
 
-func lease(t *testing.T, s store.Store, key envid.Key, exclusive bool, now time.Time) store.Lease {
+func lease(t *testing.T, s store.Store, key envid.Key, mode store.LeaseMode, now time.Time) store.Lease {
 	t.Helper()
 	return must(s.AcquireLease(t.Context(), store.LeaseRequest{
-		Key: key, Exclusive: exclusive, Holder: "cp-1", Operation: "update", OperationID: 7, TTL: ttl, Now: now,
+		Key: key, Mode: mode, Holder: "cp-1", Operation: "update", OperationID: 7, TTL: ttl, Now: now,
 	}))(t)
 }
 
@@ -232,6 +242,41 @@ func testListOperations(t *testing.T, s store.Store) {
 	}
 }
 
+func testListOperationsOfKind(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	var cleanups []int64 // oldest first, across environments
+	for i, k := range []envid.Key{keyA, keyB, keyA, keyB} {
+		must(s.BeginOperation(ctx, store.Operation{Key: k, Kind: "sync", StartedAt: at(time.Duration(i) * time.Second)}))(t)
+		cleanups = append(cleanups, must(s.BeginOperation(ctx, store.Operation{Key: k, Kind: "cleanup", StartedAt: at(time.Duration(i) * time.Second)}))(t))
+	}
+	tests := []struct {
+		name     string
+		kind     string
+		beforeID int64
+		limit    int
+		want     []int64
+	}{
+		{"every environment", "cleanup", 0, 0, []int64{cleanups[3], cleanups[2], cleanups[1], cleanups[0]}},
+		{"first page", "cleanup", 0, 3, []int64{cleanups[3], cleanups[2], cleanups[1]}},
+		{"next page", "cleanup", cleanups[1], 3, []int64{cleanups[0]}},
+		{"no such kind", "delete", 0, 0, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var got []int64
+			for _, op := range must(s.ListOperationsOfKind(ctx, tt.kind, tt.beforeID, tt.limit))(t) {
+				if op.Kind != tt.kind {
+					t.Errorf("operation %d is %q; want %q", op.ID, op.Kind, tt.kind)
+				}
+				got = append(got, op.ID)
+			}
+			if !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("got %v; want %v", got, tt.want)
+			}
+		})
+	}
+}
+
 func testAbandonOperations(t *testing.T, s store.Store) {
 	ctx := t.Context()
 	const (
@@ -273,7 +318,7 @@ func testAbandonOperations(t *testing.T, s store.Store) {
 					t.Fatal(err)
 				}
 			}
-			req := store.LeaseRequest{Key: tt.key, Holder: "cp-dead", Operation: "sync", OperationID: ids[i], TTL: ttl}
+			req := store.LeaseRequest{Key: tt.key, Mode: store.LeaseRun, Holder: "cp-dead", Operation: "sync", OperationID: ids[i], TTL: ttl}
 			switch tt.lease {
 			case liveLease:
 				req.Now = at(0)
@@ -336,57 +381,96 @@ func testAbandonOperations(t *testing.T, s store.Store) {
 	}
 }
 
+// The store grants leases by store.LeaseMode.Conflicts, for every pair of modes, held by another
+// holder, with an expired lease standing in the way of nothing.
 func testLeaseConflicts(t *testing.T, s store.Store) {
-	tests := []struct {
-		name          string
-		first, second bool // exclusive?
-		otherKey      bool // the second request is for another environment
-		wantLocked    bool
-	}{
-		{"exclusive excludes exclusive", true, true, false, true},
-		{"exclusive excludes shared", true, false, false, true},
-		{"shared excludes exclusive", false, true, false, true},
-		{"shared allows shared", false, false, false, false},
-		{"other environments are free", true, true, true, false},
+	// The matrix the design states (docs/builds.md), written out so that a change of the rule
+	// is a change of this test too.
+	want := map[[2]store.LeaseMode]bool{
+		{store.LeaseRun, store.LeaseRun}:       false,
+		{store.LeaseRun, store.LeaseChange}:    false,
+		{store.LeaseRun, store.LeaseDelete}:    true,
+		{store.LeaseChange, store.LeaseRun}:    false,
+		{store.LeaseChange, store.LeaseChange}: true,
+		{store.LeaseChange, store.LeaseDelete}: true,
+		{store.LeaseDelete, store.LeaseRun}:    true,
+		{store.LeaseDelete, store.LeaseChange}: true,
+		{store.LeaseDelete, store.LeaseDelete}: true,
 	}
-	for i, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			key := envid.Key{WorkflowID: "conflict", NodeID: fmt.Sprint(i), VersionID: "v1"}
-			lease(t, s, key, tt.first, at(0))
-			if tt.otherKey {
-				key.VersionID = "v2"
+	i := 0
+	for _, held := range store.LeaseModes {
+		for _, req := range store.LeaseModes {
+			i++
+			locked, ok := want[[2]store.LeaseMode{req, held}]
+			if !ok {
+				t.Fatalf("no expectation for %s while %s is held", req, held)
 			}
-			_, err := s.AcquireLease(t.Context(), store.LeaseRequest{
-				Key: key, Exclusive: tt.second, Holder: "cp-2", Operation: "run", TTL: ttl, Now: at(time.Second)})
-			if got := errors.Is(err, store.ErrLocked); got != tt.wantLocked || (err != nil && !got) {
-				t.Errorf("got error %v; want locked %v", err, tt.wantLocked)
+			if got := req.Conflicts(held); got != locked {
+				t.Errorf("%s.Conflicts(%s) = %v; want %v", req, held, got, locked)
 			}
-		})
+			t.Run(fmt.Sprintf("%s while %s", req, held), func(t *testing.T) {
+				key := envid.Key{WorkflowID: "conflict", NodeID: fmt.Sprint(i), VersionID: "v1"}
+				first := lease(t, s, key, held, at(0))
+				_, err := s.AcquireLease(t.Context(), store.LeaseRequest{
+					Key: key, Mode: req, Holder: "cp-2", Operation: "run", TTL: ttl, Now: at(time.Second)})
+				var le *store.LockedError
+				if got := errors.As(err, &le); got != locked || (err != nil && !got) {
+					t.Fatalf("got error %v; want locked %v", err, locked)
+				}
+				if locked && (le.Held.ID != first.ID || le.Held.Mode != held) {
+					t.Errorf("held = %+v; want %+v", le.Held, first)
+				}
+				// Another environment is free, and so is this one once the lease expired.
+				other := key
+				other.VersionID = "v2"
+				lease(t, s, other, req, at(time.Second))
+				lease(t, s, key, req, at(ttl+time.Second))
+			})
+		}
+	}
+	_, err := s.AcquireLease(t.Context(), store.LeaseRequest{Key: keyA, Mode: "exclusive", TTL: ttl, Now: at(0)})
+	if err == nil || errors.Is(err, store.ErrLocked) {
+		t.Errorf("lease of an unknown mode: got %v; want a refusal", err)
+	}
+	if _, err := s.AcquireLease(t.Context(), store.LeaseRequest{Key: keyA, TTL: ttl, Now: at(0)}); err == nil {
+		t.Error("lease without a mode granted; want a refusal")
+	}
+}
+
+// A request meeting a run and a change names the change: it is what the caller waits for.
+func testLockedErrorPrefersChange(t *testing.T, s store.Store) {
+	lease(t, s, keyA, store.LeaseRun, at(0))
+	change := lease(t, s, keyA, store.LeaseChange, at(time.Second))
+	lease(t, s, keyA, store.LeaseRun, at(2*time.Second))
+	_, err := s.AcquireLease(t.Context(), store.LeaseRequest{Key: keyA, Mode: store.LeaseDelete, TTL: ttl, Now: at(3 * time.Second)})
+	var le *store.LockedError
+	if !errors.As(err, &le) || le.Held.ID != change.ID {
+		t.Errorf("got %v; want locked by the change %s", err, change.ID)
 	}
 }
 
 func testLockedError(t *testing.T, s store.Store) {
-	shared := lease(t, s, keyA, false, at(0))
+	shared := lease(t, s, keyA, store.LeaseRun, at(0))
 	_, err := s.AcquireLease(t.Context(), store.LeaseRequest{
-		Key: keyA, Exclusive: true, Holder: "cp-2", Operation: "delete", OperationID: 9, TTL: ttl, Now: at(time.Second)})
+		Key: keyA, Mode: store.LeaseDelete, Holder: "cp-2", Operation: "delete", OperationID: 9, TTL: ttl, Now: at(time.Second)})
 	var locked *store.LockedError
 	if !errors.As(err, &locked) || !errors.Is(err, store.ErrLocked) {
 		t.Fatalf("got %v; want a *store.LockedError wrapping ErrLocked", err)
 	}
 	h := locked.Held
-	if h.ID != shared.ID || h.Holder != "cp-1" || h.Operation != "update" || h.OperationID != 7 || h.Exclusive || h.Key != keyA {
+	if h.ID != shared.ID || h.Holder != "cp-1" || h.Operation != "update" || h.OperationID != 7 || h.Mode != store.LeaseRun || h.Key != keyA {
 		t.Errorf("held = %+v; want %+v", h, shared)
 	}
 	sameTime(t, "held.expires_at", h.ExpiresAt, at(ttl))
 }
 
 func testLeaseExpiry(t *testing.T, s store.Store) {
-	old := lease(t, s, keyA, true, at(0))
+	old := lease(t, s, keyA, store.LeaseChange, at(0))
 	sameTime(t, "acquired_at", old.AcquiredAt, at(0))
 	sameTime(t, "expires_at", old.ExpiresAt, at(ttl))
-	_, err := s.AcquireLease(t.Context(), store.LeaseRequest{Key: keyA, Exclusive: true, TTL: ttl, Now: at(ttl - time.Millisecond)})
+	_, err := s.AcquireLease(t.Context(), store.LeaseRequest{Key: keyA, Mode: store.LeaseChange, TTL: ttl, Now: at(ttl - time.Millisecond)})
 	wantErr(t, "acquire before expiry", err, store.ErrLocked)
-	l := lease(t, s, keyA, true, at(ttl))
+	l := lease(t, s, keyA, store.LeaseChange, at(ttl))
 	if l.ID == old.ID {
 		t.Errorf("new lease has the expired lease's id %s", l.ID)
 	}
@@ -394,12 +478,12 @@ func testLeaseExpiry(t *testing.T, s store.Store) {
 
 func testRenewLease(t *testing.T, s store.Store) {
 	ctx := t.Context()
-	l := lease(t, s, keyA, true, at(0))
+	l := lease(t, s, keyA, store.LeaseChange, at(0))
 	if err := s.RenewLease(ctx, l.ID, at(30*time.Second), ttl); err != nil {
 		t.Fatal(err)
 	}
 	// Renewed to 90s: still blocking at 80s, where the original lease would have expired.
-	_, err := s.AcquireLease(ctx, store.LeaseRequest{Key: keyA, Exclusive: true, TTL: ttl, Now: at(80 * time.Second)})
+	_, err := s.AcquireLease(ctx, store.LeaseRequest{Key: keyA, Mode: store.LeaseChange, TTL: ttl, Now: at(80 * time.Second)})
 	wantErr(t, "acquire after renewal", err, store.ErrLocked)
 	leases := must(s.ListLeases(ctx, keyA, at(80*time.Second)))(t)
 	if len(leases) != 1 {
@@ -409,7 +493,7 @@ func testRenewLease(t *testing.T, s store.Store) {
 
 	wantErr(t, "renew expired", s.RenewLease(ctx, l.ID, at(90*time.Second), ttl), store.ErrLeaseLost)
 
-	l = lease(t, s, keyB, true, at(0))
+	l = lease(t, s, keyB, store.LeaseChange, at(0))
 	if err := s.ReleaseLease(ctx, l.ID); err != nil {
 		t.Fatal(err)
 	}
@@ -419,7 +503,7 @@ func testRenewLease(t *testing.T, s store.Store) {
 
 func testReleaseLease(t *testing.T, s store.Store) {
 	ctx := t.Context()
-	l := lease(t, s, keyA, true, at(0))
+	l := lease(t, s, keyA, store.LeaseChange, at(0))
 	for i := range 2 {
 		if err := s.ReleaseLease(ctx, l.ID); err != nil {
 			t.Fatalf("release #%d: %v", i+1, err)
@@ -428,13 +512,13 @@ func testReleaseLease(t *testing.T, s store.Store) {
 	if err := s.ReleaseLease(ctx, "no-such-lease"); err != nil {
 		t.Fatal(err)
 	}
-	lease(t, s, keyA, true, at(time.Second)) // free again
+	lease(t, s, keyA, store.LeaseChange, at(time.Second)) // free again
 }
 
 func testListLeases(t *testing.T, s store.Store) {
-	a := lease(t, s, keyA, false, at(0))
-	b := lease(t, s, keyA, false, at(30*time.Second))
-	lease(t, s, keyB, true, at(0))
+	a := lease(t, s, keyA, store.LeaseRun, at(0))
+	b := lease(t, s, keyA, store.LeaseRun, at(30*time.Second))
+	lease(t, s, keyB, store.LeaseChange, at(0))
 	tests := []struct {
 		name string
 		now  time.Time
@@ -464,7 +548,7 @@ func testLeaseRace(t *testing.T, s store.Store) {
 	const n = 16
 	won, refused, errs := race(n, store.ErrLocked, func(i int) error {
 		_, err := s.AcquireLease(t.Context(), store.LeaseRequest{
-			Key: keyA, Exclusive: true, Holder: fmt.Sprintf("cp-%d", i), Operation: "update", TTL: ttl, Now: at(0)})
+			Key: keyA, Mode: store.LeaseChange, Holder: fmt.Sprintf("cp-%d", i), Operation: "update", TTL: ttl, Now: at(0)})
 		return err
 	})
 	if won != 1 || refused != n-1 || len(errs) > 0 {
@@ -513,7 +597,7 @@ func testCreateEnv(t *testing.T, s store.Store) {
 	if !reflect.DeepEqual(got, env) {
 		t.Errorf("got %+v; want %+v", got, env)
 	}
-	lease(t, s, keyA, true, at(0))
+	lease(t, s, keyA, store.LeaseChange, at(0))
 	wantErr(t, "second create", s.CreateEnv(ctx, env, at(time.Second)), store.ErrExists)
 	_, err := s.GetEnv(ctx, keyB)
 	wantErr(t, "GetEnv(missing)", err, store.ErrNotFound)
@@ -539,9 +623,9 @@ func testCreateEnvAbandoned(t *testing.T, s store.Store) {
 				t.Fatal(err)
 			}
 			if tt.liveLease {
-				lease(t, s, key, true, at(0))
+				lease(t, s, key, store.LeaseChange, at(0))
 			} else {
-				lease(t, s, key, true, at(-2*ttl)) // the dead creator's, expired
+				lease(t, s, key, store.LeaseChange, at(-2*ttl)) // the dead creator's, expired
 			}
 			env := store.Env{Key: key, State: store.StateCreating, PythonVersion: "3.12"}
 			err := s.CreateEnv(ctx, env, at(time.Second))
@@ -641,7 +725,7 @@ func testTouch(t *testing.T, s store.Store) {
 
 func testCommitRevision(t *testing.T, s store.Store) {
 	createEnv(t, s, keyA, at(0))
-	l := lease(t, s, keyA, true, at(0))
+	l := lease(t, s, keyA, store.LeaseChange, at(0))
 	tests := []struct {
 		name          string
 		c             store.Commit
@@ -679,7 +763,7 @@ func testCommitRevision(t *testing.T, s store.Store) {
 			}
 		})
 	}
-	_, err := s.CommitRevision(t.Context(), store.Commit{Key: keyB, LeaseID: lease(t, s, keyB, true, at(0)).ID,
+	_, err := s.CommitRevision(t.Context(), store.Commit{Key: keyB, LeaseID: lease(t, s, keyB, store.LeaseChange, at(0)).ID,
 		Now: at(time.Second), PyprojectTOML: "p", UvLock: "l", State: store.StateActive})
 	wantErr(t, "commit on a missing environment", err, store.ErrNotFound)
 }
@@ -690,7 +774,7 @@ func testCommitRevision(t *testing.T, s store.Store) {
 func testCommitRevisionStaleBase(t *testing.T, s store.Store) {
 	ctx := t.Context()
 	createEnv(t, s, keyA, at(0))
-	l := lease(t, s, keyA, true, at(0))
+	l := lease(t, s, keyA, store.LeaseChange, at(0))
 	for i, f := range []string{"one", "two"} {
 		must(s.CommitRevision(ctx, store.Commit{Key: keyA, LeaseID: l.ID, Base: int64(i), Now: at(time.Duration(i) * time.Second),
 			PyprojectTOML: "p " + f, UvLock: "l " + f, State: store.StateActive}))(t)
@@ -720,7 +804,7 @@ func testCommitRevisionStaleBase(t *testing.T, s store.Store) {
 func testCommitRevisionRace(t *testing.T, s store.Store) {
 	ctx := t.Context()
 	createEnv(t, s, keyA, at(0))
-	l := lease(t, s, keyA, true, at(0))
+	l := lease(t, s, keyA, store.LeaseChange, at(0))
 	must(s.CommitRevision(ctx, store.Commit{Key: keyA, LeaseID: l.ID, Now: at(0), PyprojectTOML: "p0", UvLock: "l0",
 		State: store.StateActive}))(t)
 	const n = 8
@@ -755,12 +839,12 @@ func testCommitRevisionFenced(t *testing.T, s store.Store) {
 	ctx := t.Context()
 	createEnv(t, s, keyA, at(0))
 	createEnv(t, s, keyB, at(0))
-	l := lease(t, s, keyA, true, at(0))
+	l := lease(t, s, keyA, store.LeaseChange, at(0))
 	must(s.CommitRevision(ctx, store.Commit{Key: keyA, LeaseID: l.ID, Now: at(time.Second),
 		PyprojectTOML: "p1", UvLock: "l1", State: store.StateActive}))(t)
 	before := getEnv(t, s, keyA)
 
-	released := lease(t, s, keyB, true, at(0))
+	released := lease(t, s, keyB, store.LeaseChange, at(0))
 	if err := s.ReleaseLease(ctx, released.ID); err != nil {
 		t.Fatal(err)
 	}
@@ -771,7 +855,7 @@ func testCommitRevisionFenced(t *testing.T, s store.Store) {
 	}{
 		{"expired", l.ID, at(ttl)},
 		{"released", released.ID, at(time.Second)},
-		{"another environment's", lease(t, s, keyB, true, at(0)).ID, at(time.Second)},
+		{"another environment's", lease(t, s, keyB, store.LeaseChange, at(0)).ID, at(time.Second)},
 		{"unknown", "no-such-lease", at(time.Second)},
 	}
 	for _, tt := range tests {
@@ -793,7 +877,7 @@ func testGetRevision(t *testing.T, s store.Store) {
 	createEnv(t, s, keyA, at(0))
 	_, err := s.GetRevision(ctx, keyA, 0)
 	wantErr(t, "current revision while creating", err, store.ErrNotFound)
-	l := lease(t, s, keyA, true, at(0))
+	l := lease(t, s, keyA, store.LeaseChange, at(0))
 	for i, f := range []string{"one", "two"} {
 		must(s.CommitRevision(ctx, store.Commit{Key: keyA, LeaseID: l.ID, Base: int64(i), Now: at(time.Duration(i) * time.Second),
 			PyprojectTOML: "pyproject " + f, UvLock: "lock " + f, OperationID: int64(10 + i), State: store.StateActive}))(t)
@@ -831,14 +915,14 @@ func testDeleteEnv(t *testing.T, s store.Store) {
 	ctx := t.Context()
 	start := now()
 	createEnv(t, s, keyA, start)
-	l := lease(t, s, keyA, true, start)
+	l := lease(t, s, keyA, store.LeaseChange, start)
 	opID := must(s.BeginOperation(ctx, store.Operation{Key: keyA, Kind: "create", StartedAt: start}))(t)
 	must(s.CommitRevision(ctx, store.Commit{Key: keyA, LeaseID: l.ID, Now: start, PyprojectTOML: "p",
 		UvLock: "l", OperationID: opID, State: store.StateActive}))(t)
 
-	expired := lease(t, s, keyB, true, start.Add(-2*ttl))
+	expired := lease(t, s, keyB, store.LeaseChange, start.Add(-2*ttl))
 	wantErr(t, "delete with an expired lease", s.DeleteEnv(ctx, keyA, expired.ID), store.ErrLeaseLost)
-	wantErr(t, "delete with another environment's lease", s.DeleteEnv(ctx, keyA, lease(t, s, keyB, true, start).ID), store.ErrLeaseLost)
+	wantErr(t, "delete with another environment's lease", s.DeleteEnv(ctx, keyA, lease(t, s, keyB, store.LeaseChange, start).ID), store.ErrLeaseLost)
 	getEnv(t, s, keyA)
 
 	if err := s.DeleteEnv(ctx, keyA, l.ID); err != nil {
@@ -909,25 +993,29 @@ func testCounts(t *testing.T, s store.Store) {
 	if got[store.StateError] != 1 || len(got) != 2 {
 		t.Errorf("CountEnvs = %v; want one ERROR and one other state", got)
 	}
-	if _, err := s.AcquireLease(t.Context(), store.LeaseRequest{Key: keyA, Exclusive: true, Holder: "cp1", TTL: time.Minute, Now: at(0)}); err != nil {
+	if _, err := s.AcquireLease(t.Context(), store.LeaseRequest{Key: keyA, Mode: store.LeaseChange, Holder: "cp1", TTL: time.Minute, Now: at(0)}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.AcquireLease(t.Context(), store.LeaseRequest{Key: keyB, Holder: "cp1", TTL: time.Second, Now: at(0)}); err != nil {
+	if _, err := s.AcquireLease(t.Context(), store.LeaseRequest{Key: keyB, Mode: store.LeaseRun, Holder: "cp1", TTL: time.Second, Now: at(0)}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.AcquireLease(t.Context(), store.LeaseRequest{Key: keyC, Mode: store.LeaseDelete, Holder: "cp1", TTL: 30 * time.Second, Now: at(0)}); err != nil {
 		t.Fatal(err)
 	}
 	tests := []struct {
-		name      string
-		now       time.Time
-		exclusive bool
-		want      int
+		name        string
+		now         time.Time
+		changesOnly bool
+		want        int
 	}{
-		{"all live", at(0), false, 2},
-		{"exclusive only", at(0), true, 1},
-		{"shared one expired", at(2 * time.Second), false, 1},
+		{"all live", at(0), false, 3},
+		{"changes and deletes only", at(0), true, 2},
+		{"the run expired", at(2 * time.Second), false, 2},
+		{"the delete expired too", at(45 * time.Second), true, 1},
 		{"all expired", at(2 * time.Minute), false, 0},
 	}
 	for _, tt := range tests {
-		if got := must(s.CountLeases(t.Context(), tt.now, tt.exclusive))(t); got != tt.want {
+		if got := must(s.CountLeases(t.Context(), tt.now, tt.changesOnly))(t); got != tt.want {
 			t.Errorf("%s: CountLeases = %d; want %d", tt.name, got, tt.want)
 		}
 	}
@@ -1042,7 +1130,7 @@ func testAbandonStaleOperations(t *testing.T, s store.Store) {
 			}
 		}
 		if tt.liveLease {
-			must(s.AcquireLease(ctx, store.LeaseRequest{Key: tt.key, Holder: "cp-1", Operation: "add", OperationID: ids[i], TTL: ttl, Now: at(0)}))(t)
+			must(s.AcquireLease(ctx, store.LeaseRequest{Key: tt.key, Mode: store.LeaseRun, Holder: "cp-1", Operation: "add", OperationID: ids[i], TTL: ttl, Now: at(0)}))(t)
 		}
 		if tt.wantClosed {
 			wantN++
@@ -1097,7 +1185,7 @@ func testEnvsToRepair(t *testing.T, s store.Store) {
 			t.Fatal(err)
 		}
 		if e.liveLease {
-			must(s.AcquireLease(ctx, store.LeaseRequest{Key: k, Exclusive: true, Holder: "cp-1", Operation: "add", OperationID: 1, TTL: time.Hour, Now: at(0)}))(t)
+			must(s.AcquireLease(ctx, store.LeaseRequest{Key: k, Mode: store.LeaseChange, Holder: "cp-1", Operation: "add", OperationID: 1, TTL: time.Hour, Now: at(0)}))(t)
 		}
 	}
 	tests := []struct {
@@ -1139,9 +1227,12 @@ func testAbandonCommittedOperation(t *testing.T, s store.Store) {
 			key := envid.Key{WorkflowID: "committed", NodeID: sweep.name[:3], VersionID: "v1"}
 			createEnv(t, s, key, at(-2*ttl))
 			committed := must(s.BeginOperation(ctx, store.Operation{Key: key, Kind: "add", StartedAt: at(-2 * ttl)}))(t)
-			l := must(s.AcquireLease(ctx, store.LeaseRequest{Key: key, Exclusive: true, Holder: "cp-1", Operation: "add",
+			l := must(s.AcquireLease(ctx, store.LeaseRequest{Key: key, Mode: store.LeaseChange, Holder: "cp-1", Operation: "add",
 				OperationID: committed, TTL: ttl, Now: at(-2 * ttl)}))(t)
-			must(s.CommitRevision(ctx, store.Commit{Key: key, LeaseID: l.ID, Now: at(-2 * ttl), OperationID: committed,
+			// Revision 1 by an earlier operation, revision 2 by the one whose outcome is lost.
+			must(s.CommitRevision(ctx, store.Commit{Key: key, LeaseID: l.ID, Now: at(-2 * ttl), OperationID: committed - 1,
+				PyprojectTOML: "p0", UvLock: "l0", State: store.StateActive}))(t)
+			must(s.CommitRevision(ctx, store.Commit{Key: key, LeaseID: l.ID, Base: 1, Now: at(-2 * ttl), OperationID: committed,
 				PyprojectTOML: "p", UvLock: "l", State: store.StateActive}))(t)
 			lost := must(s.BeginOperation(ctx, store.Operation{Key: key, Kind: "add", StartedAt: at(-2 * ttl)}))(t)
 			if n := must(sweep.run(key))(t); n < 2 {
@@ -1149,9 +1240,14 @@ func testAbandonCommittedOperation(t *testing.T, s store.Store) {
 			}
 			if op := must(s.GetOperation(ctx, committed))(t); op.Status != store.OpSucceeded || op.ErrorCode != "" || op.ErrorMessage != store.RecoveredMessage {
 				t.Errorf("committed operation closed as %+v; want succeeded with %q", op, store.RecoveredMessage)
+			} else {
+				// Its revision is its result, as its holder would have recorded it.
+				sameJSON(t, "result", op.Result, json.RawMessage(`{"revision": 2}`))
 			}
 			if op := must(s.GetOperation(ctx, lost))(t); op.Status != store.OpFailed || op.ErrorCode != store.ErrorCodeInterrupted {
 				t.Errorf("uncommitted operation closed as %+v; want failed, %s", op, store.ErrorCodeInterrupted)
+			} else {
+				sameJSON(t, "result", op.Result, nil)
 			}
 		})
 	}

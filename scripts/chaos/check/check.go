@@ -120,9 +120,52 @@ type incarnation struct {
 	producer map[int64]AuditRow
 	revs     []int64 // committed revisions, ascending
 	pending  map[int64][]AuditRow
+	// committed are its succeeded rows other than runs that record a revision: each finished
+	// after that revision was committed.
+	committed []AuditRow
 }
 
 func (i *incarnation) last() int64 { return i.revs[len(i.revs)-1] }
+
+// effect is what one succeeded mutation does to d: a rollback makes its target revision's set
+// current (d itself when the target is the revision being replayed, which a rollback to the
+// current revision records, or unknown, which replay reports), the others apply.
+func (i *incarnation) effect(d depSet, row AuditRow) depSet {
+	if row.Operation != KindRollback {
+		return apply(d, row)
+	}
+	if t, ok := row.rollbackTarget(); ok && i.states[t] != nil {
+		return maps.Clone(i.states[t])
+	}
+	return d
+}
+
+// clockSlack covers the audit's millisecond times against the client's finer ones.
+const clockSlack = time.Millisecond
+
+// current says why revision r of the incarnation cannot have been its current revision at any
+// point of [from, to], or "" when it can: r was committed before to (a row that could have made
+// it started by then) and not yet replaced at from (no row recording a later revision finished
+// before it; a row records its revision after the commit, so it finished after that commit).
+func (i *incarnation) current(r int64, from, to time.Time) string {
+	makers := append([]AuditRow{i.create}, i.pending[r]...)
+	if r != i.revs[0] {
+		makers = i.pending[r]
+	}
+	if len(makers) > 0 {
+		first := slices.MinFunc(makers, func(a, b AuditRow) int { return a.StartedAt.Compare(b.StartedAt) })
+		if first.StartedAt.After(to.Add(clockSlack)) {
+			return fmt.Sprintf("the run ended at %s, before any operation that could commit revision %d started (%s)",
+				clock(to), r, describeRow(first))
+		}
+	}
+	for _, later := range i.committed {
+		if rev, _ := later.revision(); rev > r && finished(later).Add(clockSlack).Before(from) {
+			return fmt.Sprintf("revision %d was committed before the run started at %s (%s)", rev, clock(from), describeRow(later))
+		}
+	}
+	return ""
+}
 
 // overlaps reports whether the incarnation lived at some point in [from, to].
 func (i *incarnation) overlaps(from, to time.Time) bool {
@@ -169,7 +212,7 @@ func (c *checker) rebuild(e EnvFinal) *lineage {
 				}
 				l.byAudit[row.ID] = cur
 			}
-		case KindAdd, KindRemove, KindUpdate:
+		case KindAdd, KindRemove, KindUpdate, KindRollback:
 			if cur == nil || cur.end != nil {
 				c.add(InvAcknowledged, e.Env, fmt.Sprintf("%s %d succeeded while no environment existed", row.Operation, row.ID), describeRow(row))
 				continue
@@ -185,6 +228,12 @@ func (c *checker) rebuild(e EnvFinal) *lineage {
 			if cur != nil && cur.end == nil {
 				l.byAudit[row.ID] = cur
 			}
+		}
+	}
+	for _, row := range rows {
+		if _, ok := row.revision(); ok && row.Status == AuditSucceeded && row.Operation != KindRun && l.byAudit[row.ID] != nil {
+			inc := l.byAudit[row.ID]
+			inc.committed = append(inc.committed, row)
 		}
 	}
 	for _, inc := range l.incs {
@@ -208,6 +257,17 @@ func (c *checker) replay(env string, inc *incarnation) {
 	prev := base
 	for _, r := range slices.Sorted(maps.Keys(inc.pending)) {
 		cands := inc.pending[r]
+		for _, row := range cands {
+			if row.Operation != KindRollback {
+				continue
+			}
+			// A rollback to the current revision changes nothing and records that revision.
+			if t, ok := row.rollbackTarget(); !ok || t > r || (t < r && inc.states[t] == nil) {
+				c.add(InvAcknowledged, env, fmt.Sprintf("rollback %d to revision %d recorded revision %d, but revision %d had not been committed before it",
+					row.ID, t, r, t), append([]string{describeRow(row)}, inc.sequence()...)...)
+			}
+		}
+		apply := func(d depSet, row AuditRow) depSet { return inc.effect(d, row) }
 		if r < base {
 			for _, row := range cands {
 				c.add(InvAcknowledged, env, fmt.Sprintf("%s %d records revision %d, before the create's revision %d", row.Operation, row.ID, r, base), describeRow(row))
@@ -383,11 +443,15 @@ func (c *checker) checkRead(op Op) {
 		append([]string{describeOp(op)}, seen...)...)
 }
 
-// checkRun: a successful run sees exactly the packages of the revision it answered, which it
-// read under its shared lease, through which no change can commit. The harness's run code prints
-// {name: version} of the installed distributions. The revision is looked up in the incarnation
-// that lived while the run's audit row was open (a run's read comes after its row is written and
-// before it is closed); if a delete and a create both fell inside, either will do.
+// checkRun: a successful run sees exactly the packages of the revision it answered. Runs are
+// not excluded by changes (docs/builds.md): a run reads the environment's current revision and
+// build once, under a lease only a delete excludes, and runs that build, which no change
+// modifies; a change committing meanwhile is seen by the next run. So a run is a read,
+// linearized at that moment: the revision it names must have been current at some point while
+// it ran (see current), and what it saw must be that revision's packages. The harness's run code
+// prints {name: version} of the installed distributions. The revision is looked up in the
+// incarnation that lived while the run's audit row was open (a run's read comes after its row is
+// written and before it is closed); if a delete and a create both fell inside, either will do.
 func (c *checker) checkRun(op Op) {
 	if op.ExitCode != 0 {
 		return
@@ -429,6 +493,10 @@ func (c *checker) checkRun(op Op) {
 		}
 		want := state.pins()
 		if maps.Equal(seen, want) {
+			if why := inc.current(op.Revision, op.Start, op.End); why != "" {
+				c.add(InvRunObserved, op.Env, fmt.Sprintf("a run answered revision %d, which was not current at any point while it ran: %s", op.Revision, why),
+					append(append([]string{describeOp(op)}, inc.sequence()...), c.faultsDuring(op.Start, op.End)...)...)
+			}
 			return
 		}
 		wants = append(wants, want)

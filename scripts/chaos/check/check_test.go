@@ -123,6 +123,23 @@ func addAt(in *Input, rev int64, start, end float64) {
 	e.Installed = maps.Clone(pins)
 }
 
+// rollbackTo adds to in an acknowledged rollback to revision target (answered with deps) that
+// committed revision 4, and makes the final state cz01's (healthy's revision 1).
+func rollbackTo(in *Input, target int64, deps []string) {
+	e := &in.Envs[0]
+	r := row(7, KindRollback, AuditSucceeded, "r7", nil, 4, 14, 15)
+	r.Params["revision"] = float64(target)
+	e.Audit = append(e.Audit, r)
+	op := ack(7, KindRollback, "r7", 7, 4, deps, 14, 15)
+	op.Target = target
+	in.History = append(in.History, op)
+	pins := map[string]string{"cz01": "1.0.0"}
+	pp, lk := pyprojectWith("cz01==1.0.0"), lock(pins)
+	e.Revision, e.Dependencies, e.Locked = 4, []string{"cz01==1.0.0"}, pins
+	e.ExportPyproject, e.ExportLock, e.DiskPyproject, e.DiskLock = pp, lk, ptr(pp), ptr(lk)
+	e.Installed = maps.Clone(pins)
+}
+
 func TestCheck(t *testing.T) {
 	tests := []struct {
 		name   string
@@ -130,6 +147,36 @@ func TestCheck(t *testing.T) {
 		want   []string // invariants violated, sorted, unique
 	}{
 		{name: "healthy", change: func(*Input) {}},
+		{
+			name:   "a rollback to revision 1 commits revision 1's dependencies as revision 4",
+			change: func(in *Input) { rollbackTo(in, 1, []string{"cz01==1.0.0"}) },
+		},
+		{
+			// Revision 3 is current: the rollback changes nothing and answers revision 3.
+			name: "a rollback to the current revision",
+			change: func(in *Input) {
+				r := row(7, KindRollback, AuditSucceeded, "r7", nil, 3, 14, 15)
+				r.Params["revision"] = float64(3)
+				in.Envs[0].Audit = append(in.Envs[0].Audit, r)
+				in.History = append(in.History, ack(7, KindRollback, "r7", 7, 3, []string{"cz02==1.0.0"}, 14, 15))
+			},
+		},
+		{
+			name:   "a rollback answered with other dependencies than its target revision's",
+			change: func(in *Input) { rollbackTo(in, 1, []string{"cz02==1.0.0"}) },
+			want:   []string{InvAcknowledged},
+		},
+		{
+			// Revision 2 holds cz01 and cz02; the final state (cz01 alone) is not it.
+			name:   "the state after a rollback is not its target revision's",
+			change: func(in *Input) { rollbackTo(in, 2, []string{"cz01==1.0.0", "cz02==1.0.0"}) },
+			want:   []string{InvAcknowledged},
+		},
+		{
+			name:   "a rollback to a revision never committed",
+			change: func(in *Input) { rollbackTo(in, 9, []string{"cz01==1.0.0"}) },
+			want:   []string{InvAcknowledged},
+		},
 		{
 			name: "two adds committed as one revision (lost update)",
 			change: func(in *Input) {
@@ -333,6 +380,34 @@ func TestCheck(t *testing.T) {
 				in.History[5].Revision, in.History[5].Stdout = 4, `{"cz02": "1.0.0", "cz03": "1.0.0"}`
 				in.Envs[0].Audit[4].Result["revision"] = float64(4)
 			},
+		},
+		{
+			// Runs are not excluded by changes: one that started before a change committed
+			// revision 4 and ran revision 3's build answers revision 3, and is right.
+			name: "a run answers the revision it started on while a change commits the next",
+			change: func(in *Input) {
+				addAt(in, 4, 10.2, 10.8)
+			},
+		},
+		{
+			// Revision 4 was committed (its add answered) before the run started: the run read a
+			// revision that was no longer current, though it saw that revision's packages.
+			name: "a run answered a revision replaced before it started",
+			change: func(in *Input) {
+				addAt(in, 4, 8.5, 9.5)
+			},
+			want: []string{InvRunObserved},
+		},
+		{
+			// The run answered revision 4 and saw its packages, but the add that committed
+			// revision 4 started after the run had ended.
+			name: "a run answered a revision committed after it ended",
+			change: func(in *Input) {
+				addAt(in, 4, 12, 12.5)
+				in.History[5].Revision, in.History[5].Stdout = 4, `{"cz02": "1.0.0", "cz03": "1.0.0"}`
+				in.Envs[0].Audit[4].Result["revision"] = float64(4)
+			},
+			want: []string{InvRunObserved},
 		},
 		{
 			// The window check took any revision current while the run ran: revision 3 was until

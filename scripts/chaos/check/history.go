@@ -20,13 +20,15 @@ const (
 	KindSync   = "sync"
 	KindRun    = "run"
 	KindDelete = "delete"
-	KindDeps   = "deps" // GET deps: a read, never audited
+	// KindRollback makes an earlier revision's files (and build) current again, as a new revision.
+	KindRollback = "rollback"
+	KindDeps     = "deps" // GET deps: a read, never audited
 )
 
 // Audited reports whether operations of kind write an audit row.
 func Audited(kind string) bool {
 	switch kind {
-	case KindCreate, KindAdd, KindRemove, KindUpdate, KindSync, KindRun, KindDelete:
+	case KindCreate, KindAdd, KindRemove, KindUpdate, KindSync, KindRun, KindDelete, KindRollback:
 		return true
 	}
 	return false
@@ -53,6 +55,7 @@ type Op struct {
 	Kind      string    `json:"kind"`
 	Env       string    `json:"env"` // "workflow/node"
 	Packages  []string  `json:"packages,omitempty"`
+	Target    int64     `json:"target_revision,omitempty"` // a rollback's
 	Start     time.Time `json:"start"`
 	End       time.Time `json:"end"`
 	// Status is the HTTP status, 0 when there was no answer (then TransportErr says why).
@@ -139,6 +142,12 @@ const (
 // revision is the revision an audit row's result records, if any.
 func (a AuditRow) revision() (int64, bool) {
 	v, ok := a.Result["revision"].(float64)
+	return int64(v), ok
+}
+
+// rollbackTarget is the revision a rollback's parameters name.
+func (a AuditRow) rollbackTarget() (int64, bool) {
+	v, ok := a.Params["revision"].(float64)
 	return int64(v), ok
 }
 

@@ -1,5 +1,6 @@
-// Package fabricbin builds the fabric's two programs from the repository, for the harnesses that
-// run them as real processes: the end-to-end tests, the chaos harness and the benchmarks.
+// Package fabricbin builds the fabric's two programs, and the command-line client, from the
+// repository, for the harnesses that run them as real processes: the end-to-end tests, the chaos
+// harness and the benchmarks.
 package fabricbin
 
 import (
@@ -9,16 +10,19 @@ import (
 	"path/filepath"
 )
 
-// Binaries are the two built programs.
+// Binaries are the built programs.
 type Binaries struct {
 	ControlPlane string
 	Agent        string
+	Envfabric    string // the command-line client
 }
 
-// Build builds both programs of the repository at root into dir, in one go build.
+// Build builds the programs of the repository at root into dir, in one go build.
 func Build(ctx context.Context, root, dir string) (Binaries, error) {
-	b := Binaries{ControlPlane: filepath.Join(dir, "controlplane"), Agent: filepath.Join(dir, "agent")}
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", dir+"/", "./controlplane/cmd/controlplane", "./agent/cmd/agent")
+	b := Binaries{ControlPlane: filepath.Join(dir, "controlplane"), Agent: filepath.Join(dir, "agent"),
+		Envfabric: filepath.Join(dir, "envfabric")}
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", dir+"/", "./controlplane/cmd/controlplane", "./agent/cmd/agent",
+		"./client/cmd/envfabric")
 	cmd.Dir = root
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return b, fmt.Errorf("go build: %w\n%s", err, out)

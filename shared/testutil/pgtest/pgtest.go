@@ -230,6 +230,9 @@ func (s *Server) Close() {
 	}
 }
 
+// Bin is the directory of the server's programs (pg_dump, pg_restore, psql of the same version).
+func (s *Server) Bin() string { return s.bin }
+
 // URL is the connection URL of database dbname as the superuser "postgres".
 func (s *Server) URL(dbname string) string {
 	return fmt.Sprintf("postgres://postgres@127.0.0.1:%d/%s?sslmode=disable", s.port, dbname)

@@ -44,6 +44,9 @@ const (
 	ErrorCode_ERROR_CODE_ENV_NOT_READY         ErrorCode = 11
 	ErrorCode_ERROR_CODE_PYTHON_UNAVAILABLE    ErrorCode = 12
 	ErrorCode_ERROR_CODE_SOURCE_BUILD_DISABLED ErrorCode = 13
+	// The build a call named does not exist complete on the shared storage (removed by hibernation
+	// or cleanup): the control plane builds it again from the revision's lock and retries.
+	ErrorCode_ERROR_CODE_BUILD_MISSING ErrorCode = 14
 )
 
 // Enum value maps for ErrorCode.
@@ -63,6 +66,7 @@ var (
 		11: "ERROR_CODE_ENV_NOT_READY",
 		12: "ERROR_CODE_PYTHON_UNAVAILABLE",
 		13: "ERROR_CODE_SOURCE_BUILD_DISABLED",
+		14: "ERROR_CODE_BUILD_MISSING",
 	}
 	ErrorCode_value = map[string]int32{
 		"ERROR_CODE_UNSPECIFIED":               0,
@@ -79,6 +83,7 @@ var (
 		"ERROR_CODE_ENV_NOT_READY":             11,
 		"ERROR_CODE_PYTHON_UNAVAILABLE":        12,
 		"ERROR_CODE_SOURCE_BUILD_DISABLED":     13,
+		"ERROR_CODE_BUILD_MISSING":             14,
 	}
 )
 
@@ -109,59 +114,63 @@ func (ErrorCode) EnumDescriptor() ([]byte, []int) {
 	return file_envfabric_agent_v1_agent_proto_rawDescGZIP(), []int{0}
 }
 
-// MutationKind says which uv command a Mutate call runs.
-type MutationKind int32
+// LockKind says which uv command a Lock call runs in the staging copy (always without syncing).
+type LockKind int32
 
 const (
-	MutationKind_MUTATION_KIND_UNSPECIFIED MutationKind = 0
-	// uv add -- <packages>
-	MutationKind_MUTATION_KIND_ADD MutationKind = 1
-	// uv remove -- <packages>
-	MutationKind_MUTATION_KIND_REMOVE MutationKind = 2
-	// uv add --upgrade-package <upgrade_packages> -- <packages>
-	MutationKind_MUTATION_KIND_UPDATE MutationKind = 3
+	LockKind_LOCK_KIND_UNSPECIFIED LockKind = 0
+	// A fresh pyproject.toml, then uv add --no-sync -- <packages> (uv lock when there are none).
+	LockKind_LOCK_KIND_CREATE LockKind = 1
+	// uv add --no-sync -- <packages>
+	LockKind_LOCK_KIND_ADD LockKind = 2
+	// uv remove --no-sync -- <packages>
+	LockKind_LOCK_KIND_REMOVE LockKind = 3
+	// uv add --no-sync --upgrade-package <upgrade_packages> -- <packages>
+	LockKind_LOCK_KIND_UPDATE LockKind = 4
 )
 
-// Enum value maps for MutationKind.
+// Enum value maps for LockKind.
 var (
-	MutationKind_name = map[int32]string{
-		0: "MUTATION_KIND_UNSPECIFIED",
-		1: "MUTATION_KIND_ADD",
-		2: "MUTATION_KIND_REMOVE",
-		3: "MUTATION_KIND_UPDATE",
+	LockKind_name = map[int32]string{
+		0: "LOCK_KIND_UNSPECIFIED",
+		1: "LOCK_KIND_CREATE",
+		2: "LOCK_KIND_ADD",
+		3: "LOCK_KIND_REMOVE",
+		4: "LOCK_KIND_UPDATE",
 	}
-	MutationKind_value = map[string]int32{
-		"MUTATION_KIND_UNSPECIFIED": 0,
-		"MUTATION_KIND_ADD":         1,
-		"MUTATION_KIND_REMOVE":      2,
-		"MUTATION_KIND_UPDATE":      3,
+	LockKind_value = map[string]int32{
+		"LOCK_KIND_UNSPECIFIED": 0,
+		"LOCK_KIND_CREATE":      1,
+		"LOCK_KIND_ADD":         2,
+		"LOCK_KIND_REMOVE":      3,
+		"LOCK_KIND_UPDATE":      4,
 	}
 )
 
-func (x MutationKind) Enum() *MutationKind {
-	p := new(MutationKind)
+func (x LockKind) Enum() *LockKind {
+	p := new(LockKind)
 	*p = x
 	return p
 }
 
-func (x MutationKind) String() string {
+func (x LockKind) String() string {
 	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
 }
 
-func (MutationKind) Descriptor() protoreflect.EnumDescriptor {
+func (LockKind) Descriptor() protoreflect.EnumDescriptor {
 	return file_envfabric_agent_v1_agent_proto_enumTypes[1].Descriptor()
 }
 
-func (MutationKind) Type() protoreflect.EnumType {
+func (LockKind) Type() protoreflect.EnumType {
 	return &file_envfabric_agent_v1_agent_proto_enumTypes[1]
 }
 
-func (x MutationKind) Number() protoreflect.EnumNumber {
+func (x LockKind) Number() protoreflect.EnumNumber {
 	return protoreflect.EnumNumber(x)
 }
 
-// Deprecated: Use MutationKind.Descriptor instead.
-func (MutationKind) EnumDescriptor() ([]byte, []int) {
+// Deprecated: Use LockKind.Descriptor instead.
+func (LockKind) EnumDescriptor() ([]byte, []int) {
 	return file_envfabric_agent_v1_agent_proto_rawDescGZIP(), []int{1}
 }
 
@@ -345,33 +354,43 @@ func (x *ErrorDetail) GetRestored() bool {
 	return false
 }
 
-type CreateProjectRequest struct {
+// LockRequest asks for a resolution, in a private staging copy of the project: the agent writes
+// nothing of the environment (no project file, no .venv) and nothing of any build. A dry run is a
+// Lock call whose answer is not committed.
+type LockRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Env   *EnvRef                `protobuf:"bytes,1,opt,name=env,proto3" json:"env,omitempty"`
-	// "3.11" or "3.11.7"; the agent resolves it to an interpreter it has.
-	PythonVersion string `protobuf:"bytes,2,opt,name=python_version,json=pythonVersion,proto3" json:"python_version,omitempty"`
-	// PEP 508 requirement strings, already validated by the control plane.
-	Packages []string `protobuf:"bytes,3,rep,name=packages,proto3" json:"packages,omitempty"`
-	// The id of the audited operation (see MutateRequest.operation_id).
-	OperationId   int64 `protobuf:"varint,4,opt,name=operation_id,json=operationId,proto3" json:"operation_id,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Kind  LockKind               `protobuf:"varint,2,opt,name=kind,proto3,enum=envfabric.agent.v1.LockKind" json:"kind,omitempty"`
+	// The revision the change starts from (empty for LOCK_KIND_CREATE).
+	Base *ProjectFiles `protobuf:"bytes,3,opt,name=base,proto3" json:"base,omitempty"`
+	// The interpreter the environment is bound to (changes), or the version to resolve (create:
+	// "3.11" or "3.11.7"; empty means the agent's default).
+	PythonPath    string `protobuf:"bytes,4,opt,name=python_path,json=pythonPath,proto3" json:"python_path,omitempty"`
+	PythonVersion string `protobuf:"bytes,5,opt,name=python_version,json=pythonVersion,proto3" json:"python_version,omitempty"`
+	// Requirement strings to add or update, or, for LOCK_KIND_REMOVE, package names to remove;
+	// PEP 508 strings already validated by the control plane.
+	Packages []string `protobuf:"bytes,6,rep,name=packages,proto3" json:"packages,omitempty"`
+	// Names passed as --upgrade-package (LOCK_KIND_UPDATE only).
+	UpgradePackages []string `protobuf:"bytes,7,rep,name=upgrade_packages,json=upgradePackages,proto3" json:"upgrade_packages,omitempty"`
+	OperationId     int64    `protobuf:"varint,8,opt,name=operation_id,json=operationId,proto3" json:"operation_id,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
-func (x *CreateProjectRequest) Reset() {
-	*x = CreateProjectRequest{}
+func (x *LockRequest) Reset() {
+	*x = LockRequest{}
 	mi := &file_envfabric_agent_v1_agent_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
 
-func (x *CreateProjectRequest) String() string {
+func (x *LockRequest) String() string {
 	return protoimpl.X.MessageStringOf(x)
 }
 
-func (*CreateProjectRequest) ProtoMessage() {}
+func (*LockRequest) ProtoMessage() {}
 
-func (x *CreateProjectRequest) ProtoReflect() protoreflect.Message {
+func (x *LockRequest) ProtoReflect() protoreflect.Message {
 	mi := &file_envfabric_agent_v1_agent_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -383,266 +402,96 @@ func (x *CreateProjectRequest) ProtoReflect() protoreflect.Message {
 	return mi.MessageOf(x)
 }
 
-// Deprecated: Use CreateProjectRequest.ProtoReflect.Descriptor instead.
-func (*CreateProjectRequest) Descriptor() ([]byte, []int) {
+// Deprecated: Use LockRequest.ProtoReflect.Descriptor instead.
+func (*LockRequest) Descriptor() ([]byte, []int) {
 	return file_envfabric_agent_v1_agent_proto_rawDescGZIP(), []int{3}
 }
 
-func (x *CreateProjectRequest) GetEnv() *EnvRef {
+func (x *LockRequest) GetEnv() *EnvRef {
 	if x != nil {
 		return x.Env
 	}
 	return nil
 }
 
-func (x *CreateProjectRequest) GetPythonVersion() string {
-	if x != nil {
-		return x.PythonVersion
-	}
-	return ""
-}
-
-func (x *CreateProjectRequest) GetPackages() []string {
-	if x != nil {
-		return x.Packages
-	}
-	return nil
-}
-
-func (x *CreateProjectRequest) GetOperationId() int64 {
-	if x != nil {
-		return x.OperationId
-	}
-	return 0
-}
-
-type CreateProjectResponse struct {
-	state   protoimpl.MessageState `protogen:"open.v1"`
-	Files   *ProjectFiles          `protobuf:"bytes,1,opt,name=files,proto3" json:"files,omitempty"`
-	EnvPath string                 `protobuf:"bytes,2,opt,name=env_path,json=envPath,proto3" json:"env_path,omitempty"`
-	// The interpreter the environment's .venv is bound to, and its full version.
-	PythonPath        string `protobuf:"bytes,3,opt,name=python_path,json=pythonPath,proto3" json:"python_path,omitempty"`
-	PythonFullVersion string `protobuf:"bytes,4,opt,name=python_full_version,json=pythonFullVersion,proto3" json:"python_full_version,omitempty"`
-	PackagesInstalled int32  `protobuf:"varint,5,opt,name=packages_installed,json=packagesInstalled,proto3" json:"packages_installed,omitempty"`
-	UvOutput          string `protobuf:"bytes,6,opt,name=uv_output,json=uvOutput,proto3" json:"uv_output,omitempty"`
-	DurationMs        int64  `protobuf:"varint,7,opt,name=duration_ms,json=durationMs,proto3" json:"duration_ms,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
-}
-
-func (x *CreateProjectResponse) Reset() {
-	*x = CreateProjectResponse{}
-	mi := &file_envfabric_agent_v1_agent_proto_msgTypes[4]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *CreateProjectResponse) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*CreateProjectResponse) ProtoMessage() {}
-
-func (x *CreateProjectResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_envfabric_agent_v1_agent_proto_msgTypes[4]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use CreateProjectResponse.ProtoReflect.Descriptor instead.
-func (*CreateProjectResponse) Descriptor() ([]byte, []int) {
-	return file_envfabric_agent_v1_agent_proto_rawDescGZIP(), []int{4}
-}
-
-func (x *CreateProjectResponse) GetFiles() *ProjectFiles {
-	if x != nil {
-		return x.Files
-	}
-	return nil
-}
-
-func (x *CreateProjectResponse) GetEnvPath() string {
-	if x != nil {
-		return x.EnvPath
-	}
-	return ""
-}
-
-func (x *CreateProjectResponse) GetPythonPath() string {
-	if x != nil {
-		return x.PythonPath
-	}
-	return ""
-}
-
-func (x *CreateProjectResponse) GetPythonFullVersion() string {
-	if x != nil {
-		return x.PythonFullVersion
-	}
-	return ""
-}
-
-func (x *CreateProjectResponse) GetPackagesInstalled() int32 {
-	if x != nil {
-		return x.PackagesInstalled
-	}
-	return 0
-}
-
-func (x *CreateProjectResponse) GetUvOutput() string {
-	if x != nil {
-		return x.UvOutput
-	}
-	return ""
-}
-
-func (x *CreateProjectResponse) GetDurationMs() int64 {
-	if x != nil {
-		return x.DurationMs
-	}
-	return 0
-}
-
-// MutateRequest carries the last good revision as the control plane recorded it: the agent writes
-// it to disk before the mutation when the disk disagrees, and puts it back when the mutation fails.
-type MutateRequest struct {
-	state      protoimpl.MessageState `protogen:"open.v1"`
-	Env        *EnvRef                `protobuf:"bytes,1,opt,name=env,proto3" json:"env,omitempty"`
-	Kind       MutationKind           `protobuf:"varint,6,opt,name=kind,proto3,enum=envfabric.agent.v1.MutationKind" json:"kind,omitempty"`
-	Base       *ProjectFiles          `protobuf:"bytes,2,opt,name=base,proto3" json:"base,omitempty"`
-	PythonPath string                 `protobuf:"bytes,3,opt,name=python_path,json=pythonPath,proto3" json:"python_path,omitempty"`
-	// Requirement strings to add or update, or, for MUTATION_KIND_REMOVE, package names to remove.
-	Packages []string `protobuf:"bytes,4,rep,name=packages,proto3" json:"packages,omitempty"`
-	// Names passed as --upgrade-package (MUTATION_KIND_UPDATE only).
-	UpgradePackages []string `protobuf:"bytes,5,rep,name=upgrade_packages,json=upgradePackages,proto3" json:"upgrade_packages,omitempty"`
-	// The number of the base revision in the control plane's database, and the id of the audited
-	// operation (ids grow with time). The agent records, per environment, the newest (revision,
-	// operation) that wrote the project and refuses a call from an older operation that would write
-	// the same or an older revision (ERROR_CODE_ENV_LOCKED): a holder that lost its lease while
-	// paused must not write its base over a newer acknowledged revision. 0 means not given.
-	BaseRevision  int64 `protobuf:"varint,7,opt,name=base_revision,json=baseRevision,proto3" json:"base_revision,omitempty"`
-	OperationId   int64 `protobuf:"varint,8,opt,name=operation_id,json=operationId,proto3" json:"operation_id,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *MutateRequest) Reset() {
-	*x = MutateRequest{}
-	mi := &file_envfabric_agent_v1_agent_proto_msgTypes[5]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *MutateRequest) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*MutateRequest) ProtoMessage() {}
-
-func (x *MutateRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_envfabric_agent_v1_agent_proto_msgTypes[5]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use MutateRequest.ProtoReflect.Descriptor instead.
-func (*MutateRequest) Descriptor() ([]byte, []int) {
-	return file_envfabric_agent_v1_agent_proto_rawDescGZIP(), []int{5}
-}
-
-func (x *MutateRequest) GetEnv() *EnvRef {
-	if x != nil {
-		return x.Env
-	}
-	return nil
-}
-
-func (x *MutateRequest) GetKind() MutationKind {
+func (x *LockRequest) GetKind() LockKind {
 	if x != nil {
 		return x.Kind
 	}
-	return MutationKind_MUTATION_KIND_UNSPECIFIED
+	return LockKind_LOCK_KIND_UNSPECIFIED
 }
 
-func (x *MutateRequest) GetBase() *ProjectFiles {
+func (x *LockRequest) GetBase() *ProjectFiles {
 	if x != nil {
 		return x.Base
 	}
 	return nil
 }
 
-func (x *MutateRequest) GetPythonPath() string {
+func (x *LockRequest) GetPythonPath() string {
 	if x != nil {
 		return x.PythonPath
 	}
 	return ""
 }
 
-func (x *MutateRequest) GetPackages() []string {
+func (x *LockRequest) GetPythonVersion() string {
+	if x != nil {
+		return x.PythonVersion
+	}
+	return ""
+}
+
+func (x *LockRequest) GetPackages() []string {
 	if x != nil {
 		return x.Packages
 	}
 	return nil
 }
 
-func (x *MutateRequest) GetUpgradePackages() []string {
+func (x *LockRequest) GetUpgradePackages() []string {
 	if x != nil {
 		return x.UpgradePackages
 	}
 	return nil
 }
 
-func (x *MutateRequest) GetBaseRevision() int64 {
-	if x != nil {
-		return x.BaseRevision
-	}
-	return 0
-}
-
-func (x *MutateRequest) GetOperationId() int64 {
+func (x *LockRequest) GetOperationId() int64 {
 	if x != nil {
 		return x.OperationId
 	}
 	return 0
 }
 
-type MutateResponse struct {
-	state             protoimpl.MessageState `protogen:"open.v1"`
-	Files             *ProjectFiles          `protobuf:"bytes,1,opt,name=files,proto3" json:"files,omitempty"`
-	PackagesInstalled int32                  `protobuf:"varint,2,opt,name=packages_installed,json=packagesInstalled,proto3" json:"packages_installed,omitempty"`
-	UvOutput          string                 `protobuf:"bytes,3,opt,name=uv_output,json=uvOutput,proto3" json:"uv_output,omitempty"`
-	DurationMs        int64                  `protobuf:"varint,4,opt,name=duration_ms,json=durationMs,proto3" json:"duration_ms,omitempty"`
+type LockResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The new revision's files. Every environment's project has the same reserved name, so two
+	// environments with the same requirements get byte-identical files.
+	Files *ProjectFiles `protobuf:"bytes,1,opt,name=files,proto3" json:"files,omitempty"`
+	// The interpreter the files were resolved for, and its full version.
+	PythonPath        string `protobuf:"bytes,2,opt,name=python_path,json=pythonPath,proto3" json:"python_path,omitempty"`
+	PythonFullVersion string `protobuf:"bytes,3,opt,name=python_full_version,json=pythonFullVersion,proto3" json:"python_full_version,omitempty"`
+	UvOutput          string `protobuf:"bytes,4,opt,name=uv_output,json=uvOutput,proto3" json:"uv_output,omitempty"`
+	DurationMs        int64  `protobuf:"varint,5,opt,name=duration_ms,json=durationMs,proto3" json:"duration_ms,omitempty"`
 	unknownFields     protoimpl.UnknownFields
 	sizeCache         protoimpl.SizeCache
 }
 
-func (x *MutateResponse) Reset() {
-	*x = MutateResponse{}
-	mi := &file_envfabric_agent_v1_agent_proto_msgTypes[6]
+func (x *LockResponse) Reset() {
+	*x = LockResponse{}
+	mi := &file_envfabric_agent_v1_agent_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
 
-func (x *MutateResponse) String() string {
+func (x *LockResponse) String() string {
 	return protoimpl.X.MessageStringOf(x)
 }
 
-func (*MutateResponse) ProtoMessage() {}
+func (*LockResponse) ProtoMessage() {}
 
-func (x *MutateResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_envfabric_agent_v1_agent_proto_msgTypes[6]
+func (x *LockResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_envfabric_agent_v1_agent_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -653,142 +502,327 @@ func (x *MutateResponse) ProtoReflect() protoreflect.Message {
 	return mi.MessageOf(x)
 }
 
-// Deprecated: Use MutateResponse.ProtoReflect.Descriptor instead.
-func (*MutateResponse) Descriptor() ([]byte, []int) {
-	return file_envfabric_agent_v1_agent_proto_rawDescGZIP(), []int{6}
+// Deprecated: Use LockResponse.ProtoReflect.Descriptor instead.
+func (*LockResponse) Descriptor() ([]byte, []int) {
+	return file_envfabric_agent_v1_agent_proto_rawDescGZIP(), []int{4}
 }
 
-func (x *MutateResponse) GetFiles() *ProjectFiles {
+func (x *LockResponse) GetFiles() *ProjectFiles {
 	if x != nil {
 		return x.Files
 	}
 	return nil
 }
 
-func (x *MutateResponse) GetPackagesInstalled() int32 {
-	if x != nil {
-		return x.PackagesInstalled
-	}
-	return 0
-}
-
-func (x *MutateResponse) GetUvOutput() string {
-	if x != nil {
-		return x.UvOutput
-	}
-	return ""
-}
-
-func (x *MutateResponse) GetDurationMs() int64 {
-	if x != nil {
-		return x.DurationMs
-	}
-	return 0
-}
-
-type SyncRequest struct {
-	state      protoimpl.MessageState `protogen:"open.v1"`
-	Env        *EnvRef                `protobuf:"bytes,1,opt,name=env,proto3" json:"env,omitempty"`
-	Files      *ProjectFiles          `protobuf:"bytes,2,opt,name=files,proto3" json:"files,omitempty"`
-	PythonPath string                 `protobuf:"bytes,3,opt,name=python_path,json=pythonPath,proto3" json:"python_path,omitempty"`
-	// The number of the revision files is and the operation's id, with the same guard as
-	// MutateRequest.base_revision.
-	Revision      int64 `protobuf:"varint,4,opt,name=revision,proto3" json:"revision,omitempty"`
-	OperationId   int64 `protobuf:"varint,5,opt,name=operation_id,json=operationId,proto3" json:"operation_id,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *SyncRequest) Reset() {
-	*x = SyncRequest{}
-	mi := &file_envfabric_agent_v1_agent_proto_msgTypes[7]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *SyncRequest) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*SyncRequest) ProtoMessage() {}
-
-func (x *SyncRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_envfabric_agent_v1_agent_proto_msgTypes[7]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use SyncRequest.ProtoReflect.Descriptor instead.
-func (*SyncRequest) Descriptor() ([]byte, []int) {
-	return file_envfabric_agent_v1_agent_proto_rawDescGZIP(), []int{7}
-}
-
-func (x *SyncRequest) GetEnv() *EnvRef {
-	if x != nil {
-		return x.Env
-	}
-	return nil
-}
-
-func (x *SyncRequest) GetFiles() *ProjectFiles {
-	if x != nil {
-		return x.Files
-	}
-	return nil
-}
-
-func (x *SyncRequest) GetPythonPath() string {
+func (x *LockResponse) GetPythonPath() string {
 	if x != nil {
 		return x.PythonPath
 	}
 	return ""
 }
 
-func (x *SyncRequest) GetRevision() int64 {
+func (x *LockResponse) GetPythonFullVersion() string {
 	if x != nil {
-		return x.Revision
+		return x.PythonFullVersion
+	}
+	return ""
+}
+
+func (x *LockResponse) GetUvOutput() string {
+	if x != nil {
+		return x.UvOutput
+	}
+	return ""
+}
+
+func (x *LockResponse) GetDurationMs() int64 {
+	if x != nil {
+		return x.DurationMs
 	}
 	return 0
 }
 
-func (x *SyncRequest) GetOperationId() int64 {
+// BuildInfo describes one build: an installed environment materialised once for an identity
+// (lock content, interpreter, install settings) under ENVS_BASE_PATH/.builds/<id>, complete when
+// its marker is written and never modified after that.
+type BuildInfo struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// 32 hex digits of the SHA-256 of the identity; also the directory name.
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// The build's virtual environment (<ENVS_BASE_PATH>/.builds/<id>/.venv).
+	VenvPath          string `protobuf:"bytes,2,opt,name=venv_path,json=venvPath,proto3" json:"venv_path,omitempty"`
+	PythonPath        string `protobuf:"bytes,3,opt,name=python_path,json=pythonPath,proto3" json:"python_path,omitempty"`
+	PythonFullVersion string `protobuf:"bytes,4,opt,name=python_full_version,json=pythonFullVersion,proto3" json:"python_full_version,omitempty"`
+	PackagesInstalled int32  `protobuf:"varint,5,opt,name=packages_installed,json=packagesInstalled,proto3" json:"packages_installed,omitempty"`
+	// Bytes held only by this build (files with one link; files hardlinked from the uv cache are
+	// not counted).
+	ExclusiveBytes int64 `protobuf:"varint,6,opt,name=exclusive_bytes,json=exclusiveBytes,proto3" json:"exclusive_bytes,omitempty"`
+	// True when this call materialised the build; false when it existed complete already.
+	Created bool `protobuf:"varint,7,opt,name=created,proto3" json:"created,omitempty"`
+	// Completion time of the build (its marker), 0 when incomplete.
+	CompletedUnixMs int64 `protobuf:"varint,8,opt,name=completed_unix_ms,json=completedUnixMs,proto3" json:"completed_unix_ms,omitempty"`
+	// Last access the agent can see (a run through the API or the build's interpreter).
+	LastUsedUnixMs int64 `protobuf:"varint,9,opt,name=last_used_unix_ms,json=lastUsedUnixMs,proto3" json:"last_used_unix_ms,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *BuildInfo) Reset() {
+	*x = BuildInfo{}
+	mi := &file_envfabric_agent_v1_agent_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BuildInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BuildInfo) ProtoMessage() {}
+
+func (x *BuildInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_envfabric_agent_v1_agent_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BuildInfo.ProtoReflect.Descriptor instead.
+func (*BuildInfo) Descriptor() ([]byte, []int) {
+	return file_envfabric_agent_v1_agent_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *BuildInfo) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *BuildInfo) GetVenvPath() string {
+	if x != nil {
+		return x.VenvPath
+	}
+	return ""
+}
+
+func (x *BuildInfo) GetPythonPath() string {
+	if x != nil {
+		return x.PythonPath
+	}
+	return ""
+}
+
+func (x *BuildInfo) GetPythonFullVersion() string {
+	if x != nil {
+		return x.PythonFullVersion
+	}
+	return ""
+}
+
+func (x *BuildInfo) GetPackagesInstalled() int32 {
+	if x != nil {
+		return x.PackagesInstalled
+	}
+	return 0
+}
+
+func (x *BuildInfo) GetExclusiveBytes() int64 {
+	if x != nil {
+		return x.ExclusiveBytes
+	}
+	return 0
+}
+
+func (x *BuildInfo) GetCreated() bool {
+	if x != nil {
+		return x.Created
+	}
+	return false
+}
+
+func (x *BuildInfo) GetCompletedUnixMs() int64 {
+	if x != nil {
+		return x.CompletedUnixMs
+	}
+	return 0
+}
+
+func (x *BuildInfo) GetLastUsedUnixMs() int64 {
+	if x != nil {
+		return x.LastUsedUnixMs
+	}
+	return 0
+}
+
+// BuildRequest makes sure the build for files and python_path exists, materialising it if not.
+// Idempotent and safe to call from several agents at once: one materialises (under a lock on the
+// shared storage), the others wait for it and answer the same build.
+type BuildRequest struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Files       *ProjectFiles          `protobuf:"bytes,1,opt,name=files,proto3" json:"files,omitempty"`
+	PythonPath  string                 `protobuf:"bytes,2,opt,name=python_path,json=pythonPath,proto3" json:"python_path,omitempty"`
+	OperationId int64                  `protobuf:"varint,3,opt,name=operation_id,json=operationId,proto3" json:"operation_id,omitempty"`
+	// Set aside an existing build of the same identity found damaged (its files no longer match
+	// its packages' RECORD) and materialise a fresh one at the same id.
+	ReplaceDamaged bool `protobuf:"varint,4,opt,name=replace_damaged,json=replaceDamaged,proto3" json:"replace_damaged,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *BuildRequest) Reset() {
+	*x = BuildRequest{}
+	mi := &file_envfabric_agent_v1_agent_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BuildRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BuildRequest) ProtoMessage() {}
+
+func (x *BuildRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_envfabric_agent_v1_agent_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BuildRequest.ProtoReflect.Descriptor instead.
+func (*BuildRequest) Descriptor() ([]byte, []int) {
+	return file_envfabric_agent_v1_agent_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *BuildRequest) GetFiles() *ProjectFiles {
+	if x != nil {
+		return x.Files
+	}
+	return nil
+}
+
+func (x *BuildRequest) GetPythonPath() string {
+	if x != nil {
+		return x.PythonPath
+	}
+	return ""
+}
+
+func (x *BuildRequest) GetOperationId() int64 {
 	if x != nil {
 		return x.OperationId
 	}
 	return 0
 }
 
-type SyncResponse struct {
-	state             protoimpl.MessageState `protogen:"open.v1"`
-	PackagesInstalled int32                  `protobuf:"varint,1,opt,name=packages_installed,json=packagesInstalled,proto3" json:"packages_installed,omitempty"`
-	// True when the project files on disk differed from the given revision and were rewritten.
-	FilesRestored bool   `protobuf:"varint,2,opt,name=files_restored,json=filesRestored,proto3" json:"files_restored,omitempty"`
-	UvOutput      string `protobuf:"bytes,3,opt,name=uv_output,json=uvOutput,proto3" json:"uv_output,omitempty"`
-	DurationMs    int64  `protobuf:"varint,4,opt,name=duration_ms,json=durationMs,proto3" json:"duration_ms,omitempty"`
+func (x *BuildRequest) GetReplaceDamaged() bool {
+	if x != nil {
+		return x.ReplaceDamaged
+	}
+	return false
+}
+
+type BuildResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Build         *BuildInfo             `protobuf:"bytes,1,opt,name=build,proto3" json:"build,omitempty"`
+	UvOutput      string                 `protobuf:"bytes,2,opt,name=uv_output,json=uvOutput,proto3" json:"uv_output,omitempty"`
+	DurationMs    int64                  `protobuf:"varint,3,opt,name=duration_ms,json=durationMs,proto3" json:"duration_ms,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
-func (x *SyncResponse) Reset() {
-	*x = SyncResponse{}
+func (x *BuildResponse) Reset() {
+	*x = BuildResponse{}
+	mi := &file_envfabric_agent_v1_agent_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BuildResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BuildResponse) ProtoMessage() {}
+
+func (x *BuildResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_envfabric_agent_v1_agent_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BuildResponse.ProtoReflect.Descriptor instead.
+func (*BuildResponse) Descriptor() ([]byte, []int) {
+	return file_envfabric_agent_v1_agent_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *BuildResponse) GetBuild() *BuildInfo {
+	if x != nil {
+		return x.Build
+	}
+	return nil
+}
+
+func (x *BuildResponse) GetUvOutput() string {
+	if x != nil {
+		return x.UvOutput
+	}
+	return ""
+}
+
+func (x *BuildResponse) GetDurationMs() int64 {
+	if x != nil {
+		return x.DurationMs
+	}
+	return 0
+}
+
+// SwitchRequest points an environment's project directory at a committed revision: its
+// pyproject.toml and uv.lock, and its .venv at the revision's build. Each file and the .venv's
+// build link are replaced by a rename, so a reader sees the old or the new one, never a mix of
+// one file. Fenced like every write of a project (revision, operation_id): a holder that lost its
+// lease cannot switch an environment back to an older revision.
+type SwitchRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Env           *EnvRef                `protobuf:"bytes,1,opt,name=env,proto3" json:"env,omitempty"`
+	Files         *ProjectFiles          `protobuf:"bytes,2,opt,name=files,proto3" json:"files,omitempty"`
+	BuildId       string                 `protobuf:"bytes,3,opt,name=build_id,json=buildId,proto3" json:"build_id,omitempty"`
+	Revision      int64                  `protobuf:"varint,4,opt,name=revision,proto3" json:"revision,omitempty"`
+	OperationId   int64                  `protobuf:"varint,5,opt,name=operation_id,json=operationId,proto3" json:"operation_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SwitchRequest) Reset() {
+	*x = SwitchRequest{}
 	mi := &file_envfabric_agent_v1_agent_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
 
-func (x *SyncResponse) String() string {
+func (x *SwitchRequest) String() string {
 	return protoimpl.X.MessageStringOf(x)
 }
 
-func (*SyncResponse) ProtoMessage() {}
+func (*SwitchRequest) ProtoMessage() {}
 
-func (x *SyncResponse) ProtoReflect() protoreflect.Message {
+func (x *SwitchRequest) ProtoReflect() protoreflect.Message {
 	mi := &file_envfabric_agent_v1_agent_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -800,37 +834,97 @@ func (x *SyncResponse) ProtoReflect() protoreflect.Message {
 	return mi.MessageOf(x)
 }
 
-// Deprecated: Use SyncResponse.ProtoReflect.Descriptor instead.
-func (*SyncResponse) Descriptor() ([]byte, []int) {
+// Deprecated: Use SwitchRequest.ProtoReflect.Descriptor instead.
+func (*SwitchRequest) Descriptor() ([]byte, []int) {
 	return file_envfabric_agent_v1_agent_proto_rawDescGZIP(), []int{8}
 }
 
-func (x *SyncResponse) GetPackagesInstalled() int32 {
+func (x *SwitchRequest) GetEnv() *EnvRef {
 	if x != nil {
-		return x.PackagesInstalled
+		return x.Env
 	}
-	return 0
+	return nil
 }
 
-func (x *SyncResponse) GetFilesRestored() bool {
+func (x *SwitchRequest) GetFiles() *ProjectFiles {
 	if x != nil {
-		return x.FilesRestored
+		return x.Files
 	}
-	return false
+	return nil
 }
 
-func (x *SyncResponse) GetUvOutput() string {
+func (x *SwitchRequest) GetBuildId() string {
 	if x != nil {
-		return x.UvOutput
+		return x.BuildId
 	}
 	return ""
 }
 
-func (x *SyncResponse) GetDurationMs() int64 {
+func (x *SwitchRequest) GetRevision() int64 {
 	if x != nil {
-		return x.DurationMs
+		return x.Revision
 	}
 	return 0
+}
+
+func (x *SwitchRequest) GetOperationId() int64 {
+	if x != nil {
+		return x.OperationId
+	}
+	return 0
+}
+
+type SwitchResponse struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	EnvPath string                 `protobuf:"bytes,1,opt,name=env_path,json=envPath,proto3" json:"env_path,omitempty"`
+	// False when the directory already pointed at this revision and build.
+	Changed       bool `protobuf:"varint,2,opt,name=changed,proto3" json:"changed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SwitchResponse) Reset() {
+	*x = SwitchResponse{}
+	mi := &file_envfabric_agent_v1_agent_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SwitchResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SwitchResponse) ProtoMessage() {}
+
+func (x *SwitchResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_envfabric_agent_v1_agent_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SwitchResponse.ProtoReflect.Descriptor instead.
+func (*SwitchResponse) Descriptor() ([]byte, []int) {
+	return file_envfabric_agent_v1_agent_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *SwitchResponse) GetEnvPath() string {
+	if x != nil {
+		return x.EnvPath
+	}
+	return ""
+}
+
+func (x *SwitchResponse) GetChanged() bool {
+	if x != nil {
+		return x.Changed
+	}
+	return false
 }
 
 type InspectRequest struct {
@@ -840,14 +934,18 @@ type InspectRequest struct {
 	Expected   *ProjectFiles `protobuf:"bytes,2,opt,name=expected,proto3" json:"expected,omitempty"`
 	PythonPath string        `protobuf:"bytes,3,opt,name=python_path,json=pythonPath,proto3" json:"python_path,omitempty"`
 	// Also measure the bytes that deleting the environment would free (a walk of its tree).
-	MeasureDisk   bool `protobuf:"varint,4,opt,name=measure_disk,json=measureDisk,proto3" json:"measure_disk,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	MeasureDisk bool `protobuf:"varint,4,opt,name=measure_disk,json=measureDisk,proto3" json:"measure_disk,omitempty"`
+	// Verify the build (see InspectResponse.build_check); expected_build_id names it ("" means the
+	// one the .venv points at).
+	Verify          bool   `protobuf:"varint,5,opt,name=verify,proto3" json:"verify,omitempty"`
+	ExpectedBuildId string `protobuf:"bytes,6,opt,name=expected_build_id,json=expectedBuildId,proto3" json:"expected_build_id,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *InspectRequest) Reset() {
 	*x = InspectRequest{}
-	mi := &file_envfabric_agent_v1_agent_proto_msgTypes[9]
+	mi := &file_envfabric_agent_v1_agent_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -859,7 +957,7 @@ func (x *InspectRequest) String() string {
 func (*InspectRequest) ProtoMessage() {}
 
 func (x *InspectRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_envfabric_agent_v1_agent_proto_msgTypes[9]
+	mi := &file_envfabric_agent_v1_agent_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -872,7 +970,7 @@ func (x *InspectRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InspectRequest.ProtoReflect.Descriptor instead.
 func (*InspectRequest) Descriptor() ([]byte, []int) {
-	return file_envfabric_agent_v1_agent_proto_rawDescGZIP(), []int{9}
+	return file_envfabric_agent_v1_agent_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *InspectRequest) GetEnv() *EnvRef {
@@ -903,6 +1001,20 @@ func (x *InspectRequest) GetMeasureDisk() bool {
 	return false
 }
 
+func (x *InspectRequest) GetVerify() bool {
+	if x != nil {
+		return x.Verify
+	}
+	return false
+}
+
+func (x *InspectRequest) GetExpectedBuildId() string {
+	if x != nil {
+		return x.ExpectedBuildId
+	}
+	return ""
+}
+
 type InspectResponse struct {
 	state        protoimpl.MessageState `protogen:"open.v1"`
 	Exists       bool                   `protobuf:"varint,1,opt,name=exists,proto3" json:"exists,omitempty"`
@@ -919,15 +1031,22 @@ type InspectResponse struct {
 	// Most recent access time the agent can see on the environment's interpreter or site-packages.
 	LastUsedUnixMs int64 `protobuf:"varint,10,opt,name=last_used_unix_ms,json=lastUsedUnixMs,proto3" json:"last_used_unix_ms,omitempty"`
 	// With measure_disk: bytes held only by this environment (files whose only link is here);
-	// files hardlinked from the uv cache stay in the cache and are not counted.
+	// files hardlinked from the uv cache stay in the cache and are not counted. A build shared
+	// with other environments is not counted.
 	ExclusiveBytes int64 `protobuf:"varint,11,opt,name=exclusive_bytes,json=exclusiveBytes,proto3" json:"exclusive_bytes,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// The build the environment's .venv points at ("" for an environment of the layout before
+	// builds, whose .venv is its own).
+	BuildId string `protobuf:"bytes,12,opt,name=build_id,json=buildId,proto3" json:"build_id,omitempty"`
+	// With verify: the build (expected_build_id, else the linked one) checked against every
+	// installed package's RECORD (presence and size of each file).
+	BuildCheck    *BuildCheck `protobuf:"bytes,13,opt,name=build_check,json=buildCheck,proto3" json:"build_check,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *InspectResponse) Reset() {
 	*x = InspectResponse{}
-	mi := &file_envfabric_agent_v1_agent_proto_msgTypes[10]
+	mi := &file_envfabric_agent_v1_agent_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -939,7 +1058,7 @@ func (x *InspectResponse) String() string {
 func (*InspectResponse) ProtoMessage() {}
 
 func (x *InspectResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_envfabric_agent_v1_agent_proto_msgTypes[10]
+	mi := &file_envfabric_agent_v1_agent_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -952,7 +1071,7 @@ func (x *InspectResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InspectResponse.ProtoReflect.Descriptor instead.
 func (*InspectResponse) Descriptor() ([]byte, []int) {
-	return file_envfabric_agent_v1_agent_proto_rawDescGZIP(), []int{10}
+	return file_envfabric_agent_v1_agent_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *InspectResponse) GetExists() bool {
@@ -1032,6 +1151,193 @@ func (x *InspectResponse) GetExclusiveBytes() int64 {
 	return 0
 }
 
+func (x *InspectResponse) GetBuildId() string {
+	if x != nil {
+		return x.BuildId
+	}
+	return ""
+}
+
+func (x *InspectResponse) GetBuildCheck() *BuildCheck {
+	if x != nil {
+		return x.BuildCheck
+	}
+	return nil
+}
+
+// BuildCheck is the outcome of verifying a build against its packages' RECORD files.
+type BuildCheck struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	BuildId string                 `protobuf:"bytes,1,opt,name=build_id,json=buildId,proto3" json:"build_id,omitempty"`
+	// The build is complete (its marker exists).
+	Complete bool `protobuf:"varint,2,opt,name=complete,proto3" json:"complete,omitempty"`
+	// Every file every RECORD lists is present with its recorded size.
+	Intact        bool             `protobuf:"varint,3,opt,name=intact,proto3" json:"intact,omitempty"`
+	Damaged       []*PackageDamage `protobuf:"bytes,4,rep,name=damaged,proto3" json:"damaged,omitempty"`
+	FilesChecked  int64            `protobuf:"varint,5,opt,name=files_checked,json=filesChecked,proto3" json:"files_checked,omitempty"`
+	BytesChecked  int64            `protobuf:"varint,6,opt,name=bytes_checked,json=bytesChecked,proto3" json:"bytes_checked,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BuildCheck) Reset() {
+	*x = BuildCheck{}
+	mi := &file_envfabric_agent_v1_agent_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BuildCheck) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BuildCheck) ProtoMessage() {}
+
+func (x *BuildCheck) ProtoReflect() protoreflect.Message {
+	mi := &file_envfabric_agent_v1_agent_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BuildCheck.ProtoReflect.Descriptor instead.
+func (*BuildCheck) Descriptor() ([]byte, []int) {
+	return file_envfabric_agent_v1_agent_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *BuildCheck) GetBuildId() string {
+	if x != nil {
+		return x.BuildId
+	}
+	return ""
+}
+
+func (x *BuildCheck) GetComplete() bool {
+	if x != nil {
+		return x.Complete
+	}
+	return false
+}
+
+func (x *BuildCheck) GetIntact() bool {
+	if x != nil {
+		return x.Intact
+	}
+	return false
+}
+
+func (x *BuildCheck) GetDamaged() []*PackageDamage {
+	if x != nil {
+		return x.Damaged
+	}
+	return nil
+}
+
+func (x *BuildCheck) GetFilesChecked() int64 {
+	if x != nil {
+		return x.FilesChecked
+	}
+	return 0
+}
+
+func (x *BuildCheck) GetBytesChecked() int64 {
+	if x != nil {
+		return x.BytesChecked
+	}
+	return 0
+}
+
+// PackageDamage is one installed distribution whose files do not match its RECORD.
+type PackageDamage struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Name    string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Version string                 `protobuf:"bytes,2,opt,name=version,proto3" json:"version,omitempty"`
+	// Paths relative to site-packages (as RECORD names them), at most 20 of each kind.
+	Missing        []string `protobuf:"bytes,3,rep,name=missing,proto3" json:"missing,omitempty"`
+	WrongSize      []string `protobuf:"bytes,4,rep,name=wrong_size,json=wrongSize,proto3" json:"wrong_size,omitempty"`
+	MissingCount   int32    `protobuf:"varint,5,opt,name=missing_count,json=missingCount,proto3" json:"missing_count,omitempty"`
+	WrongSizeCount int32    `protobuf:"varint,6,opt,name=wrong_size_count,json=wrongSizeCount,proto3" json:"wrong_size_count,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *PackageDamage) Reset() {
+	*x = PackageDamage{}
+	mi := &file_envfabric_agent_v1_agent_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PackageDamage) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PackageDamage) ProtoMessage() {}
+
+func (x *PackageDamage) ProtoReflect() protoreflect.Message {
+	mi := &file_envfabric_agent_v1_agent_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PackageDamage.ProtoReflect.Descriptor instead.
+func (*PackageDamage) Descriptor() ([]byte, []int) {
+	return file_envfabric_agent_v1_agent_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *PackageDamage) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *PackageDamage) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *PackageDamage) GetMissing() []string {
+	if x != nil {
+		return x.Missing
+	}
+	return nil
+}
+
+func (x *PackageDamage) GetWrongSize() []string {
+	if x != nil {
+		return x.WrongSize
+	}
+	return nil
+}
+
+func (x *PackageDamage) GetMissingCount() int32 {
+	if x != nil {
+		return x.MissingCount
+	}
+	return 0
+}
+
+func (x *PackageDamage) GetWrongSizeCount() int32 {
+	if x != nil {
+		return x.WrongSizeCount
+	}
+	return 0
+}
+
 type RunRequest struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	Env       *EnvRef                `protobuf:"bytes,1,opt,name=env,proto3" json:"env,omitempty"`
@@ -1039,13 +1345,17 @@ type RunRequest struct {
 	TimeoutMs int64                  `protobuf:"varint,3,opt,name=timeout_ms,json=timeoutMs,proto3" json:"timeout_ms,omitempty"`
 	// Cap for each of stdout and stderr; the rest is discarded and reported as truncated.
 	MaxOutputBytes int64 `protobuf:"varint,4,opt,name=max_output_bytes,json=maxOutputBytes,proto3" json:"max_output_bytes,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// The build to run with, the environment's current one when the run was admitted: the run uses
+	// it to its end whatever changes meanwhile. "" runs the environment's own .venv (the layout
+	// before builds). A build that is missing or incomplete fails with ERROR_CODE_BUILD_MISSING.
+	BuildId       string `protobuf:"bytes,5,opt,name=build_id,json=buildId,proto3" json:"build_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RunRequest) Reset() {
 	*x = RunRequest{}
-	mi := &file_envfabric_agent_v1_agent_proto_msgTypes[11]
+	mi := &file_envfabric_agent_v1_agent_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1057,7 +1367,7 @@ func (x *RunRequest) String() string {
 func (*RunRequest) ProtoMessage() {}
 
 func (x *RunRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_envfabric_agent_v1_agent_proto_msgTypes[11]
+	mi := &file_envfabric_agent_v1_agent_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1070,7 +1380,7 @@ func (x *RunRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunRequest.ProtoReflect.Descriptor instead.
 func (*RunRequest) Descriptor() ([]byte, []int) {
-	return file_envfabric_agent_v1_agent_proto_rawDescGZIP(), []int{11}
+	return file_envfabric_agent_v1_agent_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *RunRequest) GetEnv() *EnvRef {
@@ -1101,6 +1411,13 @@ func (x *RunRequest) GetMaxOutputBytes() int64 {
 	return 0
 }
 
+func (x *RunRequest) GetBuildId() string {
+	if x != nil {
+		return x.BuildId
+	}
+	return ""
+}
+
 type RunResponse struct {
 	state           protoimpl.MessageState `protogen:"open.v1"`
 	Stdout          []byte                 `protobuf:"bytes,1,opt,name=stdout,proto3" json:"stdout,omitempty"`
@@ -1119,7 +1436,7 @@ type RunResponse struct {
 
 func (x *RunResponse) Reset() {
 	*x = RunResponse{}
-	mi := &file_envfabric_agent_v1_agent_proto_msgTypes[12]
+	mi := &file_envfabric_agent_v1_agent_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1131,7 +1448,7 @@ func (x *RunResponse) String() string {
 func (*RunResponse) ProtoMessage() {}
 
 func (x *RunResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_envfabric_agent_v1_agent_proto_msgTypes[12]
+	mi := &file_envfabric_agent_v1_agent_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1144,7 +1461,7 @@ func (x *RunResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunResponse.ProtoReflect.Descriptor instead.
 func (*RunResponse) Descriptor() ([]byte, []int) {
-	return file_envfabric_agent_v1_agent_proto_rawDescGZIP(), []int{12}
+	return file_envfabric_agent_v1_agent_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *RunResponse) GetStdout() []byte {
@@ -1212,7 +1529,7 @@ type DeleteProjectRequest struct {
 
 func (x *DeleteProjectRequest) Reset() {
 	*x = DeleteProjectRequest{}
-	mi := &file_envfabric_agent_v1_agent_proto_msgTypes[13]
+	mi := &file_envfabric_agent_v1_agent_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1224,7 +1541,7 @@ func (x *DeleteProjectRequest) String() string {
 func (*DeleteProjectRequest) ProtoMessage() {}
 
 func (x *DeleteProjectRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_envfabric_agent_v1_agent_proto_msgTypes[13]
+	mi := &file_envfabric_agent_v1_agent_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1237,7 +1554,7 @@ func (x *DeleteProjectRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteProjectRequest.ProtoReflect.Descriptor instead.
 func (*DeleteProjectRequest) Descriptor() ([]byte, []int) {
-	return file_envfabric_agent_v1_agent_proto_rawDescGZIP(), []int{13}
+	return file_envfabric_agent_v1_agent_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *DeleteProjectRequest) GetEnv() *EnvRef {
@@ -1257,7 +1574,7 @@ type DeleteProjectResponse struct {
 
 func (x *DeleteProjectResponse) Reset() {
 	*x = DeleteProjectResponse{}
-	mi := &file_envfabric_agent_v1_agent_proto_msgTypes[14]
+	mi := &file_envfabric_agent_v1_agent_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1269,7 +1586,7 @@ func (x *DeleteProjectResponse) String() string {
 func (*DeleteProjectResponse) ProtoMessage() {}
 
 func (x *DeleteProjectResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_envfabric_agent_v1_agent_proto_msgTypes[14]
+	mi := &file_envfabric_agent_v1_agent_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1282,7 +1599,7 @@ func (x *DeleteProjectResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteProjectResponse.ProtoReflect.Descriptor instead.
 func (*DeleteProjectResponse) Descriptor() ([]byte, []int) {
-	return file_envfabric_agent_v1_agent_proto_rawDescGZIP(), []int{14}
+	return file_envfabric_agent_v1_agent_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *DeleteProjectResponse) GetExisted() bool {
@@ -1307,7 +1624,7 @@ type InfoRequest struct {
 
 func (x *InfoRequest) Reset() {
 	*x = InfoRequest{}
-	mi := &file_envfabric_agent_v1_agent_proto_msgTypes[15]
+	mi := &file_envfabric_agent_v1_agent_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1319,7 +1636,7 @@ func (x *InfoRequest) String() string {
 func (*InfoRequest) ProtoMessage() {}
 
 func (x *InfoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_envfabric_agent_v1_agent_proto_msgTypes[15]
+	mi := &file_envfabric_agent_v1_agent_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1332,7 +1649,7 @@ func (x *InfoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InfoRequest.ProtoReflect.Descriptor instead.
 func (*InfoRequest) Descriptor() ([]byte, []int) {
-	return file_envfabric_agent_v1_agent_proto_rawDescGZIP(), []int{15}
+	return file_envfabric_agent_v1_agent_proto_rawDescGZIP(), []int{18}
 }
 
 type Interpreter struct {
@@ -1345,7 +1662,7 @@ type Interpreter struct {
 
 func (x *Interpreter) Reset() {
 	*x = Interpreter{}
-	mi := &file_envfabric_agent_v1_agent_proto_msgTypes[16]
+	mi := &file_envfabric_agent_v1_agent_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1357,7 +1674,7 @@ func (x *Interpreter) String() string {
 func (*Interpreter) ProtoMessage() {}
 
 func (x *Interpreter) ProtoReflect() protoreflect.Message {
-	mi := &file_envfabric_agent_v1_agent_proto_msgTypes[16]
+	mi := &file_envfabric_agent_v1_agent_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1370,7 +1687,7 @@ func (x *Interpreter) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Interpreter.ProtoReflect.Descriptor instead.
 func (*Interpreter) Descriptor() ([]byte, []int) {
-	return file_envfabric_agent_v1_agent_proto_rawDescGZIP(), []int{16}
+	return file_envfabric_agent_v1_agent_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Interpreter) GetVersion() string {
@@ -1402,7 +1719,7 @@ type InfoResponse struct {
 
 func (x *InfoResponse) Reset() {
 	*x = InfoResponse{}
-	mi := &file_envfabric_agent_v1_agent_proto_msgTypes[17]
+	mi := &file_envfabric_agent_v1_agent_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1414,7 +1731,7 @@ func (x *InfoResponse) String() string {
 func (*InfoResponse) ProtoMessage() {}
 
 func (x *InfoResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_envfabric_agent_v1_agent_proto_msgTypes[17]
+	mi := &file_envfabric_agent_v1_agent_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1427,7 +1744,7 @@ func (x *InfoResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InfoResponse.ProtoReflect.Descriptor instead.
 func (*InfoResponse) Descriptor() ([]byte, []int) {
-	return file_envfabric_agent_v1_agent_proto_rawDescGZIP(), []int{17}
+	return file_envfabric_agent_v1_agent_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *InfoResponse) GetAgentId() string {
@@ -1492,7 +1809,7 @@ type UsageRequest struct {
 
 func (x *UsageRequest) Reset() {
 	*x = UsageRequest{}
-	mi := &file_envfabric_agent_v1_agent_proto_msgTypes[18]
+	mi := &file_envfabric_agent_v1_agent_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1504,7 +1821,7 @@ func (x *UsageRequest) String() string {
 func (*UsageRequest) ProtoMessage() {}
 
 func (x *UsageRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_envfabric_agent_v1_agent_proto_msgTypes[18]
+	mi := &file_envfabric_agent_v1_agent_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1517,7 +1834,7 @@ func (x *UsageRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UsageRequest.ProtoReflect.Descriptor instead.
 func (*UsageRequest) Descriptor() ([]byte, []int) {
-	return file_envfabric_agent_v1_agent_proto_rawDescGZIP(), []int{18}
+	return file_envfabric_agent_v1_agent_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *UsageRequest) GetSinceUnixMs() int64 {
@@ -1547,7 +1864,7 @@ type EnvUsage struct {
 
 func (x *EnvUsage) Reset() {
 	*x = EnvUsage{}
-	mi := &file_envfabric_agent_v1_agent_proto_msgTypes[19]
+	mi := &file_envfabric_agent_v1_agent_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1559,7 +1876,7 @@ func (x *EnvUsage) String() string {
 func (*EnvUsage) ProtoMessage() {}
 
 func (x *EnvUsage) ProtoReflect() protoreflect.Message {
-	mi := &file_envfabric_agent_v1_agent_proto_msgTypes[19]
+	mi := &file_envfabric_agent_v1_agent_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1572,7 +1889,7 @@ func (x *EnvUsage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnvUsage.ProtoReflect.Descriptor instead.
 func (*EnvUsage) Descriptor() ([]byte, []int) {
-	return file_envfabric_agent_v1_agent_proto_rawDescGZIP(), []int{19}
+	return file_envfabric_agent_v1_agent_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *EnvUsage) GetEnv() *EnvRef {
@@ -1607,7 +1924,7 @@ type UsageResponse struct {
 
 func (x *UsageResponse) Reset() {
 	*x = UsageResponse{}
-	mi := &file_envfabric_agent_v1_agent_proto_msgTypes[20]
+	mi := &file_envfabric_agent_v1_agent_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1619,7 +1936,7 @@ func (x *UsageResponse) String() string {
 func (*UsageResponse) ProtoMessage() {}
 
 func (x *UsageResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_envfabric_agent_v1_agent_proto_msgTypes[20]
+	mi := &file_envfabric_agent_v1_agent_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1632,7 +1949,7 @@ func (x *UsageResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UsageResponse.ProtoReflect.Descriptor instead.
 func (*UsageResponse) Descriptor() ([]byte, []int) {
-	return file_envfabric_agent_v1_agent_proto_rawDescGZIP(), []int{20}
+	return file_envfabric_agent_v1_agent_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *UsageResponse) GetEnvs() []*EnvUsage {
@@ -1657,7 +1974,7 @@ type PruneCacheRequest struct {
 
 func (x *PruneCacheRequest) Reset() {
 	*x = PruneCacheRequest{}
-	mi := &file_envfabric_agent_v1_agent_proto_msgTypes[21]
+	mi := &file_envfabric_agent_v1_agent_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1669,7 +1986,7 @@ func (x *PruneCacheRequest) String() string {
 func (*PruneCacheRequest) ProtoMessage() {}
 
 func (x *PruneCacheRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_envfabric_agent_v1_agent_proto_msgTypes[21]
+	mi := &file_envfabric_agent_v1_agent_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1682,7 +1999,7 @@ func (x *PruneCacheRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PruneCacheRequest.ProtoReflect.Descriptor instead.
 func (*PruneCacheRequest) Descriptor() ([]byte, []int) {
-	return file_envfabric_agent_v1_agent_proto_rawDescGZIP(), []int{21}
+	return file_envfabric_agent_v1_agent_proto_rawDescGZIP(), []int{24}
 }
 
 type PruneCacheResponse struct {
@@ -1696,7 +2013,7 @@ type PruneCacheResponse struct {
 
 func (x *PruneCacheResponse) Reset() {
 	*x = PruneCacheResponse{}
-	mi := &file_envfabric_agent_v1_agent_proto_msgTypes[22]
+	mi := &file_envfabric_agent_v1_agent_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1708,7 +2025,7 @@ func (x *PruneCacheResponse) String() string {
 func (*PruneCacheResponse) ProtoMessage() {}
 
 func (x *PruneCacheResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_envfabric_agent_v1_agent_proto_msgTypes[22]
+	mi := &file_envfabric_agent_v1_agent_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1721,7 +2038,7 @@ func (x *PruneCacheResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PruneCacheResponse.ProtoReflect.Descriptor instead.
 func (*PruneCacheResponse) Descriptor() ([]byte, []int) {
-	return file_envfabric_agent_v1_agent_proto_rawDescGZIP(), []int{22}
+	return file_envfabric_agent_v1_agent_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *PruneCacheResponse) GetBytesBefore() int64 {
@@ -1745,6 +2062,192 @@ func (x *PruneCacheResponse) GetUvOutput() string {
 	return ""
 }
 
+type ListBuildsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListBuildsRequest) Reset() {
+	*x = ListBuildsRequest{}
+	mi := &file_envfabric_agent_v1_agent_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListBuildsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListBuildsRequest) ProtoMessage() {}
+
+func (x *ListBuildsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_envfabric_agent_v1_agent_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListBuildsRequest.ProtoReflect.Descriptor instead.
+func (*ListBuildsRequest) Descriptor() ([]byte, []int) {
+	return file_envfabric_agent_v1_agent_proto_rawDescGZIP(), []int{26}
+}
+
+type ListBuildsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Every build directory under ENVS_BASE_PATH/.builds, complete or not.
+	Builds        []*BuildInfo `protobuf:"bytes,1,rep,name=builds,proto3" json:"builds,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListBuildsResponse) Reset() {
+	*x = ListBuildsResponse{}
+	mi := &file_envfabric_agent_v1_agent_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListBuildsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListBuildsResponse) ProtoMessage() {}
+
+func (x *ListBuildsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_envfabric_agent_v1_agent_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListBuildsResponse.ProtoReflect.Descriptor instead.
+func (*ListBuildsResponse) Descriptor() ([]byte, []int) {
+	return file_envfabric_agent_v1_agent_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *ListBuildsResponse) GetBuilds() []*BuildInfo {
+	if x != nil {
+		return x.Builds
+	}
+	return nil
+}
+
+type RemoveBuildRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	BuildId       string                 `protobuf:"bytes,1,opt,name=build_id,json=buildId,proto3" json:"build_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveBuildRequest) Reset() {
+	*x = RemoveBuildRequest{}
+	mi := &file_envfabric_agent_v1_agent_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveBuildRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveBuildRequest) ProtoMessage() {}
+
+func (x *RemoveBuildRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_envfabric_agent_v1_agent_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveBuildRequest.ProtoReflect.Descriptor instead.
+func (*RemoveBuildRequest) Descriptor() ([]byte, []int) {
+	return file_envfabric_agent_v1_agent_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *RemoveBuildRequest) GetBuildId() string {
+	if x != nil {
+		return x.BuildId
+	}
+	return ""
+}
+
+type RemoveBuildResponse struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Existed bool                   `protobuf:"varint,1,opt,name=existed,proto3" json:"existed,omitempty"`
+	// True when a run (on any host) holds the build: nothing was removed.
+	InUse         bool  `protobuf:"varint,2,opt,name=in_use,json=inUse,proto3" json:"in_use,omitempty"`
+	BytesFreed    int64 `protobuf:"varint,3,opt,name=bytes_freed,json=bytesFreed,proto3" json:"bytes_freed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveBuildResponse) Reset() {
+	*x = RemoveBuildResponse{}
+	mi := &file_envfabric_agent_v1_agent_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveBuildResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveBuildResponse) ProtoMessage() {}
+
+func (x *RemoveBuildResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_envfabric_agent_v1_agent_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveBuildResponse.ProtoReflect.Descriptor instead.
+func (*RemoveBuildResponse) Descriptor() ([]byte, []int) {
+	return file_envfabric_agent_v1_agent_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *RemoveBuildResponse) GetExisted() bool {
+	if x != nil {
+		return x.Existed
+	}
+	return false
+}
+
+func (x *RemoveBuildResponse) GetInUse() bool {
+	if x != nil {
+		return x.InUse
+	}
+	return false
+}
+
+func (x *RemoveBuildResponse) GetBytesFreed() int64 {
+	if x != nil {
+		return x.BytesFreed
+	}
+	return 0
+}
+
 var File_envfabric_agent_v1_agent_proto protoreflect.FileDescriptor
 
 const file_envfabric_agent_v1_agent_proto_rawDesc = "" +
@@ -1763,57 +2266,64 @@ const file_envfabric_agent_v1_agent_proto_rawDesc = "" +
 	"\n" +
 	"error_code\x18\x04 \x01(\x0e2\x1d.envfabric.agent.v1.ErrorCodeR\terrorCode\x12\x1b\n" +
 	"\tuv_output\x18\x02 \x01(\tR\buvOutput\x12\x1a\n" +
-	"\brestored\x18\x03 \x01(\bR\brestoredJ\x04\b\x01\x10\x02R\x04code\"\xaa\x01\n" +
-	"\x14CreateProjectRequest\x12,\n" +
-	"\x03env\x18\x01 \x01(\v2\x1a.envfabric.agent.v1.EnvRefR\x03env\x12%\n" +
-	"\x0epython_version\x18\x02 \x01(\tR\rpythonVersion\x12\x1a\n" +
-	"\bpackages\x18\x03 \x03(\tR\bpackages\x12!\n" +
-	"\foperation_id\x18\x04 \x01(\x03R\voperationId\"\xa8\x02\n" +
-	"\x15CreateProjectResponse\x126\n" +
-	"\x05files\x18\x01 \x01(\v2 .envfabric.agent.v1.ProjectFilesR\x05files\x12\x19\n" +
-	"\benv_path\x18\x02 \x01(\tR\aenvPath\x12\x1f\n" +
+	"\brestored\x18\x03 \x01(\bR\brestoredJ\x04\b\x01\x10\x02R\x04code\"\xd5\x02\n" +
+	"\vLockRequest\x12,\n" +
+	"\x03env\x18\x01 \x01(\v2\x1a.envfabric.agent.v1.EnvRefR\x03env\x120\n" +
+	"\x04kind\x18\x02 \x01(\x0e2\x1c.envfabric.agent.v1.LockKindR\x04kind\x124\n" +
+	"\x04base\x18\x03 \x01(\v2 .envfabric.agent.v1.ProjectFilesR\x04base\x12\x1f\n" +
+	"\vpython_path\x18\x04 \x01(\tR\n" +
+	"pythonPath\x12%\n" +
+	"\x0epython_version\x18\x05 \x01(\tR\rpythonVersion\x12\x1a\n" +
+	"\bpackages\x18\x06 \x03(\tR\bpackages\x12)\n" +
+	"\x10upgrade_packages\x18\a \x03(\tR\x0fupgradePackages\x12!\n" +
+	"\foperation_id\x18\b \x01(\x03R\voperationId\"\xd5\x01\n" +
+	"\fLockResponse\x126\n" +
+	"\x05files\x18\x01 \x01(\v2 .envfabric.agent.v1.ProjectFilesR\x05files\x12\x1f\n" +
+	"\vpython_path\x18\x02 \x01(\tR\n" +
+	"pythonPath\x12.\n" +
+	"\x13python_full_version\x18\x03 \x01(\tR\x11pythonFullVersion\x12\x1b\n" +
+	"\tuv_output\x18\x04 \x01(\tR\buvOutput\x12\x1f\n" +
+	"\vduration_ms\x18\x05 \x01(\x03R\n" +
+	"durationMs\"\xd2\x02\n" +
+	"\tBuildInfo\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
+	"\tvenv_path\x18\x02 \x01(\tR\bvenvPath\x12\x1f\n" +
 	"\vpython_path\x18\x03 \x01(\tR\n" +
 	"pythonPath\x12.\n" +
 	"\x13python_full_version\x18\x04 \x01(\tR\x11pythonFullVersion\x12-\n" +
-	"\x12packages_installed\x18\x05 \x01(\x05R\x11packagesInstalled\x12\x1b\n" +
-	"\tuv_output\x18\x06 \x01(\tR\buvOutput\x12\x1f\n" +
-	"\vduration_ms\x18\a \x01(\x03R\n" +
-	"durationMs\"\xd9\x02\n" +
-	"\rMutateRequest\x12,\n" +
-	"\x03env\x18\x01 \x01(\v2\x1a.envfabric.agent.v1.EnvRefR\x03env\x124\n" +
-	"\x04kind\x18\x06 \x01(\x0e2 .envfabric.agent.v1.MutationKindR\x04kind\x124\n" +
-	"\x04base\x18\x02 \x01(\v2 .envfabric.agent.v1.ProjectFilesR\x04base\x12\x1f\n" +
-	"\vpython_path\x18\x03 \x01(\tR\n" +
-	"pythonPath\x12\x1a\n" +
-	"\bpackages\x18\x04 \x03(\tR\bpackages\x12)\n" +
-	"\x10upgrade_packages\x18\x05 \x03(\tR\x0fupgradePackages\x12#\n" +
-	"\rbase_revision\x18\a \x01(\x03R\fbaseRevision\x12!\n" +
-	"\foperation_id\x18\b \x01(\x03R\voperationId\"\xb5\x01\n" +
-	"\x0eMutateResponse\x126\n" +
-	"\x05files\x18\x01 \x01(\v2 .envfabric.agent.v1.ProjectFilesR\x05files\x12-\n" +
-	"\x12packages_installed\x18\x02 \x01(\x05R\x11packagesInstalled\x12\x1b\n" +
-	"\tuv_output\x18\x03 \x01(\tR\buvOutput\x12\x1f\n" +
-	"\vduration_ms\x18\x04 \x01(\x03R\n" +
-	"durationMs\"\xd3\x01\n" +
-	"\vSyncRequest\x12,\n" +
+	"\x12packages_installed\x18\x05 \x01(\x05R\x11packagesInstalled\x12'\n" +
+	"\x0fexclusive_bytes\x18\x06 \x01(\x03R\x0eexclusiveBytes\x12\x18\n" +
+	"\acreated\x18\a \x01(\bR\acreated\x12*\n" +
+	"\x11completed_unix_ms\x18\b \x01(\x03R\x0fcompletedUnixMs\x12)\n" +
+	"\x11last_used_unix_ms\x18\t \x01(\x03R\x0elastUsedUnixMs\"\xb3\x01\n" +
+	"\fBuildRequest\x126\n" +
+	"\x05files\x18\x01 \x01(\v2 .envfabric.agent.v1.ProjectFilesR\x05files\x12\x1f\n" +
+	"\vpython_path\x18\x02 \x01(\tR\n" +
+	"pythonPath\x12!\n" +
+	"\foperation_id\x18\x03 \x01(\x03R\voperationId\x12'\n" +
+	"\x0freplace_damaged\x18\x04 \x01(\bR\x0ereplaceDamaged\"\x82\x01\n" +
+	"\rBuildResponse\x123\n" +
+	"\x05build\x18\x01 \x01(\v2\x1d.envfabric.agent.v1.BuildInfoR\x05build\x12\x1b\n" +
+	"\tuv_output\x18\x02 \x01(\tR\buvOutput\x12\x1f\n" +
+	"\vduration_ms\x18\x03 \x01(\x03R\n" +
+	"durationMs\"\xcf\x01\n" +
+	"\rSwitchRequest\x12,\n" +
 	"\x03env\x18\x01 \x01(\v2\x1a.envfabric.agent.v1.EnvRefR\x03env\x126\n" +
-	"\x05files\x18\x02 \x01(\v2 .envfabric.agent.v1.ProjectFilesR\x05files\x12\x1f\n" +
-	"\vpython_path\x18\x03 \x01(\tR\n" +
-	"pythonPath\x12\x1a\n" +
+	"\x05files\x18\x02 \x01(\v2 .envfabric.agent.v1.ProjectFilesR\x05files\x12\x19\n" +
+	"\bbuild_id\x18\x03 \x01(\tR\abuildId\x12\x1a\n" +
 	"\brevision\x18\x04 \x01(\x03R\brevision\x12!\n" +
-	"\foperation_id\x18\x05 \x01(\x03R\voperationId\"\xa2\x01\n" +
-	"\fSyncResponse\x12-\n" +
-	"\x12packages_installed\x18\x01 \x01(\x05R\x11packagesInstalled\x12%\n" +
-	"\x0efiles_restored\x18\x02 \x01(\bR\rfilesRestored\x12\x1b\n" +
-	"\tuv_output\x18\x03 \x01(\tR\buvOutput\x12\x1f\n" +
-	"\vduration_ms\x18\x04 \x01(\x03R\n" +
-	"durationMs\"\xc0\x01\n" +
+	"\foperation_id\x18\x05 \x01(\x03R\voperationId\"E\n" +
+	"\x0eSwitchResponse\x12\x19\n" +
+	"\benv_path\x18\x01 \x01(\tR\aenvPath\x12\x18\n" +
+	"\achanged\x18\x02 \x01(\bR\achanged\"\x84\x02\n" +
 	"\x0eInspectRequest\x12,\n" +
 	"\x03env\x18\x01 \x01(\v2\x1a.envfabric.agent.v1.EnvRefR\x03env\x12<\n" +
 	"\bexpected\x18\x02 \x01(\v2 .envfabric.agent.v1.ProjectFilesR\bexpected\x12\x1f\n" +
 	"\vpython_path\x18\x03 \x01(\tR\n" +
 	"pythonPath\x12!\n" +
-	"\fmeasure_disk\x18\x04 \x01(\bR\vmeasureDisk\"\x96\x03\n" +
+	"\fmeasure_disk\x18\x04 \x01(\bR\vmeasureDisk\x12\x16\n" +
+	"\x06verify\x18\x05 \x01(\bR\x06verify\x12*\n" +
+	"\x11expected_build_id\x18\x06 \x01(\tR\x0fexpectedBuildId\"\xf2\x03\n" +
 	"\x0fInspectResponse\x12\x16\n" +
 	"\x06exists\x18\x01 \x01(\bR\x06exists\x12\x19\n" +
 	"\benv_path\x18\x02 \x01(\tR\aenvPath\x12#\n" +
@@ -1828,14 +2338,34 @@ const file_envfabric_agent_v1_agent_proto_rawDesc = "" +
 	"\x12packages_installed\x18\t \x01(\x05R\x11packagesInstalled\x12)\n" +
 	"\x11last_used_unix_ms\x18\n" +
 	" \x01(\x03R\x0elastUsedUnixMs\x12'\n" +
-	"\x0fexclusive_bytes\x18\v \x01(\x03R\x0eexclusiveBytes\"\x97\x01\n" +
+	"\x0fexclusive_bytes\x18\v \x01(\x03R\x0eexclusiveBytes\x12\x19\n" +
+	"\bbuild_id\x18\f \x01(\tR\abuildId\x12?\n" +
+	"\vbuild_check\x18\r \x01(\v2\x1e.envfabric.agent.v1.BuildCheckR\n" +
+	"buildCheck\"\xe2\x01\n" +
+	"\n" +
+	"BuildCheck\x12\x19\n" +
+	"\bbuild_id\x18\x01 \x01(\tR\abuildId\x12\x1a\n" +
+	"\bcomplete\x18\x02 \x01(\bR\bcomplete\x12\x16\n" +
+	"\x06intact\x18\x03 \x01(\bR\x06intact\x12;\n" +
+	"\adamaged\x18\x04 \x03(\v2!.envfabric.agent.v1.PackageDamageR\adamaged\x12#\n" +
+	"\rfiles_checked\x18\x05 \x01(\x03R\ffilesChecked\x12#\n" +
+	"\rbytes_checked\x18\x06 \x01(\x03R\fbytesChecked\"\xc5\x01\n" +
+	"\rPackageDamage\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\tR\aversion\x12\x18\n" +
+	"\amissing\x18\x03 \x03(\tR\amissing\x12\x1d\n" +
+	"\n" +
+	"wrong_size\x18\x04 \x03(\tR\twrongSize\x12#\n" +
+	"\rmissing_count\x18\x05 \x01(\x05R\fmissingCount\x12(\n" +
+	"\x10wrong_size_count\x18\x06 \x01(\x05R\x0ewrongSizeCount\"\xb2\x01\n" +
 	"\n" +
 	"RunRequest\x12,\n" +
 	"\x03env\x18\x01 \x01(\v2\x1a.envfabric.agent.v1.EnvRefR\x03env\x12\x12\n" +
 	"\x04code\x18\x02 \x01(\tR\x04code\x12\x1d\n" +
 	"\n" +
 	"timeout_ms\x18\x03 \x01(\x03R\ttimeoutMs\x12(\n" +
-	"\x10max_output_bytes\x18\x04 \x01(\x03R\x0emaxOutputBytes\"\x8f\x02\n" +
+	"\x10max_output_bytes\x18\x04 \x01(\x03R\x0emaxOutputBytes\x12\x19\n" +
+	"\bbuild_id\x18\x05 \x01(\tR\abuildId\"\x8f\x02\n" +
 	"\vRunResponse\x12\x16\n" +
 	"\x06stdout\x18\x01 \x01(\fR\x06stdout\x12\x16\n" +
 	"\x06stderr\x18\x02 \x01(\fR\x06stderr\x12\x1b\n" +
@@ -1882,7 +2412,17 @@ const file_envfabric_agent_v1_agent_proto_rawDesc = "" +
 	"\fbytes_before\x18\x01 \x01(\x03R\vbytesBefore\x12\x1f\n" +
 	"\vbytes_after\x18\x02 \x01(\x03R\n" +
 	"bytesAfter\x12\x1b\n" +
-	"\tuv_output\x18\x03 \x01(\tR\buvOutput*\xd6\x03\n" +
+	"\tuv_output\x18\x03 \x01(\tR\buvOutput\"\x13\n" +
+	"\x11ListBuildsRequest\"K\n" +
+	"\x12ListBuildsResponse\x125\n" +
+	"\x06builds\x18\x01 \x03(\v2\x1d.envfabric.agent.v1.BuildInfoR\x06builds\"/\n" +
+	"\x12RemoveBuildRequest\x12\x19\n" +
+	"\bbuild_id\x18\x01 \x01(\tR\abuildId\"g\n" +
+	"\x13RemoveBuildResponse\x12\x18\n" +
+	"\aexisted\x18\x01 \x01(\bR\aexisted\x12\x15\n" +
+	"\x06in_use\x18\x02 \x01(\bR\x05inUse\x12\x1f\n" +
+	"\vbytes_freed\x18\x03 \x01(\x03R\n" +
+	"bytesFreed*\xf4\x03\n" +
 	"\tErrorCode\x12\x1a\n" +
 	"\x16ERROR_CODE_UNSPECIFIED\x10\x00\x12\x1d\n" +
 	"\x19ERROR_CODE_INTERNAL_ERROR\x10\x01\x12\x1f\n" +
@@ -1898,23 +2438,28 @@ const file_envfabric_agent_v1_agent_proto_rawDesc = "" +
 	"\x12\x1c\n" +
 	"\x18ERROR_CODE_ENV_NOT_READY\x10\v\x12!\n" +
 	"\x1dERROR_CODE_PYTHON_UNAVAILABLE\x10\f\x12$\n" +
-	" ERROR_CODE_SOURCE_BUILD_DISABLED\x10\r*x\n" +
-	"\fMutationKind\x12\x1d\n" +
-	"\x19MUTATION_KIND_UNSPECIFIED\x10\x00\x12\x15\n" +
-	"\x11MUTATION_KIND_ADD\x10\x01\x12\x18\n" +
-	"\x14MUTATION_KIND_REMOVE\x10\x02\x12\x18\n" +
-	"\x14MUTATION_KIND_UPDATE\x10\x032\x88\x06\n" +
-	"\fAgentService\x12d\n" +
-	"\rCreateProject\x12(.envfabric.agent.v1.CreateProjectRequest\x1a).envfabric.agent.v1.CreateProjectResponse\x12O\n" +
-	"\x06Mutate\x12!.envfabric.agent.v1.MutateRequest\x1a\".envfabric.agent.v1.MutateResponse\x12I\n" +
-	"\x04Sync\x12\x1f.envfabric.agent.v1.SyncRequest\x1a .envfabric.agent.v1.SyncResponse\x12R\n" +
+	" ERROR_CODE_SOURCE_BUILD_DISABLED\x10\r\x12\x1c\n" +
+	"\x18ERROR_CODE_BUILD_MISSING\x10\x0e*z\n" +
+	"\bLockKind\x12\x19\n" +
+	"\x15LOCK_KIND_UNSPECIFIED\x10\x00\x12\x14\n" +
+	"\x10LOCK_KIND_CREATE\x10\x01\x12\x11\n" +
+	"\rLOCK_KIND_ADD\x10\x02\x12\x14\n" +
+	"\x10LOCK_KIND_REMOVE\x10\x03\x12\x14\n" +
+	"\x10LOCK_KIND_UPDATE\x10\x042\xad\a\n" +
+	"\fAgentService\x12I\n" +
+	"\x04Lock\x12\x1f.envfabric.agent.v1.LockRequest\x1a .envfabric.agent.v1.LockResponse\x12L\n" +
+	"\x05Build\x12 .envfabric.agent.v1.BuildRequest\x1a!.envfabric.agent.v1.BuildResponse\x12O\n" +
+	"\x06Switch\x12!.envfabric.agent.v1.SwitchRequest\x1a\".envfabric.agent.v1.SwitchResponse\x12R\n" +
 	"\aInspect\x12\".envfabric.agent.v1.InspectRequest\x1a#.envfabric.agent.v1.InspectResponse\x12F\n" +
 	"\x03Run\x12\x1e.envfabric.agent.v1.RunRequest\x1a\x1f.envfabric.agent.v1.RunResponse\x12d\n" +
 	"\rDeleteProject\x12(.envfabric.agent.v1.DeleteProjectRequest\x1a).envfabric.agent.v1.DeleteProjectResponse\x12I\n" +
 	"\x04Info\x12\x1f.envfabric.agent.v1.InfoRequest\x1a .envfabric.agent.v1.InfoResponse\x12L\n" +
 	"\x05Usage\x12 .envfabric.agent.v1.UsageRequest\x1a!.envfabric.agent.v1.UsageResponse\x12[\n" +
 	"\n" +
-	"PruneCache\x12%.envfabric.agent.v1.PruneCacheRequest\x1a&.envfabric.agent.v1.PruneCacheResponseB\xd3\x01\n" +
+	"PruneCache\x12%.envfabric.agent.v1.PruneCacheRequest\x1a&.envfabric.agent.v1.PruneCacheResponse\x12[\n" +
+	"\n" +
+	"ListBuilds\x12%.envfabric.agent.v1.ListBuildsRequest\x1a&.envfabric.agent.v1.ListBuildsResponse\x12^\n" +
+	"\vRemoveBuild\x12&.envfabric.agent.v1.RemoveBuildRequest\x1a'.envfabric.agent.v1.RemoveBuildResponseB\xd3\x01\n" +
 	"\x16com.envfabric.agent.v1B\n" +
 	"AgentProtoP\x01ZCgithub.com/envfabric/envfabric/proto/gen/envfabric/agent/v1;agentv1\xa2\x02\x03EAX\xaa\x02\x12Envfabric.Agent.V1\xca\x02\x12Envfabric\\Agent\\V1\xe2\x02\x1eEnvfabric\\Agent\\V1\\GPBMetadata\xea\x02\x14Envfabric::Agent::V1b\x06proto3"
 
@@ -1931,74 +2476,88 @@ func file_envfabric_agent_v1_agent_proto_rawDescGZIP() []byte {
 }
 
 var file_envfabric_agent_v1_agent_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_envfabric_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
+var file_envfabric_agent_v1_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
 var file_envfabric_agent_v1_agent_proto_goTypes = []any{
 	(ErrorCode)(0),                // 0: envfabric.agent.v1.ErrorCode
-	(MutationKind)(0),             // 1: envfabric.agent.v1.MutationKind
+	(LockKind)(0),                 // 1: envfabric.agent.v1.LockKind
 	(*EnvRef)(nil),                // 2: envfabric.agent.v1.EnvRef
 	(*ProjectFiles)(nil),          // 3: envfabric.agent.v1.ProjectFiles
 	(*ErrorDetail)(nil),           // 4: envfabric.agent.v1.ErrorDetail
-	(*CreateProjectRequest)(nil),  // 5: envfabric.agent.v1.CreateProjectRequest
-	(*CreateProjectResponse)(nil), // 6: envfabric.agent.v1.CreateProjectResponse
-	(*MutateRequest)(nil),         // 7: envfabric.agent.v1.MutateRequest
-	(*MutateResponse)(nil),        // 8: envfabric.agent.v1.MutateResponse
-	(*SyncRequest)(nil),           // 9: envfabric.agent.v1.SyncRequest
-	(*SyncResponse)(nil),          // 10: envfabric.agent.v1.SyncResponse
-	(*InspectRequest)(nil),        // 11: envfabric.agent.v1.InspectRequest
-	(*InspectResponse)(nil),       // 12: envfabric.agent.v1.InspectResponse
-	(*RunRequest)(nil),            // 13: envfabric.agent.v1.RunRequest
-	(*RunResponse)(nil),           // 14: envfabric.agent.v1.RunResponse
-	(*DeleteProjectRequest)(nil),  // 15: envfabric.agent.v1.DeleteProjectRequest
-	(*DeleteProjectResponse)(nil), // 16: envfabric.agent.v1.DeleteProjectResponse
-	(*InfoRequest)(nil),           // 17: envfabric.agent.v1.InfoRequest
-	(*Interpreter)(nil),           // 18: envfabric.agent.v1.Interpreter
-	(*InfoResponse)(nil),          // 19: envfabric.agent.v1.InfoResponse
-	(*UsageRequest)(nil),          // 20: envfabric.agent.v1.UsageRequest
-	(*EnvUsage)(nil),              // 21: envfabric.agent.v1.EnvUsage
-	(*UsageResponse)(nil),         // 22: envfabric.agent.v1.UsageResponse
-	(*PruneCacheRequest)(nil),     // 23: envfabric.agent.v1.PruneCacheRequest
-	(*PruneCacheResponse)(nil),    // 24: envfabric.agent.v1.PruneCacheResponse
+	(*LockRequest)(nil),           // 5: envfabric.agent.v1.LockRequest
+	(*LockResponse)(nil),          // 6: envfabric.agent.v1.LockResponse
+	(*BuildInfo)(nil),             // 7: envfabric.agent.v1.BuildInfo
+	(*BuildRequest)(nil),          // 8: envfabric.agent.v1.BuildRequest
+	(*BuildResponse)(nil),         // 9: envfabric.agent.v1.BuildResponse
+	(*SwitchRequest)(nil),         // 10: envfabric.agent.v1.SwitchRequest
+	(*SwitchResponse)(nil),        // 11: envfabric.agent.v1.SwitchResponse
+	(*InspectRequest)(nil),        // 12: envfabric.agent.v1.InspectRequest
+	(*InspectResponse)(nil),       // 13: envfabric.agent.v1.InspectResponse
+	(*BuildCheck)(nil),            // 14: envfabric.agent.v1.BuildCheck
+	(*PackageDamage)(nil),         // 15: envfabric.agent.v1.PackageDamage
+	(*RunRequest)(nil),            // 16: envfabric.agent.v1.RunRequest
+	(*RunResponse)(nil),           // 17: envfabric.agent.v1.RunResponse
+	(*DeleteProjectRequest)(nil),  // 18: envfabric.agent.v1.DeleteProjectRequest
+	(*DeleteProjectResponse)(nil), // 19: envfabric.agent.v1.DeleteProjectResponse
+	(*InfoRequest)(nil),           // 20: envfabric.agent.v1.InfoRequest
+	(*Interpreter)(nil),           // 21: envfabric.agent.v1.Interpreter
+	(*InfoResponse)(nil),          // 22: envfabric.agent.v1.InfoResponse
+	(*UsageRequest)(nil),          // 23: envfabric.agent.v1.UsageRequest
+	(*EnvUsage)(nil),              // 24: envfabric.agent.v1.EnvUsage
+	(*UsageResponse)(nil),         // 25: envfabric.agent.v1.UsageResponse
+	(*PruneCacheRequest)(nil),     // 26: envfabric.agent.v1.PruneCacheRequest
+	(*PruneCacheResponse)(nil),    // 27: envfabric.agent.v1.PruneCacheResponse
+	(*ListBuildsRequest)(nil),     // 28: envfabric.agent.v1.ListBuildsRequest
+	(*ListBuildsResponse)(nil),    // 29: envfabric.agent.v1.ListBuildsResponse
+	(*RemoveBuildRequest)(nil),    // 30: envfabric.agent.v1.RemoveBuildRequest
+	(*RemoveBuildResponse)(nil),   // 31: envfabric.agent.v1.RemoveBuildResponse
 }
 var file_envfabric_agent_v1_agent_proto_depIdxs = []int32{
 	0,  // 0: envfabric.agent.v1.ErrorDetail.error_code:type_name -> envfabric.agent.v1.ErrorCode
-	2,  // 1: envfabric.agent.v1.CreateProjectRequest.env:type_name -> envfabric.agent.v1.EnvRef
-	3,  // 2: envfabric.agent.v1.CreateProjectResponse.files:type_name -> envfabric.agent.v1.ProjectFiles
-	2,  // 3: envfabric.agent.v1.MutateRequest.env:type_name -> envfabric.agent.v1.EnvRef
-	1,  // 4: envfabric.agent.v1.MutateRequest.kind:type_name -> envfabric.agent.v1.MutationKind
-	3,  // 5: envfabric.agent.v1.MutateRequest.base:type_name -> envfabric.agent.v1.ProjectFiles
-	3,  // 6: envfabric.agent.v1.MutateResponse.files:type_name -> envfabric.agent.v1.ProjectFiles
-	2,  // 7: envfabric.agent.v1.SyncRequest.env:type_name -> envfabric.agent.v1.EnvRef
-	3,  // 8: envfabric.agent.v1.SyncRequest.files:type_name -> envfabric.agent.v1.ProjectFiles
+	2,  // 1: envfabric.agent.v1.LockRequest.env:type_name -> envfabric.agent.v1.EnvRef
+	1,  // 2: envfabric.agent.v1.LockRequest.kind:type_name -> envfabric.agent.v1.LockKind
+	3,  // 3: envfabric.agent.v1.LockRequest.base:type_name -> envfabric.agent.v1.ProjectFiles
+	3,  // 4: envfabric.agent.v1.LockResponse.files:type_name -> envfabric.agent.v1.ProjectFiles
+	3,  // 5: envfabric.agent.v1.BuildRequest.files:type_name -> envfabric.agent.v1.ProjectFiles
+	7,  // 6: envfabric.agent.v1.BuildResponse.build:type_name -> envfabric.agent.v1.BuildInfo
+	2,  // 7: envfabric.agent.v1.SwitchRequest.env:type_name -> envfabric.agent.v1.EnvRef
+	3,  // 8: envfabric.agent.v1.SwitchRequest.files:type_name -> envfabric.agent.v1.ProjectFiles
 	2,  // 9: envfabric.agent.v1.InspectRequest.env:type_name -> envfabric.agent.v1.EnvRef
 	3,  // 10: envfabric.agent.v1.InspectRequest.expected:type_name -> envfabric.agent.v1.ProjectFiles
-	2,  // 11: envfabric.agent.v1.RunRequest.env:type_name -> envfabric.agent.v1.EnvRef
-	2,  // 12: envfabric.agent.v1.DeleteProjectRequest.env:type_name -> envfabric.agent.v1.EnvRef
-	18, // 13: envfabric.agent.v1.InfoResponse.interpreters:type_name -> envfabric.agent.v1.Interpreter
-	2,  // 14: envfabric.agent.v1.EnvUsage.env:type_name -> envfabric.agent.v1.EnvRef
-	21, // 15: envfabric.agent.v1.UsageResponse.envs:type_name -> envfabric.agent.v1.EnvUsage
-	5,  // 16: envfabric.agent.v1.AgentService.CreateProject:input_type -> envfabric.agent.v1.CreateProjectRequest
-	7,  // 17: envfabric.agent.v1.AgentService.Mutate:input_type -> envfabric.agent.v1.MutateRequest
-	9,  // 18: envfabric.agent.v1.AgentService.Sync:input_type -> envfabric.agent.v1.SyncRequest
-	11, // 19: envfabric.agent.v1.AgentService.Inspect:input_type -> envfabric.agent.v1.InspectRequest
-	13, // 20: envfabric.agent.v1.AgentService.Run:input_type -> envfabric.agent.v1.RunRequest
-	15, // 21: envfabric.agent.v1.AgentService.DeleteProject:input_type -> envfabric.agent.v1.DeleteProjectRequest
-	17, // 22: envfabric.agent.v1.AgentService.Info:input_type -> envfabric.agent.v1.InfoRequest
-	20, // 23: envfabric.agent.v1.AgentService.Usage:input_type -> envfabric.agent.v1.UsageRequest
-	23, // 24: envfabric.agent.v1.AgentService.PruneCache:input_type -> envfabric.agent.v1.PruneCacheRequest
-	6,  // 25: envfabric.agent.v1.AgentService.CreateProject:output_type -> envfabric.agent.v1.CreateProjectResponse
-	8,  // 26: envfabric.agent.v1.AgentService.Mutate:output_type -> envfabric.agent.v1.MutateResponse
-	10, // 27: envfabric.agent.v1.AgentService.Sync:output_type -> envfabric.agent.v1.SyncResponse
-	12, // 28: envfabric.agent.v1.AgentService.Inspect:output_type -> envfabric.agent.v1.InspectResponse
-	14, // 29: envfabric.agent.v1.AgentService.Run:output_type -> envfabric.agent.v1.RunResponse
-	16, // 30: envfabric.agent.v1.AgentService.DeleteProject:output_type -> envfabric.agent.v1.DeleteProjectResponse
-	19, // 31: envfabric.agent.v1.AgentService.Info:output_type -> envfabric.agent.v1.InfoResponse
-	22, // 32: envfabric.agent.v1.AgentService.Usage:output_type -> envfabric.agent.v1.UsageResponse
-	24, // 33: envfabric.agent.v1.AgentService.PruneCache:output_type -> envfabric.agent.v1.PruneCacheResponse
-	25, // [25:34] is the sub-list for method output_type
-	16, // [16:25] is the sub-list for method input_type
-	16, // [16:16] is the sub-list for extension type_name
-	16, // [16:16] is the sub-list for extension extendee
-	0,  // [0:16] is the sub-list for field type_name
+	14, // 11: envfabric.agent.v1.InspectResponse.build_check:type_name -> envfabric.agent.v1.BuildCheck
+	15, // 12: envfabric.agent.v1.BuildCheck.damaged:type_name -> envfabric.agent.v1.PackageDamage
+	2,  // 13: envfabric.agent.v1.RunRequest.env:type_name -> envfabric.agent.v1.EnvRef
+	2,  // 14: envfabric.agent.v1.DeleteProjectRequest.env:type_name -> envfabric.agent.v1.EnvRef
+	21, // 15: envfabric.agent.v1.InfoResponse.interpreters:type_name -> envfabric.agent.v1.Interpreter
+	2,  // 16: envfabric.agent.v1.EnvUsage.env:type_name -> envfabric.agent.v1.EnvRef
+	24, // 17: envfabric.agent.v1.UsageResponse.envs:type_name -> envfabric.agent.v1.EnvUsage
+	7,  // 18: envfabric.agent.v1.ListBuildsResponse.builds:type_name -> envfabric.agent.v1.BuildInfo
+	5,  // 19: envfabric.agent.v1.AgentService.Lock:input_type -> envfabric.agent.v1.LockRequest
+	8,  // 20: envfabric.agent.v1.AgentService.Build:input_type -> envfabric.agent.v1.BuildRequest
+	10, // 21: envfabric.agent.v1.AgentService.Switch:input_type -> envfabric.agent.v1.SwitchRequest
+	12, // 22: envfabric.agent.v1.AgentService.Inspect:input_type -> envfabric.agent.v1.InspectRequest
+	16, // 23: envfabric.agent.v1.AgentService.Run:input_type -> envfabric.agent.v1.RunRequest
+	18, // 24: envfabric.agent.v1.AgentService.DeleteProject:input_type -> envfabric.agent.v1.DeleteProjectRequest
+	20, // 25: envfabric.agent.v1.AgentService.Info:input_type -> envfabric.agent.v1.InfoRequest
+	23, // 26: envfabric.agent.v1.AgentService.Usage:input_type -> envfabric.agent.v1.UsageRequest
+	26, // 27: envfabric.agent.v1.AgentService.PruneCache:input_type -> envfabric.agent.v1.PruneCacheRequest
+	28, // 28: envfabric.agent.v1.AgentService.ListBuilds:input_type -> envfabric.agent.v1.ListBuildsRequest
+	30, // 29: envfabric.agent.v1.AgentService.RemoveBuild:input_type -> envfabric.agent.v1.RemoveBuildRequest
+	6,  // 30: envfabric.agent.v1.AgentService.Lock:output_type -> envfabric.agent.v1.LockResponse
+	9,  // 31: envfabric.agent.v1.AgentService.Build:output_type -> envfabric.agent.v1.BuildResponse
+	11, // 32: envfabric.agent.v1.AgentService.Switch:output_type -> envfabric.agent.v1.SwitchResponse
+	13, // 33: envfabric.agent.v1.AgentService.Inspect:output_type -> envfabric.agent.v1.InspectResponse
+	17, // 34: envfabric.agent.v1.AgentService.Run:output_type -> envfabric.agent.v1.RunResponse
+	19, // 35: envfabric.agent.v1.AgentService.DeleteProject:output_type -> envfabric.agent.v1.DeleteProjectResponse
+	22, // 36: envfabric.agent.v1.AgentService.Info:output_type -> envfabric.agent.v1.InfoResponse
+	25, // 37: envfabric.agent.v1.AgentService.Usage:output_type -> envfabric.agent.v1.UsageResponse
+	27, // 38: envfabric.agent.v1.AgentService.PruneCache:output_type -> envfabric.agent.v1.PruneCacheResponse
+	29, // 39: envfabric.agent.v1.AgentService.ListBuilds:output_type -> envfabric.agent.v1.ListBuildsResponse
+	31, // 40: envfabric.agent.v1.AgentService.RemoveBuild:output_type -> envfabric.agent.v1.RemoveBuildResponse
+	30, // [30:41] is the sub-list for method output_type
+	19, // [19:30] is the sub-list for method input_type
+	19, // [19:19] is the sub-list for extension type_name
+	19, // [19:19] is the sub-list for extension extendee
+	0,  // [0:19] is the sub-list for field type_name
 }
 
 func init() { file_envfabric_agent_v1_agent_proto_init() }
@@ -2012,7 +2571,7 @@ func file_envfabric_agent_v1_agent_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_envfabric_agent_v1_agent_proto_rawDesc), len(file_envfabric_agent_v1_agent_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   23,
+			NumMessages:   30,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

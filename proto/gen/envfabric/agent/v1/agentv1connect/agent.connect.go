@@ -35,13 +35,12 @@ const (
 // reflection-formatted method names, remove the leading slash and convert the remaining slash to a
 // period.
 const (
-	// AgentServiceCreateProjectProcedure is the fully-qualified name of the AgentService's
-	// CreateProject RPC.
-	AgentServiceCreateProjectProcedure = "/envfabric.agent.v1.AgentService/CreateProject"
-	// AgentServiceMutateProcedure is the fully-qualified name of the AgentService's Mutate RPC.
-	AgentServiceMutateProcedure = "/envfabric.agent.v1.AgentService/Mutate"
-	// AgentServiceSyncProcedure is the fully-qualified name of the AgentService's Sync RPC.
-	AgentServiceSyncProcedure = "/envfabric.agent.v1.AgentService/Sync"
+	// AgentServiceLockProcedure is the fully-qualified name of the AgentService's Lock RPC.
+	AgentServiceLockProcedure = "/envfabric.agent.v1.AgentService/Lock"
+	// AgentServiceBuildProcedure is the fully-qualified name of the AgentService's Build RPC.
+	AgentServiceBuildProcedure = "/envfabric.agent.v1.AgentService/Build"
+	// AgentServiceSwitchProcedure is the fully-qualified name of the AgentService's Switch RPC.
+	AgentServiceSwitchProcedure = "/envfabric.agent.v1.AgentService/Switch"
 	// AgentServiceInspectProcedure is the fully-qualified name of the AgentService's Inspect RPC.
 	AgentServiceInspectProcedure = "/envfabric.agent.v1.AgentService/Inspect"
 	// AgentServiceRunProcedure is the fully-qualified name of the AgentService's Run RPC.
@@ -55,14 +54,21 @@ const (
 	AgentServiceUsageProcedure = "/envfabric.agent.v1.AgentService/Usage"
 	// AgentServicePruneCacheProcedure is the fully-qualified name of the AgentService's PruneCache RPC.
 	AgentServicePruneCacheProcedure = "/envfabric.agent.v1.AgentService/PruneCache"
+	// AgentServiceListBuildsProcedure is the fully-qualified name of the AgentService's ListBuilds RPC.
+	AgentServiceListBuildsProcedure = "/envfabric.agent.v1.AgentService/ListBuilds"
+	// AgentServiceRemoveBuildProcedure is the fully-qualified name of the AgentService's RemoveBuild
+	// RPC.
+	AgentServiceRemoveBuildProcedure = "/envfabric.agent.v1.AgentService/RemoveBuild"
 )
 
 // AgentServiceClient is a client for the envfabric.agent.v1.AgentService service.
 type AgentServiceClient interface {
-	CreateProject(context.Context, *connect.Request[v1.CreateProjectRequest]) (*connect.Response[v1.CreateProjectResponse], error)
-	// Mutate adds, removes or updates dependencies: the one family of calls that edits the project.
-	Mutate(context.Context, *connect.Request[v1.MutateRequest]) (*connect.Response[v1.MutateResponse], error)
-	Sync(context.Context, *connect.Request[v1.SyncRequest]) (*connect.Response[v1.SyncResponse], error)
+	// A change of an environment is Lock (resolve in a staging copy), Build (materialise the new
+	// build beside the current one), then, after the control plane committed the revision, Switch.
+	// Nothing an environment runs on is modified in place.
+	Lock(context.Context, *connect.Request[v1.LockRequest]) (*connect.Response[v1.LockResponse], error)
+	Build(context.Context, *connect.Request[v1.BuildRequest]) (*connect.Response[v1.BuildResponse], error)
+	Switch(context.Context, *connect.Request[v1.SwitchRequest]) (*connect.Response[v1.SwitchResponse], error)
 	Inspect(context.Context, *connect.Request[v1.InspectRequest]) (*connect.Response[v1.InspectResponse], error)
 	Run(context.Context, *connect.Request[v1.RunRequest]) (*connect.Response[v1.RunResponse], error)
 	DeleteProject(context.Context, *connect.Request[v1.DeleteProjectRequest]) (*connect.Response[v1.DeleteProjectResponse], error)
@@ -73,6 +79,10 @@ type AgentServiceClient interface {
 	// PruneCache runs `uv cache prune`; the control plane calls it only while the fleet holds no
 	// uv operation.
 	PruneCache(context.Context, *connect.Request[v1.PruneCacheRequest]) (*connect.Response[v1.PruneCacheResponse], error)
+	ListBuilds(context.Context, *connect.Request[v1.ListBuildsRequest]) (*connect.Response[v1.ListBuildsResponse], error)
+	// RemoveBuild deletes a build no run holds; the control plane calls it only for builds no
+	// environment's current revision references, or to hibernate one.
+	RemoveBuild(context.Context, *connect.Request[v1.RemoveBuildRequest]) (*connect.Response[v1.RemoveBuildResponse], error)
 }
 
 // NewAgentServiceClient constructs a client for the envfabric.agent.v1.AgentService service. By
@@ -86,22 +96,22 @@ func NewAgentServiceClient(httpClient connect.HTTPClient, baseURL string, opts .
 	baseURL = strings.TrimRight(baseURL, "/")
 	agentServiceMethods := v1.File_envfabric_agent_v1_agent_proto.Services().ByName("AgentService").Methods()
 	return &agentServiceClient{
-		createProject: connect.NewClient[v1.CreateProjectRequest, v1.CreateProjectResponse](
+		lock: connect.NewClient[v1.LockRequest, v1.LockResponse](
 			httpClient,
-			baseURL+AgentServiceCreateProjectProcedure,
-			connect.WithSchema(agentServiceMethods.ByName("CreateProject")),
+			baseURL+AgentServiceLockProcedure,
+			connect.WithSchema(agentServiceMethods.ByName("Lock")),
 			connect.WithClientOptions(opts...),
 		),
-		mutate: connect.NewClient[v1.MutateRequest, v1.MutateResponse](
+		build: connect.NewClient[v1.BuildRequest, v1.BuildResponse](
 			httpClient,
-			baseURL+AgentServiceMutateProcedure,
-			connect.WithSchema(agentServiceMethods.ByName("Mutate")),
+			baseURL+AgentServiceBuildProcedure,
+			connect.WithSchema(agentServiceMethods.ByName("Build")),
 			connect.WithClientOptions(opts...),
 		),
-		sync: connect.NewClient[v1.SyncRequest, v1.SyncResponse](
+		_switch: connect.NewClient[v1.SwitchRequest, v1.SwitchResponse](
 			httpClient,
-			baseURL+AgentServiceSyncProcedure,
-			connect.WithSchema(agentServiceMethods.ByName("Sync")),
+			baseURL+AgentServiceSwitchProcedure,
+			connect.WithSchema(agentServiceMethods.ByName("Switch")),
 			connect.WithClientOptions(opts...),
 		),
 		inspect: connect.NewClient[v1.InspectRequest, v1.InspectResponse](
@@ -140,35 +150,49 @@ func NewAgentServiceClient(httpClient connect.HTTPClient, baseURL string, opts .
 			connect.WithSchema(agentServiceMethods.ByName("PruneCache")),
 			connect.WithClientOptions(opts...),
 		),
+		listBuilds: connect.NewClient[v1.ListBuildsRequest, v1.ListBuildsResponse](
+			httpClient,
+			baseURL+AgentServiceListBuildsProcedure,
+			connect.WithSchema(agentServiceMethods.ByName("ListBuilds")),
+			connect.WithClientOptions(opts...),
+		),
+		removeBuild: connect.NewClient[v1.RemoveBuildRequest, v1.RemoveBuildResponse](
+			httpClient,
+			baseURL+AgentServiceRemoveBuildProcedure,
+			connect.WithSchema(agentServiceMethods.ByName("RemoveBuild")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
 // agentServiceClient implements AgentServiceClient.
 type agentServiceClient struct {
-	createProject *connect.Client[v1.CreateProjectRequest, v1.CreateProjectResponse]
-	mutate        *connect.Client[v1.MutateRequest, v1.MutateResponse]
-	sync          *connect.Client[v1.SyncRequest, v1.SyncResponse]
+	lock          *connect.Client[v1.LockRequest, v1.LockResponse]
+	build         *connect.Client[v1.BuildRequest, v1.BuildResponse]
+	_switch       *connect.Client[v1.SwitchRequest, v1.SwitchResponse]
 	inspect       *connect.Client[v1.InspectRequest, v1.InspectResponse]
 	run           *connect.Client[v1.RunRequest, v1.RunResponse]
 	deleteProject *connect.Client[v1.DeleteProjectRequest, v1.DeleteProjectResponse]
 	info          *connect.Client[v1.InfoRequest, v1.InfoResponse]
 	usage         *connect.Client[v1.UsageRequest, v1.UsageResponse]
 	pruneCache    *connect.Client[v1.PruneCacheRequest, v1.PruneCacheResponse]
+	listBuilds    *connect.Client[v1.ListBuildsRequest, v1.ListBuildsResponse]
+	removeBuild   *connect.Client[v1.RemoveBuildRequest, v1.RemoveBuildResponse]
 }
 
-// CreateProject calls envfabric.agent.v1.AgentService.CreateProject.
-func (c *agentServiceClient) CreateProject(ctx context.Context, req *connect.Request[v1.CreateProjectRequest]) (*connect.Response[v1.CreateProjectResponse], error) {
-	return c.createProject.CallUnary(ctx, req)
+// Lock calls envfabric.agent.v1.AgentService.Lock.
+func (c *agentServiceClient) Lock(ctx context.Context, req *connect.Request[v1.LockRequest]) (*connect.Response[v1.LockResponse], error) {
+	return c.lock.CallUnary(ctx, req)
 }
 
-// Mutate calls envfabric.agent.v1.AgentService.Mutate.
-func (c *agentServiceClient) Mutate(ctx context.Context, req *connect.Request[v1.MutateRequest]) (*connect.Response[v1.MutateResponse], error) {
-	return c.mutate.CallUnary(ctx, req)
+// Build calls envfabric.agent.v1.AgentService.Build.
+func (c *agentServiceClient) Build(ctx context.Context, req *connect.Request[v1.BuildRequest]) (*connect.Response[v1.BuildResponse], error) {
+	return c.build.CallUnary(ctx, req)
 }
 
-// Sync calls envfabric.agent.v1.AgentService.Sync.
-func (c *agentServiceClient) Sync(ctx context.Context, req *connect.Request[v1.SyncRequest]) (*connect.Response[v1.SyncResponse], error) {
-	return c.sync.CallUnary(ctx, req)
+// Switch calls envfabric.agent.v1.AgentService.Switch.
+func (c *agentServiceClient) Switch(ctx context.Context, req *connect.Request[v1.SwitchRequest]) (*connect.Response[v1.SwitchResponse], error) {
+	return c._switch.CallUnary(ctx, req)
 }
 
 // Inspect calls envfabric.agent.v1.AgentService.Inspect.
@@ -201,12 +225,24 @@ func (c *agentServiceClient) PruneCache(ctx context.Context, req *connect.Reques
 	return c.pruneCache.CallUnary(ctx, req)
 }
 
+// ListBuilds calls envfabric.agent.v1.AgentService.ListBuilds.
+func (c *agentServiceClient) ListBuilds(ctx context.Context, req *connect.Request[v1.ListBuildsRequest]) (*connect.Response[v1.ListBuildsResponse], error) {
+	return c.listBuilds.CallUnary(ctx, req)
+}
+
+// RemoveBuild calls envfabric.agent.v1.AgentService.RemoveBuild.
+func (c *agentServiceClient) RemoveBuild(ctx context.Context, req *connect.Request[v1.RemoveBuildRequest]) (*connect.Response[v1.RemoveBuildResponse], error) {
+	return c.removeBuild.CallUnary(ctx, req)
+}
+
 // AgentServiceHandler is an implementation of the envfabric.agent.v1.AgentService service.
 type AgentServiceHandler interface {
-	CreateProject(context.Context, *connect.Request[v1.CreateProjectRequest]) (*connect.Response[v1.CreateProjectResponse], error)
-	// Mutate adds, removes or updates dependencies: the one family of calls that edits the project.
-	Mutate(context.Context, *connect.Request[v1.MutateRequest]) (*connect.Response[v1.MutateResponse], error)
-	Sync(context.Context, *connect.Request[v1.SyncRequest]) (*connect.Response[v1.SyncResponse], error)
+	// A change of an environment is Lock (resolve in a staging copy), Build (materialise the new
+	// build beside the current one), then, after the control plane committed the revision, Switch.
+	// Nothing an environment runs on is modified in place.
+	Lock(context.Context, *connect.Request[v1.LockRequest]) (*connect.Response[v1.LockResponse], error)
+	Build(context.Context, *connect.Request[v1.BuildRequest]) (*connect.Response[v1.BuildResponse], error)
+	Switch(context.Context, *connect.Request[v1.SwitchRequest]) (*connect.Response[v1.SwitchResponse], error)
 	Inspect(context.Context, *connect.Request[v1.InspectRequest]) (*connect.Response[v1.InspectResponse], error)
 	Run(context.Context, *connect.Request[v1.RunRequest]) (*connect.Response[v1.RunResponse], error)
 	DeleteProject(context.Context, *connect.Request[v1.DeleteProjectRequest]) (*connect.Response[v1.DeleteProjectResponse], error)
@@ -217,6 +253,10 @@ type AgentServiceHandler interface {
 	// PruneCache runs `uv cache prune`; the control plane calls it only while the fleet holds no
 	// uv operation.
 	PruneCache(context.Context, *connect.Request[v1.PruneCacheRequest]) (*connect.Response[v1.PruneCacheResponse], error)
+	ListBuilds(context.Context, *connect.Request[v1.ListBuildsRequest]) (*connect.Response[v1.ListBuildsResponse], error)
+	// RemoveBuild deletes a build no run holds; the control plane calls it only for builds no
+	// environment's current revision references, or to hibernate one.
+	RemoveBuild(context.Context, *connect.Request[v1.RemoveBuildRequest]) (*connect.Response[v1.RemoveBuildResponse], error)
 }
 
 // NewAgentServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -226,22 +266,22 @@ type AgentServiceHandler interface {
 // and JSON codecs. They also support gzip compression.
 func NewAgentServiceHandler(svc AgentServiceHandler, opts ...connect.HandlerOption) (string, http.Handler) {
 	agentServiceMethods := v1.File_envfabric_agent_v1_agent_proto.Services().ByName("AgentService").Methods()
-	agentServiceCreateProjectHandler := connect.NewUnaryHandler(
-		AgentServiceCreateProjectProcedure,
-		svc.CreateProject,
-		connect.WithSchema(agentServiceMethods.ByName("CreateProject")),
+	agentServiceLockHandler := connect.NewUnaryHandler(
+		AgentServiceLockProcedure,
+		svc.Lock,
+		connect.WithSchema(agentServiceMethods.ByName("Lock")),
 		connect.WithHandlerOptions(opts...),
 	)
-	agentServiceMutateHandler := connect.NewUnaryHandler(
-		AgentServiceMutateProcedure,
-		svc.Mutate,
-		connect.WithSchema(agentServiceMethods.ByName("Mutate")),
+	agentServiceBuildHandler := connect.NewUnaryHandler(
+		AgentServiceBuildProcedure,
+		svc.Build,
+		connect.WithSchema(agentServiceMethods.ByName("Build")),
 		connect.WithHandlerOptions(opts...),
 	)
-	agentServiceSyncHandler := connect.NewUnaryHandler(
-		AgentServiceSyncProcedure,
-		svc.Sync,
-		connect.WithSchema(agentServiceMethods.ByName("Sync")),
+	agentServiceSwitchHandler := connect.NewUnaryHandler(
+		AgentServiceSwitchProcedure,
+		svc.Switch,
+		connect.WithSchema(agentServiceMethods.ByName("Switch")),
 		connect.WithHandlerOptions(opts...),
 	)
 	agentServiceInspectHandler := connect.NewUnaryHandler(
@@ -280,14 +320,26 @@ func NewAgentServiceHandler(svc AgentServiceHandler, opts ...connect.HandlerOpti
 		connect.WithSchema(agentServiceMethods.ByName("PruneCache")),
 		connect.WithHandlerOptions(opts...),
 	)
+	agentServiceListBuildsHandler := connect.NewUnaryHandler(
+		AgentServiceListBuildsProcedure,
+		svc.ListBuilds,
+		connect.WithSchema(agentServiceMethods.ByName("ListBuilds")),
+		connect.WithHandlerOptions(opts...),
+	)
+	agentServiceRemoveBuildHandler := connect.NewUnaryHandler(
+		AgentServiceRemoveBuildProcedure,
+		svc.RemoveBuild,
+		connect.WithSchema(agentServiceMethods.ByName("RemoveBuild")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/envfabric.agent.v1.AgentService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
-		case AgentServiceCreateProjectProcedure:
-			agentServiceCreateProjectHandler.ServeHTTP(w, r)
-		case AgentServiceMutateProcedure:
-			agentServiceMutateHandler.ServeHTTP(w, r)
-		case AgentServiceSyncProcedure:
-			agentServiceSyncHandler.ServeHTTP(w, r)
+		case AgentServiceLockProcedure:
+			agentServiceLockHandler.ServeHTTP(w, r)
+		case AgentServiceBuildProcedure:
+			agentServiceBuildHandler.ServeHTTP(w, r)
+		case AgentServiceSwitchProcedure:
+			agentServiceSwitchHandler.ServeHTTP(w, r)
 		case AgentServiceInspectProcedure:
 			agentServiceInspectHandler.ServeHTTP(w, r)
 		case AgentServiceRunProcedure:
@@ -300,6 +352,10 @@ func NewAgentServiceHandler(svc AgentServiceHandler, opts ...connect.HandlerOpti
 			agentServiceUsageHandler.ServeHTTP(w, r)
 		case AgentServicePruneCacheProcedure:
 			agentServicePruneCacheHandler.ServeHTTP(w, r)
+		case AgentServiceListBuildsProcedure:
+			agentServiceListBuildsHandler.ServeHTTP(w, r)
+		case AgentServiceRemoveBuildProcedure:
+			agentServiceRemoveBuildHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -309,16 +365,16 @@ func NewAgentServiceHandler(svc AgentServiceHandler, opts ...connect.HandlerOpti
 // UnimplementedAgentServiceHandler returns CodeUnimplemented from all methods.
 type UnimplementedAgentServiceHandler struct{}
 
-func (UnimplementedAgentServiceHandler) CreateProject(context.Context, *connect.Request[v1.CreateProjectRequest]) (*connect.Response[v1.CreateProjectResponse], error) {
-	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("envfabric.agent.v1.AgentService.CreateProject is not implemented"))
+func (UnimplementedAgentServiceHandler) Lock(context.Context, *connect.Request[v1.LockRequest]) (*connect.Response[v1.LockResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("envfabric.agent.v1.AgentService.Lock is not implemented"))
 }
 
-func (UnimplementedAgentServiceHandler) Mutate(context.Context, *connect.Request[v1.MutateRequest]) (*connect.Response[v1.MutateResponse], error) {
-	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("envfabric.agent.v1.AgentService.Mutate is not implemented"))
+func (UnimplementedAgentServiceHandler) Build(context.Context, *connect.Request[v1.BuildRequest]) (*connect.Response[v1.BuildResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("envfabric.agent.v1.AgentService.Build is not implemented"))
 }
 
-func (UnimplementedAgentServiceHandler) Sync(context.Context, *connect.Request[v1.SyncRequest]) (*connect.Response[v1.SyncResponse], error) {
-	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("envfabric.agent.v1.AgentService.Sync is not implemented"))
+func (UnimplementedAgentServiceHandler) Switch(context.Context, *connect.Request[v1.SwitchRequest]) (*connect.Response[v1.SwitchResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("envfabric.agent.v1.AgentService.Switch is not implemented"))
 }
 
 func (UnimplementedAgentServiceHandler) Inspect(context.Context, *connect.Request[v1.InspectRequest]) (*connect.Response[v1.InspectResponse], error) {
@@ -343,4 +399,12 @@ func (UnimplementedAgentServiceHandler) Usage(context.Context, *connect.Request[
 
 func (UnimplementedAgentServiceHandler) PruneCache(context.Context, *connect.Request[v1.PruneCacheRequest]) (*connect.Response[v1.PruneCacheResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("envfabric.agent.v1.AgentService.PruneCache is not implemented"))
+}
+
+func (UnimplementedAgentServiceHandler) ListBuilds(context.Context, *connect.Request[v1.ListBuildsRequest]) (*connect.Response[v1.ListBuildsResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("envfabric.agent.v1.AgentService.ListBuilds is not implemented"))
+}
+
+func (UnimplementedAgentServiceHandler) RemoveBuild(context.Context, *connect.Request[v1.RemoveBuildRequest]) (*connect.Response[v1.RemoveBuildResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("envfabric.agent.v1.AgentService.RemoveBuild is not implemented"))
 }

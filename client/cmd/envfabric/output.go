@@ -1,0 +1,231 @@
+package main
+
+// Human output: tables through text/tabwriter; --json prints the API's answer instead.
+
+import (
+	"encoding/json"
+	"fmt"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/envfabric/envfabric/client"
+)
+
+// writeRaw prints an answer's JSON as the server sent it, ending in a newline.
+func (c *cli) writeRaw(b []byte) {
+	c.stdout.Write(b)
+	if len(b) == 0 || b[len(b)-1] != '\n' {
+		c.stdout.Write([]byte("\n"))
+	}
+}
+
+// printJSON prints v the way the server formats its answers.
+func (c *cli) printJSON(v any) {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		fmt.Fprintf(c.stderr, "envfabric: encoding JSON: %v\n", err)
+		return
+	}
+	c.writeRaw(b)
+}
+
+func (c *cli) table() *tabwriter.Writer {
+	return tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
+}
+
+func (c *cli) printCreated(r *client.CreatedEnv) {
+	fmt.Fprintf(c.stdout, "%s %s: Python %s, revision %d, %s installed\n", r.Status,
+		envName(r.WorkflowID, r.NodeID, r.VersionID), r.PythonFullVersion, r.Revision, count(r.PackagesInstalled, "package"))
+	for _, h := range r.HostConstraints {
+		fmt.Fprintf(c.stdout, "host constraint: %s -> %s\n", h.Requested, h.Applied)
+	}
+	fmt.Fprintf(c.stdout, "path: %s\n", r.EnvPath)
+}
+
+// namePrefix is a requirement's distribution name (PEP 508: it comes first).
+var namePrefix = regexp.MustCompile(`^\s*([A-Za-z0-9][A-Za-z0-9._-]*)`)
+
+var separators = regexp.MustCompile(`[-_.]+`)
+
+// normalize is PEP 503's normal form of a name, the form uv.lock's names have.
+func normalize(name string) string {
+	return strings.ToLower(separators.ReplaceAllString(name, "-"))
+}
+
+func (c *cli) printDeps(r *client.DepsResult) {
+	if r.Status != "" {
+		fmt.Fprintf(c.stdout, "%s %s: revision %d\n", r.Status, envName(r.WorkflowID, r.NodeID, r.VersionID), r.Revision)
+	} else {
+		fmt.Fprintf(c.stdout, "%s: revision %d\n", envName(r.WorkflowID, r.NodeID, r.VersionID), r.Revision)
+	}
+	// One row per locked package; the dependencies (direct) show what was asked for.
+	requested := map[string]string{}
+	for _, d := range r.Dependencies {
+		if m := namePrefix.FindStringSubmatch(d); m != nil {
+			requested[normalize(m[1])] = d
+		} else {
+			requested[d] = d
+		}
+	}
+	names := make([]string, 0, len(r.LockedVersions))
+	for n := range r.LockedVersions {
+		names = append(names, n)
+	}
+	for n := range requested {
+		if _, ok := r.LockedVersions[n]; !ok {
+			names = append(names, n)
+		}
+	}
+	slices.Sort(names)
+	tw := c.table()
+	fmt.Fprintln(tw, "PACKAGE\tLOCKED\tREQUESTED")
+	for _, n := range names {
+		v, ok := r.LockedVersions[n]
+		if !ok {
+			v = "-"
+		}
+		req, direct := requested[n]
+		if !direct {
+			req = "(dependency)"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\n", n, v, req)
+	}
+	tw.Flush()
+	for _, h := range r.HostConstraints {
+		fmt.Fprintf(c.stdout, "host constraint: %s -> %s\n", h.Requested, h.Applied)
+	}
+}
+
+func (c *cli) printStatus(r *client.Status) {
+	now := time.Now()
+	tw := c.table()
+	row := func(k, v string) { fmt.Fprintf(tw, "%s\t%s\n", k, v) }
+	row("environment", envName(r.WorkflowID, r.NodeID, r.VersionID))
+	row("state", r.State)
+	row("revision", strconv.FormatInt(r.Revision, 10))
+	row("python", r.PythonVersion+" ("+r.PythonPath+")")
+	row("path", r.EnvPath)
+	row("in step", strconv.FormatBool(r.InStep))
+	ops := strings.Join(r.Operations, ", ")
+	if ops == "" {
+		ops = "-"
+	}
+	row("operations", ops)
+	row("created", ago(r.CreatedAt, now))
+	row("updated", ago(r.UpdatedAt, now))
+	row("last used", ago(r.LastUsedAt, now))
+	if r.LastError != "" {
+		row("last error", r.LastError)
+	}
+	if d := r.Disk; d != nil {
+		row("disk", fmt.Sprintf("pyproject.toml %s, uv.lock %s, .venv %s, files match revision %s, venv in sync %s, interpreter %s",
+			yes(d.HasPyproject), yes(d.HasLock), yes(d.HasVenv), yes(d.FilesMatch), yes(d.VenvInSync), yes(d.InterpreterPresent)))
+		row("installed", count(d.PackagesInstalled, "package"))
+	}
+	if r.DiskError != "" {
+		row("disk error", r.DiskError)
+	}
+	tw.Flush()
+}
+
+func yes(b bool) string {
+	if b {
+		return "yes"
+	}
+	return "no"
+}
+
+func (c *cli) printEnvs(envs []client.EnvView) {
+	now := time.Now()
+	tw := c.table()
+	fmt.Fprintln(tw, "WORKFLOW\tNODE\tVERSION\tSTATE\tPYTHON\tREVISION\tLAST USED")
+	for _, e := range envs {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\n", e.WorkflowID, e.NodeID, e.VersionID, e.State, e.PythonVersion, e.Revision, ago(e.LastUsedAt, now))
+	}
+	tw.Flush()
+}
+
+func (c *cli) printHistory(r *client.History) {
+	tw := c.table()
+	fmt.Fprintln(tw, "ID\tOPERATION\tSTATUS\tACTOR\tAGENT\tSTARTED\tDURATION\tERROR")
+	for _, o := range r.Operations {
+		errText := "-"
+		if o.ErrorCode != "" {
+			errText = o.ErrorCode
+		}
+		agent := o.Agent
+		if agent == "" {
+			agent = "-"
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", o.ID, o.Operation, o.Status, o.Actor, agent,
+			o.StartedAt.Local().Format(time.DateTime), (time.Duration(o.DurationMS) * time.Millisecond).String(), errText)
+	}
+	tw.Flush()
+}
+
+func (c *cli) printAgents(r *client.Agents) {
+	fmt.Fprintf(c.stdout, "mode: %s\n", r.Mode)
+	if r.FleetID != "" {
+		fmt.Fprintf(c.stdout, "fleet: %s (control plane %s; control planes %s)\n", r.FleetID, r.ControlPlane, strings.Join(r.ControlPlanes, ", "))
+	}
+	tw := c.table()
+	fmt.Fprintln(tw, "AGENT\tSTATE\tURL\tVERSION\tSANDBOX\tPYTHONS")
+	for _, a := range r.Agents {
+		pythons := make([]string, 0, len(a.Interpreters))
+		for _, p := range a.Interpreters {
+			pythons = append(pythons, p.Version+"="+p.Path)
+		}
+		sandbox := a.Sandbox
+		if sandbox == "" {
+			sandbox = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", a.ID, a.State, a.URL, a.Version, sandbox, strings.Join(pythons, " "))
+	}
+	tw.Flush()
+	for _, a := range r.Agents {
+		if a.Error != "" {
+			fmt.Fprintf(c.stdout, "%s: %s\n", a.ID, a.Error)
+		}
+	}
+	for member, why := range r.Refused {
+		fmt.Fprintf(c.stdout, "refused %s: %s\n", member, why)
+	}
+}
+
+func (c *cli) printCleanup(r *client.CleanupResult) {
+	verb := "removed"
+	if r.DryRun {
+		verb = "would remove"
+	}
+	fmt.Fprintf(c.stdout, "%s %s unused for %gh, freeing %s; skipped %d\n", verb, count(len(r.Removed), "environment"), r.IdleHours, humanBytes(r.BytesFreed), len(r.Skipped))
+	if len(r.Removed)+len(r.Skipped) == 0 {
+		return
+	}
+	now := time.Now()
+	tw := c.table()
+	fmt.Fprintln(tw, "WORKFLOW\tNODE\tVERSION\tLAST USED\tOUTCOME")
+	for _, e := range r.Removed {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", e.WorkflowID, e.NodeID, e.VersionID, ago(e.LastUsedAt, now), verb)
+	}
+	for _, e := range r.Skipped {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\tskipped: %s\n", e.WorkflowID, e.NodeID, e.VersionID, ago(e.LastUsedAt, now), e.Reason)
+	}
+	tw.Flush()
+}
+
+func humanBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}

@@ -1,0 +1,282 @@
+package main
+
+// Command-line parsing: the commands, their flags and positional arguments. Flags may come before,
+// between or after the positional arguments (`envfabric create wf n six --version v2`); "--" ends
+// the flags.
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+)
+
+const defaultURL = "http://127.0.0.1:8080"
+
+// options holds every flag of every command; each command registers the ones it reads.
+type options struct {
+	url, token string
+	json       bool
+
+	version      string // version_id
+	python       string
+	requirements string // -r FILE
+	code         string // -c CODE
+	timeout      float64
+	outDir       string
+	force        bool
+	workflow     string
+	limit        int
+	cursor       string
+	before       int64
+	dryRun       bool
+	idleHours    float64
+	idleSet      bool
+}
+
+// command is one subcommand.
+type command struct {
+	name    string
+	args    string // the positional arguments, for the usage line
+	summary string
+	min     int // positional arguments: at least min, at most max (-1: any number)
+	max     int
+	flags   func(fs *flag.FlagSet, o *options)
+	run     func(c *cli, inv *invocation) error
+}
+
+// invocation is a parsed command line.
+type invocation struct {
+	cmd  *command
+	opt  options
+	args []string
+	help bool // -h: print the command's help (cmd nil: the overview)
+}
+
+// usageError is a command line that cannot be run; it exits with exitUsage.
+type usageError struct {
+	cmd *command // nil: not a command's
+	msg string
+}
+
+func (e *usageError) Error() string { return e.msg }
+
+func versionFlag(fs *flag.FlagSet, o *options) {
+	fs.StringVar(&o.version, "version", "", "the environment's `version_id` (default v1)")
+}
+
+func commonFlags(fs *flag.FlagSet, o *options) {
+	fs.StringVar(&o.url, "url", o.url, "the control plane's `URL` (default $ENVFABRIC_URL, else "+defaultURL+")")
+	fs.StringVar(&o.token, "token", o.token, "bearer `token` (default $ENVFABRIC_TOKEN)")
+	fs.BoolVar(&o.json, "json", o.json, "print the API's JSON answer instead of a table")
+}
+
+var commands []*command
+
+func init() {
+	// Assigned in init: the commands refer to their run functions, which print help from this list.
+	commands = []*command{
+		{name: "create", args: "WF NODE [PKG...]", summary: "create an environment with packages (and/or a requirements file)", min: 2, max: -1,
+			flags: func(fs *flag.FlagSet, o *options) {
+				versionFlag(fs, o)
+				fs.StringVar(&o.python, "python", "", "Python `X.Y` (default: the server's DEFAULT_PYTHON)")
+				fs.StringVar(&o.requirements, "r", "", "a requirements `FILE` to install (- reads stdin)")
+			}, run: (*cli).create},
+		{name: "deps", args: "WF NODE", summary: "list dependencies and every locked version", min: 2, max: 2, flags: versionFlag, run: (*cli).deps},
+		{name: "add", args: "WF NODE PKG...", summary: "add packages (uv add; all or nothing)", min: 3, max: -1, flags: versionFlag, run: (*cli).add},
+		{name: "remove", args: "WF NODE NAME...", summary: "remove dependencies by name (uv remove; all or nothing)", min: 3, max: -1, flags: versionFlag, run: (*cli).remove},
+		{name: "update", args: "WF NODE PKG...", summary: "change specifiers, or upgrade bare names within theirs (all or nothing)", min: 3, max: -1, flags: versionFlag, run: (*cli).update},
+		{name: "run", args: "WF NODE (-c CODE | FILE)", summary: "run Python code in the environment; prints its stdout and stderr and exits with its status", min: 2, max: 3,
+			flags: func(fs *flag.FlagSet, o *options) {
+				versionFlag(fs, o)
+				fs.StringVar(&o.code, "c", "", "the `CODE` to run (instead of FILE; FILE - reads stdin)")
+				fs.Float64Var(&o.timeout, "timeout", 0, "timeout in `seconds` (default: the server's EXECUTION_TIMEOUT)")
+			}, run: (*cli).run},
+		{name: "export", args: "WF NODE", summary: "write the environment's pyproject.toml and uv.lock into a directory", min: 2, max: 2,
+			flags: func(fs *flag.FlagSet, o *options) {
+				versionFlag(fs, o)
+				fs.StringVar(&o.outDir, "o", "", "the `DIR` to write into (default: the current directory; with --json nothing is written unless -o is given)")
+				fs.BoolVar(&o.force, "force", false, "overwrite files that exist")
+			}, run: (*cli).export},
+		{name: "sync", args: "WF NODE", summary: "rebuild .venv from the recorded uv.lock", min: 2, max: 2, flags: versionFlag, run: (*cli).sync},
+		{name: "status", args: "WF NODE", summary: "the recorded state and what the agent sees on disk", min: 2, max: 2, flags: versionFlag, run: (*cli).status},
+		{name: "list", args: "", summary: "list environments", min: 0, max: 0,
+			flags: func(fs *flag.FlagSet, o *options) {
+				fs.StringVar(&o.workflow, "workflow", "", "only this workflow's environments")
+				fs.IntVar(&o.limit, "limit", 0, "one page of at most `N` (1-500) instead of every page")
+				fs.StringVar(&o.cursor, "cursor", "", "continue from a page's next_cursor")
+			}, run: (*cli).list},
+		{name: "history", args: "WF NODE", summary: "the environment's operations from the audit, newest first", min: 2, max: 2,
+			flags: func(fs *flag.FlagSet, o *options) {
+				versionFlag(fs, o)
+				fs.IntVar(&o.limit, "limit", 0, "at most `N` (1-500; default the server's 50)")
+				fs.Int64Var(&o.before, "before", 0, "operations older than this operation `id` (a page's next_before)")
+			}, run: (*cli).history},
+		{name: "delete", args: "WF NODE", summary: "delete the environment and its directory", min: 2, max: 2, flags: versionFlag, run: (*cli).delete},
+		{name: "agents", args: "", summary: "the fabric's agents, their state and interpreters", min: 0, max: 0, run: (*cli).agents},
+		{name: "cleanup", args: "", summary: "remove environments unused for CLEANUP_IDLE_HOURS (an admin token)", min: 0, max: 0,
+			flags: func(fs *flag.FlagSet, o *options) {
+				fs.BoolVar(&o.dryRun, "dry-run", false, "list what would be removed; remove nothing")
+				fs.Func("idle-hours", "remove those unused this many `hours` (default: the server's CLEANUP_IDLE_HOURS; 0: all unused now)", func(s string) error {
+					var h float64
+					if _, err := fmt.Sscan(s, &h); err != nil || h < 0 {
+						return errors.New("want a number of hours, 0 or more")
+					}
+					o.idleHours, o.idleSet = h, true
+					return nil
+				})
+			}, run: (*cli).cleanup},
+	}
+}
+
+func lookup(name string) *command {
+	for _, c := range commands {
+		if c.name == name {
+			return c
+		}
+	}
+	return nil
+}
+
+// parse reads a command line. The URL and token fall back to ENVFABRIC_URL and ENVFABRIC_TOKEN.
+func parse(args []string, getenv func(string) string) (*invocation, error) {
+	inv := &invocation{}
+	// Flags before the command: the common ones only.
+	top := flag.NewFlagSet("envfabric", flag.ContinueOnError)
+	top.SetOutput(io.Discard)
+	commonFlags(top, &inv.opt)
+	if err := top.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			inv.help = true
+			return inv, nil
+		}
+		return nil, &usageError{msg: err.Error()}
+	}
+	rest := top.Args()
+	if len(rest) == 0 {
+		return nil, &usageError{msg: "no command given"}
+	}
+	name := rest[0]
+	if name == "help" {
+		inv.help = true
+		if len(rest) > 1 {
+			if inv.cmd = lookup(rest[1]); inv.cmd == nil {
+				return nil, &usageError{msg: fmt.Sprintf("unknown command %q", rest[1])}
+			}
+		}
+		return inv, nil
+	}
+	if inv.cmd = lookup(name); inv.cmd == nil {
+		return nil, &usageError{msg: fmt.Sprintf("unknown command %q", name)}
+	}
+	fs := newFlagSet(inv.cmd, &inv.opt)
+	pos, err := parseInterspersed(fs, rest[1:])
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			inv.help = true
+			return inv, nil
+		}
+		return nil, &usageError{cmd: inv.cmd, msg: err.Error()}
+	}
+	inv.args = pos
+	if err := checkArgs(inv); err != nil {
+		return nil, err
+	}
+	if inv.opt.url == "" {
+		inv.opt.url = getenv("ENVFABRIC_URL")
+	}
+	if inv.opt.url == "" {
+		inv.opt.url = defaultURL
+	}
+	if inv.opt.token == "" {
+		inv.opt.token = getenv("ENVFABRIC_TOKEN")
+	}
+	return inv, nil
+}
+
+func newFlagSet(cmd *command, o *options) *flag.FlagSet {
+	fs := flag.NewFlagSet("envfabric "+cmd.name, flag.ContinueOnError)
+	fs.SetOutput(io.Discard) // parse errors are returned and printed once, by the caller
+	if cmd.flags != nil {
+		cmd.flags(fs, o)
+	}
+	commonFlags(fs, o)
+	return fs
+}
+
+// parseInterspersed parses flags wherever they are among the positional arguments, which it
+// returns in order. Everything after "--" is positional.
+func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		consumed := len(args) - fs.NArg()
+		rest := fs.Args()
+		if consumed > 0 && args[consumed-1] == "--" && !takesValue(fs, args, consumed-1) {
+			return append(pos, rest...), nil
+		}
+		if len(rest) == 0 {
+			return pos, nil
+		}
+		pos = append(pos, rest[0])
+		args = rest[1:]
+	}
+}
+
+// takesValue reports whether args[i] is the value of the flag before it ("-c --").
+func takesValue(fs *flag.FlagSet, args []string, i int) bool {
+	if i == 0 {
+		return false
+	}
+	prev := strings.TrimLeft(args[i-1], "-")
+	if prev == "" || strings.Contains(prev, "=") || !strings.HasPrefix(args[i-1], "-") {
+		return false
+	}
+	f := fs.Lookup(prev)
+	if f == nil {
+		return false
+	}
+	if b, ok := f.Value.(interface{ IsBoolFlag() bool }); ok && b.IsBoolFlag() {
+		return false
+	}
+	return true
+}
+
+// checkArgs checks the number of positional arguments and the rules between flags.
+func checkArgs(inv *invocation) error {
+	cmd, n := inv.cmd, len(inv.args)
+	fail := func(format string, a ...any) error {
+		return &usageError{cmd: cmd, msg: fmt.Sprintf(format, a...)}
+	}
+	if n < cmd.min {
+		want := strings.Fields(cmd.args)
+		missing := want[min(n, len(want)-1)]
+		return fail("missing %s", strings.Trim(missing, "[].()"))
+	}
+	if cmd.max >= 0 && n > cmd.max {
+		return fail("unexpected argument %q", inv.args[cmd.max])
+	}
+	o := inv.opt
+	switch cmd.name {
+	case "run":
+		switch {
+		case o.code != "" && n == 3:
+			return fail("give the code with -c or as FILE, not both")
+		case o.code == "" && n == 2:
+			return fail("missing the code: -c CODE or FILE")
+		}
+		if o.timeout < 0 {
+			return fail("--timeout: want a positive number of seconds")
+		}
+	}
+	return nil
+}
+
+// timeoutDuration is --timeout as a duration (0: the server's default).
+func (o options) timeoutDuration() time.Duration {
+	return time.Duration(o.timeout * float64(time.Second))
+}

@@ -1,0 +1,370 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/envfabric/envfabric/client"
+	"github.com/envfabric/envfabric/shared/errcode"
+)
+
+// cliRun is what a user sees of one envfabric command: its exit status and its two streams.
+type cliRun struct {
+	args           []string
+	exit           int
+	stdout, stderr string
+}
+
+func (r cliRun) String() string {
+	return "envfabric " + strings.Join(r.args, " ") + "\nexit " + strconv.Itoa(r.exit) + "\nstdout:\n" + tail(r.stdout, 3000) + "\nstderr:\n" + tail(r.stderr, 3000)
+}
+
+// envfabric runs the command-line client against f as a user would: the control plane's URL and
+// a token from the environment (ENVFABRIC_URL, ENVFABRIC_TOKEN), stdin from stdin, in dir.
+func (f *fabric) envfabric(t *testing.T, dir, token, stdin string, args ...string) cliRun {
+	t.Helper()
+	binaries(t)
+	cmd := exec.Command(bins.Envfabric, args...)
+	cmd.Dir = dir
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME"), "ENVFABRIC_URL=" + f.URL}
+	if token != "" {
+		cmd.Env = append(cmd.Env, "ENVFABRIC_TOKEN="+token)
+	}
+	cmd.Stdin = strings.NewReader(stdin)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	r := cliRun{args: args, stdout: stdout.String(), stderr: stderr.String()}
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+	case errors.As(err, &ee):
+		r.exit = ee.ExitCode()
+	default:
+		t.Fatalf("running envfabric %v: %v", args, err)
+	}
+	return r
+}
+
+// want fails the test unless the command exited with exit.
+func (r cliRun) want(t *testing.T, exit int) cliRun {
+	t.Helper()
+	if r.exit != exit {
+		t.Fatalf("exit %d; want %d\n%s", r.exit, exit, r)
+	}
+	return r
+}
+
+// json decodes the command's stdout, which --json makes the API's JSON.
+func (r cliRun) json(t *testing.T) map[string]any {
+	t.Helper()
+	var m map[string]any
+	if err := json.Unmarshal([]byte(r.stdout), &m); err != nil {
+		t.Fatalf("stdout is not a JSON object: %v\n%s", err, r)
+	}
+	return m
+}
+
+// TestCLI walks the README's command-line flow with the built envfabric against a real single
+// host fabric: exit statuses, what a run prints, the exported files, the error code of a missing
+// environment, and --json answers that parse.
+func TestCLI(t *testing.T) {
+	t.Parallel()
+	f := newFabric(t, options{})
+	work := t.TempDir()
+	cli := func(args ...string) cliRun { t.Helper(); return f.envfabric(t, work, adminSecret, "", args...) }
+
+	// create, with packages as arguments and from a requirements file.
+	r := cli("create", "wf", "n", "alpha==1.0.0").want(t, 0)
+	if !strings.Contains(r.stdout, "created wf/n/v1") {
+		t.Errorf("create printed %q; want it to name the environment it created", r.stdout)
+	}
+	if err := os.WriteFile(filepath.Join(work, "req.txt"), []byte("# pinned\ndelta==0.1.0\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	m := cli("create", "wf", "req", "-r", "req.txt", "--json").want(t, 0).json(t)
+	if m["status"] != "created" || m["revision"] != float64(1) {
+		t.Errorf("create --json: %v", m)
+	}
+
+	// deps, add, update, remove: the tables name every locked version.
+	r = cli("deps", "wf", "n").want(t, 0)
+	if !regexp.MustCompile(`(?m)^alpha\s+1\.0\.0\s+alpha==1\.0\.0\s*$`).MatchString(r.stdout) {
+		t.Errorf("deps table has no row for alpha 1.0.0:\n%s", r.stdout)
+	}
+	cli("add", "wf", "n", "delta==0.2.0").want(t, 0)
+	r = cli("update", "wf", "n", "alpha>=2").want(t, 0)
+	if !strings.Contains(r.stdout, "updated wf/n/v1: revision 3") || !regexp.MustCompile(`(?m)^alpha\s+2\.0\.0\s`).MatchString(r.stdout) {
+		t.Errorf("update printed:\n%s", r.stdout)
+	}
+	cli("remove", "wf", "n", "delta").want(t, 0)
+	m = cli("deps", "wf", "n", "--json").want(t, 0).json(t)
+	if lv, _ := m["locked_versions"].(map[string]any); lv["alpha"] != "2.0.0" || lv["delta"] != nil || m["revision"] != float64(4) {
+		t.Errorf("deps --json after add, update, remove: %v", m)
+	}
+
+	// run: the code's stdout and stderr byte for byte, and its exit status.
+	r = cli("run", "wf", "n", "-c", "import alpha, sys\nprint(alpha.__version__)\nprint('warn', file=sys.stderr)\nsys.exit(3)").want(t, 3)
+	if r.stdout != "2.0.0\n" || r.stderr != "warn\n" {
+		t.Errorf("run printed stdout %q, stderr %q; want \"2.0.0\\n\", \"warn\\n\"", r.stdout, r.stderr)
+	}
+	if err := os.WriteFile(filepath.Join(work, "bytes.py"), []byte("import sys\nsys.stdout.buffer.write(bytes(range(256)))\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r = cli("run", "wf", "n", "bytes.py").want(t, 0)
+	all := make([]byte, 256)
+	for i := range all {
+		all[i] = byte(i)
+	}
+	if r.stdout != string(all) {
+		t.Errorf("run of a file writing every byte printed %q; want the 256 bytes", r.stdout)
+	}
+	r = f.envfabric(t, work, adminSecret, "print(6 * 7)\n", "run", "wf", "n", "-").want(t, 0)
+	if r.stdout != "42\n" {
+		t.Errorf("run from stdin printed %q; want \"42\\n\"", r.stdout)
+	}
+	m = cli("run", "wf", "n", "-c", "print('hi')", "--json").want(t, 0).json(t)
+	if m["stdout"] != "hi\n" || m["exit_code"] != float64(0) || m["exit_reason"] != "exited" {
+		t.Errorf("run --json: %v", m)
+	}
+	r = cli("run", "wf", "n", "--timeout", "1", "-c", "import sys, time\nprint('started', flush=True)\ntime.sleep(60)").want(t, 124)
+	if r.stdout != "started\n" || !strings.Contains(r.stderr, "EXECUTION_TIMEOUT") {
+		t.Errorf("a run past its timeout printed stdout %q, stderr %q; want its partial output and EXECUTION_TIMEOUT", r.stdout, r.stderr)
+	}
+
+	// export: the files the API exports, which are the ones on the storage.
+	out := filepath.Join(work, "exported")
+	cli("export", "wf", "n", "-o", out).want(t, 0)
+	api := f.do(t, "GET", "/envs/wf/n/export", nil)
+	expect(t, api, 200, "")
+	for name, key := range map[string]string{"pyproject.toml": "pyproject_toml", "uv.lock": "uv_lock"} {
+		b, err := os.ReadFile(filepath.Join(out, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(b) != api.str(key) || string(b) != f.readFile(t, "wf", "n", name) {
+			t.Errorf("exported %s differs from GET export's %s or from the storage's", name, key)
+		}
+	}
+	r = cli("export", "wf", "n", "-o", out).want(t, 1)
+	if !strings.Contains(r.stderr, "--force") {
+		t.Errorf("a second export into the same directory: %s", r)
+	}
+	cli("export", "wf", "n", "-o", out, "--force").want(t, 0)
+
+	// sync, status, list, history, agents, cleanup --dry-run.
+	if r = cli("sync", "wf", "n").want(t, 0); !strings.HasPrefix(r.stdout, "synced wf/n/v1") {
+		t.Errorf("sync printed %q", r.stdout)
+	}
+	if r = cli("status", "wf", "n").want(t, 0); !regexp.MustCompile(`(?m)^in step\s+true$`).MatchString(r.stdout) {
+		t.Errorf("status:\n%s", r.stdout)
+	}
+	if m = cli("status", "wf", "n", "--json").want(t, 0).json(t); m["exists"] != true || m["revision"] != float64(4) {
+		t.Errorf("status --json: %v", m)
+	}
+	r = cli("list", "--workflow", "wf").want(t, 0)
+	for _, node := range []string{"n", "req"} {
+		if !regexp.MustCompile(`(?m)^wf\s+` + node + `\s+v1\s`).MatchString(r.stdout) {
+			t.Errorf("list has no row for wf/%s:\n%s", node, r.stdout)
+		}
+	}
+	m = cli("list", "--workflow", "wf", "--json").want(t, 0).json(t)
+	if envs, _ := m["environments"].([]any); len(envs) != 2 {
+		t.Errorf("list --json: %v", m)
+	}
+	// One page of one, then the rest through the cursor the first page gave.
+	m = cli("list", "--workflow", "wf", "--limit", "1", "--json").want(t, 0).json(t)
+	cursor, _ := m["next_cursor"].(string)
+	if cursor == "" {
+		t.Fatalf("list --limit 1 of two: no next_cursor in %v", m)
+	}
+	m = cli("list", "--workflow", "wf", "--limit", "1", "--cursor", cursor, "--json").want(t, 0).json(t)
+	if envs, _ := m["environments"].([]any); len(envs) != 1 {
+		t.Errorf("the second page: %v", m)
+	}
+	r = cli("history", "wf", "n").want(t, 0)
+	for _, op := range []string{"create", "add", "update", "remove", "run", "sync"} {
+		if !regexp.MustCompile(`(?m)^\d+\s+` + op + `\s+succeeded\s+e2e-test\s`).MatchString(r.stdout) {
+			t.Errorf("history has no succeeded %s by e2e-test:\n%s", op, r.stdout)
+		}
+	}
+	if ops, _ := cli("history", "wf", "n", "--limit", "2", "--json").want(t, 0).json(t)["operations"].([]any); len(ops) != 2 {
+		t.Errorf("history --limit 2 --json: %d operations", len(ops))
+	}
+	if r = cli("agents").want(t, 0); !strings.HasPrefix(r.stdout, "mode: single-host\n") || !strings.Contains(r.stdout, "alive") {
+		t.Errorf("agents:\n%s", r.stdout)
+	}
+	if m = cli("agents", "--json").want(t, 0).json(t); m["mode"] != "single-host" {
+		t.Errorf("agents --json: %v", m)
+	}
+	m = cli("cleanup", "--dry-run", "--idle-hours", "0", "--json").want(t, 0).json(t)
+	if removed, _ := m["removed"].([]any); m["dry_run"] != true || len(removed) != 2 {
+		t.Errorf("cleanup --dry-run --idle-hours 0 --json: %v", m)
+	}
+	cli("deps", "wf", "n").want(t, 0) // the dry run removed nothing
+
+	// --version names another environment of the same node.
+	cli("create", "wf", "n", "alpha==1.1.0", "--version", "v2").want(t, 0)
+	if m = cli("deps", "wf", "n", "--version", "v2", "--json").want(t, 0).json(t); m["version_id"] != "v2" {
+		t.Errorf("deps --version v2: %v", m)
+	}
+
+	// Failures: the code on stderr, a non-zero exit, and with --json the API's error body.
+	r = cli("deps", "wf", "missing").want(t, 1)
+	if !strings.Contains(r.stderr, "ENV_NOT_FOUND") {
+		t.Errorf("deps of a missing environment: %s", r)
+	}
+	m = cli("status", "wf", "missing", "--json").want(t, 1).json(t)
+	if e, _ := m["error"].(map[string]any); e["code"] != "ENV_NOT_FOUND" || e["request_id"] == "" {
+		t.Errorf("status --json of a missing environment: %v", m)
+	}
+	if r = f.envfabric(t, work, readerSecret, "", "delete", "wf", "n").want(t, 1); !strings.Contains(r.stderr, "FORBIDDEN") {
+		t.Errorf("delete with a read token: %s", r)
+	}
+	if r = f.envfabric(t, work, "", "", "list").want(t, 1); !strings.Contains(r.stderr, "UNAUTHENTICATED") {
+		t.Errorf("list without a token: %s", r)
+	}
+	if r = cli("add", "wf", "n", "alpha==9.9.9").want(t, 1); !strings.Contains(r.stderr, "PACKAGE_RESOLUTION_FAILED") {
+		t.Errorf("add of a version that does not exist: %s", r)
+	}
+	if r = cli("run", "wf", "n").want(t, 2); !strings.Contains(r.stderr, "-c CODE or FILE") {
+		t.Errorf("run without code: %s", r)
+	}
+	cli("frobnicate").want(t, 2)
+	cli("list", "--url", "http://127.0.0.1:1").want(t, 3)
+
+	// delete: then the environment is gone.
+	if r = cli("delete", "wf", "n").want(t, 0); !strings.HasPrefix(r.stdout, "deleted wf/n/v1") {
+		t.Errorf("delete printed %q", r.stdout)
+	}
+	cli("status", "wf", "n").want(t, 1)
+	if _, err := os.Stat(f.envDir("wf", "n", "v1")); !os.IsNotExist(err) {
+		t.Errorf("the deleted environment's directory: %v", err)
+	}
+}
+
+// TestClient: the typed client against a real fabric — typed answers, run output as bytes, and
+// failures as *client.Error with the facts their codes carry, the 423 retry included.
+func TestClient(t *testing.T) {
+	t.Parallel()
+	f := newFabric(t, options{})
+	ctx := context.Background()
+	c, err := client.New(f.URL, client.WithToken(adminSecret))
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := client.Env{WorkflowID: "wf", NodeID: "n"}
+	created, err := c.Create(ctx, client.CreateRequest{WorkflowID: "wf", NodeID: "n", Packages: []string{"alpha==1.0.0"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if created.Status != "created" || created.Revision != 1 || created.VersionID != "v1" || created.OperationID == 0 {
+		t.Errorf("create: %+v", created)
+	}
+
+	high := make([]byte, 128)
+	for i := range high {
+		high[i] = byte(128 + i)
+	}
+	run, err := c.Run(ctx, env, client.RunRequest{Code: "import sys; sys.stdout.buffer.write(bytes(range(128, 256))); sys.exit(4)"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(run.Stdout, high) || run.StdoutEncoding != client.EncodingBase64 || run.ExitCode != 4 || run.Revision != 1 {
+		t.Errorf("run: stdout %q (%s), exit %d, revision %d", run.Stdout, run.StdoutEncoding, run.ExitCode, run.Revision)
+	}
+	_, err = c.Run(ctx, env, client.RunRequest{Code: "import sys, time; sys.stdout.buffer.write(b'\\xffpartial'); sys.stdout.flush(); time.sleep(60)", Timeout: time.Second})
+	var apiErr *client.Error
+	if !errors.As(err, &apiErr) || apiErr.Code != errcode.ExecutionTimeout || apiErr.StatusCode != 504 {
+		t.Fatalf("a run past its timeout: %v", err)
+	}
+	if partial, ok := apiErr.RunTimeout(); !ok || string(partial.Stdout) != "\xffpartial" || partial.Timeout != 1 {
+		t.Errorf("the timed-out run's partial output: %+v, %t", partial, ok)
+	}
+
+	_, err = c.Deps(client.WithRequestID(ctx, "client-e2e-1"), client.Env{WorkflowID: "wf", NodeID: "missing"})
+	if !errors.As(err, &apiErr) || apiErr.Code != errcode.EnvNotFound || apiErr.StatusCode != 404 || apiErr.RequestID != "client-e2e-1" {
+		t.Errorf("deps of a missing environment: %#v", err)
+	}
+
+	// An add stalled on the index holds the environment: a sync is refused at once, naming it;
+	// a client that retries 423 gets through once the add has ended.
+	stalled := f.Index.Stall("delta")
+	added := make(chan error, 1)
+	go func() {
+		_, err := c.Add(ctx, env, []string{"delta"})
+		added <- err
+	}()
+	select {
+	case <-stalled:
+	case <-time.After(60 * time.Second):
+		t.Fatal("the add never reached the index")
+	}
+	_, err = c.Sync(ctx, env)
+	if !errors.As(err, &apiErr) || apiErr.Code != errcode.EnvLocked {
+		t.Fatalf("a sync while an add holds the environment: %v", err)
+	}
+	if held, ok := apiErr.HeldBy(); !ok || held.Operation != "add" {
+		t.Errorf("held_by: %+v, %t", held, ok)
+	}
+	patient, _ := client.New(f.URL, client.WithToken(adminSecret),
+		client.WithLockedRetry(client.LockedRetry{Attempts: 100, Wait: 100 * time.Millisecond}))
+	synced := make(chan error, 1)
+	go func() {
+		_, err := patient.Sync(ctx, env)
+		synced <- err
+	}()
+	// The patient sync has been refused at least once (the audit records refusals) before the add
+	// may go on.
+	deadline := time.Now().Add(60 * time.Second)
+	for refused := 0; refused < 2; {
+		h, err := c.Operations(ctx, env, client.OperationsOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		refused = 0
+		for _, op := range h.Operations {
+			if op.Operation == "sync" && op.ErrorCode == string(errcode.EnvLocked) {
+				refused++
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the patient sync was never refused: %+v", h.Operations)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	f.Index.Release("delta")
+	if err := <-added; err != nil {
+		t.Fatalf("the add: %v", err)
+	}
+	if err := <-synced; err != nil {
+		t.Fatalf("the sync retried on 423: %v", err)
+	}
+	deps, err := c.Deps(ctx, env)
+	if err != nil || deps.LockedVersions["delta"] == "" {
+		t.Errorf("deps after the add: %+v, %v", deps, err)
+	}
+
+	all, err := c.ListAll(ctx, client.ListOptions{WorkflowID: "wf", Limit: 1})
+	if err != nil || len(all) != 1 || all[0].State == "" {
+		t.Errorf("ListAll: %+v, %v", all, err)
+	}
+	agents, err := c.Agents(ctx)
+	if err != nil || agents.Mode != "single-host" || len(agents.Agents) != 1 || agents.Agents[0].State != "alive" {
+		t.Errorf("agents: %+v, %v", agents, err)
+	}
+	ready, err := c.Readyz(ctx)
+	if err != nil || !ready.Ready {
+		t.Errorf("readyz: %+v, %v", ready, err)
+	}
+}

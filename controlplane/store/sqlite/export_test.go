@@ -1,0 +1,4 @@
+package sqlite
+
+// Migrations are the embedded migrations, for the schema tests.
+var Migrations = migrations
