@@ -121,8 +121,30 @@ func TestPythonSDK(t *testing.T) {
 		t.Fatalf("the tests would import envfabric from %s, not from the installed copy in %s", got, site)
 	}
 	f := newFabric(t, options{})
+	// The 423 test holds an add on a package the index stalls until pytest creates the file.
+	stalled, release := f.Index.Stall("epsilon"), filepath.Join(t.TempDir(), "release")
+	done := make(chan struct{})
+	defer close(done)
+	go func() {
+		defer f.Index.Release("epsilon")
+		select {
+		case <-stalled:
+		case <-done:
+			return
+		}
+		for {
+			if _, err := os.Stat(release); err == nil {
+				return
+			}
+			select {
+			case <-done:
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	}()
 	out := python(t, py, sdk, []string{"PYTHONPATH=" + site, "ENVFABRIC_URL=" + f.URL, "ENVFABRIC_TOKEN=" + adminSecret,
-		"ENVFABRIC_READ_TOKEN=" + readerSecret},
+		"ENVFABRIC_READ_TOKEN=" + readerSecret, "ENVFABRIC_STALLED_PACKAGE=epsilon", "ENVFABRIC_RELEASE_FILE=" + release},
 		"-m", "pytest", "-q", "-p", "no:cacheprovider", "-rs", "tests")
 	t.Logf("pytest:\n%s", tail(out, 2000))
 	if strings.Contains(out, "skipped") || !strings.Contains(out, "passed") {

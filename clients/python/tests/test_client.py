@@ -63,6 +63,11 @@ def test_lifecycle(fabric: Client, wf: str) -> None:
     assert r.exit_code == 3 and not r.timed_out and not r.ok and r.exit_reason == "exited"
     assert r.duration_ms >= 0 and r.revision == removed.revision
 
+    back = fabric.rollback(wf, "a", removed.revision - 1)  # to the update: gamma again
+    assert isinstance(back, envfabric.RolledBack) and back.rolled_back_to == removed.revision - 1
+    assert back.locked_versions == updated.locked_versions and back.revision == removed.revision + 1
+    fabric.remove(wf, "a", ["gamma"])
+
     exported = fabric.export(wf, "a")
     assert "[[package]]" in exported.uv_lock and "delta==0.2.0" in exported.pyproject_toml
     synced = fabric.sync(wf, "a")
@@ -74,7 +79,7 @@ def test_lifecycle(fabric: Client, wf: str) -> None:
 
     history = fabric.operations(wf, "a")
     kinds = [op.operation for op in history.operations]
-    assert kinds[:3] == ["sync", "run", "remove"] and kinds[-1] == "create"
+    assert kinds[:4] == ["sync", "remove", "rollback", "run"] and kinds[-1] == "create"
     assert all(isinstance(op, envfabric.Operation) and isinstance(op.started_at, datetime) for op in history.operations)
     page = fabric.operations(wf, "a", limit=2)
     assert len(page.operations) == 2 and page.next_before is not None
@@ -154,32 +159,38 @@ def test_errors(fabric: Client, url: str, wf: str) -> None:
 
 
 def test_locked_and_retried(fabric: Client, url: str, wf: str) -> None:
-    """A mutation while a run holds the environment is refused with 423; with retry_locked the
-    client waits and the mutation goes through once the run ends."""
+    """A mutation while another holds the environment is refused with 423 and the server's
+    Retry-After; with retry_locked the client waits and goes through once the first is done. The
+    Go side stalls the index on ENVFABRIC_STALLED_PACKAGE until ENVFABRIC_RELEASE_FILE exists."""
+    stalled, release = os.environ.get("ENVFABRIC_STALLED_PACKAGE"), os.environ.get("ENVFABRIC_RELEASE_FILE")
+    if not stalled or not release:
+        pytest.skip("needs the index stall of controlplane/e2e/pysdk_test.go")
     fabric.create(wf, "busy", packages=["alpha==1.0.0"])
-    done = threading.Event()
+    first: list[envfabric.Deps] = []
 
     def hold() -> None:
         with Client(url, os.environ.get("ENVFABRIC_TOKEN")) as c:
-            c.run(wf, "busy", "import time\ntime.sleep(4)", timeout=60)
-        done.set()
+            first.append(c.add(wf, "busy", [stalled]))
 
     holder = threading.Thread(target=hold)
     holder.start()
     try:
         deadline = time.monotonic() + 60
-        while "run" not in fabric.status(wf, "busy").operations_in_progress:
-            assert time.monotonic() < deadline, "the run never started"
+        while "add" not in fabric.status(wf, "busy").operations_in_progress:
+            assert time.monotonic() < deadline, "the first add never started"
             time.sleep(0.05)
         with pytest.raises(EnvLocked) as locked:
             fabric.add(wf, "busy", ["delta"])
-        assert locked.value.status == 423 and locked.value.details["held_by"]["operation"] == "run"
+        assert locked.value.status == 423 and locked.value.details["held_by"]["operation"] == "add"
+        assert locked.value.retry_after is not None and locked.value.retry_after >= 1
+        Path(release).touch()  # the index answers; the first add finishes
         with Client(url, os.environ.get("ENVFABRIC_TOKEN"), retry_locked=200, max_retry_wait=0.5) as patient:
             added = patient.add(wf, "busy", ["delta"])
-        assert done.is_set(), "the add went through while the run held the environment"
-        assert "delta" in added.locked_versions
     finally:
+        Path(release).touch()
         holder.join()
+    assert first and stalled in first[0].locked_versions
+    assert stalled in added.locked_versions and "delta" in added.locked_versions
 
 
 def test_retry_after_is_honoured(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -11,6 +11,7 @@ from .errors import (
     ERRORS,
     FabricError,
     AgentUnavailable,
+    BuildMissing,
     DBAuditError,
     DependencyNotFound,
     EnvAlreadyExists,
@@ -38,6 +39,8 @@ from .errors import (
 from .models import (
     Agent,
     Agents,
+    Build,
+    BuildEntry,
     CleanupEntry,
     CleanupResult,
     CreatedEnv,
@@ -51,6 +54,8 @@ from .models import (
     HostConstraint,
     Interpreter,
     Operation,
+    PackageDamage,
+    RolledBack,
     RunResult,
     Status,
     Synced,
@@ -60,10 +65,11 @@ __version__ = "0.1.0"
 
 __all__ = [
     "DEFAULT_URL", "AsyncClient", "Client", "ERRORS", "FabricError",
-    "Agent", "Agents", "CleanupEntry", "CleanupResult", "CreatedEnv", "Deleted", "Deps", "Disk", "EnvList",
-    "EnvView", "Export", "History", "HostConstraint", "Interpreter", "Operation", "RunResult", "Status", "Synced",
+    "Agent", "Agents", "Build", "BuildEntry", "CleanupEntry", "CleanupResult", "CreatedEnv", "Deleted", "Deps", "Disk", "EnvList",
+    "EnvView", "Export", "History", "HostConstraint", "Interpreter", "Operation", "PackageDamage", "RolledBack", "RunResult", "Status", "Synced",
     # one exception per error code
     "AgentUnavailable",
+    "BuildMissing",
     "DBAuditError",
     "DependencyNotFound",
     "EnvAlreadyExists",

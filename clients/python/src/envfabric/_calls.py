@@ -98,6 +98,11 @@ def run(workflow_id: str, node_id: str, code: str, timeout: Optional[float],
                 params=versioned(version_id), json=body, on_error=timed_out, extra_time=timeout or 0.0)
 
 
+def rollback(workflow_id: str, node_id: str, revision: int, version_id: Optional[str]) -> Call[models.RolledBack]:
+    return Call("POST", env_path(workflow_id, node_id, "/rollback"), lambda d: models.build(models.RolledBack, d),
+                params=versioned(version_id), json={"revision": revision})
+
+
 def export(workflow_id: str, node_id: str, version_id: Optional[str]) -> Call[models.Export]:
     return Call("GET", env_path(workflow_id, node_id, "/export"), lambda d: models.build(models.Export, d),
                 params=versioned(version_id))

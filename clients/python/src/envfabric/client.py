@@ -115,6 +115,11 @@ class Client:
         past its timeout raises ExecutionTimeout, whose ``result`` holds the output until then."""
         return self._call(_calls.run(workflow_id, node_id, code, timeout, version_id))
 
+    def rollback(self, workflow_id: str, node_id: str, revision: int,
+                 version_id: Optional[str] = None) -> models.RolledBack:
+        """Make an earlier revision's files and build current again (as a new revision)."""
+        return self._call(_calls.rollback(workflow_id, node_id, revision, version_id))
+
     def export(self, workflow_id: str, node_id: str, version_id: Optional[str] = None) -> models.Export:
         """pyproject.toml and uv.lock."""
         return self._call(_calls.export(workflow_id, node_id, version_id))
@@ -206,6 +211,10 @@ class AsyncClient:
     async def run(self, workflow_id: str, node_id: str, code: str, timeout: Optional[float] = None,
                   version_id: Optional[str] = None) -> models.RunResult:
         return await self._call(_calls.run(workflow_id, node_id, code, timeout, version_id))
+
+    async def rollback(self, workflow_id: str, node_id: str, revision: int,
+                       version_id: Optional[str] = None) -> models.RolledBack:
+        return await self._call(_calls.rollback(workflow_id, node_id, revision, version_id))
 
     async def export(self, workflow_id: str, node_id: str, version_id: Optional[str] = None) -> models.Export:
         return await self._call(_calls.export(workflow_id, node_id, version_id))

@@ -177,6 +177,12 @@ class UnsupportedMediaType(FabricError):
     code_name = "UNSUPPORTED_MEDIA_TYPE"
 
 
+class BuildMissing(FabricError):
+    """503: the build a run needed is not complete on the shared storage (it is being made again)."""
+
+    code_name = "BUILD_MISSING"
+
+
 class RequestTimeout(FabricError):
     """408: the body did not arrive in time."""
 

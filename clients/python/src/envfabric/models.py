@@ -40,6 +40,7 @@ class CreatedEnv:
     packages_installed: int
     revision: int
     operation_id: int
+    build_id: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,6 +57,15 @@ class Deps:
     packages: List[str] = dataclasses.field(default_factory=list)
     host_constraints_applied: List[HostConstraint] = dataclasses.field(default_factory=list)
     operation_id: Optional[int] = None
+    build_id: Optional[str] = None
+
+
+@dataclasses.dataclass(frozen=True)
+class RolledBack(Deps):
+    """``rollback``: the deps of the new current revision, which revision's files and build it took."""
+
+    rolled_back_to: int = 0
+    rebuilt: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,6 +79,9 @@ class Synced:
     packages_installed: int
     revision: int
     operation_id: int
+    build_id: str = ""
+    repaired: bool = False
+    rebuilt: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,6 +119,7 @@ class RunResult:
     stderr_truncated: bool = False
     revision: Optional[int] = None
     operation_id: Optional[int] = None
+    woke: bool = False
 
     @property
     def ok(self) -> bool:
@@ -138,6 +152,31 @@ class Disk:
     interpreter_present: bool
     packages_installed: int
     env_path: str
+    build_id: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class PackageDamage:
+    name: str
+    version: str
+    missing: List[str]
+    wrong_size: List[str]
+    missing_count: int
+    wrong_size_count: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Build:
+    """An environment's current build and what verifying it against its packages' RECORD found."""
+
+    id: str
+    state: str
+    packages: int
+    shared_with: int
+    verified: bool
+    intact: bool
+    files_checked: int
+    damaged: List[PackageDamage] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -156,6 +195,8 @@ class EnvView:
     updated_at: datetime
     last_used_at: datetime
     last_error: Optional[str] = None
+    build_id: str = ""
+    disk_revision: Optional[int] = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -180,6 +221,9 @@ class Status:
     disk: Optional[Disk] = None
     disk_error: Optional[str] = None
     last_error: Optional[str] = None
+    build_id: str = ""
+    disk_revision: Optional[int] = None
+    build: Optional[Build] = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -233,6 +277,17 @@ class CleanupEntry:
 
 
 @dataclasses.dataclass(frozen=True)
+class BuildEntry:
+    """One build a cleanup considered."""
+
+    build_id: str
+    current_envs: int
+    last_used_at: datetime
+    bytes_freed: int = 0
+    reason: Optional[str] = None
+
+
+@dataclasses.dataclass(frozen=True)
 class CleanupResult:
     """``cleanup``: what was (or with a dry run, would be) removed."""
 
@@ -242,6 +297,8 @@ class CleanupResult:
     skipped: List[CleanupEntry]
     bytes_freed: int
     usage_reports: int
+    builds_removed: List[BuildEntry] = dataclasses.field(default_factory=list)
+    builds_skipped: List[BuildEntry] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass(frozen=True)
