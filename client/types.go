@@ -41,6 +41,7 @@ type CreatedEnv struct {
 	PackagesInstalled int              `json:"packages_installed"`
 	Revision          int64            `json:"revision"`
 	OperationID       int64            `json:"operation_id"`
+	BuildID           string           `json:"build_id"` // the build the environment runs on (shared by identical locks)
 }
 
 // DepsResult answers GET deps and every dependency change (add, remove, update); the changes add
@@ -57,6 +58,7 @@ type DepsResult struct {
 	LockedVersions  map[string]string `json:"locked_versions"`
 	Revision        int64             `json:"revision"`
 	OperationID     int64             `json:"operation_id,omitempty"`
+	BuildID         string            `json:"build_id,omitempty"`
 }
 
 // RollbackResult answers POST rollback: the deps of the new current revision, the revision whose
@@ -77,6 +79,9 @@ type SyncResult struct {
 	PackagesInstalled int    `json:"packages_installed"`
 	Revision          int64  `json:"revision"`
 	OperationID       int64  `json:"operation_id"`
+	BuildID           string `json:"build_id"`
+	Repaired          bool   `json:"repaired"` // the build was damaged and was replaced
+	Rebuilt           bool   `json:"rebuilt"`  // the build was materialised by this sync
 }
 
 // ExportResult answers GET export: the project files of the environment's current revision.
@@ -175,18 +180,22 @@ type DeleteResult struct {
 
 // EnvView is an environment as the API shows it (GET /envs items, and the base of Status).
 type EnvView struct {
-	WorkflowID    string    `json:"workflow_id"`
-	NodeID        string    `json:"node_id"`
-	VersionID     string    `json:"version_id"`
-	State         string    `json:"state"`
-	PythonVersion string    `json:"python_version"`
-	PythonPath    string    `json:"python_path"`
-	EnvPath       string    `json:"env_path"`
-	Revision      int64     `json:"revision"`
-	LastError     string    `json:"last_error,omitempty"`
-	CreatedAt     time.Time `json:"created_at"`
-	UpdatedAt     time.Time `json:"updated_at"`
-	LastUsedAt    time.Time `json:"last_used_at"`
+	WorkflowID    string `json:"workflow_id"`
+	NodeID        string `json:"node_id"`
+	VersionID     string `json:"version_id"`
+	State         string `json:"state"`
+	PythonVersion string `json:"python_version"`
+	PythonPath    string `json:"python_path"`
+	EnvPath       string `json:"env_path"`
+	Revision      int64  `json:"revision"`
+	// BuildID is the current revision's build ("" for an environment made before builds, until
+	// its next change); DiskRevision the revision its project directory was last switched to.
+	BuildID      string    `json:"build_id"`
+	DiskRevision int64     `json:"disk_revision"`
+	LastError    string    `json:"last_error,omitempty"`
+	CreatedAt    time.Time `json:"created_at"`
+	UpdatedAt    time.Time `json:"updated_at"`
+	LastUsedAt   time.Time `json:"last_used_at"`
 }
 
 // Status answers GET /envs/{wf}/{node}.
@@ -199,6 +208,29 @@ type Status struct {
 	DiskError  string    `json:"disk_error,omitempty"`
 	InStep     bool      `json:"in_step"`
 	CheckedAt  time.Time `json:"checked_at"`
+	Build      *Build    `json:"build,omitempty"`
+}
+
+// Build is an environment's current build in its status, with what verifying it found.
+type Build struct {
+	ID                string          `json:"id"`
+	State             string          `json:"state"` // READY, REMOVED (hibernated) or DAMAGED
+	PackagesInstalled int             `json:"packages"`
+	SharedWith        int             `json:"shared_with"` // environments whose current build it is
+	Verified          bool            `json:"verified"`
+	Intact            bool            `json:"intact"`
+	Damaged           []PackageDamage `json:"damaged"`
+	FilesChecked      int64           `json:"files_checked"`
+}
+
+// PackageDamage is one installed package whose files do not match its RECORD.
+type PackageDamage struct {
+	Name           string   `json:"name"`
+	Version        string   `json:"version"`
+	Missing        []string `json:"missing"`
+	WrongSize      []string `json:"wrong_size"`
+	MissingCount   int      `json:"missing_count"`
+	WrongSizeCount int      `json:"wrong_size_count"`
 }
 
 // Disk is an agent's view of an environment on the shared storage.
@@ -212,6 +244,7 @@ type Disk struct {
 	InterpreterPresent bool   `json:"interpreter_present"`
 	PackagesInstalled  int    `json:"packages_installed"`
 	EnvPath            string `json:"env_path"`
+	BuildID            string `json:"build_id"` // the build the project directory's .venv points at
 }
 
 // ListResult answers GET /envs: one page; NextCursor continues it ("" on the last page).
@@ -267,6 +300,19 @@ type CleanupResult struct {
 	Skipped      []CleanupEntry `json:"skipped"`
 	BytesFreed   int64          `json:"bytes_freed"` // with a dry run, what the removals would free
 	UsageReports int            `json:"usage_reports"`
+	// BuildsRemoved are the builds no environment's current revision referenced; BuildsSkipped
+	// those a run held.
+	BuildsRemoved []BuildEntry `json:"builds_removed"`
+	BuildsSkipped []BuildEntry `json:"builds_skipped"`
+}
+
+// BuildEntry is one build a cleanup considered.
+type BuildEntry struct {
+	BuildID     string    `json:"build_id"`
+	CurrentEnvs int       `json:"current_envs"`
+	LastUsedAt  time.Time `json:"last_used_at"`
+	BytesFreed  int64     `json:"bytes_freed"`
+	Reason      string    `json:"reason,omitempty"`
 }
 
 // Agents answers GET /agents: one shape in both modes; the fleet fields are empty on a single host.

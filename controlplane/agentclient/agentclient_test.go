@@ -46,7 +46,7 @@ func TestRefusedConnectionNotStarted(t *testing.T) {
 	l.Close() // the port is free again: a connection to it is refused
 
 	c := New("http://"+addr, "token")
-	_, err = c.Run(t.Context(), envid.Key{WorkflowID: "wf", NodeID: "n", VersionID: "v1"}, "print(1)", time.Second, 1024)
+	_, err = c.Run(t.Context(), envs.RunSpec{Key: envid.Key{WorkflowID: "wf", NodeID: "n", VersionID: "v1"}, Code: "print(1)", Timeout: time.Second, MaxOutput: 1024})
 	if errcode.Of(err) != errcode.AgentUnavailable || !errors.Is(err, envs.ErrNotStarted) {
 		t.Errorf("got %v (code %s); want AGENT_UNAVAILABLE marked as not started", err, errcode.Of(err))
 	}
@@ -55,7 +55,7 @@ func TestRefusedConnectionNotStarted(t *testing.T) {
 		w.WriteHeader(http.StatusServiceUnavailable)
 	}))
 	defer srv.Close()
-	_, err = New(srv.URL, "token").Run(t.Context(), envid.Key{WorkflowID: "wf", NodeID: "n", VersionID: "v1"}, "print(1)", time.Second, 1024)
+	_, err = New(srv.URL, "token").Run(t.Context(), envs.RunSpec{Key: envid.Key{WorkflowID: "wf", NodeID: "n", VersionID: "v1"}, Code: "print(1)", Timeout: time.Second, MaxOutput: 1024})
 	if err == nil || errors.Is(err, envs.ErrNotStarted) {
 		t.Errorf("an agent that answered: got %v; want a failure not marked as not started", err)
 	}

@@ -41,7 +41,7 @@ func populate(t *testing.T, path string) []envid.Key {
 		if err := s.CreateEnv(ctx, store.Env{Key: key, State: store.StateCreating, PythonVersion: "3.11", CreatedAt: at, UpdatedAt: at, LastUsedAt: at}, at); err != nil {
 			t.Fatal(err)
 		}
-		lease := must(s.AcquireLease(ctx, store.LeaseRequest{Key: key, Exclusive: true, Holder: "single", Operation: "create", OperationID: id, TTL: time.Hour, Now: at}))(t)
+		lease := must(s.AcquireLease(ctx, store.LeaseRequest{Key: key, Mode: store.LeaseChange, Holder: "single", Operation: "create", OperationID: id, TTL: time.Hour, Now: at}))(t)
 		must(s.CommitRevision(ctx, store.Commit{Key: key, LeaseID: lease.ID, Base: 0, Now: at, PyprojectTOML: "[project]\nname = \"" + name + "\"\n",
 			UvLock: "version = 1\n", OperationID: id, State: store.StateActive, PythonVersion: "3.11", PythonPath: "/usr/bin/python3.11", EnvPath: "/nas/envs/" + name}))(t)
 		if err := s.FinishOperation(ctx, id, store.Outcome{Status: store.OpSucceeded, Agent: "host-1", Result: json.RawMessage(`{"revision":1}`), FinishedAt: at.Add(time.Second), DurationMS: 1000}); err != nil {
@@ -53,7 +53,7 @@ func populate(t *testing.T, path string) []envid.Key {
 			}
 			at = at.Add(time.Hour)
 			id := must(s.BeginOperation(ctx, store.Operation{Key: key, Kind: "add", Status: store.OpRunning, Params: json.RawMessage(`{"packages":["pandas"]}`), StartedAt: at}))(t)
-			lease := must(s.AcquireLease(ctx, store.LeaseRequest{Key: key, Exclusive: true, Holder: "single", Operation: "add", OperationID: id, TTL: time.Hour, Now: at}))(t)
+			lease := must(s.AcquireLease(ctx, store.LeaseRequest{Key: key, Mode: store.LeaseChange, Holder: "single", Operation: "add", OperationID: id, TTL: time.Hour, Now: at}))(t)
 			must(s.CommitRevision(ctx, store.Commit{Key: key, LeaseID: lease.ID, Base: 1, Now: at, PyprojectTOML: "[project]\nname = \"ingest\"\ndependencies = [\"pandas\"]\n",
 				UvLock: "version = 1\n# pandas\n", OperationID: id, State: store.StateActive}))(t)
 			if err := s.FinishOperation(ctx, id, store.Outcome{Status: store.OpSucceeded, FinishedAt: at.Add(2 * time.Second), DurationMS: 2000}); err != nil {
@@ -117,8 +117,8 @@ func canonical(t *testing.T, b json.RawMessage) json.RawMessage {
 // extraTable stands for a table a later migration adds: the copier lists tables and columns from
 // the schema, so it moves with no change to the copier.
 const (
-	extraSQLite   = `CREATE TABLE builds (id INTEGER PRIMARY KEY AUTOINCREMENT, digest TEXT NOT NULL, complete INTEGER NOT NULL, meta TEXT, built_at INTEGER, size REAL, blob BLOB)`
-	extraPostgres = `CREATE TABLE builds (id bigserial PRIMARY KEY, digest text NOT NULL, complete boolean NOT NULL, meta jsonb, built_at timestamptz, size double precision, blob bytea)`
+	extraSQLite   = `CREATE TABLE later_artifacts (id INTEGER PRIMARY KEY AUTOINCREMENT, digest TEXT NOT NULL, complete INTEGER NOT NULL, meta TEXT, built_at INTEGER, size REAL, blob BLOB)`
+	extraPostgres = `CREATE TABLE later_artifacts (id bigserial PRIMARY KEY, digest text NOT NULL, complete boolean NOT NULL, meta jsonb, built_at timestamptz, size double precision, blob bytea)`
 )
 
 func TestCopy(t *testing.T) {
@@ -137,8 +137,8 @@ func TestCopy(t *testing.T) {
 	src.Close()
 	db := must(sql.Open("sqlite", path))(t)
 	for _, q := range []string{extraSQLite,
-		`INSERT INTO builds (digest, complete, meta, built_at, size, blob) VALUES ('sha256:aa', 1, '{"b": 2, "a": [1, 2.50]}', 1772600767891, 1.5, x'00ff'), ('sha256:bb', 0, NULL, NULL, NULL, NULL)`,
-		`DELETE FROM builds WHERE digest = 'sha256:bb'`, // AUTOINCREMENT handed out id 2: the sequence must pass it
+		`INSERT INTO later_artifacts (digest, complete, meta, built_at, size, blob) VALUES ('sha256:aa', 1, '{"b": 2, "a": [1, 2.50]}', 1772600767891, 1.5, x'00ff'), ('sha256:bb', 0, NULL, NULL, NULL, NULL)`,
+		`DELETE FROM later_artifacts WHERE digest = 'sha256:bb'`, // AUTOINCREMENT handed out id 2: the sequence must pass it
 	} {
 		if _, err := db.ExecContext(ctx, q); err != nil {
 			t.Fatal(err)
@@ -158,7 +158,7 @@ func TestCopy(t *testing.T) {
 	for _, tr := range rep.Tables {
 		rows[tr.Name] = tr.Rows
 	}
-	wantRows := map[string]int64{"envs": 2, "env_revisions": 3, "env_operations": 4, "fleet_settings": 1, "builds": 1}
+	wantRows := map[string]int64{"envs": 2, "env_revisions": 3, "env_operations": 4, "fleet_settings": 1, "later_artifacts": 1}
 	for name, n := range wantRows {
 		if rows[name] != n {
 			t.Errorf("table %s: copied %d rows; want %d (report %+v)", name, rows[name], n, rep.Tables)
@@ -196,14 +196,14 @@ func TestCopy(t *testing.T) {
 	var complete bool
 	var builtAt time.Time
 	var blob []byte
-	if err := pg.QueryRow(ctx, `SELECT meta::text, complete, built_at, blob FROM builds WHERE id = 1`).Scan(&meta, &complete, &builtAt, &blob); err != nil {
+	if err := pg.QueryRow(ctx, `SELECT meta::text, complete, built_at, blob FROM later_artifacts WHERE id = 1`).Scan(&meta, &complete, &builtAt, &blob); err != nil {
 		t.Fatal(err)
 	}
 	if meta != `{"a": [1, 2.50], "b": 2}` || !complete || !builtAt.Equal(time.UnixMilli(1772600767891)) || string(blob) != "\x00\xff" {
-		t.Errorf("builds row: meta %s complete %v built_at %v blob %x", meta, complete, builtAt, blob)
+		t.Errorf("later_artifacts row: meta %s complete %v built_at %v blob %x", meta, complete, builtAt, blob)
 	}
 	var nextBuild int64
-	if err := pg.QueryRow(ctx, `INSERT INTO builds (digest, complete) VALUES ('sha256:cc', true) RETURNING id`).Scan(&nextBuild); err != nil {
+	if err := pg.QueryRow(ctx, `INSERT INTO later_artifacts (digest, complete) VALUES ('sha256:cc', true) RETURNING id`).Scan(&nextBuild); err != nil {
 		t.Fatal(err)
 	}
 	if nextBuild != 3 {

@@ -12,7 +12,6 @@ import (
 
 	"github.com/envfabric/envfabric/controlplane/envs"
 	"github.com/envfabric/envfabric/controlplane/store/sqlite"
-	"github.com/envfabric/envfabric/shared/envid"
 	"github.com/envfabric/envfabric/shared/errcode"
 )
 
@@ -25,7 +24,7 @@ type runner struct {
 }
 
 func (a *runner) Name() string { return a.name }
-func (a *runner) Run(context.Context, envid.Key, string, time.Duration, int64) (envs.RunResult, error) {
+func (a *runner) Run(context.Context, envs.RunSpec) (envs.RunResult, error) {
 	a.runs++
 	if a.err != nil {
 		return envs.RunResult{}, a.err
