@@ -6,7 +6,7 @@
 #   make chaos   fault-injection run against a local fleet (CHAOS_SECONDS=120); report in data/chaos/
 #   make bench   benchmarks; writes docs/benchmarks.md and docs/bench/ (not part of make test)
 #
-# Tools the build needs (uv, buf, protoc plugins) are installed under .tools/, pinned.
+# Tools the build needs (uv, buf, protoc plugins; the SDK tests' Python tools) are installed under .tools/, pinned.
 
 SHELL := bash
 .SHELLFLAGS := -euo pipefail -c
@@ -37,6 +37,12 @@ build: ## build ./bin/controlplane, ./bin/agent, ./bin/envfabric-ca (the fleet's
 uv: ## install the pinned uv into .tools/uv
 	@bash scripts/install-uv.sh >/dev/null
 
+# The Python SDK's tests (controlplane/e2e/pysdk_test.go) use these: mypy, pytest,
+# openapi-python-client and langgraph, pinned in clients/python/tools-requirements.txt.
+.PHONY: pytools
+pytools: ## install the pinned Python tools of the SDK's tests into .tools/pytools
+	@bash scripts/install-pytools.sh >/dev/null
+
 .PHONY: run
 run: ## run agent + control plane on this host (data in ./data; Ctrl-C stops)
 	bash scripts/run.sh
@@ -46,7 +52,7 @@ fleet: ## run a local fleet: PostgreSQL, 2 control planes, 3 agents on loopback 
 	bash scripts/fleet.sh
 
 .PHONY: test
-test: uv checkgenerate sandbox-tier ## check generated code, go vet, go test (what CI runs)
+test: uv pytools checkgenerate sandbox-tier ## check generated code, go vet, go test (what CI runs)
 	$(GO) vet ./...
 	UV_BIN=$(UV_BIN) $(GO) test -count=1 -timeout 45m ./...
 

@@ -394,6 +394,7 @@ func (f *fabric) send(t *testing.T, req *http.Request) response {
 	if err := json.Unmarshal(b, &r.Body); err != nil {
 		t.Fatalf("%s %s: status %d, body is not a JSON object: %q", req.Method, req.URL.Path, resp.StatusCode, b)
 	}
+	conformsToDoc(t, req.Method, req.URL.Path, r, resp.Header.Get("Content-Type")) // conformance_test.go
 	return r
 }
 
