@@ -61,6 +61,12 @@ class PackageResolutionFailed(FabricError):
     code_name = "PACKAGE_RESOLUTION_FAILED"
 
 
+class PackageDenied(FabricError):
+    """422: the resolved lock holds a version PACKAGE_POLICY denies (``details["denied"]`` names the rule)."""
+
+    code_name = "PACKAGE_DENIED"
+
+
 class EnvLocked(FabricError):
     """423: another operation holds the environment (``details["held_by"]`` names it)."""
 
