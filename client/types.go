@@ -69,6 +69,24 @@ type RollbackResult struct {
 	Rebuilt      bool  `json:"rebuilt"`
 }
 
+// DryRunResult answers a change sent with "dry_run": true (AddDryRun, RemoveDryRun,
+// UpdateDryRun): the dependencies and locked versions the change would commit, Revision the
+// current one (nothing was committed), and every locked package it would change. Status and
+// BuildID stay empty: nothing was done. OperationID is the audit row of the preview.
+type DryRunResult struct {
+	DepsResult
+	DryRun  bool            `json:"dry_run"`
+	Changes []PackageChange `json:"changes"`
+}
+
+// PackageChange is one locked package a change would add (From nil), remove (To nil) or move
+// from one version to another; transitive packages included.
+type PackageChange struct {
+	Name string  `json:"name"`
+	From *string `json:"from"`
+	To   *string `json:"to"`
+}
+
 // SyncResult answers POST sync.
 type SyncResult struct {
 	Raw
