@@ -234,9 +234,9 @@ type Build struct {
 	ID                string          `json:"id"`
 	State             string          `json:"state"` // READY, REMOVED (hibernated) or DAMAGED
 	PackagesInstalled int             `json:"packages"`
-	SharedWith        int             `json:"shared_with"` // environments whose current build it is
-	Verified          bool            `json:"verified"`
-	Intact            bool            `json:"intact"`
+	SharedWith        int             `json:"shared_with"` // the other environments whose current build it is
+	Verified          bool            `json:"verified"`    // every file of every package's RECORD was checked (false: the build is not on disk)
+	Intact            bool            `json:"intact"`      // verified and nothing missing or of the wrong size
 	Damaged           []PackageDamage `json:"damaged"`
 	FilesChecked      int64           `json:"files_checked"`
 }

@@ -18,6 +18,10 @@ import (
 type cli struct {
 	stdin          io.Reader
 	stdout, stderr io.Writer
+	// stderrTTY: stderr is a terminal, a person reading it. Notes about a run that are not the
+	// code's own output (the environment woke first) go there only then, so a script capturing
+	// the code's stderr gets exactly the code's bytes.
+	stderrTTY bool
 
 	ctx context.Context
 	api *client.Client
@@ -162,6 +166,13 @@ func (c *cli) answered(r interface{ JSON() json.RawMessage }, human func()) erro
 func (c *cli) create(inv *invocation) error {
 	req := client.CreateRequest{WorkflowID: inv.args[0], NodeID: inv.args[1], VersionID: inv.opt.version,
 		PythonVersion: inv.opt.python, Packages: inv.args[2:]}
+	if inv.opt.from != "" {
+		from, err := parseEnvRef(inv.opt.from) // checked by checkArgs
+		if err != nil {
+			return &usageError{cmd: inv.cmd, msg: "--from: " + err.Error()}
+		}
+		req.From = &from
+	}
 	if inv.opt.requirements != "" {
 		text, err := c.readInput("the requirements file", inv.opt.requirements)
 		if err != nil {
@@ -184,17 +195,47 @@ func (c *cli) deps(inv *invocation) error {
 	return c.answered(r, func() { c.printDeps(r) })
 }
 
-func (c *cli) mutation(fn func(context.Context, client.Env, []string) (*client.DepsResult, error)) error {
-	r, err := fn(c.ctx, c.env(), c.inv.args[2:])
+// change is add, remove or update: the change, or with --dry-run its preview.
+type change struct {
+	do      func(context.Context, client.Env, []string) (*client.DepsResult, error)
+	preview func(context.Context, client.Env, []string) (*client.DryRunResult, error)
+	verb    string // what the preview says the change would do: "add", "remove", "update"
+}
+
+func (c *cli) mutation(ch change) error {
+	if c.inv.opt.dryRun {
+		r, err := ch.preview(c.ctx, c.env(), c.inv.args[2:])
+		if err != nil {
+			return err
+		}
+		return c.answered(r, func() { c.printDryRun(ch.verb, r) })
+	}
+	r, err := ch.do(c.ctx, c.env(), c.inv.args[2:])
 	if err != nil {
 		return err
 	}
 	return c.answered(r, func() { c.printDeps(r) })
 }
 
-func (c *cli) add(inv *invocation) error    { return c.mutation(c.api.Add) }
-func (c *cli) remove(inv *invocation) error { return c.mutation(c.api.Remove) }
-func (c *cli) update(inv *invocation) error { return c.mutation(c.api.Update) }
+func (c *cli) add(inv *invocation) error {
+	return c.mutation(change{do: c.api.Add, preview: c.api.AddDryRun, verb: "add"})
+}
+
+func (c *cli) remove(inv *invocation) error {
+	return c.mutation(change{do: c.api.Remove, preview: c.api.RemoveDryRun, verb: "remove"})
+}
+
+func (c *cli) update(inv *invocation) error {
+	return c.mutation(change{do: c.api.Update, preview: c.api.UpdateDryRun, verb: "update"})
+}
+
+func (c *cli) rollback(inv *invocation) error {
+	r, err := c.api.Rollback(c.ctx, c.env(), inv.opt.revision)
+	if err != nil {
+		return err
+	}
+	return c.answered(r, func() { c.printRollback(r) })
+}
 
 func (c *cli) run(inv *invocation) error {
 	code := inv.opt.code
@@ -228,6 +269,9 @@ func (c *cli) run(inv *invocation) error {
 		// Byte for byte: the code's output is the command's output.
 		c.stdout.Write(r.Stdout)
 		c.stderr.Write(r.Stderr)
+		if r.Woke && c.stderrTTY {
+			fmt.Fprintf(c.stderr, "envfabric: %s was hibernated: its build was materialised again before the run\n", c.env())
+		}
 	}
 	if r.StdoutTruncated || r.StderrTruncated {
 		fmt.Fprintf(c.stderr, "envfabric: output cut at the fabric's RUN_MAX_OUTPUT_BYTES (stdout truncated: %t, stderr truncated: %t)\n", r.StdoutTruncated, r.StderrTruncated)
@@ -313,10 +357,7 @@ func (c *cli) sync(inv *invocation) error {
 	if err != nil {
 		return err
 	}
-	return c.answered(r, func() {
-		fmt.Fprintf(c.stdout, "%s %s: revision %d, %s installed\n", r.Status,
-			envName(r.WorkflowID, r.NodeID, r.VersionID), r.Revision, count(r.PackagesInstalled, "package"))
-	})
+	return c.answered(r, func() { c.printSync(r) })
 }
 
 func (c *cli) status(inv *invocation) error {

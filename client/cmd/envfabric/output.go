@@ -62,6 +62,68 @@ func (c *cli) printDeps(r *client.DepsResult) {
 	} else {
 		fmt.Fprintf(c.stdout, "%s: revision %d\n", envName(r.WorkflowID, r.NodeID, r.VersionID), r.Revision)
 	}
+	c.depsTable(r)
+}
+
+func (c *cli) printRollback(r *client.RollbackResult) {
+	fmt.Fprintf(c.stdout, "rolled back %s to revision %d's files and build: now revision %d\n",
+		envName(r.WorkflowID, r.NodeID, r.VersionID), r.RolledBackTo, r.Revision)
+	if r.Rebuilt {
+		fmt.Fprintf(c.stdout, "rebuilt: that build had been removed and was materialised again from its uv.lock\n")
+	}
+	c.depsTable(&r.DepsResult)
+}
+
+// printDryRun is what a change would do: every locked package it would add, remove or move, and
+// the dependencies it would leave.
+func (c *cli) printDryRun(verb string, r *client.DryRunResult) {
+	fmt.Fprintf(c.stdout, "dry run of %s on %s: %s would change; nothing was changed (revision %d stays current)\n",
+		verb, envName(r.WorkflowID, r.NodeID, r.VersionID), count(len(r.Changes), "locked package"), r.Revision)
+	if len(r.Changes) > 0 {
+		tw := c.table()
+		fmt.Fprintln(tw, "PACKAGE\tFROM\tTO\tCHANGE")
+		for _, ch := range r.Changes {
+			what := "changed"
+			switch {
+			case ch.From == nil:
+				what = "added"
+			case ch.To == nil:
+				what = "removed"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", ch.Name, orDash(ch.From), orDash(ch.To), what)
+		}
+		tw.Flush()
+	}
+	deps := strings.Join(r.Dependencies, ", ")
+	if deps == "" {
+		deps = "(none)"
+	}
+	fmt.Fprintf(c.stdout, "dependencies after it: %s\n", deps)
+	for _, h := range r.HostConstraints {
+		fmt.Fprintf(c.stdout, "host constraint: %s -> %s\n", h.Requested, h.Applied)
+	}
+}
+
+func orDash(s *string) string {
+	if s == nil {
+		return "-"
+	}
+	return *s
+}
+
+func (c *cli) printSync(r *client.SyncResult) {
+	fmt.Fprintf(c.stdout, "%s %s: revision %d, %s installed\n", r.Status,
+		envName(r.WorkflowID, r.NodeID, r.VersionID), r.Revision, count(r.PackagesInstalled, "package"))
+	switch {
+	case r.Repaired:
+		fmt.Fprintf(c.stdout, "repaired: the build was damaged and was replaced by a fresh one (build %s)\n", r.BuildID)
+	case r.Rebuilt:
+		fmt.Fprintf(c.stdout, "rebuilt: the build was not on disk and was materialised again (build %s)\n", r.BuildID)
+	}
+}
+
+// depsTable is the deps answer's table and host constraints.
+func (c *cli) depsTable(r *client.DepsResult) {
 	// One row per locked package; the dependencies (direct) show what was asked for.
 	requested := map[string]string{}
 	for _, d := range r.Dependencies {
@@ -129,7 +191,53 @@ func (c *cli) printStatus(r *client.Status) {
 	if r.DiskError != "" {
 		row("disk error", r.DiskError)
 	}
+	if b := r.Build; b != nil {
+		row("build", fmt.Sprintf("%s (%s), %s, shared with %s", b.ID, orValue(b.State, "unrecorded"),
+			count(b.PackagesInstalled, "package"), count(b.SharedWith, "other environment")))
+		row("build check", buildCheck(b))
+		for _, d := range b.Damaged {
+			row("damaged", packageDamage(d))
+		}
+	} else if r.Revision > 0 && r.BuildID == "" {
+		row("build", "- (the layout before builds: its own .venv until its next change or sync)")
+	}
 	tw.Flush()
+}
+
+func orValue(s, otherwise string) string {
+	if s == "" {
+		return otherwise
+	}
+	return s
+}
+
+// buildCheck is what verifying the build against its packages' RECORD files found.
+func buildCheck(b *client.Build) string {
+	switch {
+	case !b.Verified && b.State == "REMOVED":
+		return "not verified: the build is not on disk (hibernated; the next run or sync materialises it again)"
+	case !b.Verified:
+		return "not verified: the build is not complete on disk"
+	case b.Intact:
+		return fmt.Sprintf("intact (%d files checked against their RECORD)", b.FilesChecked)
+	}
+	return fmt.Sprintf("DAMAGED: %s with missing or wrong-size files (%d files checked); `envfabric sync` replaces the build",
+		count(len(b.Damaged), "package"), b.FilesChecked)
+}
+
+// packageDamage is one damaged package: its counts and the first few files.
+func packageDamage(d client.PackageDamage) string {
+	s := fmt.Sprintf("%s %s: %d missing, %d wrong size", d.Name, d.Version, d.MissingCount, d.WrongSizeCount)
+	files := append(append([]string(nil), d.Missing...), d.WrongSize...)
+	const shown = 3
+	if len(files) > 0 {
+		more := ""
+		if total := d.MissingCount + d.WrongSizeCount; total > min(len(files), shown) {
+			more = fmt.Sprintf(", … %d more", total-min(len(files), shown))
+		}
+		s += " (" + strings.Join(files[:min(len(files), shown)], ", ") + more + ")"
+	}
+	return s
 }
 
 func yes(b bool) string {
@@ -201,18 +309,36 @@ func (c *cli) printCleanup(r *client.CleanupResult) {
 	if r.DryRun {
 		verb = "would remove"
 	}
-	fmt.Fprintf(c.stdout, "%s %s unused for %gh, freeing %s; skipped %d\n", verb, count(len(r.Removed), "environment"), r.IdleHours, humanBytes(r.BytesFreed), len(r.Skipped))
-	if len(r.Removed)+len(r.Skipped) == 0 {
+	// BytesFreed is the total of both kinds; each line says its own part.
+	var envsFreed int64
+	for _, e := range r.Removed {
+		envsFreed += e.BytesFreed
+	}
+	fmt.Fprintf(c.stdout, "%s %s unused for %gh, freeing %s; skipped %d\n", verb, count(len(r.Removed), "environment"), r.IdleHours, humanBytes(envsFreed), len(r.Skipped))
+	now := time.Now()
+	if len(r.Removed)+len(r.Skipped) > 0 {
+		tw := c.table()
+		fmt.Fprintln(tw, "WORKFLOW\tNODE\tVERSION\tLAST USED\tOUTCOME")
+		for _, e := range r.Removed {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", e.WorkflowID, e.NodeID, e.VersionID, ago(e.LastUsedAt, now), verb)
+		}
+		for _, e := range r.Skipped {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\tskipped: %s\n", e.WorkflowID, e.NodeID, e.VersionID, ago(e.LastUsedAt, now), e.Reason)
+		}
+		tw.Flush()
+	}
+	if len(r.BuildsRemoved)+len(r.BuildsSkipped) == 0 {
 		return
 	}
-	now := time.Now()
+	fmt.Fprintf(c.stdout, "%s %s no environment's current revision uses, freeing %s; skipped %d (in all: %s)\n", verb,
+		count(len(r.BuildsRemoved), "build"), humanBytes(r.BytesFreed-envsFreed), len(r.BuildsSkipped), humanBytes(r.BytesFreed))
 	tw := c.table()
-	fmt.Fprintln(tw, "WORKFLOW\tNODE\tVERSION\tLAST USED\tOUTCOME")
-	for _, e := range r.Removed {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", e.WorkflowID, e.NodeID, e.VersionID, ago(e.LastUsedAt, now), verb)
+	fmt.Fprintln(tw, "BUILD\tENVIRONMENTS\tLAST USED\tFREED\tOUTCOME")
+	for _, b := range r.BuildsRemoved {
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\n", b.BuildID, b.CurrentEnvs, ago(b.LastUsedAt, now), humanBytes(b.BytesFreed), verb)
 	}
-	for _, e := range r.Skipped {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\tskipped: %s\n", e.WorkflowID, e.NodeID, e.VersionID, ago(e.LastUsedAt, now), e.Reason)
+	for _, b := range r.BuildsSkipped {
+		fmt.Fprintf(tw, "%s\t%d\t%s\t-\tskipped: %s\n", b.BuildID, b.CurrentEnvs, ago(b.LastUsedAt, now), b.Reason)
 	}
 	tw.Flush()
 }

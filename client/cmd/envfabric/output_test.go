@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -33,6 +34,125 @@ func TestHumanBytes(t *testing.T) {
 	for n, want := range map[int64]string{0: "0 B", 1023: "1023 B", 1024: "1.0 KiB", 139752: "136.5 KiB", 5 << 30: "5.0 GiB"} {
 		if got := humanBytes(n); got != want {
 			t.Errorf("humanBytes(%d) = %q; want %q", n, got, want)
+		}
+	}
+}
+
+func ptr(s string) *string { return &s }
+
+// lines is out without trailing spaces on each line (tabwriter pads the last column).
+func lines(out string) string {
+	ls := strings.Split(strings.TrimSpace(out), "\n")
+	for i, l := range ls {
+		ls[i] = strings.TrimRight(l, " ")
+	}
+	return strings.Join(ls, "\n")
+}
+
+// TestDryRunTable: every locked package a change would touch, null as "-", and what it is.
+func TestDryRunTable(t *testing.T) {
+	var out bytes.Buffer
+	c := &cli{stdout: &out}
+	c.printDryRun("update", &client.DryRunResult{DepsResult: client.DepsResult{WorkflowID: "wf", NodeID: "n", VersionID: "v1", Revision: 4,
+		Dependencies: []string{"alpha>=2", "beta"}}, DryRun: true,
+		Changes: []client.PackageChange{{Name: "alpha", From: ptr("1.0.0"), To: ptr("2.0.0")}, {Name: "beta", To: ptr("1.0.0")}, {Name: "gamma", From: ptr("0.1")}}})
+	want := strings.Join([]string{
+		"dry run of update on wf/n/v1: 3 locked packages would change; nothing was changed (revision 4 stays current)",
+		"PACKAGE  FROM   TO     CHANGE",
+		"alpha    1.0.0  2.0.0  changed",
+		"beta     -      1.0.0  added",
+		"gamma    0.1    -      removed",
+		"dependencies after it: alpha>=2, beta",
+	}, "\n")
+	if got := lines(out.String()); got != want {
+		t.Errorf("got\n%s\nwant\n%s", got, want)
+	}
+
+	out.Reset()
+	c.printDryRun("add", &client.DryRunResult{DepsResult: client.DepsResult{WorkflowID: "wf", NodeID: "n", VersionID: "v1", Revision: 2}, DryRun: true})
+	if got := lines(out.String()); got != "dry run of add on wf/n/v1: 0 locked packages would change; nothing was changed (revision 2 stays current)\ndependencies after it: (none)" {
+		t.Errorf("a dry run that changes nothing printed\n%s", got)
+	}
+}
+
+// TestStatusBuild: the status table's build rows for each thing verifying can find.
+func TestStatusBuild(t *testing.T) {
+	tests := []struct {
+		name  string
+		build *client.Build
+		id    string
+		want  []string // rows the table has, spaces squeezed
+		not   string   // a row it must not have
+	}{
+		{name: "intact and shared", id: "b1", build: &client.Build{ID: "b1", State: "READY", PackagesInstalled: 2, SharedWith: 9, Verified: true, Intact: true, FilesChecked: 40},
+			want: []string{"build b1 (READY), 2 packages, shared with 9 other environments", "build check intact (40 files checked against their RECORD)"}, not: "damaged"},
+		{name: "damaged", id: "b2", build: &client.Build{ID: "b2", State: "DAMAGED", PackagesInstalled: 1, Verified: true, FilesChecked: 12,
+			Damaged: []client.PackageDamage{{Name: "delta", Version: "0.1.0", Missing: []string{"delta/__init__.py", "delta/a.py", "delta/b.py"}, MissingCount: 5, WrongSize: []string{"delta/c.py"}, WrongSizeCount: 1}}},
+			want: []string{"build b2 (DAMAGED), 1 package, shared with 0 other environments",
+				"build check DAMAGED: 1 package with missing or wrong-size files (12 files checked); `envfabric sync` replaces the build",
+				"damaged delta 0.1.0: 5 missing, 1 wrong size (delta/__init__.py, delta/a.py, delta/b.py, … 3 more)"}},
+		{name: "hibernated", id: "b3", build: &client.Build{ID: "b3", State: "REMOVED", SharedWith: 1},
+			want: []string{"build b3 (REMOVED), 0 packages, shared with 1 other environment", "build check not verified: the build is not on disk (hibernated"}},
+		{name: "the layout before builds", want: []string{"build - (the layout before builds"}, not: "build check"},
+	}
+	squeeze := regexp.MustCompile(` {2,}`)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var out bytes.Buffer
+			c := &cli{stdout: &out}
+			c.printStatus(&client.Status{EnvView: client.EnvView{WorkflowID: "wf", NodeID: "n", VersionID: "v1", Revision: 2, BuildID: tt.id}, Build: tt.build})
+			got := squeeze.ReplaceAllString(out.String(), " ")
+			for _, w := range tt.want {
+				if !strings.Contains(got, "\n"+w) {
+					t.Errorf("no row %q in\n%s", w, got)
+				}
+			}
+			if tt.not != "" && strings.Contains(got, "\n"+tt.not) {
+				t.Errorf("a row %q in\n%s", tt.not, got)
+			}
+		})
+	}
+}
+
+// TestCleanupBuilds: cleanup's builds after its environments, each line its own bytes.
+func TestCleanupBuilds(t *testing.T) {
+	var out bytes.Buffer
+	c := &cli{stdout: &out}
+	c.printCleanup(&client.CleanupResult{IdleHours: 72, BytesFreed: 3 << 20,
+		Removed:       []client.CleanupEntry{{WorkflowID: "wf", NodeID: "n", VersionID: "v1", BytesFreed: 1 << 20}},
+		BuildsRemoved: []client.BuildEntry{{BuildID: "b1", BytesFreed: 2 << 20}},
+		BuildsSkipped: []client.BuildEntry{{BuildID: "b2", CurrentEnvs: 0, Reason: "in_use"}}})
+	got := lines(out.String())
+	for _, w := range []string{
+		"removed 1 environment unused for 72h, freeing 1.0 MiB; skipped 0",
+		"removed 1 build no environment's current revision uses, freeing 2.0 MiB; skipped 1 (in all: 3.0 MiB)",
+		"BUILD  ENVIRONMENTS  LAST USED  FREED    OUTCOME",
+		"b1     0             -          2.0 MiB  removed",
+		"b2     0             -          -        skipped: in_use",
+	} {
+		if !strings.Contains(got, w) {
+			t.Errorf("no line %q in\n%s", w, got)
+		}
+	}
+}
+
+func TestSyncOutput(t *testing.T) {
+	for _, tt := range []struct {
+		r    client.SyncResult
+		want string
+	}{
+		{client.SyncResult{Status: "synced", WorkflowID: "wf", NodeID: "n", VersionID: "v1", Revision: 3, PackagesInstalled: 2, BuildID: "b"},
+			"synced wf/n/v1: revision 3, 2 packages installed"},
+		{client.SyncResult{Status: "synced", WorkflowID: "wf", NodeID: "n", VersionID: "v1", Revision: 3, PackagesInstalled: 2, BuildID: "b", Repaired: true, Rebuilt: true},
+			"synced wf/n/v1: revision 3, 2 packages installed\nrepaired: the build was damaged and was replaced by a fresh one (build b)"},
+		{client.SyncResult{Status: "synced", WorkflowID: "wf", NodeID: "n", VersionID: "v1", Revision: 3, PackagesInstalled: 1, BuildID: "b", Rebuilt: true},
+			"synced wf/n/v1: revision 3, 1 package installed\nrebuilt: the build was not on disk and was materialised again (build b)"},
+	} {
+		var out bytes.Buffer
+		c := &cli{stdout: &out}
+		c.printSync(&tt.r)
+		if got := lines(out.String()); got != tt.want {
+			t.Errorf("got\n%s\nwant\n%s", got, tt.want)
 		}
 	}
 }
