@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -367,4 +368,140 @@ func TestClient(t *testing.T) {
 	if err != nil || !ready.Ready {
 		t.Errorf("readyz: %+v, %v", ready, err)
 	}
+}
+
+// TestCLIBuilds walks the builds' commands with the built envfabric against a real fabric: a dry
+// run of each change prints its change table and leaves the exported files byte-identical,
+// rollback and create --from take a revision's or another environment's build, status shows the
+// build and damage to it, sync repairs it, cleanup removes the build nothing uses, and a rollback
+// to that revision materialises it again.
+func TestCLIBuilds(t *testing.T) {
+	t.Parallel()
+	f := newFabric(t, options{})
+	work := t.TempDir()
+	cli := func(args ...string) cliRun { t.Helper(); return f.envfabric(t, work, adminSecret, "", args...) }
+	row := func(r cliRun, pattern string) {
+		t.Helper()
+		if !regexp.MustCompile(`(?m)` + pattern).MatchString(r.stdout) {
+			t.Errorf("no line matching %q in\n%s", pattern, r)
+		}
+	}
+
+	cli("create", "wf", "n", "alpha==1.0.0").want(t, 0)
+	m := cli("add", "wf", "n", "delta==0.1.0", "--json").want(t, 0).json(t)
+	withDelta, _ := m["build_id"].(string)
+	if m["revision"] != float64(2) || withDelta == "" {
+		t.Fatalf("add --json: %v", m)
+	}
+
+	// Dry runs: the table of what would change, transitive packages included; nothing changes.
+	before := filepath.Join(work, "before")
+	cli("export", "wf", "n", "-o", before).want(t, 0)
+	r := cli("add", "wf", "n", "epsilon", "--dry-run").want(t, 0) // epsilon needs beta and delta, which is there
+	row(r, `^dry run of add on wf/n/v1: 2 locked packages would change; nothing was changed \(revision 2 stays current\)$`)
+	row(r, `^PACKAGE\s+FROM\s+TO\s+CHANGE$`)
+	row(r, `^beta\s+-\s+1\.0\.0\s+added$`)
+	row(r, `^epsilon\s+-\s+1\.0\.0\s+added$`)
+	r = cli("update", "wf", "n", "delta>=0.2", "--dry-run").want(t, 0)
+	row(r, `^delta\s+0\.1\.0\s+0\.2\.0\s+changed$`)
+	row(r, `^dependencies after it: .*delta>=0\.2`)
+	r = cli("remove", "wf", "n", "delta", "--dry-run").want(t, 0)
+	row(r, `^delta\s+0\.1\.0\s+-\s+removed$`)
+	m = cli("update", "wf", "n", "alpha>=2", "--dry-run", "--json").want(t, 0).json(t)
+	changes, _ := m["changes"].([]any)
+	if m["dry_run"] != true || m["revision"] != float64(2) || len(changes) != 1 {
+		t.Fatalf("update --dry-run --json: %v", m)
+	}
+	if c, _ := changes[0].(map[string]any); c["name"] != "alpha" || c["from"] != "1.0.0" || c["to"] != "2.0.0" {
+		t.Errorf("update --dry-run --json's change: %v", c)
+	}
+	if r = cli("add", "wf", "n", "alpha==9.9.9", "--dry-run").want(t, 1); !strings.Contains(r.stderr, "PACKAGE_RESOLUTION_FAILED") {
+		t.Errorf("a dry run that cannot resolve: %s", r)
+	}
+	after := filepath.Join(work, "after")
+	cli("export", "wf", "n", "-o", after).want(t, 0)
+	for _, name := range []string{"pyproject.toml", "uv.lock"} {
+		b, _ := os.ReadFile(filepath.Join(before, name))
+		a, _ := os.ReadFile(filepath.Join(after, name))
+		if len(b) == 0 || !bytes.Equal(a, b) || f.readFile(t, "wf", "n", name) != string(b) {
+			t.Errorf("%s changed across the dry runs (export before and after, or on the storage)", name)
+		}
+	}
+	if m = cli("deps", "wf", "n", "--json").want(t, 0).json(t); m["revision"] != float64(2) {
+		t.Errorf("deps after the dry runs: %v; want revision 2 still", m)
+	}
+
+	// Rollback: revision 1's files and build as revision 3, at once.
+	r = cli("rollback", "wf", "n", "1").want(t, 0)
+	row(r, `^rolled back wf/n/v1 to revision 1's files and build: now revision 3$`)
+	row(r, `^alpha\s+1\.0\.0\s+alpha==1\.0\.0$`)
+	if strings.Contains(r.stdout, "delta") || strings.Contains(r.stdout, "rebuilt") {
+		t.Errorf("rollback to revision 1: %s; want no delta, no rebuild", r)
+	}
+	if r = cli("run", "wf", "n", "-c", "import importlib.util as u, alpha; print(alpha.__version__, u.find_spec('delta') is None)").want(t, 0); r.stdout != "1.0.0 True\n" {
+		t.Errorf("a run after the rollback printed %q; want alpha 1.0.0 and no delta", r.stdout)
+	}
+	if r = cli("rollback", "wf", "n", "99").want(t, 1); !strings.Contains(r.stderr, "INVALID_REQUEST") || !strings.Contains(r.stderr, "no revision 99") {
+		t.Errorf("rollback to a revision that does not exist: %s", r)
+	}
+	cli("rollback", "wf", "n", "latest").want(t, 2)
+
+	// create --from: the source's build, shared; status says so.
+	created := cli("create", "wf", "copy", "--from", "wf/n", "--json").want(t, 0).json(t)
+	st := cli("status", "wf", "n", "--json").want(t, 0).json(t)
+	if created["build_id"] == "" || created["build_id"] != st["build_id"] || created["revision"] != float64(1) {
+		t.Errorf("create --from wf/n: %v; want wf/n's build %v at revision 1", created, st["build_id"])
+	}
+	first, _ := st["build_id"].(string)
+	r = cli("status", "wf", "copy").want(t, 0)
+	row(r, `^build\s+`+first+` \(READY\), 1 package, shared with 1 other environment$`)
+	row(r, `^build check\s+intact \(\d+ files checked against their RECORD\)$`)
+	if r = cli("create", "wf", "other", "six", "--from", "wf/n").want(t, 2); !strings.Contains(r.stderr, "not both") {
+		t.Errorf("create with packages and --from: %s", r)
+	}
+	if r = cli("create", "wf", "other", "--from", "wf/missing").want(t, 1); !strings.Contains(r.stderr, "ENV_NOT_FOUND") {
+		t.Errorf("create --from an environment that does not exist: %s", r)
+	}
+
+	// Damage: alpha's directory deleted from the shared build shows in status; sync repairs it.
+	dirs, _ := filepath.Glob(filepath.Join(f.Envs, ".builds", first, ".venv", "lib", "python*", "site-packages", "alpha"))
+	if len(dirs) != 1 {
+		t.Fatalf("alpha's directory in the build: %v", dirs)
+	}
+	if err := os.RemoveAll(dirs[0]); err != nil {
+		t.Fatal(err)
+	}
+	r = cli("status", "wf", "copy").want(t, 0)
+	row(r, `^build\s+`+first+` \(DAMAGED\)`)
+	row(r, `^build check\s+DAMAGED: 1 package with missing or wrong-size files`)
+	row(r, `^damaged\s+alpha 1\.0\.0: [1-9]\d* missing, 0 wrong size \(alpha/`)
+	row(r, `^in step\s+false$`)
+	r = cli("sync", "wf", "copy").want(t, 0)
+	row(r, `^repaired: the build was damaged and was replaced by a fresh one \(build `+first+`\)$`)
+	r = cli("status", "wf", "n").want(t, 0)
+	row(r, `^build check\s+intact`)
+	row(r, `^in step\s+true$`)
+
+	// Cleanup: revision 2's build (alpha and delta) is no current revision's; once unused for a
+	// lease TTL it goes, and a rollback to revision 2 materialises it again.
+	waitFor(t, func() bool {
+		m := cli("cleanup", "--dry-run", "--idle-hours", "1000", "--json").want(t, 0).json(t)
+		builds, _ := m["builds_removed"].([]any)
+		return slices.ContainsFunc(builds, func(b any) bool { return b.(map[string]any)["build_id"] == withDelta })
+	})
+	r = cli("cleanup", "--idle-hours", "1000").want(t, 0)
+	row(r, `^removed 0 environments unused for 1000h, freeing 0 B; skipped 0$`)
+	row(r, `^removed 1 build no environment's current revision uses, freeing .+; skipped 0 \(in all: .+\)$`)
+	row(r, `^`+withDelta+`\s+0\s+\S.*\s+removed$`)
+	if _, err := os.Stat(filepath.Join(f.Envs, ".builds", withDelta)); !os.IsNotExist(err) {
+		t.Errorf("the build cleanup said it removed: %v", err)
+	}
+	r = cli("rollback", "wf", "n", "2").want(t, 0)
+	row(r, `^rolled back wf/n/v1 to revision 2's files and build: now revision 4$`)
+	row(r, `^rebuilt: that build had been removed and was materialised again from its uv.lock$`)
+	if r = cli("run", "wf", "n", "-c", "import delta; print(delta.__version__)").want(t, 0); r.stdout != "0.1.0\n" {
+		t.Errorf("a run after the rollback to revision 2 printed %q", r.stdout)
+	}
+	r = cli("history", "wf", "n").want(t, 0)
+	row(r, `^\d+\s+rollback\s+succeeded\s+e2e-test\s`)
 }
