@@ -502,6 +502,11 @@ func TestCLIBuilds(t *testing.T) {
 	if r = cli("run", "wf", "n", "-c", "import delta; print(delta.__version__)").want(t, 0); r.stdout != "0.1.0\n" {
 		t.Errorf("a run after the rollback to revision 2 printed %q", r.stdout)
 	}
+	// history: the revision each change committed, the dry runs marked.
 	r = cli("history", "wf", "n").want(t, 0)
-	row(r, `^\d+\s+rollback\s+succeeded\s+e2e-test\s`)
+	row(r, `^\d+\s+rollback\s+succeeded\s+e2e-test\s.*\s4\s+-$`)
+	row(r, `^\d+\s+rollback\s+succeeded\s+e2e-test\s.*\s3\s+-$`)
+	row(r, `^\d+\s+add\s+succeeded\s+e2e-test\s.*\s2\s+-$`)
+	row(r, `^\d+\s+update \(dry run\)\s+succeeded\s+e2e-test\s.*\s-\s+-$`)
+	row(r, `^\d+\s+add \(dry run\)\s+failed\s+e2e-test\s.*\sPACKAGE_RESOLUTION_FAILED$`)
 }

@@ -259,8 +259,17 @@ func (c *cli) printEnvs(envs []client.EnvView) {
 
 func (c *cli) printHistory(r *client.History) {
 	tw := c.table()
-	fmt.Fprintln(tw, "ID\tOPERATION\tSTATUS\tACTOR\tAGENT\tSTARTED\tDURATION\tERROR")
+	fmt.Fprintln(tw, "ID\tOPERATION\tSTATUS\tACTOR\tAGENT\tSTARTED\tDURATION\tREVISION\tERROR")
 	for _, o := range r.Operations {
+		op := o.Operation
+		if dry, _ := o.Params["dry_run"].(bool); dry {
+			op += " (dry run)"
+		}
+		// The revision the operation committed (what rollback takes) or ran against.
+		rev := "-"
+		if n, ok := o.Result["revision"].(float64); ok {
+			rev = strconv.FormatInt(int64(n), 10)
+		}
 		errText := "-"
 		if o.ErrorCode != "" {
 			errText = o.ErrorCode
@@ -269,8 +278,8 @@ func (c *cli) printHistory(r *client.History) {
 		if agent == "" {
 			agent = "-"
 		}
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", o.ID, o.Operation, o.Status, o.Actor, agent,
-			o.StartedAt.Local().Format(time.DateTime), (time.Duration(o.DurationMS) * time.Millisecond).String(), errText)
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", o.ID, op, o.Status, o.Actor, agent,
+			o.StartedAt.Local().Format(time.DateTime), (time.Duration(o.DurationMS) * time.Millisecond).String(), rev, errText)
 	}
 	tw.Flush()
 }

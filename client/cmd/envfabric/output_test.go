@@ -156,3 +156,29 @@ func TestSyncOutput(t *testing.T) {
 		}
 	}
 }
+
+// TestHistoryTable: the revision each operation committed or ran against (what rollback takes),
+// and dry runs marked as such.
+func TestHistoryTable(t *testing.T) {
+	var out bytes.Buffer
+	c := &cli{stdout: &out}
+	c.printHistory(&client.History{Operations: []client.Operation{
+		{ID: 3, Operation: "rollback", Status: "succeeded", Actor: "me", Agent: "a1", Params: map[string]any{"revision": 1.0}, Result: map[string]any{"revision": 3.0}},
+		{ID: 2, Operation: "add", Status: "succeeded", Actor: "me", Agent: "a1", Params: map[string]any{"dry_run": true}, Result: map[string]any{"base_revision": 2.0}},
+		{ID: 1, Operation: "add", Status: "failed", Actor: "me", ErrorCode: "PACKAGE_RESOLUTION_FAILED"},
+	}})
+	squeeze := regexp.MustCompile(` {2,}`)
+	got := strings.Split(squeeze.ReplaceAllString(lines(out.String()), "|"), "\n")
+	want := []string{
+		"ID|OPERATION|STATUS|ACTOR|AGENT|STARTED|DURATION|REVISION|ERROR",
+		"3|rollback|succeeded|me|a1|",
+		"2|add (dry run)|succeeded|me|a1|",
+		"1|add|failed|me|-|",
+	}
+	wantEnd := []string{"", "|0s|3|-", "|0s|-|-", "|0s|-|PACKAGE_RESOLUTION_FAILED"}
+	for i := range want {
+		if i >= len(got) || !strings.HasPrefix(got[i], want[i]) || !strings.HasSuffix(got[i], wantEnd[i]) {
+			t.Fatalf("history table:\n%s\nwant rows starting %q and ending %q", strings.Join(got, "\n"), want, wantEnd)
+		}
+	}
+}
