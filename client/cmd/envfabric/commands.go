@@ -184,7 +184,12 @@ func (c *cli) create(inv *invocation) error {
 	if err != nil {
 		return err
 	}
-	return c.answered(r, func() { c.printCreated(r) })
+	return c.answered(r, func() {
+		c.printCreated(r)
+		if req.From != nil {
+			fmt.Fprintf(c.stdout, "from: %s, its files and build (no resolution, no install)\n", req.From)
+		}
+	})
 }
 
 func (c *cli) deps(inv *invocation) error {

@@ -44,6 +44,9 @@ func (c *cli) printCreated(r *client.CreatedEnv) {
 		fmt.Fprintf(c.stdout, "host constraint: %s -> %s\n", h.Requested, h.Applied)
 	}
 	fmt.Fprintf(c.stdout, "path: %s\n", r.EnvPath)
+	if r.BuildID != "" {
+		fmt.Fprintf(c.stdout, "build: %s\n", r.BuildID)
+	}
 }
 
 // namePrefix is a requirement's distribution name (PEP 508: it comes first).
