@@ -69,6 +69,7 @@ chaos: uv ## fault-injection run: kill/pause programs, stop PostgreSQL, check in
 .PHONY: bench
 bench: uv ## run the benchmarks (~15 min; BENCH_QUICK=1 for a short run) into docs/benchmarks.md
 	UV_BIN=$(UV_BIN) $(GO) run ./scripts/bench
+	$(GO) run ./scripts/benchdeps
 
 .PHONY: proto
 proto: ## install the pinned generators and regenerate proto/gen

@@ -76,6 +76,8 @@ func errorBody(err error) map[string]any {
 		body["stdout"], body["stdout_encoding"] = Output(e.Stdout)
 		body["stderr"], body["stderr_encoding"] = Output(e.Stderr)
 		body["duration_ms"], body["timeout"] = e.Duration.Milliseconds(), e.Timeout.Seconds()
+	case *envs.PackageDeniedError:
+		body["denied"] = map[string]any{"rule": e.Denial.Rule, "package": e.Denial.Package, "version": e.Denial.Version, "reason": e.Denial.Reason}
 	case *envs.NoAgentError:
 		body["python_path"], body["python_version"] = e.Need.PythonPath, e.Need.PythonVersion
 	}

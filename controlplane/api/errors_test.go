@@ -9,8 +9,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/envfabric/envfabric/controlplane/depintel"
 	"github.com/envfabric/envfabric/controlplane/envs"
+	"github.com/envfabric/envfabric/controlplane/pkgpolicy"
 	"github.com/envfabric/envfabric/controlplane/store"
+	"github.com/envfabric/envfabric/shared/envid"
 	"github.com/envfabric/envfabric/shared/errcode"
 )
 
@@ -87,5 +90,27 @@ func TestOutput(t *testing.T) {
 				t.Errorf("decoded %q; want the input %q back", back, tt.in)
 			}
 		})
+	}
+}
+
+func TestVulnCursor(t *testing.T) {
+	for _, c := range []depintel.VulnCursor{{Rank: 4, ID: "GHSA-aaaa-1111-2222"}, {Rank: 0, ID: "PYSEC-2099-1"}} {
+		got, err := decodeVulnCursor(encodeVulnCursor(c))
+		if err != nil || got != c {
+			t.Errorf("cursor %v does not round-trip: %v %v", c, got, err)
+		}
+	}
+	for _, bad := range []string{"", "x", encodeCursor(envid.Key{WorkflowID: "w", NodeID: "n", VersionID: "v"}), "WzEsIiJd"} {
+		if _, err := decodeVulnCursor(bad); errcode.Of(err) != errcode.InvalidRequest {
+			t.Errorf("decodeVulnCursor(%q) = %v; want INVALID_REQUEST", bad, err)
+		}
+	}
+}
+
+func TestPackageDeniedBody(t *testing.T) {
+	body := errorBody(&envs.PackageDeniedError{Denial: pkgpolicy.Denial{Rule: "gamma", Package: "gamma", Version: "1.0.0", Reason: "no"}})
+	d, _ := body["denied"].(map[string]any)
+	if body["code"] != errcode.PackageDenied || d["rule"] != "gamma" || d["version"] != "1.0.0" || errcode.PackageDenied.HTTPStatus() != 422 {
+		t.Errorf("PACKAGE_DENIED body = %v", body)
 	}
 }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/envfabric/envfabric/controlplane/api/auth"
 	"github.com/envfabric/envfabric/controlplane/console"
+	"github.com/envfabric/envfabric/controlplane/depintel"
 	"github.com/envfabric/envfabric/controlplane/envs"
 	"github.com/envfabric/envfabric/shared/errcode"
 )
@@ -31,6 +32,9 @@ type Options struct {
 	Ready        map[string]Checker // name → check, all must pass for /readyz
 	Agents       envs.Viewer        // GET /agents; nil: an empty single-host view
 	Registry     *prometheus.Registry
+	// Deps answers the fleet's dependency questions (packages.go); nil answers them with
+	// INTERNAL_ERROR (only tests that do not ask leave it out).
+	Deps *depintel.Service
 	// Tokens are the callers; nil or empty serves an open API whose actor is what X-Actor claims.
 	Tokens *auth.Set
 }
@@ -112,6 +116,12 @@ func New(svc *envs.Service, opt Options, log *slog.Logger) *Handler {
 	h.handle("/envs/{workflow_id}/{node_id}/rollback", map[string]endpoint{"POST": {role: auth.Write, query: versionQuery, body: jsonBody, fn: h.rollback}})
 	h.handle("/envs/{workflow_id}/{node_id}/run", map[string]endpoint{"POST": {role: auth.Write, query: versionQuery, body: jsonBody, fn: h.run}})
 	h.handle("/envs/{workflow_id}/{node_id}/operations", map[string]endpoint{"GET": read(h.operations, "version_id", "limit", "before")})
+	{ // packages.go: the dependency questions of the fleet
+		h.handle("/packages/{name}", map[string]endpoint{"GET": read(h.packageHolders, "specifier", "limit", "cursor")})
+		h.handle("/vulnerabilities", map[string]endpoint{"GET": read(h.vulnerabilities, "limit", "env_limit", "cursor")})
+		h.handle("/envs/{workflow_id}/{node_id}/vulnerabilities", map[string]endpoint{"GET": read(keyed(h.envVulnerabilities), versionQuery...)})
+		h.handle("/envs/{workflow_id}/{node_id}/sbom", map[string]endpoint{"GET": read(keyed(h.sbom), versionQuery...)})
+	}
 	h.handle("/agents", map[string]endpoint{"GET": read(h.agents)})
 	h.handle("/healthz", map[string]endpoint{"GET": {fn: h.healthz}})
 	h.handle("/readyz", map[string]endpoint{"GET": {fn: h.readyz}})

@@ -115,12 +115,17 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		agents, agentsView, agentReady = one, one, agent.Ping
 	}
 	ready["agent"] = agentReady
+	deps, err := dependencyIntel(cfg, st, reg, log)
+	if err != nil {
+		return err
+	}
 	svc := envs.New(st, agents, host, envs.Options{
 		Instance: cfg.InstanceID, DefaultPython: cfg.DefaultPython,
 		DefaultTimeout: cfg.ExecutionTimeout, MaxTimeout: cfg.MaxExecutionTime, MaxOutputBytes: cfg.MaxOutputBytes,
 		LeaseTTL: cfg.LeaseTTL, OperationTimeout: cfg.OperationTimeout,
 		IdleAfter: cfg.IdleAfter, CleanupIdle: cfg.CleanupIdle, Registry: reg, Packages: packages,
 		HibernateAfter: cfg.HibernateAfter, DiskBudgetBytes: cfg.DiskBudgetBytes, BuildVerifyInterval: cfg.BuildVerifyInterval,
+		PackagePolicy: deps.policy, Advisories: deps.watcher.Current,
 	}, log)
 
 	handler := api.New(svc, api.Options{
@@ -130,6 +135,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		Tokens:       tokens,
 		Ready:        ready,
 		Agents:       agentsView,
+		Deps:         deps.svc,
 	}, log)
 
 	ln, err := net.Listen("tcp", cfg.ListenAddr)
@@ -162,6 +168,16 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	go func() {
 		defer wg.Done()
 		svc.Maintain(runCtx)
+	}()
+	// The advisories' watcher and the vulnerable-environments gauge (deps.go).
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		deps.watcher.Run(runCtx)
+	}()
+	go func() {
+		defer wg.Done()
+		deps.metrics.Run(runCtx)
 	}()
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()

@@ -56,6 +56,14 @@ type Config struct {
 	FleetID string
 	// CachePruneInterval is how often the cleanup leader prunes the uv cache; 0 never.
 	CachePruneInterval time.Duration
+	// OSVData names the offline advisories (OSV_DATA): a directory of OSV JSON records or a zip
+	// in OSV's export layout (the PyPI ecosystem's all.zip); empty: no advisories. It is polled
+	// every OSVPollInterval (OSV_POLL_INTERVAL) and reloaded when it changes.
+	OSVData         string
+	OSVPollInterval time.Duration
+	// PackagePolicy names the install policy (PACKAGE_POLICY): a TOML file of deny rules that
+	// create, add and update are checked against (controlplane/pkgpolicy); empty: none.
+	PackagePolicy string
 	// HibernateAfter: a build unused this long is removed and its environments show HIBERNATED
 	// until their next run or sync wakes them (HIBERNATE_AFTER; 0, the default: never).
 	HibernateAfter time.Duration
@@ -129,6 +137,24 @@ func Load(src config.Source) (Config, error) {
 	c.FleetID = r.String("FLEET_ID", "")
 	c.CachePruneInterval = r.Duration("CACHE_PRUNE_INTERVAL", 24*time.Hour)
 	c.HibernateAfter = r.Duration("HIBERNATE_AFTER", 0)
+	c.OSVData = r.String("OSV_DATA", "")
+	c.OSVPollInterval = r.Duration("OSV_POLL_INTERVAL", time.Minute)
+	if c.OSVPollInterval <= 0 {
+		r.Fail("OSV_POLL_INTERVAL must be positive")
+	}
+	c.PackagePolicy = r.String("PACKAGE_POLICY", "")
+	for name, p := range map[string]*string{"OSV_DATA": &c.OSVData, "PACKAGE_POLICY": &c.PackagePolicy} {
+		if *p == "" {
+			continue
+		}
+		if abs, err := filepath.Abs(*p); err != nil {
+			r.Fail("%s=%q: %v", name, *p, err)
+		} else if _, err := os.Stat(abs); err != nil {
+			r.Fail("%s=%q: %v", name, *p, err)
+		} else {
+			*p = abs
+		}
+	}
 	c.DiskBudgetBytes = int64(r.Int("DISK_BUDGET_BYTES", 0))
 	c.BuildVerifyInterval = r.Duration("BUILD_VERIFY_INTERVAL", time.Hour)
 	if c.HibernateAfter < 0 {

@@ -72,6 +72,20 @@ func TestLoad(t *testing.T) {
 			wantErr: []string{"HIBERNATE_AFTER", "DISK_BUDGET_BYTES", "BUILD_VERIFY_INTERVAL"},
 		},
 		{
+			name:    "advisories and policy that are not there",
+			env:     map[string]string{"OSV_DATA": "/nonexistent/all.zip", "PACKAGE_POLICY": "/nonexistent/policy.toml", "OSV_POLL_INTERVAL": "0s"},
+			wantErr: []string{"OSV_DATA", "PACKAGE_POLICY", "OSV_POLL_INTERVAL"},
+		},
+		{
+			name: "advisories and policy",
+			env:  map[string]string{"OSV_DATA": ".", "PACKAGE_POLICY": "config.go"},
+			check: func(t *testing.T, c Config) {
+				if !strings.HasSuffix(c.OSVData, "/controlplane/config") || !strings.HasSuffix(c.PackagePolicy, "/controlplane/config/config.go") || c.OSVPollInterval != time.Minute {
+					t.Errorf("got OSVData %q, PackagePolicy %q, OSVPollInterval %s; want absolute paths and 1m", c.OSVData, c.PackagePolicy, c.OSVPollInterval)
+				}
+			},
+		},
+		{
 			name:    "negative disk space settings",
 			env:     map[string]string{"DATA_ROOT_MIN_FREE_BYTES": "-1", "DATA_ROOT_RESERVE_BYTES": "-2"},
 			wantErr: []string{"DATA_ROOT_MIN_FREE_BYTES", "DATA_ROOT_RESERVE_BYTES"},

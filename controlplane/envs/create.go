@@ -103,6 +103,10 @@ func (s *Service) Create(ctx context.Context, c Caller, req CreateRequest) (Crea
 			s.dropCreating(ctx, r, req.Key)
 			return nil, err
 		}
+		if err := s.checkPolicy(locked.Files.UvLock); err != nil { // policy.go: before any build
+			s.dropCreating(ctx, r, req.Key)
+			return map[string]any{"locked": true, "denied": policyAudit(err)}, err
+		}
 		b, err := s.materialise(ctx, r, locked.Files, locked.PythonPath, false)
 		if err != nil {
 			s.dropCreating(ctx, r, req.Key)

@@ -222,6 +222,12 @@ func (s *Service) Mutate(ctx context.Context, c Caller, key envid.Key, kind Muta
 			}
 			return map[string]any{"base_revision": base.Number}, err
 		}
+		if kind != Remove { // policy.go: on the new lock, before any build
+			if err := s.checkPolicy(locked.Files.UvLock); err != nil {
+				s.settle(ctx, key)
+				return map[string]any{"base_revision": base.Number, "locked": true, "denied": policyAudit(err)}, err
+			}
+		}
 		b, err := s.materialise(ctx, r, locked.Files, env.PythonPath, false)
 		if err != nil {
 			if !r.lost() {
@@ -277,6 +283,11 @@ func (s *Service) dryRun(ctx context.Context, c Caller, env store.Env, kind Muta
 		locked, err := r.agent.Lock(uctx, m)
 		if err != nil {
 			return map[string]any{"base_revision": base.Number, "dry_run": true}, err
+		}
+		if kind != Remove { // a dry run says a change would be refused (policy.go)
+			if err := s.checkPolicy(locked.Files.UvLock); err != nil {
+				return map[string]any{"base_revision": base.Number, "dry_run": true, "denied": policyAudit(err)}, err
+			}
 		}
 		changes, err := lockChanges(files.UvLock, locked.Files.UvLock)
 		if err != nil {

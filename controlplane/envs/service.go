@@ -17,6 +17,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/envfabric/envfabric/controlplane/osv"
+	"github.com/envfabric/envfabric/controlplane/pkgpolicy"
+
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/envfabric/envfabric/controlplane/hostdeps"
@@ -48,6 +51,11 @@ type Options struct {
 	BuildVerifyInterval time.Duration
 	Now                 func() time.Time
 	Packages            reqspec.Policy // what package references beyond the index an operator allows
+	// PackagePolicy is PACKAGE_POLICY, checked on the lock of every create, add and update
+	// before anything is built (policy.go); nil denies nothing. Advisories returns the OSV data
+	// loaded now, for its severity rule (nil: none).
+	PackagePolicy *pkgpolicy.Policy
+	Advisories    func() *osv.DB
 	// Registry, when set, receives the lifecycle's metrics.
 	Registry prometheus.Registerer
 }

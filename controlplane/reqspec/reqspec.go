@@ -14,6 +14,7 @@ import (
 	"regexp"
 	"strings"
 
+	"github.com/envfabric/envfabric/controlplane/pep440"
 	"github.com/envfabric/envfabric/shared/pyproject"
 )
 
@@ -62,13 +63,6 @@ func (r Requirement) Bare() bool { return r.Specifier == "" && r.URL == "" }
 var (
 	nameRe   = regexp.MustCompile(`^[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?`)
 	clauseRe = regexp.MustCompile(`^\s*(~=|===|==|!=|<=|>=|<|>)\s*([A-Za-z0-9_.*+!-]+)\s*$`)
-	// versionRe is PEP 440's version, as the packaging library reads it (case-insensitive, with
-	// the normalisations it allows). Numbers are bounded so none overflows uv's integers.
-	versionRe = regexp.MustCompile(`(?i)^v?(?:[0-9]{1,9}!)?[0-9]{1,18}(?:\.[0-9]{1,18}){0,31}` +
-		`(?:[-_.]?(?:alpha|a|beta|b|preview|pre|c|rc)[-_.]?[0-9]{0,18})?` +
-		`(?:-[0-9]{1,18}|[-_.]?(?:post|rev|r)[-_.]?[0-9]{0,18})?` +
-		`(?:[-_.]?dev[-_.]?[0-9]{0,18})?` +
-		`(?:\+[a-z0-9]{1,64}(?:[-_.][a-z0-9]{1,64}){0,15})?$`)
 )
 
 // Error explains why a requirement was refused.
@@ -205,34 +199,20 @@ func (p Policy) Parse(spec string) (Requirement, error) {
 	return r, nil
 }
 
-// checkVersion applies PEP 440's rules for the version an operator may take.
+// checkVersion applies PEP 440's rules for the version an operator may take, through package
+// pep440 (the one implementation of PEP 440 in the control plane).
 func checkVersion(op, v string) error {
-	switch op {
-	case "===":
-		// PEP 440 allows any string here; uv reads it as a version, so a version it must be.
-		if strings.Contains(v, "*") || !versionRe.MatchString(v) {
-			return fmt.Errorf("%q is not a version", v)
-		}
-		return nil
-	case "==", "!=":
-		if base, ok := strings.CutSuffix(v, ".*"); ok {
-			if !versionRe.MatchString(base) || strings.Contains(base, "+") {
-				return fmt.Errorf("%q: a prefix match needs a public version before .*", v)
-			}
-			return nil
-		}
-	case "~=":
-		if !versionRe.MatchString(v) || strings.Contains(v, "+") || !strings.Contains(strings.TrimLeft(v, "v"), ".") {
-			return fmt.Errorf("~= needs a public version with at least two parts, not %q", v)
-		}
-		return nil
-	default: // ordered comparisons take no local version
-		if strings.Contains(v, "+") {
-			return fmt.Errorf("%s takes no local version (%q)", op, v)
-		}
+	sp, err := pep440.ParseSpecifier(op + v)
+	var pe *pep440.ParseError
+	if errors.As(err, &pe) {
+		return fmt.Errorf("%q: %s", v, pe.Reason)
 	}
-	if strings.Contains(v, "*") || !versionRe.MatchString(v) {
-		return fmt.Errorf("%q is not a PEP 440 version", v)
+	if err != nil {
+		return err
+	}
+	if op == "===" && sp.Version.Release == nil {
+		// PEP 440 allows any string here; uv reads it as a version, so a version it must be.
+		return fmt.Errorf("%q is not a version", v)
 	}
 	return nil
 }

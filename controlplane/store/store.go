@@ -314,6 +314,8 @@ type Commit struct {
 // Store is the control plane's database. Every method honours ctx. Times are stored with
 // millisecond precision or better and returned in UTC.
 type Store interface {
+	PackageIndex // packages.go
+
 	// Ping checks the connection (SELECT 1).
 	Ping(ctx context.Context) error
 	Close() error

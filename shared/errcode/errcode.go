@@ -41,6 +41,9 @@ const (
 	// removed); the control plane materialises it again and retries, so callers see it only when
 	// that failed too.
 	BuildMissing Code = "BUILD_MISSING"
+	// PackageDenied: the lock a create, add or update resolved holds a package version the
+	// operator's PACKAGE_POLICY denies; nothing was changed.
+	PackageDenied Code = "PACKAGE_DENIED"
 
 	// Authentication and transport strictness.
 	Unauthenticated      Code = "UNAUTHENTICATED"
@@ -77,6 +80,10 @@ var status = map[Code]int{
 	RequestTimeout:       http.StatusRequestTimeout,
 	SourceBuildDisabled:  http.StatusUnprocessableEntity,
 	BuildMissing:         http.StatusServiceUnavailable,
+	// 422 like PACKAGE_RESOLUTION_FAILED: the request is well formed, but what it resolves to
+	// cannot be accepted, and it will not be until the request or the policy changes. Not 403:
+	// who asks does not matter (FORBIDDEN is about the caller's role).
+	PackageDenied: http.StatusUnprocessableEntity,
 }
 
 // All lists every code, for documentation and tests.

@@ -72,6 +72,9 @@ var _ sqlstore.Dialect = Dialect{}
 
 func (Dialect) Name() string { return "PostgreSQL" }
 
+// Embedded implements sqlstore.Dialect.
+func (Dialect) Embedded() bool { return false }
+
 // Rebind is the identity: the shared queries are written in PostgreSQL's form.
 func (Dialect) Rebind(query string) string { return query }
 

@@ -132,6 +132,9 @@ var _ sqlstore.Dialect = Dialect{}
 
 func (Dialect) Name() string { return "SQLite" }
 
+// Embedded implements sqlstore.Dialect.
+func (Dialect) Embedded() bool { return true }
+
 // Rebind writes $N as ?N: SQLite's own numbered parameter, bound to argument N however often and
 // in whatever order the query names it. The shared queries hold no '$' in string literals.
 func (Dialect) Rebind(query string) string {

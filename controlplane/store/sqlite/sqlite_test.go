@@ -8,10 +8,12 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/envfabric/envfabric/controlplane/store"
 	"github.com/envfabric/envfabric/controlplane/store/sqlite"
 	"github.com/envfabric/envfabric/controlplane/store/storetest"
+	"github.com/envfabric/envfabric/shared/envid"
 )
 
 func open(t *testing.T) store.Store {
@@ -112,5 +114,46 @@ func TestCheckFile(t *testing.T) {
 				t.Errorf("got %v; want an error containing %q", err, tt.want)
 			}
 		})
+	}
+}
+
+// TestIndexBackfill: locks committed before the package index existed (here: their index rows
+// removed behind the store's back) are indexed when the store opens.
+func TestIndexBackfill(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "envfabric.db")
+	log := slog.New(slog.NewTextHandler(t.Output(), nil))
+	s, err := sqlite.Open(t.Context(), path, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := envid.Key{WorkflowID: "wf", NodeID: "n", VersionID: "v1"}
+	if err := s.CreateEnv(t.Context(), store.Env{Key: key, State: store.StateCreating}, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	l, err := s.AcquireLease(t.Context(), store.LeaseRequest{Key: key, Mode: store.LeaseChange, Holder: "t", TTL: time.Minute, Now: time.Now()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lock := storetest.LockOf([]string{"idna==3.6"}, "six==1.17.0")
+	if _, err := s.CommitRevision(t.Context(), store.Commit{Key: key, LeaseID: l.ID, Now: time.Now(), PyprojectTOML: "p", UvLock: lock, State: store.StateActive}); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	db, err := sql.Open("sqlite", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec(`DELETE FROM lock_packages; DELETE FROM locks_indexed`); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	s, err = sqlite.Open(t.Context(), path, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	pk, err := s.EnvPackages(t.Context(), key)
+	if err != nil || len(pk) != 2 || pk[0].Name != "idna" || !pk[0].Direct || pk[1].Name != "six" || pk[1].Direct {
+		t.Errorf("packages after the backfill = %+v, %v; want idna (direct) and six", pk, err)
 	}
 }

@@ -12,6 +12,9 @@ import (
 type Dialect interface {
 	// Name names the database in messages ("SQLite", "PostgreSQL").
 	Name() string
+	// Embedded reports a database in this process (no round trips; statements are costly to
+	// parse rather than to send), for the few queries that take a different shape for it.
+	Embedded() bool
 
 	// Rebind rewrites a query's $N placeholders (the form every shared query is written in) into
 	// the form the driver takes.

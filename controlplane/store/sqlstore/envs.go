@@ -235,6 +235,12 @@ func (s *Store) CommitRevision(ctx context.Context, c store.Commit) (int64, erro
 			if err := s.putContents(ctx, tx, r, map[string]string{pd: c.PyprojectTOML, ld: c.UvLock}); err != nil {
 				return err
 			}
+			if err := s.indexLock(ctx, r, ld, c.UvLock); err != nil { // packages.go
+				return err
+			}
+			if err := s.moveLockRef(ctx, r, curLock.String, ld); err != nil { // packages.go
+				return err
+			}
 			rev++
 			if _, err := r.exec(ctx, `INSERT INTO env_revisions (workflow_id, node_id, version_id, revision,
 				pyproject_digest, lock_digest, build_id, operation_id, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
@@ -252,10 +258,10 @@ func (s *Store) CommitRevision(ctx context.Context, c store.Commit) (int64, erro
 		_, err = r.exec(ctx, `UPDATE envs SET state = COALESCE(NULLIF($1, ''), state), revision = $2,
 			python_version = COALESCE(NULLIF($3, ''), python_version), python_path = COALESCE(NULLIF($4, ''), python_path),
 			env_path = COALESCE(NULLIF($5, ''), env_path), last_error = '', updated_at = $6,
-			build_id = $7, disk_revision = $8
+			build_id = $7, disk_revision = $8, lock_digest = $12
 			WHERE workflow_id = $9 AND node_id = $10 AND version_id = $11`,
 			state, rev, c.PythonVersion, c.PythonPath, c.EnvPath, s.time(now), c.BuildID, disk,
-			k.WorkflowID, k.NodeID, k.VersionID)
+			k.WorkflowID, k.NodeID, k.VersionID, ld)
 		return err
 	})
 	if err != nil {
@@ -329,12 +335,20 @@ func (s *Store) DeleteEnv(ctx context.Context, key envid.Key, leaseID string) er
 		if err := s.lockContents(ctx, tx, digests); err != nil {
 			return err
 		}
+		var lock string
+		if err := r.row(ctx, `SELECT lock_digest FROM envs WHERE workflow_id = $1 AND node_id = $2 AND version_id = $3`,
+			key.WorkflowID, key.NodeID, key.VersionID).Scan(&lock); err != nil {
+			return notFound(err)
+		}
 		res, err := r.exec(ctx, `DELETE FROM envs WHERE workflow_id = $1 AND node_id = $2 AND version_id = $3`,
 			key.WorkflowID, key.NodeID, key.VersionID)
 		if err != nil {
 			return err
 		}
 		if err := oneRow(res); err != nil {
+			return err
+		}
+		if err := s.moveLockRef(ctx, r, lock, ""); err != nil { // packages.go
 			return err
 		}
 		for _, d := range digests {

@@ -51,6 +51,19 @@ func Open(ctx context.Context, db *sql.DB, d Dialect, migrations fs.FS, logger *
 	if err := s.migrate(ctx, migrations); err != nil {
 		return nil, fmt.Errorf("migrate %s database: %w", d.Name(), err)
 	}
+	// The package index of locks committed before it existed (migration 0006), or by a version
+	// that did not index them: once per distinct lock, so quick even for a large fleet.
+	var indexed bool
+	if err := s.read().row(ctx, `SELECT EXISTS (SELECT 1 FROM schema_migrations WHERE version = $1)`, packageIndexMigration).Scan(&indexed); err != nil {
+		return nil, fmt.Errorf("read the schema version: %w", err)
+	}
+	if indexed {
+		if n, err := s.IndexLocks(ctx, -1); err != nil {
+			return nil, fmt.Errorf("index the packages of existing locks: %w", err)
+		} else if n > 0 {
+			logger.Info("indexed the packages of existing locks", "locks", n)
+		}
+	}
 	return s, nil
 }
 

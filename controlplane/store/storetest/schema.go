@@ -34,6 +34,7 @@ func RunSchema(t *testing.T, newDB func(t *testing.T) Schema) {
 	}{
 		{"UpgradeToBuilds", testUpgradeToBuilds},
 		{"ContentsStoredOnce", testContentsStoredOnce},
+		{"UpgradeToPackageIndex", testUpgradeToPackageIndex}, // schema_packages.go
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
