@@ -98,6 +98,13 @@ func TestErrorFacts(t *testing.T) {
 	if e.UVOutput() != "No solution found" {
 		t.Errorf("UVOutput() = %q", e.UVOutput())
 	}
+	if _, ok := e.Denied(); ok {
+		t.Errorf("a resolution failure names no policy rule")
+	}
+	e = decodeError(resp, []byte(`{"error": {"code": "PACKAGE_DENIED", "message": "denied", "denied": {"rule": "alpha<1.1", "package": "alpha", "version": "1.0.0", "reason": "known bad"}}}`))
+	if d, ok := e.Denied(); !ok || d.Rule != "alpha<1.1" || d.Package != "alpha" || d.Version != "1.0.0" || d.Reason != "known bad" {
+		t.Errorf("Denied() = %+v, %t", d, ok)
+	}
 }
 
 func TestParseRetryAfter(t *testing.T) {
@@ -265,6 +272,17 @@ func TestRequests(t *testing.T) {
 			return err
 		}, seen{method: "POST", path: "/envs/cleanup", body: `{"dry_run":true,"idle_hours":0}`, ctype: "application/json"}},
 		{"agents", func() error { _, err := c.Agents(ctx); return err }, seen{method: "GET", path: "/agents"}},
+		{"package holders", func() error {
+			_, err := c.Holders(ctx, "Alpha", HoldersOptions{Specifier: "<1.1,>=1", Limit: 2, Cursor: "c"})
+			return err
+		}, seen{method: "GET", path: "/packages/Alpha", query: "cursor=c&limit=2&specifier=%3C1.1%2C%3E%3D1"}},
+		{"the fleet's vulnerabilities", func() error {
+			_, err := c.Vulnerabilities(ctx, VulnerabilitiesOptions{Limit: 3, EnvLimit: 7})
+			return err
+		}, seen{method: "GET", path: "/vulnerabilities", query: "env_limit=7&limit=3"}},
+		{"an environment's vulnerabilities", func() error { _, err := c.EnvVulnerabilities(ctx, v2); return err },
+			seen{method: "GET", path: "/envs/wf/n/vulnerabilities", query: "version_id=v2"}},
+		{"sbom", func() error { _, err := c.SBOM(ctx, v1); return err }, seen{method: "GET", path: "/envs/wf/n/sbom"}},
 		{"an id that needs escaping stays one path segment", func() error {
 			_, err := c.Deps(ctx, Env{WorkflowID: "a/b", NodeID: "n"})
 			return err

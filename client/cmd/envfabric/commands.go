@@ -114,7 +114,7 @@ func (c *cli) printHelp(cmd *command) {
 	if cmd == nil {
 		fmt.Fprintf(w, "envfabric — the command-line client of Environment Fabric's REST API\n\nusage: envfabric COMMAND [ARGS] [flags]\n\ncommands:\n")
 		for _, k := range commands {
-			fmt.Fprintf(w, "  %-8s %s\n", k.name, k.summary)
+			fmt.Fprintf(w, "  %-15s %s\n", k.name, k.summary)
 		}
 		fmt.Fprintf(w, "\nflags of every command:\n")
 		fs := newFlagSet(&command{name: "help"}, &options{})
@@ -427,6 +427,120 @@ func (c *cli) delete(inv *invocation) error {
 	})
 }
 
+func (c *cli) packages(inv *invocation) error {
+	opt := client.HoldersOptions{Specifier: inv.opt.specifier, Limit: inv.opt.limit, Cursor: inv.opt.cursor}
+	name := inv.args[0]
+	if inv.opt.limit > 0 || inv.opt.cursor != "" {
+		r, err := c.api.Holders(c.ctx, name, opt)
+		if err != nil {
+			return err
+		}
+		return c.answered(r, func() {
+			c.printHolders(r.Name, r.Specifier, r.Environments)
+			if r.NextCursor != "" {
+				fmt.Fprintf(c.stderr, "more: envfabric packages %s --cursor %s\n", name, r.NextCursor)
+			}
+		})
+	}
+	// Every page; the first one's answer gives the normalised name.
+	opt.Limit = 500
+	first, err := c.api.Holders(c.ctx, name, opt)
+	if err != nil {
+		return err
+	}
+	all := first.Environments
+	if first.NextCursor != "" {
+		opt.Cursor = first.NextCursor
+		rest, err := c.api.HoldersAll(c.ctx, name, opt)
+		if err != nil {
+			return err
+		}
+		all = append(all, rest...)
+	}
+	if inv.opt.json {
+		// Every page in the API's shape, without a cursor: there is no next page.
+		c.printJSON(struct {
+			Name         string                 `json:"name"`
+			Specifier    string                 `json:"specifier"`
+			Environments []client.PackageHolder `json:"environments"`
+		}{first.Name, first.Specifier, nonNil(all)})
+		return nil
+	}
+	c.printHolders(first.Name, first.Specifier, all)
+	return nil
+}
+
+func (c *cli) vulnerabilities(inv *invocation) error {
+	if len(inv.args) == 2 {
+		r, err := c.api.EnvVulnerabilities(c.ctx, c.env())
+		if err != nil {
+			return err
+		}
+		return c.answered(r, func() { c.printEnvVulnerabilities(r) })
+	}
+	opt := client.VulnerabilitiesOptions{Limit: inv.opt.limit, EnvLimit: inv.opt.envLimit, Cursor: inv.opt.cursor}
+	if inv.opt.limit > 0 || inv.opt.cursor != "" {
+		r, err := c.api.Vulnerabilities(c.ctx, opt)
+		if err != nil {
+			return err
+		}
+		return c.answered(r, func() {
+			c.printVulnerabilities(r.AdvisoriesLoaded, r.Vulnerabilities)
+			if r.NextCursor != "" {
+				fmt.Fprintf(c.stderr, "more: envfabric vulnerabilities --cursor %s\n", r.NextCursor)
+			}
+		})
+	}
+	opt.Limit = 500
+	var (
+		all    []client.FleetVulnerability
+		loaded int
+	)
+	for {
+		page, err := c.api.Vulnerabilities(c.ctx, opt)
+		if err != nil {
+			return err
+		}
+		all, loaded = append(all, page.Vulnerabilities...), page.AdvisoriesLoaded
+		if page.NextCursor == "" || page.NextCursor == opt.Cursor {
+			break
+		}
+		opt.Cursor = page.NextCursor
+	}
+	if inv.opt.json {
+		c.printJSON(struct {
+			AdvisoriesLoaded int                         `json:"advisories_loaded"`
+			Vulnerabilities  []client.FleetVulnerability `json:"vulnerabilities"`
+		}{loaded, nonNil(all)})
+		return nil
+	}
+	c.printVulnerabilities(loaded, all)
+	return nil
+}
+
+func (c *cli) sbom(inv *invocation) error {
+	doc, err := c.api.SBOM(c.ctx, c.env())
+	if err != nil {
+		return err
+	}
+	if inv.opt.outFile == "" {
+		c.writeRaw(doc)
+		return nil
+	}
+	if !inv.opt.force {
+		if _, err := os.Lstat(inv.opt.outFile); err == nil {
+			return &localError{fmt.Errorf("%s exists; pass --force to overwrite it", inv.opt.outFile)}
+		}
+	}
+	if err := writeFileAtomic(inv.opt.outFile, append(doc, '\n')); err != nil {
+		return &localError{err}
+	}
+	if !inv.opt.json {
+		fmt.Fprintf(c.stdout, "wrote %s (%s)\n", inv.opt.outFile, c.env())
+	}
+	return nil
+}
+
 func (c *cli) agents(inv *invocation) error {
 	r, err := c.api.Agents(c.ctx)
 	if err != nil {
@@ -448,10 +562,13 @@ func (c *cli) cleanup(inv *invocation) error {
 	return c.answered(r, func() { c.printCleanup(r) })
 }
 
-// count is "1 package", "2 packages".
+// count is "1 package", "2 packages", "2 advisories".
 func count(n int, noun string) string {
 	if n == 1 {
 		return "1 " + noun
+	}
+	if strings.HasSuffix(noun, "y") {
+		return fmt.Sprintf("%d %sies", n, strings.TrimSuffix(noun, "y"))
 	}
 	return fmt.Sprintf("%d %ss", n, noun)
 }

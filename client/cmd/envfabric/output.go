@@ -367,3 +367,90 @@ func humanBytes(n int64) string {
 	}
 	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }
+
+func (c *cli) printHolders(name, specifier string, holders []client.PackageHolder) {
+	what := name
+	if specifier != "" {
+		what += " " + specifier
+	}
+	fmt.Fprintf(c.stdout, "%s: %s\n", what, count(len(holders), "environment"))
+	if len(holders) == 0 {
+		return
+	}
+	tw := c.table()
+	fmt.Fprintln(tw, "WORKFLOW\tNODE\tVERSION\tINSTALLED\tDIRECT")
+	for _, h := range holders {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", h.WorkflowID, h.NodeID, h.VersionID, h.Version, yes(h.Direct))
+	}
+	tw.Flush()
+}
+
+// severity is an advisory's severity, with the CVSS score it came from when there is one.
+func severity(a client.Advisory) string {
+	s := orValue(a.Severity, "UNKNOWN")
+	if a.CVSSScore > 0 {
+		s += fmt.Sprintf(" %.1f", a.CVSSScore)
+	}
+	return s
+}
+
+// advisoryLegend is one line per advisory: its aliases and summary, which the tables leave out.
+func (c *cli) advisoryLegend(as []client.Advisory) {
+	for _, a := range as {
+		line := a.ID + ":"
+		if a.Summary != "" {
+			line += " " + a.Summary
+		}
+		if len(a.Aliases) > 0 {
+			line += " (" + strings.Join(a.Aliases, ", ") + ")"
+		}
+		fmt.Fprintln(c.stdout, line)
+	}
+}
+
+// printVulnerabilities is one row per advisory and environment it hits, then each advisory's
+// aliases and summary.
+func (c *cli) printVulnerabilities(loaded int, vs []client.FleetVulnerability) {
+	fmt.Fprintf(c.stdout, "%s hit the fleet (%d loaded from OSV_DATA)\n", count(len(vs), "advisory"), loaded)
+	if len(vs) == 0 {
+		if loaded == 0 {
+			fmt.Fprintf(c.stdout, "no advisories are loaded: the control plane's OSV_DATA names none\n")
+		}
+		return
+	}
+	tw := c.table()
+	fmt.Fprintln(tw, "ADVISORY\tSEVERITY\tPACKAGE\tINSTALLED\tFIXED IN\tENVIRONMENT")
+	as := make([]client.Advisory, 0, len(vs))
+	for _, v := range vs {
+		as = append(as, v.Advisory)
+		fixed := map[string]string{}
+		for _, p := range v.Packages {
+			fixed[p.Name] = orValue(strings.Join(p.FixedVersions, ", "), "no fix")
+		}
+		for _, e := range v.Environments {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", v.ID, severity(v.Advisory), e.Package, e.Version, orValue(fixed[e.Package], "-"),
+				envName(e.WorkflowID, e.NodeID, e.VersionID))
+		}
+		if more := v.EnvironmentCount - len(v.Environments); more > 0 {
+			fmt.Fprintf(tw, "%s\t%s\t\t\t\t… %s more (--env-limit)\n", v.ID, severity(v.Advisory), count(more, "environment"))
+		}
+	}
+	tw.Flush()
+	c.advisoryLegend(as)
+}
+
+func (c *cli) printEnvVulnerabilities(r *client.EnvVulnerabilitiesResult) {
+	fmt.Fprintf(c.stdout, "%s: %s\n", envName(r.WorkflowID, r.NodeID, r.VersionID), count(len(r.Vulnerabilities), "known vulnerability"))
+	if len(r.Vulnerabilities) == 0 {
+		return
+	}
+	tw := c.table()
+	fmt.Fprintln(tw, "ADVISORY\tSEVERITY\tPACKAGE\tINSTALLED\tFIXED IN")
+	as := make([]client.Advisory, 0, len(r.Vulnerabilities))
+	for _, v := range r.Vulnerabilities {
+		as = append(as, v.Advisory)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", v.ID, severity(v.Advisory), v.Package, v.Version, orValue(strings.Join(v.FixedVersions, ", "), "no fix"))
+	}
+	tw.Flush()
+	c.advisoryLegend(as)
+}

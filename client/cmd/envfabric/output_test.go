@@ -182,3 +182,50 @@ func TestHistoryTable(t *testing.T) {
 		}
 	}
 }
+
+func TestDependencyTables(t *testing.T) {
+	var out bytes.Buffer
+	c := &cli{stdout: &out}
+	c.printHolders("alpha", "<1.1", []client.PackageHolder{{WorkflowID: "wf", NodeID: "old", VersionID: "v1", Version: "1.0.0", Direct: true},
+		{WorkflowID: "wf", NodeID: "two", VersionID: "v1", Version: "1.0.0"}})
+	want := "alpha <1.1: 2 environments\nWORKFLOW  NODE  VERSION  INSTALLED  DIRECT\nwf        old   v1       1.0.0      yes\nwf        two   v1       1.0.0      no"
+	if got := lines(out.String()); got != want {
+		t.Errorf("holders:\n%s\nwant\n%s", got, want)
+	}
+
+	out.Reset()
+	crit := client.Advisory{ID: "GHSA-1", Aliases: []string{"CVE-1"}, Summary: "alpha evaluates input", Severity: "CRITICAL", CVSSScore: 9.8}
+	c.printVulnerabilities(5, []client.FleetVulnerability{{Advisory: crit, EnvironmentCount: 3,
+		Packages:     []client.AffectedPackage{{Name: "alpha", AffectedVersions: []string{"1.0.0"}, FixedVersions: []string{"1.1.0"}}},
+		Environments: []client.InstalledPackage{{WorkflowID: "wf", NodeID: "old", VersionID: "v1", Package: "alpha", Version: "1.0.0"}}},
+		{Advisory: client.Advisory{ID: "PYSEC-4", Severity: "LOW"}, EnvironmentCount: 1, Packages: []client.AffectedPackage{{Name: "gamma"}},
+			Environments: []client.InstalledPackage{{WorkflowID: "wf", NodeID: "g", VersionID: "v1", Package: "gamma", Version: "0.9"}}}})
+	got := lines(out.String())
+	for _, w := range []string{
+		"2 advisories hit the fleet (5 loaded from OSV_DATA)",
+		"ADVISORY  SEVERITY      PACKAGE  INSTALLED  FIXED IN  ENVIRONMENT",
+		"GHSA-1    CRITICAL 9.8  alpha    1.0.0      1.1.0     wf/old/v1",
+		"GHSA-1    CRITICAL 9.8                                … 2 environments more (--env-limit)",
+		"PYSEC-4   LOW           gamma    0.9        no fix    wf/g/v1",
+		"GHSA-1: alpha evaluates input (CVE-1)",
+		"PYSEC-4:",
+	} {
+		if !strings.Contains(got, w) {
+			t.Errorf("no line %q in\n%s", w, got)
+		}
+	}
+
+	out.Reset()
+	c.printVulnerabilities(0, nil)
+	if got := lines(out.String()); !strings.Contains(got, "0 advisories hit the fleet (0 loaded from OSV_DATA)\nno advisories are loaded") {
+		t.Errorf("no advisories loaded:\n%s", got)
+	}
+
+	out.Reset()
+	c.printEnvVulnerabilities(&client.EnvVulnerabilitiesResult{WorkflowID: "wf", NodeID: "old", VersionID: "v1",
+		Vulnerabilities: []client.EnvVulnerability{{Advisory: crit, Package: "alpha", Version: "1.0.0", FixedVersions: []string{"1.1.0"}}}})
+	want = "wf/old/v1: 1 known vulnerability\nADVISORY  SEVERITY      PACKAGE  INSTALLED  FIXED IN\nGHSA-1    CRITICAL 9.8  alpha    1.0.0      1.1.0\nGHSA-1: alpha evaluates input (CVE-1)"
+	if got := lines(out.String()); got != want {
+		t.Errorf("an environment's vulnerabilities:\n%s\nwant\n%s", got, want)
+	}
+}

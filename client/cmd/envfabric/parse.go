@@ -39,6 +39,9 @@ type options struct {
 	idleHours    float64
 	idleSet      bool
 	from         string // create --from WF/NODE[/VERSION]
+	specifier    string // packages --specifier
+	envLimit     int    // vulnerabilities --env-limit
+	outFile      string // sbom -o FILE
 	revision     int64  // rollback's REVISION, read by checkArgs
 }
 
@@ -129,6 +132,25 @@ func init() {
 				fs.Int64Var(&o.before, "before", 0, "operations older than this operation `id` (a page's next_before)")
 			}, run: (*cli).history},
 		{name: "delete", args: "WF NODE", summary: "delete the environment and its directory", min: 2, max: 2, flags: versionFlag, run: (*cli).delete},
+		{name: "packages", args: "NAME", summary: "the environments whose current lock holds a package, and in which version", min: 1, max: 1,
+			flags: func(fs *flag.FlagSet, o *options) {
+				fs.StringVar(&o.specifier, "specifier", "", "only versions matching this PEP 440 `specifier` (\"<1.1\", \">=2,!=2.0.1\")")
+				fs.IntVar(&o.limit, "limit", 0, "one page of at most `N` (1-500) instead of every page")
+				fs.StringVar(&o.cursor, "cursor", "", "continue from a page's next_cursor")
+			}, run: (*cli).packages},
+		{name: "vulnerabilities", args: "[WF NODE]", summary: "the advisories of OSV_DATA that hit the fleet's environments, or one environment", min: 0, max: 2,
+			flags: func(fs *flag.FlagSet, o *options) {
+				versionFlag(fs, o)
+				fs.IntVar(&o.limit, "limit", 0, "the fleet's: one page of at most `N` advisories (1-500) instead of every page")
+				fs.StringVar(&o.cursor, "cursor", "", "the fleet's: continue from a page's next_cursor")
+				fs.IntVar(&o.envLimit, "env-limit", 0, "the fleet's: list at most `N` environments under each advisory (1-1000; default the server's 20)")
+			}, run: (*cli).vulnerabilities},
+		{name: "sbom", args: "WF NODE", summary: "the CycloneDX JSON SBOM of the environment's current lock", min: 2, max: 2,
+			flags: func(fs *flag.FlagSet, o *options) {
+				versionFlag(fs, o)
+				fs.StringVar(&o.outFile, "o", "", "write it to `FILE` (default: stdout)")
+				fs.BoolVar(&o.force, "force", false, "overwrite FILE if it exists")
+			}, run: (*cli).sbom},
 		{name: "agents", args: "", summary: "the fabric's agents, their state and interpreters", min: 0, max: 0, run: (*cli).agents},
 		{name: "cleanup", args: "", summary: "remove environments unused for CLEANUP_IDLE_HOURS (an admin token)", min: 0, max: 0,
 			flags: func(fs *flag.FlagSet, o *options) {
@@ -294,6 +316,20 @@ func checkArgs(inv *invocation) error {
 			if _, err := parseEnvRef(o.from); err != nil {
 				return fail("--from: %v", err)
 			}
+		}
+	case "vulnerabilities":
+		if n == 1 {
+			return fail("missing NODE: give WF NODE for one environment, or nothing for the fleet")
+		}
+		if n == 2 && (o.limit != 0 || o.cursor != "" || o.envLimit != 0) {
+			return fail("--limit, --cursor and --env-limit page the fleet's list; one environment's has no pages")
+		}
+		if o.envLimit < 0 {
+			return fail("--env-limit: want a number from 1 to 1000")
+		}
+	case "sbom":
+		if o.force && o.outFile == "" {
+			return fail("--force: only with -o FILE")
 		}
 	case "rollback":
 		r, err := strconv.ParseInt(inv.args[2], 10, 64)
