@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/envfabric/envfabric/client"
+	"github.com/envfabric/envfabric/controlplane/osv/osvtest"
+	"github.com/envfabric/envfabric/controlplane/sbom/sbomtest"
 	"github.com/envfabric/envfabric/shared/errcode"
 )
 
@@ -509,4 +511,95 @@ func TestCLIBuilds(t *testing.T) {
 	row(r, `^\d+\s+add\s+succeeded\s+e2e-test\s.*\s2\s+-$`)
 	row(r, `^\d+\s+update \(dry run\)\s+succeeded\s+e2e-test\s.*\s-\s+-$`)
 	row(r, `^\d+\s+add \(dry run\)\s+failed\s+e2e-test\s.*\sPACKAGE_RESOLUTION_FAILED$`)
+}
+
+// TestCLIDependencies: the fleet's dependency questions through the built envfabric, against a
+// real fabric with the OSV dataset of osvtest: which environments hold a package (with a
+// specifier, every page or one), the advisories hitting the fleet and one environment, and an
+// SBOM written to a file that validates against CycloneDX 1.5.
+func TestCLIDependencies(t *testing.T) {
+	t.Parallel()
+	work := t.TempDir()
+	osvZip := filepath.Join(work, "all.zip")
+	osvtest.WriteZip(t, osvZip, nil)
+	f := newFabric(t, options{cpEnv: []string{"OSV_DATA=" + osvZip}})
+	cli := func(args ...string) cliRun { t.Helper(); return f.envfabric(t, work, adminSecret, "", args...) }
+	row := func(r cliRun, pattern string) {
+		t.Helper()
+		if !regexp.MustCompile(`(?m)` + pattern).MatchString(r.stdout) {
+			t.Errorf("no line matching %q in\n%s", pattern, r)
+		}
+	}
+	cli("create", "wf", "old", "alpha==1.0.0").want(t, 0)
+	cli("create", "wf", "fixed", "alpha==1.1.0").want(t, 0)
+	cli("create", "wf", "two", "beta==2.0.0").want(t, 0)
+
+	// packages: every holder, declared or through another package; a specifier narrows them.
+	r := cli("packages", "Alpha").want(t, 0)
+	row(r, `^alpha: 3 environments$`)
+	row(r, `^wf\s+fixed\s+v1\s+1\.1\.0\s+yes$`)
+	row(r, `^wf\s+old\s+v1\s+1\.0\.0\s+yes$`)
+	row(r, `^wf\s+two\s+v1\s+2\.0\.0\s+no$`)
+	r = cli("packages", "alpha", "--specifier", "<1.1").want(t, 0)
+	row(r, `^alpha <1\.1: 1 environment$`)
+	if strings.Contains(r.stdout, "fixed") || strings.Contains(r.stdout, "two") {
+		t.Errorf("packages alpha --specifier <1.1 lists a version outside it:\n%s", r)
+	}
+	m := cli("packages", "alpha", "--limit", "1", "--json").want(t, 0).json(t)
+	cursor, _ := m["next_cursor"].(string)
+	if envs, _ := m["environments"].([]any); len(envs) != 1 || cursor == "" {
+		t.Fatalf("packages alpha --limit 1 --json: %v", m)
+	}
+	if r = cli("packages", "alpha", "--limit", "1", "--cursor", cursor).want(t, 0); !strings.Contains(r.stderr, "more: envfabric packages alpha --cursor ") {
+		t.Errorf("the second page of one names no next page:\n%s", r)
+	}
+	if m = cli("packages", "alpha", "--json").want(t, 0).json(t); len(m["environments"].([]any)) != 3 || m["next_cursor"] != nil {
+		t.Errorf("packages alpha --json, every page: %v", m)
+	}
+	if r = cli("packages", "alpha", "--specifier", "=>1").want(t, 1); !strings.Contains(r.stderr, "INVALID_REQUEST") {
+		t.Errorf("a specifier that is not one: %s", r)
+	}
+
+	// vulnerabilities: the fleet's, one row per advisory and environment; then one environment's.
+	r = cli("vulnerabilities").want(t, 0)
+	row(r, `^1 advisory hit the fleet \(\d+ loaded from OSV_DATA\)$`)
+	row(r, `^GHSA-aaaa-1111-2222\s+CRITICAL 9\.8\s+alpha\s+1\.0\.0\s+1\.1\.0\s+wf/old/v1$`)
+	row(r, `^GHSA-aaaa-1111-2222\s+CRITICAL 9\.8\s+alpha\s+2\.0\.0\s+1\.1\.0\s+wf/two/v1$`)
+	row(r, `^GHSA-aaaa-1111-2222: alpha evaluates untrusted input \(CVE-2099-0001, PYSEC-2099-1\)$`)
+	if strings.Contains(r.stdout, "wf/fixed/") || strings.Contains(r.stdout, "PYSEC-2099-3") {
+		t.Errorf("the fleet's vulnerabilities list the fixed version or the withdrawn record:\n%s", r)
+	}
+	r = cli("vulnerabilities", "--env-limit", "1").want(t, 0)
+	row(r, `^GHSA-aaaa-1111-2222\s+CRITICAL 9\.8\s+… 1 environment more \(--env-limit\)$`)
+	r = cli("vulnerabilities", "wf", "old").want(t, 0)
+	row(r, `^wf/old/v1: 1 known vulnerability$`)
+	row(r, `^GHSA-aaaa-1111-2222\s+CRITICAL 9\.8\s+alpha\s+1\.0\.0\s+1\.1\.0$`)
+	if r = cli("vulnerabilities", "wf", "fixed").want(t, 0); strings.TrimSpace(r.stdout) != "wf/fixed/v1: 0 known vulnerabilities" {
+		t.Errorf("vulnerabilities of the fixed environment:\n%s", r)
+	}
+	if m = cli("vulnerabilities", "wf", "two", "--json").want(t, 0).json(t); len(m["vulnerabilities"].([]any)) != 1 {
+		t.Errorf("vulnerabilities wf two --json: %v", m)
+	}
+	cli("vulnerabilities", "wf", "none").want(t, 1)
+
+	// sbom: to stdout, or a file that is refused a second time without --force.
+	r = cli("sbom", "wf", "two").want(t, 0)
+	if err := sbomtest.Validate(t, []byte(r.stdout)); err != nil {
+		t.Fatalf("sbom on stdout does not validate against CycloneDX 1.5: %v\n%s", err, r)
+	}
+	bom := filepath.Join(work, "bom.json")
+	if r = cli("sbom", "wf", "two", "-o", bom).want(t, 0); !strings.HasPrefix(r.stdout, "wrote "+bom) {
+		t.Errorf("sbom -o printed %q", r.stdout)
+	}
+	b, err := os.ReadFile(bom)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sbomtest.Validate(t, b); err != nil || !strings.Contains(string(b), "pkg:pypi/alpha@2.0.0") || !strings.Contains(string(b), "pkg:pypi/beta@2.0.0") {
+		t.Errorf("the SBOM file (%v):\n%s", err, b)
+	}
+	if r = cli("sbom", "wf", "two", "-o", bom).want(t, 1); !strings.Contains(r.stderr, "--force") {
+		t.Errorf("a second sbom into the same file: %s", r)
+	}
+	cli("sbom", "wf", "two", "-o", bom, "--force").want(t, 0)
 }
