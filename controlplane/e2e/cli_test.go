@@ -515,14 +515,18 @@ func TestCLIBuilds(t *testing.T) {
 
 // TestCLIDependencies: the fleet's dependency questions through the built envfabric, against a
 // real fabric with the OSV dataset of osvtest: which environments hold a package (with a
-// specifier, every page or one), the advisories hitting the fleet and one environment, and an
-// SBOM written to a file that validates against CycloneDX 1.5.
+// specifier, every page or one), the advisories hitting the fleet and one environment, an SBOM
+// written to a file that validates against CycloneDX 1.5, and PACKAGE_POLICY's refusals.
 func TestCLIDependencies(t *testing.T) {
 	t.Parallel()
 	work := t.TempDir()
 	osvZip := filepath.Join(work, "all.zip")
 	osvtest.WriteZip(t, osvZip, nil)
-	f := newFabric(t, options{cpEnv: []string{"OSV_DATA=" + osvZip}})
+	policy := filepath.Join(work, "policy.toml")
+	if err := os.WriteFile(policy, []byte("[[deny]]\npackage = \"gamma\"\nreason = \"not here\"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f := newFabric(t, options{cpEnv: []string{"OSV_DATA=" + osvZip, "PACKAGE_POLICY=" + policy}})
 	cli := func(args ...string) cliRun { t.Helper(); return f.envfabric(t, work, adminSecret, "", args...) }
 	row := func(r cliRun, pattern string) {
 		t.Helper()
@@ -602,4 +606,22 @@ func TestCLIDependencies(t *testing.T) {
 		t.Errorf("a second sbom into the same file: %s", r)
 	}
 	cli("sbom", "wf", "two", "-o", bom, "--force").want(t, 0)
+
+	// The install policy refuses a change, and its dry run, naming the rule; nothing changed.
+	for _, dry := range []bool{true, false} {
+		args := []string{"add", "wf", "old", "gamma"}
+		if dry {
+			args = append(args, "--dry-run")
+		}
+		if r = cli(args...).want(t, 1); !strings.Contains(r.stderr, "PACKAGE_DENIED") || !strings.Contains(r.stderr, "gamma") {
+			t.Errorf("an add of a denied package: %s", r)
+		}
+	}
+	m = cli("add", "wf", "old", "gamma", "--json").want(t, 1).json(t)
+	if e, _ := m["error"].(map[string]any); e["code"] != "PACKAGE_DENIED" || e["denied"].(map[string]any)["package"] != "gamma" {
+		t.Errorf("add --json of a denied package: %v", m)
+	}
+	if m = cli("deps", "wf", "old", "--json").want(t, 0).json(t); m["revision"] != float64(1) || m["locked_versions"].(map[string]any)["gamma"] != nil {
+		t.Errorf("deps after the refusals: %v; want revision 1 without gamma", m)
+	}
 }
