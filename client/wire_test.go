@@ -151,7 +151,7 @@ func TestWireTypesMatchTheDocument(t *testing.T) {
 		t.Run(p.schema, func(t *testing.T) {
 			want := slices.DeleteFunc(at(t, p.schema), func(f string) bool { return slices.Contains(p.drop, f) })
 			if got := jsonFields(reflect.TypeOf(p.client)); !slices.Equal(got, want) {
-				t.Errorf("client.%T has fields %q;\nopenapi.json's %s has %q", p.client, got, p.schema, want)
+				t.Errorf("%T has fields %q;\nopenapi.json's %s has %q", p.client, got, p.schema, want)
 			}
 		})
 	}
