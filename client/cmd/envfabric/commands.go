@@ -438,7 +438,11 @@ func (c *cli) packages(inv *invocation) error {
 		return c.answered(r, func() {
 			c.printHolders(r.Name, r.Specifier, r.Environments)
 			if r.NextCursor != "" {
-				fmt.Fprintf(c.stderr, "more: envfabric packages %s --cursor %s\n", name, r.NextCursor)
+				spec := ""
+				if inv.opt.specifier != "" {
+					spec = " --specifier '" + inv.opt.specifier + "'"
+				}
+				fmt.Fprintf(c.stderr, "more: envfabric packages %s%s --cursor %s\n", name, spec, r.NextCursor)
 			}
 		})
 	}
