@@ -86,11 +86,21 @@ func New(baseURL string, opts ...Option) (*Client, error) {
 // URL is the control plane's base URL.
 func (c *Client) URL() string { return c.base.String() }
 
-// Env names one environment; an empty VersionID is the API's default, v1.
+// Env names one environment; an empty VersionID is the API's default, v1. Its JSON is the API's
+// name of an environment (CreateRequest.From).
 type Env struct {
-	WorkflowID string
-	NodeID     string
-	VersionID  string
+	WorkflowID string `json:"workflow_id"`
+	NodeID     string `json:"node_id"`
+	VersionID  string `json:"version_id,omitempty"`
+}
+
+// String is the environment as the CLI writes it: WF/NODE/VERSION (VERSION v1 when empty).
+func (e Env) String() string {
+	v := e.VersionID
+	if v == "" {
+		v = DefaultVersion
+	}
+	return e.WorkflowID + "/" + e.NodeID + "/" + v
 }
 
 func (e Env) path(suffix string) string {
@@ -219,6 +229,10 @@ func (c *Client) once(ctx context.Context, method, u string, body []byte, conten
 // CreateRequest is POST /envs. Packages are PEP 508 requirements; Requirements is the text of a
 // requirements file (requirement lines, comments and continuations only). Empty VersionID and
 // PythonVersion are the server's defaults (v1, DEFAULT_PYTHON).
+//
+// From, instead of packages, makes the environment from another one: revision 1 is that one's
+// current pyproject.toml, uv.lock and build, with no resolution and no install. PythonVersion
+// must then be empty or the source's.
 type CreateRequest struct {
 	WorkflowID    string   `json:"workflow_id"`
 	NodeID        string   `json:"node_id"`
@@ -226,6 +240,7 @@ type CreateRequest struct {
 	PythonVersion string   `json:"python_version,omitempty"`
 	Packages      []string `json:"packages,omitempty"`
 	Requirements  string   `json:"requirements,omitempty"`
+	From          *Env     `json:"from,omitempty"`
 }
 
 // Create creates an environment and installs its packages.
@@ -248,11 +263,24 @@ func (c *Client) Deps(ctx context.Context, env Env) (*DepsResult, error) {
 
 type packagesBody struct {
 	Packages []string `json:"packages"`
+	DryRun   bool     `json:"dry_run,omitempty"`
 }
 
-func (c *Client) mutate(ctx context.Context, method string, env Env, packages []string) (*DepsResult, error) {
+func (c *Client) mutate(ctx context.Context, method string, env Env, packages []string, dryRun bool, out any) error {
+	return c.call(ctx, method, env.path("/deps"), env.query(), packagesBody{Packages: packages, DryRun: dryRun}, out)
+}
+
+func (c *Client) change(ctx context.Context, method string, env Env, packages []string) (*DepsResult, error) {
 	var out DepsResult
-	if err := c.call(ctx, method, env.path("/deps"), env.query(), packagesBody{Packages: packages}, &out); err != nil {
+	if err := c.mutate(ctx, method, env, packages, false, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+func (c *Client) preview(ctx context.Context, method string, env Env, packages []string) (*DryRunResult, error) {
+	var out DryRunResult
+	if err := c.mutate(ctx, method, env, packages, true, &out); err != nil {
 		return nil, err
 	}
 	return &out, nil
@@ -260,18 +288,34 @@ func (c *Client) mutate(ctx context.Context, method string, env Env, packages []
 
 // Add adds packages (uv add): all or nothing.
 func (c *Client) Add(ctx context.Context, env Env, packages []string) (*DepsResult, error) {
-	return c.mutate(ctx, http.MethodPost, env, packages)
+	return c.change(ctx, http.MethodPost, env, packages)
 }
 
 // Remove removes dependencies by name (uv remove): all or nothing.
 func (c *Client) Remove(ctx context.Context, env Env, names []string) (*DepsResult, error) {
-	return c.mutate(ctx, http.MethodDelete, env, names)
+	return c.change(ctx, http.MethodDelete, env, names)
 }
 
 // Update changes dependencies' specifiers, or upgrades bare names to the newest version their
 // current specifier allows: all or nothing.
 func (c *Client) Update(ctx context.Context, env Env, packages []string) (*DepsResult, error) {
-	return c.mutate(ctx, http.MethodPut, env, packages)
+	return c.change(ctx, http.MethodPut, env, packages)
+}
+
+// AddDryRun resolves what Add would do and changes nothing: no revision, no build, the files as
+// they were. The answer is what Add would commit, and the locked packages it would change.
+func (c *Client) AddDryRun(ctx context.Context, env Env, packages []string) (*DryRunResult, error) {
+	return c.preview(ctx, http.MethodPost, env, packages)
+}
+
+// RemoveDryRun resolves what Remove would do and changes nothing (see AddDryRun).
+func (c *Client) RemoveDryRun(ctx context.Context, env Env, names []string) (*DryRunResult, error) {
+	return c.preview(ctx, http.MethodDelete, env, names)
+}
+
+// UpdateDryRun resolves what Update would do and changes nothing (see AddDryRun).
+func (c *Client) UpdateDryRun(ctx context.Context, env Env, packages []string) (*DryRunResult, error) {
+	return c.preview(ctx, http.MethodPut, env, packages)
 }
 
 // Rollback makes revision an earlier revision's files and build current again, as a new revision.

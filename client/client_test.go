@@ -98,6 +98,13 @@ func TestErrorFacts(t *testing.T) {
 	if e.UVOutput() != "No solution found" {
 		t.Errorf("UVOutput() = %q", e.UVOutput())
 	}
+	if _, ok := e.Denied(); ok {
+		t.Errorf("a resolution failure names no policy rule")
+	}
+	e = decodeError(resp, []byte(`{"error": {"code": "PACKAGE_DENIED", "message": "denied", "denied": {"rule": "alpha<1.1", "package": "alpha", "version": "1.0.0", "reason": "known bad"}}}`))
+	if d, ok := e.Denied(); !ok || d.Rule != "alpha<1.1" || d.Package != "alpha" || d.Version != "1.0.0" || d.Reason != "known bad" {
+		t.Errorf("Denied() = %+v, %t", d, ok)
+	}
 }
 
 func TestParseRetryAfter(t *testing.T) {
@@ -151,6 +158,31 @@ func TestRunResultDecoding(t *testing.T) {
 	}
 }
 
+// TestDryRunDecoding: a dry run's changes, null meaning added or removed, and the deps it would
+// commit.
+func TestDryRunDecoding(t *testing.T) {
+	body := `{"workflow_id": "wf", "node_id": "n", "version_id": "v1", "dry_run": true, "revision": 4, "operation_id": 9,
+		"dependencies": ["alpha>=2"], "locked_versions": {"alpha": "2.0.0", "beta": "1.0.0"},
+		"changes": [{"name": "alpha", "from": "1.0.0", "to": "2.0.0"}, {"name": "beta", "from": null, "to": "1.0.0"}, {"name": "gamma", "from": "0.1", "to": null}]}`
+	var r DryRunResult
+	if err := json.Unmarshal([]byte(body), &r); err != nil {
+		t.Fatal(err)
+	}
+	str := func(p *string) string {
+		if p == nil {
+			return "<nil>"
+		}
+		return *p
+	}
+	var got []string
+	for _, c := range r.Changes {
+		got = append(got, c.Name+":"+str(c.From)+"->"+str(c.To))
+	}
+	if want := "alpha:1.0.0->2.0.0 beta:<nil>->1.0.0 gamma:0.1-><nil>"; strings.Join(got, " ") != want || !r.DryRun || r.Revision != 4 || r.LockedVersions["beta"] != "1.0.0" {
+		t.Errorf("got %q, dry run %t, revision %d; want %q", got, r.DryRun, r.Revision, want)
+	}
+}
+
 func TestNew(t *testing.T) {
 	for _, u := range []string{"http://127.0.0.1:8080", "https://fabric.example/", "http://h:1/prefix"} {
 		if _, err := New(u); err != nil {
@@ -194,6 +226,14 @@ func TestRequests(t *testing.T) {
 			_, err := c.Create(ctx, CreateRequest{WorkflowID: "wf", NodeID: "n", Packages: []string{"six"}, Requirements: "a\n"})
 			return err
 		}, seen{method: "POST", path: "/envs", body: `{"workflow_id":"wf","node_id":"n","packages":["six"],"requirements":"a\n"}`, ctype: "application/json"}},
+		{"create from another environment", func() error {
+			_, err := c.Create(ctx, CreateRequest{WorkflowID: "wf", NodeID: "copy", From: &Env{WorkflowID: "wf", NodeID: "n"}})
+			return err
+		}, seen{method: "POST", path: "/envs", body: `{"workflow_id":"wf","node_id":"copy","from":{"workflow_id":"wf","node_id":"n"}}`, ctype: "application/json"}},
+		{"create from a version", func() error {
+			_, err := c.Create(ctx, CreateRequest{WorkflowID: "wf", NodeID: "n", VersionID: "v3", From: &v2})
+			return err
+		}, seen{method: "POST", path: "/envs", body: `{"workflow_id":"wf","node_id":"n","version_id":"v3","from":{"workflow_id":"wf","node_id":"n","version_id":"v2"}}`, ctype: "application/json"}},
 		{"deps with a version", func() error { _, err := c.Deps(ctx, v2); return err }, seen{method: "GET", path: "/envs/wf/n/deps", query: "version_id=v2"}},
 		{"add", func() error { _, err := c.Add(ctx, v1, []string{"numpy>=2"}); return err },
 			seen{method: "POST", path: "/envs/wf/n/deps", body: `{"packages":["numpy>=2"]}`, ctype: "application/json"}},
@@ -201,6 +241,14 @@ func TestRequests(t *testing.T) {
 			seen{method: "DELETE", path: "/envs/wf/n/deps", query: "version_id=v2", body: `{"packages":["numpy"]}`, ctype: "application/json"}},
 		{"update", func() error { _, err := c.Update(ctx, v1, []string{"numpy"}); return err },
 			seen{method: "PUT", path: "/envs/wf/n/deps", body: `{"packages":["numpy"]}`, ctype: "application/json"}},
+		{"add, dry run", func() error { _, err := c.AddDryRun(ctx, v1, []string{"numpy>=2"}); return err },
+			seen{method: "POST", path: "/envs/wf/n/deps", body: `{"packages":["numpy>=2"],"dry_run":true}`, ctype: "application/json"}},
+		{"remove, dry run", func() error { _, err := c.RemoveDryRun(ctx, v2, []string{"numpy"}); return err },
+			seen{method: "DELETE", path: "/envs/wf/n/deps", query: "version_id=v2", body: `{"packages":["numpy"],"dry_run":true}`, ctype: "application/json"}},
+		{"update, dry run", func() error { _, err := c.UpdateDryRun(ctx, v1, []string{"numpy"}); return err },
+			seen{method: "PUT", path: "/envs/wf/n/deps", body: `{"packages":["numpy"],"dry_run":true}`, ctype: "application/json"}},
+		{"rollback", func() error { _, err := c.Rollback(ctx, v2, 3); return err },
+			seen{method: "POST", path: "/envs/wf/n/rollback", query: "version_id=v2", body: `{"revision":3}`, ctype: "application/json"}},
 		{"run with a timeout", func() error {
 			_, err := c.Run(ctx, v1, RunRequest{Code: "print(1)", Timeout: 1500 * time.Millisecond})
 			return err
@@ -224,6 +272,17 @@ func TestRequests(t *testing.T) {
 			return err
 		}, seen{method: "POST", path: "/envs/cleanup", body: `{"dry_run":true,"idle_hours":0}`, ctype: "application/json"}},
 		{"agents", func() error { _, err := c.Agents(ctx); return err }, seen{method: "GET", path: "/agents"}},
+		{"package holders", func() error {
+			_, err := c.Holders(ctx, "Alpha", HoldersOptions{Specifier: "<1.1,>=1", Limit: 2, Cursor: "c"})
+			return err
+		}, seen{method: "GET", path: "/packages/Alpha", query: "cursor=c&limit=2&specifier=%3C1.1%2C%3E%3D1"}},
+		{"the fleet's vulnerabilities", func() error {
+			_, err := c.Vulnerabilities(ctx, VulnerabilitiesOptions{Limit: 3, EnvLimit: 7})
+			return err
+		}, seen{method: "GET", path: "/vulnerabilities", query: "env_limit=7&limit=3"}},
+		{"an environment's vulnerabilities", func() error { _, err := c.EnvVulnerabilities(ctx, v2); return err },
+			seen{method: "GET", path: "/envs/wf/n/vulnerabilities", query: "version_id=v2"}},
+		{"sbom", func() error { _, err := c.SBOM(ctx, v1); return err }, seen{method: "GET", path: "/envs/wf/n/sbom"}},
 		{"an id that needs escaping stays one path segment", func() error {
 			_, err := c.Deps(ctx, Env{WorkflowID: "a/b", NodeID: "n"})
 			return err

@@ -69,6 +69,24 @@ type RollbackResult struct {
 	Rebuilt      bool  `json:"rebuilt"`
 }
 
+// DryRunResult answers a change sent with "dry_run": true (AddDryRun, RemoveDryRun,
+// UpdateDryRun): the dependencies and locked versions the change would commit, Revision the
+// current one (nothing was committed), and every locked package it would change. Status and
+// BuildID stay empty: nothing was done. OperationID is the audit row of the preview.
+type DryRunResult struct {
+	DepsResult
+	DryRun  bool            `json:"dry_run"`
+	Changes []PackageChange `json:"changes"`
+}
+
+// PackageChange is one locked package a change would add (From nil), remove (To nil) or move
+// from one version to another; transitive packages included.
+type PackageChange struct {
+	Name string  `json:"name"`
+	From *string `json:"from"`
+	To   *string `json:"to"`
+}
+
 // SyncResult answers POST sync.
 type SyncResult struct {
 	Raw
@@ -216,9 +234,9 @@ type Build struct {
 	ID                string          `json:"id"`
 	State             string          `json:"state"` // READY, REMOVED (hibernated) or DAMAGED
 	PackagesInstalled int             `json:"packages"`
-	SharedWith        int             `json:"shared_with"` // environments whose current build it is
-	Verified          bool            `json:"verified"`
-	Intact            bool            `json:"intact"`
+	SharedWith        int             `json:"shared_with"` // the other environments whose current build it is
+	Verified          bool            `json:"verified"`    // every file of every package's RECORD was checked (false: the build is not on disk)
+	Intact            bool            `json:"intact"`      // verified and nothing missing or of the wrong size
 	Damaged           []PackageDamage `json:"damaged"`
 	FilesChecked      int64           `json:"files_checked"`
 }

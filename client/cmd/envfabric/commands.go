@@ -18,6 +18,10 @@ import (
 type cli struct {
 	stdin          io.Reader
 	stdout, stderr io.Writer
+	// stderrTTY: stderr is a terminal, a person reading it. Notes about a run that are not the
+	// code's own output (the environment woke first) go there only then, so a script capturing
+	// the code's stderr gets exactly the code's bytes.
+	stderrTTY bool
 
 	ctx context.Context
 	api *client.Client
@@ -110,7 +114,7 @@ func (c *cli) printHelp(cmd *command) {
 	if cmd == nil {
 		fmt.Fprintf(w, "envfabric — the command-line client of Environment Fabric's REST API\n\nusage: envfabric COMMAND [ARGS] [flags]\n\ncommands:\n")
 		for _, k := range commands {
-			fmt.Fprintf(w, "  %-8s %s\n", k.name, k.summary)
+			fmt.Fprintf(w, "  %-15s %s\n", k.name, k.summary)
 		}
 		fmt.Fprintf(w, "\nflags of every command:\n")
 		fs := newFlagSet(&command{name: "help"}, &options{})
@@ -162,6 +166,13 @@ func (c *cli) answered(r interface{ JSON() json.RawMessage }, human func()) erro
 func (c *cli) create(inv *invocation) error {
 	req := client.CreateRequest{WorkflowID: inv.args[0], NodeID: inv.args[1], VersionID: inv.opt.version,
 		PythonVersion: inv.opt.python, Packages: inv.args[2:]}
+	if inv.opt.from != "" {
+		from, err := parseEnvRef(inv.opt.from) // checked by checkArgs
+		if err != nil {
+			return &usageError{cmd: inv.cmd, msg: "--from: " + err.Error()}
+		}
+		req.From = &from
+	}
 	if inv.opt.requirements != "" {
 		text, err := c.readInput("the requirements file", inv.opt.requirements)
 		if err != nil {
@@ -173,7 +184,12 @@ func (c *cli) create(inv *invocation) error {
 	if err != nil {
 		return err
 	}
-	return c.answered(r, func() { c.printCreated(r) })
+	return c.answered(r, func() {
+		c.printCreated(r)
+		if req.From != nil {
+			fmt.Fprintf(c.stdout, "from: %s, its files and build (no resolution, no install)\n", req.From)
+		}
+	})
 }
 
 func (c *cli) deps(inv *invocation) error {
@@ -184,17 +200,47 @@ func (c *cli) deps(inv *invocation) error {
 	return c.answered(r, func() { c.printDeps(r) })
 }
 
-func (c *cli) mutation(fn func(context.Context, client.Env, []string) (*client.DepsResult, error)) error {
-	r, err := fn(c.ctx, c.env(), c.inv.args[2:])
+// change is add, remove or update: the change, or with --dry-run its preview.
+type change struct {
+	do      func(context.Context, client.Env, []string) (*client.DepsResult, error)
+	preview func(context.Context, client.Env, []string) (*client.DryRunResult, error)
+	verb    string // what the preview says the change would do: "add", "remove", "update"
+}
+
+func (c *cli) mutation(ch change) error {
+	if c.inv.opt.dryRun {
+		r, err := ch.preview(c.ctx, c.env(), c.inv.args[2:])
+		if err != nil {
+			return err
+		}
+		return c.answered(r, func() { c.printDryRun(ch.verb, r) })
+	}
+	r, err := ch.do(c.ctx, c.env(), c.inv.args[2:])
 	if err != nil {
 		return err
 	}
 	return c.answered(r, func() { c.printDeps(r) })
 }
 
-func (c *cli) add(inv *invocation) error    { return c.mutation(c.api.Add) }
-func (c *cli) remove(inv *invocation) error { return c.mutation(c.api.Remove) }
-func (c *cli) update(inv *invocation) error { return c.mutation(c.api.Update) }
+func (c *cli) add(inv *invocation) error {
+	return c.mutation(change{do: c.api.Add, preview: c.api.AddDryRun, verb: "add"})
+}
+
+func (c *cli) remove(inv *invocation) error {
+	return c.mutation(change{do: c.api.Remove, preview: c.api.RemoveDryRun, verb: "remove"})
+}
+
+func (c *cli) update(inv *invocation) error {
+	return c.mutation(change{do: c.api.Update, preview: c.api.UpdateDryRun, verb: "update"})
+}
+
+func (c *cli) rollback(inv *invocation) error {
+	r, err := c.api.Rollback(c.ctx, c.env(), inv.opt.revision)
+	if err != nil {
+		return err
+	}
+	return c.answered(r, func() { c.printRollback(r) })
+}
 
 func (c *cli) run(inv *invocation) error {
 	code := inv.opt.code
@@ -228,6 +274,9 @@ func (c *cli) run(inv *invocation) error {
 		// Byte for byte: the code's output is the command's output.
 		c.stdout.Write(r.Stdout)
 		c.stderr.Write(r.Stderr)
+		if r.Woke && c.stderrTTY {
+			fmt.Fprintf(c.stderr, "envfabric: %s was hibernated: its build was materialised again before the run\n", c.env())
+		}
 	}
 	if r.StdoutTruncated || r.StderrTruncated {
 		fmt.Fprintf(c.stderr, "envfabric: output cut at the fabric's RUN_MAX_OUTPUT_BYTES (stdout truncated: %t, stderr truncated: %t)\n", r.StdoutTruncated, r.StderrTruncated)
@@ -313,10 +362,7 @@ func (c *cli) sync(inv *invocation) error {
 	if err != nil {
 		return err
 	}
-	return c.answered(r, func() {
-		fmt.Fprintf(c.stdout, "%s %s: revision %d, %s installed\n", r.Status,
-			envName(r.WorkflowID, r.NodeID, r.VersionID), r.Revision, count(r.PackagesInstalled, "package"))
-	})
+	return c.answered(r, func() { c.printSync(r) })
 }
 
 func (c *cli) status(inv *invocation) error {
@@ -381,6 +427,124 @@ func (c *cli) delete(inv *invocation) error {
 	})
 }
 
+func (c *cli) packages(inv *invocation) error {
+	opt := client.HoldersOptions{Specifier: inv.opt.specifier, Limit: inv.opt.limit, Cursor: inv.opt.cursor}
+	name := inv.args[0]
+	if inv.opt.limit > 0 || inv.opt.cursor != "" {
+		r, err := c.api.Holders(c.ctx, name, opt)
+		if err != nil {
+			return err
+		}
+		return c.answered(r, func() {
+			c.printHolders(r.Name, r.Specifier, r.Environments)
+			if r.NextCursor != "" {
+				spec := ""
+				if inv.opt.specifier != "" {
+					spec = " --specifier '" + inv.opt.specifier + "'"
+				}
+				fmt.Fprintf(c.stderr, "more: envfabric packages %s%s --cursor %s\n", name, spec, r.NextCursor)
+			}
+		})
+	}
+	// Every page; the first one's answer gives the normalised name.
+	opt.Limit = 500
+	first, err := c.api.Holders(c.ctx, name, opt)
+	if err != nil {
+		return err
+	}
+	all := first.Environments
+	if first.NextCursor != "" {
+		opt.Cursor = first.NextCursor
+		rest, err := c.api.HoldersAll(c.ctx, name, opt)
+		if err != nil {
+			return err
+		}
+		all = append(all, rest...)
+	}
+	if inv.opt.json {
+		// Every page in the API's shape, without a cursor: there is no next page.
+		c.printJSON(struct {
+			Name         string                 `json:"name"`
+			Specifier    string                 `json:"specifier"`
+			Environments []client.PackageHolder `json:"environments"`
+		}{first.Name, first.Specifier, nonNil(all)})
+		return nil
+	}
+	c.printHolders(first.Name, first.Specifier, all)
+	return nil
+}
+
+func (c *cli) vulnerabilities(inv *invocation) error {
+	if len(inv.args) == 2 {
+		r, err := c.api.EnvVulnerabilities(c.ctx, c.env())
+		if err != nil {
+			return err
+		}
+		return c.answered(r, func() { c.printEnvVulnerabilities(r) })
+	}
+	opt := client.VulnerabilitiesOptions{Limit: inv.opt.limit, EnvLimit: inv.opt.envLimit, Cursor: inv.opt.cursor}
+	if inv.opt.limit > 0 || inv.opt.cursor != "" {
+		r, err := c.api.Vulnerabilities(c.ctx, opt)
+		if err != nil {
+			return err
+		}
+		return c.answered(r, func() {
+			c.printVulnerabilities(r.AdvisoriesLoaded, r.Vulnerabilities)
+			if r.NextCursor != "" {
+				fmt.Fprintf(c.stderr, "more: envfabric vulnerabilities --cursor %s\n", r.NextCursor)
+			}
+		})
+	}
+	opt.Limit = 500
+	var (
+		all    []client.FleetVulnerability
+		loaded int
+	)
+	for {
+		page, err := c.api.Vulnerabilities(c.ctx, opt)
+		if err != nil {
+			return err
+		}
+		all, loaded = append(all, page.Vulnerabilities...), page.AdvisoriesLoaded
+		if page.NextCursor == "" || page.NextCursor == opt.Cursor {
+			break
+		}
+		opt.Cursor = page.NextCursor
+	}
+	if inv.opt.json {
+		c.printJSON(struct {
+			AdvisoriesLoaded int                         `json:"advisories_loaded"`
+			Vulnerabilities  []client.FleetVulnerability `json:"vulnerabilities"`
+		}{loaded, nonNil(all)})
+		return nil
+	}
+	c.printVulnerabilities(loaded, all)
+	return nil
+}
+
+func (c *cli) sbom(inv *invocation) error {
+	doc, err := c.api.SBOM(c.ctx, c.env())
+	if err != nil {
+		return err
+	}
+	if inv.opt.outFile == "" {
+		c.writeRaw(doc)
+		return nil
+	}
+	if !inv.opt.force {
+		if _, err := os.Lstat(inv.opt.outFile); err == nil {
+			return &localError{fmt.Errorf("%s exists; pass --force to overwrite it", inv.opt.outFile)}
+		}
+	}
+	if err := writeFileAtomic(inv.opt.outFile, append(doc, '\n')); err != nil {
+		return &localError{err}
+	}
+	if !inv.opt.json {
+		fmt.Fprintf(c.stdout, "wrote %s (%s)\n", inv.opt.outFile, c.env())
+	}
+	return nil
+}
+
 func (c *cli) agents(inv *invocation) error {
 	r, err := c.api.Agents(c.ctx)
 	if err != nil {
@@ -402,10 +566,13 @@ func (c *cli) cleanup(inv *invocation) error {
 	return c.answered(r, func() { c.printCleanup(r) })
 }
 
-// count is "1 package", "2 packages".
+// count is "1 package", "2 packages", "2 advisories".
 func count(n int, noun string) string {
 	if n == 1 {
 		return "1 " + noun
+	}
+	if strings.HasSuffix(noun, "y") {
+		return fmt.Sprintf("%d %sies", n, strings.TrimSuffix(noun, "y"))
 	}
 	return fmt.Sprintf("%d %ss", n, noun)
 }

@@ -9,8 +9,12 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
+
+	"github.com/envfabric/envfabric/client"
 )
 
 const defaultURL = "http://127.0.0.1:8080"
@@ -34,6 +38,11 @@ type options struct {
 	dryRun       bool
 	idleHours    float64
 	idleSet      bool
+	from         string // create --from WF/NODE[/VERSION]
+	specifier    string // packages --specifier
+	envLimit     int    // vulnerabilities --env-limit
+	outFile      string // sbom -o FILE
+	revision     int64  // rollback's REVISION, read by checkArgs
 }
 
 // command is one subcommand.
@@ -67,6 +76,12 @@ func versionFlag(fs *flag.FlagSet, o *options) {
 	fs.StringVar(&o.version, "version", "", "the environment's `version_id` (default v1)")
 }
 
+// changeFlags are add's, remove's and update's.
+func changeFlags(fs *flag.FlagSet, o *options) {
+	versionFlag(fs, o)
+	fs.BoolVar(&o.dryRun, "dry-run", false, "resolve only and print what would change; change nothing")
+}
+
 func commonFlags(fs *flag.FlagSet, o *options) {
 	fs.StringVar(&o.url, "url", o.url, "the control plane's `URL` (default $ENVFABRIC_URL, else "+defaultURL+")")
 	fs.StringVar(&o.token, "token", o.token, "bearer `token` (default $ENVFABRIC_TOKEN)")
@@ -83,11 +98,13 @@ func init() {
 				versionFlag(fs, o)
 				fs.StringVar(&o.python, "python", "", "Python `X.Y` (default: the server's DEFAULT_PYTHON)")
 				fs.StringVar(&o.requirements, "r", "", "a requirements `FILE` to install (- reads stdin)")
+				fs.StringVar(&o.from, "from", "", "make it from another environment, `WF/NODE[/VERSION]`: its files and build, no resolution, no install (no PKG or -r then)")
 			}, run: (*cli).create},
 		{name: "deps", args: "WF NODE", summary: "list dependencies and every locked version", min: 2, max: 2, flags: versionFlag, run: (*cli).deps},
-		{name: "add", args: "WF NODE PKG...", summary: "add packages (uv add; all or nothing)", min: 3, max: -1, flags: versionFlag, run: (*cli).add},
-		{name: "remove", args: "WF NODE NAME...", summary: "remove dependencies by name (uv remove; all or nothing)", min: 3, max: -1, flags: versionFlag, run: (*cli).remove},
-		{name: "update", args: "WF NODE PKG...", summary: "change specifiers, or upgrade bare names within theirs (all or nothing)", min: 3, max: -1, flags: versionFlag, run: (*cli).update},
+		{name: "add", args: "WF NODE PKG...", summary: "add packages (uv add; all or nothing)", min: 3, max: -1, flags: changeFlags, run: (*cli).add},
+		{name: "remove", args: "WF NODE NAME...", summary: "remove dependencies by name (uv remove; all or nothing)", min: 3, max: -1, flags: changeFlags, run: (*cli).remove},
+		{name: "update", args: "WF NODE PKG...", summary: "change specifiers, or upgrade bare names within theirs (all or nothing)", min: 3, max: -1, flags: changeFlags, run: (*cli).update},
+		{name: "rollback", args: "WF NODE REVISION", summary: "make an earlier revision's files and build current again, as a new revision", min: 3, max: 3, flags: versionFlag, run: (*cli).rollback},
 		{name: "run", args: "WF NODE (-c CODE | FILE)", summary: "run Python code in the environment; prints its stdout and stderr and exits with its status", min: 2, max: 3,
 			flags: func(fs *flag.FlagSet, o *options) {
 				versionFlag(fs, o)
@@ -115,6 +132,25 @@ func init() {
 				fs.Int64Var(&o.before, "before", 0, "operations older than this operation `id` (a page's next_before)")
 			}, run: (*cli).history},
 		{name: "delete", args: "WF NODE", summary: "delete the environment and its directory", min: 2, max: 2, flags: versionFlag, run: (*cli).delete},
+		{name: "packages", args: "NAME", summary: "the environments whose current lock holds a package, and in which version", min: 1, max: 1,
+			flags: func(fs *flag.FlagSet, o *options) {
+				fs.StringVar(&o.specifier, "specifier", "", "only versions matching this PEP 440 `specifier` (\"<1.1\", \">=2,!=2.0.1\")")
+				fs.IntVar(&o.limit, "limit", 0, "one page of at most `N` (1-500) instead of every page")
+				fs.StringVar(&o.cursor, "cursor", "", "continue from a page's next_cursor")
+			}, run: (*cli).packages},
+		{name: "vulnerabilities", args: "[WF NODE]", summary: "the advisories of OSV_DATA that hit the fleet's environments, or one environment", min: 0, max: 2,
+			flags: func(fs *flag.FlagSet, o *options) {
+				versionFlag(fs, o)
+				fs.IntVar(&o.limit, "limit", 0, "the fleet's: one page of at most `N` advisories (1-500) instead of every page")
+				fs.StringVar(&o.cursor, "cursor", "", "the fleet's: continue from a page's next_cursor")
+				fs.IntVar(&o.envLimit, "env-limit", 0, "the fleet's: list at most `N` environments under each advisory (1-1000; default the server's 20)")
+			}, run: (*cli).vulnerabilities},
+		{name: "sbom", args: "WF NODE", summary: "the CycloneDX JSON SBOM of the environment's current lock", min: 2, max: 2,
+			flags: func(fs *flag.FlagSet, o *options) {
+				versionFlag(fs, o)
+				fs.StringVar(&o.outFile, "o", "", "write it to `FILE` (default: stdout)")
+				fs.BoolVar(&o.force, "force", false, "overwrite FILE if it exists")
+			}, run: (*cli).sbom},
 		{name: "agents", args: "", summary: "the fabric's agents, their state and interpreters", min: 0, max: 0, run: (*cli).agents},
 		{name: "cleanup", args: "", summary: "remove environments unused for CLEANUP_IDLE_HOURS (an admin token)", min: 0, max: 0,
 			flags: func(fs *flag.FlagSet, o *options) {
@@ -272,8 +308,50 @@ func checkArgs(inv *invocation) error {
 		if o.timeout < 0 {
 			return fail("--timeout: want a positive number of seconds")
 		}
+	case "create":
+		if o.from != "" {
+			if n > 2 || o.requirements != "" {
+				return fail("give packages (or -r) or --from, not both: an environment made from another takes its packages")
+			}
+			if _, err := parseEnvRef(o.from); err != nil {
+				return fail("--from: %v", err)
+			}
+		}
+	case "vulnerabilities":
+		if n == 1 {
+			return fail("missing NODE: give WF NODE for one environment, or nothing for the fleet")
+		}
+		if n == 2 && (o.limit != 0 || o.cursor != "" || o.envLimit != 0) {
+			return fail("--limit, --cursor and --env-limit page the fleet's list; one environment's has no pages")
+		}
+		if o.envLimit < 0 {
+			return fail("--env-limit: want a number from 1 to 1000")
+		}
+	case "sbom":
+		if o.force && o.outFile == "" {
+			return fail("--force: only with -o FILE")
+		}
+	case "rollback":
+		r, err := strconv.ParseInt(inv.args[2], 10, 64)
+		if err != nil || r < 1 {
+			return fail("REVISION %q: want a revision number, 1 or more (see `envfabric history`)", inv.args[2])
+		}
+		inv.opt.revision = r
 	}
 	return nil
+}
+
+// parseEnvRef reads WF/NODE or WF/NODE/VERSION, the way the CLI prints an environment.
+func parseEnvRef(s string) (client.Env, error) {
+	parts := strings.Split(s, "/")
+	if len(parts) < 2 || len(parts) > 3 || slices.Contains(parts, "") {
+		return client.Env{}, fmt.Errorf("%q: want WF/NODE or WF/NODE/VERSION", s)
+	}
+	e := client.Env{WorkflowID: parts[0], NodeID: parts[1]}
+	if len(parts) == 3 {
+		e.VersionID = parts[2]
+	}
+	return e, nil
 }
 
 // timeoutDuration is --timeout as a duration (0: the server's default).
