@@ -25,6 +25,10 @@ import (
 	"github.com/envfabric/envfabric/shared/errcode"
 )
 
+// drainOversizeFactor bounds how much of a body over MaxBodyBytes is read and dropped so that
+// its client sees the 413 (a multiple of the limit; beyond it the connection is just closed).
+const drainOversizeFactor = 4
+
 // readBody reads the whole body, bounded in size by MaxBodyBytes and in time by BodyTimeout,
 // before the endpoint runs: a client that trickles its body holds a connection for BodyTimeout at
 // most, and the deadline is gone before a long operation (a run) starts.
@@ -40,6 +44,10 @@ func (h *Handler) readBody(w http.ResponseWriter, r *http.Request) error {
 		var ne net.Error
 		switch {
 		case errors.As(err, &mbe):
+			// Read (and drop) what the client is still sending, within the same deadline and up
+			// to a bound, before answering: closing on a client in the middle of its body resets
+			// the connection, and the reset can discard the 413 before the client reads it.
+			_, _ = io.CopyN(io.Discard, r.Body, drainOversizeFactor*h.opt.MaxBodyBytes)
 			return err
 		case errors.As(err, &ne) && ne.Timeout():
 			return errcode.New(errcode.RequestTimeout, fmt.Sprintf("request body not received within %s", h.opt.BodyTimeout))
