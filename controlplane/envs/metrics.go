@@ -167,15 +167,13 @@ func (c *buildCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.damaged;
 func (c *buildCollector) Collect(ch chan<- prometheus.Metric) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	for _, state := range []string{store.BuildReady, store.BuildRemoved, store.BuildDamaged} {
-		bs, err := c.st.ListBuilds(ctx, store.BuildFilter{State: state, Limit: 100000})
-		if err != nil {
-			ch <- prometheus.NewInvalidMetric(c.byState, err)
-			return
-		}
-		ch <- prometheus.MustNewConstMetric(c.byState, prometheus.GaugeValue, float64(len(bs)), state)
-		if state == store.BuildDamaged {
-			ch <- prometheus.MustNewConstMetric(c.damaged, prometheus.GaugeValue, float64(len(bs)))
-		}
+	counts, err := c.st.CountBuilds(ctx)
+	if err != nil {
+		ch <- prometheus.NewInvalidMetric(c.byState, err)
+		return
 	}
+	for _, state := range []string{store.BuildReady, store.BuildRemoved, store.BuildDamaged} {
+		ch <- prometheus.MustNewConstMetric(c.byState, prometheus.GaugeValue, float64(counts[state]), state)
+	}
+	ch <- prometheus.MustNewConstMetric(c.damaged, prometheus.GaugeValue, float64(counts[store.BuildDamaged]))
 }

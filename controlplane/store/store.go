@@ -388,6 +388,8 @@ type Store interface {
 	RecordBuild(ctx context.Context, b Build, now time.Time) error
 	// GetBuild returns one build (with CurrentEnvs) or ErrNotFound.
 	GetBuild(ctx context.Context, id string) (Build, error)
+	// CountBuilds returns how many builds are recorded in each state.
+	CountBuilds(ctx context.Context) (map[string]int, error)
 	// ListBuilds returns builds matching f (with CurrentEnvs).
 	ListBuilds(ctx context.Context, f BuildFilter) ([]Build, error)
 	// SetBuildState changes a build's state in one transaction with its environments: BuildRemoved

@@ -100,6 +100,15 @@ func (s *Store) GetBuild(ctx context.Context, id string) (store.Build, error) {
 	return b, nil
 }
 
+// CountBuilds implements store.Store.
+func (s *Store) CountBuilds(ctx context.Context) (map[string]int, error) {
+	counts, err := s.countByState(ctx, "builds")
+	if err != nil {
+		return nil, fmt.Errorf("count builds: %w", err)
+	}
+	return counts, nil
+}
+
 // ListBuilds implements store.Store. Only the filters asked for are in the query, so that the
 // planner sees "state = $1" and uses builds_state_used.
 func (s *Store) ListBuilds(ctx context.Context, f store.BuildFilter) ([]store.Build, error) {

@@ -125,14 +125,23 @@ func (s *Store) CountIdleEnvs(ctx context.Context, unusedSince time.Time) (int, 
 
 // CountEnvs implements store.Store.
 func (s *Store) CountEnvs(ctx context.Context) (map[string]int, error) {
-	rows, err := s.read().query(ctx, `SELECT state, count(*) FROM envs GROUP BY state`)
+	counts, err := s.countByState(ctx, "envs")
+	if err != nil {
+		return nil, fmt.Errorf("count envs: %w", err)
+	}
+	return counts, nil
+}
+
+// countByState counts the rows of table (envs or builds: a constant, never input) by state.
+func (s *Store) countByState(ctx context.Context, table string) (map[string]int, error) {
+	rows, err := s.read().query(ctx, `SELECT state, count(*) FROM `+table+` GROUP BY state`)
 	type count struct {
 		state string
 		n     int
 	}
 	counts, err := collect(rows, err, func(r scanner) (c count, err error) { return c, r.Scan(&c.state, &c.n) })
 	if err != nil {
-		return nil, fmt.Errorf("count envs: %w", err)
+		return nil, err
 	}
 	out := make(map[string]int, len(counts))
 	for _, c := range counts {

@@ -240,6 +240,9 @@ func testListBuilds(t *testing.T, s store.Store) {
 	if err := s.SetBuildState(ctx, "b-mid", store.BuildRemoved, at(4*time.Hour)); err != nil {
 		t.Fatal(err)
 	}
+	if got, want := must(s.CountBuilds(ctx))(t), map[string]int{store.BuildReady: 2, store.BuildRemoved: 1}; !reflect.DeepEqual(got, want) {
+		t.Errorf("CountBuilds: %v; want %v", got, want)
+	}
 	tests := []struct {
 		name string
 		f    store.BuildFilter
