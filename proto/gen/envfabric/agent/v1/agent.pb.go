@@ -1348,7 +1348,12 @@ type RunRequest struct {
 	// The build to run with, the environment's current one when the run was admitted: the run uses
 	// it to its end whatever changes meanwhile. "" runs the environment's own .venv (the layout
 	// before builds). A build that is missing or incomplete fails with ERROR_CODE_BUILD_MISSING.
-	BuildId       string `protobuf:"bytes,5,opt,name=build_id,json=buildId,proto3" json:"build_id,omitempty"`
+	BuildId string `protobuf:"bytes,5,opt,name=build_id,json=buildId,proto3" json:"build_id,omitempty"`
+	// Modules the environment asks to have imported before its code runs (its preload list, set
+	// through the API), on top of what the agent preloads by itself: the top-level modules of the
+	// build's direct dependencies and the modules recent runs of the build imported. Only a warm
+	// interpreter uses it; a cold run imports what its code imports.
+	Preload       []string `protobuf:"bytes,6,rep,name=preload,proto3" json:"preload,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1418,6 +1423,13 @@ func (x *RunRequest) GetBuildId() string {
 	return ""
 }
 
+func (x *RunRequest) GetPreload() []string {
+	if x != nil {
+		return x.Preload
+	}
+	return nil
+}
+
 type RunResponse struct {
 	state           protoimpl.MessageState `protogen:"open.v1"`
 	Stdout          []byte                 `protobuf:"bytes,1,opt,name=stdout,proto3" json:"stdout,omitempty"`
@@ -1429,7 +1441,10 @@ type RunResponse struct {
 	StderrTruncated bool                   `protobuf:"varint,7,opt,name=stderr_truncated,json=stderrTruncated,proto3" json:"stderr_truncated,omitempty"`
 	// How the run ended: "exited" (by itself, with exit_code), "timeout", "memory" (the run as a
 	// whole reached its memory limit and the kernel killed a process of it) or "signal".
-	ExitReason    string `protobuf:"bytes,8,opt,name=exit_reason,json=exitReason,proto3" json:"exit_reason,omitempty"`
+	ExitReason string `protobuf:"bytes,8,opt,name=exit_reason,json=exitReason,proto3" json:"exit_reason,omitempty"`
+	// The run was forked from the build's warm interpreter (docs/sandbox.md, "Warm runs"), not
+	// started cold. The answer is the same either way; this says which path served it.
+	Warm          bool `protobuf:"varint,9,opt,name=warm,proto3" json:"warm,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1518,6 +1533,13 @@ func (x *RunResponse) GetExitReason() string {
 		return x.ExitReason
 	}
 	return ""
+}
+
+func (x *RunResponse) GetWarm() bool {
+	if x != nil {
+		return x.Warm
+	}
+	return false
 }
 
 type DeleteProjectRequest struct {
@@ -2357,7 +2379,7 @@ const file_envfabric_agent_v1_agent_proto_rawDesc = "" +
 	"\n" +
 	"wrong_size\x18\x04 \x03(\tR\twrongSize\x12#\n" +
 	"\rmissing_count\x18\x05 \x01(\x05R\fmissingCount\x12(\n" +
-	"\x10wrong_size_count\x18\x06 \x01(\x05R\x0ewrongSizeCount\"\xb2\x01\n" +
+	"\x10wrong_size_count\x18\x06 \x01(\x05R\x0ewrongSizeCount\"\xcc\x01\n" +
 	"\n" +
 	"RunRequest\x12,\n" +
 	"\x03env\x18\x01 \x01(\v2\x1a.envfabric.agent.v1.EnvRefR\x03env\x12\x12\n" +
@@ -2365,7 +2387,8 @@ const file_envfabric_agent_v1_agent_proto_rawDesc = "" +
 	"\n" +
 	"timeout_ms\x18\x03 \x01(\x03R\ttimeoutMs\x12(\n" +
 	"\x10max_output_bytes\x18\x04 \x01(\x03R\x0emaxOutputBytes\x12\x19\n" +
-	"\bbuild_id\x18\x05 \x01(\tR\abuildId\"\x8f\x02\n" +
+	"\bbuild_id\x18\x05 \x01(\tR\abuildId\x12\x18\n" +
+	"\apreload\x18\x06 \x03(\tR\apreload\"\xa3\x02\n" +
 	"\vRunResponse\x12\x16\n" +
 	"\x06stdout\x18\x01 \x01(\fR\x06stdout\x12\x16\n" +
 	"\x06stderr\x18\x02 \x01(\fR\x06stderr\x12\x1b\n" +
@@ -2376,7 +2399,8 @@ const file_envfabric_agent_v1_agent_proto_rawDesc = "" +
 	"\x10stdout_truncated\x18\x06 \x01(\bR\x0fstdoutTruncated\x12)\n" +
 	"\x10stderr_truncated\x18\a \x01(\bR\x0fstderrTruncated\x12\x1f\n" +
 	"\vexit_reason\x18\b \x01(\tR\n" +
-	"exitReason\"D\n" +
+	"exitReason\x12\x12\n" +
+	"\x04warm\x18\t \x01(\bR\x04warm\"D\n" +
 	"\x14DeleteProjectRequest\x12,\n" +
 	"\x03env\x18\x01 \x01(\v2\x1a.envfabric.agent.v1.EnvRefR\x03env\"R\n" +
 	"\x15DeleteProjectResponse\x12\x18\n" +
