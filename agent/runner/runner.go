@@ -118,16 +118,7 @@ func Run(ctx context.Context, spec Spec) (Result, error) {
 	defer stdoutR.Close()
 	defer stderrR.Close()
 
-	env := []string{
-		"PATH=" + filepath.Join(spec.VenvDir, "bin") + ":/usr/local/bin:/usr/bin:/bin",
-		"VIRTUAL_ENV=" + spec.VenvDir,
-		"HOME=" + work,
-		"TMPDIR=" + work,
-		"LANG=C.UTF-8",
-		"LC_ALL=C.UTF-8",
-		"PYTHONUNBUFFERED=1",
-		"PYTHONNOUSERSITE=1",
-	}
+	env := Env(spec.VenvDir, work)
 	cmd, err := sb.Command(sandbox.Program{
 		Path:     python,
 		Args:     []string{python, "main.py"},

@@ -1,0 +1,140 @@
+package sandbox
+
+import (
+	"encoding/hex"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"syscall"
+
+	"golang.org/x/net/bpf"
+	"golang.org/x/sys/unix"
+)
+
+// RunGroup is a run's cgroup for a process the sandbox did not start itself: a warm
+// interpreter's child (agent/warm), put in it by host pid before it runs any code. It bounds the
+// run as a whole exactly as a cold run's cgroup does (RunLimits).
+type RunGroup struct{ rc *runCgroup }
+
+// NewRunGroup makes a cgroup with limits in force under g.
+func (g *Cgroups) NewRunGroup(limits RunLimits) (*RunGroup, error) {
+	rc, err := g.create(limits)
+	if err != nil {
+		return nil, err
+	}
+	return &RunGroup{rc: rc}, nil
+}
+
+// Add moves the process with host pid into the group (its threads and later children follow).
+func (r *RunGroup) Add(pid int) error {
+	for _, f := range r.rc.procsFiles() {
+		if err := os.WriteFile(f, []byte(strconv.Itoa(pid)), 0); err != nil {
+			return fmt.Errorf("move pid %d into the run cgroup: %w", pid, err)
+		}
+	}
+	return nil
+}
+
+// KillAll kills every process in the group.
+func (r *RunGroup) KillAll() {
+	for _, d := range r.rc.dirs {
+		killAll(d)
+	}
+}
+
+// OOMKills is how many processes of the run the kernel killed for want of memory.
+func (r *RunGroup) OOMKills() uint64 { return r.rc.oomKills() }
+
+// Remove kills what is left and removes the group.
+func (r *RunGroup) Remove() { r.rc.remove() }
+
+// MemoryCurrent is the memory charged to the group (0 when unknown).
+func (r *RunGroup) MemoryCurrent() uint64 {
+	file := "memory.usage_in_bytes"
+	if r.rc.g.Version == 2 {
+		file = "memory.current"
+	}
+	b, err := os.ReadFile(filepath.Join(r.rc.memoryDir(), file))
+	if err != nil {
+		return 0
+	}
+	n, _ := strconv.ParseUint(string(trimSpace(b)), 10, 64)
+	return n
+}
+
+func trimSpace(b []byte) []byte {
+	for len(b) > 0 && (b[len(b)-1] == '\n' || b[len(b)-1] == ' ') {
+		b = b[:len(b)-1]
+	}
+	return b
+}
+
+// Warm says whether c's runs may be forked from a warm interpreter (agent/warm): only where the
+// interpreter has a PID namespace of its own, so that what a run leaves behind can be found and
+// killed (kill(-1) inside it) without touching anything outside.
+func (c Config) Warm() bool { return c.pidNamespace() }
+
+// Namespaced says whether c gives the program private /tmp, /var/tmp, /dev/shm and IPC (the
+// namespace tier), which a warm interpreter wipes after every run.
+func (c Config) Namespaced() bool { return c.Tier == Namespace }
+
+// GuardProgram is the extra system-call filter a warm interpreter's child installs before it
+// runs code (as hex, the raw struct sock_filter array): it refuses to signal, or open a pidfd of,
+// any of pids (the interpreter, its parent stage), to signal their process groups (-pgid) or every
+// process (-1), and refuses tkill, pidfd_send_signal (which takes a /proc/<pid> directory as well
+// as a pidfd), ptrace and process_vm_readv/writev outright. The run's own processes stay
+// reachable. Allowed system calls fall through to the sandbox's filter.
+func GuardProgram(pids, pgids []int) (string, error) {
+	if !filterSupported {
+		return "", fmt.Errorf("no system-call filter for this architecture")
+	}
+	eperm := bpf.RetConstant{Val: unix.SECCOMP_RET_ERRNO | uint32(syscall.EPERM)}
+	var targets []uint32
+	for _, p := range pids {
+		targets = append(targets, uint32(p))
+	}
+	killTargets := append([]uint32{0xffffffff}, targets...)
+	for _, g := range pgids {
+		killTargets = append(killTargets, uint32(int32(-g)))
+	}
+	loadNr := bpf.LoadAbsolute{Off: seccompNr, Size: 4}
+	prog := []bpf.Instruction{
+		bpf.LoadAbsolute{Off: seccompArch, Size: 4},
+		bpf.JumpIf{Cond: bpf.JumpEqual, Val: auditArch, SkipTrue: 1},
+		bpf.RetConstant{Val: unix.SECCOMP_RET_KILL_PROCESS},
+		loadNr,
+	}
+	for _, nr := range []int{unix.SYS_TKILL, unix.SYS_PIDFD_SEND_SIGNAL, unix.SYS_PTRACE, unix.SYS_PROCESS_VM_READV, unix.SYS_PROCESS_VM_WRITEV} {
+		prog = append(prog, bpf.JumpIf{Cond: bpf.JumpEqual, Val: uint32(nr), SkipFalse: 1}, eperm)
+	}
+	// The first argument names the target process (kill: or group, or -1).
+	for _, c := range []struct {
+		nr     int
+		values []uint32
+	}{
+		{unix.SYS_KILL, killTargets},
+		{unix.SYS_TGKILL, targets},
+		{unix.SYS_RT_SIGQUEUEINFO, targets},
+		{unix.SYS_RT_TGSIGQUEUEINFO, targets},
+		{unix.SYS_PIDFD_OPEN, targets},
+	} {
+		body := []bpf.Instruction{bpf.LoadAbsolute{Off: seccompArgs, Size: 4}}
+		for _, v := range c.values {
+			body = append(body, bpf.JumpIf{Cond: bpf.JumpEqual, Val: v, SkipFalse: 1}, eperm)
+		}
+		body = append(body, loadNr)
+		prog = append(prog, bpf.JumpIf{Cond: bpf.JumpEqual, Val: uint32(c.nr), SkipFalse: uint8(len(body))})
+		prog = append(prog, body...)
+	}
+	prog = append(prog, bpf.RetConstant{Val: unix.SECCOMP_RET_ALLOW})
+	raw, err := bpf.Assemble(prog)
+	if err != nil {
+		return "", fmt.Errorf("assemble the warm run's guard: %w", err)
+	}
+	out := make([]byte, 0, 8*len(raw))
+	for _, ins := range raw {
+		out = append(out, byte(ins.Op), byte(ins.Op>>8), ins.Jt, ins.Jf, byte(ins.K), byte(ins.K>>8), byte(ins.K>>16), byte(ins.K>>24))
+	}
+	return hex.EncodeToString(out), nil
+}

@@ -1,0 +1,541 @@
+package warm
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	_ "embed"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/envfabric/envfabric/agent/runner"
+	"github.com/envfabric/envfabric/agent/sandbox"
+)
+
+//go:embed server.py
+var serverScript string
+
+// modulesFile is where a child lists the top-level modules it ended with (written after the
+// code ran; read with O_NOFOLLOW and filtered, since the code could have written it too).
+const modulesFile = ".envfabric-modules"
+
+// identifier is what a module name must look like to be preloaded.
+var identifier = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+
+// drainGrace bounds how long output pipes are read after the run's processes were killed (as in
+// agent/runner).
+const drainGrace = 2 * time.Second
+
+// errNotStarted: the run never reached its code (the parent died or refused before "go"); it can
+// go cold with nothing done twice.
+var errNotStarted = errors.New("warm run not started")
+
+// message is what a parent says on its control socket.
+type message struct {
+	Ready     bool     `json:"ready"`
+	Pid       int      `json:"pid"`
+	Ppid      int      `json:"ppid"`
+	Pgid      int      `json:"pgid"`
+	Preloaded []string `json:"preloaded"`
+	Failed    []string `json:"failed"`
+	Seconds   float64  `json:"seconds"`
+	Exit      *int     `json:"exit"`
+	Signal    int      `json:"signal"`
+	Clean     *bool    `json:"clean"`
+	Error     string   `json:"error"`
+	hostPid   int
+}
+
+// parent is one warm interpreter: a python process in its own sandbox, serving one run at a
+// time.
+type parent struct {
+	b       *build
+	cfg     *Config
+	log     *slog.Logger
+	cmd     *sandbox.Cmd
+	conn    *net.UnixConn
+	runsDir string
+	release func()
+	msgs    chan message
+	done    chan struct{} // closed when the sandbox exited
+	started time.Time
+	hostPid int
+	guard   string
+	baseMem uint64
+	runs    int
+	seq     atomic.Int64
+	stopped sync.Once
+	reading bool
+	wg      sync.WaitGroup
+}
+
+// startParent starts a parent for b and waits until it has preloaded (or failed).
+func startParent(ctx context.Context, cfg *Config, b *build, preload []string, log *slog.Logger) (*parent, error) {
+	p := &parent{b: b, cfg: cfg, log: log, msgs: make(chan message, 4), done: make(chan struct{}), started: time.Now()}
+	ok := false
+	defer func() {
+		if !ok {
+			p.stop()
+		}
+	}()
+	if b.spec.Hold != nil {
+		release, err := b.spec.Hold(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("hold build %s: %w", b.spec.ID, err)
+		}
+		p.release = release
+	}
+	sb := cfg.Sandbox
+	dir, err := os.MkdirTemp(cfg.RunsDir, "envfabric-run-warm-*")
+	if err != nil {
+		return nil, fmt.Errorf("make runs dir: %w", err)
+	}
+	p.runsDir = dir
+	// The run user passes through to its own work directory, and may list nothing else.
+	if err := os.Chmod(dir, 0o711); err != nil {
+		return nil, fmt.Errorf("make runs dir: %w", err)
+	}
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("control socket: %w", err)
+	}
+	ours, theirs := os.NewFile(uintptr(fds[0]), "warm-control"), os.NewFile(uintptr(fds[1]), "warm-control-parent")
+	defer theirs.Close()
+	// Every message then carries its sender's credentials: the parent's host pid.
+	if err := unix.SetsockoptInt(fds[0], unix.SOL_SOCKET, unix.SO_PASSCRED, 1); err != nil {
+		ours.Close()
+		return nil, fmt.Errorf("control socket: %w", err)
+	}
+	fc, err := net.FileConn(ours)
+	ours.Close()
+	if err != nil {
+		return nil, fmt.Errorf("control socket: %w", err)
+	}
+	p.conn = fc.(*net.UnixConn)
+
+	venv := b.spec.Venv
+	python := filepath.Join(venv, "bin", "python")
+	conf, _ := json.Marshal(map[string]any{
+		"preload":       preload,
+		"pid_namespace": sb.Warm(),
+		"namespace":     sb.Namespaced(),
+		"sys_keyctl":    unix.SYS_KEYCTL,
+		"sys_shmctl":    unix.SYS_SHMCTL,
+		"sys_msgctl":    unix.SYS_MSGCTL,
+		"sys_semctl":    unix.SYS_SEMCTL,
+	})
+	cmd, err := sb.Command(sandbox.Program{
+		Path:     python,
+		Args:     []string{python, "-c", serverScript, string(conf)},
+		Env:      runner.Env(venv, dir),
+		Dir:      "/",
+		ReadOnly: runner.ReadOnlyDirs(venv, sb),
+		Writable: []string{dir},
+	})
+	if err != nil {
+		return nil, err
+	}
+	lw := &logWriter{log: log, build: b.spec.ID}
+	cmd.Stdin = theirs
+	cmd.Stdout = lw
+	cmd.Stderr = lw
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start warm interpreter: %w", err)
+	}
+	p.cmd = cmd
+	p.wg.Go(func() {
+		_ = cmd.Wait()
+		if err := cmd.SetupError(); err != nil {
+			log.Warn("warm interpreter sandbox", "build", b.spec.ID, "err", err)
+		}
+		close(p.done)
+		p.conn.Close()
+	})
+	p.reading = true
+	p.wg.Go(p.read)
+
+	timer := time.NewTimer(cfg.ReadyTimeout)
+	defer timer.Stop()
+	select {
+	case m, alive := <-p.msgs:
+		if !alive || !m.Ready {
+			return nil, fmt.Errorf("warm interpreter for build %s ended before it was ready (%s)", b.spec.ID, m.Error)
+		}
+		p.hostPid = m.hostPid
+		if p.guard, err = sandbox.GuardProgram([]int{m.Pid, m.Ppid}, []int{m.Pgid}); err != nil {
+			return nil, err
+		}
+		p.baseMem = pss(p.hostPid)
+		log.Info("warm interpreter ready", "build", b.spec.ID, "preloaded", m.Preloaded, "failed", m.Failed,
+			"seconds", m.Seconds, "pss_bytes", p.baseMem)
+	case <-timer.C:
+		return nil, fmt.Errorf("warm interpreter for build %s not ready after %s", b.spec.ID, cfg.ReadyTimeout)
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	ok = true
+	return p, nil
+}
+
+// read forwards the parent's messages to msgs, and closes it when the parent is gone.
+func (p *parent) read() {
+	defer close(p.msgs)
+	buf := make([]byte, 64<<10)
+	oob := make([]byte, unix.CmsgSpace(unix.SizeofUcred)+unix.CmsgSpace(16))
+	for {
+		n, oobn, _, _, err := p.conn.ReadMsgUnix(buf, oob)
+		if err != nil || n == 0 {
+			return
+		}
+		var m message
+		if err := json.Unmarshal(buf[:n], &m); err != nil {
+			p.log.Warn("warm interpreter said something unreadable", "build", p.b.spec.ID, "err", err)
+			return
+		}
+		m.hostPid = credPid(oob[:oobn])
+		p.msgs <- m
+	}
+}
+
+// credPid is the sender's pid, in the agent's PID namespace, from SCM_CREDENTIALS.
+func credPid(oob []byte) int {
+	cms, err := unix.ParseSocketControlMessage(oob)
+	if err != nil {
+		return 0
+	}
+	for i := range cms {
+		if c, err := unix.ParseUnixCredentials(&cms[i]); err == nil {
+			return int(c.Pid)
+		}
+	}
+	return 0
+}
+
+func (p *parent) alive() bool {
+	select {
+	case <-p.done:
+		return false
+	default:
+		return true
+	}
+}
+
+// stop kills the parent (its sandbox: with a PID namespace everything in it), waits for it and
+// releases what it held. Idempotent.
+func (p *parent) stop() {
+	p.stopped.Do(func() {
+		if p.conn != nil {
+			p.conn.Close()
+		}
+		if p.cmd != nil && p.cmd.Process != nil {
+			_ = p.cmd.Process.Kill()
+		}
+		if p.reading {
+			for range p.msgs { // what nobody will read any more, until the reader ends
+			}
+		}
+		p.wg.Wait()
+		if p.runsDir != "" {
+			_ = os.RemoveAll(p.runsDir)
+		}
+		if p.release != nil {
+			p.release()
+		}
+	})
+}
+
+// memory is the parent's proportional share of memory now.
+func (p *parent) memory() uint64 { return pss(p.hostPid) }
+
+// run runs spec in a child of p. errNotStarted means nothing of the code ran.
+func (p *parent) run(ctx context.Context, spec runner.Spec) (runner.Result, []string, error) {
+	sb := p.cfg.Sandbox
+	work := filepath.Join(p.runsDir, strconv.FormatInt(p.seq.Add(1), 10))
+	if err := os.Mkdir(work, 0o700); err != nil {
+		return runner.Result{}, nil, fmt.Errorf("%w: make work dir: %w", errNotStarted, err)
+	}
+	defer os.RemoveAll(work)
+	if err := os.WriteFile(filepath.Join(work, "main.py"), []byte(spec.Code), 0o600); err != nil {
+		return runner.Result{}, nil, fmt.Errorf("%w: write main.py: %w", errNotStarted, err)
+	}
+	if sb.Tier.DropsPrivileges() {
+		for _, f := range []string{work, filepath.Join(work, "main.py")} {
+			if err := os.Chown(f, sb.UID, sb.GID); err != nil {
+				return runner.Result{}, nil, fmt.Errorf("%w: hand the work dir to the run user: %w", errNotStarted, err)
+			}
+		}
+	}
+	stdoutR, stdoutW, err := os.Pipe()
+	if err != nil {
+		return runner.Result{}, nil, fmt.Errorf("%w: pipe: %w", errNotStarted, err)
+	}
+	defer stdoutR.Close()
+	stderrR, stderrW, err := os.Pipe()
+	if err != nil {
+		stdoutW.Close()
+		return runner.Result{}, nil, fmt.Errorf("%w: pipe: %w", errNotStarted, err)
+	}
+	defer stderrR.Close()
+	runConn, childEnd, err := runSocket()
+	if err != nil {
+		stdoutW.Close()
+		stderrW.Close()
+		return runner.Result{}, nil, fmt.Errorf("%w: %w", errNotStarted, err)
+	}
+	defer runConn.Close()
+	req, _ := json.Marshal(map[string]any{"dir": work, "env": runner.Env(spec.VenvDir, work), "guard": p.guard})
+	start := time.Now()
+	_, _, err = p.conn.WriteMsgUnix(req, unix.UnixRights(int(stdoutW.Fd()), int(stderrW.Fd()), int(childEnd.Fd())), nil)
+	stdoutW.Close()
+	stderrW.Close()
+	childEnd.Close()
+	if err != nil {
+		return runner.Result{}, nil, fmt.Errorf("%w: send the run: %w", errNotStarted, err)
+	}
+	// The child's first message: its host pid, before it has run anything.
+	childPid, err := hello(runConn, p.cfg.ReadyTimeout)
+	if err != nil {
+		p.stop() // a parent that forks no child is of no use
+		return runner.Result{}, nil, fmt.Errorf("%w: %w", errNotStarted, err)
+	}
+	var group *sandbox.RunGroup
+	if sb.Cgroups != nil && (sb.RunLimits.MemoryBytes > 0 || sb.RunLimits.Processes > 0) {
+		if group, err = sb.Cgroups.NewRunGroup(sb.RunLimits); err == nil {
+			if err = group.Add(childPid); err != nil {
+				group.Remove()
+			}
+		}
+		if err != nil {
+			_ = syscall.Kill(-childPid, syscall.SIGKILL)
+			p.stop()
+			return runner.Result{}, nil, fmt.Errorf("%w: %w", errNotStarted, err)
+		}
+	}
+	if _, err := runConn.Write([]byte("go")); err != nil {
+		if group != nil {
+			group.Remove()
+		}
+		p.stop()
+		return runner.Result{}, nil, fmt.Errorf("%w: %w", errNotStarted, err)
+	}
+	runConn.Close()
+
+	stdout, stderr := runner.NewCapped(spec.MaxOutput), runner.NewCapped(spec.MaxOutput)
+	var drained sync.WaitGroup
+	drained.Go(func() { _, _ = io.Copy(stdout, stdoutR) })
+	drained.Go(func() { _, _ = io.Copy(stderr, stderrR) })
+	kill := func() {
+		_ = syscall.Kill(-childPid, syscall.SIGKILL)
+		if group != nil {
+			group.KillAll()
+		}
+	}
+	runCtx, cancel := context.WithTimeout(ctx, spec.Timeout)
+	defer cancel()
+	expired := runCtx.Done()
+	var timedOut, parentGone bool
+	exitCode := -1
+wait:
+	for {
+		select {
+		case m, alive := <-p.msgs:
+			if !alive {
+				parentGone = true
+				break wait
+			}
+			if m.Exit != nil {
+				exitCode = *m.Exit
+				break wait
+			}
+		case <-expired:
+			expired = nil
+			timedOut = ctx.Err() == nil
+			kill()
+		}
+	}
+	// Whatever the code left running in its group, or anywhere in its cgroup, goes too.
+	kill()
+	var oom uint64
+	if group != nil {
+		oom = group.OOMKills()
+		group.Remove()
+	}
+	drainDone := make(chan struct{})
+	go func() { drained.Wait(); close(drainDone) }()
+	select {
+	case <-drainDone:
+	case <-time.After(drainGrace):
+		stdoutR.Close()
+		stderrR.Close()
+		<-drainDone
+	}
+	res := runner.Result{
+		Stdout:          stdout.Bytes(),
+		Stderr:          stderr.Bytes(),
+		StdoutTruncated: stdout.Truncated(),
+		StderrTruncated: stderr.Truncated(),
+		ExitCode:        exitCode,
+		Duration:        time.Since(start),
+		TimedOut:        timedOut,
+	}
+	switch {
+	case timedOut:
+		res.ExitReason = runner.ExitTimeout
+	case oom > 0:
+		res.ExitReason = runner.ExitMemory
+	case exitCode == -1:
+		res.ExitReason = runner.ExitSignal
+	default:
+		res.ExitReason = runner.ExitedNormally
+	}
+	mods := readModules(filepath.Join(work, modulesFile))
+	if parentGone {
+		p.stop()
+	} else if !p.awaitClean() {
+		p.stop()
+	}
+	if ctx.Err() != nil {
+		return res, mods, fmt.Errorf("run cancelled: %w", ctx.Err())
+	}
+	return res, mods, nil
+}
+
+// awaitClean waits for the parent to report that it removed what the run left.
+func (p *parent) awaitClean() bool {
+	timer := time.NewTimer(10 * time.Second)
+	defer timer.Stop()
+	for {
+		select {
+		case m, alive := <-p.msgs:
+			if !alive {
+				return false
+			}
+			if m.Clean != nil {
+				return *m.Clean
+			}
+		case <-timer.C:
+			p.log.Warn("warm interpreter did not clean up after a run", "build", p.b.spec.ID)
+			return false
+		}
+	}
+}
+
+// runSocket is a run's own socket pair; the agent's end receives the child's credentials.
+func runSocket() (*net.UnixConn, *os.File, error) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, nil, fmt.Errorf("run socket: %w", err)
+	}
+	ours, theirs := os.NewFile(uintptr(fds[0]), "warm-run"), os.NewFile(uintptr(fds[1]), "warm-run-child")
+	defer ours.Close()
+	if err := unix.SetsockoptInt(fds[0], unix.SOL_SOCKET, unix.SO_PASSCRED, 1); err != nil {
+		theirs.Close()
+		return nil, nil, fmt.Errorf("run socket: %w", err)
+	}
+	fc, err := net.FileConn(ours)
+	if err != nil {
+		theirs.Close()
+		return nil, nil, fmt.Errorf("run socket: %w", err)
+	}
+	return fc.(*net.UnixConn), theirs, nil
+}
+
+// hello reads the child's first message and returns its host pid.
+func hello(c *net.UnixConn, timeout time.Duration) (int, error) {
+	_ = c.SetReadDeadline(time.Now().Add(timeout))
+	buf := make([]byte, 64)
+	oob := make([]byte, unix.CmsgSpace(unix.SizeofUcred))
+	n, oobn, _, _, err := c.ReadMsgUnix(buf, oob)
+	if err != nil {
+		return 0, fmt.Errorf("wait for the warm child: %w", err)
+	}
+	if n == 0 {
+		return 0, errors.New("the warm interpreter went away before its child started")
+	}
+	pid := credPid(oob[:oobn])
+	if pid <= 1 {
+		return 0, errors.New("the warm child's message carried no credentials")
+	}
+	_ = c.SetReadDeadline(time.Time{})
+	return pid, nil
+}
+
+// readModules is the child's list of top-level modules, each a Python identifier.
+func readModules(path string) []string {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
+		return nil
+	}
+	var out []string
+	sc := bufio.NewScanner(io.LimitReader(f, 64<<10))
+	for sc.Scan() && len(out) < 512 {
+		if s := sc.Text(); identifier.MatchString(s) {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// pss is a process's proportional set size in bytes (0 when unknown).
+func pss(pid int) uint64 {
+	if pid <= 0 {
+		return 0
+	}
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/smaps_rollup")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "Pss:"); ok {
+			kb, _ := strconv.ParseUint(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
+}
+
+// logWriter logs what a parent prints (import failures, warnings), a line at a time.
+type logWriter struct {
+	log   *slog.Logger
+	build string
+	mu    sync.Mutex
+	buf   []byte
+}
+
+func (w *logWriter) Write(b []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.buf = append(w.buf, b...)
+	for {
+		i := bytes.IndexByte(w.buf, '\n')
+		if i < 0 {
+			break
+		}
+		w.log.Info("warm interpreter", "build", w.build, "line", string(w.buf[:i]))
+		w.buf = w.buf[i+1:]
+	}
+	if len(w.buf) > 4096 {
+		w.log.Info("warm interpreter", "build", w.build, "line", string(w.buf))
+		w.buf = nil
+	}
+	return len(b), nil
+}
