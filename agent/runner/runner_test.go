@@ -52,25 +52,26 @@ var runCases = []struct {
 }
 
 func TestRun(t *testing.T) {
-	testRun(t, newVenv(t), sandbox.Config{})
+	testRun(t, runners[0], newVenv(t), sandbox.Config{})
 }
 
 // TestRunTiers runs the same cases in every tier this machine allows, with a venv of the system
-// Python (the run user cannot reach one under /root).
+// Python (the run user cannot reach one under /root), cold and warm.
 func TestRunTiers(t *testing.T) {
 	d := newData(t)
-	for _, tier := range sandbox.Tiers {
-		t.Run(string(tier), func(t *testing.T) {
-			testRun(t, filepath.Join(d.env, ".venv"), d.sandbox(t, tier))
-		})
-	}
+	t.Setenv("ENVFABRIC_SECRET", "x")
+	forRunners(t, sandbox.Tiers, func(t *testing.T, r runKind, tier sandbox.Tier) {
+		testRun(t, r, filepath.Join(d.env, ".venv"), d.sandbox(t, tier))
+	})
 }
 
-func testRun(t *testing.T, venv string, sb sandbox.Config) {
-	t.Setenv("ENVFABRIC_SECRET", "x")
+func testRun(t *testing.T, r runKind, venv string, sb sandbox.Config) {
+	if !r.warm {
+		t.Setenv("ENVFABRIC_SECRET", "x")
+	}
 	for _, tt := range runCases {
 		t.Run(tt.name, func(t *testing.T) {
-			res, err := runner.Run(t.Context(), runner.Spec{VenvDir: venv, Code: tt.code, Timeout: 30 * time.Second, MaxOutput: 1 << 20, Sandbox: sb})
+			res, err := r.run(t, runner.Spec{VenvDir: venv, Code: tt.code, Timeout: 30 * time.Second, MaxOutput: 1 << 20, Sandbox: sb})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -85,18 +85,16 @@ func TestScientificStack(t *testing.T) {
 		t.Fatalf("uv add: %v\n%s", err, uv.OutputOf(err))
 	}
 	want := "blas True True\npandas (2, 4) (8, 5)\nthreads True\nprocesses True\nfork [0, 1, 4, 9, 16]\n"
-	for _, tier := range dropTiers {
-		t.Run(string(tier), func(t *testing.T) {
-			sb := d.sandbox(t, tier)
-			sb.Limits = sandbox.Limits{
-				CPUSeconds: config.DefaultRunCPUSeconds, MemoryBytes: config.DefaultRunMemoryBytes, FileBytes: config.DefaultRunFileBytes,
-				OpenFiles: config.DefaultRunOpenFiles, Processes: config.DefaultRunProcesses,
-			}
-			sb = withRunLimits(t, sb, sandbox.RunLimits{MemoryBytes: config.DefaultRunTotalMemoryBytes, Processes: config.DefaultRunTotalProcesses})
-			res := run(t, sb, dir, scientificCode, 5*time.Minute)
-			if string(res.Stdout) != want || res.ExitReason != "exited" {
-				t.Errorf("got exit_reason %q stdout\n%s\nwant\n%s", res.ExitReason, res.Stdout, want)
-			}
-		})
-	}
+	forRunners(t, dropTiers, func(t *testing.T, r runKind, tier sandbox.Tier) {
+		sb := d.sandbox(t, tier)
+		sb.Limits = sandbox.Limits{
+			CPUSeconds: config.DefaultRunCPUSeconds, MemoryBytes: config.DefaultRunMemoryBytes, FileBytes: config.DefaultRunFileBytes,
+			OpenFiles: config.DefaultRunOpenFiles, Processes: config.DefaultRunProcesses,
+		}
+		sb = withRunLimits(t, sb, sandbox.RunLimits{MemoryBytes: config.DefaultRunTotalMemoryBytes, Processes: config.DefaultRunTotalProcesses})
+		res := run(t, r, sb, dir, scientificCode, 5*time.Minute)
+		if string(res.Stdout) != want || res.ExitReason != "exited" {
+			t.Errorf("got exit_reason %q stdout\n%s\nwant\n%s", res.ExitReason, res.Stdout, want)
+		}
+	})
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"syscall"
 
@@ -137,4 +138,51 @@ func GuardProgram(pids, pgids []int) (string, error) {
 		out = append(out, byte(ins.Op), byte(ins.Op>>8), ins.Jt, ins.Jf, byte(ins.K), byte(ins.K>>8), byte(ins.K>>16), byte(ins.K>>24))
 	}
 	return hex.EncodeToString(out), nil
+}
+
+// WipeMessageQueues removes every POSIX message queue of the IPC namespace of the process with
+// host pid (a warm interpreter of the namespace tier, between runs). A queue has no other name
+// than its entry in an mqueue file system, which the sandbox may not have mounted (a host
+// without /dev/mqueue): so one thread of the agent joins that IPC namespace, mounts its mqueue
+// file system in a mount namespace of its own, and unlinks every entry. The thread is never
+// given back to the Go scheduler: it ends with its goroutine.
+func WipeMessageQueues(pid int) error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		errc <- wipeMessageQueues(pid)
+	}()
+	return <-errc
+}
+
+func wipeMessageQueues(pid int) error {
+	ns, err := unix.Open("/proc/"+strconv.Itoa(pid)+"/ns/ipc", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("open the IPC namespace of pid %d: %w", pid, err)
+	}
+	defer unix.Close(ns)
+	if err := unix.Unshare(unix.CLONE_FS | unix.CLONE_NEWNS); err != nil {
+		return fmt.Errorf("own mount namespace: %w", err)
+	}
+	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
+		return fmt.Errorf("make / private: %w", err)
+	}
+	if err := unix.Setns(ns, unix.CLONE_NEWIPC); err != nil {
+		return fmt.Errorf("join the IPC namespace of pid %d: %w", pid, err)
+	}
+	// Any directory will do: the mount is seen by this thread only.
+	const dir = "/tmp"
+	if err := unix.Mount("mqueue", dir, "mqueue", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
+		return fmt.Errorf("mount its message queues: %w", err)
+	}
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return fmt.Errorf("list its message queues: %w", err)
+	}
+	for _, e := range ents {
+		if err := unix.Unlink(filepath.Join(dir, e.Name())); err != nil {
+			return fmt.Errorf("remove message queue %s: %w", e.Name(), err)
+		}
+	}
+	return nil
 }

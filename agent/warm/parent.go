@@ -404,10 +404,15 @@ wait:
 		res.ExitReason = runner.ExitedNormally
 	}
 	mods := readModules(filepath.Join(work, modulesFile))
-	if parentGone {
+	switch {
+	case parentGone, !p.awaitClean():
 		p.stop()
-	} else if !p.awaitClean() {
-		p.stop()
+	case sb.Namespaced():
+		// POSIX message queues: the one thing of its IPC namespace the parent cannot list.
+		if err := sandbox.WipeMessageQueues(p.hostPid); err != nil {
+			p.log.Warn("warm interpreter retired: its message queues could not be removed", "build", p.b.spec.ID, "err", err)
+			p.stop()
+		}
 	}
 	if ctx.Err() != nil {
 		return res, mods, fmt.Errorf("run cancelled: %w", ctx.Err())

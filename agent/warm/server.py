@@ -154,7 +154,8 @@ def run_main(work):
         code = exit_code(e)
     except BaseException as e:
         # The traceback starts at main.py: this frame is the server's.
-        sys.excepthook(type(e), e, e.__traceback__.tb_next)
+        e = e.with_traceback(e.__traceback__.tb_next)
+        sys.excepthook(type(e), e, e.__traceback__)
         code = 1
     # What Py_FinalizeEx does: join non-daemon threads, then the atexit handlers.
     try:
@@ -244,7 +245,8 @@ def cleanup():
                 return False
             time.sleep(0.001)
     if CONFIG.get("namespace"):
-        for d in ("/tmp", "/var/tmp", "/dev/shm", "/run/lock", "/dev/mqueue"):
+        # (POSIX message queues: the agent removes them, see sandbox.WipeMessageQueues.)
+        for d in ("/tmp", "/var/tmp", "/dev/shm", "/run/lock"):
             ok = wipe(d) and ok
         ok = wipe_sysv() and ok
     # Keys the run added to the session keyring it shares with the parent.
