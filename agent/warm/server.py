@@ -366,7 +366,7 @@ def serve():
 
 def main():
     names = []
-    for n in CONFIG.get("preload", []):
+    for n in CONFIG.get("preload") or []:
         if n not in names:
             names.append(n)
     start = time.monotonic()

@@ -160,6 +160,7 @@ func (p *Pool) Prestart(ctx context.Context, b Build) error {
 			return errors.New("warm pool closed")
 		}
 		bs := p.buildLocked(b)
+		bs.lastUsed = time.Now()
 		if len(bs.idle)+bs.busy > 0 {
 			p.mu.Unlock()
 			return nil

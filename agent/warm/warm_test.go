@@ -1,14 +1,21 @@
 package warm_test
 
 import (
+	"fmt"
 	"log/slog"
 	"os"
 	"os/exec"
 	"os/user"
 	"path/filepath"
+	"regexp"
 	"strconv"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/envfabric/envfabric/agent/runner"
 	"github.com/envfabric/envfabric/agent/sandbox"
@@ -31,6 +38,8 @@ func venv(t *testing.T) string {
 	return dir
 }
 
+// nsSandbox is the namespace tier with the agent's kind of limits, whole-run ones included when
+// the host has cgroups for them.
 func nsSandbox(t *testing.T) sandbox.Config {
 	t.Helper()
 	u, err := user.Lookup("nobody")
@@ -39,28 +48,290 @@ func nsSandbox(t *testing.T) sandbox.Config {
 	}
 	uid, _ := strconv.Atoi(u.Uid)
 	gid, _ := strconv.Atoi(u.Gid)
-	sb := sandbox.Config{Tier: sandbox.Namespace, UID: uid, GID: gid, Limits: sandbox.Limits{MemoryBytes: 1 << 30, Processes: 64}}
+	sb := sandbox.Config{Tier: sandbox.Namespace, UID: uid, GID: gid, Limits: sandbox.Limits{MemoryBytes: 1 << 30, Processes: 64, CPUSeconds: 60}}
 	if err := sb.Probe(sandbox.Program{}); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("CI=true: namespace tier unavailable: %v", err)
+		}
 		t.Skipf("namespace tier unavailable: %v", err)
+	}
+	l := sandbox.RunLimits{MemoryBytes: 256 << 20, Processes: 64}
+	if g, err := sandbox.FindCgroups(l); err == nil {
+		sb.RunLimits, sb.Cgroups = l, g
+	} else if os.Getenv("CI") == "true" {
+		t.Fatalf("CI=true: no cgroups: %v", err)
 	}
 	return sb
 }
 
-func TestSmoke(t *testing.T) {
-	v := venv(t)
-	sb := nsSandbox(t)
-	p := warm.New(warm.Config{Sandbox: sb, MemoryBytes: 1 << 30, WaitFree: time.Second, Logger: slog.New(slog.NewTextHandler(os.Stderr, nil))})
-	defer p.Close()
-	b := warm.Build{ID: "b1", Venv: v, Preload: []string{"json"}}
+type logWriter struct{ t *testing.T }
+
+func (w logWriter) Write(b []byte) (int, error) { w.t.Log(strings.TrimSpace(string(b))); return len(b), nil }
+
+func newPool(t *testing.T, cfg warm.Config) *warm.Pool {
+	t.Helper()
+	if cfg.MemoryBytes == 0 {
+		cfg.MemoryBytes = 1 << 30
+	}
+	if cfg.ParentsPerBuild == 0 {
+		cfg.ParentsPerBuild = 1
+	}
+	if cfg.WaitFree == 0 {
+		cfg.WaitFree = time.Minute
+	}
+	cfg.Logger = slog.New(slog.NewTextHandler(logWriter{t}, nil))
+	p := warm.New(cfg)
+	t.Cleanup(p.Close)
+	return p
+}
+
+// runWarm runs code in a child of b's parent; it fails the test if the run went cold.
+func runWarm(t *testing.T, p *warm.Pool, b warm.Build, sb sandbox.Config, code string, timeout time.Duration, maxOut int64) runner.Result {
+	t.Helper()
 	if err := p.Prestart(t.Context(), b); err != nil {
 		t.Fatal(err)
 	}
-	codes := []string{`import ctypes, os
-libc = ctypes.CDLL(None, use_errno=True)
-print(libc.mq_open(b"/q1", os.O_CREAT | os.O_RDWR, 0o666, None), os.listdir("/dev/mqueue"))`, `import os; print(os.listdir("/dev/mqueue"))`, "pass"}
-	for i := 0; i < 3; i++ {
-		start := time.Now()
-		res, ok, err := p.Run(t.Context(), b, runner.Spec{VenvDir: v, Code: codes[i], Timeout: 10 * time.Second, MaxOutput: 1 << 20, Sandbox: sb})
-		t.Logf("%v ok=%v err=%v %+v stdout=%q stderr=%q", time.Since(start), ok, err, res, res.Stdout, res.Stderr)
+	res, ok, err := p.Run(t.Context(), b, runner.Spec{VenvDir: b.Venv, Code: code, Timeout: timeout, MaxOutput: maxOut, Sandbox: sb})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !ok {
+		t.Fatal("the run went cold")
+	}
+	t.Logf("exit=%d reason=%s stdout=%q stderr=%q", res.ExitCode, res.ExitReason, res.Stdout, res.Stderr)
+	return res
+}
+
+// A run changes what it can of its process and its places; the next run, forked from the same
+// parent, sees none of it and draws other random numbers.
+func TestRunsLeaveNothing(t *testing.T) {
+	v, sb := venv(t), nsSandbox(t)
+	p := newPool(t, warm.Config{Sandbox: sb})
+	b := warm.Build{ID: "b", Venv: v, Preload: []string{"json", "random", "tempfile"}}
+	leave := `
+import json, os, random, signal, tempfile
+json.MARK = 1
+json.dumps = None
+os.environ["LEAK"] = "1"
+open(os.path.join(tempfile.gettempdir(), "leak"), "w").write("x")
+open("/tmp/leak", "w").write("x")
+open("/dev/shm/leak", "w").write("x")
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+print(os.getppid(), random.random())
+`
+	look := `
+import json, os, random, signal, tempfile
+print(os.getppid(), random.random())
+print(hasattr(json, "MARK"), json.dumps is None, "LEAK" in os.environ, os.listdir("."), "leak" in os.listdir("/tmp"), os.listdir("/dev/shm"),
+      signal.getsignal(signal.SIGTERM) == signal.SIG_DFL, tempfile.gettempdir() == os.getcwd())
+`
+	first := strings.Fields(string(runWarm(t, p, b, sb, leave, 30*time.Second, 1<<20).Stdout))
+	res := runWarm(t, p, b, sb, look, 30*time.Second, 1<<20)
+	lines := strings.Split(string(res.Stdout), "\n")
+	second := strings.Fields(lines[0])
+	if len(first) != 2 || len(second) != 2 || first[0] != second[0] {
+		t.Fatalf("got %q then %q; want two runs forked from one parent", first, second)
+	}
+	if first[1] == second[1] {
+		t.Errorf("both runs drew %s from random", first[1])
+	}
+	if want := "False False False ['main.py'] False [] True True"; lines[1] != want {
+		t.Errorf("a later run: got %q; want %q", lines[1], want)
+	}
+}
+
+// The timeout kills the child and everything it started, sessions of their own included, and the
+// parent goes on serving.
+func TestTimeoutKillsTree(t *testing.T) {
+	v, sb := venv(t), nsSandbox(t)
+	p := newPool(t, warm.Config{Sandbox: sb})
+	b := warm.Build{ID: "b", Venv: v}
+	marker := strconv.Itoa(50000 + os.Getpid()%10000)
+	code := `
+import os, subprocess, time
+subprocess.Popen(["sleep", "` + marker + `"])
+subprocess.Popen(["setsid", "sleep", "` + marker + `"])
+subprocess.Popen(["sh", "-c", "sleep ` + marker + ` & exit"], start_new_session=True)
+time.sleep(0.5)
+print(os.getppid(), flush=True)
+time.sleep(300)
+`
+	res := runWarm(t, p, b, sb, code, 2*time.Second, 1<<20)
+	if !res.TimedOut || res.ExitReason != runner.ExitTimeout || res.ExitCode != -1 {
+		t.Fatalf("got timed_out=%v exit_reason=%q exit=%d; want the timeout", res.TimedOut, res.ExitReason, res.ExitCode)
+	}
+	waitFor(t, "the run's processes to die", func() bool { return len(processesWith("sleep\x00"+marker)) == 0 })
+	again := runWarm(t, p, b, sb, `import os; print(os.getppid())`, 30*time.Second, 1<<20)
+	if string(again.Stdout) != string(res.Stdout) {
+		t.Errorf("parent %q after the timeout, %q before: want the same parent serving", again.Stdout, res.Stdout)
+	}
+}
+
+// A parent killed between runs is replaced (the run meanwhile goes cold); one killed during a run
+// ends that run as killed by a signal, at once.
+func TestParentDies(t *testing.T) {
+	v, sb := venv(t), nsSandbox(t)
+	p := newPool(t, warm.Config{Sandbox: sb})
+	b := warm.Build{ID: "b", Venv: v}
+	python := filepath.Join(v, "bin", "python") + "\x00-c"
+	runWarm(t, p, b, sb, `pass`, 30*time.Second, 1<<20)
+	parents := processesWith(python)
+	if len(parents) != 1 {
+		t.Fatalf("parents %v; want one", parents)
+	}
+	if err := syscall.Kill(parents[0], syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the parent to die", func() bool { return !alive(parents[0]) })
+	res, ok, err := p.Run(t.Context(), b, runner.Spec{VenvDir: v, Code: "pass", Timeout: 10 * time.Second, MaxOutput: 100, Sandbox: sb})
+	if ok || err != nil {
+		t.Fatalf("got warm=%v err=%v %+v; want the run sent cold while a new parent starts", ok, err, res)
+	}
+	res = runWarm(t, p, b, sb, `print("replaced")`, 30*time.Second, 1<<20)
+	if string(res.Stdout) != "replaced\n" || res.ExitCode != 0 {
+		t.Fatalf("got %q exit %d", res.Stdout, res.ExitCode)
+	}
+
+	parents = processesWith(python)
+	if len(parents) != 1 {
+		t.Fatalf("parents %v; want one", parents)
+	}
+	done := make(chan runner.Result, 1)
+	go func() {
+		r, _, _ := p.Run(t.Context(), b, runner.Spec{VenvDir: v, Code: "import time; print('started', flush=True); time.sleep(300)", Timeout: 5 * time.Minute, MaxOutput: 100, Sandbox: sb})
+		done <- r
+	}()
+	waitFor(t, "the run to start", func() bool { return len(processesWith(python)) == 2 })
+	if err := syscall.Kill(parents[0], syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case res = <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the run outlived its parent")
+	}
+	if res.ExitCode != -1 || res.ExitReason != runner.ExitSignal || res.TimedOut {
+		t.Errorf("got exit %d reason %q timed_out %v; want -1, signal", res.ExitCode, res.ExitReason, res.TimedOut)
+	}
+	runWarm(t, p, b, sb, `pass`, 30*time.Second, 1<<20)
+}
+
+// Over its memory budget the pool stops the least recently used build's parent.
+func TestMemoryBudget(t *testing.T) {
+	v1, v2, sb := venv(t), venv(t), nsSandbox(t)
+	probe := newPool(t, warm.Config{Sandbox: sb})
+	runWarm(t, probe, warm.Build{ID: "probe", Venv: v1}, sb, "pass", 30*time.Second, 100)
+	one := probe.Memory()
+	if one <= 0 {
+		t.Fatalf("a parent's memory: %d", one)
+	}
+	probe.Close()
+
+	p := newPool(t, warm.Config{Sandbox: sb, MemoryBytes: one * 3 / 2})
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(p.Collectors()...)
+	a, b := warm.Build{ID: "a", Venv: v1}, warm.Build{ID: "b", Venv: v2}
+	runWarm(t, p, a, sb, "pass", 30*time.Second, 100)
+	runWarm(t, p, b, sb, "pass", 30*time.Second, 100)
+	waitFor(t, "an eviction", func() bool { return p.Parents() == 1 })
+	if got, err := testutil.GatherAndCount(reg, "envfabric_agent_warm_evictions_total"); err != nil || got != 1 {
+		t.Errorf("evictions series: %d (%v); want 1", got, err)
+	}
+	if _, ok, _ := p.Run(t.Context(), a, runner.Spec{VenvDir: v1, Code: "pass", Timeout: 10 * time.Second, MaxOutput: 100, Sandbox: sb}); ok {
+		t.Errorf("build a's run was warm; want its parent evicted (least recently used)")
+	}
+	if _, ok, _ := p.Run(t.Context(), b, runner.Spec{VenvDir: v2, Code: "pass", Timeout: 10 * time.Second, MaxOutput: 100, Sandbox: sb}); !ok {
+		t.Errorf("build b's run went cold; want its parent kept")
+	}
+}
+
+// A warm run answers as a cold run of the same code does.
+func TestSameAnswersAsCold(t *testing.T) {
+	v, sb := venv(t), nsSandbox(t)
+	p := newPool(t, warm.Config{Sandbox: sb})
+	b := warm.Build{ID: "b", Venv: v, Preload: []string{"json"}}
+	cases := []struct {
+		name, code string
+		timeout    time.Duration
+		maxOut     int64
+	}{
+		{"output", "import sys\nprint('out')\nprint('err', file=sys.stderr)", 30 * time.Second, 1 << 20},
+		{"traceback", "def f():\n    return 1 / 0\nf()", 30 * time.Second, 1 << 20},
+		{"chained traceback", "try:\n    {}['k']\nexcept KeyError:\n    raise ValueError('v')", 30 * time.Second, 1 << 20},
+		{"syntax error", "def (:", 30 * time.Second, 1 << 20},
+		{"bare SystemExit", "raise SystemExit", 30 * time.Second, 1 << 20},
+		{"SystemExit code", "import sys; sys.exit(7)", 30 * time.Second, 1 << 20},
+		{"SystemExit large", "import sys; sys.exit(300)", 30 * time.Second, 1 << 20},
+		{"SystemExit message", "raise SystemExit('bye')", 30 * time.Second, 1 << 20},
+		{"os._exit", "import os; print('x', flush=True); os._exit(5)", 30 * time.Second, 1 << 20},
+		{"atexit", "import atexit\natexit.register(lambda: print('bye'))\nprint('hi')", 30 * time.Second, 1 << 20},
+		{"threads joined", "import threading, time\nthreading.Thread(target=lambda: (time.sleep(0.3), print('late'))).start()\nprint('early')", 30 * time.Second, 1 << 20},
+		{"main module", "import os, sys\nprint(__name__, __file__ == os.path.abspath('main.py'), sys.argv, sys.path[0] == os.getcwd(), __spec__)", 30 * time.Second, 1 << 20},
+		{"environment", "import os\nprint(sorted(k for k in os.environ if k != 'LC_CTYPE'))", 30 * time.Second, 1 << 20},
+		{"unbuffered", "import sys, os\nsys.stdout.write('a')\nos.write(1, b'b')\nsys.stdout.write('c\\n')", 30 * time.Second, 1 << 20},
+		{"killed by a signal", "import os, signal; os.kill(os.getpid(), signal.SIGKILL)", 30 * time.Second, 1 << 20},
+		{"truncated", "print('x' * 10000)\nimport sys; print('y' * 10000, file=sys.stderr)", 30 * time.Second, 100},
+		{"timeout", "import time\nprint('t', flush=True)\ntime.sleep(60)", time.Second, 1 << 20},
+	}
+	work := regexp.MustCompile(`/tmp/envfabric-run-[^/"]+(/[0-9]+)?`)
+	norm := func(b []byte) string { return work.ReplaceAllString(string(b), "WORK") }
+	for _, tt := range cases {
+		t.Run(tt.name, func(t *testing.T) {
+			spec := runner.Spec{VenvDir: v, Code: tt.code, Timeout: tt.timeout, MaxOutput: tt.maxOut, Sandbox: sb}
+			cold, err := runner.Run(t.Context(), spec)
+			if err != nil {
+				t.Fatal(err)
+			}
+			hot := runWarm(t, p, b, sb, tt.code, tt.timeout, tt.maxOut)
+			for _, c := range []struct{ what, cold, warm string }{
+				{"stdout", norm(cold.Stdout), norm(hot.Stdout)},
+				{"stderr", norm(cold.Stderr), norm(hot.Stderr)},
+				{"exit", fmt.Sprint(cold.ExitCode, cold.ExitReason, cold.TimedOut), fmt.Sprint(hot.ExitCode, hot.ExitReason, hot.TimedOut)},
+				{"truncated", fmt.Sprint(cold.StdoutTruncated, cold.StderrTruncated), fmt.Sprint(hot.StdoutTruncated, hot.StderrTruncated)},
+			} {
+				if c.cold != c.warm {
+					t.Errorf("%s: warm %q; cold %q", c.what, c.warm, c.cold)
+				}
+			}
+		})
+	}
+}
+
+// processesWith lists the live pids whose NUL-separated command line contains s.
+func processesWith(s string) []int {
+	var pids []int
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + e.Name() + "/cmdline")
+		if err == nil && strings.Contains(string(b), s) && alive(pid) {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// alive: a process that exists and is not a zombie.
+func alive(pid int) bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	return i >= 0 && len(s) > i+2 && s[i+2] != 'Z'
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
