@@ -15,12 +15,13 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/envfabric/envfabric/agent/runner"
 	"github.com/envfabric/envfabric/agent/sandbox"
 	"github.com/envfabric/envfabric/agent/uv"
 	"github.com/envfabric/envfabric/shared/testutil/pyindex"
 	"github.com/envfabric/envfabric/shared/testutil/testenv"
-	"golang.org/x/sys/unix"
 )
 
 // The escape tests run hostile code in real environments, built by uv from the local index into

@@ -66,7 +66,10 @@ func nsSandbox(t *testing.T) sandbox.Config {
 
 type logWriter struct{ t *testing.T }
 
-func (w logWriter) Write(b []byte) (int, error) { w.t.Log(strings.TrimSpace(string(b))); return len(b), nil }
+func (w logWriter) Write(b []byte) (int, error) {
+	w.t.Log(strings.TrimSpace(string(b)))
+	return len(b), nil
+}
 
 func newPool(t *testing.T, cfg warm.Config) *warm.Pool {
 	t.Helper()
