@@ -23,6 +23,7 @@ import (
 	"github.com/envfabric/envfabric/agent/rpc"
 	"github.com/envfabric/envfabric/agent/sandbox"
 	"github.com/envfabric/envfabric/agent/usage"
+	"github.com/envfabric/envfabric/agent/warm"
 	"github.com/envfabric/envfabric/agent/uv"
 	"github.com/envfabric/envfabric/proto/gen/envfabric/agent/v1/agentv1connect"
 	"github.com/envfabric/envfabric/shared/agentauth"
@@ -85,6 +86,23 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 	if err := checkDefaultPython(ctx, ex, sb, cfg.DefaultPython, logger); err != nil {
 		return err
 	}
+	pool := warm.New(warm.Config{
+		Sandbox:         sb,
+		ParentsPerBuild: cfg.Warm.ParentsPerBuild,
+		MaxRuns:         cfg.Warm.MaxRuns,
+		TTL:             cfg.Warm.TTL,
+		MaxGrowth:       cfg.Warm.MaxGrowth,
+		MemoryBytes:     cfg.Warm.MemoryBytes,
+		Start:           cfg.Warm.Start,
+		WaitFree:        cfg.Warm.WaitFree,
+		Logger:          logger.With("component", "warm"),
+	})
+	// Stopped last: after the server, whose runs use it.
+	defer pool.Close()
+	met.reg.MustRegister(pool.Collectors()...)
+	if cfg.Warm.MemoryBytes > 0 && !pool.Enabled() {
+		logger.Warn("warm runs are off: they need a PID namespace for runs (RUN_SANDBOX=namespace)", "sandbox", sb.Describe())
+	}
 	svc := rpc.New(rpc.Config{
 		AgentID:           cfg.AgentID,
 		Version:           Version,
@@ -97,6 +115,7 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 		OnRun:             met.observeRun,
 		OnBuild:           met.observeBuild,
 		Sandbox:           sb,
+		Warm:              pool,
 	}, ex, logger)
 	sweepTrash(cfg.EnvsBasePath, 10*time.Minute, logger)
 	svc.Builds().Sweep(10 * time.Minute)

@@ -69,6 +69,8 @@ type Config struct {
 	UVWheelsOnly bool
 	// Sandbox is how user code is isolated (docs/sandbox.md).
 	Sandbox Sandbox
+	// Warm is the pool of warm interpreters (WARM_*).
+	Warm Warm
 	// HTTP bounds what clients can hold of the agent's server (HTTP_*).
 	HTTP httpserver.Limits
 }
@@ -223,6 +225,7 @@ func Load(src config.Source) (Config, error) {
 	}
 	c.UVWheelsOnly = r.Bool("UV_WHEELS_ONLY", false)
 	c.Sandbox = loadSandbox(r)
+	c.Warm = loadWarm(r)
 	c.HTTP = httpserver.FromEnv(r, DefaultHTTP)
 
 	c.Log = logging.FromEnv(r)

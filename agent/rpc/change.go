@@ -181,6 +181,12 @@ func (s *Server) Build(ctx context.Context, req *connect.Request[agentv1.BuildRe
 	if err := checkInterpreter(m.GetPythonPath()); err != nil {
 		return nil, s.fail(ctx, "build", err)
 	}
+	if m.GetReplaceDamaged() && s.cfg.Warm.Enabled() {
+		// A repair waits for every holder of the build, warm interpreters included: they go.
+		if ident, err := s.builds.Identity(ctx, m.GetFiles().GetUvLock(), m.GetPythonPath()); err == nil {
+			s.cfg.Warm.Drop(ident.ID())
+		}
+	}
 	info, out, err := s.builds.Ensure(ctx, m.GetFiles().GetPyprojectToml(), m.GetFiles().GetUvLock(), m.GetPythonPath(), m.GetReplaceDamaged())
 	if s.cfg.OnBuild != nil {
 		outcome := "existing"
@@ -244,6 +250,10 @@ func (s *Server) Switch(ctx context.Context, req *connect.Request[agentv1.Switch
 		return nil, s.fail(ctx, "switch", err)
 	}
 	s.logger.InfoContext(ctx, "switched", "env", key.String(), "revision", m.GetRevision(), "build", m.GetBuildId(), "files_written", wrote, "link_changed", linked)
+	if s.cfg.Warm.StartsAtCreate() {
+		// WARM_START=create: the build's warm interpreter starts now, not at its first run.
+		s.cfg.Warm.Warmup(s.warmBuild(m.GetBuildId(), nil))
+	}
 	return connect.NewResponse(&agentv1.SwitchResponse{EnvPath: dir, Changed: wrote || linked}), nil
 }
 
@@ -262,6 +272,8 @@ func (s *Server) ListBuilds(ctx context.Context, _ *connect.Request[agentv1.List
 
 // RemoveBuild deletes a build unless a run holds it.
 func (s *Server) RemoveBuild(ctx context.Context, req *connect.Request[agentv1.RemoveBuildRequest]) (*connect.Response[agentv1.RemoveBuildResponse], error) {
+	// Its warm interpreters hold it: they go first (a busy one when its run ends).
+	s.cfg.Warm.Drop(req.Msg.GetBuildId())
 	r, err := s.builds.Remove(ctx, req.Msg.GetBuildId())
 	if err != nil {
 		return nil, s.fail(ctx, "remove build", err)

@@ -21,6 +21,7 @@ import (
 	"github.com/envfabric/envfabric/agent/sandbox"
 	"github.com/envfabric/envfabric/agent/usage"
 	"github.com/envfabric/envfabric/agent/uv"
+	"github.com/envfabric/envfabric/agent/warm"
 	agentv1 "github.com/envfabric/envfabric/proto/gen/envfabric/agent/v1"
 	"github.com/envfabric/envfabric/proto/gen/envfabric/agent/v1/agentv1connect"
 	"github.com/envfabric/envfabric/shared/envid"
@@ -51,6 +52,9 @@ type Config struct {
 	OnBuild func(outcome string, d time.Duration)
 	// Sandbox isolates every run (agent/sandbox); the zero value is the process tier.
 	Sandbox sandbox.Config
+	// Warm, when enabled, serves runs of a build from its warm interpreters (agent/warm); a run
+	// it cannot serve runs cold.
+	Warm *warm.Pool
 }
 
 // Server implements agentv1connect.AgentServiceHandler. The control plane serialises changes of
@@ -208,20 +212,30 @@ func (s *Server) Run(ctx context.Context, req *connect.Request[agentv1.RunReques
 	if s.cfg.Usage != nil {
 		s.cfg.Usage.Used(key, time.Now(), usage.SourceAPI)
 	}
-	res, err := runner.Run(ctx, runner.Spec{
+	spec := runner.Spec{
 		VenvDir:   venv,
 		Code:      req.Msg.GetCode(),
 		Timeout:   timeout,
 		MaxOutput: maxOut,
 		Sandbox:   s.cfg.Sandbox,
-	})
-	if err != nil {
-		return nil, s.fail(ctx, "run", err)
+	}
+	var res runner.Result
+	warmRun := false
+	if id != "" && s.cfg.Warm.Enabled() {
+		res, warmRun, err = s.cfg.Warm.Run(ctx, s.warmBuild(id, req.Msg.GetPreload()), spec)
+		if err != nil {
+			return nil, s.fail(ctx, "run", err)
+		}
+	}
+	if !warmRun {
+		if res, err = runner.Run(ctx, spec); err != nil {
+			return nil, s.fail(ctx, "run", err)
+		}
 	}
 	if s.cfg.OnRun != nil {
 		s.cfg.OnRun(res.Duration, res.TimedOut)
 	}
-	s.logger.InfoContext(ctx, "ran", "env", key.String(), "build", id, "exit_code", res.ExitCode, "exit_reason", res.ExitReason, "timed_out", res.TimedOut, "duration", res.Duration)
+	s.logger.InfoContext(ctx, "ran", "env", key.String(), "build", id, "warm", warmRun, "exit_code", res.ExitCode, "exit_reason", res.ExitReason, "timed_out", res.TimedOut, "duration", res.Duration)
 	return connect.NewResponse(&agentv1.RunResponse{
 		Stdout:          res.Stdout,
 		Stderr:          res.Stderr,
@@ -231,7 +245,18 @@ func (s *Server) Run(ctx context.Context, req *connect.Request[agentv1.RunReques
 		StdoutTruncated: res.StdoutTruncated,
 		StderrTruncated: res.StderrTruncated,
 		ExitReason:      res.ExitReason,
+		Warm:            warmRun,
 	}), nil
+}
+
+// warmBuild is build id as the warm pool needs it: its interpreters hold it while they live.
+func (s *Server) warmBuild(id string, preload []string) warm.Build {
+	return warm.Build{
+		ID:      id,
+		Venv:    s.builds.Venv(id),
+		Preload: preload,
+		Hold:    func(ctx context.Context) (func(), error) { return s.builds.Hold(ctx, id) },
+	}
 }
 
 // DeleteProject moves the project directory out of sight in one rename, then deletes it. Builds

@@ -184,9 +184,29 @@ func (p *Pool) Prestart(ctx context.Context, b Build) error {
 	}
 }
 
+// Warmup starts a parent for b in the background if it has none (WARM_START=create).
+func (p *Pool) Warmup(b Build) {
+	if !p.Enabled() {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return
+	}
+	bs := p.buildLocked(b)
+	bs.lastUsed = time.Now()
+	if len(bs.idle)+bs.busy+bs.starting == 0 {
+		p.startLocked(bs)
+	}
+}
+
 // Drop stops every parent of build id (the build is removed or damaged). Busy ones stop when
 // their run ends.
 func (p *Pool) Drop(id string) {
+	if p == nil {
+		return
+	}
 	p.mu.Lock()
 	bs := p.builds[id]
 	if bs == nil {
