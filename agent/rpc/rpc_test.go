@@ -18,7 +18,9 @@ import (
 	"connectrpc.com/connect"
 
 	"github.com/envfabric/envfabric/agent/rpc"
+	"github.com/envfabric/envfabric/agent/sandbox"
 	"github.com/envfabric/envfabric/agent/uv"
+	"github.com/envfabric/envfabric/agent/warm"
 	agentv1 "github.com/envfabric/envfabric/proto/gen/envfabric/agent/v1"
 	"github.com/envfabric/envfabric/proto/gen/envfabric/agent/v1/agentv1connect"
 	"github.com/envfabric/envfabric/shared/envid"
@@ -62,6 +64,9 @@ func newFixture(t *testing.T) *fixture {
 // fixtureOptions vary the agent under test.
 type fixtureOptions struct {
 	noBuild bool // UV_WHEELS_ONLY
+	// warm gives the agent a warm pool (WARM_START=create) and runs a PID namespace, which warm
+	// runs need.
+	warm bool
 }
 
 func newFixtureWith(t *testing.T, opt fixtureOptions) *fixture {
@@ -81,7 +86,7 @@ func newFixtureWith(t *testing.T, opt fixtureOptions) *fixture {
 		WaitDelay:    5 * time.Second,
 		NoBuild:      opt.noBuild,
 	}, logger)
-	srv := rpc.New(rpc.Config{
+	cfg := rpc.Config{
 		AgentID:           "agent-test",
 		Version:           "test",
 		EnvsBasePath:      envs,
@@ -89,7 +94,15 @@ func newFixtureWith(t *testing.T, opt fixtureOptions) *fixture {
 		LinkMode:          "hardlink",
 		DefaultPython:     "3.11",
 		RunMaxOutputBytes: 1 << 20,
-	}, ex, logger)
+	}
+	if opt.warm {
+		cfg.Sandbox = sandbox.Config{Tier: sandbox.Process, PIDNamespace: true}
+		pool := warm.New(warm.Config{Sandbox: cfg.Sandbox, MemoryBytes: 1 << 30, ParentsPerBuild: 1, Start: warm.StartCreate,
+			WaitFree: time.Minute, Logger: logger})
+		t.Cleanup(pool.Close)
+		cfg.Warm = pool
+	}
+	srv := rpc.New(cfg, ex, logger)
 	mux := http.NewServeMux()
 	mux.Handle(agentv1connect.NewAgentServiceHandler(srv))
 	hs := httptest.NewUnstartedServer(mux)
