@@ -143,46 +143,72 @@ func GuardProgram(pids, pgids []int) (string, error) {
 // WipeMessageQueues removes every POSIX message queue of the IPC namespace of the process with
 // host pid (a warm interpreter of the namespace tier, between runs). A queue has no other name
 // than its entry in an mqueue file system, which the sandbox may not have mounted (a host
-// without /dev/mqueue): so one thread of the agent joins that IPC namespace, mounts its mqueue
-// file system in a mount namespace of its own, and unlinks every entry. The thread is never
-// given back to the Go scheduler: it ends with its goroutine.
+// without /dev/mqueue): so one thread of the agent joins that IPC namespace just long enough to
+// open its mqueue file system as a detached mount (fsopen, fsmount: attached nowhere, seen by
+// no one), goes back to its own, and unlinks every entry through the mount. The thread is given
+// back to the Go scheduler only once it is in its own namespace again; otherwise it ends with
+// its goroutine.
 func WipeMessageQueues(pid int) error {
 	errc := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
-		errc <- wipeMessageQueues(pid)
+		restored, err := wipeMessageQueues(pid)
+		if restored {
+			runtime.UnlockOSThread()
+		}
+		errc <- err
 	}()
 	return <-errc
 }
 
-func wipeMessageQueues(pid int) error {
-	ns, err := unix.Open("/proc/"+strconv.Itoa(pid)+"/ns/ipc", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+func wipeMessageQueues(pid int) (restored bool, err error) {
+	own, err := unix.Open("/proc/thread-self/ns/ipc", unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return fmt.Errorf("open the IPC namespace of pid %d: %w", pid, err)
+		return true, fmt.Errorf("open own IPC namespace: %w", err)
 	}
-	defer unix.Close(ns)
-	if err := unix.Unshare(unix.CLONE_FS | unix.CLONE_NEWNS); err != nil {
-		return fmt.Errorf("own mount namespace: %w", err)
-	}
-	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
-		return fmt.Errorf("make / private: %w", err)
-	}
-	if err := unix.Setns(ns, unix.CLONE_NEWIPC); err != nil {
-		return fmt.Errorf("join the IPC namespace of pid %d: %w", pid, err)
-	}
-	// Any directory will do: the mount is seen by this thread only.
-	const dir = "/tmp"
-	if err := unix.Mount("mqueue", dir, "mqueue", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
-		return fmt.Errorf("mount its message queues: %w", err)
-	}
-	ents, err := os.ReadDir(dir)
+	defer unix.Close(own)
+	target, err := unix.Open("/proc/"+strconv.Itoa(pid)+"/ns/ipc", unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return fmt.Errorf("list its message queues: %w", err)
+		return true, fmt.Errorf("open the IPC namespace of pid %d: %w", pid, err)
 	}
-	for _, e := range ents {
-		if err := unix.Unlink(filepath.Join(dir, e.Name())); err != nil {
-			return fmt.Errorf("remove message queue %s: %w", e.Name(), err)
+	defer unix.Close(target)
+	if err := unix.Setns(target, unix.CLONE_NEWIPC); err != nil {
+		return true, fmt.Errorf("join the IPC namespace of pid %d: %w", pid, err)
+	}
+	// The file system context takes the IPC namespace of its maker, at fsopen.
+	fs, fsErr := unix.Fsopen("mqueue", unix.FSOPEN_CLOEXEC)
+	if err := unix.Setns(own, unix.CLONE_NEWIPC); err != nil {
+		if fsErr == nil {
+			unix.Close(fs)
+		}
+		return false, fmt.Errorf("return to own IPC namespace: %w", err)
+	}
+	if fsErr != nil {
+		return true, fmt.Errorf("open its message queues: %w", fsErr)
+	}
+	defer unix.Close(fs)
+	if err := unix.FsconfigCreate(fs); err != nil {
+		return true, fmt.Errorf("open its message queues: %w", err)
+	}
+	mnt, err := unix.Fsmount(fs, unix.FSMOUNT_CLOEXEC, 0)
+	if err != nil {
+		return true, fmt.Errorf("open its message queues: %w", err)
+	}
+	defer unix.Close(mnt)
+	dfd, err := unix.Openat(mnt, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return true, fmt.Errorf("list its message queues: %w", err)
+	}
+	dir := os.NewFile(uintptr(dfd), "mqueue")
+	defer dir.Close()
+	names, err := dir.Readdirnames(-1)
+	if err != nil {
+		return true, fmt.Errorf("list its message queues: %w", err)
+	}
+	for _, n := range names {
+		if err := unix.Unlinkat(dfd, n, 0); err != nil && err != unix.ENOENT {
+			return true, fmt.Errorf("remove message queue %s: %w", n, err)
 		}
 	}
-	return nil
+	return true, nil
 }
