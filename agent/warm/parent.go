@@ -81,7 +81,9 @@ type parent struct {
 	seq     atomic.Int64
 	stopped sync.Once
 	reading bool
-	wg      sync.WaitGroup
+	// nextGroup is the next run's cgroup, made after the last run (off its answer's path).
+	nextGroup *sandbox.RunGroup
+	wg        sync.WaitGroup
 }
 
 // startParent starts a parent for b and waits until it has preloaded (or failed).
@@ -250,6 +252,9 @@ func (p *parent) stop() {
 			}
 		}
 		p.wg.Wait()
+		if p.nextGroup != nil {
+			p.nextGroup.Remove()
+		}
 		if p.runsDir != "" {
 			_ = os.RemoveAll(p.runsDir)
 		}
@@ -262,40 +267,48 @@ func (p *parent) stop() {
 // memory is the parent's proportional share of memory now.
 func (p *parent) memory() uint64 { return pss(p.hostPid) }
 
-// run runs spec in a child of p. errNotStarted means nothing of the code ran.
-func (p *parent) run(ctx context.Context, spec runner.Spec) (runner.Result, []string, error) {
+// run runs spec in a child of p. errNotStarted means nothing of the code ran. Otherwise finish
+// must be called once the answer is out: it removes what the run left (the parent's report that it
+// cleaned up, the run's cgroup and work directory, the message queues) and prepares the next
+// run's cgroup, off the answer's path; false means the parent was retired.
+func (p *parent) run(ctx context.Context, spec runner.Spec) (res runner.Result, mods []string, finish func() bool, err error) {
 	sb := p.cfg.Sandbox
 	work := filepath.Join(p.runsDir, strconv.FormatInt(p.seq.Add(1), 10))
+	removeWork := func() { _ = os.RemoveAll(work) }
+	defer func() {
+		if finish == nil {
+			removeWork()
+		}
+	}()
 	if err := os.Mkdir(work, 0o700); err != nil {
-		return runner.Result{}, nil, fmt.Errorf("%w: make work dir: %w", errNotStarted, err)
+		return runner.Result{}, nil, nil, fmt.Errorf("%w: make work dir: %w", errNotStarted, err)
 	}
-	defer os.RemoveAll(work)
 	if err := os.WriteFile(filepath.Join(work, "main.py"), []byte(spec.Code), 0o600); err != nil {
-		return runner.Result{}, nil, fmt.Errorf("%w: write main.py: %w", errNotStarted, err)
+		return runner.Result{}, nil, nil, fmt.Errorf("%w: write main.py: %w", errNotStarted, err)
 	}
 	if sb.Tier.DropsPrivileges() {
 		for _, f := range []string{work, filepath.Join(work, "main.py")} {
 			if err := os.Chown(f, sb.UID, sb.GID); err != nil {
-				return runner.Result{}, nil, fmt.Errorf("%w: hand the work dir to the run user: %w", errNotStarted, err)
+				return runner.Result{}, nil, nil, fmt.Errorf("%w: hand the work dir to the run user: %w", errNotStarted, err)
 			}
 		}
 	}
 	stdoutR, stdoutW, err := os.Pipe()
 	if err != nil {
-		return runner.Result{}, nil, fmt.Errorf("%w: pipe: %w", errNotStarted, err)
+		return runner.Result{}, nil, nil, fmt.Errorf("%w: pipe: %w", errNotStarted, err)
 	}
 	defer stdoutR.Close()
 	stderrR, stderrW, err := os.Pipe()
 	if err != nil {
 		stdoutW.Close()
-		return runner.Result{}, nil, fmt.Errorf("%w: pipe: %w", errNotStarted, err)
+		return runner.Result{}, nil, nil, fmt.Errorf("%w: pipe: %w", errNotStarted, err)
 	}
 	defer stderrR.Close()
 	runConn, childEnd, err := runSocket()
 	if err != nil {
 		stdoutW.Close()
 		stderrW.Close()
-		return runner.Result{}, nil, fmt.Errorf("%w: %w", errNotStarted, err)
+		return runner.Result{}, nil, nil, fmt.Errorf("%w: %w", errNotStarted, err)
 	}
 	defer runConn.Close()
 	req, _ := json.Marshal(map[string]any{"dir": work, "env": runner.Env(spec.VenvDir, work), "guard": p.guard})
@@ -305,17 +318,21 @@ func (p *parent) run(ctx context.Context, spec runner.Spec) (runner.Result, []st
 	stderrW.Close()
 	childEnd.Close()
 	if err != nil {
-		return runner.Result{}, nil, fmt.Errorf("%w: send the run: %w", errNotStarted, err)
+		return runner.Result{}, nil, nil, fmt.Errorf("%w: send the run: %w", errNotStarted, err)
 	}
 	// The child's first message: its host pid, before it has run anything.
 	childPid, err := hello(runConn, p.cfg.ReadyTimeout)
 	if err != nil {
 		p.stop() // a parent that forks no child is of no use
-		return runner.Result{}, nil, fmt.Errorf("%w: %w", errNotStarted, err)
+		return runner.Result{}, nil, nil, fmt.Errorf("%w: %w", errNotStarted, err)
 	}
 	var group *sandbox.RunGroup
-	if sb.Cgroups != nil && (sb.RunLimits.MemoryBytes > 0 || sb.RunLimits.Processes > 0) {
-		if group, err = sb.Cgroups.NewRunGroup(sb.RunLimits); err == nil {
+	if p.limited() {
+		group, p.nextGroup = p.nextGroup, nil
+		if group == nil {
+			group, err = sb.Cgroups.NewRunGroup(sb.RunLimits)
+		}
+		if err == nil {
 			if err = group.Add(childPid); err != nil {
 				group.Remove()
 			}
@@ -323,7 +340,7 @@ func (p *parent) run(ctx context.Context, spec runner.Spec) (runner.Result, []st
 		if err != nil {
 			_ = syscall.Kill(-childPid, syscall.SIGKILL)
 			p.stop()
-			return runner.Result{}, nil, fmt.Errorf("%w: %w", errNotStarted, err)
+			return runner.Result{}, nil, nil, fmt.Errorf("%w: %w", errNotStarted, err)
 		}
 	}
 	if _, err := runConn.Write([]byte("go")); err != nil {
@@ -331,7 +348,7 @@ func (p *parent) run(ctx context.Context, spec runner.Spec) (runner.Result, []st
 			group.Remove()
 		}
 		p.stop()
-		return runner.Result{}, nil, fmt.Errorf("%w: %w", errNotStarted, err)
+		return runner.Result{}, nil, nil, fmt.Errorf("%w: %w", errNotStarted, err)
 	}
 	runConn.Close()
 
@@ -373,7 +390,6 @@ wait:
 	var oom uint64
 	if group != nil {
 		oom = group.OOMKills()
-		group.Remove()
 	}
 	drainDone := make(chan struct{})
 	go func() { drained.Wait(); close(drainDone) }()
@@ -384,7 +400,7 @@ wait:
 		stderrR.Close()
 		<-drainDone
 	}
-	res := runner.Result{
+	res = runner.Result{
 		Stdout:          stdout.Bytes(),
 		Stderr:          stderr.Bytes(),
 		StdoutTruncated: stdout.Truncated(),
@@ -403,21 +419,41 @@ wait:
 	default:
 		res.ExitReason = runner.ExitedNormally
 	}
-	mods := readModules(filepath.Join(work, modulesFile))
-	switch {
-	case parentGone, !p.awaitClean():
-		p.stop()
-	case sb.Namespaced():
-		// POSIX message queues: the one thing of its IPC namespace the parent cannot list.
-		if err := sandbox.WipeMessageQueues(p.hostPid); err != nil {
-			p.log.Warn("warm interpreter retired: its message queues could not be removed", "build", p.b.spec.ID, "err", err)
-			p.stop()
+	mods = readModules(filepath.Join(work, modulesFile))
+	finish = func() bool {
+		defer removeWork()
+		if group != nil {
+			group.Remove()
 		}
+		switch {
+		case parentGone, !p.awaitClean():
+			p.stop()
+			return false
+		case sb.Namespaced():
+			// POSIX message queues: the one thing of its IPC namespace the parent cannot list.
+			if err := sandbox.WipeMessageQueues(p.hostPid); err != nil {
+				p.log.Warn("warm interpreter retired: its message queues could not be removed", "build", p.b.spec.ID, "err", err)
+				p.stop()
+				return false
+			}
+		}
+		if p.limited() {
+			if g, err := sb.Cgroups.NewRunGroup(sb.RunLimits); err == nil {
+				p.nextGroup = g
+			}
+		}
+		return true
 	}
 	if ctx.Err() != nil {
-		return res, mods, fmt.Errorf("run cancelled: %w", ctx.Err())
+		return res, mods, finish, fmt.Errorf("run cancelled: %w", ctx.Err())
 	}
-	return res, mods, nil
+	return res, mods, finish, nil
+}
+
+// limited reports whether runs get a cgroup of their own (whole-run limits).
+func (p *parent) limited() bool {
+	sb := p.cfg.Sandbox
+	return sb.Cgroups != nil && (sb.RunLimits.MemoryBytes > 0 || sb.RunLimits.Processes > 0)
 }
 
 // awaitClean waits for the parent to report that it removed what the run left.

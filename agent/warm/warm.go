@@ -90,6 +90,7 @@ type build struct {
 	spec     Build
 	idle     []*parent
 	busy     int
+	live     map[*parent]bool // idle and busy
 	starting int
 	lastUsed time.Time
 	modules  map[string]time.Time
@@ -136,14 +137,21 @@ func (p *Pool) Run(ctx context.Context, b Build, spec runner.Spec) (res runner.R
 		return runner.Result{}, false, nil
 	}
 	p.metrics.forks.Inc()
-	res, mods, err := par.run(ctx, spec)
+	res, mods, finish, err := par.run(ctx, spec)
 	if errors.Is(err, errNotStarted) {
 		p.log.WarnContext(ctx, "warm run could not start; running cold", "build", b.ID, "err", err)
 		p.giveBack(par, nil, "dead")
 		p.metrics.runs.WithLabelValues("miss").Inc()
 		return runner.Result{}, false, nil
 	}
-	p.giveBack(par, mods, "")
+	// The parent serves again once what the run left is gone; the answer does not wait for that.
+	p.wg.Go(func() {
+		reason := ""
+		if !finish() {
+			reason = "dead"
+		}
+		p.giveBack(par, mods, reason)
+	})
 	p.metrics.runs.WithLabelValues("hit").Inc()
 	return res, true, err
 }
@@ -161,11 +169,11 @@ func (p *Pool) Prestart(ctx context.Context, b Build) error {
 		}
 		bs := p.buildLocked(b)
 		bs.lastUsed = time.Now()
-		if len(bs.idle)+bs.busy > 0 {
+		if len(bs.idle) > 0 {
 			p.mu.Unlock()
 			return nil
 		}
-		if bs.starting == 0 {
+		if len(bs.live) == 0 && bs.starting == 0 {
 			p.startLocked(bs)
 		}
 		freed := bs.freed
@@ -176,7 +184,7 @@ func (p *Pool) Prestart(ctx context.Context, b Build) error {
 			return ctx.Err()
 		}
 		p.mu.Lock()
-		failed := len(bs.idle)+bs.busy == 0 && bs.starting == 0
+		failed := len(bs.live) == 0 && bs.starting == 0
 		p.mu.Unlock()
 		if failed {
 			return fmt.Errorf("warm interpreter for build %s failed to start (see the agent's log)", b.ID)
@@ -251,7 +259,7 @@ func (p *Pool) Memory() int64 {
 func (p *Pool) memoryLocked() int64 {
 	var n int64
 	for _, bs := range p.builds {
-		for _, par := range bs.idle {
+		for par := range bs.live {
 			n += int64(par.memory())
 		}
 	}
@@ -264,7 +272,7 @@ func (p *Pool) Parents() int {
 	defer p.mu.Unlock()
 	n := 0
 	for _, bs := range p.builds {
-		n += len(bs.idle) + bs.busy
+		n += len(bs.live)
 	}
 	return n
 }
@@ -272,7 +280,7 @@ func (p *Pool) Parents() int {
 func (p *Pool) buildLocked(b Build) *build {
 	bs := p.builds[b.ID]
 	if bs == nil {
-		bs = &build{spec: b, modules: map[string]time.Time{}, freed: make(chan struct{})}
+		bs = &build{spec: b, modules: map[string]time.Time{}, live: map[*parent]bool{}, freed: make(chan struct{})}
 		p.builds[b.ID] = bs
 	}
 	if b.Preload != nil {
@@ -305,8 +313,7 @@ func (p *Pool) lease(ctx context.Context, b Build) *parent {
 			par := bs.idle[len(bs.idle)-1]
 			bs.idle = bs.idle[:len(bs.idle)-1]
 			if reason := p.expired(par); reason != "" {
-				p.metrics.evictions.WithLabelValues(reason).Inc()
-				p.wg.Go(par.stop)
+				p.retireLocked(par, reason)
 				continue
 			}
 			bs.busy++
@@ -387,8 +394,7 @@ func (p *Pool) giveBack(par *parent, mods []string, reason string) {
 		if reason == "" {
 			reason = "removed"
 		}
-		p.metrics.evictions.WithLabelValues(reason).Inc()
-		p.wg.Go(par.stop)
+		p.retireLocked(par, reason)
 		// A dead or recycled parent is replaced at once; a removed build's is not.
 		if current && !p.closed && reason != "removed" {
 			p.startLocked(bs)
@@ -397,6 +403,13 @@ func (p *Pool) giveBack(par *parent, mods []string, reason string) {
 		bs.idle = append(bs.idle, par)
 	}
 	bs.wake()
+}
+
+// retireLocked stops a parent in the background and counts why.
+func (p *Pool) retireLocked(par *parent, reason string) {
+	delete(par.b.live, par)
+	p.metrics.evictions.WithLabelValues(reason).Inc()
+	p.wg.Go(par.stop)
 }
 
 // startLocked starts a parent for bs in the background.
@@ -419,6 +432,7 @@ func (p *Pool) startLocked(bs *build) {
 			p.wg.Go(par.stop)
 			return
 		}
+		bs.live[par] = true
 		bs.idle = append(bs.idle, par)
 		p.evictLocked()
 	})
@@ -465,9 +479,8 @@ func (p *Pool) evictLocked() {
 			par := bs.idle[0]
 			bs.idle = bs.idle[1:]
 			total -= int64(par.memory())
-			p.metrics.evictions.WithLabelValues("memory").Inc()
 			p.log.Info("warm interpreter evicted: pool over its memory budget", "build", bs.spec.ID, "budget_bytes", p.cfg.MemoryBytes)
-			p.wg.Go(par.stop)
+			p.retireLocked(par, "memory")
 		}
 	}
 }
@@ -574,7 +587,7 @@ func (p *Pool) Collectors() []prometheus.Collector {
 	return []prometheus.Collector{
 		p.metrics.runs, p.metrics.forks, p.metrics.evictions,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "envfabric_agent_warm_memory_bytes", Help: "Memory of the idle warm interpreters (sum of their proportional set sizes).",
+			Name: "envfabric_agent_warm_memory_bytes", Help: "Memory of the warm interpreters (sum of their proportional set sizes).",
 		}, func() float64 { return float64(p.Memory()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "envfabric_agent_warm_parents", Help: "Warm interpreters ready (idle or serving a run).",

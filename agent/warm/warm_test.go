@@ -82,7 +82,7 @@ func newPool(t *testing.T, cfg warm.Config) *warm.Pool {
 	if cfg.WaitFree == 0 {
 		cfg.WaitFree = time.Minute
 	}
-	cfg.Logger = slog.New(slog.NewTextHandler(logWriter{t}, nil))
+	cfg.Logger = slog.New(slog.NewTextHandler(logWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	p := warm.New(cfg)
 	t.Cleanup(p.Close)
 	return p
