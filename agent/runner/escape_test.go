@@ -524,7 +524,8 @@ func (o outsideNS) listen(t *testing.T) int {
 }
 
 // An interpreter the run user cannot reach (a pyenv under /root, mode 0700) is a clear
-// ENV_NOT_READY, not a mysterious exit code.
+// ENV_NOT_READY, not a mysterious exit code. Cold only: a warm interpreter of such an environment
+// cannot start either, and its runs go cold, which is this test.
 func TestRunUnreachableInterpreter(t *testing.T) {
 	d := newData(t)
 	sb := d.sandbox(t, sandbox.Namespace)

@@ -96,5 +96,12 @@ func TestScientificStack(t *testing.T) {
 		if string(res.Stdout) != want || res.ExitReason != "exited" {
 			t.Errorf("got exit_reason %q stdout\n%s\nwant\n%s", res.ExitReason, res.Stdout, want)
 		}
+		// Two runs draw different numbers from numpy's and Python's global generators (warm: two
+		// children of one parent that imported both).
+		draw := "import numpy, random\nprint(numpy.random.rand(), numpy.random.randint(1 << 30), random.random())"
+		first, second := run(t, r, sb, dir, draw, time.Minute), run(t, r, sb, dir, draw, time.Minute)
+		if first.ExitCode != 0 || string(first.Stdout) == string(second.Stdout) {
+			t.Errorf("two runs drew %q and %q; want different numbers", first.Stdout, second.Stdout)
+		}
 	})
 }
