@@ -320,8 +320,10 @@ func (p *parent) run(ctx context.Context, spec runner.Spec) (res runner.Result, 
 	if err != nil {
 		return runner.Result{}, nil, nil, fmt.Errorf("%w: send the run: %w", errNotStarted, err)
 	}
+	sent := time.Now()
 	// The child's first message: its host pid, before it has run anything.
 	childPid, err := hello(runConn, p.cfg.ReadyTimeout)
+	forked := time.Now()
 	if err != nil {
 		p.stop() // a parent that forks no child is of no use
 		return runner.Result{}, nil, nil, fmt.Errorf("%w: %w", errNotStarted, err)
@@ -351,6 +353,7 @@ func (p *parent) run(ctx context.Context, spec runner.Spec) (res runner.Result, 
 		return runner.Result{}, nil, nil, fmt.Errorf("%w: %w", errNotStarted, err)
 	}
 	runConn.Close()
+	started := time.Now()
 
 	stdout, stderr := runner.NewCapped(spec.MaxOutput), runner.NewCapped(spec.MaxOutput)
 	var drained sync.WaitGroup
@@ -385,6 +388,7 @@ wait:
 			kill()
 		}
 	}
+	exited := time.Now()
 	// Whatever the code left running in its group, or anywhere in its cgroup, goes too.
 	kill()
 	var oom uint64
@@ -420,7 +424,12 @@ wait:
 		res.ExitReason = runner.ExitedNormally
 	}
 	mods = readModules(filepath.Join(work, modulesFile))
+	answered := time.Now()
 	finish = func() bool {
+		defer func() {
+			p.log.Debug("warm run", "build", p.b.spec.ID, "prepare", sent.Sub(start), "fork", forked.Sub(sent), "cgroup", started.Sub(forked),
+				"run", exited.Sub(started), "drain", answered.Sub(exited), "clean", time.Since(answered))
+		}()
 		defer removeWork()
 		if group != nil {
 			group.Remove()

@@ -244,8 +244,9 @@ def cleanup():
             time.sleep(0.001)
     if CONFIG.get("namespace"):
         # (POSIX message queues: the agent removes them, see sandbox.WipeMessageQueues.)
+        keep = mount_points()
         for d in ("/tmp", "/var/tmp", "/dev/shm", "/run/lock"):
-            ok = wipe(d) and ok
+            ok = wipe(d, keep) and ok
         ok = wipe_sysv() and ok
     # Keys the run added to the session keyring it shares with the parent.
     if LIBC.syscall(ctypes.c_long(CONFIG["sys_keyctl"]), ctypes.c_long(KEYCTL_CLEAR), ctypes.c_long(KEY_SPEC_SESSION_KEYRING)) != 0:
@@ -268,9 +269,9 @@ def mount_points():
     return points
 
 
-def wipe(d):
-    # A mount point below d (the runs directory, a hidden directory) is not the run's to remove.
-    keep = mount_points()
+def wipe(d, keep):
+    """Remove everything in d but the mount points below it (the runs directory, a hidden
+    directory), which are not the run's."""
     try:
         names = os.listdir(d)
     except FileNotFoundError:
