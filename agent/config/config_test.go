@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -65,6 +66,10 @@ func TestLoad(t *testing.T) {
 						Limits:    sandbox.Limits{CPUSeconds: 600, MemoryBytes: 4 << 30, FileBytes: 256 << 20, OpenFiles: 1024, Processes: 512},
 						RunLimits: sandbox.RunLimits{MemoryBytes: 4 << 30, Processes: 512},
 					},
+					Warm: agentconfig.Warm{
+						MemoryBytes: 2 << 30, ParentsPerBuild: runtime.NumCPU(), MaxRuns: 100, TTL: 10 * time.Minute,
+						MaxGrowth: 2, Start: "first-run", WaitFree: time.Second,
+					},
 					HTTP: agentconfig.DefaultHTTP,
 				}
 				if len(c.UVPassthrough) != 0 {
@@ -75,6 +80,21 @@ func TestLoad(t *testing.T) {
 					t.Errorf("got %+v; want %+v", c, want)
 				}
 			},
+		},
+		{
+			name: "warm interpreters",
+			env:  with("WARM_MEMORY_BYTES", "0", "WARM_PARENTS_PER_BUILD", "3", "WARM_MAX_RUNS", "0", "WARM_TTL", "1h", "WARM_MAX_GROWTH", "1.5", "WARM_START", "create", "WARM_WAIT", "0s"),
+			check: func(t *testing.T, c agentconfig.Config) {
+				want := agentconfig.Warm{MemoryBytes: 0, ParentsPerBuild: 3, MaxRuns: 0, TTL: time.Hour, MaxGrowth: 1.5, Start: "create"}
+				if c.Warm != want {
+					t.Errorf("got %+v; want %+v", c.Warm, want)
+				}
+			},
+		},
+		{
+			name:    "bad warm settings, all reported",
+			env:     with("WARM_MEMORY_BYTES", "-1", "WARM_PARENTS_PER_BUILD", "0", "WARM_MAX_GROWTH", "0.5", "WARM_START", "boot"),
+			wantErr: []string{"WARM_MEMORY_BYTES=-1", "WARM_PARENTS_PER_BUILD=0", "WARM_MAX_GROWTH=0.5", `WARM_START="boot"`},
 		},
 		{
 			name: "data root moves envs and cache, relative paths made absolute",
