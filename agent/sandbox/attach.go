@@ -83,8 +83,9 @@ func (c Config) Namespaced() bool { return c.Tier == Namespace }
 // GuardProgram is the extra system-call filter a warm interpreter's child installs before it
 // runs code (as hex, the raw struct sock_filter array): it refuses to signal, or open a pidfd of,
 // any of pids (the interpreter, its parent stage), to signal their process groups (-pgid) or every
-// process (-1), and refuses tkill, pidfd_send_signal (which takes a /proc/<pid> directory as well
-// as a pidfd), ptrace and process_vm_readv/writev outright. The run's own processes stay
+// process (-1), to make them a descriptor's owner (F_SETOWN: SIGIO, or any signal after F_SETSIG),
+// and refuses tkill, pidfd_send_signal (which takes a /proc/<pid> directory as well as a pidfd),
+// F_SETOWN_EX, FIOSETOWN, SIOCSPGRP, ptrace and process_vm_readv/writev outright. The run's own processes stay
 // reachable. Allowed system calls fall through to the sandbox's filter.
 func GuardProgram(pids, pgids []int) (string, error) {
 	if !filterSupported {
@@ -128,6 +129,30 @@ func GuardProgram(pids, pgids []int) (string, error) {
 		prog = append(prog, bpf.JumpIf{Cond: bpf.JumpEqual, Val: uint32(c.nr), SkipFalse: uint8(len(body))})
 		prog = append(prog, body...)
 	}
+	// Signals by proxy: a descriptor's owner gets SIGIO (or, after F_SETSIG, any signal) when it
+	// is ready. fcntl(F_SETOWN) may not name the targets; F_SETOWN_EX and the ioctls (whose pid
+	// sits in memory the filter cannot read) are refused outright.
+	owner := []bpf.Instruction{
+		bpf.LoadAbsolute{Off: seccompArgs + 8, Size: 4},
+		bpf.JumpIf{Cond: bpf.JumpEqual, Val: unix.F_SETOWN_EX, SkipFalse: 1}, eperm,
+		bpf.JumpIf{Cond: bpf.JumpEqual, Val: unix.F_SETOWN, SkipTrue: 1},
+		bpf.Jump{Skip: uint32(2*len(killTargets) + 1)},
+		bpf.LoadAbsolute{Off: seccompArgs + 16, Size: 4},
+	}
+	for _, v := range killTargets {
+		owner = append(owner, bpf.JumpIf{Cond: bpf.JumpEqual, Val: v, SkipFalse: 1}, eperm)
+	}
+	owner = append(owner, loadNr)
+	prog = append(prog, bpf.JumpIf{Cond: bpf.JumpEqual, Val: uint32(unix.SYS_FCNTL), SkipFalse: uint8(len(owner))})
+	prog = append(prog, owner...)
+	ioctls := []bpf.Instruction{
+		bpf.LoadAbsolute{Off: seccompArgs + 8, Size: 4},
+		bpf.JumpIf{Cond: bpf.JumpEqual, Val: fioSetOwn, SkipFalse: 1}, eperm,
+		bpf.JumpIf{Cond: bpf.JumpEqual, Val: siocSPgrp, SkipFalse: 1}, eperm,
+		loadNr,
+	}
+	prog = append(prog, bpf.JumpIf{Cond: bpf.JumpEqual, Val: uint32(unix.SYS_IOCTL), SkipFalse: uint8(len(ioctls))})
+	prog = append(prog, ioctls...)
 	prog = append(prog, bpf.RetConstant{Val: unix.SECCOMP_RET_ALLOW})
 	raw, err := bpf.Assemble(prog)
 	if err != nil {
@@ -212,3 +237,10 @@ func wipeMessageQueues(pid int) (restored bool, err error) {
 	}
 	return true, nil
 }
+
+// ioctl requests that set a descriptor's owner (asm-generic/sockios.h, the same on amd64 and
+// arm64).
+const (
+	fioSetOwn = 0x8901
+	siocSPgrp = 0x8902
+)

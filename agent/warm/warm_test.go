@@ -338,3 +338,68 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// A child cannot reach its parent: no signal by pid, group, -1, thread, queue, pidfd or as a
+// descriptor's owner, no ptrace, no reading its memory or environment; the parent goes on serving.
+func TestChildCannotReachParent(t *testing.T) {
+	v, sb := venv(t), nsSandbox(t)
+	p := newPool(t, warm.Config{Sandbox: sb})
+	b := warm.Build{ID: "b", Venv: v}
+	code := `
+import ctypes, fcntl, os, signal, socket
+libc = ctypes.CDLL(None, use_errno=True)
+L = ctypes.c_long
+def sc(nr, *a):
+    ctypes.set_errno(0)
+    r = libc.syscall(L(nr), *[L(x) for x in a])
+    return 0 if r >= 0 else ctypes.get_errno()
+parent = os.getppid()
+pgid = os.getpgid(parent)
+def attempt(name, fn):
+    try:
+        fn()
+        print(name, "done")
+    except OSError as e:
+        print(name, e.errno)
+attempt("kill", lambda: os.kill(parent, signal.SIGKILL))
+attempt("kill group", lambda: os.killpg(pgid, signal.SIGKILL))
+attempt("kill -1", lambda: os.kill(-1, signal.SIGKILL))
+attempt("kill init", lambda: os.kill(1, signal.SIGTERM))
+print("tgkill", sc(234, parent, parent, 9))
+print("tkill", sc(200, parent, 9))
+print("rt_sigqueueinfo", sc(129, parent, 9, 0))
+print("pidfd_open", sc(434, parent, 0))
+d = os.open("/proc/%d" % parent, os.O_RDONLY | os.O_DIRECTORY)
+print("pidfd_send_signal(/proc)", sc(424, d, 9, 0, 0))
+print("ptrace attach", sc(101, 16, parent, 0, 0))
+a, b = socket.socketpair()
+attempt("F_SETOWN", lambda: fcntl.fcntl(a, fcntl.F_SETOWN, parent))
+attempt("F_SETOWN group", lambda: fcntl.fcntl(a, fcntl.F_SETOWN, -pgid))
+attempt("F_SETOWN self", lambda: fcntl.fcntl(a, fcntl.F_SETOWN, os.getpid()))
+for f in ("mem", "environ", "fd/0"):
+    try:
+        open("/proc/%d/%s" % (parent, f), "rb").read(1)
+        print(f, "read")
+    except OSError as e:
+        print(f, e.errno)
+attempt("kill self group", lambda: os.killpg(os.getpgrp(), 0))
+print(parent)
+`
+	res := runWarm(t, p, b, sb, code, 30*time.Second, 1<<20)
+	lines := strings.Split(strings.TrimSpace(string(res.Stdout)), "\n")
+	want := []string{"kill 1", "kill group 1", "kill -1 1", "kill init 1", "tgkill 1", "tkill 1", "rt_sigqueueinfo 1", "pidfd_open 1",
+		"pidfd_send_signal(/proc) 1", "ptrace attach 1", "F_SETOWN 1", "F_SETOWN group 1", "F_SETOWN self done",
+		"mem 13", "environ 13", "fd/0 13", "kill self group done"}
+	if len(lines) != len(want)+1 {
+		t.Fatalf("stdout %q stderr %q", res.Stdout, res.Stderr)
+	}
+	for i, w := range want {
+		if lines[i] != w {
+			t.Errorf("got %q; want %q", lines[i], w)
+		}
+	}
+	again := runWarm(t, p, b, sb, `import os; print(os.getppid())`, 30*time.Second, 1<<20)
+	if strings.TrimSpace(string(again.Stdout)) != lines[len(lines)-1] {
+		t.Errorf("parent %q, then %q: want the same parent serving", lines[len(lines)-1], again.Stdout)
+	}
+}
