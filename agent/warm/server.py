@@ -14,6 +14,7 @@ import atexit
 import ctypes
 import gc
 import importlib
+import importlib.machinery
 import importlib.util
 import json
 import os
@@ -24,6 +25,8 @@ import time
 import types
 
 CONFIG = json.loads(sys.argv[1])
+# Kept aside: the code may replace os._exit in its own process, which must still end there.
+_exit = os._exit
 CTL = socket.socket(fileno=0)
 LIBC = ctypes.CDLL(None, use_errno=True)
 PR_SET_DUMPABLE = 4
@@ -97,15 +100,15 @@ def prctl(option, arg):
         raise OSError(ctypes.get_errno(), "prctl %d" % option)
 
 
+class SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_char_p)]
+
+
 def install_guard(prog):
     """The agent's extra system-call filter: the child cannot signal the parent (nor its group)."""
     if not prog:
         return
     n = len(prog) // 8
-
-    class SockFprog(ctypes.Structure):
-        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_char_p)]
-
     buf = ctypes.create_string_buffer(prog, len(prog))
     fprog = SockFprog(n, ctypes.cast(buf, ctypes.c_char_p))
     if LIBC.prctl(PR_SET_SECCOMP, ctypes.c_ulong(SECCOMP_MODE_FILTER), ctypes.byref(fprog), 0, 0) != 0:
@@ -142,6 +145,7 @@ def run_main(work):
     main.__file__ = path
     main.__builtins__ = __builtins__
     main.__cached__ = None
+    main.__loader__ = importlib.machinery.SourceFileLoader("__main__", path)
     sys.modules["__main__"] = main
     sys.argv[:] = ["main.py"]
     if hasattr(sys, "orig_argv"):
@@ -158,7 +162,8 @@ def run_main(work):
         # The traceback starts at main.py: this frame is the server's.
         e = e.with_traceback(e.__traceback__.tb_next)
         sys.excepthook(type(e), e, e.__traceback__)
-        code = 1
+        # Python ends an uncaught KeyboardInterrupt by SIGINT, as the shell expects.
+        code = "SIGINT" if isinstance(e, KeyboardInterrupt) else 1
     # What Py_FinalizeEx does: join non-daemon threads, then the atexit handlers.
     try:
         threading._shutdown()
@@ -175,7 +180,8 @@ def run_main(work):
             if stream is not None:
                 stream.flush()
         except Exception:
-            code = 120
+            if code == 0:
+                code = 120
     return code
 
 
@@ -198,7 +204,7 @@ def child(req, out_fd, err_fd, run_fd):
     # The kernel attaches this process's credentials (its host pid) to the message.
     run.send(b"hello")
     if run.recv(16) != b"go":
-        os._exit(71)
+        _exit(71)
     os.dup2(out_fd, 1)
     os.dup2(err_fd, 2)
     null = os.open("/dev/null", os.O_RDONLY)
@@ -222,7 +228,11 @@ def child(req, out_fd, err_fd, run_fd):
             f.write("\n".join(names))
     except BaseException:
         pass
-    os._exit(code)
+    if code == "SIGINT":
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGINT)
+        code = 130
+    _exit(code)
 
 
 def cleanup():
@@ -349,7 +359,7 @@ def serve():
             try:
                 child(req, out_fd, err_fd, run_fd)
             finally:
-                os._exit(70)
+                _exit(70)
         for fd in fds:
             os.close(fd)
         _, status = os.waitpid(pid, 0)
