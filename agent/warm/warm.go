@@ -312,7 +312,7 @@ func (p *Pool) lease(ctx context.Context, b Build) *parent {
 		for len(bs.idle) > 0 {
 			par := bs.idle[len(bs.idle)-1]
 			bs.idle = bs.idle[:len(bs.idle)-1]
-			if reason := p.expired(par); reason != "" {
+			if reason := p.expired(par, false); reason != "" {
 				p.retireLocked(par, reason)
 				continue
 			}
@@ -344,8 +344,9 @@ func (p *Pool) lease(ctx context.Context, b Build) *parent {
 	}
 }
 
-// expired says why an idle parent must go ("" if it may serve).
-func (p *Pool) expired(par *parent) string {
+// expired says why an idle parent must go ("" if it may serve). Its memory (a walk of its page
+// tables) is looked at after a run, off the next run's path.
+func (p *Pool) expired(par *parent, memory bool) string {
 	switch {
 	case !par.alive():
 		return "dead"
@@ -353,7 +354,7 @@ func (p *Pool) expired(par *parent) string {
 		return "runs"
 	case p.cfg.TTL > 0 && time.Since(par.started) > p.cfg.TTL:
 		return "ttl"
-	case p.cfg.MaxGrowth > 0 && par.baseMem > 0 && float64(par.memory()) > p.cfg.MaxGrowth*float64(par.baseMem):
+	case memory && p.cfg.MaxGrowth > 0 && par.baseMem > 0 && float64(par.memory()) > p.cfg.MaxGrowth*float64(par.baseMem):
 		return "growth"
 	}
 	return ""
@@ -387,7 +388,7 @@ func (p *Pool) giveBack(par *parent, mods []string, reason string) {
 		}
 	}
 	if reason == "" {
-		reason = p.expired(par)
+		reason = p.expired(par, true)
 	}
 	current := p.builds[bs.spec.ID] == bs
 	if reason != "" || !current || p.closed {
