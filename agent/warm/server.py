@@ -336,10 +336,22 @@ def wipe_sysv():
     return ok
 
 
+def recv_fds(sock):
+    """socket.recv_fds (Python 3.9+), for the interpreters before it too."""
+    import array
+
+    fds = array.array("i")
+    msg, anc, _, _ = sock.recvmsg(65536, socket.CMSG_LEN(3 * fds.itemsize))
+    for level, kind, data in anc:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds.frombytes(data[: len(data) - (len(data) % fds.itemsize)])
+    return msg, list(fds)
+
+
 def serve():
     while True:
         try:
-            msg, fds, _, _ = socket.recv_fds(CTL, 65536, 3)
+            msg, fds = recv_fds(CTL)
         except OSError as e:
             log("control socket:", e)
             return

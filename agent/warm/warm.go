@@ -27,6 +27,9 @@ import (
 	"github.com/envfabric/envfabric/agent/sandbox"
 )
 
+// startBackoff is how long a build whose parent failed to start runs cold before another try.
+const startBackoff = 30 * time.Second
+
 // Start modes: when a build's first parent starts.
 const (
 	// StartFirstRun: at the build's first run, which goes cold meanwhile.
@@ -87,10 +90,13 @@ type Pool struct {
 
 // build is one build's parents and what its runs imported.
 type build struct {
-	spec     Build
-	idle     []*parent
-	busy     int
-	live     map[*parent]bool // idle and busy
+	spec Build
+	idle []*parent
+	busy int
+	live map[*parent]bool // idle and busy
+	// failed is when a parent last failed to start: the build's runs stay cold, without a new
+	// attempt each, for startBackoff.
+	failed   time.Time
 	starting int
 	lastUsed time.Time
 	modules  map[string]time.Time
@@ -320,7 +326,7 @@ func (p *Pool) lease(ctx context.Context, b Build) *parent {
 			p.mu.Unlock()
 			return par
 		}
-		if bs.busy+bs.starting < p.cfg.ParentsPerBuild {
+		if bs.busy+bs.starting < p.cfg.ParentsPerBuild && time.Since(bs.failed) > startBackoff {
 			p.startLocked(bs)
 		}
 		// Only a build whose parents are all busy waits: the first run of a build goes cold.
@@ -402,6 +408,7 @@ func (p *Pool) giveBack(par *parent, mods []string, reason string) {
 		}
 	} else {
 		bs.idle = append(bs.idle, par)
+		p.evictLocked(nil)
 	}
 	bs.wake()
 }
@@ -425,7 +432,8 @@ func (p *Pool) startLocked(bs *build) {
 		defer bs.wake()
 		if err != nil {
 			if p.ctx.Err() == nil {
-				p.log.Warn("warm interpreter failed to start; runs of the build stay cold", "build", bs.spec.ID, "err", err)
+				bs.failed = time.Now()
+				p.log.Warn("warm interpreter failed to start; runs of the build stay cold for a while", "build", bs.spec.ID, "err", err, "retry_after", startBackoff)
 			}
 			return
 		}
@@ -435,7 +443,7 @@ func (p *Pool) startLocked(bs *build) {
 		}
 		bs.live[par] = true
 		bs.idle = append(bs.idle, par)
-		p.evictLocked()
+		p.evictLocked(par)
 	})
 }
 
@@ -464,8 +472,9 @@ func (p *Pool) preloadLocked(bs *build) []string {
 }
 
 // evictLocked stops idle parents, least recently used build first, while the pool takes more
-// than its memory budget.
-func (p *Pool) evictLocked() {
+// than its memory budget. A parent that just started (keep) is spared: busy parents are
+// evicted when they come back.
+func (p *Pool) evictLocked(keep *parent) {
 	total := p.memoryLocked()
 	if total <= p.cfg.MemoryBytes {
 		return
@@ -476,13 +485,17 @@ func (p *Pool) evictLocked() {
 	}
 	sort.Slice(order, func(i, j int) bool { return order[i].lastUsed.Before(order[j].lastUsed) })
 	for _, bs := range order {
-		for len(bs.idle) > 0 && total > p.cfg.MemoryBytes {
-			par := bs.idle[0]
-			bs.idle = bs.idle[1:]
+		kept := bs.idle[:0]
+		for _, par := range bs.idle {
+			if total <= p.cfg.MemoryBytes || par == keep {
+				kept = append(kept, par)
+				continue
+			}
 			total -= int64(par.memory())
 			p.log.Info("warm interpreter evicted: pool over its memory budget", "build", bs.spec.ID, "budget_bytes", p.cfg.MemoryBytes)
 			p.retireLocked(par, "memory")
 		}
+		bs.idle = kept
 	}
 }
 
