@@ -330,10 +330,26 @@ func (c *Client) Rollback(ctx context.Context, env Env, revision int64) (*Rollba
 	return &out, nil
 }
 
+// SetPreload replaces the environment's preload list: the modules its build's warm interpreter
+// imports before any run, on top of the agent's own choice. An empty list clears it.
+func (c *Client) SetPreload(ctx context.Context, env Env, modules []string) (*PreloadResult, error) {
+	var out PreloadResult
+	body := struct {
+		Modules []string `json:"modules"`
+	}{append([]string{}, modules...)}
+	if err := c.call(ctx, http.MethodPut, env.path("/preload"), env.query(), body, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
 // RunRequest is POST run: Python code and its timeout (zero: the server's EXECUTION_TIMEOUT).
 type RunRequest struct {
 	Code    string
 	Timeout time.Duration
+	// Cold asks for a fresh interpreter even where the agent has a warm one for the build
+	// ("warm": false).
+	Cold bool
 }
 
 // Run runs code with the environment's interpreter. A non-zero exit is in the result; a run past
@@ -343,7 +359,12 @@ func (c *Client) Run(ctx context.Context, env Env, req RunRequest) (*RunResult, 
 	body := struct {
 		Code    string   `json:"code"`
 		Timeout *float64 `json:"timeout,omitempty"`
+		Warm    *bool    `json:"warm,omitempty"`
 	}{Code: req.Code}
+	if req.Cold {
+		warm := false
+		body.Warm = &warm
+	}
 	if req.Timeout > 0 {
 		s := req.Timeout.Seconds()
 		body.Timeout = &s

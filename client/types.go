@@ -135,6 +135,7 @@ type RunResult struct {
 	ExitReason      string // exited, timeout, memory or signal
 	Revision        int64  // the revision the code ran against
 	Woke            bool   // the environment was hibernated: its build was materialised again first
+	Warm            bool   // forked from the build's warm interpreter on the agent, not started cold
 	DurationMS      int64
 	TimedOut        bool
 	StdoutTruncated bool
@@ -155,6 +156,7 @@ type runWire struct {
 	ExitReason      string `json:"exit_reason"`
 	Revision        int64  `json:"revision"`
 	Woke            bool   `json:"woke,omitempty"`
+	Warm            bool   `json:"warm"`
 	DurationMS      int64  `json:"duration_ms"`
 	TimedOut        bool   `json:"timed_out"`
 	StdoutTruncated bool   `json:"stdout_truncated"`
@@ -179,10 +181,20 @@ func (r *RunResult) UnmarshalJSON(b []byte) error {
 	raw := r.Raw
 	*r = RunResult{Raw: raw, WorkflowID: w.WorkflowID, NodeID: w.NodeID, VersionID: w.VersionID,
 		Stdout: stdout, Stderr: stderr, StdoutEncoding: w.StdoutEncoding, StderrEncoding: w.StderrEncoding,
-		ExitCode: w.ExitCode, ExitReason: w.ExitReason, Revision: w.Revision, Woke: w.Woke, DurationMS: w.DurationMS,
+		ExitCode: w.ExitCode, ExitReason: w.ExitReason, Revision: w.Revision, Woke: w.Woke, Warm: w.Warm, DurationMS: w.DurationMS,
 		TimedOut: w.TimedOut, StdoutTruncated: w.StdoutTruncated, StderrTruncated: w.StderrTruncated,
 		OperationID: w.OperationID}
 	return nil
+}
+
+// PreloadResult answers PUT preload: the environment's new preload list.
+type PreloadResult struct {
+	Raw
+	WorkflowID  string   `json:"workflow_id"`
+	NodeID      string   `json:"node_id"`
+	VersionID   string   `json:"version_id"`
+	Preload     []string `json:"preload"`
+	OperationID int64    `json:"operation_id"`
 }
 
 // DeleteResult answers DELETE /envs/{wf}/{node}.
@@ -214,6 +226,8 @@ type EnvView struct {
 	CreatedAt    time.Time `json:"created_at"`
 	UpdatedAt    time.Time `json:"updated_at"`
 	LastUsedAt   time.Time `json:"last_used_at"`
+	// Preload is the environment's preload list (SetPreload).
+	Preload []string `json:"preload"`
 }
 
 // Status answers GET /envs/{wf}/{node}.

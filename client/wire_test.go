@@ -56,6 +56,7 @@ func TestWireTypesMatchTheAPI(t *testing.T) {
 		{api.DryRunResult{}, DryRunResult{}},
 		{api.PackageChange{}, PackageChange{}},
 		{api.RollbackResult{}, RollbackResult{}},
+		{api.PreloadResult{}, PreloadResult{}},
 		{api.SyncResult{}, SyncResult{}},
 		{api.ExportResult{}, ExportResult{}},
 		{api.RunResponse{}, runWire{}},

@@ -274,14 +274,14 @@ func (c *Client) Inspect(ctx context.Context, r envs.InspectRequest) (envs.Disk,
 // Run implements envs.Agent.
 func (c *Client) Run(ctx context.Context, r envs.RunSpec) (envs.RunResult, error) {
 	resp, err := c.rpc.Run(ctx, connect.NewRequest(&agentv1.RunRequest{Env: ref(r.Key), Code: r.Code, TimeoutMs: r.Timeout.Milliseconds(),
-		MaxOutputBytes: r.MaxOutput, BuildId: r.BuildID}))
+		MaxOutputBytes: r.MaxOutput, BuildId: r.BuildID, Preload: r.Preload, Cold: r.Cold}))
 	if err != nil {
 		return envs.RunResult{}, c.mapErr("running code", err)
 	}
 	m := resp.Msg
 	return envs.RunResult{Stdout: m.GetStdout(), Stderr: m.GetStderr(),
 		ExitCode: int(m.GetExitCode()), ExitReason: m.GetExitReason(), Duration: time.Duration(m.GetDurationMs()) * time.Millisecond, TimedOut: m.GetTimedOut(),
-		StdoutTruncated: m.GetStdoutTruncated(), StderrTruncated: m.GetStderrTruncated()}, nil
+		StdoutTruncated: m.GetStdoutTruncated(), StderrTruncated: m.GetStderrTruncated(), Warm: m.GetWarm()}, nil
 }
 
 // ListBuilds implements envs.Agent.

@@ -80,6 +80,23 @@ func (h *Handler) rollback(w http.ResponseWriter, r *http.Request) (int, any, er
 	return http.StatusOK, RollbackResult{DepsResult: DepsResult(res), RolledBackTo: res.RolledBackTo, Rebuilt: res.Rebuilt}, err
 }
 
+func (h *Handler) preload(w http.ResponseWriter, r *http.Request) (int, any, error) {
+	var body struct {
+		versioned
+		Modules *[]string `json:"modules"`
+	}
+	key, err := decodeEnvRequest(r, &body)
+	if err != nil {
+		return 0, nil, err
+	}
+	if body.Modules == nil {
+		return 0, nil, errcode.New(errcode.InvalidRequest, `modules: required (the module names to preload; [] clears the list)`)
+	}
+	res, err := h.svc.SetPreload(r.Context(), caller(r), key, *body.Modules)
+	return http.StatusOK, PreloadResult{WorkflowID: res.WorkflowID, NodeID: res.NodeID, VersionID: res.VersionID,
+		Preload: append([]string{}, res.Preload...), OperationID: res.OperationID}, err
+}
+
 func (h *Handler) sync(w http.ResponseWriter, r *http.Request) (int, any, error) {
 	key, err := decodeEnvRequest(r, &versioned{})
 	if err != nil {
@@ -94,12 +111,13 @@ func (h *Handler) run(w http.ResponseWriter, r *http.Request) (int, any, error) 
 		versioned
 		Code    string   `json:"code"`
 		Timeout *float64 `json:"timeout"`
+		Warm    *bool    `json:"warm"`
 	}
 	key, err := decodeEnvRequest(r, &body)
 	if err != nil {
 		return 0, nil, err
 	}
-	req := envs.RunRequest{Code: body.Code}
+	req := envs.RunRequest{Code: body.Code, Cold: body.Warm != nil && !*body.Warm}
 	if body.Timeout != nil {
 		if *body.Timeout <= 0 {
 			return 0, nil, errcode.New(errcode.InvalidRequest, "timeout: must be a positive number of seconds")

@@ -119,11 +119,21 @@ type RunResponse struct {
 	ExitReason      string `json:"exit_reason"`
 	Revision        int64  `json:"revision"`
 	Woke            bool   `json:"woke,omitempty"` // the build was hibernated and was materialised again first
+	Warm            bool   `json:"warm"`           // forked from the build's warm interpreter (docs/sandbox.md)
 	DurationMS      int64  `json:"duration_ms"`
 	TimedOut        bool   `json:"timed_out"`
 	StdoutTruncated bool   `json:"stdout_truncated"`
 	StderrTruncated bool   `json:"stderr_truncated"`
 	OperationID     int64  `json:"operation_id"`
+}
+
+// PreloadResult answers PUT /envs/{wf}/{node}/preload.
+type PreloadResult struct {
+	WorkflowID  string   `json:"workflow_id"`
+	NodeID      string   `json:"node_id"`
+	VersionID   string   `json:"version_id"`
+	Preload     []string `json:"preload"`
+	OperationID int64    `json:"operation_id"`
 }
 
 // DeleteResult answers DELETE /envs/{wf}/{node}.
@@ -152,6 +162,7 @@ type EnvView struct {
 	CreatedAt     time.Time `json:"created_at"`
 	UpdatedAt     time.Time `json:"updated_at"`
 	LastUsedAt    time.Time `json:"last_used_at"`
+	Preload       []string  `json:"preload"` // the modules its warm interpreter imports before any run
 }
 
 // Status is GET /envs/{wf}/{node}.
@@ -351,7 +362,7 @@ func Output(b []byte) (text, encoding string) {
 
 func runResponse(r envs.RunResponse) RunResponse {
 	out := RunResponse{WorkflowID: r.WorkflowID, NodeID: r.NodeID, VersionID: r.VersionID,
-		ExitCode: r.ExitCode, ExitReason: r.ExitReason, Revision: r.Revision, Woke: r.Woke, DurationMS: r.DurationMS, TimedOut: r.TimedOut,
+		ExitCode: r.ExitCode, ExitReason: r.ExitReason, Revision: r.Revision, Woke: r.Woke, Warm: r.Warm, DurationMS: r.DurationMS, TimedOut: r.TimedOut,
 		StdoutTruncated: r.StdoutTruncated, StderrTruncated: r.StderrTruncated, OperationID: r.OperationID}
 	out.Stdout, out.StdoutEncoding = Output(r.Stdout)
 	out.Stderr, out.StderrEncoding = Output(r.Stderr)

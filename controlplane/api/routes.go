@@ -114,6 +114,7 @@ func New(svc *envs.Service, opt Options, log *slog.Logger) *Handler {
 		"PUT":    {role: auth.Write, query: versionQuery, body: jsonBody, fn: h.mutate(envs.Update)},
 	})
 	h.handle("/envs/{workflow_id}/{node_id}/rollback", map[string]endpoint{"POST": {role: auth.Write, query: versionQuery, body: jsonBody, fn: h.rollback}})
+	h.handle("/envs/{workflow_id}/{node_id}/preload", map[string]endpoint{"PUT": {role: auth.Write, query: versionQuery, body: jsonBody, fn: h.preload}})
 	h.handle("/envs/{workflow_id}/{node_id}/run", map[string]endpoint{"POST": {role: auth.Write, query: versionQuery, body: jsonBody, fn: h.run}})
 	h.handle("/envs/{workflow_id}/{node_id}/operations", map[string]endpoint{"GET": read(h.operations, "version_id", "limit", "before")})
 	{ // packages.go: the dependency questions of the fleet

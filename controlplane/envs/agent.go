@@ -154,6 +154,10 @@ type RunSpec struct {
 	Code      string
 	Timeout   time.Duration
 	MaxOutput int64
+	// Preload is the environment's preload list, for the build's warm interpreter.
+	Preload []string
+	// Cold: a fresh interpreter, not one forked from a warm interpreter.
+	Cold bool
 }
 
 // RunResult is the outcome of user code.
@@ -168,6 +172,9 @@ type RunResult struct {
 	TimedOut        bool
 	StdoutTruncated bool
 	StderrTruncated bool
+	// Warm: the agent forked the run from the build's warm interpreter (the answer is the same
+	// as a cold run's; this says which path served it).
+	Warm bool
 }
 
 // RemovedBuild is the outcome of RemoveBuild.

@@ -15,6 +15,9 @@ import (
 type RunRequest struct {
 	Code    string
 	Timeout time.Duration // 0: the default
+	// Cold asks for a fresh interpreter even where the agent has a warm one for the build
+	// ("warm": false in the API).
+	Cold bool
 }
 
 // RunResponse is the outcome of a run.
@@ -31,7 +34,9 @@ type RunResponse struct {
 	Revision int64
 	// Woke: the build had been removed (hibernation, disk budget) and was materialised again
 	// before the code ran.
-	Woke            bool
+	Woke bool
+	// Warm: the run was forked from its build's warm interpreter on the agent.
+	Warm            bool
 	DurationMS      int64
 	TimedOut        bool
 	StdoutTruncated bool
@@ -69,7 +74,7 @@ func (s *Service) Run(ctx context.Context, c Caller, key envid.Key, req RunReque
 	// A run outlives its caller like every admitted operation, bounded by its own timeout and,
 	// should it have to wake its build, one uv operation.
 	o := op{key: key, kind: "run", mode: store.LeaseRun, caller: c, need: &Need{PythonPath: env.PythonPath}, bound: req.Timeout + s.uvTimeout() + time.Minute,
-		params: map[string]any{"code_sha256": codeDigest(req.Code), "code_bytes": len(req.Code), "timeout_seconds": req.Timeout.Seconds()}}
+		params: map[string]any{"code_sha256": codeDigest(req.Code), "code_bytes": len(req.Code), "timeout_seconds": req.Timeout.Seconds(), "cold": req.Cold}}
 	err = s.execute(ctx, o, func(ctx context.Context, r *running) (any, error) {
 		cur, err := s.store.GetEnv(ctx, key)
 		if err != nil {
@@ -85,7 +90,7 @@ func (s *Service) Run(ctx context.Context, c Caller, key envid.Key, req RunReque
 			return nil, errcode.New(errcode.EnvNotReady, fmt.Sprintf(
 				"environment %s is being repaired after an interrupted change (state %s); retry in a few seconds, or sync it", key, cur.State))
 		}
-		spec := RunSpec{Key: key, BuildID: cur.BuildID, Code: req.Code, Timeout: req.Timeout, MaxOutput: s.opt.MaxOutputBytes}
+		spec := RunSpec{Key: key, BuildID: cur.BuildID, Code: req.Code, Timeout: req.Timeout, MaxOutput: s.opt.MaxOutputBytes, Preload: cur.Preload, Cold: req.Cold}
 		out, err := s.runOn(ctx, r, spec, cur.PythonPath)
 		woke := false
 		if errcode.Of(err) == errcode.BuildMissing && cur.BuildID != "" {
@@ -105,10 +110,10 @@ func (s *Service) Run(ctx context.Context, c Caller, key envid.Key, req RunReque
 		}
 		res = RunResponse{WorkflowID: key.WorkflowID, NodeID: key.NodeID, VersionID: key.VersionID,
 			Stdout: out.Stdout, Stderr: out.Stderr, ExitCode: out.ExitCode, ExitReason: out.ExitReason, Revision: cur.Revision,
-			DurationMS: out.Duration.Milliseconds(), Woke: woke,
+			DurationMS: out.Duration.Milliseconds(), Woke: woke, Warm: out.Warm,
 			TimedOut: out.TimedOut, StdoutTruncated: out.StdoutTruncated, StderrTruncated: out.StderrTruncated, OperationID: r.id}
 		result := map[string]any{"exit_code": out.ExitCode, "exit_reason": out.ExitReason, "revision": cur.Revision,
-			"duration_ms": res.DurationMS, "timed_out": out.TimedOut, "build_id": spec.BuildID, "woke": woke,
+			"duration_ms": res.DurationMS, "timed_out": out.TimedOut, "build_id": spec.BuildID, "woke": woke, "warm": out.Warm,
 			"stdout_bytes": len(out.Stdout), "stderr_bytes": len(out.Stderr)}
 		if out.TimedOut {
 			return result, &RunTimeoutError{Timeout: req.Timeout, Stdout: out.Stdout, Stderr: out.Stderr, Duration: out.Duration}

@@ -29,6 +29,8 @@ type EnvView struct {
 	CreatedAt    time.Time
 	UpdatedAt    time.Time
 	LastUsedAt   time.Time
+	// Preload is the environment's preload list (SetPreload); never nil.
+	Preload []string
 }
 
 func (s *Service) view(e store.Env) EnvView {
@@ -38,7 +40,8 @@ func (s *Service) view(e store.Env) EnvView {
 	}
 	return EnvView{WorkflowID: e.Key.WorkflowID, NodeID: e.Key.NodeID, VersionID: e.Key.VersionID, State: state,
 		PythonVersion: e.PythonVersion, PythonPath: e.PythonPath, EnvPath: e.EnvPath, Revision: e.Revision,
-		BuildID: e.BuildID, DiskRevision: e.DiskRevision, LastError: e.LastError, CreatedAt: e.CreatedAt, UpdatedAt: e.UpdatedAt, LastUsedAt: e.LastUsedAt}
+		BuildID: e.BuildID, DiskRevision: e.DiskRevision, LastError: e.LastError, CreatedAt: e.CreatedAt, UpdatedAt: e.UpdatedAt, LastUsedAt: e.LastUsedAt,
+		Preload: append([]string{}, e.Preload...)}
 }
 
 // Status is GET /envs/{wf}/{node}.

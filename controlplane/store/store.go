@@ -145,6 +145,9 @@ type Env struct {
 	CreatedAt    time.Time
 	UpdatedAt    time.Time
 	LastUsedAt   time.Time
+	// Preload is the environment's preload list (SetPreload): the modules a warm interpreter of
+	// its build imports before serving, on top of the agent's own choice. Empty is none.
+	Preload []string
 }
 
 // Digest names a project file's content in the contents table and in Build.LockDigest: the
@@ -364,6 +367,9 @@ type Store interface {
 	// Touch records a use of the environment at t (only moves last_used_at forward), and of its
 	// current build (Build.LastUsedAt, which hibernation goes by).
 	Touch(ctx context.Context, key envid.Key, t time.Time) error
+	// SetPreload replaces the environment's preload list (nil or empty clears it).
+	// ErrNotFound if the environment does not exist.
+	SetPreload(ctx context.Context, key envid.Key, modules []string) error
 	// CommitRevision stores a successful mutation's files and state in one transaction, fenced by
 	// the lease (ErrLeaseLost when c.LeaseID is no longer live) and compare-and-set on c.Base
 	// (*StaleBaseError when the current revision is another). Returns the current revision number.

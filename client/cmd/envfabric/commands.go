@@ -242,6 +242,20 @@ func (c *cli) rollback(inv *invocation) error {
 	return c.answered(r, func() { c.printRollback(r) })
 }
 
+func (c *cli) preload(inv *invocation) error {
+	r, err := c.api.SetPreload(c.ctx, c.env(), inv.args[2:])
+	if err != nil {
+		return err
+	}
+	return c.answered(r, func() {
+		if len(r.Preload) == 0 {
+			fmt.Fprintf(c.stdout, "%s/%s/%s preloads nothing of its own (the agent still preloads its direct dependencies)\n", r.WorkflowID, r.NodeID, r.VersionID)
+			return
+		}
+		fmt.Fprintf(c.stdout, "%s/%s/%s preloads: %s\n", r.WorkflowID, r.NodeID, r.VersionID, strings.Join(r.Preload, " "))
+	})
+}
+
 func (c *cli) run(inv *invocation) error {
 	code := inv.opt.code
 	if len(inv.args) == 3 {
@@ -250,7 +264,7 @@ func (c *cli) run(inv *invocation) error {
 			return err
 		}
 	}
-	r, err := c.api.Run(c.ctx, c.env(), client.RunRequest{Code: code, Timeout: inv.opt.timeoutDuration()})
+	r, err := c.api.Run(c.ctx, c.env(), client.RunRequest{Code: code, Timeout: inv.opt.timeoutDuration(), Cold: inv.opt.cold})
 	var apiErr *client.Error
 	if errors.As(err, &apiErr) {
 		if partial, ok := apiErr.RunTimeout(); ok {

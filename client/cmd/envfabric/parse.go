@@ -29,6 +29,7 @@ type options struct {
 	requirements string // -r FILE
 	code         string // -c CODE
 	timeout      float64
+	cold         bool
 	outDir       string
 	force        bool
 	workflow     string
@@ -105,11 +106,13 @@ func init() {
 		{name: "remove", args: "WF NODE NAME...", summary: "remove dependencies by name (uv remove; all or nothing)", min: 3, max: -1, flags: changeFlags, run: (*cli).remove},
 		{name: "update", args: "WF NODE PKG...", summary: "change specifiers, or upgrade bare names within theirs (all or nothing)", min: 3, max: -1, flags: changeFlags, run: (*cli).update},
 		{name: "rollback", args: "WF NODE REVISION", summary: "make an earlier revision's files and build current again, as a new revision", min: 3, max: 3, flags: versionFlag, run: (*cli).rollback},
+		{name: "preload", args: "WF NODE [MODULE...]", summary: "set the modules the build's warm interpreter imports before any run (none: clear the list)", min: 2, max: -1, flags: versionFlag, run: (*cli).preload},
 		{name: "run", args: "WF NODE (-c CODE | FILE)", summary: "run Python code in the environment; prints its stdout and stderr and exits with its status", min: 2, max: 3,
 			flags: func(fs *flag.FlagSet, o *options) {
 				versionFlag(fs, o)
 				fs.StringVar(&o.code, "c", "", "the `CODE` to run (instead of FILE; FILE - reads stdin)")
 				fs.Float64Var(&o.timeout, "timeout", 0, "timeout in `seconds` (default: the server's EXECUTION_TIMEOUT)")
+				fs.BoolVar(&o.cold, "cold", false, "a fresh interpreter, even where the agent has a warm one for the build")
 			}, run: (*cli).run},
 		{name: "export", args: "WF NODE", summary: "write the environment's pyproject.toml and uv.lock into a directory", min: 2, max: 2,
 			flags: func(fs *flag.FlagSet, o *options) {

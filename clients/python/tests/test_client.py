@@ -135,6 +135,20 @@ def test_versions_and_requirements(fabric: Client, wf: str, tmp_path: Path) -> N
     assert [e.version_id for e in fabric.list(workflow_id=wf).environments] == ["v1"]
 
 
+def test_preload_and_cold_runs(fabric: Client, wf: str) -> None:
+    fabric.create(wf, "warm", packages=["alpha"])
+    set_ = fabric.set_preload(wf, "warm", ["alpha", "json", "alpha"])
+    assert set_.preload == ["alpha", "json"] and set_.operation_id > 0
+    assert fabric.status(wf, "warm").preload == ["alpha", "json"]
+    with pytest.raises(envfabric.InvalidRequest):
+        fabric.set_preload(wf, "warm", ["os; import shutil"])
+    assert fabric.status(wf, "warm").preload == ["alpha", "json"]  # the refused list changed nothing
+    cold = fabric.run(wf, "warm", "import alpha; print(alpha.__version__)", cold=True)
+    assert cold.ok and not cold.warm
+    assert fabric.set_preload(wf, "warm", []).preload == []
+    assert [o.operation for o in fabric.operations(wf, "warm").operations][:3] == ["preload", "run", "preload"]
+
+
 def test_errors(fabric: Client, url: str, wf: str) -> None:
     fabric.create(wf, "e", packages=["alpha"])
     with pytest.raises(EnvAlreadyExists):

@@ -15,12 +15,16 @@ import (
 )
 
 const envCols = `workflow_id, node_id, version_id, state, python_version, python_path, env_path, revision,
-	build_id, disk_revision, last_error, created_at, updated_at, last_used_at`
+	build_id, disk_revision, last_error, created_at, updated_at, last_used_at, preload`
 
 func (s *Store) scanEnv(r scanner) (store.Env, error) {
 	var e store.Env
+	var preload string
 	err := r.Scan(&e.Key.WorkflowID, &e.Key.NodeID, &e.Key.VersionID, &e.State, &e.PythonVersion, &e.PythonPath,
-		&e.EnvPath, &e.Revision, &e.BuildID, &e.DiskRevision, &e.LastError, s.scanTime(&e.CreatedAt), s.scanTime(&e.UpdatedAt), s.scanTime(&e.LastUsedAt))
+		&e.EnvPath, &e.Revision, &e.BuildID, &e.DiskRevision, &e.LastError, s.scanTime(&e.CreatedAt), s.scanTime(&e.UpdatedAt), s.scanTime(&e.LastUsedAt), &preload)
+	if err == nil {
+		e.Preload, err = decodePreload(preload)
+	}
 	return e, err
 }
 
@@ -62,9 +66,13 @@ func (s *Store) CreateEnv(ctx context.Context, env store.Env, now time.Time) err
 				return err
 			}
 		}
-		_, err = r.exec(ctx, `INSERT INTO envs (`+envCols+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12, $13)`,
+		preload, err := encodePreload(env.Preload)
+		if err != nil {
+			return err
+		}
+		_, err = r.exec(ctx, `INSERT INTO envs (`+envCols+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12, $13, $14)`,
 			k.WorkflowID, k.NodeID, k.VersionID, env.State, env.PythonVersion, env.PythonPath, env.EnvPath,
-			env.Revision, env.BuildID, env.DiskRevision, env.LastError, s.time(now), s.time(used))
+			env.Revision, env.BuildID, env.DiskRevision, env.LastError, s.time(now), s.time(used), preload)
 		if s.d.IsUniqueViolation(err) {
 			// The key's lock makes this unreachable; should a writer bypass it, the answer stays true.
 			return store.ErrExists

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -39,6 +40,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"ListEnvs", testListEnvs},
 		{"SetState", testSetState},
 		{"Touch", testTouch},
+		{"SetPreload", testSetPreload},
 		{"CommitRevision", testCommitRevision},
 		{"CommitRevisionFenced", testCommitRevisionFenced},
 		{"CommitRevisionStaleBase", testCommitRevisionStaleBase},
@@ -722,6 +724,32 @@ func testTouch(t *testing.T, s store.Store) {
 		})
 	}
 	wantErr(t, "Touch(missing)", s.Touch(t.Context(), keyB, at(0)), store.ErrNotFound)
+}
+
+func testSetPreload(t *testing.T, s store.Store) {
+	createEnv(t, s, keyA, at(0))
+	if got := getEnv(t, s, keyA).Preload; len(got) != 0 {
+		t.Fatalf("a new environment's preload = %q, want none", got)
+	}
+	tests := []struct {
+		name    string
+		modules []string
+	}{
+		{"set", []string{"numpy", "pandas.core.frame"}},
+		{"replace", []string{"scipy"}},
+		{"clear", nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if err := s.SetPreload(t.Context(), keyA, tt.modules); err != nil {
+				t.Fatal(err)
+			}
+			if got := getEnv(t, s, keyA).Preload; !slices.Equal(got, tt.modules) {
+				t.Errorf("preload = %q, want %q", got, tt.modules)
+			}
+		})
+	}
+	wantErr(t, "SetPreload(missing)", s.SetPreload(t.Context(), keyB, []string{"numpy"}), store.ErrNotFound)
 }
 
 func testCommitRevision(t *testing.T, s store.Store) {

@@ -56,6 +56,7 @@ from .models import (
     Interpreter,
     Operation,
     PackageDamage,
+    Preload,
     RolledBack,
     RunResult,
     Status,
@@ -67,7 +68,7 @@ __version__ = "0.1.0"
 __all__ = [
     "DEFAULT_URL", "AsyncClient", "Client", "ERRORS", "FabricError",
     "Agent", "Agents", "Build", "BuildEntry", "CleanupEntry", "CleanupResult", "CreatedEnv", "Deleted", "Deps", "Disk", "EnvList",
-    "EnvView", "Export", "History", "HostConstraint", "Interpreter", "Operation", "PackageDamage", "RolledBack", "RunResult", "Status", "Synced",
+    "EnvView", "Export", "History", "HostConstraint", "Interpreter", "Operation", "PackageDamage", "Preload", "RolledBack", "RunResult", "Status", "Synced",
     # one exception per error code
     "AgentUnavailable",
     "BuildMissing",

@@ -77,10 +77,12 @@ def mutate(method: str, workflow_id: str, node_id: str, packages: Union[Iterable
 
 
 def run(workflow_id: str, node_id: str, code: str, timeout: Optional[float],
-        version_id: Optional[str]) -> Call[models.RunResult]:
+        version_id: Optional[str], cold: bool = False) -> Call[models.RunResult]:
     body: Dict[str, Any] = {"code": code}
     if timeout is not None:
         body["timeout"] = timeout
+    if cold:
+        body["warm"] = False
 
     def timed_out(err: FabricError) -> FabricError:
         # The fabric answers a timeout with 504 and the output until the kill: keep it as a result.
@@ -101,6 +103,14 @@ def run(workflow_id: str, node_id: str, code: str, timeout: Optional[float],
 def rollback(workflow_id: str, node_id: str, revision: int, version_id: Optional[str]) -> Call[models.RolledBack]:
     return Call("POST", env_path(workflow_id, node_id, "/rollback"), lambda d: models.build(models.RolledBack, d),
                 params=versioned(version_id), json={"revision": revision})
+
+
+def set_preload(workflow_id: str, node_id: str, modules: Iterable[str],
+                version_id: Optional[str]) -> Call[models.Preload]:
+    if isinstance(modules, str):
+        raise TypeError("modules: want a list of module names, not one string")
+    return Call("PUT", env_path(workflow_id, node_id, "/preload"), lambda d: models.build(models.Preload, d),
+                params=versioned(version_id), json={"modules": list(modules)})
 
 
 def export(workflow_id: str, node_id: str, version_id: Optional[str]) -> Call[models.Export]:

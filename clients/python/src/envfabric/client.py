@@ -110,10 +110,16 @@ class Client:
         return self._call(_calls.mutate("PUT", workflow_id, node_id, packages, version_id))
 
     def run(self, workflow_id: str, node_id: str, code: str, timeout: Optional[float] = None,
-            version_id: Optional[str] = None) -> models.RunResult:
+            version_id: Optional[str] = None, cold: bool = False) -> models.RunResult:
         """Run Python code in the environment. A non-zero exit is a result (``exit_code``); a run
-        past its timeout raises ExecutionTimeout, whose ``result`` holds the output until then."""
-        return self._call(_calls.run(workflow_id, node_id, code, timeout, version_id))
+        past its timeout raises ExecutionTimeout, whose ``result`` holds the output until then.
+        ``cold=True`` asks for a fresh interpreter even where the agent has a warm one."""
+        return self._call(_calls.run(workflow_id, node_id, code, timeout, version_id, cold))
+
+    def set_preload(self, workflow_id: str, node_id: str, modules: Iterable[str],
+                    version_id: Optional[str] = None) -> models.Preload:
+        """Set the modules the build's warm interpreter imports before any run ([] clears)."""
+        return self._call(_calls.set_preload(workflow_id, node_id, modules, version_id))
 
     def rollback(self, workflow_id: str, node_id: str, revision: int,
                  version_id: Optional[str] = None) -> models.RolledBack:
@@ -209,8 +215,12 @@ class AsyncClient:
         return await self._call(_calls.mutate("PUT", workflow_id, node_id, packages, version_id))
 
     async def run(self, workflow_id: str, node_id: str, code: str, timeout: Optional[float] = None,
-                  version_id: Optional[str] = None) -> models.RunResult:
-        return await self._call(_calls.run(workflow_id, node_id, code, timeout, version_id))
+                  version_id: Optional[str] = None, cold: bool = False) -> models.RunResult:
+        return await self._call(_calls.run(workflow_id, node_id, code, timeout, version_id, cold))
+
+    async def set_preload(self, workflow_id: str, node_id: str, modules: Iterable[str],
+                          version_id: Optional[str] = None) -> models.Preload:
+        return await self._call(_calls.set_preload(workflow_id, node_id, modules, version_id))
 
     async def rollback(self, workflow_id: str, node_id: str, revision: int,
                        version_id: Optional[str] = None) -> models.RolledBack:

@@ -120,6 +120,8 @@ class RunResult:
     revision: Optional[int] = None
     operation_id: Optional[int] = None
     woke: bool = False
+    #: forked from the build's warm interpreter on the agent, not started cold (same answer)
+    warm: bool = False
 
     @property
     def ok(self) -> bool:
@@ -197,6 +199,7 @@ class EnvView:
     last_error: Optional[str] = None
     build_id: str = ""
     disk_revision: Optional[int] = None
+    preload: List[str] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -224,6 +227,18 @@ class Status:
     build_id: str = ""
     disk_revision: Optional[int] = None
     build: Optional[Build] = None
+    preload: List[str] = dataclasses.field(default_factory=list)
+
+
+@dataclasses.dataclass(frozen=True)
+class Preload:
+    """``set_preload``: the modules the build's warm interpreter imports before any run."""
+
+    workflow_id: str
+    node_id: str
+    version_id: str
+    preload: List[str]
+    operation_id: int
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1353,7 +1353,10 @@ type RunRequest struct {
 	// through the API), on top of what the agent preloads by itself: the top-level modules of the
 	// build's direct dependencies and the modules recent runs of the build imported. Only a warm
 	// interpreter uses it; a cold run imports what its code imports.
-	Preload       []string `protobuf:"bytes,6,rep,name=preload,proto3" json:"preload,omitempty"`
+	Preload []string `protobuf:"bytes,6,rep,name=preload,proto3" json:"preload,omitempty"`
+	// Cold asks for a fresh interpreter even where a warm one is ready: a run whose code depends on
+	// what only a new process has (its own str hash seed, no module imported before it starts).
+	Cold          bool `protobuf:"varint,7,opt,name=cold,proto3" json:"cold,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1428,6 +1431,13 @@ func (x *RunRequest) GetPreload() []string {
 		return x.Preload
 	}
 	return nil
+}
+
+func (x *RunRequest) GetCold() bool {
+	if x != nil {
+		return x.Cold
+	}
+	return false
 }
 
 type RunResponse struct {
@@ -2379,7 +2389,7 @@ const file_envfabric_agent_v1_agent_proto_rawDesc = "" +
 	"\n" +
 	"wrong_size\x18\x04 \x03(\tR\twrongSize\x12#\n" +
 	"\rmissing_count\x18\x05 \x01(\x05R\fmissingCount\x12(\n" +
-	"\x10wrong_size_count\x18\x06 \x01(\x05R\x0ewrongSizeCount\"\xcc\x01\n" +
+	"\x10wrong_size_count\x18\x06 \x01(\x05R\x0ewrongSizeCount\"\xe0\x01\n" +
 	"\n" +
 	"RunRequest\x12,\n" +
 	"\x03env\x18\x01 \x01(\v2\x1a.envfabric.agent.v1.EnvRefR\x03env\x12\x12\n" +
@@ -2388,7 +2398,8 @@ const file_envfabric_agent_v1_agent_proto_rawDesc = "" +
 	"timeout_ms\x18\x03 \x01(\x03R\ttimeoutMs\x12(\n" +
 	"\x10max_output_bytes\x18\x04 \x01(\x03R\x0emaxOutputBytes\x12\x19\n" +
 	"\bbuild_id\x18\x05 \x01(\tR\abuildId\x12\x18\n" +
-	"\apreload\x18\x06 \x03(\tR\apreload\"\xa3\x02\n" +
+	"\apreload\x18\x06 \x03(\tR\apreload\x12\x12\n" +
+	"\x04cold\x18\a \x01(\bR\x04cold\"\xa3\x02\n" +
 	"\vRunResponse\x12\x16\n" +
 	"\x06stdout\x18\x01 \x01(\fR\x06stdout\x12\x16\n" +
 	"\x06stderr\x18\x02 \x01(\fR\x06stderr\x12\x1b\n" +
