@@ -221,7 +221,8 @@ func (s *Server) Run(ctx context.Context, req *connect.Request[agentv1.RunReques
 	}
 	var res runner.Result
 	warmRun := false
-	if id != "" && s.cfg.Warm.Enabled() {
+	// A run that asks to be cold (its own hash seed, nothing imported before it) always is.
+	if id != "" && !req.Msg.GetCold() && s.cfg.Warm.Enabled() {
 		res, warmRun, err = s.cfg.Warm.Run(ctx, s.warmBuild(id, req.Msg.GetPreload()), spec)
 		if err != nil {
 			return nil, s.fail(ctx, "run", err)
