@@ -406,3 +406,84 @@ print(parent)
 		t.Errorf("parent %q, then %q: want the same parent serving", lines[len(lines)-1], again.Stdout)
 	}
 }
+
+// A parent is recycled after WARM_MAX_RUNS runs: the next run goes cold while another starts.
+func TestRecycleAfterMaxRuns(t *testing.T) {
+	v, sb := venv(t), nsSandbox(t)
+	p := newPool(t, warm.Config{Sandbox: sb, MaxRuns: 2})
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(p.Collectors()...)
+	b := warm.Build{ID: "b", Venv: v}
+	python := filepath.Join(v, "bin", "python") + "\x00-c"
+	runWarm(t, p, b, sb, "pass", 30*time.Second, 100)
+	first := processesWith(python)
+	runWarm(t, p, b, sb, "pass", 30*time.Second, 100)
+	waitFor(t, "the recycled parent to go", func() bool { return len(first) == 1 && !alive(first[0]) })
+	runWarm(t, p, b, sb, "pass", 30*time.Second, 100)
+	if now := processesWith(python); len(now) != 1 || now[0] == first[0] {
+		t.Errorf("parents %v after two runs of %v; want another one", now, first)
+	}
+	if got := counterValue(t, reg, "envfabric_agent_warm_evictions_total", "runs"); got != 1 {
+		t.Errorf("evictions{reason=runs} = %v; want 1", got)
+	}
+}
+
+// Concurrent runs of one build are served by as many parents, at once: each of two runs waits
+// for the other to have started.
+func TestConcurrentRuns(t *testing.T) {
+	v := venv(t)
+	sb := sandbox.Config{Tier: sandbox.Process, PIDNamespace: true} // a /tmp both runs see
+	p := newPool(t, warm.Config{Sandbox: sb, ParentsPerBuild: 2})
+	b := warm.Build{ID: "b", Venv: v}
+	dir := t.TempDir()
+	code := func(mine, theirs string) string {
+		return fmt.Sprintf(`import os, time
+open(%q, "w").close()
+while not os.path.exists(%q):
+    time.sleep(0.01)
+print("met")`, filepath.Join(dir, mine), filepath.Join(dir, theirs))
+	}
+	if err := p.Prestart(t.Context(), b); err != nil {
+		t.Fatal(err)
+	}
+	type result struct {
+		res  runner.Result
+		warm bool
+		err  error
+	}
+	done := make(chan result, 2)
+	for _, c := range []string{code("a", "b"), code("b", "a")} {
+		go func() {
+			res, ok, err := p.Run(t.Context(), b, runner.Spec{VenvDir: v, Code: c, Timeout: 30 * time.Second, MaxOutput: 100, Sandbox: sb})
+			done <- result{res, ok, err}
+		}()
+	}
+	for range 2 {
+		r := <-done
+		if r.err != nil || !r.warm || string(r.res.Stdout) != "met\n" {
+			t.Errorf("got warm=%v err=%v %+v; want both runs warm, each meeting the other", r.warm, r.err, r.res)
+		}
+	}
+}
+
+// counterValue is the value of counter name with the one label value (0 if absent).
+func counterValue(t *testing.T, reg *prometheus.Registry, name, label string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetValue() == label {
+					return m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return 0
+}
