@@ -118,7 +118,43 @@ func New(cfg Config) *Pool {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Pool{cfg: cfg, log: cfg.Logger, ctx: ctx, cancel: cancel, builds: map[string]*build{}, metrics: newMetrics()}
+	p := &Pool{cfg: cfg, log: cfg.Logger, ctx: ctx, cancel: cancel, builds: map[string]*build{}, metrics: newMetrics()}
+	p.wg.Go(p.janitor)
+	return p
+}
+
+// janitorEvery is how often idle parents are looked at for their age and death, and forgotten
+// builds dropped, between runs.
+const janitorEvery = 30 * time.Second
+
+// janitor retires idle parents that expired (WARM_TTL, died) without a run to notice, and forgets
+// builds that have had no parent and no run for a while (what their runs imported goes too).
+func (p *Pool) janitor() {
+	t := time.NewTicker(janitorEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-p.ctx.Done():
+			return
+		case <-t.C:
+		}
+		p.mu.Lock()
+		for id, bs := range p.builds {
+			kept := bs.idle[:0]
+			for _, par := range bs.idle {
+				if reason := p.expired(par, false); reason != "" {
+					p.retireLocked(par, reason)
+					continue
+				}
+				kept = append(kept, par)
+			}
+			bs.idle = kept
+			if len(bs.live) == 0 && bs.starting == 0 && time.Since(bs.lastUsed) > time.Hour {
+				delete(p.builds, id)
+			}
+		}
+		p.mu.Unlock()
+	}
 }
 
 // Enabled reports whether runs may be warm: a memory budget, and a sandbox whose runs have a PID
