@@ -144,6 +144,9 @@ func (p *Pool) janitor() {
 			for _, par := range bs.idle {
 				if reason := p.expired(par, false); reason != "" {
 					p.retireLocked(par, reason)
+					if reason == "dead" && time.Since(bs.failed) > startBackoff {
+						p.startLocked(bs) // replaced; an idle one only expires
+					}
 					continue
 				}
 				kept = append(kept, par)
