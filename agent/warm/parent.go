@@ -77,6 +77,7 @@ type parent struct {
 	hostPid int
 	guard   string
 	baseMem uint64
+	preload []string // what it was asked to import
 	runs    int
 	seq     atomic.Int64
 	stopped sync.Once
@@ -88,7 +89,7 @@ type parent struct {
 
 // startParent starts a parent for b and waits until it has preloaded (or failed).
 func startParent(ctx context.Context, cfg *Config, b *build, preload []string, log *slog.Logger) (*parent, error) {
-	p := &parent{b: b, cfg: cfg, log: log, msgs: make(chan message, 4), done: make(chan struct{}), started: time.Now()}
+	p := &parent{b: b, cfg: cfg, log: log, msgs: make(chan message, 4), done: make(chan struct{}), started: time.Now(), preload: preload}
 	ok := false
 	defer func() {
 		if !ok {

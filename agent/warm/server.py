@@ -35,6 +35,7 @@ SECCOMP_MODE_FILTER = 2
 KEYCTL_CLEAR = 7
 KEY_SPEC_SESSION_KEYRING = -3
 MODULES_FILE = ".envfabric-modules"
+BASE_MODULES = frozenset()
 
 
 def log(*args):
@@ -223,9 +224,13 @@ def child(req, out_fd, err_fd, run_fd):
     signal.signal(signal.SIGINT, signal.default_int_handler)
     code = run_main(work)
     try:
-        names = sorted({m.partition(".")[0] for m in list(sys.modules) if m and not m.startswith("_")})
-        with open(os.path.join(work, MODULES_FILE), "w") as f:
-            f.write("\n".join(names))
+        # Only what the run imported beyond the parent's: walking every module object would copy
+        # the pages of each (their reference counts) for nothing.
+        if len(sys.modules) > len(BASE_MODULES):
+            names = sorted({m.partition(".")[0] for m in sys.modules.keys() - BASE_MODULES if m and not m.startswith("_")})
+            if names:
+                with open(os.path.join(work, MODULES_FILE), "w") as f:
+                    f.write("\n".join(names))
     except BaseException:
         pass
     if code == "SIGINT":
@@ -392,6 +397,8 @@ def main():
             names.append(n)
     start = time.monotonic()
     done, failed = preload(names)
+    global BASE_MODULES
+    BASE_MODULES = frozenset(sys.modules)
     gc.collect()
     gc.freeze()
     # A child of the same user cannot open /proc/<parent>/mem, environ, or ptrace it.

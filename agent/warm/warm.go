@@ -414,6 +414,13 @@ func (p *Pool) giveBack(par *parent, mods []string, reason string) {
 	bs.busy--
 	par.runs++
 	now := time.Now()
+	// A child reports only what it imported beyond its parent; what the parent preloaded because
+	// earlier runs imported it stays remembered while the parent serves.
+	for _, m := range par.preload {
+		if _, ok := bs.modules[m]; ok {
+			bs.modules[m] = now
+		}
+	}
 	for _, m := range mods {
 		bs.modules[m] = now
 	}
