@@ -52,7 +52,7 @@ func BenchmarkWarm(b *testing.B) {
 	if err := sb.Probe(sandbox.Program{}); err != nil {
 		b.Skipf("namespace tier unavailable: %v", err)
 	}
-	pool := warm.New(warm.Config{Sandbox: sb, MemoryBytes: 2 << 30, ParentsPerBuild: 1, WaitFree: time.Minute, Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+	pool := warm.New(warm.Config{Sandbox: sb, MemoryBytes: 2 << 30, ParentsPerBuild: 1, WaitFree: time.Minute, Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))})
 	defer pool.Close()
 	build := warm.Build{ID: "sci", Venv: venv}
 	if err := pool.Prestart(b.Context(), build); err != nil {
