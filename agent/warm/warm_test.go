@@ -204,7 +204,16 @@ func TestParentDies(t *testing.T) {
 		r, _, _ := p.Run(t.Context(), b, runner.Spec{VenvDir: v, Code: "import time; print('started', flush=True); time.sleep(300)", Timeout: 5 * time.Minute, MaxOutput: 100, Sandbox: sb})
 		done <- r
 	}()
-	waitFor(t, "the run to start", func() bool { return len(processesWith(python)) == 2 })
+	// Started: a child past "go" has /dev/null as stdin (the parent has its socket; a child before
+	// "go" still has it too, and would rightly go cold).
+	waitFor(t, "the run to start", func() bool {
+		for _, pid := range processesWith(python) {
+			if l, _ := os.Readlink(fmt.Sprintf("/proc/%d/fd/0", pid)); l == "/dev/null" {
+				return true
+			}
+		}
+		return false
+	})
 	if err := syscall.Kill(parents[0], syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
