@@ -4,16 +4,15 @@
 // same, plus PID, mount, network, IPC and UTS namespaces: the program sees its environment
 // read-only, none of the service's data, and no network).
 //
-// The isolation is set up by the agent's own binary, re-executed through /proc/self/exe under a
-// hidden argv[0] (see stage.go): Go cannot run code between fork and exec, and mounts, rlimits
-// and the drop to the run user must happen there. Any binary that imports this package handles
-// those stages in an init function, which is what lets test binaries sandbox too.
+// The isolation is set up by a small stage program in C (stage/envfabric-sandbox.c, found as
+// stageprog.go says): Go cannot run code between fork and exec, and mounts, rlimits and the drop
+// to the run user must happen there. The agent starts it in the tier's namespaces and hands it a
+// plan (plan.go); it is the namespace's init, forks, and the child becomes the program.
 package sandbox
 
 import (
 	"bytes"
 	"cmp"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -90,6 +89,9 @@ type Config struct {
 	// (DATA_ROOT, ENVS_BASE_PATH, UV_CACHE_DIR, the agent's HOME); a program's ReadOnly and
 	// Writable directories are mounted back inside them.
 	Hide []string
+	// Stage is the stage program; empty means envfabric-sandbox next to the running executable
+	// (stageprog.go).
+	Stage string
 }
 
 // Describe is the one-line summary for logs and /readyz.
@@ -131,36 +133,12 @@ type Program struct {
 	Writable []string
 }
 
-// plan is what the stage processes are told, as JSON in planVar.
-type plan struct {
-	Namespace    bool `json:"namespace,omitempty"` // mounts and network set-up
-	PIDNamespace bool `json:"pid_namespace,omitempty"`
-	AllowNetwork bool `json:"allow_network,omitempty"`
-	Drop         bool `json:"drop,omitempty"`
-	Filter       bool `json:"filter,omitempty"` // the system-call filter (filter.go)
-	// Slirp: the init stage waits for the agent's user-mode network on goFD, then prohibits
-	// Deny.
-	Slirp bool     `json:"slirp,omitempty"`
-	Deny  []string `json:"deny,omitempty"`
-	// Cgroups are the cgroup.procs files the first stage writes itself into.
-	Cgroups  []string `json:"cgroups,omitempty"`
-	UID      int      `json:"uid"`
-	GID      int      `json:"gid"`
-	Limits   Limits   `json:"limits"`
-	Hide     []string `json:"hide,omitempty"`
-	ReadOnly []string `json:"read_only,omitempty"`
-	Writable []string `json:"writable,omitempty"`
-	Path     string   `json:"path"`
-	Args     []string `json:"args"`
-	Env      []string `json:"env"`
-	Dir      string   `json:"dir"`
-}
-
 // Cmd is a program prepared to run in the sandbox. Set Stdout and Stderr on Cmd.Cmd, then Start
 // and Wait; ExitCode and SetupError tell what happened.
 type Cmd struct {
 	*exec.Cmd
 	statusR, statusW *os.File
+	planF            *os.File
 	status           []byte
 	plan             plan
 	runLimits        RunLimits
@@ -205,6 +183,10 @@ func (c Config) Command(p Program) (*Cmd, error) {
 	if c.RunLimits.any() && c.Cgroups == nil {
 		return nil, fmt.Errorf("whole-run limits (%+v) need the host's cgroups, and none were found", c.RunLimits)
 	}
+	stagePath, err := c.stageProgram()
+	if err != nil {
+		return nil, err
+	}
 	stage := execStage
 	attr := &syscall.SysProcAttr{Setsid: true, Pdeathsig: syscall.SIGKILL}
 	if pl.PIDNamespace {
@@ -225,7 +207,6 @@ func (c Config) Command(p Program) (*Cmd, error) {
 		}
 	}
 	var slirpBin string
-	var err error
 	if pl.Namespace && pl.AllowNetwork {
 		if slirpBin, err = exec.LookPath(cmp.Or(c.Slirp4netns, "slirp4netns")); err != nil {
 			return nil, fmt.Errorf("RUN_ALLOW_NETWORK needs slirp4netns (Debian package slirp4netns): %w", err)
@@ -239,7 +220,7 @@ func (c Config) Command(p Program) (*Cmd, error) {
 	if err != nil {
 		return nil, fmt.Errorf("status pipe: %w", err)
 	}
-	files := []*os.File{statusW} // fd 3 in the stage
+	files := []*os.File{statusW, nil} // fd 3 in the stage; the plan (fd 4) is made at Start
 	var goR, goW *os.File
 	if pl.Slirp {
 		if goR, goW, err = os.Pipe(); err != nil {
@@ -250,8 +231,11 @@ func (c Config) Command(p Program) (*Cmd, error) {
 		files = append(files, goR) // goFD
 	}
 	cmd := &exec.Cmd{
-		Path:        "/proc/self/exe",
-		Args:        []string{stage},
+		Path: stagePath,
+		Args: []string{stage},
+		// Nothing: the stage, and what it starts, never see the agent's environment
+		// (AGENT_TOKEN and the like); the program's own comes in the plan.
+		Env:         []string{},
 		Dir:         "/",
 		ExtraFiles:  files,
 		SysProcAttr: attr,
@@ -264,6 +248,9 @@ func (c Config) Command(p Program) (*Cmd, error) {
 func (c *Cmd) Start() error {
 	err := c.start()
 	c.statusW.Close()
+	if c.planF != nil {
+		c.planF.Close()
+	}
 	if c.goR != nil {
 		c.goR.Close()
 	}
@@ -289,13 +276,12 @@ func (c *Cmd) start() error {
 		c.cgroup = rc
 		c.plan.Cgroups = rc.procsFiles()
 	}
-	js, err := json.Marshal(c.plan)
+	f, err := planFile(c.plan)
 	if err != nil {
-		return fmt.Errorf("encode sandbox plan: %w", err)
+		return err
 	}
-	// Only the plan: the stages, and what they start, never see the agent's environment
-	// (AGENT_TOKEN and the like).
-	c.Env = []string{planVar + "=" + string(js)}
+	c.planF = f
+	c.ExtraFiles[planFD-statusFD] = f
 	if err := c.Cmd.Start(); err != nil {
 		return fmt.Errorf("start sandbox: %w", err)
 	}
@@ -385,15 +371,17 @@ func (c *Cmd) ExitCode() int {
 	return c.ProcessState.ExitCode()
 }
 
-// Probe runs prog (by default a no-op: the agent's own binary) under c and reports why it cannot
+// Probe runs prog (by default a no-op: the stage program) under c and reports why it cannot
 // run there. The agent refuses to start when its configured tier fails this.
 func (c Config) Probe(prog Program) error {
-	// The probe checks the isolation, not the memory bound. The default probe is this Go binary,
-	// whose runtime reserves address space as its threads come and go: under a run's RLIMIT_AS it
-	// failed now and then on a busy machine ("runtime: out of memory" at init), refusing a tier
-	// that works. The limit itself is a raw prlimit that cannot fail for a lower value.
+	// The probe checks the isolation, not the memory bound: a program's start-up may need more
+	// address space than a run's RLIMIT_AS allows (a Go binary's runtime did, now and then),
+	// refusing a tier that works. The limit itself is a setrlimit that cannot fail for a lower
+	// value.
 	c.Limits.MemoryBytes = 0
 	if prog.Path == "" {
+		// The stage program itself, which exits 0 under this name (in the sandbox,
+		// /proc/self/exe is the stage).
 		prog = Program{Path: "/proc/self/exe", Args: []string{probeStage}}
 	}
 	if prog.Dir == "" {
