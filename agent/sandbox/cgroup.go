@@ -31,6 +31,8 @@ type Cgroups struct {
 	Version int
 	memory  string
 	pids    string
+	// pool holds run cgroups made ahead of their runs and those left to remove (ready.go).
+	pool pool
 }
 
 // runPrefix names the run cgroups; FindCgroups removes empty leftovers of an agent that died.

@@ -149,6 +149,8 @@ type Cmd struct {
 	slirpBin string
 	goR, goW *os.File
 	slirp    *slirp
+	// netPid is the process whose network namespace is the run's.
+	netPid int
 }
 
 // Command prepares p under c. The returned command's process is the leader of a new session
@@ -269,6 +271,26 @@ func (c *Cmd) Start() error {
 
 func (c *Cmd) start() error {
 	if c.runLimits.any() {
+		// A ready stage makes the namespaces itself; one that needs a user namespace (an
+		// unprivileged agent) is started with it below.
+		if c.SysProcAttr.Cloneflags&syscall.CLONE_NEWUSER == 0 {
+			if r := c.cgroups.take(c.runLimits, c.Path); r != nil {
+				f, err := planFile(c.plan)
+				if err != nil {
+					go c.cgroups.pool.discard(r)
+					return err
+				}
+				c.planF = f
+				err = c.startReady(r, f)
+				if err == nil || c.Cmd == r.cmd {
+					return err
+				}
+				// The stage is gone (it did not take the run): start the ordinary way.
+				go c.cgroups.pool.discard(r)
+				c.planF = nil
+				f.Close()
+			}
+		}
 		rc, err := c.cgroups.create(c.runLimits)
 		if err != nil {
 			return err
@@ -285,13 +307,14 @@ func (c *Cmd) start() error {
 	if err := c.Cmd.Start(); err != nil {
 		return fmt.Errorf("start sandbox: %w", err)
 	}
+	c.netPid = c.Process.Pid
 	return nil
 }
 
 // startNetwork connects the started sandbox's network namespace and lets its init stage go on;
 // if that fails, the sandbox is killed (its init stage sees EOF and gives up too).
 func (c *Cmd) startNetwork() error {
-	s, err := startSlirp(c.slirpBin, c.Process.Pid)
+	s, err := startSlirp(c.slirpBin, c.netPid)
 	if err == nil {
 		c.slirp = s
 		_, err = c.goW.Write([]byte{1})
@@ -324,7 +347,8 @@ func (c *Cmd) Wait() error {
 	}
 	if c.cgroup != nil {
 		c.oomKills = c.cgroup.oomKills()
-		c.cgroup.remove()
+		// Removed after the answer: the kernel takes a moment to release a memory cgroup.
+		c.cgroups.release(c.cgroup)
 	}
 	return err
 }
