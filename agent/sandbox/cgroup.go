@@ -52,6 +52,10 @@ func FindCgroups(limits RunLimits) (*Cgroups, error) {
 		return nil, err
 	}
 	rc.remove()
+	// The first runs find their cgroups made already (ready.go).
+	if stage, err := (Config{}).stageProgram(); err == nil {
+		g.prepare(limits, stage)
+	}
 	return g, nil
 }
 

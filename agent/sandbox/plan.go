@@ -39,6 +39,7 @@ const (
 	flagDrop
 	flagSlirp
 	flagFilter
+	flagFallbacks // tests: the stage takes the ways of kernels without close_range and mount_setattr
 )
 
 // planFD is the stage's descriptor of the plan (after stdio and the status pipe).
@@ -68,6 +69,8 @@ type plan struct {
 	Args     []string
 	Env      []string
 	Dir      string
+	// fallbacks makes the stage take the ways of older kernels (tests).
+	fallbacks bool
 }
 
 // encode is the plan in the stage program's format.
@@ -82,7 +85,7 @@ func (pl plan) encode() ([]byte, error) {
 	for _, f := range []struct {
 		on   bool
 		flag uint64
-	}{{pl.Namespace, flagNamespace}, {pl.PIDNamespace, flagPIDNamespace}, {pl.Drop, flagDrop}, {pl.Slirp, flagSlirp}, {pl.Filter, flagFilter}} {
+	}{{pl.Namespace, flagNamespace}, {pl.PIDNamespace, flagPIDNamespace}, {pl.Drop, flagDrop}, {pl.Slirp, flagSlirp}, {pl.Filter, flagFilter}, {pl.fallbacks, flagFallbacks}} {
 		if f.on {
 			flags |= f.flag
 		}

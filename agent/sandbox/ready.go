@@ -80,6 +80,15 @@ func (g *Cgroups) take(limits RunLimits, stage string) *readyStage {
 	return r
 }
 
+// prepare starts making ready stages for runs with limits and the stage program.
+func (g *Cgroups) prepare(limits RunLimits, stage string) {
+	if r := g.take(limits, stage); r != nil {
+		g.pool.mu.Lock()
+		g.pool.ready = append(g.pool.ready, r)
+		g.pool.mu.Unlock()
+	}
+}
+
 // release removes a run's cgroup after the run, off its critical path.
 func (g *Cgroups) release(rc *runCgroup) {
 	p := &g.pool

@@ -56,6 +56,7 @@ enum {
 };
 enum {
 	F_NAMESPACE = 1 << 0, F_PIDNS = 1 << 1, F_DROP = 1 << 2, F_SLIRP = 1 << 3, F_FILTER = 1 << 4,
+	F_FALLBACKS = 1 << 5, // tests: take the ways of kernels without close_range and mount_setattr
 };
 
 // head is T_HEAD's value: nine little-endian 64-bit numbers.
@@ -200,10 +201,12 @@ static int join_cgroups(void) {
 // and 2 and nothing else: not the status pipe (a failed execve still reports on it), and not what
 // the agent inherited without close-on-exec from its own parent.
 static int cloexec_extra(void) {
-	if (syscall(SYS_close_range, 3U, ~0U, 4U /* CLOSE_RANGE_CLOEXEC */) == 0)
-		return 0;
-	if (errno != ENOSYS && errno != EINVAL)
-		return fail("descriptors: close_range: %s", errstr(errno));
+	if (!(h.flags & F_FALLBACKS)) {
+		if (syscall(SYS_close_range, 3U, ~0U, 4U /* CLOSE_RANGE_CLOEXEC */) == 0)
+			return 0;
+		if (errno != ENOSYS && errno != EINVAL)
+			return fail("descriptors: close_range: %s", errstr(errno));
+	}
 	DIR *d = opendir("/proc/self/fd");
 	if (d) {
 		int self = dirfd(d);
@@ -316,6 +319,8 @@ struct mount_attr_ {
 // private tmpfs, the work directory) are not affected.
 static int read_only_root(void) {
 	struct mount_attr_ attr = {.attr_set = 0x1 /* RDONLY */ | 0x2 /* NOSUID */};
+	if (h.flags & F_FALLBACKS)
+		return read_only_each();
 	if (syscall(442 /* mount_setattr */, AT_FDCWD, "/", 0x8000 /* AT_RECURSIVE */, &attr, sizeof attr) == 0)
 		return 0;
 	if (errno != ENOSYS)
