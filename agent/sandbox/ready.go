@@ -346,7 +346,7 @@ func (c *Cmd) startReady(r *readyStage, plan *os.File) error {
 	for i, f := range files {
 		fds[i] = int(f.Fd())
 	}
-	if err := unix.Sendmsg(int(r.sock.Fd()), []byte{'g'}, unix.UnixRights(fds...), nil, 0); err != nil {
+	if err := unix.Sendmsg(int(r.sock.Fd()), []byte{'g'}, unix.UnixRights(fds...), nil, unix.MSG_NOSIGNAL); err != nil {
 		return fmt.Errorf("hand the run to a ready stage: %w", err)
 	}
 	c.Cmd = r.cmd

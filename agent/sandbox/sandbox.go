@@ -154,8 +154,9 @@ type Cmd struct {
 }
 
 // Command prepares p under c. The returned command's process is the leader of a new session
-// (its pid is the process group to kill); with a PID namespace it is the namespace's init, and
-// killing it kills every process in the namespace.
+// (its pid is the process group to kill); with a PID namespace it is the namespace's init, or,
+// when the run went to a ready stage (ready.go), the init's parent, with which the init dies:
+// either way killing it kills every process in the namespace.
 func (c Config) Command(p Program) (*Cmd, error) {
 	pl := plan{
 		Namespace:    c.Tier == Namespace,
