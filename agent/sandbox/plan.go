@@ -27,7 +27,6 @@ const (
 	tagHide
 	tagReadOnly
 	tagWritable
-	tagCgroup
 	tagDeny
 	tagFilter
 )
@@ -39,6 +38,7 @@ const (
 	flagDrop
 	flagSlirp
 	flagFilter
+	flagUserNamespace
 	flagFallbacks // tests: the stage takes the ways of kernels without close_range and mount_setattr
 )
 
@@ -52,14 +52,15 @@ const defaultTmpfsSize = 256 << 20
 type plan struct {
 	Namespace    bool // mounts and network set-up
 	PIDNamespace bool
-	AllowNetwork bool
-	Drop         bool
-	Filter       bool // the system-call filter (filter.go)
+	// UserNamespace: the stage makes a user namespace mapping only the agent's ids, for the PID
+	// namespace of an unprivileged agent.
+	UserNamespace bool
+	AllowNetwork  bool
+	Drop          bool
+	Filter        bool // the system-call filter (filter.go)
 	// Slirp: the stage waits for the agent's user-mode network on goFD, then prohibits Deny.
-	Slirp bool
-	Deny  []string
-	// Cgroups are the cgroup.procs files the first stage writes itself into.
-	Cgroups  []string
+	Slirp    bool
+	Deny     []string
 	UID, GID int
 	Limits   Limits
 	Hide     []string
@@ -85,7 +86,7 @@ func (pl plan) encode() ([]byte, error) {
 	for _, f := range []struct {
 		on   bool
 		flag uint64
-	}{{pl.Namespace, flagNamespace}, {pl.PIDNamespace, flagPIDNamespace}, {pl.Drop, flagDrop}, {pl.Slirp, flagSlirp}, {pl.Filter, flagFilter}, {pl.fallbacks, flagFallbacks}} {
+	}{{pl.Namespace, flagNamespace}, {pl.PIDNamespace, flagPIDNamespace}, {pl.Drop, flagDrop}, {pl.Slirp, flagSlirp}, {pl.Filter, flagFilter}, {pl.UserNamespace, flagUserNamespace}, {pl.fallbacks, flagFallbacks}} {
 		if f.on {
 			flags |= f.flag
 		}
@@ -107,7 +108,7 @@ func (pl plan) encode() ([]byte, error) {
 		vs  []string
 	}{
 		{tagPath, []string{pl.Path}}, {tagDir, []string{pl.Dir}}, {tagArg, pl.Args}, {tagEnv, pl.Env},
-		{tagHide, outermost(pl.Hide)}, {tagReadOnly, pl.ReadOnly}, {tagWritable, pl.Writable}, {tagCgroup, pl.Cgroups},
+		{tagHide, outermost(pl.Hide)}, {tagReadOnly, pl.ReadOnly}, {tagWritable, pl.Writable},
 	}
 	for _, s := range strs {
 		for _, v := range s.vs {

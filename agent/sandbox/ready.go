@@ -1,8 +1,8 @@
 package sandbox
 
 import (
-	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"strconv"
@@ -29,11 +29,13 @@ const readyStages = 2
 // readyTimeout bounds how long a new ready stage may take to join its cgroup.
 const readyTimeout = 5 * time.Second
 
-// readyStage is a stage waiting in its run cgroup.
+// readyStage is a stage waiting for its run (in its run cgroup, if any).
 type readyStage struct {
 	cmd  *exec.Cmd
 	sock *os.File // the agent's end; EOF tells the stage to go
 	rc   *runCgroup
+	// fresh: started for the run at hand, not taken from the pool.
+	fresh bool
 }
 
 // pool is a Cgroups' ready stages and its cgroups waiting for removal, kept by one goroutine.
@@ -65,7 +67,7 @@ func (g *Cgroups) take(limits RunLimits, stage string) *readyStage {
 	if p.limits != limits || p.stage != stage {
 		// Another configuration (tests use several): what waits was made for the old one.
 		for _, r := range p.ready {
-			go p.discard(r)
+			go discard(r)
 		}
 		p.ready, p.limits, p.stage = nil, limits, stage
 	}
@@ -139,7 +141,7 @@ func (g *Cgroups) Close() {
 		<-p.done
 	}
 	for _, r := range ready {
-		p.discard(r)
+		discard(r)
 	}
 }
 
@@ -188,7 +190,13 @@ func (g *Cgroups) fill() {
 		}
 		limits, stage := p.limits, p.stage
 		p.mu.Unlock()
-		r, err := g.newReady(limits, stage)
+		var r *readyStage
+		rc, err := g.create(limits)
+		if err == nil {
+			if r, err = newReady(stage, g, rc); err == nil {
+				r.fresh = false
+			}
+		}
 		p.mu.Lock()
 		if err != nil {
 			p.failed = time.Now()
@@ -197,7 +205,7 @@ func (g *Cgroups) fill() {
 		}
 		if p.closed || p.limits != limits || p.stage != stage {
 			p.mu.Unlock()
-			p.discard(r)
+			discard(r)
 			continue
 		}
 		p.ready = append(p.ready, r)
@@ -207,10 +215,12 @@ func (g *Cgroups) fill() {
 
 // discard ends a ready stage that will not serve a run: it leaves and removes its cgroup itself
 // on EOF; the agent makes sure.
-func (p *pool) discard(r *readyStage) {
+func discard(r *readyStage) {
 	r.sock.Close()
 	_ = r.cmd.Wait()
-	r.rc.remove()
+	if r.rc != nil {
+		r.rc.remove()
+	}
 }
 
 // homes are the cgroup directories a ready stage returns to before it removes its own: the
@@ -246,97 +256,133 @@ func (g *Cgroups) homes() ([]string, error) {
 	return homes, nil
 }
 
-// newReady makes a run cgroup with limits and starts a stage in it, and waits until it is in.
-func (g *Cgroups) newReady(limits RunLimits, stage string) (*readyStage, error) {
-	homes, err := g.homes()
-	if err != nil {
-		return nil, err
-	}
-	rc, err := g.create(limits)
-	if err != nil {
-		return nil, err
-	}
-	if len(homes) != len(rc.dirs) {
-		rc.remove()
-		return nil, fmt.Errorf("ready stage: %d cgroups, %d homes", len(rc.dirs), len(homes))
+// newReady starts a stage (in rc, when there is one) and waits until it is in. Without rc it is
+// started for the run at hand; the pool makes its own.
+func newReady(stage string, g *Cgroups, rc *runCgroup) (*readyStage, error) {
+	args := []string{readyArg0, "0"}
+	if rc != nil {
+		homes, err := g.homes()
+		if err == nil && len(homes) != len(rc.dirs) {
+			err = fmt.Errorf("%d cgroups, %d homes", len(rc.dirs), len(homes))
+		}
+		if err != nil {
+			rc.remove()
+			return nil, fmt.Errorf("start the sandbox: %w", err)
+		}
+		args = append(append([]string{readyArg0, strconv.Itoa(len(rc.dirs))}, rc.dirs...), homes...)
 	}
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
-		rc.remove()
-		return nil, fmt.Errorf("ready stage: socketpair: %w", err)
+		if rc != nil {
+			rc.remove()
+		}
+		return nil, fmt.Errorf("start the sandbox: socketpair: %w", err)
 	}
 	mine, theirs := os.NewFile(uintptr(fds[0]), "ready"), os.NewFile(uintptr(fds[1]), "ready-stage")
-	args := append([]string{"envfabric-sandbox-ready", strconv.Itoa(len(rc.dirs))}, rc.dirs...)
 	cmd := &exec.Cmd{
-		Path:        stage,
-		Args:        append(args, homes...),
-		Env:         []string{},
-		Dir:         "/",
-		ExtraFiles:  []*os.File{theirs},
+		Path: stage,
+		Args: args,
+		// Nothing: the stage, and what it starts, never see the agent's environment
+		// (AGENT_TOKEN and the like); the program's own comes in the plan.
+		Env:        []string{},
+		Dir:        "/",
+		ExtraFiles: []*os.File{theirs},
+		// Its own session: its pid is the run's process group. It dies with the agent once it
+		// has a run (it sets PR_SET_PDEATHSIG then); until then it sees EOF instead.
 		SysProcAttr: &syscall.SysProcAttr{Setsid: true},
 	}
 	err = cmd.Start()
 	theirs.Close()
 	if err != nil {
 		mine.Close()
-		rc.remove()
-		return nil, fmt.Errorf("ready stage: %w", err)
+		if rc != nil {
+			rc.remove()
+		}
+		return nil, fmt.Errorf("start the sandbox: %w", err)
 	}
-	r := &readyStage{cmd: cmd, sock: mine, rc: rc}
+	r := &readyStage{cmd: cmd, sock: mine, rc: rc, fresh: true}
 	_ = mine.SetReadDeadline(time.Now().Add(readyTimeout))
 	b := make([]byte, 1)
 	if _, err := mine.Read(b); err != nil || b[0] != 'r' {
 		_ = cmd.Process.Kill()
-		g.pool.discard(r)
-		return nil, fmt.Errorf("ready stage did not join its cgroup: %v", err)
+		discard(r)
+		return nil, fmt.Errorf("start the sandbox: the stage did not get ready (it joins the run's cgroup): %v", err)
 	}
 	_ = mine.SetReadDeadline(time.Time{})
 	return r, nil
 }
 
-// errNotReady: the run cannot use a ready stage (descriptors it does not have as files); it
-// starts the ordinary way.
-var errNotReady = errors.New("no ready stage for this run")
+// interfaceEqual is a == b, false where the dynamic type is not comparable.
+func interfaceEqual(a, b any) (eq bool) {
+	defer func() { _ = recover() }()
+	return a == b
+}
 
-// stdio is the descriptor for one of the run's standard streams.
-func stdio(v any, flag int) (*os.File, bool, error) {
-	switch f := v.(type) {
-	case nil:
-		null, err := os.OpenFile(os.DevNull, flag, 0)
-		return null, true, err
-	case *os.File:
-		return f, false, nil
+// stdio are the descriptors of the run's stdin, stdout and stderr: files as they are, nil as
+// /dev/null, other writers through a pipe copied into them until the run's last writer closes it
+// (Wait waits for that, as exec.Cmd does).
+func (c *Cmd) stdio() ([]*os.File, error) {
+	var files []*os.File
+	in, ok := c.Stdin.(*os.File)
+	switch {
+	case c.Stdin == nil:
+		null, err := os.Open(os.DevNull)
+		if err != nil {
+			return nil, err
+		}
+		c.copyPipes = append(c.copyPipes, null)
+		in = null
+	case !ok:
+		return nil, fmt.Errorf("sandbox: Stdin must be nil or an *os.File, not %T", c.Stdin)
 	}
-	return nil, false, errNotReady
+	files = append(files, in)
+	for i, w := range []io.Writer{c.Stdout, c.Stderr} {
+		if i == 1 && c.Stderr != nil && interfaceEqual(c.Stderr, c.Stdout) {
+			files = append(files, files[1])
+			continue
+		}
+		if f, ok := w.(*os.File); ok {
+			files = append(files, f)
+			continue
+		}
+		if w == nil {
+			null, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
+			if err != nil {
+				return nil, err
+			}
+			c.copyPipes = append(c.copyPipes, null)
+			files = append(files, null)
+			continue
+		}
+		pr, pw, err := os.Pipe()
+		if err != nil {
+			return nil, err
+		}
+		c.copyPipes = append(c.copyPipes, pw)
+		c.copies.Go(func() {
+			_, _ = io.Copy(w, pr)
+			pr.Close()
+		})
+		files = append(files, pw)
+	}
+	return files, nil
+}
+
+// closeCopies closes the agent's ends the run holds now (or, after a failed start, never will).
+func (c *Cmd) closeCopies() {
+	for _, f := range c.copyPipes {
+		f.Close()
+	}
+	c.copyPipes = nil
 }
 
 // startReady hands the run to r: its stdin, stdout, stderr, status pipe, plan and network pipe,
 // as one message. c then is r's process.
 func (c *Cmd) startReady(r *readyStage, plan *os.File) error {
-	var files []*os.File
-	var opened []*os.File
-	defer func() {
-		for _, f := range opened {
-			f.Close()
-		}
-	}()
-	for i, s := range []any{c.Stdin, c.Stdout, c.Stderr} {
-		var v any
-		if s != nil {
-			v = s
-		}
-		flag := os.O_WRONLY
-		if i == 0 {
-			flag = os.O_RDONLY
-		}
-		f, mine, err := stdio(v, flag)
-		if err != nil {
-			return err
-		}
-		if mine {
-			opened = append(opened, f)
-		}
-		files = append(files, f)
+	c.closeCopies()
+	files, err := c.stdio()
+	if err != nil {
+		return err
 	}
 	files = append(files, c.statusW, plan)
 	if c.goR != nil {
@@ -346,8 +392,10 @@ func (c *Cmd) startReady(r *readyStage, plan *os.File) error {
 	for i, f := range files {
 		fds[i] = int(f.Fd())
 	}
-	if err := unix.Sendmsg(int(r.sock.Fd()), []byte{'g'}, unix.UnixRights(fds...), nil, unix.MSG_NOSIGNAL); err != nil {
-		return fmt.Errorf("hand the run to a ready stage: %w", err)
+	err = unix.Sendmsg(int(r.sock.Fd()), []byte{'g'}, unix.UnixRights(fds...), nil, unix.MSG_NOSIGNAL)
+	c.closeCopies()
+	if err != nil {
+		return fmt.Errorf("hand the run to the sandbox's stage: %w", err)
 	}
 	c.Cmd = r.cmd
 	c.cgroup = r.rc

@@ -20,7 +20,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
+	"sync"
 	"time"
 )
 
@@ -151,6 +151,10 @@ type Cmd struct {
 	slirp    *slirp
 	// netPid is the process whose network namespace is the run's.
 	netPid int
+	stage  string // the stage program
+	// Output to writers that are not files goes through pipes read by these (ready.go).
+	copies    sync.WaitGroup
+	copyPipes []*os.File
 }
 
 // Command prepares p under c. The returned command's process is the leader of a new session
@@ -190,25 +194,10 @@ func (c Config) Command(p Program) (*Cmd, error) {
 	if err != nil {
 		return nil, err
 	}
-	stage := execStage
-	attr := &syscall.SysProcAttr{Setsid: true, Pdeathsig: syscall.SIGKILL}
-	if pl.PIDNamespace {
-		// The init stage becomes pid 1 of the new namespace; when it exits the kernel kills
-		// everything left in there, including processes that called setsid.
-		stage = initStage
-		attr.Cloneflags = syscall.CLONE_NEWPID
-		if pl.Namespace {
-			attr.Cloneflags |= syscall.CLONE_NEWNS | syscall.CLONE_NEWIPC | syscall.CLONE_NEWUTS | syscall.CLONE_NEWNET
-		} else if uid, gid := os.Geteuid(), os.Getegid(); uid != 0 {
-			// Only a user namespace lets an unprivileged agent make a PID namespace. It maps
-			// the agent's ids to themselves and nothing else, so the code is no one new, and
-			// the capabilities it would hold in there end at the exec stage's execve.
-			attr.Cloneflags |= syscall.CLONE_NEWUSER
-			attr.UidMappings = []syscall.SysProcIDMap{{ContainerID: uid, HostID: uid, Size: 1}}
-			attr.GidMappings = []syscall.SysProcIDMap{{ContainerID: gid, HostID: gid, Size: 1}}
-			attr.GidMappingsEnableSetgroups = false
-		}
-	}
+	// Only a user namespace lets an unprivileged agent make a PID namespace. The stage maps the
+	// agent's ids to themselves and nothing else, so the code is no one new, and the
+	// capabilities it would hold in there end at the exec stage's execve.
+	pl.UserNamespace = pl.PIDNamespace && !pl.Namespace && os.Geteuid() != 0
 	var slirpBin string
 	if pl.Namespace && pl.AllowNetwork {
 		if slirpBin, err = exec.LookPath(cmp.Or(c.Slirp4netns, "slirp4netns")); err != nil {
@@ -223,7 +212,6 @@ func (c Config) Command(p Program) (*Cmd, error) {
 	if err != nil {
 		return nil, fmt.Errorf("status pipe: %w", err)
 	}
-	files := []*os.File{statusW, nil} // fd 3 in the stage; the plan (fd 4) is made at Start
 	var goR, goW *os.File
 	if pl.Slirp {
 		if goR, goW, err = os.Pipe(); err != nil {
@@ -231,20 +219,12 @@ func (c Config) Command(p Program) (*Cmd, error) {
 			statusW.Close()
 			return nil, fmt.Errorf("network pipe: %w", err)
 		}
-		files = append(files, goR) // goFD
 	}
-	cmd := &exec.Cmd{
-		Path: stagePath,
-		Args: []string{stage},
-		// Nothing: the stage, and what it starts, never see the agent's environment
-		// (AGENT_TOKEN and the like); the program's own comes in the plan.
-		Env:         []string{},
-		Dir:         "/",
-		ExtraFiles:  files,
-		SysProcAttr: attr,
-	}
+	// The exec.Cmd carries the caller's Stdin, Stdout and Stderr until Start; from then on it is
+	// the stage's process.
+	cmd := &exec.Cmd{Path: stagePath, Args: []string{readyArg0}}
 	return &Cmd{Cmd: cmd, statusR: statusR, statusW: statusW, plan: pl, runLimits: c.RunLimits, cgroups: c.Cgroups,
-		slirpBin: slirpBin, goR: goR, goW: goW}, nil
+		stage: stagePath, slirpBin: slirpBin, goR: goR, goW: goW}, nil
 }
 
 // Start makes the run's cgroup (with whole-run limits) and starts the sandbox.
@@ -262,6 +242,7 @@ func (c *Cmd) Start() error {
 	}
 	if err != nil {
 		c.statusR.Close()
+		c.closeCopies()
 		if c.cgroup != nil {
 			c.cgroup.remove()
 		}
@@ -271,45 +252,42 @@ func (c *Cmd) Start() error {
 }
 
 func (c *Cmd) start() error {
+	var r *readyStage
 	if c.runLimits.any() {
-		// A ready stage makes the namespaces itself; one that needs a user namespace (an
-		// unprivileged agent) is started with it below.
-		if c.SysProcAttr.Cloneflags&syscall.CLONE_NEWUSER == 0 {
-			if r := c.cgroups.take(c.runLimits, c.Path); r != nil {
-				f, err := planFile(c.plan)
-				if err != nil {
-					go c.cgroups.pool.discard(r)
+		r = c.cgroups.take(c.runLimits, c.stage)
+	}
+	for {
+		if r == nil {
+			var rc *runCgroup
+			if c.runLimits.any() {
+				var err error
+				if rc, err = c.cgroups.create(c.runLimits); err != nil {
 					return err
 				}
-				c.planF = f
-				err = c.startReady(r, f)
-				if err == nil || c.Cmd == r.cmd {
-					return err
-				}
-				// The stage is gone (it did not take the run): start the ordinary way.
-				go c.cgroups.pool.discard(r)
-				c.planF = nil
-				f.Close()
+			}
+			var err error
+			if r, err = newReady(c.stage, c.cgroups, rc); err != nil {
+				return err
 			}
 		}
-		rc, err := c.cgroups.create(c.runLimits)
+		f, err := planFile(c.plan)
 		if err != nil {
+			go discard(r)
 			return err
 		}
-		c.cgroup = rc
-		c.plan.Cgroups = rc.procsFiles()
+		c.planF = f
+		err = c.startReady(r, f)
+		if err == nil || c.Cmd == r.cmd || r.fresh {
+			if err != nil && c.Cmd != r.cmd {
+				go discard(r)
+			}
+			return err
+		}
+		// A ready stage that went away while it waited (it did not take the run): a fresh one.
+		go discard(r)
+		c.planF, r = nil, nil
+		f.Close()
 	}
-	f, err := planFile(c.plan)
-	if err != nil {
-		return err
-	}
-	c.planF = f
-	c.ExtraFiles[planFD-statusFD] = f
-	if err := c.Cmd.Start(); err != nil {
-		return fmt.Errorf("start sandbox: %w", err)
-	}
-	c.netPid = c.Process.Pid
-	return nil
 }
 
 // startNetwork connects the started sandbox's network namespace and lets its init stage go on;
@@ -335,6 +313,7 @@ func (c *Cmd) startNetwork() error {
 // Wait waits for the sandbox to exit and collects what its stages reported.
 func (c *Cmd) Wait() error {
 	err := c.Cmd.Wait()
+	c.copies.Wait()
 	// Every writer of the status pipe is gone once the stage exited: the program never holds it
 	// (close-on-exec) and the init stage's namespace died with it. The deadline only guards
 	// against a bug.

@@ -22,10 +22,10 @@ import (
 // directory of the temporary directory named for the source's hash.
 const StageName = "envfabric-sandbox"
 
-// The stage program's argv[0] in each role (ps shows them), and that of the default probe.
+// The stage program's argv[0]: the agent starts it as a ready stage (ready.go); under the
+// probe's name it exits 0 (the default program of Probe).
 const (
-	initStage  = "envfabric-sandbox-init"
-	execStage  = "envfabric-sandbox-exec"
+	readyArg0  = "envfabric-sandbox-ready"
 	probeStage = "envfabric-sandbox-probe"
 	statusFD   = 3
 )

@@ -52,11 +52,12 @@ enum { STATUS_FD = 3, PLAN_FD = 4, GO_FD = 5, EXIT_SETUP = 125 };
 
 // Plan records: a tag byte, a little-endian 32-bit length, the value. Must match plan.go.
 enum {
-	T_HEAD = 1, T_PATH, T_ARG, T_ENV, T_DIR, T_HIDE, T_RO, T_RW, T_CGROUP, T_DENY, T_FILTER,
+	T_HEAD = 1, T_PATH, T_ARG, T_ENV, T_DIR, T_HIDE, T_RO, T_RW, T_DENY, T_FILTER,
 };
 enum {
 	F_NAMESPACE = 1 << 0, F_PIDNS = 1 << 1, F_DROP = 1 << 2, F_SLIRP = 1 << 3, F_FILTER = 1 << 4,
-	F_FALLBACKS = 1 << 5, // tests: take the ways of kernels without close_range and mount_setattr
+	F_USERNS = 1 << 5, // the PID namespace of an unprivileged agent needs a user namespace
+	F_FALLBACKS = 1 << 6, // tests: take the ways of kernels without close_range and mount_setattr
 };
 
 // head is T_HEAD's value: nine little-endian 64-bit numbers.
@@ -76,7 +77,7 @@ struct deny {
 
 static struct head h;
 static char *path, *dir;
-static struct list args, env, hide, ro, rw, cgroups;
+static struct list args, env, hide, ro, rw;
 static struct deny *denies;
 static size_t ndeny;
 static struct sock_filter *filter;
@@ -152,7 +153,6 @@ static int read_plan(void) {
 		case T_HIDE: push(&hide, v, n); break;
 		case T_RO: push(&ro, v, n); break;
 		case T_RW: push(&rw, v, n); break;
-		case T_CGROUP: push(&cgroups, v, n); break;
 		case T_DENY:
 			if (n != 5)
 				return fail("decode plan: deny of %u bytes", n);
@@ -178,22 +178,6 @@ static int read_plan(void) {
 	if (!env.v)
 		env.v = calloc(1, sizeof *env.v);
 	free(b);
-	return 0;
-}
-
-// join_cgroups moves this process into each cgroup.procs file: the first stage does this before
-// it starts anything, so nothing of the run is ever outside.
-static int join_cgroups(void) {
-	for (size_t i = 0; i < cgroups.n; i++) {
-		int fd = open(cgroups.v[i], O_WRONLY | O_CLOEXEC);
-		if (fd < 0 || write(fd, "0", 1) != 1) {
-			int e = errno;
-			if (fd >= 0)
-				close(fd);
-			return fail("join run cgroup: write %s: %s", cgroups.v[i], errstr(e));
-		}
-		close(fd);
-	}
 	return 0;
 }
 
@@ -576,8 +560,6 @@ static void raw_write(const char *s) {
 // run_exec sets the limits, drops privileges and becomes the program.
 static int run_exec(void) {
 	int rc;
-	if (!(h.flags & F_PIDNS) && (rc = join_cgroups()))
-		return rc; // this is the first stage
 	if ((rc = cloexec_extra()))
 		return rc;
 	// No setuid binary (su, sudo, ping) can give the code more than it starts with.
@@ -668,9 +650,6 @@ static int run_exec(void) {
 // run_init is pid 1 of the sandbox's PID namespace.
 static int run_init(void) {
 	int rc;
-	// First of all: nothing of the run may start outside its cgroup.
-	if ((rc = join_cgroups()))
-		return rc;
 	if ((rc = cloexec_extra()))
 		return rc;
 	if (h.flags & F_NAMESPACE) {
@@ -732,8 +711,8 @@ static int write_file(const char *dir, const char *file, const char *value) {
 // agent goes away instead (EOF: it closed the socket, or died), it moves back into the HOME
 // cgroups, removes the run cgroups and exits.
 static int run_ready(int argc, char **argv) {
-	int n = argc > 1 ? atoi(argv[1]) : 0;
-	if (n <= 0 || argc != 2 + 2 * n)
+	int n = argc > 1 ? atoi(argv[1]) : -1;
+	if (n < 0 || argc != 2 + 2 * n)
 		return EXIT_SETUP;
 	char **dirs = argv + 2, **homes = argv + 2 + n;
 	pid_t agent = getppid();
@@ -791,11 +770,28 @@ static int run_ready(int argc, char **argv) {
 		close(sock);
 		return run_exec();
 	}
+	// The init stage, this process's child, is pid 1 of the new PID namespace; when it exits the
+	// kernel kills everything left in there, including processes that called setsid.
 	int flags = CLONE_NEWPID;
 	if (h.flags & F_NAMESPACE)
 		flags |= CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWNET;
+	uid_t uid = getuid();
+	gid_t gid = getgid();
+	if (h.flags & F_USERNS)
+		flags |= CLONE_NEWUSER;
 	if (unshare(flags) != 0)
 		return fail("unshare: %s", errstr(errno));
+	if (h.flags & F_USERNS) {
+		// Only the agent's own ids, mapped to themselves: the code is no one new, and the
+		// capabilities it would hold in there end at the exec stage's execve.
+		char m[64];
+		snprintf(m, sizeof m, "%u %u 1", (unsigned)uid, (unsigned)uid);
+		if (write_file("/proc/self", "uid_map", m) != 0 || write_file("/proc/self", "setgroups", "deny") != 0)
+			return fail("user namespace: %s", errstr(errno));
+		snprintf(m, sizeof m, "%u %u 1", (unsigned)gid, (unsigned)gid);
+		if (write_file("/proc/self", "gid_map", m) != 0)
+			return fail("user namespace: %s", errstr(errno));
+	}
 	pid_t child = fork();
 	if (child < 0)
 		return fail("start init stage: %s", errstr(errno));
@@ -827,8 +823,6 @@ int main(int argc, char **argv) {
 		return 0;
 	if (argv[0] && strcmp(argv[0], "envfabric-sandbox-ready") == 0)
 		return run_ready(argc, argv);
-	int rc = read_plan();
-	if (rc)
-		return rc;
-	return (h.flags & F_PIDNS) ? run_init() : run_exec();
+	fprintf(stderr, "envfabric-sandbox: the agent's run sandbox stage; not to be run by hand\n");
+	return EXIT_SETUP;
 }
