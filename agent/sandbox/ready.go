@@ -19,8 +19,8 @@ import (
 // rest of the sandbox. So the run cgroups are made ahead of the runs, each with a stage process
 // already inside it (the stage program's ready mode), and removed after the answer. A run takes
 // one (Cmd.Start), hands it its descriptors and plan, and the stage makes the namespaces itself;
-// each cgroup and each stage serve exactly one run. When none is ready (the first run, a burst),
-// the run makes its own cgroup as before.
+// each cgroup and each stage serve exactly one run. When none is ready (the first run, a burst,
+// a run without whole-run limits), the run starts a stage of its own the same way.
 
 // readyStages is how many stages wait in their cgroups: enough for the runs that start at once
 // on a small host; more only hold memory (one small process each).

@@ -6,8 +6,9 @@
 //
 // The isolation is set up by a small stage program in C (stage/envfabric-sandbox.c, found as
 // stageprog.go says): Go cannot run code between fork and exec, and mounts, rlimits and the drop
-// to the run user must happen there. The agent starts it in the tier's namespaces and hands it a
-// plan (plan.go); it is the namespace's init, forks, and the child becomes the program.
+// to the run user must happen there. The agent hands it the run's descriptors and a plan
+// (plan.go, ready.go); it makes the tier's namespaces, its child is the namespace's init, and the
+// init's child becomes the program.
 package sandbox
 
 import (

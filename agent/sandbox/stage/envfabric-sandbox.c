@@ -1,21 +1,24 @@
 // envfabric-sandbox: the stage program of the run sandbox (docs/sandbox.md, "How a run is started").
 //
-// The agent starts it for every run, in the namespaces of the run's tier, with:
+// The agent starts it as "envfabric-sandbox-ready N DIR... HOME..." with a socket on fd 3 (see
+// run_ready): it joins the run's cgroup directories, if any, and waits for its run, ahead of it
+// when the agent keeps it in its pool. The run arrives as descriptors, which become:
 //   fd 0-2  the program's stdin, stdout and stderr;
 //   fd 3    the status pipe: one line "error <message>" for a failure before the program ran,
-//           and (init mode) "exit <code>" or "signal <number>" for the program's end;
+//           and (init stage) "exit <code>" or "signal <number>" for the program's end;
 //   fd 4    the plan (a memfd written by agent/sandbox/plan.go; the format is described there);
 //   fd 5    with the user-mode network only: one byte when the network is ready, EOF if it failed.
 //
-// With a PID namespace the process is the namespace's pid 1 (init): it joins the run's cgroup,
-// builds the mount view and the network, forks the exec stage, reaps every orphan and exits when
-// the program does, which makes the kernel kill whatever is left in the namespace. Without one it
-// is the exec stage itself. The exec stage sets the rlimits, joins a fresh session keyring, drops
-// to the run user, seals the user keyrings, installs the system-call filter (assembled by the
-// agent) and execve()s the program.
+// With a PID namespace the stage makes the tier's namespaces (unshare) and forks the init stage,
+// pid 1 of the new PID namespace, which dies with it: the init stage builds the mount view and
+// the network, forks the exec stage, reaps every orphan and exits when the program does, which
+// makes the kernel kill whatever is left in the namespace. Without one the stage is the exec
+// stage itself. The exec stage sets the rlimits, joins a fresh session keyring, drops to the run
+// user, seals the user keyrings, installs the system-call filter (assembled by the agent) and
+// execve()s the program.
 //
 // It is C, and one process image, because the stages used to be two re-executions of the 17 MB
-// Go agent: their runtime and package start-up, twice, was most of the sandbox's cost. It links
+// Go agent: their runtime and package start-up, twice, were most of the sandbox's cost. It links
 // nothing but the C library (statically where available) and allocates nothing after the
 // address-space limit.
 #define _GNU_SOURCE
