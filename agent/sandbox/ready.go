@@ -47,11 +47,12 @@ type pool struct {
 	closed  bool
 	running bool
 	// failed is when making a ready stage last failed: the pool rests a while.
-	failed  time.Time
-	wake    chan struct{}
-	removed chan *runCgroup
-	stop    chan struct{}
-	done    chan struct{}
+	failed time.Time
+	wake   chan struct{}
+	// cleanups are removals of run cgroups and ends of unused stages, done by the goroutine.
+	cleanups chan func()
+	stop     chan struct{}
+	done     chan struct{}
 }
 
 // take returns a ready stage for a run with limits and the stage program, if one is waiting, and
@@ -59,16 +60,15 @@ type pool struct {
 func (g *Cgroups) take(limits RunLimits, stage string) *readyStage {
 	p := &g.pool
 	p.mu.Lock()
-	defer p.mu.Unlock()
 	if p.closed {
+		p.mu.Unlock()
 		return nil
 	}
 	g.startLocked()
+	var stale []*readyStage
 	if p.limits != limits || p.stage != stage {
 		// Another configuration (tests use several): what waits was made for the old one.
-		for _, r := range p.ready {
-			go discard(r)
-		}
+		stale = p.ready
 		p.ready, p.limits, p.stage = nil, limits, stage
 	}
 	var r *readyStage
@@ -78,6 +78,10 @@ func (g *Cgroups) take(limits RunLimits, stage string) *readyStage {
 	select {
 	case p.wake <- struct{}{}:
 	default:
+	}
+	p.mu.Unlock()
+	for _, s := range stale {
+		g.later(func() { discard(s) })
 	}
 	return r
 }
@@ -92,20 +96,28 @@ func (g *Cgroups) prepare(limits RunLimits, stage string) {
 }
 
 // release removes a run's cgroup after the run, off its critical path.
-func (g *Cgroups) release(rc *runCgroup) {
+func (g *Cgroups) release(rc *runCgroup) { g.later(rc.remove) }
+
+// later has the pool's goroutine do f (at once, here, without a pool or with a backlog: the
+// caller pays, rather than the host collecting cgroups and processes).
+func (g *Cgroups) later(f func()) {
+	if g == nil {
+		f()
+		return
+	}
 	p := &g.pool
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()
-		rc.remove()
+		f()
 		return
 	}
 	g.startLocked()
 	p.mu.Unlock()
 	select {
-	case p.removed <- rc:
+	case p.cleanups <- f:
 	default:
-		rc.remove() // a backlog: the run pays, rather than the host collecting cgroups
+		f()
 	}
 }
 
@@ -116,7 +128,7 @@ func (g *Cgroups) startLocked() {
 	}
 	p.running = true
 	p.wake = make(chan struct{}, 1)
-	p.removed = make(chan *runCgroup, 64)
+	p.cleanups = make(chan func(), 64)
 	p.stop = make(chan struct{})
 	p.done = make(chan struct{})
 	go g.loop()
@@ -153,14 +165,14 @@ func (g *Cgroups) loop() {
 		case <-p.stop:
 			for {
 				select {
-				case rc := <-p.removed:
-					rc.remove()
+				case f := <-p.cleanups:
+					f()
 				default:
 					return
 				}
 			}
-		case rc := <-p.removed:
-			rc.remove()
+		case f := <-p.cleanups:
+			f()
 		case <-p.wake:
 			g.fill()
 		}
@@ -177,8 +189,8 @@ func (g *Cgroups) fill() {
 	for {
 		for drained := false; !drained; {
 			select {
-			case rc := <-p.removed:
-				rc.remove()
+			case f := <-p.cleanups:
+				f()
 			default:
 				drained = true
 			}

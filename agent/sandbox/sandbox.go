@@ -271,21 +271,22 @@ func (c *Cmd) start() error {
 				return err
 			}
 		}
+		unused := r
 		f, err := planFile(c.plan)
 		if err != nil {
-			go discard(r)
+			c.cgroups.later(func() { discard(unused) })
 			return err
 		}
 		c.planF = f
 		err = c.startReady(r, f)
 		if err == nil || c.Cmd == r.cmd || r.fresh {
 			if err != nil && c.Cmd != r.cmd {
-				go discard(r)
+				c.cgroups.later(func() { discard(unused) })
 			}
 			return err
 		}
 		// A ready stage that went away while it waited (it did not take the run): a fresh one.
-		go discard(r)
+		c.cgroups.later(func() { discard(unused) })
 		c.planF, r = nil, nil
 		f.Close()
 	}
