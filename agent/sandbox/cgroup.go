@@ -255,7 +255,7 @@ func (rc *runCgroup) limit(l RunLimits) error {
 	return nil
 }
 
-// procsFiles are the files the first stage writes itself into.
+// procsFiles are the cgroup.procs files a process writes itself into to join the run.
 func (rc *runCgroup) procsFiles() []string {
 	var fs []string
 	for _, d := range rc.dirs {

@@ -134,8 +134,11 @@ type Program struct {
 	Writable []string
 }
 
-// Cmd is a program prepared to run in the sandbox. Set Stdout and Stderr on Cmd.Cmd, then Start
-// and Wait; ExitCode and SetupError tell what happened.
+// Cmd is a program prepared to run in the sandbox. Set Stdin (nil or an *os.File), Stdout and
+// Stderr (files are handed to the program as they are, other writers through a pipe) on Cmd.Cmd,
+// then Start and Wait; ExitCode and SetupError tell what happened. The stage program, not
+// exec.Cmd, starts the program: the exec.Cmd's other fields (ExtraFiles, StdinPipe and the like)
+// are not used, and after Start Cmd.Cmd is the stage's process.
 type Cmd struct {
 	*exec.Cmd
 	statusR, statusW *os.File
