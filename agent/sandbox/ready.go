@@ -205,7 +205,7 @@ func (g *Cgroups) fill() {
 		var r *readyStage
 		rc, err := g.create(limits)
 		if err == nil {
-			if r, err = newReady(stage, g, rc); err == nil {
+			if r, err = newReady(stage, g, rc, true); err == nil {
 				r.fresh = false
 			}
 		}
@@ -268,10 +268,12 @@ func (g *Cgroups) homes() ([]string, error) {
 	return homes, nil
 }
 
-// newReady starts a stage (in rc, when there is one) and waits until it is in. Without rc it is
-// started for the run at hand; the pool makes its own.
-func newReady(stage string, g *Cgroups, rc *runCgroup) (*readyStage, error) {
-	args := []string{readyArg0, "0"}
+// newReady starts a stage (in rc, when there is one). The pool's wait until the stage is in;
+// one started for the run at hand is handed the run at once (it reads it once it is in, and
+// reports a failure to join on the run's status pipe).
+func newReady(stage string, g *Cgroups, rc *runCgroup, wait bool) (*readyStage, error) {
+	announce := map[bool]string{true: "1", false: "0"}[wait]
+	args := []string{readyArg0, announce, "0"}
 	if rc != nil {
 		homes, err := g.homes()
 		if err == nil && len(homes) != len(rc.dirs) {
@@ -281,7 +283,7 @@ func newReady(stage string, g *Cgroups, rc *runCgroup) (*readyStage, error) {
 			rc.remove()
 			return nil, fmt.Errorf("start the sandbox: %w", err)
 		}
-		args = append(append([]string{readyArg0, strconv.Itoa(len(rc.dirs))}, rc.dirs...), homes...)
+		args = append(append([]string{readyArg0, announce, strconv.Itoa(len(rc.dirs))}, rc.dirs...), homes...)
 	}
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
@@ -313,6 +315,9 @@ func newReady(stage string, g *Cgroups, rc *runCgroup) (*readyStage, error) {
 		return nil, fmt.Errorf("start the sandbox: %w", err)
 	}
 	r := &readyStage{cmd: cmd, sock: mine, rc: rc, fresh: true}
+	if !wait {
+		return r, nil
+	}
 	_ = mine.SetReadDeadline(time.Now().Add(readyTimeout))
 	b := make([]byte, 1)
 	if _, err := mine.Read(b); err != nil || b[0] != 'r' {

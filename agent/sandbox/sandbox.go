@@ -270,7 +270,7 @@ func (c *Cmd) start() error {
 				}
 			}
 			var err error
-			if r, err = newReady(c.stage, c.cgroups, rc); err != nil {
+			if r, err = newReady(c.stage, c.cgroups, rc, false); err != nil {
 				return err
 			}
 		}

@@ -1,6 +1,6 @@
 // envfabric-sandbox: the stage program of the run sandbox (docs/sandbox.md, "How a run is started").
 //
-// The agent starts it as "envfabric-sandbox-ready N DIR... HOME..." with a socket on fd 3 (see
+// The agent starts it as "envfabric-sandbox-ready ANNOUNCE N DIR... HOME..." with a socket on fd 3 (see
 // run_ready): it joins the run's cgroup directories, if any, and waits for its run, ahead of it
 // when the agent keeps it in its pool. The run arrives as descriptors, which become:
 //   fd 0-2  the program's stdin, stdout and stderr;
@@ -706,26 +706,34 @@ static int write_file(const char *dir, const char *file, const char *value) {
 
 // run_ready is a stage started ahead of its run, so that joining the run's cgroup (which waits
 // for an RCU grace period, about 10 ms here) is off the run's critical path. Usage:
-//   envfabric-sandbox-ready N DIR... HOME...
+//   envfabric-sandbox-ready ANNOUNCE N DIR... HOME...
 // with the agent's end of a socket on fd 3. It joins the N run cgroup directories, says so with
-// one byte, and waits. The run arrives as one message whose descriptors are the run's stdin,
+// one byte if ANNOUNCE is 1 (a stage of the agent's pool), and waits. The run arrives as one message whose descriptors are the run's stdin,
 // stdout, stderr, status pipe, plan and (with the user-mode network) network pipe; the stage then
 // makes the run's namespaces itself (unshare), and its child is the namespace's init. If the
 // agent goes away instead (EOF: it closed the socket, or died), it moves back into the HOME
 // cgroups, removes the run cgroups and exits.
 static int run_ready(int argc, char **argv) {
-	int n = argc > 1 ? atoi(argv[1]) : -1;
-	if (n < 0 || argc != 2 + 2 * n)
+	int announce = argc > 1 && strcmp(argv[1], "1") == 0;
+	int n = argc > 2 ? atoi(argv[2]) : -1;
+	if (n < 0 || argc != 3 + 2 * n)
 		return EXIT_SETUP;
-	char **dirs = argv + 2, **homes = argv + 2 + n;
+	char **dirs = argv + 3, **homes = argv + 3 + n;
 	pid_t agent = getppid();
 	int sock = fcntl(3, F_DUPFD_CLOEXEC, 10);
 	close(3);
-	for (int i = 0; i < n; i++)
-		if (write_file(dirs[i], "cgroup.procs", "0") != 0)
-			return EXIT_SETUP;
-	if (write(sock, "r", 1) != 1)
-		return EXIT_SETUP;
+	int joined = 0, join_errno = 0;
+	for (; joined < n; joined++)
+		if (write_file(dirs[joined], "cgroup.procs", "0") != 0) {
+			join_errno = errno;
+			break;
+		}
+	// For the agent's pool: "r", in the run's cgroup and ready; "e", could not join it. A stage
+	// started for the run at hand says nothing (the agent sends the run at once and closes its
+	// end; unread data there would reset this end), and reports a failure on the run's status
+	// pipe instead.
+	if (announce)
+		(void)send(sock, joined == n ? "r" : "e", 1, MSG_NOSIGNAL);
 	char byte;
 	union {
 		char buf[CMSG_SPACE(8 * sizeof(int))];
@@ -766,6 +774,8 @@ static int run_ready(int argc, char **argv) {
 			return EXIT_SETUP;
 		close(fds[i]);
 	}
+	if (joined < n)
+		return fail("join run cgroup: write %s/cgroup.procs: %s", dirs[joined], errstr(join_errno));
 	int rc = read_plan();
 	if (rc)
 		return rc;
@@ -805,7 +815,11 @@ static int run_ready(int argc, char **argv) {
 		_exit(run_init());
 	}
 	// The agent needs the init stage's pid for the user-mode network of its namespace.
-	dprintf(sock, "%d\n", (int)child);
+	if (h.flags & F_SLIRP) {
+		char pid[32];
+		int len = snprintf(pid, sizeof pid, "%d", (int)child);
+		(void)send(sock, pid, (size_t)len, MSG_NOSIGNAL);
+	}
 	close(sock);
 	for (int fd = 0; fd < nfd; fd++)
 		close(fd);
