@@ -30,8 +30,9 @@ help: ## show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-z-]*:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 .PHONY: build
-build: ## build ./bin/controlplane, ./bin/agent, ./bin/envfabric-ca (the fleet's certificates) and ./bin/envfabric (the CLI)
+build: ## build ./bin/controlplane, ./bin/agent with ./bin/envfabric-sandbox (its run sandbox, C), ./bin/envfabric-ca (the fleet's certificates) and ./bin/envfabric (the CLI)
 	$(GO) build -o bin/ ./controlplane/cmd/controlplane ./agent/cmd/agent ./controlplane/cmd/envfabric-ca ./client/cmd/envfabric
+	bash agent/sandbox/stage/build.sh bin/envfabric-sandbox
 
 .PHONY: uv
 uv: ## install the pinned uv into .tools/uv

@@ -19,6 +19,7 @@ prepare_binaries() {
 	command -v curl >/dev/null || die "need curl to check health (apt-get install curl)"
 	say "building bin/agent, bin/controlplane, bin/envfabric-ca and bin/envfabric"
 	(cd "$root" && go build -o bin/ ./controlplane/cmd/controlplane ./agent/cmd/agent ./controlplane/cmd/envfabric-ca ./client/cmd/envfabric)
+	(cd "$root" && bash agent/sandbox/stage/build.sh bin/envfabric-sandbox) # the agent's run sandbox, found next to it
 }
 
 # use_pip_index: uv never reads pip's configuration. When no index is given to uv but pip has

@@ -31,6 +31,8 @@ type Cgroups struct {
 	Version int
 	memory  string
 	pids    string
+	// pool holds run cgroups made ahead of their runs and those left to remove (ready.go).
+	pool pool
 }
 
 // runPrefix names the run cgroups; FindCgroups removes empty leftovers of an agent that died.
@@ -50,6 +52,10 @@ func FindCgroups(limits RunLimits) (*Cgroups, error) {
 		return nil, err
 	}
 	rc.remove()
+	// The first runs find their cgroups made already (ready.go).
+	if stage, err := (Config{}).stageProgram(); err == nil {
+		g.prepare(limits, stage)
+	}
 	return g, nil
 }
 
@@ -249,7 +255,7 @@ func (rc *runCgroup) limit(l RunLimits) error {
 	return nil
 }
 
-// procsFiles are the files the first stage writes itself into.
+// procsFiles are the cgroup.procs files a process writes itself into to join the run.
 func (rc *runCgroup) procsFiles() []string {
 	var fs []string
 	for _, d := range rc.dirs {
@@ -328,4 +334,23 @@ func joinCgroups(files []string) error {
 		}
 	}
 	return nil
+}
+
+// unescapeMountinfo undoes mountinfo's octal escapes (\040 for a space).
+func unescapeMountinfo(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(v))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
 }

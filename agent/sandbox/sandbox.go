@@ -4,16 +4,16 @@
 // same, plus PID, mount, network, IPC and UTS namespaces: the program sees its environment
 // read-only, none of the service's data, and no network).
 //
-// The isolation is set up by the agent's own binary, re-executed through /proc/self/exe under a
-// hidden argv[0] (see stage.go): Go cannot run code between fork and exec, and mounts, rlimits
-// and the drop to the run user must happen there. Any binary that imports this package handles
-// those stages in an init function, which is what lets test binaries sandbox too.
+// The isolation is set up by a small stage program in C (stage/envfabric-sandbox.c, found as
+// stageprog.go says): Go cannot run code between fork and exec, and mounts, rlimits and the drop
+// to the run user must happen there. The agent hands it the run's descriptors and a plan
+// (plan.go, ready.go); it makes the tier's namespaces, its child is the namespace's init, and the
+// init's child becomes the program.
 package sandbox
 
 import (
 	"bytes"
 	"cmp"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -21,7 +21,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
+	"sync"
 	"time"
 )
 
@@ -90,6 +90,9 @@ type Config struct {
 	// (DATA_ROOT, ENVS_BASE_PATH, UV_CACHE_DIR, the agent's HOME); a program's ReadOnly and
 	// Writable directories are mounted back inside them.
 	Hide []string
+	// Stage is the stage program; empty means envfabric-sandbox next to the running executable
+	// (stageprog.go).
+	Stage string
 }
 
 // Describe is the one-line summary for logs and /readyz.
@@ -131,36 +134,15 @@ type Program struct {
 	Writable []string
 }
 
-// plan is what the stage processes are told, as JSON in planVar.
-type plan struct {
-	Namespace    bool `json:"namespace,omitempty"` // mounts and network set-up
-	PIDNamespace bool `json:"pid_namespace,omitempty"`
-	AllowNetwork bool `json:"allow_network,omitempty"`
-	Drop         bool `json:"drop,omitempty"`
-	Filter       bool `json:"filter,omitempty"` // the system-call filter (filter.go)
-	// Slirp: the init stage waits for the agent's user-mode network on goFD, then prohibits
-	// Deny.
-	Slirp bool     `json:"slirp,omitempty"`
-	Deny  []string `json:"deny,omitempty"`
-	// Cgroups are the cgroup.procs files the first stage writes itself into.
-	Cgroups  []string `json:"cgroups,omitempty"`
-	UID      int      `json:"uid"`
-	GID      int      `json:"gid"`
-	Limits   Limits   `json:"limits"`
-	Hide     []string `json:"hide,omitempty"`
-	ReadOnly []string `json:"read_only,omitempty"`
-	Writable []string `json:"writable,omitempty"`
-	Path     string   `json:"path"`
-	Args     []string `json:"args"`
-	Env      []string `json:"env"`
-	Dir      string   `json:"dir"`
-}
-
-// Cmd is a program prepared to run in the sandbox. Set Stdout and Stderr on Cmd.Cmd, then Start
-// and Wait; ExitCode and SetupError tell what happened.
+// Cmd is a program prepared to run in the sandbox. Set Stdin (nil or an *os.File), Stdout and
+// Stderr (files are handed to the program as they are, other writers through a pipe) on Cmd.Cmd,
+// then Start and Wait; ExitCode and SetupError tell what happened. The stage program, not
+// exec.Cmd, starts the program: the exec.Cmd's other fields (ExtraFiles, StdinPipe and the like)
+// are not used, and after Start Cmd.Cmd is the stage's process.
 type Cmd struct {
 	*exec.Cmd
 	statusR, statusW *os.File
+	planF            *os.File
 	status           []byte
 	plan             plan
 	runLimits        RunLimits
@@ -171,11 +153,18 @@ type Cmd struct {
 	slirpBin string
 	goR, goW *os.File
 	slirp    *slirp
+	// netPid is the process whose network namespace is the run's.
+	netPid int
+	stage  string // the stage program
+	// Output to writers that are not files goes through pipes read by these (ready.go).
+	copies    sync.WaitGroup
+	copyPipes []*os.File
 }
 
 // Command prepares p under c. The returned command's process is the leader of a new session
-// (its pid is the process group to kill); with a PID namespace it is the namespace's init, and
-// killing it kills every process in the namespace.
+// (its pid is the process group to kill); with a PID namespace it is the namespace's init, or,
+// when the run went to a ready stage (ready.go), the init's parent, with which the init dies:
+// either way killing it kills every process in the namespace.
 func (c Config) Command(p Program) (*Cmd, error) {
 	pl := plan{
 		Namespace:    c.Tier == Namespace,
@@ -205,27 +194,15 @@ func (c Config) Command(p Program) (*Cmd, error) {
 	if c.RunLimits.any() && c.Cgroups == nil {
 		return nil, fmt.Errorf("whole-run limits (%+v) need the host's cgroups, and none were found", c.RunLimits)
 	}
-	stage := execStage
-	attr := &syscall.SysProcAttr{Setsid: true, Pdeathsig: syscall.SIGKILL}
-	if pl.PIDNamespace {
-		// The init stage becomes pid 1 of the new namespace; when it exits the kernel kills
-		// everything left in there, including processes that called setsid.
-		stage = initStage
-		attr.Cloneflags = syscall.CLONE_NEWPID
-		if pl.Namespace {
-			attr.Cloneflags |= syscall.CLONE_NEWNS | syscall.CLONE_NEWIPC | syscall.CLONE_NEWUTS | syscall.CLONE_NEWNET
-		} else if uid, gid := os.Geteuid(), os.Getegid(); uid != 0 {
-			// Only a user namespace lets an unprivileged agent make a PID namespace. It maps
-			// the agent's ids to themselves and nothing else, so the code is no one new, and
-			// the capabilities it would hold in there end at the exec stage's execve.
-			attr.Cloneflags |= syscall.CLONE_NEWUSER
-			attr.UidMappings = []syscall.SysProcIDMap{{ContainerID: uid, HostID: uid, Size: 1}}
-			attr.GidMappings = []syscall.SysProcIDMap{{ContainerID: gid, HostID: gid, Size: 1}}
-			attr.GidMappingsEnableSetgroups = false
-		}
+	stagePath, err := c.stageProgram()
+	if err != nil {
+		return nil, err
 	}
+	// Only a user namespace lets an unprivileged agent make a PID namespace. The stage maps the
+	// agent's ids to themselves and nothing else, so the code is no one new, and the
+	// capabilities it would hold in there end at the exec stage's execve.
+	pl.UserNamespace = pl.PIDNamespace && !pl.Namespace && os.Geteuid() != 0
 	var slirpBin string
-	var err error
 	if pl.Namespace && pl.AllowNetwork {
 		if slirpBin, err = exec.LookPath(cmp.Or(c.Slirp4netns, "slirp4netns")); err != nil {
 			return nil, fmt.Errorf("RUN_ALLOW_NETWORK needs slirp4netns (Debian package slirp4netns): %w", err)
@@ -239,7 +216,6 @@ func (c Config) Command(p Program) (*Cmd, error) {
 	if err != nil {
 		return nil, fmt.Errorf("status pipe: %w", err)
 	}
-	files := []*os.File{statusW} // fd 3 in the stage
 	var goR, goW *os.File
 	if pl.Slirp {
 		if goR, goW, err = os.Pipe(); err != nil {
@@ -247,23 +223,21 @@ func (c Config) Command(p Program) (*Cmd, error) {
 			statusW.Close()
 			return nil, fmt.Errorf("network pipe: %w", err)
 		}
-		files = append(files, goR) // goFD
 	}
-	cmd := &exec.Cmd{
-		Path:        "/proc/self/exe",
-		Args:        []string{stage},
-		Dir:         "/",
-		ExtraFiles:  files,
-		SysProcAttr: attr,
-	}
+	// The exec.Cmd carries the caller's Stdin, Stdout and Stderr until Start; from then on it is
+	// the stage's process.
+	cmd := &exec.Cmd{Path: stagePath, Args: []string{readyArg0}}
 	return &Cmd{Cmd: cmd, statusR: statusR, statusW: statusW, plan: pl, runLimits: c.RunLimits, cgroups: c.Cgroups,
-		slirpBin: slirpBin, goR: goR, goW: goW}, nil
+		stage: stagePath, slirpBin: slirpBin, goR: goR, goW: goW}, nil
 }
 
 // Start makes the run's cgroup (with whole-run limits) and starts the sandbox.
 func (c *Cmd) Start() error {
 	err := c.start()
 	c.statusW.Close()
+	if c.planF != nil {
+		c.planF.Close()
+	}
 	if c.goR != nil {
 		c.goR.Close()
 	}
@@ -272,6 +246,7 @@ func (c *Cmd) Start() error {
 	}
 	if err != nil {
 		c.statusR.Close()
+		c.closeCopies()
 		if c.cgroup != nil {
 			c.cgroup.remove()
 		}
@@ -281,31 +256,49 @@ func (c *Cmd) Start() error {
 }
 
 func (c *Cmd) start() error {
+	var r *readyStage
 	if c.runLimits.any() {
-		rc, err := c.cgroups.create(c.runLimits)
+		r = c.cgroups.take(c.runLimits, c.stage)
+	}
+	for {
+		if r == nil {
+			var rc *runCgroup
+			if c.runLimits.any() {
+				var err error
+				if rc, err = c.cgroups.create(c.runLimits); err != nil {
+					return err
+				}
+			}
+			var err error
+			if r, err = newReady(c.stage, c.cgroups, rc, false); err != nil {
+				return err
+			}
+		}
+		unused := r
+		f, err := planFile(c.plan)
 		if err != nil {
+			c.cgroups.later(func() { discard(unused) })
 			return err
 		}
-		c.cgroup = rc
-		c.plan.Cgroups = rc.procsFiles()
+		c.planF = f
+		err = c.startReady(r, f)
+		if err == nil || c.Cmd == r.cmd || r.fresh {
+			if err != nil && c.Cmd != r.cmd {
+				c.cgroups.later(func() { discard(unused) })
+			}
+			return err
+		}
+		// A ready stage that went away while it waited (it did not take the run): a fresh one.
+		c.cgroups.later(func() { discard(unused) })
+		c.planF, r = nil, nil
+		f.Close()
 	}
-	js, err := json.Marshal(c.plan)
-	if err != nil {
-		return fmt.Errorf("encode sandbox plan: %w", err)
-	}
-	// Only the plan: the stages, and what they start, never see the agent's environment
-	// (AGENT_TOKEN and the like).
-	c.Env = []string{planVar + "=" + string(js)}
-	if err := c.Cmd.Start(); err != nil {
-		return fmt.Errorf("start sandbox: %w", err)
-	}
-	return nil
 }
 
 // startNetwork connects the started sandbox's network namespace and lets its init stage go on;
 // if that fails, the sandbox is killed (its init stage sees EOF and gives up too).
 func (c *Cmd) startNetwork() error {
-	s, err := startSlirp(c.slirpBin, c.Process.Pid)
+	s, err := startSlirp(c.slirpBin, c.netPid)
 	if err == nil {
 		c.slirp = s
 		_, err = c.goW.Write([]byte{1})
@@ -325,6 +318,7 @@ func (c *Cmd) startNetwork() error {
 // Wait waits for the sandbox to exit and collects what its stages reported.
 func (c *Cmd) Wait() error {
 	err := c.Cmd.Wait()
+	c.copies.Wait()
 	// Every writer of the status pipe is gone once the stage exited: the program never holds it
 	// (close-on-exec) and the init stage's namespace died with it. The deadline only guards
 	// against a bug.
@@ -338,7 +332,8 @@ func (c *Cmd) Wait() error {
 	}
 	if c.cgroup != nil {
 		c.oomKills = c.cgroup.oomKills()
-		c.cgroup.remove()
+		// Removed after the answer: the kernel takes a moment to release a memory cgroup.
+		c.cgroups.release(c.cgroup)
 	}
 	return err
 }
@@ -385,15 +380,17 @@ func (c *Cmd) ExitCode() int {
 	return c.ProcessState.ExitCode()
 }
 
-// Probe runs prog (by default a no-op: the agent's own binary) under c and reports why it cannot
+// Probe runs prog (by default a no-op: the stage program) under c and reports why it cannot
 // run there. The agent refuses to start when its configured tier fails this.
 func (c Config) Probe(prog Program) error {
-	// The probe checks the isolation, not the memory bound. The default probe is this Go binary,
-	// whose runtime reserves address space as its threads come and go: under a run's RLIMIT_AS it
-	// failed now and then on a busy machine ("runtime: out of memory" at init), refusing a tier
-	// that works. The limit itself is a raw prlimit that cannot fail for a lower value.
+	// The probe checks the isolation, not the memory bound: a program's start-up may need more
+	// address space than a run's RLIMIT_AS allows (a Go binary's runtime did, now and then),
+	// refusing a tier that works. The limit itself is a setrlimit that cannot fail for a lower
+	// value.
 	c.Limits.MemoryBytes = 0
 	if prog.Path == "" {
+		// The stage program itself, which exits 0 under this name (in the sandbox,
+		// /proc/self/exe is the stage).
 		prog = Program{Path: "/proc/self/exe", Args: []string{probeStage}}
 	}
 	if prog.Dir == "" {

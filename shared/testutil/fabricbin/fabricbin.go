@@ -27,5 +27,11 @@ func Build(ctx context.Context, root, dir string) (Binaries, error) {
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return b, fmt.Errorf("go build: %w\n%s", err, out)
 	}
+	// The agent finds its run sandbox's stage program next to itself.
+	cmd = exec.CommandContext(ctx, "bash", "agent/sandbox/stage/build.sh", filepath.Join(dir, "envfabric-sandbox"))
+	cmd.Dir = root
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return b, fmt.Errorf("build the sandbox stage: %w\n%s", err, out)
+	}
 	return b, nil
 }

@@ -1,0 +1,34 @@
+package runner_test
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+)
+
+// BenchmarkRunTierDirect is the yardstick of BenchmarkRunTier: the same environment's python
+// running the same main.py (`pass`) in a fresh work directory, started directly by the agent
+// with the same environment variables and its output read, without any sandbox.
+func BenchmarkRunTierDirect(b *testing.B) {
+	d := benchData(b)
+	venv := filepath.Join(d.env, ".venv")
+	python := filepath.Join(venv, "bin", "python")
+	for b.Loop() {
+		work, err := os.MkdirTemp("", "envfabric-run-*")
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(work, "main.py"), []byte("pass"), 0o600); err != nil {
+			b.Fatal(err)
+		}
+		cmd := exec.Command(python, "main.py")
+		cmd.Dir = work
+		cmd.Env = []string{"PATH=" + filepath.Join(venv, "bin") + ":/usr/local/bin:/usr/bin:/bin", "VIRTUAL_ENV=" + venv,
+			"HOME=" + work, "TMPDIR=" + work, "LANG=C.UTF-8", "LC_ALL=C.UTF-8", "PYTHONUNBUFFERED=1", "PYTHONNOUSERSITE=1"}
+		if out, err := cmd.CombinedOutput(); err != nil {
+			b.Fatalf("python: %v %s", err, out)
+		}
+		os.RemoveAll(work)
+	}
+}
