@@ -84,7 +84,74 @@ type parent struct {
 	reading bool
 	// nextGroup is the next run's cgroup, made after the last run (off its answer's path).
 	nextGroup *sandbox.RunGroup
-	wg        sync.WaitGroup
+	// armed is the next run's child, forked ahead and already in that run's cgroup: a run finds
+	// the fork and the cgroup join (an RCU grace period on cgroup v1) done.
+	armed *armedChild
+	wg    sync.WaitGroup
+}
+
+// armedChild is a child forked ahead of its run, waiting for it on conn.
+type armedChild struct {
+	conn  *net.UnixConn
+	pid   int // in the agent's PID namespace
+	group *sandbox.RunGroup
+	at    time.Time
+}
+
+// kill ends an armed child that will not run, and removes its cgroup.
+func (a *armedChild) kill() {
+	_ = syscall.Kill(-a.pid, syscall.SIGKILL)
+	_ = syscall.Kill(a.pid, syscall.SIGKILL)
+	if a.group != nil {
+		a.group.KillAll()
+		a.group.Remove()
+	}
+	a.conn.Close()
+}
+
+// arm forks the next run's child and puts it in its cgroup. A parent that cannot arm is of no
+// use: the error means it was stopped.
+func (p *parent) arm() error {
+	sb := p.cfg.Sandbox
+	runConn, childEnd, err := runSocket()
+	if err != nil {
+		return err
+	}
+	req, _ := json.Marshal(map[string]any{"arm": true})
+	_, _, err = p.conn.WriteMsgUnix(req, unix.UnixRights(int(childEnd.Fd())), nil)
+	childEnd.Close()
+	if err != nil {
+		runConn.Close()
+		p.stop()
+		return fmt.Errorf("arm the warm interpreter: %w", err)
+	}
+	// The child's first message: its host pid, before it has run anything.
+	pid, err := hello(runConn, p.cfg.ReadyTimeout)
+	if err != nil {
+		runConn.Close()
+		p.stop()
+		return err
+	}
+	a := &armedChild{conn: runConn, pid: pid, at: time.Now()}
+	if p.limited() {
+		a.group, p.nextGroup = p.nextGroup, nil
+		if a.group == nil {
+			a.group, err = sb.Cgroups.NewRunGroup(sb.RunLimits)
+		}
+		if err == nil {
+			if err = a.group.Add(pid); err != nil {
+				a.group.Remove()
+				a.group = nil
+			}
+		}
+		if err != nil {
+			a.kill()
+			p.stop()
+			return fmt.Errorf("put the warm child in its cgroup: %w", err)
+		}
+	}
+	p.armed = a
+	return nil
 }
 
 // startParent starts a parent for b and waits until it has preloaded (or failed).
@@ -183,9 +250,12 @@ func startParent(ctx context.Context, cfg *Config, b *build, preload []string, l
 		if p.guard, err = sandbox.GuardProgram([]int{m.Pid, m.Ppid}, []int{m.Pgid}); err != nil {
 			return nil, err
 		}
-		p.baseMem = pss(p.hostPid)
+		p.baseMem = rss(p.hostPid)
+		if err := p.arm(); err != nil {
+			return nil, fmt.Errorf("warm interpreter for build %s: %w", b.spec.ID, err)
+		}
 		log.Info("warm interpreter ready", "build", b.spec.ID, "preloaded", m.Preloaded, "failed", m.Failed,
-			"seconds", m.Seconds, "pss_bytes", p.baseMem)
+			"seconds", m.Seconds, "rss_bytes", p.baseMem)
 	case <-timer.C:
 		return nil, fmt.Errorf("warm interpreter for build %s not ready after %s", b.spec.ID, cfg.ReadyTimeout)
 	case <-ctx.Done():
@@ -253,6 +323,10 @@ func (p *parent) stop() {
 			}
 		}
 		p.wg.Wait()
+		if p.armed != nil {
+			p.armed.kill()
+			p.armed = nil
+		}
 		if p.nextGroup != nil {
 			p.nextGroup.Remove()
 		}
@@ -266,7 +340,11 @@ func (p *parent) stop() {
 }
 
 // memory is the parent's proportional share of memory now.
-func (p *parent) memory() uint64 { return pss(p.hostPid) }
+// It is the parent's resident set, not its proportional share: the pages it shares with its
+// children (an armed one, one tearing down after its answer) would split that share at random
+// moments, while the resident set is what the parent holds whoever forked from it. What a child
+// adds is its run's, charged to the run's cgroup.
+func (p *parent) memory() uint64 { return rss(p.hostPid) }
 
 // run runs spec in a child of p. errNotStarted means nothing of the code ran. Otherwise finish
 // must be called once the answer is out: it removes what the run left (the parent's report that it
@@ -305,56 +383,32 @@ func (p *parent) run(ctx context.Context, spec runner.Spec) (res runner.Result, 
 		return runner.Result{}, nil, nil, fmt.Errorf("%w: pipe: %w", errNotStarted, err)
 	}
 	defer stderrR.Close()
-	runConn, childEnd, err := runSocket()
-	if err != nil {
-		stdoutW.Close()
-		stderrW.Close()
-		return runner.Result{}, nil, nil, fmt.Errorf("%w: %w", errNotStarted, err)
-	}
-	defer runConn.Close()
-	req, _ := json.Marshal(map[string]any{"dir": work, "env": runner.Env(spec.VenvDir, work), "guard": p.guard})
 	start := time.Now()
-	_, _, err = p.conn.WriteMsgUnix(req, unix.UnixRights(int(stdoutW.Fd()), int(stderrW.Fd()), int(childEnd.Fd())), nil)
-	stdoutW.Close()
-	stderrW.Close()
-	childEnd.Close()
-	if err != nil {
-		return runner.Result{}, nil, nil, fmt.Errorf("%w: send the run: %w", errNotStarted, err)
-	}
-	sent := time.Now()
-	// The child's first message: its host pid, before it has run anything.
-	childPid, err := hello(runConn, p.cfg.ReadyTimeout)
-	forked := time.Now()
-	if err != nil {
-		p.stop() // a parent that forks no child is of no use
-		return runner.Result{}, nil, nil, fmt.Errorf("%w: %w", errNotStarted, err)
-	}
-	var group *sandbox.RunGroup
-	if p.limited() {
-		group, p.nextGroup = p.nextGroup, nil
-		if group == nil {
-			group, err = sb.Cgroups.NewRunGroup(sb.RunLimits)
-		}
-		if err == nil {
-			if err = group.Add(childPid); err != nil {
-				group.Remove()
-			}
-		}
-		if err != nil {
-			_ = syscall.Kill(-childPid, syscall.SIGKILL)
-			p.stop()
+	if p.armed == nil {
+		// Not armed ahead (its first run, or arming after the last run failed): now, then.
+		if err := p.arm(); err != nil {
+			stdoutW.Close()
+			stderrW.Close()
 			return runner.Result{}, nil, nil, fmt.Errorf("%w: %w", errNotStarted, err)
 		}
 	}
-	if _, err := runConn.Write([]byte("go")); err != nil {
-		if group != nil {
-			group.Remove()
-		}
+	a := p.armed
+	p.armed = nil
+	childPid, group := a.pid, a.group
+	forked := time.Now()
+	req, _ := json.Marshal(map[string]any{"dir": work, "env": runner.Env(spec.VenvDir, work), "guard": p.guard})
+	_, _, err = a.conn.WriteMsgUnix(req, unix.UnixRights(int(stdoutW.Fd()), int(stderrW.Fd())), nil)
+	stdoutW.Close()
+	stderrW.Close()
+	defer a.conn.Close()
+	if err != nil {
+		// The armed child is gone (killed while it waited): nothing of the code ran.
+		a.kill()
 		p.stop()
-		return runner.Result{}, nil, nil, fmt.Errorf("%w: %w", errNotStarted, err)
+		return runner.Result{}, nil, nil, fmt.Errorf("%w: hand the run to the warm child: %w", errNotStarted, err)
 	}
-	runConn.Close()
-	started := time.Now()
+	sent := time.Now()
+	started := sent
 
 	stdout, stderr := runner.NewCapped(spec.MaxOutput), runner.NewCapped(spec.MaxOutput)
 	var drained sync.WaitGroup
@@ -369,11 +423,30 @@ func (p *parent) run(ctx context.Context, spec runner.Spec) (res runner.Result, 
 	runCtx, cancel := context.WithTimeout(ctx, spec.Timeout)
 	defer cancel()
 	expired := runCtx.Done()
+	// The child reports its exit status once the code is done, before its own teardown; the
+	// parent's report (after waitpid) covers a child that died without saying (a signal).
+	reported := make(chan int, 1)
+	var reader sync.WaitGroup
+	defer reader.Wait()
+	defer a.conn.Close() // ends the reader, if the child never said anything
+	reader.Go(func() {
+		buf := make([]byte, 256)
+		n, err := a.conn.Read(buf)
+		var m struct {
+			Exit *int `json:"exit"`
+		}
+		if err == nil && json.Unmarshal(buf[:n], &m) == nil && m.Exit != nil {
+			reported <- *m.Exit
+		}
+	})
 	var timedOut, parentGone bool
 	exitCode := -1
 wait:
 	for {
 		select {
+		case code := <-reported:
+			exitCode = code
+			break wait
 		case m, alive := <-p.msgs:
 			if !alive {
 				parentGone = true
@@ -428,8 +501,8 @@ wait:
 	answered := time.Now()
 	finish = func() bool {
 		defer func() {
-			p.log.Debug("warm run", "build", p.b.spec.ID, "prepare", sent.Sub(start), "fork", forked.Sub(sent), "cgroup", started.Sub(forked),
-				"run", exited.Sub(started), "drain", answered.Sub(exited), "clean", time.Since(answered))
+			p.log.Debug("warm run", "build", p.b.spec.ID, "prepare", forked.Sub(start), "hand over", sent.Sub(forked),
+				"run", exited.Sub(started), "drain", answered.Sub(exited), "clean and arm", time.Since(answered))
 		}()
 		defer removeWork()
 		if group != nil {
@@ -451,6 +524,11 @@ wait:
 			if g, err := sb.Cgroups.NewRunGroup(sb.RunLimits); err == nil {
 				p.nextGroup = g
 			}
+		}
+		// The next run's child, forked and placed now, off any answer's path.
+		if err := p.arm(); err != nil {
+			p.log.Warn("warm interpreter retired: it could not fork the next run's child", "build", p.b.spec.ID, "err", err)
+			return false
 		}
 		return true
 	}
@@ -546,8 +624,8 @@ func readModules(path string) []string {
 	return out
 }
 
-// pss is a process's proportional set size in bytes (0 when unknown).
-func pss(pid int) uint64 {
+// rss is a process's resident set size in bytes (0 when unknown).
+func rss(pid int) uint64 {
 	if pid <= 0 {
 		return 0
 	}
@@ -556,7 +634,7 @@ func pss(pid int) uint64 {
 		return 0
 	}
 	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "Pss:"); ok {
+		if v, ok := strings.CutPrefix(line, "Rss:"); ok {
 			kb, _ := strconv.ParseUint(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
 			return kb << 10
 		}

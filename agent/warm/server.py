@@ -199,19 +199,32 @@ def exit_code(e):
     return 1
 
 
-def child(req, out_fd, err_fd, run_fd):
+def child(run_fd):
+    """A child forked ahead of its run ("armed"): it says hello (the agent learns its host pid and
+    puts it in the run's cgroup meanwhile), then waits for the run itself: its working directory,
+    environment and guard, and its stdout and stderr. What a fork and a cgroup join cost is paid
+    before the run arrives."""
     os.setsid()
     run = socket.socket(fileno=run_fd)
     # The kernel attaches this process's credentials (its host pid) to the message.
     run.send(b"hello")
-    if run.recv(16) != b"go":
+    try:
+        msg, fds = recv_fds(run)
+    except OSError:
         _exit(71)
+    if not msg or len(fds) != 2:
+        _exit(71)
+    req = json.loads(msg)
+    out_fd, err_fd = fds
     os.dup2(out_fd, 1)
     os.dup2(err_fd, 2)
     null = os.open("/dev/null", os.O_RDONLY)
     os.dup2(null, 0)
-    run.detach()
-    os.closerange(3, 1 << 20)  # every descriptor of the parent, the run socket included
+    # Every descriptor of the parent; the run socket stays (close-on-exec) to report the exit
+    # status as soon as it is known, before this process's teardown.
+    keep = run.fileno()
+    os.closerange(3, keep)
+    os.closerange(keep + 1, 1 << 20)
     work = req["dir"]
     os.chdir(work)
     os.environ.clear()
@@ -233,6 +246,16 @@ def child(req, out_fd, err_fd, run_fd):
                     f.write("\n".join(names))
     except BaseException:
         pass
+    if code != "SIGINT":
+        # The answer need not wait for this process's teardown (unmapping what it shares with the
+        # parent): the code is done and its output flushed. Code that wrote on this socket itself
+        # only ended its own run early; the agent kills what is left either way.
+        try:
+            os.close(1)
+            os.close(2)
+            run.send(json.dumps({"exit": code}).encode())
+        except BaseException:
+            pass
     if code == "SIGINT":
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         os.kill(os.getpid(), signal.SIGINT)
@@ -362,19 +385,18 @@ def serve():
             return
         if not msg:
             return  # the agent closed it: stop
-        req = json.loads(msg)
-        if len(fds) != 3:
+        if len(fds) != 1:
             for fd in fds:
                 os.close(fd)
-            send({"error": "want 3 descriptors, got %d" % len(fds)})
+            send({"error": "arm: want 1 descriptor, got %d" % len(fds)})
             continue
-        out_fd, err_fd, run_fd = fds
+        (run_fd,) = fds
         sys.stdout.flush()
         sys.stderr.flush()
         pid = os.fork()
         if pid == 0:
             try:
-                child(req, out_fd, err_fd, run_fd)
+                child(run_fd)
             finally:
                 _exit(70)
         for fd in fds:

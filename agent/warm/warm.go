@@ -93,7 +93,10 @@ type build struct {
 	spec Build
 	idle []*parent
 	busy int
-	live map[*parent]bool // idle and busy
+	// finishing counts the busy parents whose run has answered: they clean up and arm their next
+	// child, and are free in milliseconds, so a run waits for one rather than start a parent.
+	finishing int
+	live      map[*parent]bool // idle and busy
 	// failed is when a parent last failed to start: the build's runs stay cold, without a new
 	// attempt each, for startBackoff.
 	failed   time.Time
@@ -185,11 +188,17 @@ func (p *Pool) Run(ctx context.Context, b Build, spec runner.Spec) (res runner.R
 	res, mods, finish, err := par.run(ctx, spec)
 	if errors.Is(err, errNotStarted) {
 		p.log.WarnContext(ctx, "warm run could not start; running cold", "build", b.ID, "err", err)
+		p.mu.Lock()
+		par.b.finishing++ // giveBack counts it off
+		p.mu.Unlock()
 		p.giveBack(par, nil, "dead")
 		p.metrics.runs.WithLabelValues("miss").Inc()
 		return runner.Result{}, false, nil
 	}
 	// The parent serves again once what the run left is gone; the answer does not wait for that.
+	p.mu.Lock()
+	par.b.finishing++
+	p.mu.Unlock()
 	p.wg.Go(func() {
 		reason := ""
 		if !finish() {
@@ -342,10 +351,15 @@ func (bs *build) wake() {
 	bs.freed = make(chan struct{})
 }
 
+// finishingWait bounds how long a run waits for a parent that answered its last run and is
+// cleaning up after it.
+const finishingWait = 2 * time.Second
+
 // lease takes an idle parent of b, waiting up to WaitFree when every parent is busy; nil when
 // the run must go cold. A build with no parent yet gets one started.
 func (p *Pool) lease(ctx context.Context, b Build) *parent {
 	deadline := time.Now().Add(p.cfg.WaitFree)
+	finishingDeadline := time.Now().Add(finishingWait)
 	for {
 		p.mu.Lock()
 		if p.closed {
@@ -365,11 +379,16 @@ func (p *Pool) lease(ctx context.Context, b Build) *parent {
 			p.mu.Unlock()
 			return par
 		}
-		if bs.busy+bs.starting < p.cfg.ParentsPerBuild && time.Since(bs.failed) > startBackoff {
+		if bs.finishing == 0 && bs.busy+bs.starting < p.cfg.ParentsPerBuild && time.Since(bs.failed) > startBackoff {
 			p.startLocked(bs)
 		}
-		// Only a build whose parents are all busy waits: the first run of a build goes cold.
+		// Only a build whose parents are all busy waits: the first run of a build goes cold. A
+		// parent that has answered its run is free in milliseconds (it cleans up and arms its
+		// next child): that is worth waiting for, whatever WaitFree says.
 		wait := time.Until(deadline)
+		if bs.finishing > 0 {
+			wait = max(wait, time.Until(finishingDeadline))
+		}
 		if bs.busy == 0 || wait <= 0 {
 			p.mu.Unlock()
 			return nil
@@ -412,6 +431,7 @@ func (p *Pool) giveBack(par *parent, mods []string, reason string) {
 	defer p.mu.Unlock()
 	bs := par.b
 	bs.busy--
+	bs.finishing--
 	par.runs++
 	now := time.Now()
 	// A child reports only what it imported beyond its parent; what the parent preloaded because

@@ -8,6 +8,7 @@ import (
 	"os/user"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -199,16 +200,27 @@ func TestParentDies(t *testing.T) {
 	if len(parents) != 1 {
 		t.Fatalf("parents %v; want one", parents)
 	}
+	// Started: a child handed its run has /dev/null as stdin (the parent has its socket, and so
+	// has a child armed for a run that has not come, which would rightly go cold). The last run's
+	// child may still be tearing down after its answer: it does not count.
+	started := func() []int {
+		var pids []int
+		for _, pid := range everyProcessWith(python) {
+			if l, _ := os.Readlink(fmt.Sprintf("/proc/%d/fd/0", pid)); l == "/dev/null" {
+				pids = append(pids, pid)
+			}
+		}
+		return pids
+	}
+	before := started()
 	done := make(chan runner.Result, 1)
 	go func() {
 		r, _, _ := p.Run(t.Context(), b, runner.Spec{VenvDir: v, Code: "import time; print('started', flush=True); time.sleep(300)", Timeout: 5 * time.Minute, MaxOutput: 100, Sandbox: sb})
 		done <- r
 	}()
-	// Started: a child past "go" has /dev/null as stdin (the parent has its socket; a child before
-	// "go" still has it too, and would rightly go cold).
 	waitFor(t, "the run to start", func() bool {
-		for _, pid := range processesWith(python) {
-			if l, _ := os.Readlink(fmt.Sprintf("/proc/%d/fd/0", pid)); l == "/dev/null" {
+		for _, pid := range started() {
+			if !slices.Contains(before, pid) {
 				return true
 			}
 		}
@@ -249,11 +261,12 @@ func TestMemoryBudget(t *testing.T) {
 	if got, err := testutil.GatherAndCount(reg, "envfabric_agent_warm_evictions_total"); err != nil || got != 1 {
 		t.Errorf("evictions series: %d (%v); want 1", got, err)
 	}
-	if _, ok, _ := p.Run(t.Context(), a, runner.Spec{VenvDir: v1, Code: "pass", Timeout: 10 * time.Second, MaxOutput: 100, Sandbox: sb}); ok {
-		t.Errorf("build a's run was warm; want its parent evicted (least recently used)")
-	}
+	// b first: a's cold run starts a parent for a again, which may then evict b's.
 	if _, ok, _ := p.Run(t.Context(), b, runner.Spec{VenvDir: v2, Code: "pass", Timeout: 10 * time.Second, MaxOutput: 100, Sandbox: sb}); !ok {
 		t.Errorf("build b's run went cold; want its parent kept")
+	}
+	if _, ok, _ := p.Run(t.Context(), a, runner.Spec{VenvDir: v1, Code: "pass", Timeout: 10 * time.Second, MaxOutput: 100, Sandbox: sb}); ok {
+		t.Errorf("build a's run was warm; want its parent evicted (least recently used)")
 	}
 }
 
@@ -313,7 +326,25 @@ func TestSameAnswersAsCold(t *testing.T) {
 }
 
 // processesWith lists the live pids whose NUL-separated command line contains s.
+// processesWith lists the parents whose command line contains s: not their children (a child
+// armed for the next run is forked from its parent, with the same command line).
 func processesWith(s string) []int {
+	found := map[int]bool{}
+	for _, pid := range everyProcessWith(s) {
+		found[pid] = true
+	}
+	var pids []int
+	for pid := range found {
+		if !found[ppid(pid)] {
+			pids = append(pids, pid)
+		}
+	}
+	slices.Sort(pids)
+	return pids
+}
+
+// everyProcessWith lists the processes whose command line contains s, children included.
+func everyProcessWith(s string) []int {
 	var pids []int
 	ents, _ := os.ReadDir("/proc")
 	for _, e := range ents {
@@ -327,6 +358,25 @@ func processesWith(s string) []int {
 		}
 	}
 	return pids
+}
+
+// ppid is a process's parent (0 when unknown).
+func ppid(pid int) int {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(s[i+1:])
+	if len(f) < 2 {
+		return 0
+	}
+	n, _ := strconv.Atoi(f[1])
+	return n
 }
 
 // alive: a process that exists and is not a zombie.
