@@ -199,42 +199,44 @@ def exit_code(e):
     return 1
 
 
-def child(run_fd):
+def child(run_fd, arm):
     """A child forked ahead of its run ("armed"): it says hello (the agent learns its host pid and
-    puts it in the run's cgroup meanwhile), then waits for the run itself: its working directory,
-    environment and guard, and its stdout and stderr. What a fork and a cgroup join cost is paid
-    before the run arrives."""
+    puts it in the run's cgroup meanwhile), does everything that does not depend on the code (its
+    working directory and environment, fresh random state, the guard against signalling the
+    parent), then waits for the run itself: its stdout and stderr, main.py being in place. What a
+    fork, a cgroup join and this set-up cost is paid before the run arrives."""
     os.setsid()
     run = socket.socket(fileno=run_fd)
     # The kernel attaches this process's credentials (its host pid) to the message.
     run.send(b"hello")
+    keep = run.fileno()
+    os.closerange(3, keep)  # every descriptor of the parent but fd 0 (until the run) ...
+    os.closerange(keep + 1, 1 << 20)
+    work = arm["dir"]
+    os.chdir(work)
+    os.environ.clear()
+    for kv in arm["env"]:
+        k, _, v = kv.partition("=")
+        os.environ[k] = v
+    reseed()
+    install_guard(bytes.fromhex(arm.get("guard", "")))
+    prctl(PR_SET_DUMPABLE, 1)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    prefault(work)
     try:
         msg, fds = recv_fds(run)
     except OSError:
         _exit(71)
     if not msg or len(fds) != 2:
         _exit(71)
-    req = json.loads(msg)
     out_fd, err_fd = fds
     os.dup2(out_fd, 1)
     os.dup2(err_fd, 2)
     null = os.open("/dev/null", os.O_RDONLY)
-    os.dup2(null, 0)
-    # Every descriptor of the parent; the run socket stays (close-on-exec) to report the exit
-    # status as soon as it is known, before this process's teardown.
-    keep = run.fileno()
-    os.closerange(3, keep)
-    os.closerange(keep + 1, 1 << 20)
-    work = req["dir"]
-    os.chdir(work)
-    os.environ.clear()
-    for kv in req["env"]:
-        k, _, v = kv.partition("=")
-        os.environ[k] = v
-    reseed()
-    install_guard(bytes.fromhex(req.get("guard", "")))
-    prctl(PR_SET_DUMPABLE, 1)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    os.dup2(null, 0)  # ... the parent's control socket, which the run never holds
+    for fd in (out_fd, err_fd, null):
+        os.close(fd)
+    run.close()  # the run holds descriptors 0, 1 and 2 only
     code = run_main(work)
     try:
         # Only what the run imported beyond the parent's: walking every module object would copy
@@ -247,13 +249,12 @@ def child(run_fd):
     except BaseException:
         pass
     if code != "SIGINT":
-        # The answer need not wait for this process's teardown (unmapping what it shares with the
-        # parent): the code is done and its output flushed. Code that wrote on this socket itself
-        # only ended its own run early; the agent kills what is left either way.
+        # The output is flushed: closing it lets the agent see the end of the run before this
+        # process's teardown (unmapping what it shares with the parent takes milliseconds); it
+        # then reads the exit status the kernel records first (parent.go, exitedEarly).
         try:
             os.close(1)
             os.close(2)
-            run.send(json.dumps({"exit": code}).encode())
         except BaseException:
             pass
     if code == "SIGINT":
@@ -261,6 +262,28 @@ def child(run_fd):
         os.kill(os.getpid(), signal.SIGINT)
         code = 130
     _exit(code)
+
+
+def prefault(work):
+    """Run an empty main the way run_main runs one, in a scratch namespace: the interpreter's
+    pages it writes (reference counts, caches) become this child's copies now, not page faults
+    on the run's time. Nothing of it stays: the module and its file are gone before the run."""
+    saved = (sys.modules.get("__main__"), list(sys.argv), list(sys.path))
+    try:
+        path = os.path.join(work, ".envfabric-prefault.py")
+        main = types.ModuleType("__main__")
+        main.__file__ = path
+        main.__builtins__ = __builtins__
+        exec(compile(b"pass\n", path, "exec"), main.__dict__)
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except BaseException:
+        pass
+    finally:
+        if saved[0] is not None:
+            sys.modules["__main__"] = saved[0]
+        sys.argv[:] = saved[1]
+        sys.path[:] = saved[2]
 
 
 def cleanup():
@@ -390,13 +413,14 @@ def serve():
                 os.close(fd)
             send({"error": "arm: want 1 descriptor, got %d" % len(fds)})
             continue
+        arm = json.loads(msg)
         (run_fd,) = fds
         sys.stdout.flush()
         sys.stderr.flush()
         pid = os.fork()
         if pid == 0:
             try:
-                child(run_fd)
+                child(run_fd, arm)
             finally:
                 _exit(70)
         for fd in fds:
