@@ -95,7 +95,9 @@ func (a *fakeAgent) Delete(context.Context, envid.Key) (int64, error) {
 }
 func (a *fakeAgent) Ping(context.Context) error                           { return nil }
 func (a *fakeAgent) DiskUsage(context.Context, envid.Key) (int64, error)  { return 0, nil }
-func (a *fakeAgent) Usage(context.Context, time.Time) ([]envs.Use, error) { return nil, nil }
+func (a *fakeAgent) Usage(context.Context, time.Time, []envid.Key) ([]envs.Use, error) {
+	return nil, nil
+}
 func (a *fakeAgent) PruneCache(context.Context) (int64, int64, error) {
 	a.record("prune")
 	return 0, 0, nil

@@ -127,6 +127,9 @@ func (s *Store) ListBuilds(ctx context.Context, f store.BuildFilter) ([]store.Bu
 	if f.Unreferenced {
 		where = append(where, "NOT EXISTS (SELECT 1 FROM envs e WHERE e.build_id = b.id)")
 	}
+	if !f.After.IsZero() {
+		where = append(where, "(b.last_used_at, b.id) > ("+arg(s.time(f.After.LastUsedAt))+", "+arg(f.After.BuildID)+")")
+	}
 	q := `SELECT ` + buildCols + ` FROM builds b`
 	if len(where) > 0 {
 		q += " WHERE " + strings.Join(where, " AND ")

@@ -103,8 +103,20 @@ func (s *Store) ListEnvs(ctx context.Context, f store.ListFilter) ([]store.Env, 
 
 // IdleEnvs implements store.Store.
 func (s *Store) IdleEnvs(ctx context.Context, cutoff time.Time, limit int) ([]store.Env, error) {
-	rows, err := s.read().query(ctx, `SELECT `+envCols+` FROM envs WHERE last_used_at < $1
-		ORDER BY last_used_at, workflow_id, node_id, version_id LIMIT $2`, s.time(cutoff), sqlLimit(limit))
+	return s.IdleEnvsAfter(ctx, cutoff, store.CleanupCursor{}, limit)
+}
+
+// IdleEnvsAfter implements store.Store. The row comparison and the order are those of the
+// envs_idle index, so a page reads limit rows of it wherever it starts.
+func (s *Store) IdleEnvsAfter(ctx context.Context, cutoff time.Time, after store.CleanupCursor, limit int) ([]store.Env, error) {
+	q := `SELECT ` + envCols + ` FROM envs WHERE last_used_at < $1`
+	args := []any{s.time(cutoff), sqlLimit(limit)}
+	if !after.IsZero() {
+		k := after.Key
+		q += ` AND (last_used_at, workflow_id, node_id, version_id) > ($3, $4, $5, $6)`
+		args = append(args, s.time(after.LastUsedAt), k.WorkflowID, k.NodeID, k.VersionID)
+	}
+	rows, err := s.read().query(ctx, q+` ORDER BY last_used_at, workflow_id, node_id, version_id LIMIT $2`, args...)
 	envs, err := collect(rows, err, s.scanEnv)
 	if err != nil {
 		return nil, fmt.Errorf("list idle environments: %w", err)
