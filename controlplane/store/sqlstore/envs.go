@@ -90,10 +90,22 @@ func (s *Store) GetEnv(ctx context.Context, key envid.Key) (store.Env, error) {
 // ListEnvs implements store.Store.
 func (s *Store) ListEnvs(ctx context.Context, f store.ListFilter) ([]store.Env, error) {
 	a := f.After
-	rows, err := s.read().query(ctx, `SELECT `+envCols+` FROM envs
-		WHERE ($1 = '' OR workflow_id = $1) AND (workflow_id, node_id, version_id) > ($2, $3, $4)
-		ORDER BY workflow_id, node_id, version_id LIMIT $5`,
-		f.WorkflowID, a.WorkflowID, a.NodeID, a.VersionID, sqlLimit(f.Limit))
+	q := `SELECT ` + envCols + ` FROM envs WHERE (workflow_id, node_id, version_id) > ($1, $2, $3)`
+	args := []any{a.WorkflowID, a.NodeID, a.VersionID}
+	if f.WorkflowID != "" {
+		// One workflow is an equality on the key's first column and a range on the rest, so that
+		// both databases read that workflow's rows only, wherever it lies among the others (an
+		// "any workflow or this one" condition is read from the cursor to the end).
+		switch {
+		case a.WorkflowID < f.WorkflowID:
+			a = envid.Key{WorkflowID: f.WorkflowID}
+		case a.WorkflowID > f.WorkflowID:
+			return []store.Env{}, nil
+		}
+		q = `SELECT ` + envCols + ` FROM envs WHERE workflow_id = $1 AND (node_id, version_id) > ($2, $3)`
+		args = []any{f.WorkflowID, a.NodeID, a.VersionID}
+	}
+	rows, err := s.read().query(ctx, q+` ORDER BY workflow_id, node_id, version_id LIMIT $4`, append(args, sqlLimit(f.Limit))...)
 	envs, err := collect(rows, err, s.scanEnv)
 	if err != nil {
 		return nil, fmt.Errorf("list environments: %w", err)

@@ -47,6 +47,8 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"GetRevision", testGetRevision},
 		{"DeleteEnv", testDeleteEnv},
 		{"IdleEnvs", testIdleEnvs},
+		{"IdleEnvsAfter", testIdleEnvsAfter},
+		{"CleanupCursor", testCleanupCursor},
 		{"CountEnvsAndLeases", testCounts},
 		{"AdoptSetting", testAdoptSetting},
 		{"Leadership", testLeadership},
