@@ -80,7 +80,13 @@ func fill(ctx context.Context, name string, st store.Store, db *sql.DB, d sqlsto
 	const batch = 500
 	workers := 2
 	if d.Embedded() {
-		workers = 1 // one writer at a time in SQLite
+		// One writer at a time in SQLite, on one connection with a page cache large enough for
+		// the indexes being filled in random order (last_used_at).
+		workers = 1
+		db.SetMaxOpenConns(1)
+		if _, err := db.ExecContext(ctx, `PRAGMA cache_size = -262144`); err != nil {
+			return f, err
+		}
 	}
 	var mu sync.Mutex
 	var firstErr error
@@ -121,13 +127,17 @@ func fill(ctx context.Context, name string, st store.Store, db *sql.DB, d sqlsto
 	if err := ctx.Err(); err != nil {
 		return f, err
 	}
-	// What the commits would have kept up to date: each lock's count of environments, the
-	// operation id sequence; then fresh statistics for the planner.
-	stmts := []string{`UPDATE lock_refs SET envs = (SELECT count(*) FROM envs e WHERE e.lock_digest = lock_refs.lock_digest), generation = generation + 1`}
+	// What the commits would have kept up to date: each lock's and build's count of
+	// environments, the operation id sequence; then fresh statistics for the planner.
+	stmts := []string{`UPDATE lock_refs SET envs = (SELECT count(*) FROM envs e WHERE e.lock_digest = lock_refs.lock_digest), generation = generation + 1`,
+		`DELETE FROM build_refs`,
+		`INSERT INTO build_refs (build_id, envs) SELECT build_id, count(*) FROM envs WHERE build_id <> '' GROUP BY build_id`}
 	if d.Embedded() {
 		stmts = append(stmts, `ANALYZE`)
 	} else {
-		stmts = append(stmts, `SELECT setval(pg_get_serial_sequence('env_operations', 'id'), (SELECT max(id) FROM env_operations))`, `ANALYZE`)
+		// VACUUM as autovacuum would have by the time a fleet grew this large: it sets the
+		// visibility map, without which every index-only scan visits the table too.
+		stmts = append(stmts, `SELECT setval(pg_get_serial_sequence('env_operations', 'id'), (SELECT max(id) FROM env_operations))`, `VACUUM (ANALYZE)`)
 	}
 	for _, q := range stmts {
 		if _, err := db.ExecContext(ctx, q); err != nil {
@@ -187,6 +197,23 @@ func insertBatch(ctx context.Context, db *sql.DB, d sqlstore.Dialect, lo, hi, ev
 		{"env_revisions", "workflow_id, node_id, version_id, revision, operation_id, created_at, pyproject_digest, lock_digest, build_id", "", revRows},
 		{"env_operations", "id, workflow_id, node_id, version_id, operation, status, actor, request_id, agent, params, result, started_at, finished_at, duration_ms", "params result", opRows},
 	} {
+		if d.Embedded() {
+			// SQLite: one prepared row statement run again (no round trips to save; parsing a
+			// statement of thousands of parameters is what costs).
+			one := rows{width: ins.rows.width, count: 1}
+			stmt, err := tx.PrepareContext(ctx, one.insert(d, ins.table, ins.cols, ins.jsonCols))
+			if err != nil {
+				return fmt.Errorf("insert into %s: %w", ins.table, err)
+			}
+			for i := 0; i < ins.rows.count; i++ {
+				if _, err := stmt.ExecContext(ctx, ins.rows.args[i*ins.rows.width:(i+1)*ins.rows.width]...); err != nil {
+					stmt.Close()
+					return fmt.Errorf("insert into %s: %w", ins.table, err)
+				}
+			}
+			stmt.Close()
+			continue
+		}
 		if _, err := tx.ExecContext(ctx, ins.rows.insert(d, ins.table, ins.cols, ins.jsonCols), ins.rows.args...); err != nil {
 			return fmt.Errorf("insert into %s: %w", ins.table, err)
 		}

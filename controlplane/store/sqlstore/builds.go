@@ -13,7 +13,7 @@ import (
 // buildCols are a build's columns, then how many environments' current revision references it
 // (envs.build_id, indexed).
 const buildCols = `b.id, b.python_path, b.python_full_version, b.lock_digest, b.state, b.packages_installed, b.bytes,
-	b.created_at, b.last_used_at, (SELECT count(*) FROM envs e WHERE e.build_id = b.id)`
+	b.created_at, b.last_used_at, COALESCE((SELECT f.envs FROM build_refs f WHERE f.build_id = b.id), 0)`
 
 func (s *Store) scanBuild(r scanner) (store.Build, error) {
 	var b store.Build

@@ -240,12 +240,13 @@ func (s *Store) CommitRevision(ctx context.Context, c store.Commit) (int64, erro
 			disk                  int64
 			curPyproject, curLock sql.NullString
 			curBuild              sql.NullString
+			envBuild              string
 		)
-		err := r.row(ctx, `SELECT e.revision, e.disk_revision, r.pyproject_digest, r.lock_digest, r.build_id FROM envs e
+		err := r.row(ctx, `SELECT e.revision, e.disk_revision, r.pyproject_digest, r.lock_digest, r.build_id, e.build_id FROM envs e
 			LEFT JOIN env_revisions r ON r.workflow_id = e.workflow_id AND r.node_id = e.node_id
 				AND r.version_id = e.version_id AND r.revision = e.revision
 			WHERE e.workflow_id = $1 AND e.node_id = $2 AND e.version_id = $3`+s.d.RowLock("FOR UPDATE OF e"),
-			k.WorkflowID, k.NodeID, k.VersionID).Scan(&rev, &disk, &curPyproject, &curLock, &curBuild)
+			k.WorkflowID, k.NodeID, k.VersionID).Scan(&rev, &disk, &curPyproject, &curLock, &curBuild, &envBuild)
 		if err != nil {
 			return notFound(err)
 		}
@@ -283,6 +284,9 @@ func (s *Store) CommitRevision(ctx context.Context, c store.Commit) (int64, erro
 		}
 		if c.BuildID == "" {
 			disk = rev // installed in place (the layout before builds): the directory is the revision
+		}
+		if err := s.moveBuildRef(ctx, r, envBuild, c.BuildID); err != nil { // buildrefs.go
+			return err
 		}
 		state := c.State
 		if buildState == store.BuildRemoved && (state == store.StateActive || state == store.StateIdle) {
@@ -368,9 +372,9 @@ func (s *Store) DeleteEnv(ctx context.Context, key envid.Key, leaseID string) er
 		if err := s.lockContents(ctx, tx, digests); err != nil {
 			return err
 		}
-		var lock string
-		if err := r.row(ctx, `SELECT lock_digest FROM envs WHERE workflow_id = $1 AND node_id = $2 AND version_id = $3`,
-			key.WorkflowID, key.NodeID, key.VersionID).Scan(&lock); err != nil {
+		var lock, build string
+		if err := r.row(ctx, `SELECT lock_digest, build_id FROM envs WHERE workflow_id = $1 AND node_id = $2 AND version_id = $3`,
+			key.WorkflowID, key.NodeID, key.VersionID).Scan(&lock, &build); err != nil {
 			return notFound(err)
 		}
 		res, err := r.exec(ctx, `DELETE FROM envs WHERE workflow_id = $1 AND node_id = $2 AND version_id = $3`,
@@ -382,6 +386,9 @@ func (s *Store) DeleteEnv(ctx context.Context, key envid.Key, leaseID string) er
 			return err
 		}
 		if err := s.moveLockRef(ctx, r, lock, ""); err != nil { // packages.go
+			return err
+		}
+		if err := s.moveBuildRef(ctx, r, build, ""); err != nil { // buildrefs.go
 			return err
 		}
 		for _, d := range digests {

@@ -49,6 +49,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"IdleEnvs", testIdleEnvs},
 		{"IdleEnvsAfter", testIdleEnvsAfter},
 		{"CleanupCursor", testCleanupCursor},
+		{"BuildCurrentEnvs", testBuildCurrentEnvs},
 		{"CountEnvsAndLeases", testCounts},
 		{"AdoptSetting", testAdoptSetting},
 		{"Leadership", testLeadership},

@@ -21,3 +21,13 @@ CREATE TABLE cleanup_cursors (
 	build_id     TEXT    NOT NULL DEFAULT '',
 	updated_at   INTEGER NOT NULL
 ) WITHOUT ROWID;
+
+-- How many environments' current revision is installed as each build, kept by the commits and
+-- deletes (as lock_refs is for locks): a status shows what its build is shared with, and
+-- counting a popular build's environments at every status read a hundred thousand index entries.
+CREATE TABLE build_refs (
+	build_id TEXT PRIMARY KEY,
+	envs     INTEGER NOT NULL
+) WITHOUT ROWID;
+INSERT INTO build_refs (build_id, envs)
+	SELECT build_id, count(*) FROM envs WHERE build_id <> '' GROUP BY build_id;
