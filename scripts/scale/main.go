@@ -13,6 +13,7 @@
 //	SCALE_ENVS=100000 make scale        # a quick run
 //	SCALE_DB=postgres make scale        # one database only (postgres or sqlite)
 //	SCALE_MEMBERS=50 make scale         # fewer gossip members
+//	SCALE_DB=none make scale            # gossip only
 package main
 
 import (
@@ -103,15 +104,23 @@ func run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	b, err := fabricbin.Build(ctx, root, filepath.Join(work, "bin"))
-	if err != nil {
-		return err
+	var bins binaries
+	if cfg.db != "none" {
+		b, err := fabricbin.Build(ctx, root, filepath.Join(work, "bin"))
+		if err != nil {
+			return err
+		}
+		bins = binaries{controlPlane: b.ControlPlane, agent: b.Agent}
 	}
-	bins := binaries{controlPlane: b.ControlPlane, agent: b.Agent}
 	ls := synth.MakeLocks(rand.New(rand.NewPCG(1, 2)), 300)
 	fmt.Printf("scale: %d environments (%d workflows of %d nodes) over %d distinct locks of 5-60 packages, 1 in %d idle; %d gossip members; %d CPUs\n",
 		cfg.envs, cfg.envs/nodesPerWorkflow, nodesPerWorkflow, len(ls.Locks), cfg.every, cfg.members, runtime.NumCPU())
 	var reports []dbReport
+	switch cfg.db {
+	case "", "postgres", "sqlite", "none":
+	default:
+		return fmt.Errorf("SCALE_DB=%q: want postgres, sqlite or none (gossip only)", cfg.db)
+	}
 	for _, name := range []string{"PostgreSQL", "SQLite"} {
 		if cfg.db != "" && !(cfg.db == "postgres" && name == "PostgreSQL" || cfg.db == "sqlite" && name == "SQLite") {
 			continue

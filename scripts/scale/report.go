@@ -37,8 +37,8 @@ func printReport(cfg config, reports []dbReport, g gossipResult) {
 		fmt.Printf("  memory: control plane RSS %s (peak %s), agent RSS %s (peak %s)\n", mib(r.cpRSS), mib(r.cpPeak), mib(r.agentRSS), mib(r.agentPeak))
 	}
 	fmt.Printf("gossip, %d memberlist members (LAN profile) on loopback:\n", g.members)
-	fmt.Printf("  joins: every member sees every other %s after the first join, %s after the last (converged: %v)\n",
-		g.joinAll.Round(10*time.Millisecond), g.afterLastJoin.Round(10*time.Millisecond), g.converged)
+	fmt.Printf("  joins: every member knows every other %s after the first join, %s after the last (converged: %v; %d of %d views' entries suspect then)\n",
+		g.joinAll.Round(10*time.Millisecond), g.afterLastJoin.Round(10*time.Millisecond), g.converged, g.suspect, g.inProcess*(g.members-1))
 	fmt.Printf("  a crash of %d members (SIGKILL): every other member drops them after %s (detected: %v)\n", g.killed, g.failure.Round(10*time.Millisecond), g.detected)
 	fmt.Printf("  memberlist's configured detection time at %d members: %s to %s (probe + timeout + suspicion, min to max)\n",
 		g.members, g.detectMin.Round(10*time.Millisecond), g.detectMax.Round(10*time.Millisecond))
