@@ -9,7 +9,7 @@
 // SCALE_MEMBERS (200) memberlist members on loopback after joins and after a crash, against
 // memberlist's configured detection time. It prints the figures and which goals are met.
 //
-//	make scale                          # about 20 minutes on 2 cores
+//	make scale                          # 16 minutes on 2 shared cores
 //	SCALE_ENVS=100000 make scale        # a quick run
 //	SCALE_DB=postgres make scale        # one database only (postgres or sqlite)
 //	SCALE_MEMBERS=50 make scale         # fewer gossip members
