@@ -5,6 +5,7 @@
 #   make test    everything CI checks: generated code up to date, go vet, go test (with a 30 s chaos run)
 #   make chaos   fault-injection run against a local fleet (CHAOS_SECONDS=120); report in data/chaos/
 #   make bench   benchmarks; writes docs/benchmarks.md and docs/bench/ (not part of make test)
+#   make scale   a million simulated environments and 200 gossip members, measured (not part of make test)
 #
 # Tools the build needs (uv, buf, protoc plugins; the SDK tests' Python tools) are installed under .tools/, pinned.
 
@@ -77,6 +78,13 @@ chaos: uv ## fault-injection run: kill/pause programs, stop PostgreSQL, check in
 bench: uv ## run the benchmarks (~15 min; BENCH_QUICK=1 for a short run) into docs/benchmarks.md
 	UV_BIN=$(UV_BIN) $(GO) run ./scripts/bench
 	$(GO) run ./scripts/benchdeps
+
+# scripts/scale fills PostgreSQL and SQLite with SCALE_ENVS synthetic environments (a million by
+# default; SCALE_ENVS=100000 for a quick run) and measures the API, cleanup, storage calls,
+# database size, gossip convergence and memory; docs/scale.md carries its figures.
+.PHONY: scale
+scale: uv ## simulate a million environments and 200 gossip members; print figures and goals (SCALE_ENVS=1000000)
+	UV_BIN=$(UV_BIN) $(GO) run ./scripts/scale
 
 .PHONY: proto
 proto: ## install the pinned generators and regenerate proto/gen

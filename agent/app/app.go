@@ -83,6 +83,7 @@ func Run(ctx context.Context, cfg config.Config, logger *slog.Logger) error {
 		return fmt.Errorf("uv at %s does not answer: %w", cfg.UVBin, err)
 	}
 	tracker := usage.New(cfg.EnvsBasePath, logger.With("component", "usage"))
+	met.watchUsage(tracker)
 	if err := checkDefaultPython(ctx, ex, sb, cfg.DefaultPython, logger); err != nil {
 		return err
 	}

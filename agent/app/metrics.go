@@ -173,3 +173,12 @@ func (m *metrics) measureCache(ctx context.Context, dir string, every time.Durat
 		}
 	}
 }
+
+// watchUsage exports the metadata calls the use tracker made against the shared storage: with
+// the use signal read per cleanup candidate, this grows with the candidates, not the fleet.
+func (m *metrics) watchUsage(t *usage.Tracker) {
+	m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "envfabric_agent_usage_storage_calls_total",
+		Help: "Metadata calls (stat, utimes of pyvenv.cfg) the use tracker made against the shared storage.",
+	}, func() float64 { return float64(t.StorageCalls()) }))
+}

@@ -326,6 +326,10 @@ func exists(p string) bool {
 	return err == nil
 }
 
+// maxStorageChecks bounds one Usage request's storage_check (the control plane sends a cleanup
+// batch, smaller than this).
+const maxStorageChecks = 10000
+
 // Usage reports the last use this host has seen of each environment.
 func (s *Server) Usage(ctx context.Context, req *connect.Request[agentv1.UsageRequest]) (*connect.Response[agentv1.UsageResponse], error) {
 	resp := &agentv1.UsageResponse{}
@@ -337,11 +341,36 @@ func (s *Server) Usage(ctx context.Context, req *connect.Request[agentv1.UsageRe
 		since = time.UnixMilli(ms)
 	}
 	if req.Msg.GetRescan() {
-		if err := s.cfg.Usage.Scan(ctx); err != nil {
-			return nil, s.fail(ctx, "usage", err)
+		s.cfg.Usage.Scan()
+	}
+	checks := req.Msg.GetStorageCheck()
+	if len(checks) > maxStorageChecks {
+		return nil, connect.NewError(connect.CodeInvalidArgument,
+			fmt.Errorf("%d environments to check on the shared storage; at most %d a request", len(checks), maxStorageChecks))
+	}
+	keys := make([]envid.Key, 0, len(checks))
+	for _, r := range checks {
+		key, err := envid.New(r.GetWorkflowId(), r.GetNodeId(), r.GetVersionId())
+		if err != nil {
+			return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("storage_check: %w", err))
 		}
+		keys = append(keys, key)
+	}
+	checked, err := s.cfg.Usage.CheckStorage(ctx, keys)
+	if err != nil {
+		return nil, s.fail(ctx, "usage", err)
 	}
 	uses, scanned := s.cfg.Usage.Since(since)
+	// A checked use older than since is still the answer to the check.
+	reported := make(map[envid.Key]bool, len(uses))
+	for _, u := range uses {
+		reported[u.Key] = true
+	}
+	for _, u := range checked {
+		if !reported[u.Key] {
+			uses = append(uses, u)
+		}
+	}
 	for _, u := range uses {
 		resp.Envs = append(resp.Envs, &agentv1.EnvUsage{
 			Env:            &agentv1.EnvRef{WorkflowId: u.Key.WorkflowID, NodeId: u.Key.NodeID, VersionId: u.Key.VersionID},

@@ -15,8 +15,8 @@ import (
 )
 
 // TestUseOfEnvironmentsSharingABuild: two environments linked to one build are told apart: a
-// start of one's .venv/bin/python is that environment's use only, and nothing under .builds,
-// .staging or .locks is taken for an environment.
+// start of one's .venv/bin/python is that environment's use only, and a start of the build's
+// interpreter (a run through the API) is neither's.
 func TestUseOfEnvironmentsSharingABuild(t *testing.T) {
 	py, err := exec.LookPath("python3")
 	if err != nil {
@@ -53,7 +53,8 @@ func TestUseOfEnvironmentsSharingABuild(t *testing.T) {
 	exec.Command(filepath.Join(store.Venv(id), "bin", "python"), "-c", "pass").Run()
 
 	tr := New(base, slog.New(slog.DiscardHandler))
-	if err := tr.Scan(t.Context()); err != nil {
+	both := []envid.Key{used, idle}
+	if _, err := tr.CheckStorage(t.Context(), both); err != nil {
 		t.Fatal(err)
 	}
 	if uses, _ := tr.Since(time.Time{}); len(uses) != 0 {
@@ -63,12 +64,13 @@ func TestUseOfEnvironmentsSharingABuild(t *testing.T) {
 	if err != nil || strings.TrimSpace(string(out)) != filepath.Join(used.Dir(base), ".venv") {
 		t.Fatalf("the environment's python: %q, %v; want sys.prefix its own .venv", out, err)
 	}
-	if err := tr.Scan(t.Context()); err != nil {
+	checked, err := tr.CheckStorage(t.Context(), both)
+	if err != nil {
 		t.Fatal(err)
 	}
 	uses, _ := tr.Since(time.Time{})
-	if len(uses) != 1 || uses[0].Key != used || uses[0].Source != SourceInterpreter {
-		t.Errorf("after starting one environment's python: %+v; want one interpreter use of %s", uses, used)
+	if len(checked) != 1 || len(uses) != 1 || uses[0].Key != used || uses[0].Source != SourceInterpreter {
+		t.Errorf("after starting one environment's python: checked %+v, known %+v; want one interpreter use of %s", checked, uses, used)
 	}
 }
 

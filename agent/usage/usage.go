@@ -2,18 +2,21 @@
 // environment's interpreter that never went through the fabric (a workflow executor starting
 // `.venv/bin/python` itself), and measures the uv cache for the metrics.
 //
-// Two signals are read, because neither is enough alone:
-//   - pyvenv.cfg's access time. Python reads it at every start of the environment's interpreter.
-//     Mounts are usually relatime, where an access updates atime only while atime <= mtime or ctime,
-//     so after seeing a use the tracker "arms" the file again by setting atime back to mtime; the
-//     next start then moves atime forward. noatime mounts give nothing here.
-//   - live processes whose argv[0] is inside an environment (a long job is in use the whole time).
+// Two signals are read, because neither is enough alone, and they cost differently:
+//   - pyvenv.cfg's access time, on the shared storage. Python reads it at every start of the
+//     environment's interpreter. Mounts are usually relatime, where an access updates atime only
+//     while atime <= mtime or ctime, so after seeing a use the tracker "arms" the file again by
+//     setting atime back to mtime; the next start then moves atime forward. noatime mounts give
+//     nothing here. The file is the same for every host, so it is read only when the control
+//     plane asks (CheckStorage), by one agent, for the environments a cleanup pass is about to
+//     remove: metadata calls against the NAS grow with the candidates, not with the fleet.
+//   - live processes whose argv[0] is inside an environment (a long job is in use the whole
+//     time). These are per host (/proc, local), scanned every interval by every agent.
 //
 // Both are per environment although environments share builds (agent/builds): each environment's
 // .venv holds its own copy of pyvenv.cfg, which CPython reads when started as
 // <env_path>/.venv/bin/python, and that path is the process's argv[0]. Runs through the API start
 // the build's interpreter instead and are recorded by the agent (Used, and the build's lock file).
-// The walk skips everything whose name is not an id (.builds, .staging, .locks, .trash-*).
 package usage
 
 import (
@@ -26,6 +29,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -52,10 +56,18 @@ type Tracker struct {
 	log  *slog.Logger
 	proc string // /proc, replaceable in tests
 
+	// storageCalls counts the metadata calls made against the shared storage (a stat or a
+	// utimes of a pyvenv.cfg): what the NAS pays for the use signal.
+	storageCalls atomic.Int64
+
 	mu      sync.Mutex
 	last    map[envid.Key]Use
 	scanned time.Time
 }
+
+// StorageCalls is how many metadata calls (stat, utimes) the tracker has made against the shared
+// storage since it was made.
+func (t *Tracker) StorageCalls() int64 { return t.storageCalls.Load() }
 
 // New returns a tracker of the environments under base.
 func New(base string, log *slog.Logger) *Tracker {
@@ -76,7 +88,9 @@ func (t *Tracker) Used(key envid.Key, at time.Time, source string) {
 // dropped. Uses through the API and live processes stay.
 func (t *Tracker) Operated(key envid.Key) {
 	p := filepath.Join(key.Dir(t.base), ".venv", "pyvenv.cfg")
+	t.storageCalls.Add(1)
 	if fi, err := os.Stat(p); err == nil {
+		t.storageCalls.Add(1)
 		_ = os.Chtimes(p, fi.ModTime(), fi.ModTime())
 	}
 	t.mu.Lock()
@@ -86,8 +100,8 @@ func (t *Tracker) Operated(key envid.Key) {
 	}
 }
 
-// Since returns the uses after since (every known use when since is zero) and when the view was
-// last refreshed by a scan.
+// Since returns the uses after since (every known use when since is zero) and when the view of
+// this host's processes was last refreshed by a scan.
 func (t *Tracker) Since(since time.Time) ([]Use, time.Time) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -107,14 +121,13 @@ func (t *Tracker) Last(key envid.Key) time.Time {
 	return t.last[key].At
 }
 
-// Run scans every interval until ctx ends.
+// Run scans this host's processes every interval until ctx ends. It never walks the shared
+// storage: that signal is read per candidate, on request (CheckStorage).
 func (t *Tracker) Run(ctx context.Context, every time.Duration) {
 	tick := time.NewTicker(every)
 	defer tick.Stop()
 	for {
-		if err := t.Scan(ctx); err != nil && ctx.Err() == nil {
-			t.log.Warn("scanning environment usage", "err", err)
-		}
+		t.Scan()
 		select {
 		case <-ctx.Done():
 			return
@@ -123,54 +136,37 @@ func (t *Tracker) Run(ctx context.Context, every time.Duration) {
 	}
 }
 
-// Scan reads both signals once.
-func (t *Tracker) Scan(ctx context.Context) error {
+// Scan reads this host's signal once: the live processes started from an environment.
+func (t *Tracker) Scan() {
 	now := time.Now()
 	t.scanProcesses(now)
-	err := t.scanInterpreters(ctx)
 	t.mu.Lock()
 	t.scanned = now
 	t.mu.Unlock()
-	return err
 }
 
-// scanInterpreters walks base/<wf>/<node>/<version>/.venv/pyvenv.cfg.
-func (t *Tracker) scanInterpreters(ctx context.Context) error {
-	wfs, err := os.ReadDir(t.base)
-	if err != nil {
-		return err
-	}
-	for _, wf := range wfs {
-		if ctx.Err() != nil {
-			return ctx.Err()
+// CheckStorage reads the shared storage's use signal of keys only (two metadata calls for an
+// environment that was used, one for the rest) and returns the uses it saw, which are also
+// remembered. ctx ending stops it between environments.
+func (t *Tracker) CheckStorage(ctx context.Context, keys []envid.Key) ([]Use, error) {
+	var out []Use
+	for _, key := range keys {
+		if err := ctx.Err(); err != nil {
+			return out, err
 		}
-		if !wf.IsDir() || envid.ValidateID("workflow_id", wf.Name()) != nil {
-			continue // .trash-* and anything else that is not an environment
-		}
-		nodes, _ := os.ReadDir(filepath.Join(t.base, wf.Name()))
-		for _, node := range nodes {
-			if !node.IsDir() || envid.ValidateID("node_id", node.Name()) != nil {
-				continue
-			}
-			versions, _ := os.ReadDir(filepath.Join(t.base, wf.Name(), node.Name()))
-			for _, v := range versions {
-				if !v.IsDir() || envid.ValidateID("version_id", v.Name()) != nil {
-					continue
-				}
-				key := envid.Key{WorkflowID: wf.Name(), NodeID: node.Name(), VersionID: v.Name()}
-				if at, ok := t.checkInterpreter(key); ok {
-					t.Used(key, at, SourceInterpreter)
-				}
-			}
+		if at, ok := t.checkInterpreter(key); ok {
+			t.Used(key, at, SourceInterpreter)
+			out = append(out, Use{Key: key, At: at, Source: SourceInterpreter})
 		}
 	}
-	return nil
+	return out, nil
 }
 
 // checkInterpreter reports a start of key's interpreter since the file was last armed, and arms it
 // again.
 func (t *Tracker) checkInterpreter(key envid.Key) (time.Time, bool) {
 	p := filepath.Join(key.Dir(t.base), ".venv", "pyvenv.cfg")
+	t.storageCalls.Add(1)
 	fi, err := os.Stat(p)
 	if err != nil {
 		return time.Time{}, false
@@ -185,7 +181,8 @@ func (t *Tracker) checkInterpreter(key envid.Key) (time.Time, bool) {
 		return time.Time{}, false
 	}
 	// Arm: atime back to mtime, so that relatime records the next start. A start between the
-	// Stat and this Chtimes is lost, at worst one use in a scan interval.
+	// Stat and this Chtimes is lost, at worst one use between two cleanup passes' looks.
+	t.storageCalls.Add(1)
 	if err := os.Chtimes(p, mtime, mtime); err != nil {
 		t.log.Debug("arming pyvenv.cfg", "path", p, "err", err)
 	}

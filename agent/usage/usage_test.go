@@ -1,6 +1,7 @@
 package usage
 
 import (
+	"fmt"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -36,14 +37,11 @@ func TestInterpreterUseOutsideTheFabric(t *testing.T) {
 	idle := envid.Key{WorkflowID: "wf", NodeID: "idle", VersionID: "v1"}
 	venv := makeVenv(t, base, used)
 	makeVenv(t, base, idle)
-	os.MkdirAll(filepath.Join(base, ".trash-1-x", "n", "v1"), 0o755) // not an environment
+	both := []envid.Key{used, idle}
 
 	tr := New(base, slog.New(slog.DiscardHandler))
-	if err := tr.Scan(t.Context()); err != nil {
-		t.Fatal(err)
-	}
-	if uses, _ := tr.Since(time.Time{}); len(uses) != 0 {
-		t.Fatalf("before any run: %v; want no use", uses)
+	if uses, err := tr.CheckStorage(t.Context(), both); err != nil || len(uses) != 0 {
+		t.Fatalf("before any run: %v, %v; want no use", uses, err)
 	}
 
 	before := time.Now().Add(-time.Second)
@@ -51,29 +49,70 @@ func TestInterpreterUseOutsideTheFabric(t *testing.T) {
 	if out, err := exec.Command(filepath.Join(venv, "bin", "python"), "-c", "pass").CombinedOutput(); err != nil {
 		t.Fatalf("running the env's python: %v\n%s", err, out)
 	}
-	if err := tr.Scan(t.Context()); err != nil {
+	uses, err := tr.CheckStorage(t.Context(), both)
+	if err != nil {
 		t.Fatal(err)
 	}
-	uses, scanned := tr.Since(time.Time{})
 	if len(uses) != 1 || uses[0].Key != used || uses[0].Source != SourceInterpreter || uses[0].At.Before(before) {
 		t.Fatalf("after a direct run: %+v; want one interpreter use of %s after %s", uses, used, before)
 	}
-	if scanned.IsZero() {
-		t.Error("scan time not recorded")
+	if known, _ := tr.Since(time.Time{}); len(known) != 1 || known[0] != uses[0] {
+		t.Errorf("the tracker knows %+v; want the use it reported, %+v", known, uses[0])
 	}
-	first := uses[0].At
 
-	// Armed again: a scan with no new start reports nothing new.
-	tr.Scan(t.Context())
-	if again, _ := tr.Since(first); len(again) != 0 {
-		t.Errorf("a scan without a new start reported %+v", again)
+	// Armed again: a look with no new start reports nothing.
+	if again, _ := tr.CheckStorage(t.Context(), both); len(again) != 0 {
+		t.Errorf("a look without a new start reported %+v", again)
 	}
 	// A second start is seen again (the file was re-armed).
 	time.Sleep(20 * time.Millisecond)
 	exec.Command(filepath.Join(venv, "bin", "python"), "-c", "pass").Run()
-	tr.Scan(t.Context())
-	if again, _ := tr.Since(first); len(again) != 1 {
+	if again, _ := tr.CheckStorage(t.Context(), both); len(again) != 1 || !again[0].At.After(uses[0].At) {
 		t.Errorf("a second direct start was not seen: %+v", again)
+	}
+}
+
+// TestStorageCallsFollowCandidates: the shared storage is asked about the environments named and
+// nothing else: a host's periodic scan makes no call against it however many environments it
+// holds, and a look at k candidates makes at most two per candidate (stat, and utimes to arm).
+func TestStorageCallsFollowCandidates(t *testing.T) {
+	base := t.TempDir()
+	var keys []envid.Key
+	for i := range 30 {
+		k := envid.Key{WorkflowID: "wf", NodeID: fmt.Sprintf("n%02d", i), VersionID: "v1"}
+		if err := os.MkdirAll(filepath.Join(k.Dir(base), ".venv"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		cfg := filepath.Join(k.Dir(base), ".venv", "pyvenv.cfg")
+		if err := os.WriteFile(cfg, []byte("home = /usr/bin\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		old := time.Now().Add(-time.Hour)
+		if i < 2 {
+			os.Chtimes(cfg, time.Now(), old) // started since it was armed
+		} else {
+			os.Chtimes(cfg, old, old)
+		}
+		keys = append(keys, k)
+	}
+	tr := New(base, slog.New(slog.DiscardHandler))
+	for range 3 {
+		tr.Scan()
+	}
+	if n := tr.StorageCalls(); n != 0 {
+		t.Errorf("three scans of the host made %d calls against the shared storage; want 0", n)
+	}
+	candidates := []envid.Key{keys[0], keys[1], keys[7], keys[20]}
+	uses, err := tr.CheckStorage(t.Context(), candidates)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(uses) != 2 {
+		t.Errorf("uses %+v; want the two started ones", uses)
+	}
+	// 2 used (stat + arm) and 2 not (stat) of 30 environments.
+	if n := tr.StorageCalls(); n != 6 {
+		t.Errorf("a look at %d candidates of %d environments made %d calls; want 6", len(candidates), len(keys), n)
 	}
 }
 
@@ -92,7 +131,7 @@ func TestLiveProcess(t *testing.T) {
 	cfg := filepath.Join(venv, "pyvenv.cfg")
 	fi, _ := os.Stat(cfg)
 	time.Sleep(100 * time.Millisecond) // the interpreter has read pyvenv.cfg by now or soon
-	tr.scanInterpreters(t.Context())
+	tr.CheckStorage(t.Context(), []envid.Key{key})
 	os.Chtimes(cfg, fi.ModTime(), fi.ModTime())
 
 	start := time.Now()

@@ -376,11 +376,14 @@ func (c *Client) DiskUsage(ctx context.Context, key envid.Key) (int64, error) {
 }
 
 // Usage implements envs.Agent.
-func (c *Client) Usage(ctx context.Context, since time.Time) ([]envs.Use, error) {
+func (c *Client) Usage(ctx context.Context, since time.Time, storageCheck []envid.Key) ([]envs.Use, error) {
 	// A fresh look: cleanup decides on it, and background scans may be minutes old.
 	req := &agentv1.UsageRequest{Rescan: true}
 	if !since.IsZero() {
 		req.SinceUnixMs = since.UnixMilli()
+	}
+	for _, k := range storageCheck {
+		req.StorageCheck = append(req.StorageCheck, ref(k))
 	}
 	resp, err := c.rpc.Usage(ctx, connect.NewRequest(req))
 	if err != nil {

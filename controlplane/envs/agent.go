@@ -200,8 +200,10 @@ type Agent interface {
 	Delete(ctx context.Context, key envid.Key) (bytesFreed int64, err error)
 	// DiskUsage is what deleting the environment would free (files hardlinked from the cache stay).
 	DiskUsage(ctx context.Context, key envid.Key) (int64, error)
-	// Usage returns the uses the agent's host saw after since (zero: every use it knows).
-	Usage(ctx context.Context, since time.Time) ([]Use, error)
+	// Usage returns the uses the agent's host saw after since (zero: every use it knows): runs
+	// through it and its live processes. With storageCheck it also reads the shared storage's use
+	// signal of those environments (one agent's look serves the fleet) and reports those used.
+	Usage(ctx context.Context, since time.Time, storageCheck []envid.Key) ([]Use, error)
 	// PruneCache removes unused entries from the shared uv cache.
 	PruneCache(ctx context.Context) (before, after int64, err error)
 	// ListBuilds lists every build directory on the shared storage, complete or not.

@@ -47,53 +47,155 @@ type CleanupResult struct {
 // as "cleanup". Environments busy with another operation are skipped, not waited for. Then it
 // removes the builds no environment's current revision references (never one a run holds),
 // each audited as remove_build.
+//
+// A pass covers every idle environment, in batches of Options.CleanupBatch read in (last use,
+// key) order after a cursor. A real pass saves the cursor after each batch, so a pass cut short
+// (the leader stopped, the database went away) is resumed by the next one, whichever control
+// plane runs it; a dry run reads from the start and saves nothing. Its cost grows with the
+// candidates, not with the environments: the database reads one index from the cursor on, and
+// the shared storage's use signal is read by one agent, for the candidates of the batch only.
 func (s *Service) Cleanup(ctx context.Context, c Caller, req CleanupRequest) (CleanupResult, error) {
 	if req.IdleFor < 0 {
 		req.IdleFor = s.opt.CleanupIdle
 	}
 	res := CleanupResult{IdleHours: req.IdleFor.Hours(), DryRun: req.DryRun, Removed: []CleanupEntry{}, Skipped: []CleanupEntry{}}
+	var after store.CleanupCursor
+	if !req.DryRun {
+		var err error
+		if after, err = s.store.CleanupCursor(ctx, store.CursorEnvs); err != nil {
+			return res, dbErr("reading the cleanup cursor", err)
+		}
+	}
 	// Uses seen on the hosts, outside the API, count: an environment a workflow executor runs
-	// directly is not idle.
+	// directly is not idle. Every agent reports its own host's (its processes, its runs).
 	res.UsageReports = s.CollectUsage(ctx)
 	cutoff := s.now().Add(-req.IdleFor)
-	idle, err := s.store.IdleEnvs(ctx, cutoff, 1000)
-	if err != nil {
-		return res, dbErr("finding idle environments", err)
-	}
-	var measurer Agent // a dry run measures what each removal would free through one agent
-	if req.DryRun && len(idle) > 0 {
-		measurer, _ = s.agents.Pick(ctx, Need{})
-	}
-	for _, e := range idle {
-		entry := CleanupEntry{WorkflowID: e.Key.WorkflowID, NodeID: e.Key.NodeID, VersionID: e.Key.VersionID, LastUsedAt: e.LastUsedAt}
-		if req.DryRun {
-			if measurer != nil {
-				dctx, cancel := context.WithTimeout(ctx, time.Minute)
-				entry.BytesFreed, _ = measurer.DiskUsage(dctx, e.Key)
-				cancel()
-			}
-			res.BytesFreed += entry.BytesFreed
-			res.Removed = append(res.Removed, entry)
-			continue
-		}
-		d, err := s.remove(ctx, c, e.Key, "cleanup", map[string]any{"idle_hours": req.IdleFor.Hours(), "last_used_at": e.LastUsedAt})
+	var checker Agent // the one agent that reads the shared storage for the fleet, and measures dry runs
+	for {
+		batch, err := s.store.IdleEnvsAfter(ctx, cutoff, after, s.cleanupBatch())
 		if err != nil {
-			if errcode.Of(err) == errcode.DBAuditError {
-				return res, err
-			}
-			entry.Reason = err.Error()
-			res.Skipped = append(res.Skipped, entry)
-			continue
+			return res, dbErr("finding idle environments", err)
 		}
-		entry.BytesFreed = d.BytesFreed
-		res.BytesFreed += d.BytesFreed
-		res.Removed = append(res.Removed, entry)
+		if len(batch) == 0 {
+			break
+		}
+		if checker == nil {
+			checker, _ = s.agents.Pick(ctx, Need{})
+		}
+		used, unread := s.storageUses(ctx, checker, batch, cutoff)
+		for _, e := range batch {
+			entry := CleanupEntry{WorkflowID: e.Key.WorkflowID, NodeID: e.Key.NodeID, VersionID: e.Key.VersionID, LastUsedAt: e.LastUsedAt}
+			if used[e.Key] {
+				continue // used after the cutoff: not idle (the use is recorded)
+			}
+			if unread != nil {
+				// Never remove what might be in use: without the storage's signal it is unknown.
+				entry.Reason = unread.Error()
+				res.Skipped = append(res.Skipped, entry)
+				continue
+			}
+			if req.DryRun {
+				dctx, cancel := context.WithTimeout(ctx, time.Minute)
+				entry.BytesFreed, _ = checker.DiskUsage(dctx, e.Key)
+				cancel()
+				res.BytesFreed += entry.BytesFreed
+				res.Removed = append(res.Removed, entry)
+				continue
+			}
+			d, err := s.remove(ctx, c, e.Key, "cleanup", map[string]any{"idle_hours": req.IdleFor.Hours(), "last_used_at": e.LastUsedAt})
+			if err != nil {
+				if errcode.Of(err) == errcode.DBAuditError {
+					return res, err
+				}
+				entry.Reason = err.Error()
+				res.Skipped = append(res.Skipped, entry)
+				continue
+			}
+			entry.BytesFreed = d.BytesFreed
+			res.BytesFreed += d.BytesFreed
+			res.Removed = append(res.Removed, entry)
+		}
+		last := batch[len(batch)-1]
+		after = store.CleanupCursor{LastUsedAt: last.LastUsedAt, Key: last.Key}
+		if !req.DryRun {
+			if err := s.store.SaveCleanupCursor(ctx, store.CursorEnvs, after, s.now()); err != nil {
+				return res, dbErr("saving the cleanup cursor", err)
+			}
+		}
+		if len(batch) < s.cleanupBatch() {
+			break
+		}
 	}
+	if !req.DryRun {
+		if err := s.store.SaveCleanupCursor(ctx, store.CursorEnvs, store.CleanupCursor{}, s.now()); err != nil {
+			return res, dbErr("ending the cleanup pass", err)
+		}
+	}
+	var err error
 	res.BuildsRemoved, res.BuildsSkipped, err = s.cleanupBuilds(ctx, req.DryRun)
 	for _, b := range res.BuildsRemoved {
 		res.BytesFreed += b.BytesFreed
 	}
 	return res, err
+}
+
+func (s *Service) cleanupBatch() int {
+	if s.opt.CleanupBatch > 0 {
+		return s.opt.CleanupBatch
+	}
+	return 500
+}
+
+// UseSignalError is a cleanup batch whose shared-storage use signal could not be read (no agent
+// answered): its candidates are skipped, never removed.
+type UseSignalError struct {
+	Agent string // empty: no agent to ask
+	Err   error
+}
+
+func (e *UseSignalError) Error() string {
+	if e.Agent == "" {
+		return fmt.Sprintf("not removed: the shared storage's use signal could not be read: %v", e.Err)
+	}
+	return fmt.Sprintf("not removed: agent %s could not read the shared storage's use signal: %v", e.Agent, e.Err)
+}
+
+func (e *UseSignalError) Unwrap() error { return e.Err }
+
+// storageUses asks one agent to read the shared storage's use signal of batch's environments,
+// records the uses it saw (the file is armed again by the look, so the database must keep what
+// it told), and returns the environments used at or after cutoff: not idle after all.
+func (s *Service) storageUses(ctx context.Context, a Agent, batch []store.Env, cutoff time.Time) (map[envid.Key]bool, error) {
+	if a == nil {
+		return nil, &UseSignalError{Err: errors.New("no agent is available")}
+	}
+	keys := make([]envid.Key, len(batch))
+	last := make(map[envid.Key]time.Time, len(batch))
+	for i, e := range batch {
+		keys[i] = e.Key
+		last[e.Key] = e.LastUsedAt
+	}
+	uctx, cancel := context.WithTimeout(ctx, time.Minute)
+	// since = now: only the check's answer; the hosts' own uses were merged before the pass.
+	uses, err := a.Usage(uctx, s.now(), keys)
+	cancel()
+	if err != nil {
+		return nil, &UseSignalError{Agent: a.Name(), Err: err}
+	}
+	used := map[envid.Key]bool{}
+	for _, u := range uses {
+		at, ok := last[u.Key]
+		if !ok || !u.At.After(at) {
+			continue
+		}
+		if err := s.store.Touch(ctx, u.Key, u.At); err != nil && !errors.Is(err, store.ErrNotFound) {
+			s.log.Warn("recording a use seen on the shared storage", "env", u.Key.String(), "err", err)
+		}
+		if !u.At.Before(cutoff) {
+			used[u.Key] = true
+		}
+	}
+	return used, nil
 }
 
 // CollectUsage merges the last uses every live agent reports into the database, and returns how
@@ -105,7 +207,7 @@ func (s *Service) CollectUsage(ctx context.Context) int {
 		since := s.usageSince[a.Name()]
 		s.usageMu.Unlock()
 		uctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-		uses, err := a.Usage(uctx, since)
+		uses, err := a.Usage(uctx, since, nil)
 		cancel()
 		if err != nil {
 			s.log.Warn("collecting usage from an agent", "agent", a.Name(), "err", err)

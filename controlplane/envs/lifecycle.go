@@ -124,26 +124,54 @@ func (s *Service) cleanupBuilds(ctx context.Context, dryRun bool) (removed, skip
 		}
 	}
 	cutoff := s.now().Add(-s.graceAfterLease())
-	builds, err := s.store.ListBuilds(ctx, store.BuildFilter{Unreferenced: true, UnusedBefore: cutoff, Limit: 1000})
-	if err != nil {
-		return removed, skipped, dbErr("listing unreferenced builds", err)
+	// Every unreferenced build, a batch at a time after a cursor; a real pass keeps the cursor in
+	// the database (as the environments' pass does), so the next leader resumes it.
+	var after store.CleanupCursor
+	if !dryRun {
+		if after, err = s.store.CleanupCursor(ctx, store.CursorBuilds); err != nil {
+			return removed, skipped, dbErr("reading the builds cleanup cursor", err)
+		}
 	}
-	for _, b := range builds {
-		if b.State == store.BuildRemoved {
-			continue
+	for {
+		builds, err := s.store.ListBuilds(ctx, store.BuildFilter{Unreferenced: true, UnusedBefore: cutoff, After: after, Limit: s.cleanupBatch()})
+		if err != nil {
+			return removed, skipped, dbErr("listing unreferenced builds", err)
 		}
-		if dryRun {
-			removed = append(removed, BuildEntry{BuildID: b.ID, LastUsedAt: b.LastUsedAt, BytesFreed: b.Bytes, Reason: "unreferenced"})
-			continue
+		for _, b := range builds {
+			if b.State == store.BuildRemoved {
+				continue
+			}
+			if dryRun {
+				removed = append(removed, BuildEntry{BuildID: b.ID, LastUsedAt: b.LastUsedAt, BytesFreed: b.Bytes, Reason: "unreferenced"})
+				continue
+			}
+			// Look again: a change may have made it current since the list was read.
+			if cur, err := s.store.GetBuild(ctx, b.ID); err != nil || cur.CurrentEnvs > 0 || !cur.LastUsedAt.Before(cutoff) {
+				continue
+			}
+			if e, ok := s.removeBuild(ctx, b, "unreferenced"); ok {
+				removed = append(removed, e)
+			} else {
+				skipped = append(skipped, e)
+			}
 		}
-		// Look again: a change may have made it current since the list was read.
-		if cur, err := s.store.GetBuild(ctx, b.ID); err != nil || cur.CurrentEnvs > 0 || !cur.LastUsedAt.Before(cutoff) {
-			continue
+		if len(builds) == 0 {
+			break
 		}
-		if e, ok := s.removeBuild(ctx, b, "unreferenced"); ok {
-			removed = append(removed, e)
-		} else {
-			skipped = append(skipped, e)
+		last := builds[len(builds)-1]
+		after = store.CleanupCursor{LastUsedAt: last.LastUsedAt, BuildID: last.ID}
+		if !dryRun {
+			if err := s.store.SaveCleanupCursor(ctx, store.CursorBuilds, after, s.now()); err != nil {
+				return removed, skipped, dbErr("saving the builds cleanup cursor", err)
+			}
+		}
+		if len(builds) < s.cleanupBatch() {
+			break
+		}
+	}
+	if !dryRun {
+		if err := s.store.SaveCleanupCursor(ctx, store.CursorBuilds, store.CleanupCursor{}, s.now()); err != nil {
+			return removed, skipped, dbErr("ending the builds cleanup pass", err)
 		}
 	}
 	return removed, skipped, nil

@@ -40,6 +40,9 @@ type Options struct {
 	OperationTimeout time.Duration // bound on one uv operation
 	IdleAfter        time.Duration // an ACTIVE environment unused this long is reported IDLE
 	CleanupIdle      time.Duration // environments unused this long are removed by cleanup
+	// CleanupBatch bounds the environments (and builds) one step of a cleanup pass reads and
+	// asks the shared storage about (0: 500).
+	CleanupBatch int
 	// HibernateAfter: a build unused this long is removed and its environments show HIBERNATED
 	// until their next run or sync (0: never).
 	HibernateAfter time.Duration

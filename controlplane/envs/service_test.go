@@ -37,6 +37,11 @@ type fakeAgent struct {
 	// check, when set, is the verification Inspect reports; inUse makes RemoveBuild refuse.
 	check *envs.BuildCheck
 	inUse atomic.Bool
+	// storageUsed is what the shared storage's use signal shows (Usage's storageCheck);
+	// usageErr fails Usage; checked collects every storage check's keys.
+	storageUsed map[envid.Key]time.Time
+	usageErr    error
+	checked     [][]envid.Key
 }
 
 func (a *fakeAgent) record(s string) {
@@ -93,9 +98,25 @@ func (a *fakeAgent) Delete(context.Context, envid.Key) (int64, error) {
 	a.record("delete")
 	return 0, nil
 }
-func (a *fakeAgent) Ping(context.Context) error                           { return nil }
-func (a *fakeAgent) DiskUsage(context.Context, envid.Key) (int64, error)  { return 0, nil }
-func (a *fakeAgent) Usage(context.Context, time.Time) ([]envs.Use, error) { return nil, nil }
+func (a *fakeAgent) Ping(context.Context) error                          { return nil }
+func (a *fakeAgent) DiskUsage(context.Context, envid.Key) (int64, error) { return 0, nil }
+func (a *fakeAgent) Usage(_ context.Context, _ time.Time, check []envid.Key) ([]envs.Use, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.usageErr != nil {
+		return nil, a.usageErr
+	}
+	var out []envs.Use
+	if len(check) > 0 {
+		a.checked = append(a.checked, slices.Clone(check))
+	}
+	for _, k := range check {
+		if at, ok := a.storageUsed[k]; ok {
+			out = append(out, envs.Use{Key: k, At: at, Source: "interpreter"})
+		}
+	}
+	return out, nil
+}
 func (a *fakeAgent) PruneCache(context.Context) (int64, int64, error) {
 	a.record("prune")
 	return 0, 0, nil

@@ -188,8 +188,27 @@ type Build struct {
 	CurrentEnvs int
 }
 
-// BuildFilter selects builds for ListBuilds; ordered by last_used_at, oldest first.
+// Names of the cleanup passes whose cursor is kept (Store.CleanupCursor).
+const (
+	CursorEnvs   = "envs"
+	CursorBuilds = "builds"
+)
+
+// CleanupCursor is the last item a cleanup pass dealt with, in the order it reads: by LastUsedAt,
+// then Key (environments) or BuildID (builds). The zero value is the start.
+type CleanupCursor struct {
+	LastUsedAt time.Time
+	Key        envid.Key
+	BuildID    string
+}
+
+// IsZero reports the start of a pass.
+func (c CleanupCursor) IsZero() bool { return c == CleanupCursor{} }
+
+// BuildFilter selects builds for ListBuilds; ordered by last_used_at, then id, oldest first.
 type BuildFilter struct {
+	// After pages on (LastUsedAt, BuildID) > After's (zero: from the first).
+	After CleanupCursor
 	State string // empty: any
 	// Unreferenced: only builds no environment's current revision references.
 	Unreferenced bool
@@ -381,6 +400,15 @@ type Store interface {
 	DeleteEnv(ctx context.Context, key envid.Key, leaseID string) error
 	// IdleEnvs returns environments whose last use is before cutoff, oldest first.
 	IdleEnvs(ctx context.Context, cutoff time.Time, limit int) ([]Env, error)
+	// IdleEnvsAfter is IdleEnvs's next page: the environments after `after` in (LastUsedAt, Key)
+	// order (the zero cursor: from the start), read from one index however many there are.
+	IdleEnvsAfter(ctx context.Context, cutoff time.Time, after CleanupCursor, limit int) ([]Env, error)
+	// CleanupCursor returns where the pass named name (CursorEnvs, CursorBuilds) stands, or the
+	// zero cursor when no pass is under way.
+	CleanupCursor(ctx context.Context, name string) (CleanupCursor, error)
+	// SaveCleanupCursor records where the pass named name stands; the zero cursor clears it (the
+	// pass is over).
+	SaveCleanupCursor(ctx context.Context, name string, c CleanupCursor, now time.Time) error
 	// CountEnvs returns how many environments are in each recorded state.
 	CountEnvs(ctx context.Context) (map[string]int, error)
 	// CountLeases returns how many leases are live fleet-wide at now; changesOnly counts only

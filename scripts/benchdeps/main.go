@@ -34,7 +34,7 @@ import (
 	"github.com/envfabric/envfabric/controlplane/store"
 	"github.com/envfabric/envfabric/controlplane/store/postgres"
 	"github.com/envfabric/envfabric/controlplane/store/sqlite"
-	"github.com/envfabric/envfabric/controlplane/store/storetest"
+	"github.com/envfabric/envfabric/scripts/internal/synth"
 	"github.com/envfabric/envfabric/shared/envid"
 	"github.com/envfabric/envfabric/shared/testutil/pgtest"
 )
@@ -50,69 +50,25 @@ func main() {
 
 const (
 	locks    = 300
-	names    = 500
-	popular  = 12 // the first names appear in most locks
+	names    = synth.Names
+	popular  = synth.Popular // the first names appear in most locks
 	nQueries = 400
 	views    = 100
 	pageSize = 100
 )
 
 type dataset struct {
+	*synth.Locks
 	locks     []string
 	versions  map[string][]string // name → versions
-	weights   []int               // environments per lock index, cumulative choice
 	advisoryZ string              // the OSV zip
 }
 
-func pkgName(i int) string {
-	real := []string{"idna", "certifi", "urllib3", "requests", "charset-normalizer", "six", "packaging", "typing-extensions",
-		"numpy", "python-dateutil", "pyyaml", "setuptools"}
-	if i < len(real) {
-		return real[i]
-	}
-	return fmt.Sprintf("pkg%03d", i)
-}
+var pkgName = synth.PkgName
 
 func makeDataset(r *rand.Rand, dir string) (*dataset, error) {
-	ds := &dataset{versions: map[string][]string{}}
-	for i := 0; i < names; i++ {
-		n := 2 + r.IntN(7)
-		for v := 0; v < n; v++ {
-			ds.versions[pkgName(i)] = append(ds.versions[pkgName(i)], fmt.Sprintf("%d.%d.%d", 1+v/3, v%3, r.IntN(4)))
-		}
-	}
-	for l := 0; l < locks; l++ {
-		size := 5 + r.IntN(56)
-		chosen := map[string]bool{}
-		var direct, indirect []string
-		for i := 0; i < popular && len(chosen) < size; i++ {
-			if r.IntN(10) < 7 {
-				chosen[pkgName(i)] = true
-			}
-		}
-		for len(chosen) < size {
-			chosen[pkgName(popular+r.IntN(names-popular))] = true
-		}
-		for n := range chosen {
-			vs := ds.versions[n]
-			p := n + "==" + vs[r.IntN(len(vs))]
-			if r.IntN(3) == 0 {
-				direct = append(direct, p)
-			} else {
-				indirect = append(indirect, p)
-			}
-		}
-		sort.Strings(direct)
-		sort.Strings(indirect)
-		if len(direct) == 0 {
-			direct, indirect = indirect[:1], indirect[1:]
-		}
-		ds.locks = append(ds.locks, storetest.LockOf(direct, indirect...))
-	}
-	// An uneven spread: a few locks carry many environments.
-	for l := 0; l < locks; l++ {
-		ds.weights = append(ds.weights, 1+int(1000/float64(l+1)))
-	}
+	ls := synth.MakeLocks(r, locks)
+	ds := &dataset{Locks: ls, locks: ls.Locks, versions: ls.Versions}
 	// Advisories: 400 records over the names, ranges of the generated versions.
 	ds.advisoryZ = filepath.Join(dir, "all.zip")
 	f, err := os.Create(ds.advisoryZ)
@@ -151,20 +107,7 @@ func makeDataset(r *rand.Rand, dir string) (*dataset, error) {
 	return ds, f.Close()
 }
 
-func (ds *dataset) pickLock(r *rand.Rand) int {
-	total := 0
-	for _, w := range ds.weights {
-		total += w
-	}
-	n := r.IntN(total)
-	for i, w := range ds.weights {
-		if n < w {
-			return i
-		}
-		n -= w
-	}
-	return 0
-}
+func (ds *dataset) pickLock(r *rand.Rand) int { return ds.Pick(r) }
 
 func run(ctx context.Context) error {
 	n := 100000
@@ -364,20 +307,7 @@ func queries(ctx context.Context, name string, st store.Store, ds *dataset, db *
 }
 
 func insert(ctx context.Context, st store.Store, key envid.Key, lock string) error {
-	now := time.Now()
-	if err := st.CreateEnv(ctx, store.Env{Key: key, State: store.StateCreating}, now); err != nil {
-		return err
-	}
-	l, err := st.AcquireLease(ctx, store.LeaseRequest{Key: key, Mode: store.LeaseChange, Holder: "bench", Operation: "create", TTL: time.Minute, Now: now})
-	if err != nil {
-		return err
-	}
-	_, err = st.CommitRevision(ctx, store.Commit{Key: key, LeaseID: l.ID, Now: now, State: store.StateActive,
-		PyprojectTOML: "[project]\nname = \"envfabric-env\"\n", UvLock: lock})
-	if rerr := st.ReleaseLease(ctx, l.ID); err == nil {
-		err = rerr
-	}
-	return err
+	return synth.Insert(ctx, st, key, "[project]\nname = \"envfabric-env\"\n", lock, "", 0)
 }
 
 // cpuTime is this process's user and system CPU time so far (the SQLite store runs in it; a

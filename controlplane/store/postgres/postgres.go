@@ -145,3 +145,31 @@ func lockKey(parts ...string) int64 {
 	}
 	return int64(h.Sum64())
 }
+
+// Explain implements sqlstore.Dialect: EXPLAIN's text lines, planned on one connection with
+// enable_seqscan off (reset before the connection goes back to the pool).
+func (Dialect) Explain(ctx context.Context, db *sql.DB, query string, args []any) ([]string, error) {
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	if _, err := conn.ExecContext(ctx, "SET enable_seqscan = off"); err != nil {
+		return nil, err
+	}
+	defer conn.ExecContext(context.WithoutCancel(ctx), "RESET enable_seqscan")
+	rows, err := conn.QueryContext(ctx, "EXPLAIN "+query, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var plan []string
+	for rows.Next() {
+		var line string
+		if err := rows.Scan(&line); err != nil {
+			return nil, err
+		}
+		plan = append(plan, line)
+	}
+	return plan, rows.Err()
+}

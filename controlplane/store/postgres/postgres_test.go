@@ -159,3 +159,7 @@ func TestProbeReadOnly(t *testing.T) {
 		t.Errorf("probe on a read-only database: %v; want a read-only error", err)
 	}
 }
+
+func TestPlans(t *testing.T) {
+	storetest.RunPlans(t, func(t *testing.T) storetest.Planner { return open(t) })
+}

@@ -207,3 +207,23 @@ func errorCode(err error) (int, bool) {
 	}
 	return e.Code(), true
 }
+
+// Explain implements sqlstore.Dialect: EXPLAIN QUERY PLAN's detail column, a line a step
+// ("SEARCH e USING INDEX envs_lock (lock_digest=?)", "SCAN envs").
+func (d Dialect) Explain(ctx context.Context, db *sql.DB, query string, args []any) ([]string, error) {
+	rows, err := db.QueryContext(ctx, "EXPLAIN QUERY PLAN "+d.Rebind(query), args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var plan []string
+	for rows.Next() {
+		var id, parent, unused int
+		var detail string
+		if err := rows.Scan(&id, &parent, &unused, &detail); err != nil {
+			return nil, err
+		}
+		plan = append(plan, detail)
+	}
+	return plan, rows.Err()
+}

@@ -157,3 +157,7 @@ func TestIndexBackfill(t *testing.T) {
 		t.Errorf("packages after the backfill = %+v, %v; want idna (direct) and six", pk, err)
 	}
 }
+
+func TestPlans(t *testing.T) {
+	storetest.RunPlans(t, func(t *testing.T) storetest.Planner { return open(t).(*sqlite.Store) })
+}

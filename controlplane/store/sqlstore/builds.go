@@ -13,7 +13,7 @@ import (
 // buildCols are a build's columns, then how many environments' current revision references it
 // (envs.build_id, indexed).
 const buildCols = `b.id, b.python_path, b.python_full_version, b.lock_digest, b.state, b.packages_installed, b.bytes,
-	b.created_at, b.last_used_at, (SELECT count(*) FROM envs e WHERE e.build_id = b.id)`
+	b.created_at, b.last_used_at, COALESCE((SELECT f.envs FROM build_refs f WHERE f.build_id = b.id), 0)`
 
 func (s *Store) scanBuild(r scanner) (store.Build, error) {
 	var b store.Build
@@ -125,7 +125,12 @@ func (s *Store) ListBuilds(ctx context.Context, f store.BuildFilter) ([]store.Bu
 		where = append(where, "b.last_used_at < "+arg(s.time(f.UnusedBefore)))
 	}
 	if f.Unreferenced {
-		where = append(where, "NOT EXISTS (SELECT 1 FROM envs e WHERE e.build_id = b.id)")
+		// build_refs, not envs: the planner may answer an anti-join with envs by reading its
+		// build index whole (TestPlans saw it choose a merge join); build_refs has a row a build.
+		where = append(where, "NOT EXISTS (SELECT 1 FROM build_refs f WHERE f.build_id = b.id AND f.envs > 0)")
+	}
+	if !f.After.IsZero() {
+		where = append(where, "(b.last_used_at, b.id) > ("+arg(s.time(f.After.LastUsedAt))+", "+arg(f.After.BuildID)+")")
 	}
 	q := `SELECT ` + buildCols + ` FROM builds b`
 	if len(where) > 0 {

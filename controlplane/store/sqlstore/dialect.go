@@ -47,6 +47,12 @@ type Dialect interface {
 	// MigrationsTable creates schema_migrations if it does not exist.
 	MigrationsTable() string
 
+	// Explain returns the plan the database chooses for query (in the shared $N form) with args,
+	// one line a step, in the database's own words (EXPLAIN, EXPLAIN QUERY PLAN). PostgreSQL's
+	// is planned with sequential scans disabled, so that an index that can serve the query is
+	// chosen even on a table too small to need it: a Seq Scan left means no index can.
+	Explain(ctx context.Context, db *sql.DB, query string, args []any) ([]string, error)
+
 	// IsUniqueViolation reports whether err is a primary-key or unique-constraint violation.
 	IsUniqueViolation(err error) bool
 	// IsLocalDiskFull reports whether err is a write that failed because the filesystem holding

@@ -98,10 +98,22 @@ func (s *Store) GetEnv(ctx context.Context, key envid.Key) (store.Env, error) {
 // ListEnvs implements store.Store.
 func (s *Store) ListEnvs(ctx context.Context, f store.ListFilter) ([]store.Env, error) {
 	a := f.After
-	rows, err := s.read().query(ctx, `SELECT `+envCols+` FROM envs
-		WHERE ($1 = '' OR workflow_id = $1) AND (workflow_id, node_id, version_id) > ($2, $3, $4)
-		ORDER BY workflow_id, node_id, version_id LIMIT $5`,
-		f.WorkflowID, a.WorkflowID, a.NodeID, a.VersionID, sqlLimit(f.Limit))
+	q := `SELECT ` + envCols + ` FROM envs WHERE (workflow_id, node_id, version_id) > ($1, $2, $3)`
+	args := []any{a.WorkflowID, a.NodeID, a.VersionID}
+	if f.WorkflowID != "" {
+		// One workflow is an equality on the key's first column and a range on the rest, so that
+		// both databases read that workflow's rows only, wherever it lies among the others (an
+		// "any workflow or this one" condition is read from the cursor to the end).
+		switch {
+		case a.WorkflowID < f.WorkflowID:
+			a = envid.Key{WorkflowID: f.WorkflowID}
+		case a.WorkflowID > f.WorkflowID:
+			return []store.Env{}, nil
+		}
+		q = `SELECT ` + envCols + ` FROM envs WHERE workflow_id = $1 AND (node_id, version_id) > ($2, $3)`
+		args = []any{f.WorkflowID, a.NodeID, a.VersionID}
+	}
+	rows, err := s.read().query(ctx, q+` ORDER BY workflow_id, node_id, version_id LIMIT $4`, append(args, sqlLimit(f.Limit))...)
 	envs, err := collect(rows, err, s.scanEnv)
 	if err != nil {
 		return nil, fmt.Errorf("list environments: %w", err)
@@ -111,8 +123,20 @@ func (s *Store) ListEnvs(ctx context.Context, f store.ListFilter) ([]store.Env, 
 
 // IdleEnvs implements store.Store.
 func (s *Store) IdleEnvs(ctx context.Context, cutoff time.Time, limit int) ([]store.Env, error) {
-	rows, err := s.read().query(ctx, `SELECT `+envCols+` FROM envs WHERE last_used_at < $1
-		ORDER BY last_used_at, workflow_id, node_id, version_id LIMIT $2`, s.time(cutoff), sqlLimit(limit))
+	return s.IdleEnvsAfter(ctx, cutoff, store.CleanupCursor{}, limit)
+}
+
+// IdleEnvsAfter implements store.Store. The row comparison and the order are those of the
+// envs_idle index, so a page reads limit rows of it wherever it starts.
+func (s *Store) IdleEnvsAfter(ctx context.Context, cutoff time.Time, after store.CleanupCursor, limit int) ([]store.Env, error) {
+	q := `SELECT ` + envCols + ` FROM envs WHERE last_used_at < $1`
+	args := []any{s.time(cutoff), sqlLimit(limit)}
+	if !after.IsZero() {
+		k := after.Key
+		q += ` AND (last_used_at, workflow_id, node_id, version_id) > ($3, $4, $5, $6)`
+		args = append(args, s.time(after.LastUsedAt), k.WorkflowID, k.NodeID, k.VersionID)
+	}
+	rows, err := s.read().query(ctx, q+` ORDER BY last_used_at, workflow_id, node_id, version_id LIMIT $2`, args...)
 	envs, err := collect(rows, err, s.scanEnv)
 	if err != nil {
 		return nil, fmt.Errorf("list idle environments: %w", err)
@@ -224,12 +248,13 @@ func (s *Store) CommitRevision(ctx context.Context, c store.Commit) (int64, erro
 			disk                  int64
 			curPyproject, curLock sql.NullString
 			curBuild              sql.NullString
+			envBuild              string
 		)
-		err := r.row(ctx, `SELECT e.revision, e.disk_revision, r.pyproject_digest, r.lock_digest, r.build_id FROM envs e
+		err := r.row(ctx, `SELECT e.revision, e.disk_revision, r.pyproject_digest, r.lock_digest, r.build_id, e.build_id FROM envs e
 			LEFT JOIN env_revisions r ON r.workflow_id = e.workflow_id AND r.node_id = e.node_id
 				AND r.version_id = e.version_id AND r.revision = e.revision
 			WHERE e.workflow_id = $1 AND e.node_id = $2 AND e.version_id = $3`+s.d.RowLock("FOR UPDATE OF e"),
-			k.WorkflowID, k.NodeID, k.VersionID).Scan(&rev, &disk, &curPyproject, &curLock, &curBuild)
+			k.WorkflowID, k.NodeID, k.VersionID).Scan(&rev, &disk, &curPyproject, &curLock, &curBuild, &envBuild)
 		if err != nil {
 			return notFound(err)
 		}
@@ -267,6 +292,9 @@ func (s *Store) CommitRevision(ctx context.Context, c store.Commit) (int64, erro
 		}
 		if c.BuildID == "" {
 			disk = rev // installed in place (the layout before builds): the directory is the revision
+		}
+		if err := s.moveBuildRef(ctx, r, envBuild, c.BuildID); err != nil { // buildrefs.go
+			return err
 		}
 		state := c.State
 		if buildState == store.BuildRemoved && (state == store.StateActive || state == store.StateIdle) {
@@ -352,9 +380,9 @@ func (s *Store) DeleteEnv(ctx context.Context, key envid.Key, leaseID string) er
 		if err := s.lockContents(ctx, tx, digests); err != nil {
 			return err
 		}
-		var lock string
-		if err := r.row(ctx, `SELECT lock_digest FROM envs WHERE workflow_id = $1 AND node_id = $2 AND version_id = $3`,
-			key.WorkflowID, key.NodeID, key.VersionID).Scan(&lock); err != nil {
+		var lock, build string
+		if err := r.row(ctx, `SELECT lock_digest, build_id FROM envs WHERE workflow_id = $1 AND node_id = $2 AND version_id = $3`,
+			key.WorkflowID, key.NodeID, key.VersionID).Scan(&lock, &build); err != nil {
 			return notFound(err)
 		}
 		res, err := r.exec(ctx, `DELETE FROM envs WHERE workflow_id = $1 AND node_id = $2 AND version_id = $3`,
@@ -366,6 +394,9 @@ func (s *Store) DeleteEnv(ctx context.Context, key envid.Key, leaseID string) er
 			return err
 		}
 		if err := s.moveLockRef(ctx, r, lock, ""); err != nil { // packages.go
+			return err
+		}
+		if err := s.moveBuildRef(ctx, r, build, ""); err != nil { // buildrefs.go
 			return err
 		}
 		for _, d := range digests {

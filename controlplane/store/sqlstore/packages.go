@@ -53,21 +53,11 @@ func (s *Store) indexLock(ctx context.Context, r runner, digest, lock string) er
 // in lock_refs, in the caller's transaction. The two rows are updated in digest order, so two
 // commits moving environments in opposite directions cannot deadlock.
 func (s *Store) moveLockRef(ctx context.Context, r runner, old, new string) error {
-	if old == new {
-		return nil
-	}
-	steps := [][2]any{{old, -1}, {new, 1}}
-	if new < old {
-		steps[0], steps[1] = steps[1], steps[0]
-	}
-	for _, st := range steps {
-		if st[0] == "" {
-			continue
-		}
+	for _, st := range refSteps(old, new) { // buildrefs.go
 		if _, err := r.exec(ctx, `INSERT INTO lock_refs (lock_digest, envs, generation) VALUES ($1, $2, 1)
 			ON CONFLICT (lock_digest) DO UPDATE SET envs = lock_refs.envs + $2, generation = lock_refs.generation + 1`,
-			st[0], st[1]); err != nil {
-			return fmt.Errorf("count the environments of lock %s: %w", st[0], err)
+			st.key, st.delta); err != nil {
+			return fmt.Errorf("count the environments of lock %s: %w", st.key, err)
 		}
 	}
 	return nil

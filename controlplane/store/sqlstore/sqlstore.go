@@ -34,6 +34,9 @@ type Store struct {
 
 	mu      sync.Mutex
 	reserve Reserve
+
+	// queries, when set (LogQueries), receives every read query: for checking their plans.
+	queries *QueryLog
 }
 
 var _ store.Store = (*Store)(nil)
@@ -95,7 +98,8 @@ type runner struct {
 		QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
 		QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
 	}
-	d Dialect
+	d   Dialect
+	log *QueryLog // nil: not logged
 }
 
 func (r runner) exec(ctx context.Context, query string, args ...any) (sql.Result, error) {
@@ -103,15 +107,17 @@ func (r runner) exec(ctx context.Context, query string, args ...any) (sql.Result
 }
 
 func (r runner) query(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	r.log.add(query, args)
 	return r.q.QueryContext(ctx, r.d.Rebind(query), args...)
 }
 
 func (r runner) row(ctx context.Context, query string, args ...any) *sql.Row {
+	r.log.add(query, args)
 	return r.q.QueryRowContext(ctx, r.d.Rebind(query), args...)
 }
 
 // read is the pool, for statements that write nothing.
-func (s *Store) read() runner { return runner{q: s.db, d: s.d} }
+func (s *Store) read() runner { return runner{q: s.db, d: s.d, log: s.queries} }
 
 // write runs fn, a single statement on the pool or a whole transaction (see tx), once more after
 // releasing the reserve when it failed because the local disk is full. Trying again is safe: a
@@ -150,7 +156,7 @@ func (s *Store) tx(ctx context.Context, fn func(tx *sql.Tx, r runner) error) err
 			return err
 		}
 		defer tx.Rollback()
-		if err := fn(tx, runner{q: tx, d: s.d}); err != nil {
+		if err := fn(tx, runner{q: tx, d: s.d, log: s.queries}); err != nil {
 			return err
 		}
 		return tx.Commit()

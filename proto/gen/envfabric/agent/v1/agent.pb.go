@@ -1833,8 +1833,12 @@ type UsageRequest struct {
 	// Report only environments used after this time (0: every environment seen).
 	SinceUnixMs int64 `protobuf:"varint,1,opt,name=since_unix_ms,json=sinceUnixMs,proto3" json:"since_unix_ms,omitempty"`
 	// Look at the storage and the processes again before answering, instead of reporting the view
-	// of the last periodic scan.
-	Rescan        bool `protobuf:"varint,2,opt,name=rescan,proto3" json:"rescan,omitempty"`
+	// of the last periodic scan (of this host's processes; the shared storage is never walked).
+	Rescan bool `protobuf:"varint,2,opt,name=rescan,proto3" json:"rescan,omitempty"`
+	// Read the shared storage's use signal (pyvenv.cfg's access time) of these environments, and
+	// report those used among envs. The signal is the same for every host, so the control plane
+	// asks one agent, for a cleanup pass's candidates only; at most 10,000 a request.
+	StorageCheck  []*EnvRef `protobuf:"bytes,3,rep,name=storage_check,json=storageCheck,proto3" json:"storage_check,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1881,6 +1885,13 @@ func (x *UsageRequest) GetRescan() bool {
 		return x.Rescan
 	}
 	return false
+}
+
+func (x *UsageRequest) GetStorageCheck() []*EnvRef {
+	if x != nil {
+		return x.StorageCheck
+	}
+	return nil
 }
 
 type EnvUsage struct {
@@ -2431,10 +2442,11 @@ const file_envfabric_agent_v1_agent_proto_rawDesc = "" +
 	"\tlink_mode\x18\x05 \x01(\tR\blinkMode\x12C\n" +
 	"\finterpreters\x18\x06 \x03(\v2\x1f.envfabric.agent.v1.InterpreterR\finterpreters\x12\x1d\n" +
 	"\n" +
-	"uv_version\x18\a \x01(\tR\tuvVersion\"J\n" +
+	"uv_version\x18\a \x01(\tR\tuvVersion\"\x8b\x01\n" +
 	"\fUsageRequest\x12\"\n" +
 	"\rsince_unix_ms\x18\x01 \x01(\x03R\vsinceUnixMs\x12\x16\n" +
-	"\x06rescan\x18\x02 \x01(\bR\x06rescan\"{\n" +
+	"\x06rescan\x18\x02 \x01(\bR\x06rescan\x12?\n" +
+	"\rstorage_check\x18\x03 \x03(\v2\x1a.envfabric.agent.v1.EnvRefR\fstorageCheck\"{\n" +
 	"\bEnvUsage\x12,\n" +
 	"\x03env\x18\x01 \x01(\v2\x1a.envfabric.agent.v1.EnvRefR\x03env\x12)\n" +
 	"\x11last_used_unix_ms\x18\x02 \x01(\x03R\x0elastUsedUnixMs\x12\x16\n" +
@@ -2563,36 +2575,37 @@ var file_envfabric_agent_v1_agent_proto_depIdxs = []int32{
 	2,  // 13: envfabric.agent.v1.RunRequest.env:type_name -> envfabric.agent.v1.EnvRef
 	2,  // 14: envfabric.agent.v1.DeleteProjectRequest.env:type_name -> envfabric.agent.v1.EnvRef
 	21, // 15: envfabric.agent.v1.InfoResponse.interpreters:type_name -> envfabric.agent.v1.Interpreter
-	2,  // 16: envfabric.agent.v1.EnvUsage.env:type_name -> envfabric.agent.v1.EnvRef
-	24, // 17: envfabric.agent.v1.UsageResponse.envs:type_name -> envfabric.agent.v1.EnvUsage
-	7,  // 18: envfabric.agent.v1.ListBuildsResponse.builds:type_name -> envfabric.agent.v1.BuildInfo
-	5,  // 19: envfabric.agent.v1.AgentService.Lock:input_type -> envfabric.agent.v1.LockRequest
-	8,  // 20: envfabric.agent.v1.AgentService.Build:input_type -> envfabric.agent.v1.BuildRequest
-	10, // 21: envfabric.agent.v1.AgentService.Switch:input_type -> envfabric.agent.v1.SwitchRequest
-	12, // 22: envfabric.agent.v1.AgentService.Inspect:input_type -> envfabric.agent.v1.InspectRequest
-	16, // 23: envfabric.agent.v1.AgentService.Run:input_type -> envfabric.agent.v1.RunRequest
-	18, // 24: envfabric.agent.v1.AgentService.DeleteProject:input_type -> envfabric.agent.v1.DeleteProjectRequest
-	20, // 25: envfabric.agent.v1.AgentService.Info:input_type -> envfabric.agent.v1.InfoRequest
-	23, // 26: envfabric.agent.v1.AgentService.Usage:input_type -> envfabric.agent.v1.UsageRequest
-	26, // 27: envfabric.agent.v1.AgentService.PruneCache:input_type -> envfabric.agent.v1.PruneCacheRequest
-	28, // 28: envfabric.agent.v1.AgentService.ListBuilds:input_type -> envfabric.agent.v1.ListBuildsRequest
-	30, // 29: envfabric.agent.v1.AgentService.RemoveBuild:input_type -> envfabric.agent.v1.RemoveBuildRequest
-	6,  // 30: envfabric.agent.v1.AgentService.Lock:output_type -> envfabric.agent.v1.LockResponse
-	9,  // 31: envfabric.agent.v1.AgentService.Build:output_type -> envfabric.agent.v1.BuildResponse
-	11, // 32: envfabric.agent.v1.AgentService.Switch:output_type -> envfabric.agent.v1.SwitchResponse
-	13, // 33: envfabric.agent.v1.AgentService.Inspect:output_type -> envfabric.agent.v1.InspectResponse
-	17, // 34: envfabric.agent.v1.AgentService.Run:output_type -> envfabric.agent.v1.RunResponse
-	19, // 35: envfabric.agent.v1.AgentService.DeleteProject:output_type -> envfabric.agent.v1.DeleteProjectResponse
-	22, // 36: envfabric.agent.v1.AgentService.Info:output_type -> envfabric.agent.v1.InfoResponse
-	25, // 37: envfabric.agent.v1.AgentService.Usage:output_type -> envfabric.agent.v1.UsageResponse
-	27, // 38: envfabric.agent.v1.AgentService.PruneCache:output_type -> envfabric.agent.v1.PruneCacheResponse
-	29, // 39: envfabric.agent.v1.AgentService.ListBuilds:output_type -> envfabric.agent.v1.ListBuildsResponse
-	31, // 40: envfabric.agent.v1.AgentService.RemoveBuild:output_type -> envfabric.agent.v1.RemoveBuildResponse
-	30, // [30:41] is the sub-list for method output_type
-	19, // [19:30] is the sub-list for method input_type
-	19, // [19:19] is the sub-list for extension type_name
-	19, // [19:19] is the sub-list for extension extendee
-	0,  // [0:19] is the sub-list for field type_name
+	2,  // 16: envfabric.agent.v1.UsageRequest.storage_check:type_name -> envfabric.agent.v1.EnvRef
+	2,  // 17: envfabric.agent.v1.EnvUsage.env:type_name -> envfabric.agent.v1.EnvRef
+	24, // 18: envfabric.agent.v1.UsageResponse.envs:type_name -> envfabric.agent.v1.EnvUsage
+	7,  // 19: envfabric.agent.v1.ListBuildsResponse.builds:type_name -> envfabric.agent.v1.BuildInfo
+	5,  // 20: envfabric.agent.v1.AgentService.Lock:input_type -> envfabric.agent.v1.LockRequest
+	8,  // 21: envfabric.agent.v1.AgentService.Build:input_type -> envfabric.agent.v1.BuildRequest
+	10, // 22: envfabric.agent.v1.AgentService.Switch:input_type -> envfabric.agent.v1.SwitchRequest
+	12, // 23: envfabric.agent.v1.AgentService.Inspect:input_type -> envfabric.agent.v1.InspectRequest
+	16, // 24: envfabric.agent.v1.AgentService.Run:input_type -> envfabric.agent.v1.RunRequest
+	18, // 25: envfabric.agent.v1.AgentService.DeleteProject:input_type -> envfabric.agent.v1.DeleteProjectRequest
+	20, // 26: envfabric.agent.v1.AgentService.Info:input_type -> envfabric.agent.v1.InfoRequest
+	23, // 27: envfabric.agent.v1.AgentService.Usage:input_type -> envfabric.agent.v1.UsageRequest
+	26, // 28: envfabric.agent.v1.AgentService.PruneCache:input_type -> envfabric.agent.v1.PruneCacheRequest
+	28, // 29: envfabric.agent.v1.AgentService.ListBuilds:input_type -> envfabric.agent.v1.ListBuildsRequest
+	30, // 30: envfabric.agent.v1.AgentService.RemoveBuild:input_type -> envfabric.agent.v1.RemoveBuildRequest
+	6,  // 31: envfabric.agent.v1.AgentService.Lock:output_type -> envfabric.agent.v1.LockResponse
+	9,  // 32: envfabric.agent.v1.AgentService.Build:output_type -> envfabric.agent.v1.BuildResponse
+	11, // 33: envfabric.agent.v1.AgentService.Switch:output_type -> envfabric.agent.v1.SwitchResponse
+	13, // 34: envfabric.agent.v1.AgentService.Inspect:output_type -> envfabric.agent.v1.InspectResponse
+	17, // 35: envfabric.agent.v1.AgentService.Run:output_type -> envfabric.agent.v1.RunResponse
+	19, // 36: envfabric.agent.v1.AgentService.DeleteProject:output_type -> envfabric.agent.v1.DeleteProjectResponse
+	22, // 37: envfabric.agent.v1.AgentService.Info:output_type -> envfabric.agent.v1.InfoResponse
+	25, // 38: envfabric.agent.v1.AgentService.Usage:output_type -> envfabric.agent.v1.UsageResponse
+	27, // 39: envfabric.agent.v1.AgentService.PruneCache:output_type -> envfabric.agent.v1.PruneCacheResponse
+	29, // 40: envfabric.agent.v1.AgentService.ListBuilds:output_type -> envfabric.agent.v1.ListBuildsResponse
+	31, // 41: envfabric.agent.v1.AgentService.RemoveBuild:output_type -> envfabric.agent.v1.RemoveBuildResponse
+	31, // [31:42] is the sub-list for method output_type
+	20, // [20:31] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_envfabric_agent_v1_agent_proto_init() }
