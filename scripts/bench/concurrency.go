@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -13,6 +14,11 @@ import (
 type ConcResults struct {
 	Envs int          `json:"envs"`
 	Runs []LoadResult `json:"runs"` // one per client count
+	// Imports are runs of the import case (numpy, pandas and a DataFrame operation) per client
+	// count, served warm (the default) and with "warm": false; WarmHits counts the warm answers.
+	Imports     []LoadResult `json:"imports"`
+	ColdImports []LoadResult `json:"cold_imports"`
+	WarmHits    []int64      `json:"warm_hits"` // per Imports entry
 	// Creates is ConcCreates numpy+pandas creates started at once.
 	Creates struct {
 		N          int      `json:"n"`
@@ -53,6 +59,52 @@ func (b *bench) concurrencySection(ctx context.Context) error {
 		}
 		res.Runs = append(res.Runs, r)
 		b.log.Info("concurrent runs", "clients", c, "rps", fmt.Sprintf("%.1f", r.RPS), "p99_ms", r.Latency.P99, "errors", r.Errors)
+	}
+
+	// The import case, warm then cold, at the same client counts (cold only at some: each costs
+	// the interpreter's whole start).
+	imp := runCodes[1]
+	for _, cold := range []bool{false, true} {
+		req := map[string]any{"code": imp.Code, "timeout": 120}
+		name := "POST /run (import, warm)"
+		if cold {
+			req["warm"], name = false, "POST /run (import, cold)"
+		}
+		body, _ := json.Marshal(req)
+		for _, c := range b.cfg.ConcClients {
+			if cold && c != 1 && c != 8 && c != 32 && !b.cfg.Quick {
+				continue
+			}
+			var hits atomic.Int64
+			check := func(raw []byte) error {
+				var r runResult
+				if err := json.Unmarshal(raw, &r); err != nil {
+					return err
+				}
+				if r.ExitCode != 0 || r.Stdout != imp.Want {
+					return fmt.Errorf("exit %d, stdout %q, stderr %q", r.ExitCode, r.Stdout, r.Stderr)
+				}
+				if r.Warm {
+					hits.Add(1)
+				}
+				return nil
+			}
+			r := load(ctx, b.main, name, c, b.cfg.ConcDuration, func(client, i int) (string, string, string, int, func([]byte) error) {
+				k := envsUsed[(client+i*c)%len(envsUsed)]
+				return http.MethodPost, k.path() + "/run", string(body), http.StatusOK, check
+			})
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			if cold {
+				res.ColdImports = append(res.ColdImports, r)
+			} else {
+				res.Imports = append(res.Imports, r)
+				res.WarmHits = append(res.WarmHits, hits.Load())
+			}
+			b.log.Info("concurrent import runs", "cold", cold, "clients", c, "rps", fmt.Sprintf("%.1f", r.RPS), "p50_ms", r.Latency.Median, "p99_ms", r.Latency.P99,
+				"errors", r.Errors, "warm", hits.Load())
+		}
 	}
 
 	cr := &res.Creates

@@ -317,15 +317,22 @@ type runResult struct {
 	Stderr     string  `json:"stderr"`
 	ExitCode   int     `json:"exit_code"`
 	DurationMS float64 `json:"duration_ms"` // python's run as the agent timed it
+	Warm       bool    `json:"warm"`        // forked from the build's warm interpreter
 }
 
 // run runs code through POST .../run and checks that it printed want.
 func (f *fabric) run(ctx context.Context, k envKey, code, want string) (runResult, error) {
-	res, err := f.api.Run(ctx, k.env(), client.RunRequest{Code: code, Timeout: 120 * time.Second})
+	return f.runWith(ctx, k, client.RunRequest{Code: code}, want)
+}
+
+// runWith is run with the request's other fields (Cold).
+func (f *fabric) runWith(ctx context.Context, k envKey, req client.RunRequest, want string) (runResult, error) {
+	req.Timeout = 120 * time.Second
+	res, err := f.api.Run(ctx, k.env(), req)
 	if err != nil {
 		return runResult{}, err
 	}
-	r := runResult{Stdout: string(res.Stdout), Stderr: string(res.Stderr), ExitCode: res.ExitCode, DurationMS: float64(res.DurationMS)}
+	r := runResult{Stdout: string(res.Stdout), Stderr: string(res.Stderr), ExitCode: res.ExitCode, DurationMS: float64(res.DurationMS), Warm: res.Warm}
 	if r.ExitCode != 0 || r.Stdout != want {
 		return r, fmt.Errorf("run in %s: exit %d, stdout %q (want %q), stderr %q", k.path(), r.ExitCode, r.Stdout, want, r.Stderr)
 	}

@@ -65,9 +65,11 @@ func report(cfg config, r *Results) string {
 
 	if len(r.Run) > 0 {
 		p("## 2. Run latency\n\n")
-		p("`POST /envs/{wf}/{node}/run` against the environment's `.venv/bin/python -c` started directly (with the\n")
-		p("environment the agent's runner gives code) and against `uv run --project <env> python -c`, on one\n")
-		p("numpy + pandas environment. Times are the client's wall clock, request to answer.\n\n")
+		p("`POST /envs/{wf}/{node}/run` served by the build's warm interpreter (the default once it is ready) and with\n")
+		p("`\"warm\": false` (a cold interpreter in the run sandbox), against the environment's `.venv/bin/python -c`\n")
+		p("started directly (with the environment the agent's runner gives code, bytecode present) and against\n")
+		p("`uv run --project <env> python -c`, on one numpy + pandas environment, round-robin. Times are the client's\n")
+		p("wall clock, request to answer.\n\n")
 		p("![run](bench/run.png)\n\n")
 		for _, rc := range r.Run {
 			p("**%s**\n\n", rc.Label)
@@ -80,6 +82,9 @@ func report(cfg config, r *Results) string {
 			if a := rc.AgentPython.Summary; a.N > 0 {
 				p("| *within the API run: python, as the agent timed it* | %d | %.1f | %.1f | %.1f | %+.1f ms | %.2fx |\n", a.N, a.Median, a.P99, a.Min,
 					a.Median-base, ratio(a.Median, base))
+			}
+			if rc.WarmRuns > 0 {
+				p("\n%d of the %d measured API runs were served warm (`\"warm\": true`, forked from the build's warm interpreter).\n", rc.WarmHits, rc.WarmRuns)
 			}
 			p("\n")
 		}
@@ -129,6 +134,21 @@ func report(cfg config, r *Results) string {
 			p("| %d | %d | %d | %.1f | %.1f | %.1f | %s |\n", l.Clients, l.Requests, l.Errors, l.RPS, l.Latency.Median, l.Latency.P99, cpuCols(l.CPU))
 		}
 		p("\n%s", concurrencyNotes(r))
+		if len(c.Imports) > 0 {
+			p("\n**The import case under load** (`import numpy, pandas` and a small DataFrame operation, the same %d environments,\n", c.Envs)
+			p("closed loop): served warm, the default, and with `\"warm\": false`.\n\n")
+			p("| clients | warm: runs/s | p50 ms | p99 ms | errors | answered warm | cold: runs/s | p50 ms | p99 ms | errors |\n")
+			p("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+			for i, l := range c.Imports {
+				cold := "| | | | "
+				for _, k := range c.ColdImports {
+					if k.Clients == l.Clients {
+						cold = fmt.Sprintf("| %.1f | %.0f | %.0f | %d", k.RPS, k.Latency.Median, k.Latency.P99, k.Errors)
+					}
+				}
+				p("| %d | %.1f | %.1f | %.1f | %d | %d of %d %s |\n", l.Clients, l.RPS, l.Latency.Median, l.Latency.P99, l.Errors, c.WarmHits[i], l.Requests, cold)
+			}
+		}
 		cr := c.Creates
 		p("\n**%d creates at once** (numpy + pandas, distinct environments): %d errors, all done in %.1f s; per create p50 %.0f ms, slowest %.0f ms.",
 			cr.N, cr.Errors, cr.WallMS/1000, cr.Latency.Summary.Median, cr.Latency.Summary.Max)

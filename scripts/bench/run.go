@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/envfabric/envfabric/client"
 )
 
 // runCodes are what the run comparison executes: the fixed cost of a run, and a realistic import.
@@ -15,22 +17,28 @@ var runCodes = []struct {
 	ID, Label, Code, Want string
 }{
 	{"trivial", "trivial code (print)", `print("ok")`, "ok\n"},
-	{"import", "import numpy, pandas", "import numpy, pandas\nprint(\"ok\")", "ok\n"},
+	{"import", "import numpy, pandas and a small DataFrame operation",
+		"import numpy, pandas\ndf = pandas.DataFrame({\"a\": numpy.arange(1000)})\nprint(int(df[\"a\"].sum()))", "499500\n"},
 }
 
 // RunCase is one code's comparison.
 type RunCase struct {
 	ID      string    `json:"id"`
 	Label   string    `json:"label"`
-	Methods []Samples `json:"methods"` // API, direct python, uv run
+	Methods []Samples `json:"methods"` // API (warm), direct python, uv run, API cold
 	// AgentPython is python's own run inside the API method, as the agent timed it (whole ms).
 	AgentPython Samples `json:"agent_python"`
+	// WarmHits counts the measured API runs (the first method) the agent served from the build's
+	// warm interpreter, of WarmRuns.
+	WarmHits int `json:"warm_hits"`
+	WarmRuns int `json:"warm_runs"`
 }
 
 const (
-	mAPIRun    = "fabric POST /run"
-	mDirectRun = ".venv/bin/python directly"
-	mUVRun     = "uv run"
+	mAPIRun     = "fabric POST /run (warm)"
+	mDirectRun  = ".venv/bin/python directly"
+	mUVRun      = "uv run"
+	mAPIColdRun = `fabric POST /run, "warm": false (cold)`
 )
 
 // runSection compares a run through the API with starting the environment's python directly and
@@ -66,7 +74,7 @@ func (b *bench) runSection(ctx context.Context) error {
 		if rc.ID == "import" {
 			reps = b.cfg.RunImportReps
 		}
-		cs := RunCase{ID: rc.ID, Label: rc.Label, Methods: []Samples{{Name: mAPIRun}, {Name: mDirectRun}, {Name: mUVRun}},
+		cs := RunCase{ID: rc.ID, Label: rc.Label, Methods: []Samples{{Name: mAPIRun}, {Name: mDirectRun}, {Name: mUVRun}, {Name: mAPIColdRun}},
 			AgentPython: Samples{Name: "python inside the agent (as it reports, whole ms)"}}
 		measuring := false
 		methods := []func() error{
@@ -74,6 +82,10 @@ func (b *bench) runSection(ctx context.Context) error {
 				r, err := f.run(ctx, k, rc.Code, rc.Want)
 				if measuring {
 					cs.AgentPython.Samples = append(cs.AgentPython.Samples, r.DurationMS)
+					cs.WarmRuns++
+					if r.Warm {
+						cs.WarmHits++
+					}
 				}
 				return err
 			},
@@ -82,6 +94,10 @@ func (b *bench) runSection(ctx context.Context) error {
 			},
 			func() error {
 				return checkOutput(ctx, work, uvenv, rc.Want, b.cfg.UV, "run", "--project", dir, "python", "-c", rc.Code)
+			},
+			func() error {
+				_, err := f.runWith(ctx, k, client.RunRequest{Code: rc.Code, Cold: true}, rc.Want)
+				return err
 			},
 		}
 		if rc.ID == "trivial" {
@@ -117,9 +133,10 @@ func (b *bench) runSection(ctx context.Context) error {
 		}
 		cs.AgentPython.finish()
 		if rc.ID == "trivial" {
-			b.res.RunProfile = &RunProfile{Phases: prof.phases(cs.Methods[3])}
+			b.res.RunProfile = &RunProfile{Phases: prof.phases(cs.Methods[4])}
 		}
-		b.log.Info("run case done", "case", rc.ID, "api_p50_ms", cs.Methods[0].Summary.Median,
+		b.log.Info("run case done", "case", rc.ID, "api_p50_ms", cs.Methods[0].Summary.Median, "warm_hits", cs.WarmHits, "of", cs.WarmRuns,
+			"cold_p50_ms", cs.Methods[3].Summary.Median,
 			"direct_p50_ms", cs.Methods[1].Summary.Median, "uvrun_p50_ms", cs.Methods[2].Summary.Median)
 		b.res.Run = append(b.res.Run, cs)
 	}
