@@ -5,6 +5,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"testing"
+
+	"github.com/envfabric/envfabric/agent/runner"
 )
 
 // BenchmarkRunTierDirect is the yardstick of BenchmarkRunTier: the same environment's python
@@ -24,8 +26,7 @@ func BenchmarkRunTierDirect(b *testing.B) {
 		}
 		cmd := exec.Command(python, "main.py")
 		cmd.Dir = work
-		cmd.Env = []string{"PATH=" + filepath.Join(venv, "bin") + ":/usr/local/bin:/usr/bin:/bin", "VIRTUAL_ENV=" + venv,
-			"HOME=" + work, "TMPDIR=" + work, "LANG=C.UTF-8", "LC_ALL=C.UTF-8", "PYTHONUNBUFFERED=1", "PYTHONNOUSERSITE=1"}
+		cmd.Env = runner.Env(venv, work)
 		if out, err := cmd.CombinedOutput(); err != nil {
 			b.Fatalf("python: %v %s", err, out)
 		}

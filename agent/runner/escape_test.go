@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/envfabric/envfabric/shared/testutil/proctest"
+
 	"golang.org/x/sys/unix"
 
 	"github.com/envfabric/envfabric/agent/runner"
@@ -243,7 +245,7 @@ while True:
 		if r.warm {
 			mark, stays = python+"\x00-c", 1
 		}
-		waitFor(t, "the bomb's processes to die", func() bool { return len(processesWith(mark)) == stays })
+		waitFor(t, "the bomb's processes to die", func() bool { return len(proctest.With(mark)) == stays })
 	})
 }
 
@@ -319,7 +321,7 @@ time.sleep(300)
 		if !res.TimedOut || string(res.Stdout) != "started\n" {
 			t.Fatalf("got timed_out=%v stdout=%q; want the code started and timed out", res.TimedOut, res.Stdout)
 		}
-		waitFor(t, "the setsid sleepers to die", func() bool { return len(processesWith("sleep\x00"+marker)) == 0 })
+		waitFor(t, "the setsid sleepers to die", func() bool { return len(proctest.With("sleep\x00"+marker)) == 0 })
 	})
 }
 
@@ -570,23 +572,6 @@ func hostIP() string {
 		}
 	}
 	return ""
-}
-
-// processesWith lists the live pids whose NUL-separated command line contains s.
-func processesWith(s string) []int {
-	var pids []int
-	ents, _ := os.ReadDir("/proc")
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		b, err := os.ReadFile("/proc/" + e.Name() + "/cmdline")
-		if err == nil && strings.Contains(string(b), s) && alive(pid) {
-			pids = append(pids, pid)
-		}
-	}
-	return pids
 }
 
 // waitFor polls cond: a killed process needs a moment to be reaped.

@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/envfabric/envfabric/shared/testutil/proctest"
+
 	"github.com/envfabric/envfabric/agent/runner"
 	"github.com/envfabric/envfabric/agent/sandbox"
 	"github.com/envfabric/envfabric/shared/errcode"
@@ -222,26 +224,15 @@ func readPids(t *testing.T, path string) []int {
 	return pids
 }
 
-// alive reports whether pid is a running (not zombie) process.
 // gone waits a little for pid to die: SIGKILL is delivered asynchronously, and an orphan is
 // reaped by init on its own schedule.
 func gone(pid int) bool {
 	deadline := time.Now().Add(5 * time.Second)
-	for alive(pid) {
+	for proctest.Alive(pid) {
 		if time.Now().After(deadline) {
 			return false
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
 	return true
-}
-
-func alive(pid int) bool {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return false
-	}
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	return i < 0 || i+2 >= len(s) || s[i+2] != 'Z'
 }

@@ -1,6 +1,7 @@
 package sandbox
 
 import (
+	"bytes"
 	"encoding/hex"
 	"fmt"
 	"os"
@@ -60,15 +61,8 @@ func (r *RunGroup) MemoryCurrent() uint64 {
 	if err != nil {
 		return 0
 	}
-	n, _ := strconv.ParseUint(string(trimSpace(b)), 10, 64)
+	n, _ := strconv.ParseUint(string(bytes.TrimSpace(b)), 10, 64)
 	return n
-}
-
-func trimSpace(b []byte) []byte {
-	for len(b) > 0 && (b[len(b)-1] == '\n' || b[len(b)-1] == ' ') {
-		b = b[:len(b)-1]
-	}
-	return b
 }
 
 // Warm says whether c's runs may be forked from a warm interpreter (agent/warm): only where the
@@ -158,11 +152,7 @@ func GuardProgram(pids, pgids []int) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("assemble the warm run's guard: %w", err)
 	}
-	out := make([]byte, 0, 8*len(raw))
-	for _, ins := range raw {
-		out = append(out, byte(ins.Op), byte(ins.Op>>8), ins.Jt, ins.Jf, byte(ins.K), byte(ins.K>>8), byte(ins.K>>16), byte(ins.K>>24))
-	}
-	return hex.EncodeToString(out), nil
+	return hex.EncodeToString(rawFilter(raw)), nil
 }
 
 // WipeMessageQueues removes every POSIX message queue of the IPC namespace of the process with

@@ -325,17 +325,6 @@ func (g *Cgroups) sweep() {
 	}
 }
 
-// joinCgroups moves the calling process (all its threads) into each cgroup.procs file: the first
-// stage does this before it starts anything, so nothing of the run is ever outside.
-func joinCgroups(files []string) error {
-	for _, f := range files {
-		if err := os.WriteFile(f, []byte("0"), 0); err != nil {
-			return fmt.Errorf("join run cgroup: %w", err)
-		}
-	}
-	return nil
-}
-
 // unescapeMountinfo undoes mountinfo's octal escapes (\040 for a space).
 func unescapeMountinfo(s string) string {
 	if !strings.Contains(s, `\`) {

@@ -3,8 +3,8 @@ package sandbox
 import (
 	"fmt"
 	"strings"
+	"sync"
 	"syscall"
-	"unsafe"
 
 	"golang.org/x/net/bpf"
 	"golang.org/x/sys/unix"
@@ -140,9 +140,12 @@ func (r rule) ret() bpf.RetConstant {
 	return bpf.RetConstant{Val: unix.SECCOMP_RET_ERRNO | uint32(r.errno)}
 }
 
-// filterProgram assembles the filter. Every jump is forward and short: a rule's instructions
+// filterProgram is the filter, assembled once: every run's plan carries it.
+var filterProgram = sync.OnceValues(assembleFilter)
+
+// assembleFilter assembles the filter. Every jump is forward and short: a rule's instructions
 // end in its own return, so no offset grows with the length of the list.
-func filterProgram() ([]bpf.RawInstruction, error) {
+func assembleFilter() ([]bpf.RawInstruction, error) {
 	if !filterSupported {
 		return nil, fmt.Errorf("no system-call filter for this architecture")
 	}
@@ -181,16 +184,6 @@ func filterProgram() ([]bpf.RawInstruction, error) {
 		return nil, fmt.Errorf("assemble the system-call filter: %w", err)
 	}
 	return raw, nil
-}
-
-// installFilter puts prog in force for this thread and every other of the process (TSYNC), and
-// for everything they execute. no_new_privs must be set (or the caller privileged).
-func installFilter(prog []bpf.RawInstruction) error {
-	fprog := unix.SockFprog{Len: uint16(len(prog)), Filter: (*unix.SockFilter)(unsafe.Pointer(&prog[0]))}
-	if _, _, errno := syscall.RawSyscall(unix.SYS_SECCOMP, unix.SECCOMP_SET_MODE_FILTER, unix.SECCOMP_FILTER_FLAG_TSYNC, uintptr(unsafe.Pointer(&fprog))); errno != 0 {
-		return fmt.Errorf("install the system-call filter: %w", errno)
-	}
-	return nil
 }
 
 // FilterSummary describes the system-call filter of the user and namespace tiers, for logs and

@@ -205,9 +205,7 @@ func (g *Cgroups) fill() {
 		var r *readyStage
 		rc, err := g.create(limits)
 		if err == nil {
-			if r, err = newReady(stage, g, rc, true); err == nil {
-				r.fresh = false
-			}
+			r, err = newReady(stage, g, rc, true)
 		}
 		p.mu.Lock()
 		if err != nil {
@@ -314,7 +312,7 @@ func newReady(stage string, g *Cgroups, rc *runCgroup, wait bool) (*readyStage, 
 		}
 		return nil, fmt.Errorf("start the sandbox: %w", err)
 	}
-	r := &readyStage{cmd: cmd, sock: mine, rc: rc, fresh: true}
+	r := &readyStage{cmd: cmd, sock: mine, rc: rc, fresh: !wait}
 	if !wait {
 		return r, nil
 	}

@@ -87,11 +87,10 @@ func (t *Tracker) Used(key envid.Key, at time.Time, source string) {
 // that is not a use by a workflow: the file is armed again and interpreter uses seen so far are
 // dropped. Uses through the API and live processes stay.
 func (t *Tracker) Operated(key envid.Key) {
-	p := filepath.Join(key.Dir(t.base), ".venv", "pyvenv.cfg")
+	p := t.marker(key)
 	t.storageCalls.Add(1)
 	if fi, err := os.Stat(p); err == nil {
-		t.storageCalls.Add(1)
-		_ = os.Chtimes(p, fi.ModTime(), fi.ModTime())
+		_ = t.arm(p, fi.ModTime())
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -165,7 +164,7 @@ func (t *Tracker) CheckStorage(ctx context.Context, keys []envid.Key) ([]Use, er
 // checkInterpreter reports a start of key's interpreter since the file was last armed, and arms it
 // again.
 func (t *Tracker) checkInterpreter(key envid.Key) (time.Time, bool) {
-	p := filepath.Join(key.Dir(t.base), ".venv", "pyvenv.cfg")
+	p := t.marker(key)
 	t.storageCalls.Add(1)
 	fi, err := os.Stat(p)
 	if err != nil {
@@ -182,11 +181,22 @@ func (t *Tracker) checkInterpreter(key envid.Key) (time.Time, bool) {
 	}
 	// Arm: atime back to mtime, so that relatime records the next start. A start between the
 	// Stat and this Chtimes is lost, at worst one use between two cleanup passes' looks.
-	t.storageCalls.Add(1)
-	if err := os.Chtimes(p, mtime, mtime); err != nil {
+	if err := t.arm(p, mtime); err != nil {
 		t.log.Debug("arming pyvenv.cfg", "path", p, "err", err)
 	}
 	return atime, true
+}
+
+// marker is the file whose access time says that key's interpreter started.
+func (t *Tracker) marker(key envid.Key) string {
+	return filepath.Join(key.Dir(t.base), ".venv", "pyvenv.cfg")
+}
+
+// arm sets p's access time back to mtime, so that relatime records the next start; one call
+// against the shared storage.
+func (t *Tracker) arm(p string, mtime time.Time) error {
+	t.storageCalls.Add(1)
+	return os.Chtimes(p, mtime, mtime)
 }
 
 // scanProcesses finds live processes started from an environment's interpreter.

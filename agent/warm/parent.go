@@ -425,6 +425,9 @@ func (p *parent) run(ctx context.Context, spec runner.Spec) (res runner.Result, 
 	var drained sync.WaitGroup
 	drained.Go(func() { _, _ = io.Copy(stdout, stdoutR) })
 	drained.Go(func() { _, _ = io.Copy(stderr, stderrR) })
+	// drainDone is closed when both output streams reached their end.
+	drainDone := make(chan struct{})
+	go func() { drained.Wait(); close(drainDone) }()
 	kill := func() {
 		_ = syscall.Kill(-childPid, syscall.SIGKILL)
 		if group != nil {
@@ -443,7 +446,7 @@ func (p *parent) run(ctx context.Context, spec runner.Spec) (res runner.Result, 
 	defer stopWatching()
 	watcher.Go(func() {
 		select {
-		case <-drainedCh(&drained):
+		case <-drainDone:
 		case <-watchCtx.Done():
 			return
 		}
@@ -481,8 +484,6 @@ wait:
 	if group != nil {
 		oom = group.OOMKills()
 	}
-	drainDone := make(chan struct{})
-	go func() { drained.Wait(); close(drainDone) }()
 	select {
 	case <-drainDone:
 	case <-time.After(drainGrace):
@@ -548,13 +549,6 @@ wait:
 		return res, mods, finish, fmt.Errorf("run cancelled: %w", ctx.Err())
 	}
 	return res, mods, finish, nil
-}
-
-// drainedCh is closed when both output streams reached their end.
-func drainedCh(wg *sync.WaitGroup) <-chan struct{} {
-	ch := make(chan struct{})
-	go func() { wg.Wait(); close(ch) }()
-	return ch
 }
 
 // pfExiting is PF_EXITING, set on a task as it enters do_exit. The kernel then records the exit

@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/envfabric/envfabric/shared/testutil/proctest"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
@@ -186,7 +188,7 @@ func TestParentDies(t *testing.T) {
 	if err := syscall.Kill(parents[0], syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the parent to die", func() bool { return !alive(parents[0]) })
+	waitFor(t, "the parent to die", func() bool { return !proctest.Alive(parents[0]) })
 	res, ok, err := p.Run(t.Context(), b, runner.Spec{VenvDir: v, Code: "pass", Timeout: 10 * time.Second, MaxOutput: 100, Sandbox: sb})
 	if ok || err != nil {
 		t.Fatalf("got warm=%v err=%v %+v; want the run sent cold while a new parent starts", ok, err, res)
@@ -205,7 +207,7 @@ func TestParentDies(t *testing.T) {
 	// child may still be tearing down after its answer: it does not count.
 	started := func() []int {
 		var pids []int
-		for _, pid := range everyProcessWith(python) {
+		for _, pid := range proctest.With(python) {
 			if l, _ := os.Readlink(fmt.Sprintf("/proc/%d/fd/0", pid)); l == "/dev/null" {
 				pids = append(pids, pid)
 			}
@@ -325,69 +327,21 @@ func TestSameAnswersAsCold(t *testing.T) {
 	}
 }
 
-// processesWith lists the live pids whose NUL-separated command line contains s.
 // processesWith lists the parents whose command line contains s: not their children (a child
 // armed for the next run is forked from its parent, with the same command line).
 func processesWith(s string) []int {
 	found := map[int]bool{}
-	for _, pid := range everyProcessWith(s) {
+	for _, pid := range proctest.With(s) {
 		found[pid] = true
 	}
 	var pids []int
 	for pid := range found {
-		if !found[ppid(pid)] {
+		if !found[proctest.Parent(pid)] {
 			pids = append(pids, pid)
 		}
 	}
 	slices.Sort(pids)
 	return pids
-}
-
-// everyProcessWith lists the processes whose command line contains s, children included.
-func everyProcessWith(s string) []int {
-	var pids []int
-	ents, _ := os.ReadDir("/proc")
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		b, err := os.ReadFile("/proc/" + e.Name() + "/cmdline")
-		if err == nil && strings.Contains(string(b), s) && alive(pid) {
-			pids = append(pids, pid)
-		}
-	}
-	return pids
-}
-
-// ppid is a process's parent (0 when unknown).
-func ppid(pid int) int {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return 0
-	}
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 {
-		return 0
-	}
-	f := strings.Fields(s[i+1:])
-	if len(f) < 2 {
-		return 0
-	}
-	n, _ := strconv.Atoi(f[1])
-	return n
-}
-
-// alive: a process that exists and is not a zombie.
-func alive(pid int) bool {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return false
-	}
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	return i >= 0 && len(s) > i+2 && s[i+2] != 'Z'
 }
 
 func waitFor(t *testing.T, what string, cond func() bool) {
@@ -477,7 +431,7 @@ func TestRecycleAfterMaxRuns(t *testing.T) {
 	runWarm(t, p, b, sb, "pass", 30*time.Second, 100)
 	first := processesWith(python)
 	runWarm(t, p, b, sb, "pass", 30*time.Second, 100)
-	waitFor(t, "the recycled parent to go", func() bool { return len(first) == 1 && !alive(first[0]) })
+	waitFor(t, "the recycled parent to go", func() bool { return len(first) == 1 && !proctest.Alive(first[0]) })
 	runWarm(t, p, b, sb, "pass", 30*time.Second, 100)
 	if now := processesWith(python); len(now) != 1 || now[0] == first[0] {
 		t.Errorf("parents %v after two runs of %v; want another one", now, first)

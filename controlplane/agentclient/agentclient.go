@@ -377,8 +377,10 @@ func (c *Client) DiskUsage(ctx context.Context, key envid.Key) (int64, error) {
 
 // Usage implements envs.Agent.
 func (c *Client) Usage(ctx context.Context, since time.Time, storageCheck []envid.Key) ([]envs.Use, error) {
-	// A fresh look: cleanup decides on it, and background scans may be minutes old.
-	req := &agentv1.UsageRequest{Rescan: true}
+	// A fresh look of the host's processes for the pass's collection (background scans may be
+	// minutes old); a storage check of a batch asks only about the shared storage, which the
+	// collection just before it has the processes of.
+	req := &agentv1.UsageRequest{Rescan: len(storageCheck) == 0}
 	if !since.IsZero() {
 		req.SinceUnixMs = since.UnixMilli()
 	}

@@ -94,7 +94,7 @@ func (h *Handler) preload(w http.ResponseWriter, r *http.Request) (int, any, err
 	}
 	res, err := h.svc.SetPreload(r.Context(), caller(r), key, *body.Modules)
 	return http.StatusOK, PreloadResult{WorkflowID: res.WorkflowID, NodeID: res.NodeID, VersionID: res.VersionID,
-		Preload: append([]string{}, res.Preload...), OperationID: res.OperationID}, err
+		Preload: res.Preload, OperationID: res.OperationID}, err
 }
 
 func (h *Handler) sync(w http.ResponseWriter, r *http.Request) (int, any, error) {

@@ -59,25 +59,18 @@ func (s *Service) Cleanup(ctx context.Context, c Caller, req CleanupRequest) (Cl
 		req.IdleFor = s.opt.CleanupIdle
 	}
 	res := CleanupResult{IdleHours: req.IdleFor.Hours(), DryRun: req.DryRun, Removed: []CleanupEntry{}, Skipped: []CleanupEntry{}}
-	var after store.CleanupCursor
-	if !req.DryRun {
-		var err error
-		if after, err = s.store.CleanupCursor(ctx, store.CursorEnvs); err != nil {
-			return res, dbErr("reading the cleanup cursor", err)
-		}
-	}
 	// Uses seen on the hosts, outside the API, count: an environment a workflow executor runs
 	// directly is not idle. Every agent reports its own host's (its processes, its runs).
 	res.UsageReports = s.CollectUsage(ctx)
 	cutoff := s.now().Add(-req.IdleFor)
 	var checker Agent // the one agent that reads the shared storage for the fleet, and measures dry runs
-	for {
+	err := s.cursorPass(ctx, store.CursorEnvs, "cleanup", req.DryRun, func(after store.CleanupCursor) (store.CleanupCursor, int, error) {
 		batch, err := s.store.IdleEnvsAfter(ctx, cutoff, after, s.cleanupBatch())
 		if err != nil {
-			return res, dbErr("finding idle environments", err)
+			return after, 0, dbErr("finding idle environments", err)
 		}
 		if len(batch) == 0 {
-			break
+			return after, 0, nil
 		}
 		if checker == nil {
 			checker, _ = s.agents.Pick(ctx, Need{})
@@ -105,7 +98,7 @@ func (s *Service) Cleanup(ctx context.Context, c Caller, req CleanupRequest) (Cl
 			d, err := s.remove(ctx, c, e.Key, "cleanup", map[string]any{"idle_hours": req.IdleFor.Hours(), "last_used_at": e.LastUsedAt})
 			if err != nil {
 				if errcode.Of(err) == errcode.DBAuditError {
-					return res, err
+					return after, 0, err
 				}
 				entry.Reason = err.Error()
 				res.Skipped = append(res.Skipped, entry)
@@ -116,22 +109,11 @@ func (s *Service) Cleanup(ctx context.Context, c Caller, req CleanupRequest) (Cl
 			res.Removed = append(res.Removed, entry)
 		}
 		last := batch[len(batch)-1]
-		after = store.CleanupCursor{LastUsedAt: last.LastUsedAt, Key: last.Key}
-		if !req.DryRun {
-			if err := s.store.SaveCleanupCursor(ctx, store.CursorEnvs, after, s.now()); err != nil {
-				return res, dbErr("saving the cleanup cursor", err)
-			}
-		}
-		if len(batch) < s.cleanupBatch() {
-			break
-		}
+		return store.CleanupCursor{LastUsedAt: last.LastUsedAt, Key: last.Key}, len(batch), nil
+	})
+	if err != nil {
+		return res, err
 	}
-	if !req.DryRun {
-		if err := s.store.SaveCleanupCursor(ctx, store.CursorEnvs, store.CleanupCursor{}, s.now()); err != nil {
-			return res, dbErr("ending the cleanup pass", err)
-		}
-	}
-	var err error
 	res.BuildsRemoved, res.BuildsSkipped, err = s.cleanupBuilds(ctx, req.DryRun)
 	for _, b := range res.BuildsRemoved {
 		res.BytesFreed += b.BytesFreed
@@ -144,6 +126,45 @@ func (s *Service) cleanupBatch() int {
 		return s.opt.CleanupBatch
 	}
 	return 500
+}
+
+// cursorPass pages one cleanup pass (what names it: environments or builds): from the cursor
+// kept in the database (a dry run from the first and keeping nothing), one batch at a time
+// through next, which returns the cursor after its batch and the batch's size; the cursor is
+// saved after each batch, so the next leader resumes a pass cut short, and cleared at the end.
+func (s *Service) cursorPass(ctx context.Context, name, what string, dryRun bool, next func(after store.CleanupCursor) (store.CleanupCursor, int, error)) error {
+	var after store.CleanupCursor
+	if !dryRun {
+		var err error
+		if after, err = s.store.CleanupCursor(ctx, name); err != nil {
+			return dbErr("reading the "+what+" cursor", err)
+		}
+	}
+	for {
+		cur, n, err := next(after)
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			break
+		}
+		after = cur
+		if !dryRun {
+			if err := s.store.SaveCleanupCursor(ctx, name, after, s.now()); err != nil {
+				return dbErr("saving the "+what+" cursor", err)
+			}
+		}
+		if n < s.cleanupBatch() {
+			break
+		}
+	}
+	if dryRun {
+		return nil
+	}
+	if err := s.store.SaveCleanupCursor(ctx, name, store.CleanupCursor{}, s.now()); err != nil {
+		return dbErr("ending the "+what+" pass", err)
+	}
+	return nil
 }
 
 // UseSignalError is a cleanup batch whose shared-storage use signal could not be read (no agent

@@ -126,21 +126,12 @@ func (s *Service) cleanupBuilds(ctx context.Context, dryRun bool) (removed, skip
 	cutoff := s.now().Add(-s.graceAfterLease())
 	// Every unreferenced build, a batch at a time after a cursor; a real pass keeps the cursor in
 	// the database (as the environments' pass does), so the next leader resumes it.
-	var after store.CleanupCursor
-	if !dryRun {
-		if after, err = s.store.CleanupCursor(ctx, store.CursorBuilds); err != nil {
-			return removed, skipped, dbErr("reading the builds cleanup cursor", err)
-		}
-	}
-	for {
-		builds, err := s.store.ListBuilds(ctx, store.BuildFilter{Unreferenced: true, UnusedBefore: cutoff, After: after, Limit: s.cleanupBatch()})
+	err = s.cursorPass(ctx, store.CursorBuilds, "builds cleanup", dryRun, func(after store.CleanupCursor) (store.CleanupCursor, int, error) {
+		builds, err := s.store.ListBuilds(ctx, store.BuildFilter{OnDisk: true, Unreferenced: true, UnusedBefore: cutoff, After: after, Limit: s.cleanupBatch()})
 		if err != nil {
-			return removed, skipped, dbErr("listing unreferenced builds", err)
+			return after, 0, dbErr("listing unreferenced builds", err)
 		}
 		for _, b := range builds {
-			if b.State == store.BuildRemoved {
-				continue
-			}
 			if dryRun {
 				removed = append(removed, BuildEntry{BuildID: b.ID, LastUsedAt: b.LastUsedAt, BytesFreed: b.Bytes, Reason: "unreferenced"})
 				continue
@@ -156,25 +147,12 @@ func (s *Service) cleanupBuilds(ctx context.Context, dryRun bool) (removed, skip
 			}
 		}
 		if len(builds) == 0 {
-			break
+			return after, 0, nil
 		}
 		last := builds[len(builds)-1]
-		after = store.CleanupCursor{LastUsedAt: last.LastUsedAt, BuildID: last.ID}
-		if !dryRun {
-			if err := s.store.SaveCleanupCursor(ctx, store.CursorBuilds, after, s.now()); err != nil {
-				return removed, skipped, dbErr("saving the builds cleanup cursor", err)
-			}
-		}
-		if len(builds) < s.cleanupBatch() {
-			break
-		}
-	}
-	if !dryRun {
-		if err := s.store.SaveCleanupCursor(ctx, store.CursorBuilds, store.CleanupCursor{}, s.now()); err != nil {
-			return removed, skipped, dbErr("ending the builds cleanup pass", err)
-		}
-	}
-	return removed, skipped, nil
+		return store.CleanupCursor{LastUsedAt: last.LastUsedAt, BuildID: last.ID}, len(builds), nil
+	})
+	return removed, skipped, err
 }
 
 // verifyIfDue runs a verification pass when BUILD_VERIFY_INTERVAL has passed since the last.

@@ -210,6 +210,8 @@ type BuildFilter struct {
 	// After pages on (LastUsedAt, BuildID) > After's (zero: from the first).
 	After CleanupCursor
 	State string // empty: any
+	// OnDisk: not REMOVED (a removed build's row stays, for its history and a wake).
+	OnDisk bool
 	// Unreferenced: only builds no environment's current revision references.
 	Unreferenced bool
 	// UnusedBefore: only builds whose LastUsedAt is before it (zero: any).

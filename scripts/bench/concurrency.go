@@ -38,16 +38,7 @@ func (b *bench) concurrencySection(ctx context.Context) error {
 	res := &ConcResults{Envs: b.cfg.ConcEnvs}
 	b.res.Concurrency = res
 	body, _ := json.Marshal(map[string]any{"code": runCodes[0].Code, "timeout": 60})
-	checkRun := func(raw []byte) error {
-		var r runResult
-		if err := json.Unmarshal(raw, &r); err != nil {
-			return err
-		}
-		if r.ExitCode != 0 || r.Stdout != runCodes[0].Want {
-			return fmt.Errorf("exit %d, stdout %q, stderr %q", r.ExitCode, r.Stdout, r.Stderr)
-		}
-		return nil
-	}
+	checkRun := checkRunAnswer(runCodes[0].Want, nil)
 	envsUsed := b.npEnvs[:b.cfg.ConcEnvs]
 	for _, c := range b.cfg.ConcClients {
 		r := load(ctx, b.main, "POST /run (trivial)", c, b.cfg.ConcDuration, func(client, i int) (string, string, string, int, func([]byte) error) {
@@ -76,19 +67,7 @@ func (b *bench) concurrencySection(ctx context.Context) error {
 				continue
 			}
 			var hits atomic.Int64
-			check := func(raw []byte) error {
-				var r runResult
-				if err := json.Unmarshal(raw, &r); err != nil {
-					return err
-				}
-				if r.ExitCode != 0 || r.Stdout != imp.Want {
-					return fmt.Errorf("exit %d, stdout %q, stderr %q", r.ExitCode, r.Stdout, r.Stderr)
-				}
-				if r.Warm {
-					hits.Add(1)
-				}
-				return nil
-			}
+			check := checkRunAnswer(imp.Want, &hits)
 			r := load(ctx, b.main, name, c, b.cfg.ConcDuration, func(client, i int) (string, string, string, int, func([]byte) error) {
 				k := envsUsed[(client+i*c)%len(envsUsed)]
 				return http.MethodPost, k.path() + "/run", string(body), http.StatusOK, check
@@ -139,4 +118,22 @@ func (b *bench) concurrencySection(ctx context.Context) error {
 	cr.Latency.finish()
 	b.log.Info("concurrent creates", "n", cr.N, "wall_ms", cr.WallMS, "errors", cr.Errors)
 	return ctx.Err()
+}
+
+// checkRunAnswer checks a run's answer for exit code 0 and want on stdout; warm, when set, counts
+// the answers served warm.
+func checkRunAnswer(want string, warm *atomic.Int64) func([]byte) error {
+	return func(raw []byte) error {
+		var r runResult
+		if err := json.Unmarshal(raw, &r); err != nil {
+			return err
+		}
+		if r.ExitCode != 0 || r.Stdout != want {
+			return fmt.Errorf("exit %d, stdout %q, stderr %q", r.ExitCode, r.Stdout, r.Stderr)
+		}
+		if warm != nil && r.Warm {
+			warm.Add(1)
+		}
+		return nil
+	}
 }

@@ -121,6 +121,9 @@ func (s *Store) ListBuilds(ctx context.Context, f store.BuildFilter) ([]store.Bu
 	if f.State != "" {
 		where = append(where, "b.state = "+arg(f.State))
 	}
+	if f.OnDisk {
+		where = append(where, "b.state <> "+arg(store.BuildRemoved))
+	}
 	if !f.UnusedBefore.IsZero() {
 		where = append(where, "b.last_used_at < "+arg(s.time(f.UnusedBefore)))
 	}

@@ -25,7 +25,7 @@ func (s *Store) SetPreload(ctx context.Context, key envid.Key, modules []string)
 	return nil
 }
 
-// encodePreload stores a list as a JSON array, and none as '' (the column's default), so the
+// encodePreload stores a list as a JSON array, and none as the empty string (the column's default), so the
 // environments without one cost a byte.
 func encodePreload(modules []string) (string, error) {
 	if len(modules) == 0 {

@@ -253,6 +253,8 @@ func testListBuilds(t *testing.T, s store.Store) {
 		{"removed", store.BuildFilter{State: store.BuildRemoved}, []string{"b-mid"}},
 		{"unreferenced", store.BuildFilter{Unreferenced: true}, []string{"b-mid"}},
 		{"ready and unreferenced", store.BuildFilter{State: store.BuildReady, Unreferenced: true}, nil},
+		{"on disk", store.BuildFilter{OnDisk: true}, []string{"b-old", "b-new"}},
+		{"on disk and unreferenced", store.BuildFilter{OnDisk: true, Unreferenced: true}, nil},
 		{"unused before 2h30", store.BuildFilter{UnusedBefore: at(150 * time.Minute)}, []string{"b-old", "b-mid"}},
 		{"ready, unused before 2h30", store.BuildFilter{State: store.BuildReady, UnusedBefore: at(150 * time.Minute)}, []string{"b-old"}},
 		{"limit", store.BuildFilter{Limit: 2}, []string{"b-old", "b-mid"}},

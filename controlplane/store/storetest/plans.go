@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -23,6 +24,15 @@ type Planner interface {
 // scanned are the tables that grow with the environments: a query of a request's path that reads
 // one of them whole costs what the fleet holds, not what the request asks for.
 var scanned = []string{"envs", "env_revisions", "env_operations"}
+
+// aliasOf finds the alias a query gives each of the scanned tables.
+var aliasOf = func() map[string]*regexp.Regexp {
+	m := map[string]*regexp.Regexp{}
+	for _, tbl := range scanned {
+		m[tbl] = regexp.MustCompile(`\b` + tbl + `\s+(?:AS\s+)?([a-z]\w*)`)
+	}
+	return m
+}()
 
 // RunPlans checks, for every query of the paths a request or a cleanup batch takes (status,
 // list of one workflow and of all, deps, history, the fleet's cleanup views, the cleanup pass's
@@ -100,7 +110,7 @@ func RunPlans(t *testing.T, open func(t *testing.T) Planner) {
 		{"cleanup, a later batch", func() error { _, err := s.IdleEnvsAfter(ctx, at(time.Hour), after, 500); return err }, nil},
 		{"cleanup cursor", func() error { _, err := s.CleanupCursor(ctx, store.CursorEnvs); return err }, nil},
 		{"unreferenced builds, a later batch", func() error {
-			_, err := s.ListBuilds(ctx, store.BuildFilter{Unreferenced: true, UnusedBefore: at(time.Hour),
+			_, err := s.ListBuilds(ctx, store.BuildFilter{OnDisk: true, Unreferenced: true, UnusedBefore: at(time.Hour),
 				After: store.CleanupCursor{LastUsedAt: at(0), BuildID: "a"}, Limit: 500})
 			return err
 		}, nil},
@@ -144,7 +154,7 @@ func FullScans(query string, plan []string) []string {
 	aliases := map[string]string{}
 	for _, tbl := range scanned {
 		aliases[tbl] = tbl
-		for _, m := range regexp.MustCompile(`\b`+tbl+`\s+(?:AS\s+)?([a-z]\w*)`).FindAllStringSubmatch(query, -1) {
+		for _, m := range aliasOf[tbl].FindAllStringSubmatch(query, -1) {
 			switch strings.ToUpper(m[1]) {
 			case "WHERE", "ON", "SET", "ORDER", "GROUP", "LIMIT", "JOIN", "LEFT", "INNER", "USING", "VALUES":
 			default:
@@ -184,11 +194,4 @@ func FullScans(query string, plan []string) []string {
 	return full
 }
 
-func isScanned(table string) bool {
-	for _, t := range scanned {
-		if t == table {
-			return true
-		}
-	}
-	return false
-}
+func isScanned(table string) bool { return slices.Contains(scanned, table) }
