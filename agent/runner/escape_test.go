@@ -239,13 +239,22 @@ while True:
 			t.Errorf("stdout %q: want fork to fail with EAGAIN (the process limit)", trim(res.Stdout))
 		}
 		// Every fork keeps the interpreter's command line, whose path is this test's own: cold,
-		// "python main.py"; warm, the warm interpreter's "python -c ...", which itself stays.
+		// "python main.py"; warm, the warm interpreter's "python -c ...". The warm interpreter
+		// stays, and so does the child it arms for the next run: both still hold its control
+		// socket on fd 0, where every process of a run has /dev/null.
 		python := filepath.Join(d.env, ".venv", "bin", "python")
-		mark, stays := python+"\x00main.py", 0
+		mark := python + "\x00main.py"
 		if r.warm {
-			mark, stays = python+"\x00-c", 1
+			mark = python + "\x00-c"
 		}
-		waitFor(t, "the bomb's processes to die", func() bool { return len(proctest.With(mark)) == stays })
+		waitFor(t, "the bomb's processes to die", func() bool {
+			for _, pid := range proctest.With(mark) {
+				if l, _ := os.Readlink(fmt.Sprintf("/proc/%d/fd/0", pid)); !r.warm || l == "/dev/null" {
+					return false
+				}
+			}
+			return true
+		})
 	})
 }
 
